@@ -1,0 +1,1 @@
+"""Hephaestus Studio: a private AI studio for a homelab GPU server."""

@@ -1,0 +1,1 @@
+"""Backend clients (Ollama, ComfyUI, OpenRouter). None of them import gradio."""

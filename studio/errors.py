@@ -1,0 +1,53 @@
+"""Errors the studio raises, with messages written for the person at the screen.
+
+Every message says what failed, where, and what to try next. Clients map transport
+failures to these classes and keep the original exception as ``__cause__``.
+No gradio imports here: the UI edge turns a StudioError into ``gr.Error``.
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base class: ``str(err)`` is a complete sentence fit to show a user."""
+
+    def __init__(self, message: str, *, hint: str = ""):
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} {hint}".strip())
+
+
+class ConfigError(StudioError):
+    """A setting is missing or malformed; the app cannot start with it."""
+
+
+class BackendUnavailable(StudioError):
+    """A backend (Ollama, ComfyUI, OpenRouter) could not be reached at all."""
+
+
+class BackendRejected(StudioError):
+    """A backend answered, but refused the request (4xx, bad key, no credit...)."""
+
+    def __init__(self, message: str, *, hint: str = "", status: int | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class ModelNotFound(BackendRejected):
+    """The named model is not installed / not known to the backend."""
+
+
+class GenerationFailed(StudioError):
+    """Generation started but failed part way (the partial result is kept by the caller)."""
+
+
+class StreamInterrupted(GenerationFailed):
+    """The connection dropped in the middle of a streamed reply."""
+
+
+class BudgetExceeded(StudioError):
+    """A cloud request would go over a configured spending cap."""
+
+
+class InvalidInput(StudioError):
+    """Something the user typed or uploaded cannot be used; nothing was sent."""

@@ -1,0 +1,81 @@
+"""Typed events that chat backends stream, shared by every chat client and the router.
+
+A chat stream is an iterator of these; the last one is always ``ChatDone`` unless the
+stream raises a ``StudioError``. Pure data: no I/O, no gradio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """A piece of the answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatThinking:
+    """A piece of the model's reasoning ("thinking"), shown apart from the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatNotice:
+    """Something the reply should say about itself, e.g. a fallback to another model."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Figures a backend reports about one reply. ``None`` means "not reported"."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    load_ms: float | None = None
+    prompt_eval_ms: float | None = None
+    eval_ms: float | None = None
+    total_ms: float | None = None
+    tokens_per_s: float | None = None
+    cost_usd: float | None = None
+    cost_is_estimate: bool = False
+    done_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatDone:
+    """End of a reply: which backend and model actually answered, and its figures.
+
+    ``fallback_reason`` is set (by the router) when another model answered than the one asked
+    for: why the switch happened, e.g. "OpenRouter account is out of credit".
+    """
+
+    backend: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message sent to a backend: role, text and optional images (raw bytes)."""
+
+    role: str
+    content: str
+    images: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Generation parameters; ``None`` leaves the backend's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    num_ctx: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    think: bool | None = None
