@@ -1,0 +1,499 @@
+"""The studio's SQLite file: conversations and messages, with full-text search.
+
+The only module (with ``migrations.py``) that writes SQL. Callers get plain dataclasses,
+never rows. One ``Store`` is shared by Gradio handler threads and background generation
+threads, so every method holds one ``threading.RLock`` around its work on the single
+connection; each method is one statement or one short transaction, so the lock is
+held briefly. No gradio imports here; nothing runs at import time.
+
+Timestamps are ISO 8601 UTC text with milliseconds (``2025-01-31T09:15:02.123Z``),
+which sort correctly as strings. A store never hands out the same timestamp twice,
+so "most recently updated" has no ties between writes made through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlite_utils import Database
+
+from .errors import InvalidInput, StudioError
+from .migrations import migrations
+
+MESSAGE_STATUSES = ("complete", "partial", "error", "streaming")
+STAT_FIELDS = ("prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "load_ms",
+               "total_ms", "cost_usd")
+_CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned")
+_MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", "backend",
+                   "meta", *STAT_FIELDS)
+_BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
+_SNIPPET_WORDS = 12
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 3, 8, 14, 26
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    title: str
+    user: str
+    model: str
+    backend: str
+    system_prompt: str
+    params: dict
+    created_at: str
+    updated_at: str
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: str
+    seq: int
+    role: str
+    content: str
+    thinking: str
+    images: list[str]
+    model: str
+    backend: str
+    status: str
+    error: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttft_ms: float | None
+    tokens_per_s: float | None
+    load_ms: float | None
+    total_ms: float | None
+    cost_usd: float | None
+    meta: dict
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result. A title match has ``message_id`` and ``role`` None and the
+    highlighted title as ``snippet``; matched words are wrapped in ``[`` ``]``."""
+
+    conversation_id: str
+    title: str
+    message_id: int | None
+    role: str | None
+    snippet: str
+    updated_at: str
+
+
+class Store:
+    """Conversations and messages in one SQLite file. Safe to share between threads."""
+
+    def __init__(self, db: Database):
+        """Wrap an already configured and migrated database; use ``open`` or ``memory``."""
+        self.db = db
+        self._lock = threading.RLock()
+        self._last_ms = 0
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the database file at ``path`` and migrate it.
+
+        Creates the parent directory, turns on WAL, foreign keys and a busy timeout,
+        then applies pending migrations. Raises ``StudioError`` with a sentence naming
+        the path when the directory or file can't be written or isn't a database.
+        """
+        path = Path(path).expanduser()
+        directory = path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _directory_not_writable(directory) from err
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise _directory_not_writable(directory)
+        if path.is_dir():
+            raise StudioError(f"The database path {path} is a folder, not a file.",
+                              hint="Move that folder aside, or set STUDIO_DATA_DIR to another one.")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise _file_not_writable(path)
+        conn = None
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            db = Database(conn)
+            _configure(db, wal=True)
+            migrations.apply(db)
+        except sqlite3.DatabaseError as err:
+            if conn is not None:
+                conn.close()
+            # Primary result code (Python 3.11+ sets it; older ones just re-raise).
+            code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
+            if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise _file_not_writable(path) from err
+            if code == _SQLITE_NOTADB:
+                raise StudioError(
+                    f"The file {path} is not a SQLite database, or it is damaged.",
+                    hint="Move it aside and start the studio again to create a fresh one, "
+                         "or set STUDIO_DATA_DIR to another folder.",
+                ) from err
+            raise
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        return cls(db)
+
+    @classmethod
+    def memory(cls) -> Store:
+        """A fresh, migrated in-memory store (for tests)."""
+        db = Database(sqlite3.connect(":memory:", check_same_thread=False))
+        _configure(db, wal=False)
+        migrations.apply(db)
+        return cls(db)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    # Conversations
+
+    def create_conversation(self, title: str = "New chat", *, model: str = "",
+                            backend: str = "", system_prompt: str = "",
+                            params: dict | None = None, user: str = "owner") -> Conversation:
+        """Insert a conversation with a new uuid4-hex id and return it.
+
+        Raises ``InvalidInput`` if ``title`` is blank.
+        """
+        row = {
+            "id": uuid.uuid4().hex,
+            "title": _clean_title(title),
+            "user": user,
+            "model": model,
+            "backend": backend,
+            "system_prompt": system_prompt,
+            "params": json.dumps(params or {}),
+            "pinned": 0,
+        }
+        with self._lock:
+            row["created_at"] = row["updated_at"] = self._now()
+            self.db.execute(
+                f"INSERT INTO conversations ({', '.join(row)}) "
+                f"VALUES ({', '.join(':' + name for name in row)})", row)
+        return _to_conversation(row)
+
+    def get_conversation(self, conv_id: str) -> Conversation | None:
+        with self._lock:
+            rows = self._select("SELECT * FROM conversations WHERE id = ?", [conv_id])
+        return _to_conversation(rows[0]) if rows else None
+
+    def list_conversations(self, *, user: str | None = None, limit: int = 100,
+                           offset: int = 0) -> list[Conversation]:
+        """Pinned conversations first, then the most recently updated.
+
+        One query walking an index (pinned, updated_at), so it stays fast however
+        many conversations there are.
+        """
+        where, params = ("WHERE user = ?", [user]) if user is not None else ("", [])
+        with self._lock:
+            rows = self._select(
+                f"SELECT * FROM conversations {where} "
+                # rowid breaks ties between rows written by other tools in the same ms.
+                "ORDER BY pinned DESC, updated_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset])
+        return [_to_conversation(row) for row in rows]
+
+    def count_conversations(self, user: str | None = None) -> int:
+        where, params = ("WHERE user = ?", [user]) if user is not None else ("", [])
+        with self._lock:
+            return self.db.execute(f"SELECT count(*) FROM conversations {where}",
+                                   params).fetchone()[0]
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        """Set the title. Does not move the chat in the list (``updated_at`` is kept).
+
+        Raises ``InvalidInput`` for a blank title, ``StudioError`` if the chat is gone.
+        """
+        self.update_conversation(conv_id, title=title)
+
+    def update_conversation(self, conv_id: str, **fields: Any) -> None:
+        """Change any of title, model, backend, system_prompt, params (dict), pinned (bool).
+
+        ``updated_at`` is left alone: it means "last activity", and pinning or
+        switching model should not reshuffle the list. Raises ``TypeError`` for an
+        unknown field and ``StudioError`` if the conversation no longer exists.
+        """
+        _reject_unknown("update_conversation", fields, _CONVERSATION_FIELDS)
+        if not fields:
+            return
+        values = dict(fields)
+        if "title" in values:
+            values["title"] = _clean_title(values["title"])
+        if "params" in values:
+            values["params"] = json.dumps(values["params"] or {})
+        if "pinned" in values:
+            values["pinned"] = int(bool(values["pinned"]))
+        assignments = ", ".join(f"{name} = :{name}" for name in values)
+        with self._lock:
+            cursor = self.db.execute(
+                f"UPDATE conversations SET {assignments} WHERE id = :conv_id",
+                {**values, "conv_id": conv_id})
+        if cursor.rowcount == 0:
+            raise _conversation_gone(conv_id)
+
+    def touch_conversation(self, conv_id: str) -> None:
+        """Mark the conversation as just used, moving it to the top of the list."""
+        with self._lock:
+            cursor = self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
+                                     [self._now(), conv_id])
+        if cursor.rowcount == 0:
+            raise _conversation_gone(conv_id)
+
+    def delete_conversation(self, conv_id: str) -> None:
+        """Delete the conversation and its messages. Deleting a missing one is a no-op."""
+        with self._lock:
+            self.db.execute("DELETE FROM conversations WHERE id = ?", [conv_id])
+
+    # Messages
+
+    def add_message(self, conv_id: str, role: str, content: str = "", *, thinking: str = "",
+                    images: Iterable[str | os.PathLike] = (), status: str = "complete",
+                    model: str = "", backend: str = "", error: str = "",
+                    meta: dict | None = None, **stats: Any) -> Message:
+        """Append a message (seq = last + 1, starting at 1) and bump the chat's updated_at.
+
+        ``stats`` takes any of ``STAT_FIELDS``. Raises ``TypeError`` for an unknown
+        stat, ``ValueError`` for an unknown status, ``StudioError`` if the
+        conversation no longer exists.
+        """
+        _reject_unknown("add_message", stats, STAT_FIELDS)
+        _check_status(status)
+        row = {
+            "conversation_id": conv_id, "role": role, "content": content,
+            "thinking": thinking, "images": json.dumps([str(p) for p in images]),
+            "model": model, "backend": backend, "status": status, "error": error,
+            "meta": json.dumps(meta or {}), **stats,
+        }
+        with self._lock, self.db.atomic():
+            row["created_at"] = row["updated_at"] = now = self._now()
+            touched = self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
+                                      [now, conv_id])
+            if touched.rowcount == 0:
+                raise _conversation_gone(conv_id)
+            cursor = self.db.execute(
+                f"INSERT INTO messages (seq, {', '.join(row)}) VALUES ("
+                "(SELECT coalesce(max(seq), 0) + 1 FROM messages"
+                " WHERE conversation_id = :conversation_id), "
+                f"{', '.join(':' + name for name in row)})", row)
+            return self._get_message(cursor.lastrowid)
+
+    def update_message(self, message_id: int, **fields: Any) -> None:
+        """Change any of content, thinking, images, status, error, model, backend,
+        meta (replaced, not merged) and the ``STAT_FIELDS``; sets updated_at.
+
+        One UPDATE statement, cheap enough to call every second while a reply
+        streams. Raises ``TypeError``/``ValueError`` for unknown fields or status and
+        ``StudioError`` if the message is gone (e.g. its chat was deleted meanwhile).
+        """
+        _reject_unknown("update_message", fields, _MESSAGE_FIELDS)
+        values = dict(fields)
+        if "status" in values:
+            _check_status(values["status"])
+        if "meta" in values:
+            values["meta"] = json.dumps(values["meta"] or {})
+        if "images" in values:
+            values["images"] = json.dumps([str(p) for p in values["images"]])
+        with self._lock:
+            values["updated_at"] = self._now()
+            assignments = ", ".join(f"{name} = :{name}" for name in values)
+            cursor = self.db.execute(f"UPDATE messages SET {assignments} WHERE id = :message_id",
+                                     {**values, "message_id": message_id})
+        if cursor.rowcount == 0:
+            raise StudioError(f"Message {message_id} no longer exists.",
+                              hint="Its conversation may have been deleted; nothing was saved.")
+
+    def get_message(self, message_id: int) -> Message | None:
+        with self._lock:
+            return self._get_message(message_id)
+
+    def messages(self, conv_id: str) -> list[Message]:
+        """The conversation's messages in order (by seq); [] for an unknown id."""
+        with self._lock:
+            rows = self._select("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq",
+                                [conv_id])
+        return [_to_message(row) for row in rows]
+
+    def delete_messages_from(self, conv_id: str, seq: int) -> int:
+        """Delete the messages with seq >= ``seq`` (regenerate, edit-and-resend).
+        Returns how many went."""
+        with self._lock:
+            return self.db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?",
+                [conv_id, seq]).rowcount
+
+    def mark_interrupted_streams(self, reason: str) -> int:
+        """At start-up: replies still 'streaming' were cut off by a restart. Mark them
+        'partial' with ``error=reason``; return how many."""
+        with self._lock:
+            return self.db.execute(
+                "UPDATE messages SET status = 'partial', error = ?, updated_at = ? "
+                "WHERE status = 'streaming'", [reason, self._now()]).rowcount
+
+    # Search
+
+    def search(self, query: str, *, user: str | None = None, limit: int = 50) -> list[SearchHit]:
+        """Full-text search over conversation titles and message contents.
+
+        Every word must match; the last one also matches as a prefix ("pyth" finds
+        "python"). Any text is safe: FTS syntax in it is searched for literally,
+        and blank text gives []. Order: title matches first (most recently updated
+        conversation first), then message matches newest first (by message id,
+        i.e. creation order), at most ``limit`` hits in all.
+        """
+        match = fts_match_query(query)
+        if not match or limit <= 0:
+            return []
+        user_clause = "AND c.user = :user" if user is not None else ""
+        params = {"match": match, "user": user, "limit": limit}
+        with self._lock:
+            rows = self._select(f"""
+                SELECT c.id AS conversation_id, c.title, NULL AS message_id, NULL AS role,
+                       highlight(conversations_fts, 1, '[', ']') AS snippet, c.updated_at
+                FROM conversations_fts
+                JOIN conversations c ON c.id = conversations_fts.conversation_id
+                WHERE conversations_fts MATCH :match {user_clause}
+                ORDER BY c.updated_at DESC LIMIT :limit""", params)
+            params["limit"] = limit - len(rows)
+            if params["limit"] > 0:
+                # ORDER BY the FTS rowid lets FTS5 walk its index newest-first and stop
+                # at the limit, so snippets are only built for the rows returned.
+                rows += self._select(f"""
+                    SELECT m.conversation_id, c.title, m.id AS message_id, m.role,
+                           snippet(messages_fts, 0, '[', ']', '…', {_SNIPPET_WORDS}) AS snippet,
+                           m.updated_at
+                    FROM messages_fts
+                    JOIN messages m ON m.id = messages_fts.rowid
+                    JOIN conversations c ON c.id = m.conversation_id
+                    WHERE messages_fts MATCH :match {user_clause}
+                    ORDER BY messages_fts.rowid DESC LIMIT :limit""", params)
+        return [SearchHit(**row) for row in rows]
+
+    # Helpers (call with the lock held)
+
+    def _select(self, sql: str, params: Any = ()) -> list[dict]:
+        # db.execute rather than db.query: query() wraps each read in a savepoint.
+        cursor = self.db.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def _get_message(self, message_id: int) -> Message | None:
+        rows = self._select("SELECT * FROM messages WHERE id = ?", [message_id])
+        return _to_message(rows[0]) if rows else None
+
+    def _now(self) -> str:
+        # Strictly increasing, so two writes in the same millisecond still sort in order.
+        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        self._last_ms = max(now_ms, self._last_ms + 1)
+        stamp = datetime.fromtimestamp(self._last_ms / 1000, timezone.utc)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self._last_ms % 1000:03d}Z"
+
+
+def fts_match_query(text: str) -> str:
+    """Turn what a person typed into a safe FTS5 MATCH expression ('' if nothing to find).
+
+    Each whitespace-separated word becomes a quoted FTS5 string (inner quotes
+    doubled), words are AND-ed and the last one matches as a prefix. Words with no
+    letters or digits are dropped: the tokenizer would make them empty phrases,
+    which match nothing and would empty the whole AND.
+
+    >>> fts_match_query('pyth OR NEAR(')
+    '"pyth" AND "OR" AND "NEAR("*'
+    >>> fts_match_query(' ? ')
+    ''
+    """
+    # Control characters (a NUL ends the FTS5 string early) become spaces; lone
+    # surrogates can't be encoded for SQLite at all.
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    words = [word for word in text.split() if any(_is_token_char(ch) for ch in word)]
+    quoted = ['"' + word.replace('"', '""') + '"' for word in words]
+    if quoted:
+        quoted[-1] += "*"
+    return " AND ".join(quoted)
+
+
+def _is_token_char(ch: str) -> bool:
+    # FTS5's unicode61 tokenizer keeps categories L*, N* and Co; the rest separates.
+    category = unicodedata.category(ch)
+    return category[0] in "LN" or category == "Co"
+
+
+def _configure(db: Database, *, wal: bool) -> None:
+    db.execute("PRAGMA foreign_keys = ON")  # ON DELETE CASCADE needs it, per connection
+    db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    if wal:
+        # WAL: readers don't block the writer. NORMAL is safe with WAL (a power cut can
+        # lose the last commits but never corrupts) and skips an fsync per commit.
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = NORMAL")
+
+
+def _to_conversation(row: dict) -> Conversation:
+    return Conversation(
+        id=row["id"], title=row["title"], user=row["user"], model=row["model"],
+        backend=row["backend"], system_prompt=row["system_prompt"],
+        params=json.loads(row["params"]), created_at=row["created_at"],
+        updated_at=row["updated_at"], pinned=bool(row["pinned"]),
+    )
+
+
+def _to_message(row: dict) -> Message:
+    return Message(
+        id=row["id"], conversation_id=row["conversation_id"], seq=row["seq"],
+        role=row["role"], content=row["content"], thinking=row["thinking"],
+        images=json.loads(row["images"]), model=row["model"], backend=row["backend"],
+        status=row["status"], error=row["error"],
+        **{name: row[name] for name in STAT_FIELDS},
+        meta=json.loads(row["meta"]), created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _clean_title(title: str) -> str:
+    cleaned = " ".join(title.split())
+    if not cleaned:
+        raise InvalidInput("A conversation title can't be empty.",
+                           hint="Type a few words to name the chat.")
+    return cleaned
+
+
+def _check_status(status: str) -> None:
+    if status not in MESSAGE_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(MESSAGE_STATUSES)} (got {status!r})")
+
+
+def _reject_unknown(method: str, fields: dict, allowed: Iterable[str]) -> None:
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise TypeError(f"{method}() got unknown field(s): {', '.join(unknown)}")
+
+
+def _conversation_gone(conv_id: str) -> StudioError:
+    return StudioError(f"Conversation {conv_id} no longer exists.",
+                       hint="It may have been deleted in another tab; pick a chat from the list.")
+
+
+def _directory_not_writable(directory: Path) -> StudioError:
+    return StudioError(
+        f"The data directory {directory} is not writable.",
+        hint="Set STUDIO_DATA_DIR to a folder you can write to, or fix its permissions.")
+
+
+def _file_not_writable(path: Path) -> StudioError:
+    return StudioError(
+        f"The database file {path} is not writable.",
+        hint="Fix its permissions, or set STUDIO_DATA_DIR to a folder you can write to.")

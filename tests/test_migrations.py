@@ -1,0 +1,130 @@
+import re
+
+import pytest
+from sqlite_utils import Database
+
+from studio.migrations import migrations
+from studio.store import Store
+
+CONVERSATION_COLUMNS = {
+    "id": str, "title": str, "user": str, "model": str, "backend": str,
+    "system_prompt": str, "params": str, "created_at": str, "updated_at": str, "pinned": int,
+}
+MESSAGE_COLUMNS = {
+    "id": int, "conversation_id": str, "seq": int, "role": str, "content": str,
+    "thinking": str, "images": str, "model": str, "backend": str, "status": str,
+    "error": str, "prompt_tokens": int, "completion_tokens": int, "ttft_ms": float,
+    "tokens_per_s": float, "load_ms": float, "total_ms": float, "cost_usd": float,
+    "meta": str, "created_at": str, "updated_at": str,
+}
+
+
+@pytest.fixture
+def db():
+    return Database(memory=True)
+
+
+def test_migrations_blank_db_reaches_current_schema(db):
+    migrations.apply(db)
+
+    assert db["conversations"].columns_dict == CONVERSATION_COLUMNS
+    assert db["messages"].columns_dict == MESSAGE_COLUMNS
+    assert db["conversations"].pks == ["id"]
+    assert db["messages"].pks == ["id"]
+
+
+def test_migrations_messages_cascade_from_conversations(db):
+    migrations.apply(db)
+
+    [fk] = db["messages"].foreign_keys
+    assert (fk.column, fk.other_table, fk.other_column, fk.on_delete) == (
+        "conversation_id", "conversations", "id", "CASCADE")
+
+
+def test_migrations_create_listing_indexes(db):
+    migrations.apply(db)
+
+    message_indexes = {tuple(i.columns): i.unique for i in db["messages"].indexes}
+    conversation_indexes = {tuple(i.columns) for i in db["conversations"].indexes}
+    assert message_indexes[("conversation_id", "seq")] == 1
+    assert {("updated_at",), ("user", "updated_at"), ("pinned", "updated_at"),
+            ("user", "pinned", "updated_at")} <= conversation_indexes
+
+
+def test_migrations_create_search_tables(db):
+    migrations.apply(db)
+
+    assert db["messages_fts"].columns_dict.keys() == {"content"}
+    assert db["conversations_fts"].columns_dict.keys() == {"conversation_id", "title"}
+    assert {t.name for t in db.triggers} == {
+        "messages_fts_ai", "messages_fts_ad", "messages_fts_au",
+        "conversations_fts_ai", "conversations_fts_ad", "conversations_fts_au",
+    }
+
+
+def test_migrations_apply_twice_is_noop(db):
+    migrations.apply(db)
+    schema, applied = db.schema, migrations.applied(db)
+
+    migrations.apply(db)
+
+    assert db.schema == schema
+    assert migrations.applied(db) == applied
+    assert migrations.pending(db) == []
+
+
+def test_migrations_names_are_numbered_in_order():
+    names = [m.name for m in migrations._migrations]
+
+    assert all(re.fullmatch(r"m\d{3}_[a-z]+(_[a-z0-9]+)+", name) for name in names)
+    assert [int(name[1:4]) for name in names] == list(range(1, len(names) + 1))
+
+
+def test_migrations_file_with_only_m001_upgrades_and_finds_old_rows(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m002_add_search_index")
+    assert not old["messages_fts"].exists()
+    old["conversations"].insert_all([
+        {"id": "a" * 32, "title": "Sourdough starter", "created_at": "2024-05-01T10:00:00.000Z",
+         "updated_at": "2024-05-01T10:00:00.000Z"},
+        {"id": "b" * 32, "title": "Kubernetes notes", "created_at": "2024-05-02T10:00:00.000Z",
+         "updated_at": "2024-05-02T10:00:00.000Z"},
+    ])
+    old["messages"].insert_all([
+        {"conversation_id": "b" * 32, "seq": 1, "role": "user",
+         "content": "How do I drain a node?", "created_at": "2024-05-02T10:00:00.000Z",
+         "updated_at": "2024-05-02T10:00:00.000Z"},
+    ])
+    old.close()
+
+    store = Store.open(path)
+
+    assert [m.name for m in migrations.pending(store.db)] == []
+    assert [(h.conversation_id, h.message_id) for h in store.search("drain")] == [("b" * 32, 1)]
+    assert [(h.conversation_id, h.message_id) for h in store.search("sourdough")] == [
+        ("a" * 32, None)]
+    store.close()
+
+
+def test_migrations_upgraded_index_stays_in_sync(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m002_add_search_index")
+    old["conversations"].insert({"id": "a" * 32, "title": "Old title",
+                                 "created_at": "2024-05-01T10:00:00.000Z",
+                                 "updated_at": "2024-05-01T10:00:00.000Z"})
+    old["messages"].insert({"conversation_id": "a" * 32, "seq": 1, "role": "user",
+                            "content": "quince jam", "created_at": "2024-05-01T10:00:00.000Z",
+                            "updated_at": "2024-05-01T10:00:00.000Z"})
+    old.close()
+    store = Store.open(path)
+
+    store.rename_conversation("a" * 32, "Preserves")
+    store.update_message(1, content="plum jam")
+
+    assert store.search("old") == []
+    assert store.search("quince") == []
+    assert [h.message_id for h in store.search("preserves")] == [None]
+    assert [h.message_id for h in store.search("plum")] == [1]
+    store.close()

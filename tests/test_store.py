@@ -1,0 +1,652 @@
+import os
+import re
+import threading
+
+import pytest
+
+from studio.errors import InvalidInput, StudioError
+from studio.migrations import migrations
+from studio.store import Conversation, Message, SearchHit, Store, fts_match_query
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.fixture
+def store():
+    store = Store.memory()
+    yield store
+    store.close()
+
+
+# Opening
+
+
+def test_store_open_creates_directory_and_migrates(tmp_path):
+    path = tmp_path / "nested" / "data" / "studio.db"
+
+    store = Store.open(path)
+
+    assert path.is_file()
+    assert migrations.pending(store.db) == []
+    store.close()
+
+
+@pytest.mark.parametrize("pragma, expected", [
+    ("journal_mode", "wal"),
+    ("synchronous", 1),  # NORMAL
+    ("foreign_keys", 1),
+    ("busy_timeout", 5000),
+])
+def test_store_open_configures_connection(tmp_path, pragma, expected):
+    store = Store.open(tmp_path / "studio.db")
+
+    assert store.db.execute(f"PRAGMA {pragma}").fetchone()[0] == expected
+    store.close()
+
+
+def test_store_open_keeps_data_between_openings(tmp_path):
+    first = Store.open(tmp_path / "studio.db")
+    conv = first.create_conversation("Kept")
+    first.add_message(conv.id, "user", "still here")
+    first.close()
+
+    second = Store.open(tmp_path / "studio.db")
+
+    assert second.get_conversation(conv.id).title == "Kept"
+    assert [m.content for m in second.messages(conv.id)] == ["still here"]
+    second.close()
+
+
+def test_store_open_can_be_used_from_another_thread(tmp_path):
+    store = Store.open(tmp_path / "studio.db")
+    result = []
+
+    worker = threading.Thread(target=lambda: result.append(store.create_conversation("x")))
+    worker.start()
+    worker.join(timeout=10)
+
+    assert [c.title for c in result] == ["x"]
+    store.close()
+
+
+def test_store_open_when_directory_is_a_file_names_it(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+
+    with pytest.raises(StudioError) as caught:
+        Store.open(blocker / "studio.db")
+
+    assert str(caught.value) == (
+        f"The data directory {blocker} is not writable. Set STUDIO_DATA_DIR to a folder "
+        "you can write to, or fix its permissions.")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write through any permission bits")
+@pytest.mark.parametrize("locked, words", [
+    ("directory", "The data directory"),
+    ("file", "The database file"),
+])
+def test_store_open_unwritable_path_names_it(tmp_path, locked, words):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "studio.db"
+    Store.open(path).close()
+    target = data if locked == "directory" else path
+    target.chmod(0o555 if locked == "directory" else 0o444)
+    try:
+        with pytest.raises(StudioError) as caught:
+            Store.open(path)
+    finally:
+        target.chmod(0o755)
+
+    assert str(caught.value).startswith(f"{words} {target} is not writable.")
+    assert "STUDIO_DATA_DIR" in str(caught.value)
+
+
+def test_store_open_non_database_file_says_so(tmp_path):
+    path = tmp_path / "studio.db"
+    path.write_bytes(b"this is a text file, not SQLite " * 100)
+
+    with pytest.raises(StudioError, match="is not a SQLite database") as caught:
+        Store.open(path)
+
+    assert str(path) in str(caught.value)
+
+
+def test_store_open_path_that_is_a_folder_says_so(tmp_path):
+    path = tmp_path / "studio.db"
+    path.mkdir()
+
+    with pytest.raises(StudioError, match="is a folder, not a file") as caught:
+        Store.open(path)
+
+    assert str(path) in str(caught.value)
+
+
+# Conversations
+
+
+def test_store_create_conversation_defaults(store):
+    conv = store.create_conversation()
+
+    assert re.fullmatch(r"[0-9a-f]{32}", conv.id)
+    assert (conv.title, conv.user, conv.model, conv.backend, conv.system_prompt,
+            conv.params, conv.pinned) == ("New chat", "owner", "", "", "", {}, False)
+    assert TIMESTAMP.fullmatch(conv.created_at)
+    assert conv.updated_at == conv.created_at
+
+
+def test_store_create_conversation_round_trips_fields(store):
+    conv = store.create_conversation(
+        "Plans", model="llama3.1:8b", backend="ollama", system_prompt="Be brief.",
+        params={"temperature": 0.2, "stop": ["###"]}, user="guest")
+
+    assert store.get_conversation(conv.id) == conv
+    assert conv.params == {"temperature": 0.2, "stop": ["###"]}
+    assert (conv.model, conv.backend, conv.system_prompt, conv.user) == (
+        "llama3.1:8b", "ollama", "Be brief.", "guest")
+
+
+@pytest.mark.parametrize("title", ["", "   ", "\n\t"])
+def test_store_create_conversation_rejects_blank_title(store, title):
+    with pytest.raises(InvalidInput):
+        store.create_conversation(title)
+
+
+def test_store_get_conversation_unknown_is_none(store):
+    assert store.get_conversation("0" * 32) is None
+
+
+def test_store_list_conversations_pinned_first_then_recent(store):
+    old, middle, new = (store.create_conversation(t) for t in ("old", "middle", "new"))
+    store.touch_conversation(old.id)
+    store.update_conversation(middle.id, pinned=True)
+
+    assert [c.title for c in store.list_conversations()] == ["middle", "old", "new"]
+
+
+def test_store_list_conversations_filters_by_user(store):
+    store.create_conversation("mine")
+    store.create_conversation("theirs", user="guest")
+
+    assert [c.title for c in store.list_conversations(user="guest")] == ["theirs"]
+    assert [c.title for c in store.list_conversations()] == ["theirs", "mine"]
+
+
+def test_store_list_conversations_pages(store):
+    for n in range(5):
+        store.create_conversation(f"chat {n}")
+
+    assert [c.title for c in store.list_conversations(limit=2, offset=1)] == ["chat 3", "chat 2"]
+
+
+def test_store_list_conversations_large_history_uses_one_indexed_query(store):
+    # 10,000 conversations x 20 messages, the size the sidebar must stay fast for.
+    store.db["conversations"].insert_all(
+        ({"id": f"{n:032x}", "title": f"chat {n}", "user": "guest" if n % 3 else "owner",
+          "pinned": int(n in (17, 4242)),
+          "created_at": "2024-01-01T00:00:00.000Z",
+          "updated_at": f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00.{n % 1000:03d}Z"}
+         for n in range(10_000)), batch_size=1000)
+    store.db["messages"].insert_all(
+        ({"conversation_id": f"{n:032x}", "seq": s, "role": "user" if s % 2 else "assistant",
+          "content": f"message {s}", "created_at": "2024-01-01T00:00:00.000Z",
+          "updated_at": "2024-01-01T00:00:00.000Z"}
+         for n in range(10_000) for s in range(1, 21)), batch_size=1000)
+    statements = []
+
+    with store.db.tracer(lambda sql, params: statements.append((sql, params))):
+        listed = store.list_conversations(limit=100)
+
+    everything = store.db.execute("SELECT id, pinned, updated_at FROM conversations").fetchall()
+    expected = sorted(everything, key=lambda r: (r[1], r[2]), reverse=True)[:100]
+    assert [c.id for c in listed] == [row[0] for row in expected]
+    assert [c.title for c in listed[:2]] == ["chat 4242", "chat 17"]
+    [(sql, params)] = statements
+    plan = " ".join(str(row) for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX" in plan and "TEMP B-TREE" not in plan
+
+
+def test_store_list_conversations_for_user_uses_index(store):
+    statements = []
+
+    with store.db.tracer(lambda sql, params: statements.append((sql, params))):
+        store.list_conversations(user="guest")
+
+    [(sql, params)] = statements
+    plan = " ".join(str(row) for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX" in plan and "TEMP B-TREE" not in plan
+
+
+def test_store_count_conversations(store):
+    for user in ("owner", "owner", "guest"):
+        store.create_conversation(user=user)
+
+    assert (store.count_conversations(), store.count_conversations("owner"),
+            store.count_conversations(user="nobody")) == (3, 2, 0)
+
+
+def test_store_rename_conversation_keeps_its_place(store):
+    conv = store.create_conversation("Untitled")
+
+    store.rename_conversation(conv.id, "  Garden   watering ")
+
+    renamed = store.get_conversation(conv.id)
+    assert renamed.title == "Garden watering"
+    assert renamed.updated_at == conv.updated_at
+
+
+def test_store_update_conversation_changes_fields(store):
+    conv = store.create_conversation(params={"temperature": 0.7})
+
+    store.update_conversation(conv.id, model="qwen3:14b", backend="ollama",
+                              system_prompt="You are terse.", params={"top_p": 0.9}, pinned=1)
+
+    updated = store.get_conversation(conv.id)
+    assert (updated.model, updated.backend, updated.system_prompt, updated.params,
+            updated.pinned) == ("qwen3:14b", "ollama", "You are terse.", {"top_p": 0.9}, True)
+
+
+def test_store_update_conversation_unknown_field_raises(store):
+    conv = store.create_conversation()
+
+    with pytest.raises(TypeError, match="colour"):
+        store.update_conversation(conv.id, colour="red")
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.rename_conversation("f" * 32, "x"),
+    lambda s: s.update_conversation("f" * 32, pinned=True),
+    lambda s: s.touch_conversation("f" * 32),
+    lambda s: s.add_message("f" * 32, "user", "hi"),
+])
+def test_store_missing_conversation_raises_studio_error(store, call):
+    with pytest.raises(StudioError, match="no longer exists"):
+        call(store)
+
+
+def test_store_touch_conversation_moves_it_up(store):
+    first = store.create_conversation("first")
+    store.create_conversation("second")
+
+    store.touch_conversation(first.id)
+
+    assert store.list_conversations()[0].id == first.id
+    assert store.get_conversation(first.id).updated_at > first.updated_at
+
+
+def test_store_delete_conversation_takes_messages(store):
+    conv = store.create_conversation("Doomed")
+    kept = store.create_conversation("Kept")
+    message = store.add_message(conv.id, "user", "ephemeral words")
+    store.add_message(kept.id, "user", "ephemeral too")
+
+    store.delete_conversation(conv.id)
+
+    assert store.get_conversation(conv.id) is None
+    assert store.get_message(message.id) is None
+    assert store.messages(conv.id) == []
+    assert [h.conversation_id for h in store.search("ephemeral")] == [kept.id]
+    assert store.search("doomed") == []
+
+
+def test_store_delete_conversation_missing_is_noop(store):
+    store.delete_conversation("f" * 32)
+
+    assert store.count_conversations() == 0
+
+
+# Messages
+
+
+def test_store_add_message_numbers_in_order(store):
+    conv = store.create_conversation()
+
+    seqs = [store.add_message(conv.id, role, text).seq
+            for role, text in [("user", "a"), ("assistant", "b"), ("user", "c")]]
+
+    assert seqs == [1, 2, 3]
+    assert [m.content for m in store.messages(conv.id)] == ["a", "b", "c"]
+
+
+def test_store_add_message_numbers_per_conversation(store):
+    one, two = store.create_conversation(), store.create_conversation()
+    store.add_message(one.id, "user", "a")
+
+    assert store.add_message(two.id, "user", "b").seq == 1
+
+
+def test_store_add_message_round_trips_fields(store, tmp_path):
+    conv = store.create_conversation()
+
+    message = store.add_message(
+        conv.id, "assistant", "Here you go.", thinking="hmm", images=[tmp_path / "a.png", "b.png"],
+        status="partial", model="gpt-4o-mini", backend="openrouter", error="cut off",
+        meta={"finish_reason": "length"}, prompt_tokens=12, completion_tokens=34, ttft_ms=210.5,
+        tokens_per_s=48.2, load_ms=0.0, total_ms=900.0, cost_usd=0.000123)
+
+    assert isinstance(message, Message)
+    assert store.get_message(message.id) == message
+    assert message.images == [str(tmp_path / "a.png"), "b.png"]
+    assert (message.thinking, message.status, message.model, message.backend, message.error,
+            message.meta) == ("hmm", "partial", "gpt-4o-mini", "openrouter", "cut off",
+                              {"finish_reason": "length"})
+    assert (message.prompt_tokens, message.completion_tokens, message.ttft_ms,
+            message.tokens_per_s, message.load_ms, message.total_ms, message.cost_usd) == (
+        12, 34, 210.5, 48.2, 0.0, 900.0, 0.000123)
+
+
+def test_store_add_message_defaults(store):
+    conv = store.create_conversation()
+
+    message = store.add_message(conv.id, "user")
+
+    assert (message.content, message.thinking, message.images, message.status, message.error,
+            message.meta, message.cost_usd, message.prompt_tokens) == (
+        "", "", [], "complete", "", {}, None, None)
+    assert TIMESTAMP.fullmatch(message.created_at)
+
+
+def test_store_add_message_bumps_conversation(store):
+    older = store.create_conversation("older")
+    store.create_conversation("newer")
+
+    message = store.add_message(older.id, "user", "hello")
+
+    assert store.get_conversation(older.id).updated_at == message.created_at
+    assert store.list_conversations()[0].id == older.id
+
+
+def test_store_add_message_to_missing_conversation_writes_nothing(store):
+    with pytest.raises(StudioError):
+        store.add_message("f" * 32, "user", "lost")
+
+    assert store.db["messages"].count == 0
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"status": "done"}, ValueError),
+    ({"speed": 3}, TypeError),
+])
+def test_store_add_message_rejects_bad_arguments(store, kwargs, error):
+    conv = store.create_conversation()
+
+    with pytest.raises(error):
+        store.add_message(conv.id, "user", "x", **kwargs)
+
+
+def test_store_update_message_changes_fields_and_updated_at(store):
+    conv = store.create_conversation()
+    message = store.add_message(conv.id, "assistant", "", status="streaming")
+
+    store.update_message(message.id, content="Hello there", thinking="greet", status="complete",
+                         completion_tokens=2, tokens_per_s=40.0, meta={"done": True},
+                         images=["out.png"])
+
+    updated = store.get_message(message.id)
+    assert (updated.content, updated.thinking, updated.status, updated.completion_tokens,
+            updated.tokens_per_s, updated.meta, updated.images) == (
+        "Hello there", "greet", "complete", 2, 40.0, {"done": True}, ["out.png"])
+    assert updated.updated_at > message.updated_at
+    assert updated.created_at == message.created_at
+
+
+def test_store_update_message_is_one_statement(store):
+    conv = store.create_conversation()
+    message = store.add_message(conv.id, "assistant", "", status="streaming")
+    statements = []
+
+    with store.db.tracer(lambda sql, params: statements.append(sql)):
+        store.update_message(message.id, content="partial text", completion_tokens=3)
+
+    assert len(statements) == 1 and statements[0].startswith("UPDATE messages")
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"status": "finished"}, ValueError),
+    ({"role": "system"}, TypeError),
+    ({"seq": 9}, TypeError),
+])
+def test_store_update_message_rejects_bad_fields(store, kwargs, error):
+    conv = store.create_conversation()
+    message = store.add_message(conv.id, "user", "x")
+
+    with pytest.raises(error):
+        store.update_message(message.id, **kwargs)
+
+
+def test_store_update_message_missing_raises(store):
+    with pytest.raises(StudioError, match="Message 404 no longer exists"):
+        store.update_message(404, content="x")
+
+
+def test_store_get_message_unknown_is_none(store):
+    assert store.get_message(12345) is None
+
+
+def test_store_messages_unknown_conversation_is_empty(store):
+    assert store.messages("nope") == []
+
+
+def test_store_delete_messages_from_cuts_the_tail(store):
+    conv = store.create_conversation()
+    for text in ["q1", "a1", "q2", "a2"]:
+        store.add_message(conv.id, "user", text)
+
+    deleted = store.delete_messages_from(conv.id, 3)
+
+    assert deleted == 2
+    assert [m.content for m in store.messages(conv.id)] == ["q1", "a1"]
+    assert store.add_message(conv.id, "user", "q2 again").seq == 3
+
+
+def test_store_delete_messages_from_leaves_other_conversations(store):
+    one, two = store.create_conversation(), store.create_conversation()
+    store.add_message(one.id, "user", "a")
+    store.add_message(two.id, "user", "b")
+
+    assert store.delete_messages_from(one.id, 1) == 1
+    assert [m.content for m in store.messages(two.id)] == ["b"]
+
+
+def test_store_mark_interrupted_streams(store):
+    conv = store.create_conversation()
+    streaming = [store.add_message(conv.id, "assistant", "half", status="streaming")
+                 for _ in range(2)]
+    done = store.add_message(conv.id, "assistant", "whole")
+
+    count = store.mark_interrupted_streams("The studio restarted while this reply streamed.")
+
+    assert count == 2
+    for message in streaming:
+        after = store.get_message(message.id)
+        assert (after.status, after.error) == (
+            "partial", "The studio restarted while this reply streamed.")
+    assert store.get_message(done.id).status == "complete"
+    assert store.mark_interrupted_streams("again") == 0
+
+
+def test_store_timestamps_strictly_increase(store):
+    conv = store.create_conversation()
+    stamps = [store.add_message(conv.id, "user", str(n)).created_at for n in range(50)]
+
+    assert stamps == sorted(set(stamps))
+    assert all(TIMESTAMP.fullmatch(s) for s in stamps)
+
+
+def test_store_concurrent_writers_and_readers(store):
+    conv = store.create_conversation()
+    threads, per_thread = 8, 40
+    start = threading.Barrier(threads + 2)
+    errors = []
+
+    def write(n):
+        start.wait()
+        try:
+            for i in range(per_thread):
+                message = store.add_message(conv.id, "user", f"w{n} m{i}", status="streaming")
+                store.update_message(message.id, content=f"w{n} m{i} done", status="complete")
+        except Exception as err:  # collected and asserted on below
+            errors.append(err)
+
+    def read():
+        start.wait()
+        try:
+            for _ in range(per_thread):
+                store.list_conversations()
+                store.messages(conv.id)
+                store.search("done")
+        except Exception as err:
+            errors.append(err)
+
+    workers = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+    workers += [threading.Thread(target=read) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+
+    assert errors == []
+    messages = store.messages(conv.id)
+    assert [m.seq for m in messages] == list(range(1, threads * per_thread + 1))
+    assert all(m.status == "complete" and m.content.endswith("done") for m in messages)
+
+
+# Search
+
+
+@pytest.fixture
+def library(store):
+    """Three chats: two for the owner, one for a guest; messages in creation order."""
+    bread = store.create_conversation("Sourdough baking")
+    store.add_message(bread.id, "user", "How long should the starter rest?")
+    store.add_message(bread.id, "assistant", "Let the starter rest overnight in a warm place.")
+    code = store.create_conversation("Python packaging")
+    store.add_message(code.id, "user", "How do I publish a Python wheel?")
+    store.add_message(code.id, "assistant", "Build it with python -m build, then twine upload.")
+    guest = store.create_conversation("Guest chat", user="guest")
+    store.add_message(guest.id, "user", "python snake facts please")
+    return {"bread": bread, "code": code, "guest": guest}
+
+
+def test_store_search_finds_message_text(store, library):
+    hits = store.search("twine")
+
+    assert hits == [SearchHit(
+        conversation_id=library["code"].id, title="Python packaging",
+        message_id=store.messages(library["code"].id)[1].id, role="assistant",
+        snippet="Build it with python -m build, then [twine] upload.",
+        updated_at=store.messages(library["code"].id)[1].updated_at)]
+
+
+def test_store_search_finds_conversation_title(store, library):
+    [hit] = store.search("sourdough")
+
+    assert (hit.conversation_id, hit.message_id, hit.role, hit.snippet) == (
+        library["bread"].id, None, None, "[Sourdough] baking")
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("pyth", 4),           # prefix on the last word: 1 title + 3 messages
+    ("python wheel", 1),   # every word must match
+    ("pyth wheel", 0),     # only the last word is a prefix
+    ("wheel pyth", 1),
+    ("STARTER", 2),        # case-insensitive
+    ("rest starter", 2),   # words in any order
+])
+def test_store_search_matches_words(store, library, typed, expected):
+    assert len(store.search(typed)) == expected
+
+
+def test_store_search_orders_titles_then_newest_messages(store, library):
+    hits = store.search("python")
+
+    assert [(h.conversation_id, h.role) for h in hits] == [
+        (library["code"].id, None),
+        (library["guest"].id, "user"),
+        (library["code"].id, "assistant"),
+        (library["code"].id, "user"),
+    ]
+
+
+def test_store_search_filters_by_user(store, library):
+    assert {h.conversation_id for h in store.search("python", user="guest")} == {
+        library["guest"].id}
+    assert {h.conversation_id for h in store.search("python", user="owner")} == {
+        library["code"].id}
+
+
+@pytest.mark.parametrize("limit, expected", [(0, 0), (1, 1), (2, 2), (50, 4)])
+def test_store_search_limits_hits(store, library, limit, expected):
+    assert len(store.search("python", limit=limit)) == expected
+
+
+def test_store_search_follows_edited_content(store, library):
+    message = store.messages(library["bread"].id)[1]
+
+    store.update_message(message.id, content="Use a banneton for the final proof.")
+
+    assert [h.message_id for h in store.search("banneton")] == [message.id]
+    assert [h.message_id for h in store.search("overnight")] == []
+
+
+def test_store_search_forgets_deleted_messages(store, library):
+    store.delete_messages_from(library["bread"].id, 2)
+
+    assert store.search("overnight") == []
+    assert len(store.search("starter")) == 1
+
+
+def test_store_search_finds_phrase_with_punctuation(store, library):
+    assert [h.role for h in store.search("-m build,")] == ["assistant"]
+
+
+NASTY_QUERIES = [
+    '"', '""', '"python', 'python"', "'", "*", "python*", "**", "NEAR", "NEAR(python wheel)",
+    "NEAR/2", "AND", "OR", "NOT", "python AND", "OR wheel", "NOT python", "python NOT",
+    "(", ")", "(python", "python)", "()", "-", "-python", "python -wheel", ":", "title:python",
+    "content:python", "^python", "+python", "{content}: python", "python:", "[", "]",
+    "", " ", "   \t\n ", "\x00", "py\x00thon", "\ud800", "🐍", "Pythön", "?", "a" * 10_000,
+    "python " * 200, "'; DROP TABLE messages; --", "%", "_", "\\", "messages_fts",
+]
+
+
+@pytest.mark.parametrize("typed", NASTY_QUERIES)
+def test_store_search_never_raises_on_typed_text(store, library, typed):
+    hits = store.search(typed)
+
+    assert isinstance(hits, list)
+    assert store.db["messages"].count == 5
+
+
+@pytest.mark.parametrize("typed", ["", " ", "\t\n", "?!", "***", '"', "( )", "\x00"])
+def test_store_search_without_words_is_empty(store, library, typed):
+    assert store.search(typed) == []
+
+
+@pytest.mark.parametrize("typed", ['"python', "python)", "(python", "python*", "python:",
+                                   "-python", "+python", "Pythön"])
+def test_store_search_treats_syntax_characters_as_text(store, library, typed):
+    assert len(store.search(typed)) >= 3
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("pyth", '"pyth"*'),
+    ("python wheel", '"python" AND "wheel"*'),
+    ('say "hi"', '"say" AND """hi"""*'),
+    ("NEAR(a b)", '"NEAR(a" AND "b)"*'),
+    ("python ?", '"python"*'),
+    ("py\x00thon", '"py" AND "thon"*'),
+    ("  ", ""),
+    ("-- ::", ""),
+])
+def test_fts_match_query_quotes_each_word(typed, expected):
+    assert fts_match_query(typed) == expected
+
+
+def test_store_returns_dataclasses(store):
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "hi")
+
+    assert isinstance(store.list_conversations()[0], Conversation)
+    assert isinstance(store.messages(conv.id)[0], Message)
