@@ -1,0 +1,243 @@
+"""Cost math for chat replies: token usage + a price table -> US dollars, all in ``Decimal``.
+
+Pure functions over data: no I/O, no clients, no gradio. Prices are held per token, the unit
+OpenRouter's ``/models`` reports them in (decimal strings), and shown per million tokens.
+A price that is not known is ``None``, and any cost that needs it is ``None`` too ("unknown"),
+never a silent zero. A price of 0 means free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Iterable, Mapping
+
+MILLION = Decimal(1_000_000)
+JOULES_PER_KWH = Decimal(3_600_000)
+CHARS_PER_TOKEN = 4
+# Role markers and separators each message adds on top of its text (OpenAI-style chat formats).
+TOKENS_PER_MESSAGE = 4
+# What "<$0.0001" means: amounts below this are shown as a bound, not as a rounded zero.
+SMALLEST_SHOWN = Decimal("0.0001")
+
+
+def to_decimal(value: object) -> Decimal | None:
+    """Decimal from a number or decimal string; ``None`` for None, blanks and garbage.
+
+    Negative prices (OpenRouter uses ``"-1"`` for variable-price routers) are "unknown" too.
+
+    >>> to_decimal("0.00000015")
+    Decimal('1.5E-7')
+    >>> to_decimal("-1") is None
+    True
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        number = value
+    else:
+        try:
+            # str() first: Decimal(0.1) would carry the float's binary error into the bill.
+            number = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            return None
+    if not number.is_finite() or number < 0:
+        return None
+    return number
+
+
+@dataclass(frozen=True)
+class ModelPrices:
+    """USD prices of one model: per token (prompt, completion), per image, per request.
+
+    ``None`` means unknown. ``image`` and ``request`` default to 0 because most models
+    do not charge for them separately.
+    """
+
+    prompt: Decimal | None
+    completion: Decimal | None
+    image: Decimal | None = Decimal(0)
+    request: Decimal | None = Decimal(0)
+
+    @classmethod
+    def from_openrouter(cls, pricing: Mapping[str, object] | None) -> "ModelPrices":
+        """Parse OpenRouter's ``pricing`` object (decimal strings, USD per token).
+
+        Missing ``prompt``/``completion`` (or ``"-1"``) -> unknown; missing image/request -> 0.
+        """
+        pricing = pricing or {}
+        return cls(
+            prompt=to_decimal(pricing.get("prompt")),
+            completion=to_decimal(pricing.get("completion")),
+            image=to_decimal(pricing["image"]) if "image" in pricing else Decimal(0),
+            request=to_decimal(pricing["request"]) if "request" in pricing else Decimal(0),
+        )
+
+    @classmethod
+    def per_million(cls, prompt: object, completion: object, *, image: object = 0,
+                    request: object = 0) -> "ModelPrices":
+        """Build prices from USD per *million* tokens, the way price pages show them."""
+        p, c = to_decimal(prompt), to_decimal(completion)
+        return cls(
+            prompt=None if p is None else p / MILLION,
+            completion=None if c is None else c / MILLION,
+            image=to_decimal(image),
+            request=to_decimal(request),
+        )
+
+    @classmethod
+    def unknown(cls) -> "ModelPrices":
+        return cls(prompt=None, completion=None, image=None, request=None)
+
+    @property
+    def is_known(self) -> bool:
+        """True when prompt and completion prices are both known."""
+        return self.prompt is not None and self.completion is not None
+
+    @property
+    def is_free(self) -> bool:
+        """True only when every known price is zero and prompt/completion are known."""
+        return self.is_known and all(
+            price is None or price == 0
+            for price in (self.prompt, self.completion, self.image, self.request)
+        )
+
+    @property
+    def prompt_per_million(self) -> Decimal | None:
+        return None if self.prompt is None else self.prompt * MILLION
+
+    @property
+    def completion_per_million(self) -> Decimal | None:
+        return None if self.completion is None else self.completion * MILLION
+
+
+def reply_cost(prices: ModelPrices | None, prompt_tokens: int | None, completion_tokens: int | None,
+               *, images: int = 0, requests: int = 1) -> Decimal | None:
+    """USD cost of a reply (or of ``requests`` replies whose token counts were summed).
+
+    Returns ``None`` when a price or token count that the sum needs is unknown.
+
+    >>> reply_cost(ModelPrices.per_million(1, 2), 1_000, 500) == Decimal("0.002")
+    True
+    """
+    if prices is None or prompt_tokens is None or completion_tokens is None:
+        return None
+    parts: list[tuple[Decimal | None, int]] = [
+        (prices.prompt, prompt_tokens),
+        (prices.completion, completion_tokens),
+        (prices.image, images),
+        (prices.request, requests),
+    ]
+    total = Decimal(0)
+    for price, count in parts:
+        if count == 0:
+            continue
+        if price is None:
+            return None
+        total += price * count
+    return total
+
+
+def estimate_prompt_cost(prices: ModelPrices | None, prompt_tokens: int,
+                         max_completion_tokens: int, *, images: int = 0) -> Decimal | None:
+    """Upper-bound cost of a request before sending it: the whole prompt plus the longest
+    reply allowed. Used to reserve budget; ``None`` when the prices are unknown."""
+    return reply_cost(prices, prompt_tokens, max_completion_tokens, images=images, requests=1)
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count of ``text``: one token per 4 characters, rounded up.
+
+    >>> estimate_tokens(""), estimate_tokens("abcd"), estimate_tokens("abcde")
+    (0, 1, 2)
+    """
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_messages_tokens(texts: Iterable[str]) -> int:
+    """Rough prompt size of a chat: each message's text plus a few tokens of framing."""
+    return sum(estimate_tokens(text) + TOKENS_PER_MESSAGE for text in texts)
+
+
+def energy_kwh(watts: object, seconds: object) -> Decimal:
+    """Energy used running at ``watts`` for ``seconds``, in kWh."""
+    w, s = _required(watts, "watts"), _required(seconds, "seconds")
+    return w * s / JOULES_PER_KWH
+
+
+def energy_cost(watts: object, seconds: object, price_per_kwh: object) -> Decimal:
+    """Electricity cost of local generation: watts x seconds x price per kWh.
+
+    >>> energy_cost(300, 60, "0.30") == Decimal("0.0015")
+    True
+    """
+    return energy_kwh(watts, seconds) * _required(price_per_kwh, "price_per_kwh")
+
+
+def cloud_equivalent_cost(prices: ModelPrices | None, prompt_tokens: int, completion_tokens: int,
+                          *, requests: int = 1) -> Decimal | None:
+    """What local usage (token totals over ``requests`` replies) would have cost on a cloud
+    model with ``prices``; ``None`` if that model's prices are unknown."""
+    return reply_cost(prices, prompt_tokens, completion_tokens, requests=requests)
+
+
+def round_usd(amount: Decimal, places: int = 6) -> Decimal:
+    """Round half-up to ``places`` decimals (default: micro-dollars, enough for per-reply costs).
+
+    >>> round_usd(Decimal("0.00000250"), 6)
+    Decimal('0.000003')
+    """
+    return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def format_usd(amount: Decimal | float | int | str | None, *, zero: str = "free",
+               unknown: str = "unknown") -> str:
+    """Dollar amount for people: ``$12.34``, ``$0.0042``, ``<$0.0001``, ``free``, ``unknown``.
+
+    Amounts of a dollar or more get cents and thousands separators; smaller ones up to four
+    decimals (at least two).
+
+    >>> [format_usd(x) for x in ("12.341", "0.00421", "0.00001", 0, None)]
+    ['$12.34', '$0.0042', '<$0.0001', 'free', 'unknown']
+    """
+    if amount is None:
+        return unknown
+    value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    if not value.is_finite():
+        return unknown
+    if value == 0:
+        return zero
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    if value < SMALLEST_SHOWN:
+        return f"{sign}<$0.0001"
+    small = round_usd(value, 4)
+    if small < 1:
+        # Four decimals at most, trailing zeros dropped down to cents: $0.50, $0.123, $0.0042.
+        text = f"{small:f}".rstrip("0")
+        text += "0" * max(0, 2 - len(text.split(".")[1]))
+        return f"{sign}${text}"
+    return f"{sign}${round_usd(value, 2):,}"
+
+
+def format_price_per_million(price_per_token: Decimal | None) -> str:
+    """Per-token price shown per million tokens: ``$0.15/M``, ``free``, ``?``.
+
+    >>> format_price_per_million(Decimal("0.00000015"))
+    '$0.15/M'
+    """
+    if price_per_token is None:
+        return "?"
+    if price_per_token == 0:
+        return "free"
+    per_million = price_per_token * MILLION
+    if per_million >= Decimal("0.01"):
+        return f"${round_usd(per_million, 2):,}/M"
+    return f"${per_million.normalize():f}/M"
+
+
+def _required(value: object, name: str) -> Decimal:
+    number = to_decimal(value)
+    if number is None:
+        raise ValueError(f"{name} must be a non-negative number (got {value!r}).")
+    return number

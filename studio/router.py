@@ -1,0 +1,341 @@
+"""Chat routing: which backend answers a model id, with retries, fallbacks and a budget hook.
+
+Model ids name their backend: ``ollama:llama3.2:3b``, ``openrouter:openai/gpt-4o-mini``.
+The ``Router`` streams from the backend the id names. Before the first piece of the reply
+it may retry (429 and 5xx, with backoff, honouring ``Retry-After``) and fall back along a
+configured chain (say, a local model to a cloud one when Ollama is down). Once text has
+streamed, an error goes to the caller, who keeps the partial text: a reply never silently
+restarts on another model. A switch is announced with a ``ChatNotice`` before the new
+model's first piece, and the final ``ChatDone`` carries ``fallback_reason``.
+
+It depends only on the ``ChatBackend`` protocol (any object with ``chat_stream``) and on the
+error classes in ``studio.errors``; the decisions themselves are small pure functions.
+No gradio imports; nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from .costs import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tokens, estimate_prompt_cost,
+                    reply_cost, to_decimal)
+from .errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
+                     InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
+from .events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking
+
+OLLAMA = "ollama"
+OPENROUTER = "openrouter"
+CLOUD_BACKENDS = frozenset({OPENROUTER})
+DEFAULT_MAX_TOKENS = 1024
+
+ChatEvent = ChatDelta | ChatThinking | ChatNotice | ChatDone
+
+
+class ChatBackend(Protocol):
+    """What the router needs from a chat client (OllamaClient and OpenRouterClient fit)."""
+
+    def chat_stream(self, model: str, messages: Sequence[ChatMessage],
+                    options: ChatOptions | None = None
+                    ) -> Iterator[ChatDelta | ChatThinking | ChatDone]: ...
+
+
+class Budget(Protocol):
+    """Spending guard for cloud requests. Amounts are USD ``Decimal``; ``None`` = unknown.
+
+    ``reserve`` raises ``BudgetExceeded`` to refuse a request. Every reservation is later
+    either settled (the request ran; ``actual_usd`` is the reported or estimated cost) or
+    released (it failed before producing anything).
+    """
+
+    def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Any: ...
+
+    def settle(self, reservation: Any, actual_usd: Decimal | None) -> None: ...
+
+    def release(self, reservation: Any) -> None: ...
+
+
+class NoModelAnswered(StudioError):
+    """The requested model and all its fallbacks failed; ``failures`` lists (model id, error)."""
+
+    def __init__(self, failures: Sequence[tuple[str, StudioError]]):
+        self.failures = list(failures)
+        details = " ".join(f"{model_id}: {_sentence(err.message)}" for model_id, err in failures)
+        super().__init__(f"No model could answer. {details}",
+                         hint="Check that the backends are running, or pick another model.")
+
+
+# -- model ids -------------------------------------------------------------------------------
+
+
+def make_model_id(backend: str, model: str) -> str:
+    """``make_model_id("ollama", "llama3.2")`` -> ``"ollama:llama3.2"``."""
+    if not backend or ":" in backend or not model:
+        raise ValueError(f"Can't make a model id from backend {backend!r} and model {model!r}.")
+    return f"{backend}:{model}"
+
+
+def parse_model_id(model_id: str) -> tuple[str, str]:
+    """Split at the first colon; the model part may hold more colons (Ollama tags, ``:free``).
+
+    >>> parse_model_id("ollama:llama3.2:3b")
+    ('ollama', 'llama3.2:3b')
+    >>> parse_model_id("openrouter:meta-llama/llama-3.2-3b-instruct:free")
+    ('openrouter', 'meta-llama/llama-3.2-3b-instruct:free')
+
+    Raises ``InvalidInput`` for ids without a backend part.
+    """
+    backend, sep, model = model_id.partition(":")
+    if not sep or not backend or not model:
+        raise InvalidInput(f"Model id {model_id!r} doesn't name a backend.",
+                           hint="Model ids look like 'ollama:llama3.2' or "
+                                "'openrouter:openai/gpt-4o-mini'.")
+    return backend, model
+
+
+def is_cloud_model(model_id: str, cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> bool:
+    return parse_model_id(model_id)[0] in set(cloud_backends)
+
+
+# -- decisions (pure) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to retry one model before falling back.
+
+    ``max_attempts`` counts the first try. Without ``Retry-After`` the wait doubles from
+    ``base_delay`` up to ``max_delay``. A ``Retry-After`` longer than ``max_retry_after``
+    is not waited out: the router falls back (or gives up) at once.
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait after failed try number ``attempt`` (1-based); ``None`` = stop trying.
+
+        >>> RetryPolicy().delay(1, None), RetryPolicy().delay(2, None), RetryPolicy().delay(1, 7)
+        (1.0, 2.0, 7)
+        >>> RetryPolicy(max_attempts=2).delay(2, None) is None
+        True
+        """
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+def is_retryable(err: StudioError) -> bool:
+    """429, 408 and 5xx answers, and streams cut before their first piece, are worth a retry."""
+    if isinstance(err, StreamInterrupted):
+        return True
+    status = getattr(err, "status", None)
+    return isinstance(err, BackendRejected) and isinstance(status, int) and (
+        status in (408, 429) or status >= 500)
+
+
+def can_fall_back(err: StudioError) -> bool:
+    """Whether another model may stand in after ``err`` (raised before the first piece).
+
+    Yes: unreachable backend (down, timeout, no key), unknown model, out of credit (402),
+    over budget, a failed generation, and retryable errors once retries are used up.
+    No: problems the person has to fix (bad key, moderation, malformed request, bad input).
+    """
+    if isinstance(err, (BackendUnavailable, ModelNotFound, BudgetExceeded, GenerationFailed)):
+        return True
+    return is_retryable(err) or (isinstance(err, BackendRejected) and err.status == 402)
+
+
+def fallback_chain(model_id: str, fallbacks: Mapping[str, Sequence[str]]) -> list[str]:
+    """The requested id followed by its configured fallbacks, without repeats (not transitive).
+
+    >>> fallback_chain("a:x", {"a:x": ["b:y", "a:x", "b:y", "c:z"]})
+    ['a:x', 'b:y', 'c:z']
+    """
+    chain = [model_id]
+    for candidate in fallbacks.get(model_id, ()):
+        if candidate not in chain:
+            chain.append(candidate)
+    return chain
+
+
+def switch_notice(to_model_id: str, from_model_id: str, reason: str) -> str:
+    """``Switched to X because Y`` as the reply shows it."""
+    return f"Switched to {to_model_id} because {from_model_id} couldn't answer: {_sentence(reason)}"
+
+
+# -- the router ------------------------------------------------------------------------------
+
+
+class Router:
+    """Streams chat replies from the backend a model id names, with retries and fallbacks.
+
+    ``backends`` maps backend names ("ollama", "openrouter") to clients. ``fallbacks`` maps a
+    model id to the ids to try, in order, when it can't answer. ``budget`` (optional) guards
+    requests to ``cloud_backends``; ``prices`` looks up a model id's prices for its estimates.
+    ``sleep`` is injectable so tests never wait.
+    """
+
+    def __init__(self, backends: Mapping[str, ChatBackend], *,
+                 fallbacks: Mapping[str, Sequence[str]] | None = None,
+                 budget: Budget | None = None,
+                 prices: Callable[[str], ModelPrices | None] | None = None,
+                 retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep,
+                 cloud_backends: Iterable[str] = CLOUD_BACKENDS,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        self.backends = dict(backends)
+        self.fallbacks = {k: list(v) for k, v in (fallbacks or {}).items()}
+        self.budget = budget
+        self.prices = prices or (lambda model_id: None)
+        self.retry = retry
+        self.sleep = sleep
+        self.cloud_backends = frozenset(cloud_backends)
+        self.default_max_tokens = default_max_tokens
+
+    def chat_stream(self, model_id: str, messages: Sequence[ChatMessage],
+                    options: ChatOptions | None = None, *, user: str = ""
+                    ) -> Iterator[ChatEvent]:
+        """Stream a reply for ``model_id`` (``backend:model``).
+
+        Yields ``ChatNotice`` (only when a fallback answers, before its first piece),
+        ``ChatThinking``/``ChatDelta`` pieces, then ``ChatDone`` (with ``fallback_reason`` set
+        after a switch). Raises the backend's ``StudioError`` when it can't fall back, the
+        error mid-stream once text has been yielded, ``NoModelAnswered`` when the whole chain
+        failed, and ``InvalidInput`` for a malformed model id.
+        """
+        parse_model_id(model_id)
+        chain = fallback_chain(model_id, self.fallbacks)
+        failures: list[tuple[str, StudioError]] = []
+        for candidate in chain:
+            reason = failures[0][1].message if failures else None
+            notice = switch_notice(candidate, model_id, reason) if reason else None
+            try:
+                yield from self._stream_one(candidate, messages, options, user, notice, reason)
+                return
+            except _CannotAnswer as cannot:
+                failures.append((candidate, cannot.error))
+                if not can_fall_back(cannot.error):
+                    break
+        if len(failures) == 1:
+            raise failures[0][1]
+        raise NoModelAnswered(failures) from failures[-1][1]
+
+    def _stream_one(self, model_id: str, messages: Sequence[ChatMessage],
+                    options: ChatOptions | None, user: str, notice: str | None,
+                    reason: str | None) -> Iterator[ChatEvent]:
+        """Stream from one model with retries. Raises ``_CannotAnswer`` while nothing has been
+        yielded, and the backend's own error once something has."""
+        try:
+            backend_name, model = parse_model_id(model_id)
+        except InvalidInput as err:
+            raise _CannotAnswer(err) from err
+        backend = self.backends.get(backend_name)
+        if backend is None:
+            err = BackendUnavailable(f"No '{backend_name}' backend is configured for {model_id}.")
+            raise _CannotAnswer(err)
+        cloud = backend_name in self.cloud_backends
+        prices = self.prices(model_id) if cloud else None
+        prompt_tokens = estimate_messages_tokens(m.content for m in messages)
+        images = sum(len(m.images) for m in messages)
+        reservation = None
+        if cloud and self.budget is not None:
+            max_tokens = (options.max_tokens if options and options.max_tokens
+                          else self.default_max_tokens)
+            estimate = estimate_prompt_cost(prices, prompt_tokens, max_tokens, images=images)
+            try:
+                reservation = self.budget.reserve(user, model_id, estimate)
+            except BudgetExceeded as err:
+                raise _CannotAnswer(err) from err
+
+        started = False
+        streamed_chars = 0
+        finished = False
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                stream = backend.chat_stream(model, messages, options)
+                try:
+                    for event in stream:
+                        if not started and notice:
+                            yield ChatNotice(notice)
+                        started = True
+                        if isinstance(event, ChatDone):
+                            done = self._finish(event, prices, reason)
+                            if reservation is not None:
+                                finished = True
+                                self.budget.settle(reservation, _cost_of(done))
+                            yield done
+                            return
+                        if isinstance(event, (ChatDelta, ChatThinking)):
+                            streamed_chars += len(event.text)
+                        yield event
+                except StudioError as err:
+                    if started:
+                        raise
+                    wait = self.retry.delay(attempt, getattr(err, "retry_after", None)) \
+                        if is_retryable(err) else None
+                    if wait is None:
+                        raise _CannotAnswer(err) from err
+                    self.sleep(wait)
+                    continue
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close is not None:
+                        close()
+                # The backend ended without ChatDone: close the reply ourselves.
+                done = ChatDone(backend=backend_name, model=model, fallback_reason=reason)
+                if not started and notice:
+                    yield ChatNotice(notice)
+                started = True
+                if reservation is not None:
+                    finished = True
+                    self.budget.settle(reservation, _estimated_cost(prices, prompt_tokens,
+                                                                   streamed_chars))
+                yield done
+                return
+        finally:
+            if reservation is not None and not finished:
+                if started:
+                    # Cut short (error or the reader stopped): pay for what was generated.
+                    self.budget.settle(reservation, _estimated_cost(prices, prompt_tokens,
+                                                                   streamed_chars))
+                else:
+                    self.budget.release(reservation)
+
+    @staticmethod
+    def _finish(done: ChatDone, prices: ModelPrices | None, reason: str | None) -> ChatDone:
+        usage = done.usage
+        if usage.cost_usd is None and prices is not None:
+            cost = reply_cost(prices, usage.prompt_tokens, usage.completion_tokens)
+            if cost is not None:
+                usage = replace(usage, cost_usd=float(cost), cost_is_estimate=True)
+        return replace(done, usage=usage, fallback_reason=reason or done.fallback_reason)
+
+
+class _CannotAnswer(Exception):
+    """Internal: this model failed before yielding anything; the chain may go on."""
+
+    def __init__(self, error: StudioError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _cost_of(done: ChatDone) -> Decimal | None:
+    return to_decimal(done.usage.cost_usd)
+
+
+def _estimated_cost(prices: ModelPrices | None, prompt_tokens: int, chars: int) -> Decimal | None:
+    return reply_cost(prices, prompt_tokens, -(-chars // CHARS_PER_TOKEN))
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
