@@ -1,0 +1,35 @@
+"""Hephaestus Studio entry point: `python app.py` (or `gradio app.py` for reload mode).
+
+Builds the app at module level as ``demo`` (Hugging Face Spaces style) and launches it
+when run as a script. All wiring happens here, in one readable place.
+"""
+
+import logging
+import os
+import sys
+
+# Gradio reads these at import: no telemetry or version checks from a homelab box.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from studio.config import Settings  # noqa: E402
+from studio.errors import StudioError  # noqa: E402
+from studio.services import build_services  # noqa: E402
+from studio.ui.app import build_app, launch_kwargs  # noqa: E402
+
+logging.basicConfig(level=os.environ.get("STUDIO_LOG_LEVEL", "INFO"),
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the log
+
+try:
+    settings = Settings.from_env()
+    services = build_services(settings)
+except StudioError as exc:
+    print(f"Hephaestus Studio can't start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+demo = build_app(services)
+
+if __name__ == "__main__":
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(**launch_kwargs(services))

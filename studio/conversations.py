@@ -1,0 +1,138 @@
+"""Pure helpers over conversations: prompt assembly, titles, stats lines and exports.
+
+Works on plain data (the store's Message dataclass or anything with the same
+attributes). No I/O except through the ``read_image`` callable passed in; no gradio.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from typing import Callable, Iterable, Sequence
+
+from .events import ChatMessage
+
+PARTIAL_NOTE = "Reply cut off"
+
+
+def title_from(text: str, limit: int = 60) -> str:
+    """A conversation title from its first message: first line, trimmed at a word.
+
+    >>> title_from("  How do I   bake bread?\\nmore")
+    'How do I bake bread?'
+    >>> title_from("")
+    'New chat'
+    """
+    line = " ".join((text or "").strip().split("\n", 1)[0].split())
+    if not line:
+        return "New chat"
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
+    return cut + "…"
+
+
+def backend_messages(system_prompt: str, history: Iterable, *,
+                     read_image: Callable[[str], bytes] | None = None) -> list[ChatMessage]:
+    """Messages for a backend: the system prompt, then each user/assistant turn.
+
+    Assistant replies that ended in an error with no text are left out (they carry no
+    content the model should see); partial replies are kept, as the user saw them.
+    """
+    out: list[ChatMessage] = []
+    if system_prompt and system_prompt.strip():
+        out.append(ChatMessage("system", system_prompt.strip()))
+    for m in history:
+        if m.role not in ("user", "assistant"):
+            continue
+        if m.role == "assistant" and not m.content:
+            continue
+        images: tuple[bytes, ...] = ()
+        if m.role == "user" and m.images and read_image is not None:
+            images = tuple(read_image(p) for p in m.images)
+        out.append(ChatMessage(m.role, m.content, images))
+    return out
+
+
+def stats_line(*, ttft_ms: float | None, tokens_per_s: float | None,
+               completion_tokens: int | None, prompt_tokens: int | None = None,
+               total_ms: float | None = None, model: str = "", backend: str = "",
+               cost_usd: float | None = None) -> str:
+    """One compact line of per-reply figures; parts that are unknown are left out.
+
+    >>> stats_line(ttft_ms=212.4, tokens_per_s=48.04, completion_tokens=310, total_ms=6630)
+    '0.21 s to first token · 48.0 tok/s · 310 tokens · 6.6 s'
+    """
+    parts = []
+    if ttft_ms is not None:
+        parts.append(f"{ttft_ms / 1000:.2f} s to first token")
+    if tokens_per_s:
+        parts.append(f"{tokens_per_s:.1f} tok/s")
+    if completion_tokens is not None:
+        tokens = f"{completion_tokens} tokens"
+        if prompt_tokens is not None:
+            tokens += f" ({prompt_tokens} in)"
+        parts.append(tokens)
+    if total_ms is not None:
+        parts.append(f"{total_ms / 1000:.1f} s")
+    if cost_usd is not None:
+        parts.append("free" if cost_usd == 0 else f"${cost_usd:.4f}")
+    if model:
+        parts.append(f"{model} ({backend})" if backend else model)
+    return " · ".join(parts)
+
+
+def status_note(status: str, error: str) -> str:
+    """The line shown under a reply that did not complete, or '' for a complete one."""
+    if status == "partial":
+        return f"⚠️ **{PARTIAL_NOTE}.** {error} Press ↻ to retry."
+    if status == "error":
+        return f"⚠️ **No reply.** {error} Press ↻ to retry."
+    return ""
+
+
+def _plain(obj) -> dict:
+    if is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    return dict(vars(obj))
+
+
+def export_markdown(conversation, messages: Sequence) -> str:
+    """A readable Markdown transcript: title, model, then each turn with its figures."""
+    conv = _plain(conversation)
+    lines = [f"# {conv.get('title') or 'Chat'}", ""]
+    meta = [f"Model: {conv.get('model') or 'unknown'}"]
+    if conv.get("created_at"):
+        meta.append(f"Started: {conv['created_at']}")
+    lines += ["_" + " · ".join(meta) + "_", ""]
+    if conv.get("system_prompt"):
+        lines += ["## System", "", conv["system_prompt"], ""]
+    for m in messages:
+        m = _plain(m)
+        who = "You" if m["role"] == "user" else "Assistant"
+        lines += [f"## {who}", ""]
+        if m.get("thinking"):
+            lines += ["<details><summary>Thinking</summary>", "", m["thinking"], "", "</details>", ""]
+        lines += [m.get("content") or "", ""]
+        for path in m.get("images") or []:
+            lines += [f"![image]({path})", ""]
+        if m["role"] == "assistant":
+            note = status_note(m.get("status", "complete"), m.get("error") or "")
+            figures = stats_line(ttft_ms=m.get("ttft_ms"), tokens_per_s=m.get("tokens_per_s"),
+                                 completion_tokens=m.get("completion_tokens"),
+                                 prompt_tokens=m.get("prompt_tokens"), total_ms=m.get("total_ms"),
+                                 model=m.get("model") or "", backend=m.get("backend") or "",
+                                 cost_usd=m.get("cost_usd"))
+            for extra in (note, f"_{figures}_" if figures else ""):
+                if extra:
+                    lines += [extra, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def export_json(conversation, messages: Sequence) -> str:
+    """The whole conversation as JSON: every stored field of every message."""
+    return json.dumps({"conversation": _plain(conversation),
+                       "messages": [_plain(m) for m in messages]},
+                      indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,299 @@
+"""Replies that are generated on the server and outlive the browser request.
+
+A ``LiveReply`` is fed by a background thread reading a backend's chat stream. Browser
+requests only *follow* it: when a phone locks or a tab closes, the thread goes on, the
+reply completes and is stored, and any page that opens the conversation later follows
+the same reply (still streaming, or finished). The store is written about once a second
+while streaming, and once more at the end, so even a crash keeps most of a reply.
+
+No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from .errors import StudioError
+from .events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
+
+log = logging.getLogger(__name__)
+
+StreamFn = Callable[[str, Sequence[ChatMessage], ChatOptions], Iterator[object]]
+
+STOPPED_BY_USER = "Stopped by you before the reply finished."
+
+
+@dataclass(frozen=True)
+class ReplySnapshot:
+    """What a follower sees of a reply at one moment (immutable, cheap to copy)."""
+
+    reply_id: str
+    conversation_id: str | None
+    message_id: int | None
+    model_id: str
+    text: str
+    thinking: str
+    notices: tuple[str, ...]
+    status: str  # streaming | complete | partial | error
+    error: str
+    ttft_ms: float | None
+    elapsed_ms: float
+    usage: Usage
+    backend: str
+    answered_by: str
+    version: int
+
+    @property
+    def done(self) -> bool:
+        return self.status != "streaming"
+
+
+@dataclass
+class LiveReply:
+    reply_id: str
+    conversation_id: str | None
+    message_id: int | None
+    model_id: str
+    started: float = field(default_factory=time.monotonic)
+    text_parts: list[str] = field(default_factory=list)
+    thinking_parts: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    status: str = "streaming"
+    error: str = ""
+    first_token: float | None = None
+    finished: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    backend: str = ""
+    answered_by: str = ""
+    version: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    # Joined text cached per version, so followers don't re-join a 5,000-part list each time.
+    _joined: tuple[int, str, str] = (-1, "", "")
+
+    def snapshot(self) -> ReplySnapshot:
+        with self.cond:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> ReplySnapshot:
+        if self._joined[0] != self.version:
+            self._joined = (self.version, "".join(self.text_parts), "".join(self.thinking_parts))
+        end = self.finished or time.monotonic()
+        return ReplySnapshot(
+            reply_id=self.reply_id, conversation_id=self.conversation_id,
+            message_id=self.message_id, model_id=self.model_id,
+            text=self._joined[1], thinking=self._joined[2], notices=tuple(self.notices),
+            status=self.status, error=self.error,
+            ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
+            elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
+            answered_by=self.answered_by or self.model_id, version=self.version)
+
+    def wait_newer(self, version: int, timeout: float) -> ReplySnapshot:
+        """Block until the reply changes past ``version`` or ends, or ``timeout`` passes."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.version > version or self.status != "streaming",
+                               timeout=timeout)
+            return self._snapshot_locked()
+
+
+class ReplyManager:
+    """Starts replies on background threads and lets any request follow them.
+
+    ``stream_fn(model_id, messages, options)`` yields ChatDelta / ChatThinking /
+    ChatNotice / ChatDone and raises StudioError on failure. ``store`` may be None
+    (incognito replies are never written).
+    """
+
+    def __init__(self, stream_fn: StreamFn, store=None, *, flush_every: float = 1.0,
+                 keep_finished: float = 600.0):
+        self._stream_fn = stream_fn
+        self._store = store
+        self._flush_every = flush_every
+        self._keep_finished = keep_finished
+        self._lock = threading.Lock()
+        self._replies: dict[str, LiveReply] = {}
+        self._by_message: dict[int, str] = {}
+        self._by_conversation: dict[str, str] = {}
+
+    def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
+              conversation_id: str | None = None, message_id: int | None = None,
+              on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
+        """Start generating; returns at once. With ``message_id`` the reply is stored there."""
+        reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
+                          message_id=message_id, model_id=model_id)
+        with self._lock:
+            self._forget_old_locked()
+            self._replies[reply.reply_id] = reply
+            if message_id is not None:
+                self._by_message[message_id] = reply.reply_id
+            if conversation_id is not None:
+                self._by_conversation[conversation_id] = reply.reply_id
+        thread = threading.Thread(target=self._run, args=(reply, list(messages), options, on_finish),
+                                  name=f"reply-{reply.reply_id[:8]}", daemon=True)
+        thread.start()
+        return reply
+
+    def get(self, reply_id: str) -> LiveReply | None:
+        with self._lock:
+            return self._replies.get(reply_id)
+
+    def for_message(self, message_id: int) -> LiveReply | None:
+        with self._lock:
+            rid = self._by_message.get(message_id)
+            return self._replies.get(rid) if rid else None
+
+    def active_in(self, conversation_id: str) -> LiveReply | None:
+        """The reply still streaming in this conversation, if any."""
+        with self._lock:
+            rid = self._by_conversation.get(conversation_id)
+            reply = self._replies.get(rid) if rid else None
+        return reply if reply is not None and reply.status == "streaming" else None
+
+    def active_count(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._replies.values() if r.status == "streaming")
+
+    def stop(self, reply_id: str) -> bool:
+        """Stop a reply now: its text freezes at once and the stream is closed promptly."""
+        reply = self.get(reply_id)
+        if reply is None:
+            return False
+        with reply.cond:
+            if reply.status != "streaming":
+                return False
+            reply.cancel.set()
+            reply.status = "partial"
+            reply.error = STOPPED_BY_USER
+            reply.finished = time.monotonic()
+            reply.version += 1
+            reply.cond.notify_all()
+        self._persist(reply, final=True)
+        return True
+
+    def follow(self, reply: LiveReply, *, interval: float = 0.05,
+               timeout: float = 3600.0) -> Iterator[ReplySnapshot]:
+        """Yield snapshots as the reply grows, at most one per ``interval``; the last is done.
+
+        Coalescing matters: at full speed a model emits thousands of tokens a second, and
+        one browser update per token would cost far more CPU than the generation.
+        """
+        deadline = time.monotonic() + timeout
+        version = -1
+        while True:
+            snap = reply.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
+            if snap.version != version or snap.done:
+                version = snap.version
+                yield snap
+            if snap.done or time.monotonic() > deadline:
+                return
+            if interval:
+                # Let tokens pile up for a moment; a finished reply wakes us early.
+                with reply.cond:
+                    reply.cond.wait_for(lambda: reply.status != "streaming", timeout=interval)
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def _run(self, reply: LiveReply, messages: list[ChatMessage], options: ChatOptions,
+             on_finish) -> None:
+        last_flush = time.monotonic()
+        stream = None
+        try:
+            stream = self._stream_fn(reply.model_id, messages, options)
+            for event in stream:
+                if reply.cancel.is_set():
+                    break
+                with reply.cond:
+                    if reply.status != "streaming":
+                        break
+                    if isinstance(event, ChatDelta):
+                        if event.text:
+                            reply.text_parts.append(event.text)
+                            self._mark_first_token(reply)
+                    elif isinstance(event, ChatThinking):
+                        if event.text:
+                            reply.thinking_parts.append(event.text)
+                            self._mark_first_token(reply)
+                    elif isinstance(event, ChatNotice):
+                        reply.notices.append(event.text)
+                    elif isinstance(event, ChatDone):
+                        reply.usage = event.usage
+                        reply.backend = event.backend
+                        reply.answered_by = event.model
+                    reply.version += 1
+                    reply.cond.notify_all()
+                if self._store is not None and time.monotonic() - last_flush >= self._flush_every:
+                    last_flush = time.monotonic()
+                    self._persist(reply, final=False)
+            self._finish(reply, "complete", "")
+        except StudioError as exc:
+            self._finish(reply, "partial" if reply.text_parts else "error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a worker thread must always settle its reply
+            log.exception("reply %s failed", reply.reply_id)
+            self._finish(reply, "partial" if reply.text_parts else "error",
+                         f"Unexpected error while generating ({type(exc).__name__}). "
+                         "The studio log has the details.")
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                try:
+                    close()  # closes the HTTP stream so the backend stops generating
+                except Exception:  # noqa: BLE001
+                    log.debug("closing stream failed", exc_info=True)
+            self._persist(reply, final=True)
+            if on_finish is not None:
+                try:
+                    on_finish(reply.snapshot())
+                except Exception:  # noqa: BLE001
+                    log.exception("on_finish hook failed")
+
+    @staticmethod
+    def _mark_first_token(reply: LiveReply) -> None:
+        if reply.first_token is None:
+            reply.first_token = time.monotonic()
+
+    @staticmethod
+    def _finish(reply: LiveReply, status: str, error: str) -> None:
+        with reply.cond:
+            if reply.status == "streaming":  # a Stop may have settled it already
+                reply.status = status
+                reply.error = error
+                reply.finished = time.monotonic()
+            reply.version += 1
+            reply.cond.notify_all()
+
+    def _persist(self, reply: LiveReply, *, final: bool) -> None:
+        if self._store is None or reply.message_id is None:
+            return
+        snap = reply.snapshot()
+        if not final and snap.done:
+            return
+        fields = {"content": snap.text, "thinking": snap.thinking, "status": snap.status,
+                  "error": snap.error}
+        if final:
+            u = snap.usage
+            fields.update(
+                model=snap.answered_by, backend=snap.backend or snap.model_id.split(":", 1)[0],
+                prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s, load_ms=u.load_ms,
+                total_ms=snap.elapsed_ms, cost_usd=u.cost_usd,
+                meta={"notices": list(snap.notices), "done_reason": u.done_reason,
+                      "cost_is_estimate": u.cost_is_estimate})
+        try:
+            self._store.update_message(reply.message_id, **fields)
+        except Exception:  # noqa: BLE001 - a deleted conversation must not kill the stream
+            log.warning("could not store reply %s", reply.reply_id, exc_info=True)
+
+    def _forget_old_locked(self) -> None:
+        now = time.monotonic()
+        for rid, r in list(self._replies.items()):
+            if r.finished is not None and now - r.finished > self._keep_finished:
+                del self._replies[rid]
+                if r.message_id is not None:
+                    self._by_message.pop(r.message_id, None)
+                if r.conversation_id is not None and self._by_conversation.get(r.conversation_id) == rid:
+                    del self._by_conversation[r.conversation_id]

@@ -1,0 +1,1 @@
+"""The thin Gradio layer: one module per tab."""

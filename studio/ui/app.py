@@ -1,0 +1,76 @@
+"""build_app(services) -> gr.Blocks: the header with the status strip, and one tab per area.
+
+Cross-tab wiring, if any, lives here so it stays visible in one file. Theme, CSS and
+the launch options are in ``launch_kwargs`` (Gradio 6 takes them in launch()).
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+import gradio as gr
+
+from ..status import status_html
+from . import chat, settings as settings_tab
+
+
+def _logo_html(services) -> str:
+    path = Path(services.settings.brand_logo)
+    if not path.is_absolute():
+        path = services.root / path
+    if not path.is_file():
+        return ""
+    mime = "image/svg+xml" if path.suffix.lower() == ".svg" else f"image/{path.suffix.lstrip('.').lower()}"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img src='data:{mime};base64,{data}' alt=''>"
+
+
+def header_html(services) -> str:
+    return (f"<div id='studio-header'>{_logo_html(services)}"
+            f"<span class='brand'>{escape(services.settings.brand_name)}</span></div>")
+
+
+def build_app(services) -> gr.Blocks:
+    """The whole UI. Nothing here talks to a backend until a page is opened."""
+    with gr.Blocks(title=services.settings.brand_name, analytics_enabled=False,
+                   fill_width=True) as demo:
+        with gr.Row(equal_height=True, elem_id="top-bar"):
+            gr.HTML(header_html(services), elem_id="brand", padding=False)
+            status_strip = gr.HTML("", elem_id="status-strip", padding=False)
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Chat", id="chat"):
+                chat_parts = chat.render(services)
+            with gr.Tab("Settings", id="settings"):
+                settings_tab.render(services)
+
+        def on_status():
+            return status_html(services.status.statuses())
+
+        # Top level, not inside a tab: a Timer in an unopened tab never ticks (Gradio 6).
+        timer = gr.Timer(30.0)
+        timer.tick(on_status, None, status_strip, api_visibility="private",
+                   concurrency_limit=None, concurrency_id="status", show_progress="hidden")
+        demo.load(on_status, None, status_strip, api_visibility="private",
+                  concurrency_limit=None, concurrency_id="status-load", show_progress="hidden")
+        demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
+                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-load",
+                  show_progress="hidden")
+    return demo
+
+
+def launch_kwargs(services) -> dict:
+    """Options for demo.launch(): bind address, theme, CSS, paths the UI may serve."""
+    s = services.settings
+    css = (services.root / "assets" / "studio.css").read_text(encoding="utf-8")
+    css = css.replace("--studio-accent: #e8590c", f"--studio-accent: {s.accent_color}")
+    theme = gr.themes.Soft(primary_hue=gr.themes.colors.orange, radius_size="sm",
+                           spacing_size="sm", text_size="sm").set(
+        button_primary_background_fill=s.accent_color,
+        button_primary_background_fill_dark=s.accent_color,
+        color_accent=s.accent_color)
+    return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css,
+                allowed_paths=[str(services.data_dir)], run_history=False,
+                enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
+                favicon_path=None)

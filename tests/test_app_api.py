@@ -1,0 +1,146 @@
+"""Integration: a real `python app.py` process driven through gradio_client, with the fake
+Ollama behind it and the real SQLite file checked afterwards."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+import sqlite_utils
+from gradio_client import Client
+
+from tests.fakes.ollama_server import make_tokens
+
+MODEL = "ollama:llama3.2:latest"
+
+
+def send_args(text: str, model: str = MODEL, incognito: bool = False):
+    return ({"text": text, "files": []}, model, "", incognito, 0.8, 0.9, 0, -1, 0, "auto")
+
+
+@pytest.fixture
+def client(studio):
+    c = Client(studio.url, verbose=False, analytics_enabled=False)
+    yield c
+    c.close()
+
+
+def answer_of(chatbot: list[dict]) -> str:
+    """The assistant's answer text in the chatbot value (not the thinking or figures boxes)."""
+    answers = [m for m in chatbot if m["role"] == "assistant" and not m.get("metadata")]
+    content = answers[-1]["content"] if answers else ""
+    if isinstance(content, list):
+        content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return content
+
+
+def db(studio) -> sqlite_utils.Database:
+    return sqlite_utils.Database(studio.data_dir / "studio.db")
+
+
+def stored_reply(studio, marker: str) -> dict:
+    rows = list(db(studio).query(
+        "select a.* from messages u join messages a on a.conversation_id = u.conversation_id "
+        "and a.seq = u.seq + 1 where u.role = 'user' and u.content like ?", [f"%{marker}%"]))
+    assert rows, f"no stored reply for {marker}"
+    return rows[-1]
+
+
+def test_app_send_streams_and_stores_reply(studio, client):
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply(["The ", "answer ", "is ", "42."])
+    job = client.submit(*send_args(f"question {marker}"), api_name="/send")
+    final = job.result(timeout=30)
+    assert answer_of(final[1]) == "The answer is 42."
+    row = stored_reply(studio, marker)
+    assert row["status"] == "complete" and row["content"] == "The answer is 42."
+    assert row["completion_tokens"] == 4 and row["tokens_per_s"] > 0
+    assert row["ttft_ms"] is not None and row["backend"] == "ollama"
+
+
+def test_app_cut_stream_keeps_partial_marked_partial(studio, client):
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply(["kept ", "text ", "lost ", "text"], cut_after=2)
+    final = client.submit(*send_args(f"cut {marker}"), api_name="/send").result(timeout=30)
+    shown = answer_of(final[1])
+    assert shown.startswith("kept text") and "Reply cut off" in shown
+    row = stored_reply(studio, marker)
+    assert row["status"] == "partial" and row["content"] == "kept text "
+    assert "dropped" in row["error"]
+
+
+def test_app_missing_model_says_how_to_pull(studio, client):
+    final = client.submit(*send_args("hello ghost", model="ollama:ghost:latest"),
+                          api_name="/send").result(timeout=30)
+    shown = answer_of(final[1])
+    assert "ollama pull ghost:latest" in shown and "No reply" in shown
+    assert stored_reply(studio, "hello ghost")["status"] == "error"
+
+
+def test_app_empty_message_is_ignored(studio, client):
+    before = db(studio)["messages"].count
+    client.submit(*send_args("   "), api_name="/send").result(timeout=30)
+    assert db(studio)["messages"].count == before
+
+
+def test_app_large_message_is_accepted(studio, client):
+    studio.ollama.queue_reply("got it")
+    big = "x" * 1_000_000
+    final = client.submit(*send_args(big), api_name="/send").result(timeout=60)
+    assert answer_of(final[1]) == "got it"
+
+
+def test_app_two_chats_at_once_both_complete_and_are_saved(studio):
+    markers = [uuid.uuid4().hex[:8] for _ in range(2)]
+    for _ in markers:
+        studio.ollama.queue_reply(make_tokens(60), delay=0.05)
+    seen_before = len(studio.ollama.requests_to("/api/chat"))
+    results, errors = {}, []
+
+    def chat(marker):
+        c = Client(studio.url, verbose=False, analytics_enabled=False)
+        try:
+            results[marker] = c.submit(*send_args(f"parallel {marker}"),
+                                       api_name="/send").result(timeout=60)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=chat, args=(m,)) for m in markers]
+    for t in threads:
+        t.start()
+    # Both requests reach Ollama while the first is still streaming: nobody waits in line.
+    studio.ollama.wait_for_request("/api/chat", timeout=20, count=seen_before + 2)
+    assert not results
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for m in markers:
+        assert answer_of(results[m][1]) == "".join(make_tokens(60))
+        assert stored_reply(studio, m)["status"] == "complete"
+
+
+def test_app_stop_freezes_reply_as_partial(studio, client):
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply(make_tokens(400), delay=0.02)
+    job = client.submit(*send_args(f"stop me {marker}"), api_name="/send")
+    for update in job:
+        if answer_of(update[1] if isinstance(update[1], list) else []).count("tok") >= 3:
+            break
+    client.predict(api_name="/stop")
+    final = job.result(timeout=30)
+    shown = answer_of(final[1])
+    assert "Stopped by you" in shown
+    row = stored_reply(studio, marker)
+    assert row["status"] == "partial" and 3 <= row["content"].count("tok") < 400
+
+
+def test_app_search_finds_conversation_with_fts_syntax_in_query(studio, client):
+    marker = uuid.uuid4().hex[:10]
+    client.submit(*send_args(f"find {marker} later"), api_name="/send").result(timeout=30)
+    found = client.predict(f'"{marker}*', api_name="/search")
+    labels = [label for label, _conv_id in found["choices"]]
+    assert len(labels) == 1 and marker in labels[0]
+    assert client.predict('"', api_name="/search")["__type__"] == "update"  # no error

@@ -1,0 +1,131 @@
+"""Real-browser tests: headless Debian chromium through Playwright against `python app.py`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import sqlite_utils
+
+from tests.fakes.ollama_server import make_tokens
+
+pytestmark = pytest.mark.browser
+
+
+def chat_text(page) -> str:
+    return page.inner_text("#chatbot")
+
+
+def wait_chat_contains(page, text: str, timeout: float = 20_000) -> None:
+    page.wait_for_function("(t) => document.querySelector('#chatbot').innerText.includes(t)",
+                           arg=text, timeout=timeout)
+
+
+def open_studio(page, studio, *, new_chat: bool = True) -> None:
+    """Open the page; by default start a new chat (the browser reopens its last one)."""
+    page.goto(studio.url)
+    page.wait_for_selector("#chat-input textarea")
+    # The model list is filled on load; wait until a model is picked.
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#model-picker input');"
+        " return i && i.value && i.value.length > 0; }")
+    if new_chat:
+        page.click("#new-chat")
+        page.wait_for_function("() => !document.querySelector('#chatbot .message')")
+
+
+def send(page, text: str) -> None:
+    page.fill("#chat-input textarea", text)
+    page.press("#chat-input textarea", "Enter")
+
+
+def stored(studio, marker: str) -> dict:
+    db = sqlite_utils.Database(studio.data_dir / "studio.db")
+    rows = list(db.query(
+        "select a.* from messages u join messages a on a.conversation_id = u.conversation_id "
+        "and a.seq = u.seq + 1 where u.role = 'user' and u.content like ?", [f"%{marker}%"]))
+    return rows[-1] if rows else {}
+
+
+def test_browser_reply_streams_into_the_page(studio, page):
+    open_studio(page, studio)
+    tokens = make_tokens(40)
+    studio.ollama.queue_reply(tokens, delay=0.05)
+    send(page, f"stream please {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, tokens[2].strip())
+    # Part of the reply is on screen while the rest is still being generated.
+    assert tokens[-1].strip() not in chat_text(page)
+    wait_chat_contains(page, tokens[-1].strip())
+    wait_chat_contains(page, "tok/s")
+
+
+def test_browser_stop_during_slow_reply_keeps_partial(studio, page):
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(300)
+    studio.ollama.queue_reply(tokens, delay=0.05)
+    send(page, f"long one {marker}")
+    wait_chat_contains(page, tokens[3].strip())
+    page.click("#stop-btn")
+    wait_chat_contains(page, "Stopped by you")
+    assert tokens[-1].strip() not in chat_text(page)
+    row = stored(studio, marker)
+    assert row["status"] == "partial" and 4 <= row["content"].count("tok") < 300
+
+
+def test_browser_reply_completes_after_page_closes_and_reopens(studio, browser_context):
+    page = browser_context.new_page()
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(60)
+    studio.ollama.queue_reply(tokens, delay=0.05)
+    send(page, f"survive closing {marker}")
+    wait_chat_contains(page, tokens[1].strip())
+    page.close()  # the phone locks / the tab closes mid-reply
+
+    again = browser_context.new_page()
+    open_studio(again, studio, new_chat=False)
+    # The same browser reopens its last conversation, still streaming, then finished.
+    wait_chat_contains(again, marker)
+    wait_chat_contains(again, tokens[-1].strip(), timeout=30_000)
+    assert stored(studio, marker)["status"] == "complete"
+    assert stored(studio, marker)["content"] == "".join(tokens)
+    again.close()
+
+
+def test_browser_finished_reply_is_stored_with_no_page_open(studio, browser_context):
+    page = browser_context.new_page()
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(30)
+    studio.ollama.queue_reply(tokens, delay=0.03)
+    send(page, f"nobody watching {marker}")
+    wait_chat_contains(page, tokens[0].strip())
+    page.close()
+    deadline = time.monotonic() + 20
+    while stored(studio, marker).get("status") != "complete" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stored(studio, marker)["content"] == "".join(tokens)
+
+
+def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
+    open_studio(page, studio)
+    marker = f"zebra{uuid.uuid4().hex[:6]}"
+    studio.ollama.queue_reply(["Stripes ", "are ", "unique."])
+    send(page, f"Tell me about the {marker}")
+    wait_chat_contains(page, "Stripes are unique.")
+    page.reload()
+    page.wait_for_selector("#conv-list")
+    page.wait_for_function("(m) => document.querySelector('#conv-list').innerText.includes(m)",
+                           arg=marker)
+    # Start a new chat, then find the old one through full-text search of the reply text.
+    page.click("#new-chat")
+    page.wait_for_function("() => !document.querySelector('#chatbot').innerText.includes('Stripes')")
+    page.fill("#conv-search input, #conv-search textarea", "stripes unique")
+    page.wait_for_function(
+        "(m) => { const l = document.querySelector('#conv-list');"
+        " return l.innerText.includes(m) && l.querySelectorAll('label').length === 1; }",
+        arg=marker)
+    page.click(f"#conv-list label:has-text('{marker}')")
+    wait_chat_contains(page, "Stripes are unique.")

@@ -1,0 +1,138 @@
+"""The reply manager: generation on a server thread that outlives the request following it."""
+
+import threading
+
+import pytest
+
+from studio.errors import StreamInterrupted
+from studio.events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
+from studio.replies import STOPPED_BY_USER, ReplyManager
+
+
+class RecordingStore:
+    def __init__(self):
+        self.updates = []
+
+    def update_message(self, message_id, **fields):
+        self.updates.append((message_id, fields))
+
+
+def scripted(*events, gate: threading.Event | None = None, after: int = 0, closed=None):
+    """A stream_fn yielding events; optionally blocks on ``gate`` after ``after`` events."""
+    def stream_fn(model_id, messages, options):
+        def gen():
+            try:
+                for i, ev in enumerate(events):
+                    if gate is not None and i == after:
+                        gate.wait(5)
+                    if isinstance(ev, Exception):
+                        raise ev
+                    yield ev
+            finally:
+                if closed is not None:
+                    closed.set()
+        return gen()
+    return stream_fn
+
+
+def run_to_end(manager, **kw):
+    reply = manager.start("ollama:m", [ChatMessage("user", "hi")], ChatOptions(), **kw)
+    snaps = list(manager.follow(reply, interval=0))
+    return reply, snaps
+
+
+def test_replies_complete_reply_collects_text_and_usage():
+    done = ChatDone("ollama", "m", Usage(completion_tokens=2, tokens_per_s=40.0))
+    manager = ReplyManager(scripted(ChatThinking("hmm"), ChatDelta("Hel"), ChatDelta("lo"), done))
+    _, snaps = run_to_end(manager)
+    last = snaps[-1]
+    assert (last.status, last.text, last.thinking) == ("complete", "Hello", "hmm")
+    assert last.usage.completion_tokens == 2 and last.backend == "ollama"
+    assert last.ttft_ms is not None and last.ttft_ms >= 0
+
+
+def test_replies_reply_is_stored_when_nobody_follows():
+    store = RecordingStore()
+    finished = threading.Event()
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDelta("b"), ChatDone("ollama", "m")), store)
+    manager.start("ollama:m", [], ChatOptions(), message_id=7, on_finish=lambda s: finished.set())
+    assert finished.wait(5)
+    message_id, fields = store.updates[-1]
+    assert message_id == 7 and fields["content"] == "ab" and fields["status"] == "complete"
+
+
+def test_replies_cut_stream_keeps_partial_text_marked_partial():
+    store = RecordingStore()
+    cut = StreamInterrupted("The connection to Ollama dropped in the middle of the reply.")
+    manager = ReplyManager(scripted(ChatDelta("half an "), ChatDelta("answer"), cut), store)
+    _, snaps = run_to_end(manager, message_id=1)
+    assert snaps[-1].status == "partial" and snaps[-1].text == "half an answer"
+    assert "dropped" in snaps[-1].error
+    assert store.updates[-1][1]["status"] == "partial"
+    assert store.updates[-1][1]["content"] == "half an answer"
+
+
+def test_replies_failure_before_any_text_is_an_error():
+    manager = ReplyManager(scripted(StreamInterrupted("gone")))
+    _, snaps = run_to_end(manager)
+    assert snaps[-1].status == "error" and snaps[-1].text == ""
+
+
+def test_replies_unexpected_exception_settles_reply_with_pointer_to_log():
+    manager = ReplyManager(scripted(ChatDelta("x"), KeyError("boom")))
+    _, snaps = run_to_end(manager)
+    assert snaps[-1].status == "partial" and "log" in snaps[-1].error
+
+
+def test_replies_stop_freezes_text_and_closes_stream():
+    gate, closed = threading.Event(), threading.Event()
+    store = RecordingStore()
+    manager = ReplyManager(scripted(ChatDelta("one "), ChatDelta("two"), ChatDone("ollama", "m"),
+                                    gate=gate, after=1, closed=closed), store)
+    reply = manager.start("ollama:m", [], ChatOptions(), message_id=3)
+    follower = manager.follow(reply, interval=0)
+    first = next(follower)
+    while first.text != "one ":
+        first = next(follower)
+    assert manager.stop(reply.reply_id)
+    gate.set()
+    rest = list(follower)
+    assert rest[-1].status == "partial" and rest[-1].text == "one "
+    assert rest[-1].error == STOPPED_BY_USER
+    assert closed.wait(5)
+    assert store.updates[-1][1]["status"] == "partial"
+
+
+def test_replies_two_followers_see_the_same_reply():
+    gate = threading.Event()
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDelta("b"), ChatDone("ollama", "m"),
+                                    gate=gate, after=1))
+    reply = manager.start("ollama:m", [], ChatOptions(), conversation_id="c1")
+    assert manager.active_in("c1") is reply
+    gate.set()
+    one = list(manager.follow(reply, interval=0))[-1]
+    two = list(manager.follow(reply, interval=0))[-1]
+    assert one.text == two.text == "ab"
+    assert manager.active_in("c1") is None
+
+
+def test_replies_notice_is_kept():
+    manager = ReplyManager(scripted(ChatNotice("Switched to x"), ChatDelta("hi"),
+                                    ChatDone("openrouter", "x")))
+    _, snaps = run_to_end(manager)
+    assert snaps[-1].notices == ("Switched to x",)
+    assert snaps[-1].answered_by == "x"
+
+
+def test_replies_follow_coalesces_updates():
+    events = [ChatDelta(f"t{i} ") for i in range(500)] + [ChatDone("ollama", "m")]
+    manager = ReplyManager(scripted(*events))
+    reply = manager.start("ollama:m", [], ChatOptions())
+    snaps = list(manager.follow(reply, interval=0.05))
+    assert snaps[-1].text.count("t") == 500
+    assert len(snaps) < 100
+
+
+@pytest.mark.parametrize("unknown", ["nope", ""])
+def test_replies_stop_unknown_reply_is_false(unknown):
+    assert ReplyManager(scripted()).stop(unknown) is False
