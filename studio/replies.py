@@ -23,7 +23,8 @@ from .events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, C
 
 log = logging.getLogger(__name__)
 
-StreamFn = Callable[[str, Sequence[ChatMessage], ChatOptions], Iterator[object]]
+# stream_fn(model_id, messages, options, *, user) -> iterator of chat events
+StreamFn = Callable[..., Iterator[object]]
 
 STOPPED_BY_USER = "Stopped by you before the reply finished."
 
@@ -122,6 +123,7 @@ class ReplyManager:
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
+              user: str = "owner",
               on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
         """Start generating; returns at once. With ``message_id`` the reply is stored there."""
         reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
@@ -133,7 +135,7 @@ class ReplyManager:
                 self._by_message[message_id] = reply.reply_id
             if conversation_id is not None:
                 self._by_conversation[conversation_id] = reply.reply_id
-        thread = threading.Thread(target=self._run, args=(reply, list(messages), options, on_finish),
+        thread = threading.Thread(target=self._run, args=(reply, list(messages), options, user, on_finish),
                                   name=f"reply-{reply.reply_id[:8]}", daemon=True)
         thread.start()
         return reply
@@ -199,11 +201,11 @@ class ReplyManager:
     # -- the worker ---------------------------------------------------------------------
 
     def _run(self, reply: LiveReply, messages: list[ChatMessage], options: ChatOptions,
-             on_finish) -> None:
+             user: str, on_finish) -> None:
         last_flush = time.monotonic()
         stream = None
         try:
-            stream = self._stream_fn(reply.model_id, messages, options)
+            stream = self._stream_fn(reply.model_id, messages, options, user=user)
             for event in stream:
                 if reply.cancel.is_set():
                     break

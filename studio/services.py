@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .clients.comfyui import ComfyUIClient
 from .clients.ollama import OllamaClient
+from .clients.openrouter import OpenRouterClient
 from .config import Settings
-from .errors import InvalidInput
+from .downloads import DownloadManager
 from .events import ChatMessage, ChatOptions
+from .gpu import GpuMonitor
 from .presets import ChatPreset, load_chat_presets
 from .replies import ReplyManager
+from .router import Router, parse_model_id
 from .status import StatusBoard
 from .store import Store
 
@@ -27,25 +31,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RESTART_REASON = "The studio stopped before this reply finished."
 
 
-def split_model_id(model_id: str) -> tuple[str, str]:
-    """'ollama:llama3.2:latest' -> ('ollama', 'llama3.2:latest'); a bare name means Ollama.
-
-    >>> split_model_id("openrouter:openai/gpt-4o-mini")
-    ('openrouter', 'openai/gpt-4o-mini')
-    >>> split_model_id("llava")
-    ('ollama', 'llava')
-    """
-    backend, sep, name = model_id.partition(":")
-    if sep and backend in ("ollama", "openrouter"):
-        return backend, name
-    return "ollama", model_id
-
-
 @dataclass
 class Services:
+    """Everything a tab needs, built once. Clients are never None except ``openrouter``
+    (None when no key is set: cloud models are then simply not offered)."""
+
     settings: Settings
     store: Store
     ollama: OllamaClient
+    openrouter: OpenRouterClient | None
+    router: Router
+    comfyui: ComfyUIClient
+    gpu: GpuMonitor
+    downloads: DownloadManager
     replies: ReplyManager
     status: StatusBoard
     presets: list[ChatPreset]
@@ -63,37 +61,60 @@ class Services:
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"
 
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
     def stream_chat(self, model_id: str, messages: Sequence[ChatMessage],
-                    options: ChatOptions) -> Iterator[object]:
-        """Send a chat to whichever backend serves ``model_id``."""
-        backend, name = split_model_id(model_id)
-        if backend == "ollama":
-            return self.ollama.chat_stream(name, messages, options)
-        raise InvalidInput(f"Cloud model {name!r} can't be used yet: no OpenRouter backend is set up.",
-                           hint="Pick a local model.")
+                    options: ChatOptions, *, user: str = "owner") -> Iterator[object]:
+        """Send a chat through the router (backend by model id, fallbacks, retries)."""
+        return self.router.chat_stream(model_id, messages, options, user=user)
 
     def supports_images(self, model_id: str) -> bool:
-        backend, name = split_model_id(model_id)
+        backend, name = parse_model_id(model_id)
         if backend == "ollama":
             return self.ollama.supports_vision(name)
+        if backend == "openrouter" and self.openrouter is not None:
+            return any(m.id == name and m.supports_images for m in self.cloud_models())
         return False
+
+    def cloud_models(self) -> list:
+        """OpenRouter's catalog (cached by the client), or [] when cloud is off."""
+        if self.openrouter is None:
+            return []
+        return self.openrouter.list_models()
 
 
 def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
     """Open the store (creating the data directory) and construct every client.
 
-    Raises StudioError when the data directory can't be written.
+    Nothing here touches the network: clients connect on first use, so the studio starts
+    and history stays browsable with every backend down. Raises StudioError when the data
+    directory can't be written.
     """
     store = Store.open(settings.db_path)
     stale = store.mark_interrupted_streams(RESTART_REASON)
     if stale:
         log.warning("%d replies were cut off by the last shutdown; kept as partial", stale)
     ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
-    services = Services(settings=settings, store=store, ollama=ollama,
-                        replies=None,  # type: ignore[arg-type] - set just below
-                        status=StatusBoard(settings),
-                        presets=load_chat_presets(root / "presets" / "chat"), root=root)
+    openrouter = None
+    if settings.openrouter_api_key:
+        openrouter = OpenRouterClient(settings.openrouter_api_key, settings.openrouter_base_url,
+                                      referer=settings.openrouter_referer,
+                                      title=settings.openrouter_title,
+                                      timeout=settings.request_timeout)
+    backends = {"ollama": ollama}
+    if openrouter is not None:
+        backends["openrouter"] = openrouter
+    router = Router(backends)
+    services = Services(
+        settings=settings, store=store, ollama=ollama, openrouter=openrouter, router=router,
+        comfyui=ComfyUIClient(settings.comfyui_url), gpu=GpuMonitor(),
+        downloads=DownloadManager(),
+        replies=None,  # type: ignore[arg-type] - needs services.stream_chat, set just below
+        status=StatusBoard(settings),
+        presets=load_chat_presets(root / "presets" / "chat"), root=root)
     services.replies = ReplyManager(services.stream_chat, store)
-    for path in (services.uploads_dir, services.exports_dir):
+    for path in (services.uploads_dir, services.exports_dir, services.outputs_dir):
         path.mkdir(parents=True, exist_ok=True)
     return services

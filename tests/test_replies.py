@@ -19,7 +19,7 @@ class RecordingStore:
 
 def scripted(*events, gate: threading.Event | None = None, after: int = 0, closed=None):
     """A stream_fn yielding events; optionally blocks on ``gate`` after ``after`` events."""
-    def stream_fn(model_id, messages, options):
+    def stream_fn(model_id, messages, options, *, user="owner"):
         def gen():
             try:
                 for i, ev in enumerate(events):

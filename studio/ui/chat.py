@@ -211,7 +211,7 @@ def render(services) -> SimpleNamespace:
             msg = store.add_message(conv_id, "assistant", "", status="streaming", model=name,
                                     backend=model_id.split(":", 1)[0])
             reply = replies.start(model_id, messages, options, conversation_id=conv_id,
-                                  message_id=msg.id)
+                                  message_id=msg.id, user=session.get("user") or "owner")
         session["reply_id"] = reply.reply_id
         return reply
 
@@ -408,6 +408,7 @@ def render(services) -> SimpleNamespace:
             raise gr.Error(str(exc)) from exc
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
         sess = dict(sess)
+        sess["user"] = (request.username if request is not None else None) or "owner"
         if incog and not sess["incognito"]:
             sess = new_session(incognito=True)
         if not incog and sess["incognito"]:
@@ -421,9 +422,9 @@ def render(services) -> SimpleNamespace:
                                            images=tuple(paths))).copy())
         else:
             if not sess["conv_id"]:
-                user = (request.username if request is not None else None) or "owner"
                 conv = store.create_conversation(title_from(text), model=name, backend=backend,
-                                                 system_prompt=system_prompt or "", user=user)
+                                                 system_prompt=system_prompt or "",
+                                                 user=sess["user"])
                 sess["conv_id"] = conv.id
                 new_conv = True
             else:
