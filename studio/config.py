@@ -62,6 +62,92 @@ class Settings:
                                       "Longest chat message accepted, in characters.")
     stream_interval: float = _setting("STUDIO_STREAM_INTERVAL", 0.05,
                                       "Seconds between UI updates while a reply streams.")
+    budget_daily_usd: float = _setting("STUDIO_BUDGET_DAILY_USD", 0.0,
+                                       "Cloud spending cap per day, all users together, in USD "
+                                       "(0 = no cap).")
+    budget_monthly_usd: float = _setting("STUDIO_BUDGET_MONTHLY_USD", 0.0,
+                                         "Cloud spending cap per calendar month, all users "
+                                         "together, in USD (0 = no cap).")
+    budget_user_daily_usd: float = _setting("STUDIO_BUDGET_USER_DAILY_USD", 0.0,
+                                            "Cloud spending cap per day for each user, in USD "
+                                            "(0 = no cap).")
+    budget_user_monthly_usd: float = _setting("STUDIO_BUDGET_USER_MONTHLY_USD", 0.0,
+                                              "Cloud spending cap per calendar month for each "
+                                              "user, in USD (0 = no cap).")
+    energy_price_kwh: float = _setting("STUDIO_ENERGY_PRICE_KWH", 0.30,
+                                       "Electricity price in USD per kWh, for the energy cost "
+                                       "of local generation.")
+    gpu_watts: float = _setting("STUDIO_GPU_WATTS", 250.0,
+                                "GPU power draw assumed while generating, in watts, when NVML "
+                                "can't measure it.")
+    fallbacks: str = _setting("STUDIO_FALLBACKS", "",
+                              "Models to try when one can't answer: 'model=fallback[,fallback…]' "
+                              "entries separated by ';', e.g. ollama:llama3.2:latest="
+                              "openrouter:openai/gpt-4o-mini (empty = no fallbacks).")
+    comfyui_models_dir: str = _setting("COMFYUI_MODELS_DIR", "",
+                                       "ComfyUI's 'models' folder, when the studio can write to "
+                                       "it (a shared volume in docker compose); empty = model "
+                                       "downloads and file deletes are off.")
+    gpu_policy: str = _setting("STUDIO_GPU_POLICY", "automatic",
+                               "When an image job or a chat won't fit in GPU memory: 'off' "
+                               "(do nothing), 'ask' (propose), 'automatic' (unload idle Ollama "
+                               "models / ask ComfyUI to free its models).")
+    vram_per_family: str = _setting("STUDIO_VRAM_PER_FAMILY", "",
+                                    "GPU memory one image job needs, per workflow family, e.g. "
+                                    "'sdxl=9, flux=14 GiB' (numbers are GiB; empty = built-in "
+                                    "estimates: sd15 4, sdxl 8, flux 12).")
+    gpu_poll_seconds: float = _setting("STUDIO_GPU_POLL_SECONDS", 3.0,
+                                       "Seconds between GPU panel updates on the Models tab.")
+    output_retention_days: int = _setting("STUDIO_OUTPUT_RETENTION_DAYS", 0,
+                                          "Generated outputs older than this many days are "
+                                          "offered for deletion (0 = keep forever; favourites "
+                                          "always stay).")
+    output_retention_gb: float = _setting("STUDIO_OUTPUT_RETENTION_GB", 0.0,
+                                          "Generated outputs beyond this many GB, oldest first, "
+                                          "are offered for deletion (0 = no limit; favourites "
+                                          "always stay).")
+    unused_model_days: int = _setting("STUDIO_UNUSED_MODEL_DAYS", 30,
+                                      "The Models tab reports models unused for this many days.")
+    image_inflight: int = _setting("STUDIO_IMAGE_INFLIGHT", 1,
+                                   "Image prompts the studio keeps in ComfyUI's queue at once. "
+                                   "1 = users' jobs take strict turns; 2 keeps the GPU busy "
+                                   "between images.")
+    max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
+                                           "Largest input image accepted by the Images tab, in "
+                                           "megapixels.")
+
+    def __post_init__(self) -> None:
+        self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load
+
+    @property
+    def fallback_chains(self) -> dict[str, tuple[str, ...]]:
+        """STUDIO_FALLBACKS as {model id: fallback ids in order}; raises ConfigError.
+
+        >>> Settings(fallbacks="ollama:a=openrouter:x/y, ollama:b ; openrouter:x/y=ollama:a").fallback_chains
+        {'ollama:a': ('openrouter:x/y', 'ollama:b'), 'openrouter:x/y': ('ollama:a',)}
+        """
+        chains: dict[str, tuple[str, ...]] = {}
+        shape = ("must look like 'ollama:llama3.2:latest=openrouter:openai/gpt-4o-mini' (a model "
+                 "id, '=', then fallback ids separated by commas; entries separated by ';')")
+        for entry in (e.strip() for e in self.fallbacks.replace("\n", ";").split(";")):
+            if not entry:
+                continue
+            source, eq, rest = entry.partition("=")
+            targets = [t.strip() for t in rest.split(",") if t.strip()]
+            if not eq or "=" in rest or not source.strip() or not targets:
+                raise ConfigError(f"STUDIO_FALLBACKS entry {entry!r} {shape}.")
+            for model_id in (source.strip(), *targets):
+                backend, colon, name = model_id.partition(":")
+                if backend not in ("ollama", "openrouter") or not colon or not name \
+                        or any(c.isspace() for c in name):
+                    raise ConfigError(f"STUDIO_FALLBACKS: {model_id!r} is not a model id; ids "
+                                      "start with 'ollama:' or 'openrouter:' (e.g. "
+                                      "'ollama:llama3.2:latest', 'openrouter:openai/gpt-4o-mini').")
+            if source.strip() in chains:
+                raise ConfigError(f"STUDIO_FALLBACKS names {source.strip()!r} twice; "
+                                  "list all its fallbacks in one entry, separated by commas.")
+            chains[source.strip()] = tuple(targets)
+        return chains
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env"

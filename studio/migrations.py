@@ -138,3 +138,279 @@ def m002_add_search_index(db: Database) -> None:
             DELETE FROM conversations_fts WHERE conversation_id = old.id;
             INSERT INTO conversations_fts(conversation_id, title) VALUES (new.id, new.title);
         END""")
+
+
+@migrations()
+def m003_create_usage_tables(db: Database) -> None:
+    # One row per reply or image job, for the Costs tab and the budgets. No foreign key to
+    # conversations: deleting a chat must not erase what it cost.
+    db["usage"].create(
+        {
+            "id": int,
+            "created_at": str,  # ISO 8601 UTC with milliseconds, like the chat tables
+            # Local calendar day when it happened (YYYY-MM-DD): "today", "this month" and the
+            # per-day chart go by the owner's clock, and a text column groups without
+            # re-deriving time zones in SQL on every query.
+            "day": str,
+            "user": str,
+            "backend": str,  # 'ollama' | 'openrouter' | 'comfyui' ...
+            "model": str,
+            "kind": str,  # 'chat' | 'image', set by accounting.py (no CHECK: new kinds stay cheap)
+            # NULL = not reported (unknown is not zero), as in messages.
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "images": int,
+            "duration_s": float,
+            "cost_usd": float,  # cloud bill; 0 for local work; NULL when no price is known
+            "cost_is_estimate": int,  # 1 when computed from catalogue prices, not reported
+            "energy_kwh": float,  # local work only
+            "energy_cost": float,
+            "gpu_watts": float,  # the power figure the energy estimate used
+            "conversation_id": str,
+            "message_id": int,
+            "job_id": str,
+        },
+        pk="id",
+        not_null=["created_at", "day", "user", "backend", "model", "kind", "cost_is_estimate"],
+        defaults={"user": "owner", "model": "", "kind": "chat", "cost_is_estimate": 0},
+    )
+    # Period totals, the per-day chart and local-vs-cloud read a range of days; budgets and
+    # the filters add user / backend / model in front of it.
+    db["usage"].create_index(["day"])
+    db["usage"].create_index(["user", "day"])
+    db["usage"].create_index(["backend", "day"])
+    db["usage"].create_index(["model", "day"])
+
+    # Budget charges not yet visible in `usage`: reservations of requests still running
+    # ('open', counted at their estimate) and finished ones whose usage row hasn't been
+    # written yet ('settled', counted at their actual cost). Recording the usage row deletes
+    # its settled charge in the same transaction, so a cost is never counted twice or missed.
+    db["budget_charges"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "day": str,
+            "user": str,
+            "model": str,
+            "state": str,  # 'open' | 'settled'
+            "estimate_usd": float,
+            "actual_usd": float,
+        },
+        pk="id",
+        not_null=["created_at", "day", "user", "model", "state"],
+    )
+    db["budget_charges"].create_index(["user", "state"])
+
+
+@migrations()
+def m004_create_image_tables(db: Database) -> None:
+    # An image job is one press of Generate: prompts x seeds (x a parameter sweep) become
+    # its items, one ComfyUI prompt each. The item keeps the prompt id ComfyUI was given
+    # (chosen by the studio *before* queueing), so a restarted studio can pick up prompts
+    # already queued in ComfyUI and store their results.
+    db["image_jobs"].create(
+        {
+            "id": str,  # uuid4 hex
+            "user": str,  # who it is for (accounting, listing)
+            "lane": str,  # fairness key: the login name, else the browser's address
+            "workflow": str,
+            "title": str,
+            # 'queued' | 'running' | 'done' | 'partial' | 'failed' | 'cancelled'; checked in
+            # images.py, not by a constraint, so a new state needs no table rebuild.
+            "status": str,
+            "total": int,
+            "spec": str,  # JSON: what the form asked for (prompts, seeds, sweep, style)
+            "error": str,
+            "created_at": str,
+            "updated_at": str,
+            "finished_at": str,
+        },
+        pk="id",
+        not_null=["user", "lane", "workflow", "title", "status", "total", "spec", "error",
+                  "created_at", "updated_at"],
+        defaults={"user": "owner", "lane": "owner", "title": "", "status": "queued",
+                  "spec": "{}", "error": ""},
+    )
+    db["image_jobs"].create_index(["status"])
+    db["image_jobs"].create_index(["user", "created_at"])
+    db["image_job_items"].create(
+        {
+            "id": int,
+            "job_id": str,
+            "seq": int,
+            # 'pending' (not sent yet) | 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
+            "status": str,
+            "prompt_id": str,  # ComfyUI's prompt id; NULL until sent
+            "params": str,  # JSON: every studio parameter of this image
+            "graph": str,  # JSON: the exact API-format workflow sent
+            "error": str,
+            "images": int,
+            "timings": str,  # JSON: queued_s, execution_s, total_s, store_s
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[ForeignKey("image_job_items", "job_id", "image_jobs", "id",
+                                 on_delete="CASCADE")],
+        not_null=["job_id", "seq", "status", "params", "graph", "error", "images", "timings",
+                  "created_at", "updated_at"],
+        defaults={"status": "pending", "error": "", "images": 0, "timings": "{}"},
+    )
+    db["image_job_items"].create_index(["job_id", "seq"], unique=True)
+    db["image_job_items"].create_index(["status"])
+    db["image_job_items"].create_index(["prompt_id"])
+    # The gallery: one row per stored file. No foreign key to the job: a gallery image
+    # stays when job bookkeeping is cleaned up.
+    db["images"].create(
+        {
+            "id": int,
+            "job_id": str,
+            "item_id": int,
+            "user": str,
+            "created_at": str,
+            "path": str,  # relative to the outputs folder of the data directory
+            "thumb": str,  # ditto, a small WebP for the gallery grid
+            "width": int,
+            "height": int,
+            "bytes": int,
+            "prompt": str,
+            "negative": str,
+            "seed": int,
+            "workflow": str,
+            "model": str,  # the checkpoint (or diffusion model) file
+            "params": str,  # JSON: every parameter
+            "graph": str,  # JSON: the exact workflow sent
+            "timings": str,  # JSON
+            "comfy_prompt_id": str,
+            "comfy_filename": str,
+        },
+        pk="id",
+        not_null=["user", "created_at", "path", "thumb", "prompt", "negative", "workflow",
+                  "model", "params", "graph", "timings"],
+        defaults={"user": "owner", "prompt": "", "negative": "", "model": "", "params": "{}",
+                  "graph": "{}", "timings": "{}"},
+    )
+    # Newest first is the rowid order (id DESC); filters walk these and stop at the page.
+    db["images"].create_index(["workflow", "id"])
+    db["images"].create_index(["model", "id"])
+    db["images"].create_index(["user", "id"])
+    db["images"].create_index(["job_id"])
+    # Prompt search. External content keyed on images.id (INTEGER PRIMARY KEY, stable
+    # across VACUUM). Kept in step by store_images.py in the same transaction as the row
+    # (prompts never change after insert), not by triggers.
+    db.execute("""
+        CREATE VIRTUAL TABLE images_fts USING fts5(
+            prompt, content='images', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )""")
+
+
+@migrations()
+def m005_create_models_tables(db: Database) -> None:
+    # The GPU-sharing log: every time the studio unloaded Ollama models or asked ComfyUI to
+    # free memory (or proposed to, or could not), so the owner can see who took the card.
+    db["gpu_actions"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "trigger": str,  # 'image_job' | 'chat' | 'manual'
+            "policy": str,  # 'off' | 'ask' | 'automatic' at the time
+            "action": str,  # 'unload_ollama' | 'free_comfyui' | 'none'
+            "outcome": str,  # 'done' | 'failed' | 'asked' | 'declined' | 'skipped'
+            "models": str,  # JSON list of the model names concerned
+            "message": str,  # the sentence the UI showed
+            "free_bytes": int,  # free VRAM when it was decided; NULL = unknown
+            "needed_bytes": int,
+            "freed_bytes": int,
+        },
+        pk="id",
+        not_null=["created_at", "trigger", "policy", "action", "outcome", "models", "message"],
+        defaults={"models": "[]", "message": ""},
+    )
+    db["gpu_actions"].create_index(["created_at"])
+    # When each model was last used, for the "unused for N days" report. Chats already
+    # say which Ollama model answered (messages.model); this table holds what they don't:
+    # ComfyUI model files, and uses recorded by other tabs.
+    db["model_uses"].create(
+        {
+            "backend": str,  # 'ollama' | 'comfyui'
+            "name": str,  # Ollama model name, or '<folder>/<file>' for ComfyUI
+            "last_used_at": str,
+        },
+        pk=("backend", "name"),
+        not_null=["last_used_at"],
+    )
+
+
+@migrations()
+def m006_create_cloud_tables(db: Database) -> None:
+    # OpenRouter's model catalogue as last fetched, so the picker and the price lookups work
+    # while OpenRouter is unreachable. Replaced wholesale on each successful fetch.
+    db["cloud_models"].create(
+        {
+            "id": str,  # OpenRouter's id, e.g. "openai/gpt-4o-mini"
+            "name": str,
+            "context_length": int,
+            "input_modalities": str,  # JSON list
+            "output_modalities": str,  # JSON list
+            # USD per token (per image / per request) as decimal text, exactly as OpenRouter
+            # sends it: REAL would round the bill. NULL = unknown.
+            "price_prompt": str,
+            "price_completion": str,
+            "price_image": str,
+            "price_request": str,
+            "fetched_at": str,
+        },
+        pk="id",
+        not_null=["name", "input_modalities", "output_modalities", "fetched_at"],
+    )
+    # One comparison: a prompt sent to 2-4 models at once, and the owner's vote.
+    db["arena_runs"].create(
+        {
+            "id": str,  # uuid4 hex
+            "created_at": str,
+            "user": str,
+            "prompt": str,
+            "system_prompt": str,
+            "options": str,  # JSON object of generation parameters
+            "blind": int,
+            "voted_at": str,  # NULL until voted
+            "winner_slot": int,  # NULL with voted_at set = a tie
+        },
+        pk="id",
+        not_null=["created_at", "user", "prompt", "system_prompt", "options", "blind"],
+        defaults={"user": "owner", "system_prompt": "", "options": "{}", "blind": 0},
+    )
+    db["arena_runs"].create_index(["created_at"])
+    db["arena_answers"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "slot": int,  # position on screen, 0-based; blind runs shuffle models into slots
+            "model_id": str,  # what was asked for, "backend:model"
+            "backend": str,  # who answered (the arena never falls back, but retries)
+            "answered_by": str,
+            "status": str,  # 'streaming' | 'complete' | 'partial' | 'error', as for messages
+            "error": str,
+            "content": str,
+            "thinking": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "ttft_ms": float,
+            "tokens_per_s": float,
+            "total_ms": float,
+            "cost_usd": float,
+            "cost_is_estimate": int,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[ForeignKey("arena_answers", "run_id", "arena_runs", "id",
+                                 on_delete="CASCADE")],
+        not_null=["run_id", "slot", "model_id", "backend", "answered_by", "status", "error",
+                  "content", "thinking", "cost_is_estimate", "updated_at"],
+        defaults={"backend": "", "answered_by": "", "status": "streaming", "error": "",
+                  "content": "", "thinking": "", "cost_is_estimate": 0},
+    )
+    # Also serves the foreign key (cascade deletes); model_id serves the win table.
+    db["arena_answers"].create_index(["run_id", "slot"], unique=True)
+    db["arena_answers"].create_index(["model_id"])
