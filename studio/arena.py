@@ -1,0 +1,401 @@
+"""The comparison arena: one prompt to 2-4 models at once, answers side by side, votes.
+
+Each answer is an ordinary server-side reply (``ReplyManager``), so answers stream in
+parallel on their own threads and complete even when the page closes. The arena asks for
+exact models: it uses the router without fallbacks (a comparison where one model quietly
+stood in for another would be meaningless), but with its retries and budget. Results go
+to the database through ``CloudStore`` as each answer ends, so they can be browsed later.
+
+In blind mode the models are shuffled into the slots and shown as "Model A", "Model B"…
+until the owner votes; the vote then reveals the names. Votes feed a win table per model.
+No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable, Iterator, Sequence
+
+from .costs import format_usd
+from .errors import InvalidInput, StudioError
+from .events import ChatMessage, ChatOptions
+from .replies import LiveReply, ReplyManager, ReplySnapshot, StreamFn
+from .router import CLOUD_BACKENDS, parse_model_id
+from .store_cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
+
+log = logging.getLogger(__name__)
+
+MIN_MODELS, MAX_MODELS = 2, 4
+SLOT_NAMES = "ABCD"
+RESTART_REASON = "The studio stopped before this answer finished."
+
+
+def exact_stream(router) -> StreamFn:
+    """A ``stream_fn`` for ``ReplyManager`` that asks ``router`` for exactly the model named:
+    same backends, retries, budget and prices, no fallbacks. Read at call time, so a budget
+    attached to the router later is honoured."""
+
+    def stream(model_id: str, messages: Sequence[ChatMessage], options: ChatOptions | None = None,
+               *, user: str = "owner"):
+        exact = copy.copy(router)
+        exact.fallbacks = {}
+        return exact.chat_stream(model_id, messages, options, user=user)
+
+    return stream
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    """One slot as the arena shows it. ``model_id`` and ``name`` are None while hidden."""
+
+    slot: int
+    title: str
+    model_id: str | None
+    name: str | None
+    text: str
+    thinking: str
+    status: str
+    error: str
+    figures: str
+
+    @property
+    def done(self) -> bool:
+        return self.status != "streaming"
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A comparison as the arena shows it at one moment."""
+
+    run_id: str
+    prompt: str
+    blind: bool
+    voted: bool
+    winner_slot: int | None
+    answers: tuple[AnswerView, ...]
+
+    @property
+    def done(self) -> bool:
+        return all(a.done for a in self.answers)
+
+    @property
+    def revealed(self) -> bool:
+        return not self.blind or self.voted
+
+    @property
+    def verdict(self) -> str:
+        """"Model B (OpenAI: GPT-4o-mini) won", "A tie", or "" before the vote."""
+        if not self.voted:
+            return ""
+        if self.winner_slot is None:
+            return "A tie."
+        winner = self.answers[self.winner_slot]
+        return f"{winner.title} won."
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of the arena's history."""
+
+    run_id: str
+    label: str
+
+
+class Arena:
+    """Starts comparisons, follows them, records votes and answers from history.
+
+    ``replies`` runs the answers (give it ``exact_stream(router)`` and no store: the arena
+    stores its own). ``names`` turns a model id into a display name. ``shuffle`` orders the
+    models of a blind run (injectable so tests can fix it).
+    """
+
+    def __init__(self, replies: ReplyManager, cloud: CloudStore, *,
+                 names: Callable[[str], str] | None = None,
+                 shuffle: Callable[[list], None] = random.shuffle) -> None:
+        self.replies = replies
+        self.cloud = cloud
+        self._names = names or (lambda model_id: parse_model_id(model_id)[1])
+        self._shuffle = shuffle
+        self._lock = threading.Lock()
+        self._live: dict[str, list[LiveReply]] = {}
+        # Set once each answer is in the database (just after its reply ends).
+        self._stored: dict[str, list[threading.Event]] = {}
+
+    # -- running ------------------------------------------------------------------------
+
+    def start(self, prompt: str, model_ids: Sequence[str], *, system_prompt: str = "",
+              options: ChatOptions | None = None, blind: bool = False,
+              user: str = "owner") -> str:
+        """Send ``prompt`` to every model at once; returns the comparison's id at once.
+
+        Raises ``InvalidInput`` for a blank prompt, fewer than 2 or more than 4 models,
+        a model picked twice, or a malformed model id. Nothing is stored then.
+        """
+        models = check_models(prompt, model_ids)
+        if blind:
+            self._shuffle(models)
+        options = options or ChatOptions()
+        run = self.cloud.create_arena_run(
+            prompt, models, system_prompt=system_prompt or "", blind=blind, user=user,
+            options={k: v for k, v in asdict(options).items() if v is not None})
+        messages = ([ChatMessage("system", system_prompt.strip())]
+                    if system_prompt and system_prompt.strip() else [])
+        messages.append(ChatMessage("user", prompt))
+        live = []
+        with self._lock:
+            self._stored[run.id] = [threading.Event() for _ in models]
+        for slot, model_id in enumerate(models):
+            live.append(self.replies.start(model_id, messages, options, user=user,
+                                           on_finish=partial(self._save, run.id, slot)))
+        with self._lock:
+            self._forget_finished_locked()
+            self._live[run.id] = live
+        log.info("Arena run %s: %s%s", run.id[:8], ", ".join(models), " (blind)" if blind else "")
+        return run.id
+
+    def stop(self, run_id: str) -> bool:
+        """Stop every answer still streaming; what each wrote so far is kept."""
+        stopped = False
+        for slot, reply in enumerate(self._live_replies(run_id) or []):
+            if self.replies.stop(reply.reply_id):
+                stopped = True
+                self._save(run_id, slot, reply.snapshot())
+        return stopped
+
+    def follow(self, run_id: str, *, interval: float = 0.05,
+               timeout: float = 3600.0) -> Iterator[RunView]:
+        """Yield views as the answers grow (at most one per ``interval``); the last is done.
+        A finished or stored comparison yields its one view."""
+        live = self._live_replies(run_id)
+        if live is None:
+            yield self.view(run_id)
+            return
+        deadline = time.monotonic() + timeout
+        versions: list[int] = [-1] * len(live)
+        while True:
+            snaps = [r.snapshot() for r in live]
+            if all(s.done for s in snaps):
+                # The last view waits for the answers to be stored, so "done" means saved.
+                for stored in self._stored_events(run_id):
+                    stored.wait(timeout=10)
+            if [s.version for s in snaps] != versions or all(s.done for s in snaps):
+                versions = [s.version for s in snaps]
+                view = self._live_view(run_id, snaps)
+                yield view
+                if view.done:
+                    return
+            if time.monotonic() > deadline:
+                return
+            # Wake on the first unfinished answer's change (the others are looked at within
+            # 50 ms), then let tokens from every model pile up for a moment.
+            waiting = next(r for r, s in zip(live, snaps) if not s.done)
+            waiting.wait_newer(versions[live.index(waiting)], timeout=max(interval, 0.05))
+            if interval:
+                time.sleep(interval)
+
+    # -- voting and history ---------------------------------------------------------------
+
+    def vote(self, run_id: str, winner_slot: int | None) -> RunView:
+        """Record the verdict (a slot, or None for a tie) and return the revealed view.
+
+        Raises ``InvalidInput`` while answers are still streaming or when already voted,
+        ``StudioError`` for an unknown comparison."""
+        current = self.view(run_id)
+        if not current.done:
+            raise InvalidInput("Some answers are still being written.",
+                               hint="Wait for them to finish (or press Stop), then vote.")
+        self.cloud.vote_arena(run_id, winner_slot)
+        return self.view(run_id)
+
+    def view(self, run_id: str) -> RunView:
+        """The comparison now: live answers while they stream, else from the database.
+        Raises ``StudioError`` for an unknown id."""
+        live = self._live_replies(run_id)
+        if live is not None:
+            # Live even once done: an answer is stored just after it ends, not at that instant.
+            return self._live_view(run_id, [r.snapshot() for r in live])
+        run = self.cloud.arena_run(run_id)
+        if run is None:
+            raise StudioError("That comparison no longer exists.",
+                              hint="Pick another one from the list of past comparisons.")
+        return self._stored_view(run)
+
+    def history(self, *, limit: int = 50, user: str | None = None) -> list[RunSummary]:
+        """Past comparisons, newest first, labelled for a list."""
+        return [RunSummary(run.id, self._summary(run))
+                for run in self.cloud.arena_runs(limit=limit, user=user)]
+
+    def scores(self) -> list[tuple[str, ModelScore]]:
+        """(display name, score) per model over the voted comparisons, best first."""
+        return [(self._name(s.model_id), s) for s in self.cloud.arena_scores()]
+
+    def delete(self, run_id: str) -> None:
+        self.stop(run_id)
+        with self._lock:
+            self._live.pop(run_id, None)
+            self._stored.pop(run_id, None)
+        self.cloud.delete_arena_run(run_id)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _save(self, run_id: str, slot: int, snap: ReplySnapshot) -> None:
+        u = snap.usage
+        try:
+            self.cloud.update_arena_answer(
+                run_id, slot, backend=snap.backend or snap.model_id.split(":", 1)[0],
+                answered_by=snap.answered_by, status=snap.status, error=snap.error,
+                content=snap.text, thinking=snap.thinking, prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens, ttft_ms=snap.ttft_ms,
+                tokens_per_s=tokens_per_second(snap), total_ms=snap.elapsed_ms,
+                cost_usd=u.cost_usd, cost_is_estimate=u.cost_is_estimate)
+        except StudioError:
+            log.warning("could not store arena answer %s/%d", run_id[:8], slot, exc_info=True)
+        events = self._stored_events(run_id)
+        if slot < len(events):
+            events[slot].set()
+
+    def _live_replies(self, run_id: str) -> list[LiveReply] | None:
+        with self._lock:
+            return self._live.get(run_id)
+
+    def _stored_events(self, run_id: str) -> list[threading.Event]:
+        with self._lock:
+            return self._stored.get(run_id, [])
+
+    def _forget_finished_locked(self, keep_s: float = 600.0) -> None:
+        now = time.monotonic()
+        for run_id, live in list(self._live.items()):
+            if all(r.finished is not None and now - r.finished > keep_s for r in live):
+                del self._live[run_id]
+                self._stored.pop(run_id, None)
+
+    def _name(self, model_id: str) -> str:
+        try:
+            return self._names(model_id)
+        except Exception:  # noqa: BLE001 - a name is cosmetic; never fail a view over it
+            return model_id
+
+    def _title(self, slot: int, model_id: str, hidden: bool) -> str:
+        if hidden:
+            return f"Model {SLOT_NAMES[slot]}"
+        return f"Model {SLOT_NAMES[slot]}: {self._name(model_id)}"
+
+    def _live_view(self, run_id: str, snaps: list[ReplySnapshot]) -> RunView:
+        run = self.cloud.arena_run(run_id)
+        blind = bool(run and run.blind)
+        voted = bool(run and run.voted)
+        hidden = blind and not voted
+        answers = tuple(
+            AnswerView(slot=i, title=self._title(i, s.model_id, hidden),
+                       model_id=None if hidden else s.model_id,
+                       name=None if hidden else self._name(s.model_id), text=s.text,
+                       thinking=s.thinking, status=s.status, error=s.error,
+                       figures=figures_line(
+                           ttft_ms=s.ttft_ms, tokens_per_s=tokens_per_second(s),
+                           completion_tokens=s.usage.completion_tokens,
+                           cost_usd=s.usage.cost_usd, cost_is_estimate=s.usage.cost_is_estimate,
+                           backend=s.backend or s.model_id.split(":", 1)[0],
+                           done=s.done))
+            for i, s in enumerate(snaps))
+        return RunView(run_id=run_id, prompt=run.prompt if run else "", blind=blind, voted=voted,
+                       winner_slot=run.winner_slot if run else None, answers=answers)
+
+    def _stored_view(self, run: ArenaRun) -> RunView:
+        hidden = run.blind and not run.voted
+        answers = tuple(self._answer_view(a, hidden) for a in run.answers)
+        return RunView(run_id=run.id, prompt=run.prompt, blind=run.blind, voted=run.voted,
+                       winner_slot=run.winner_slot, answers=answers)
+
+    def _answer_view(self, a: ArenaAnswer, hidden: bool) -> AnswerView:
+        return AnswerView(
+            slot=a.slot, title=self._title(a.slot, a.model_id, hidden),
+            model_id=None if hidden else a.model_id,
+            name=None if hidden else self._name(a.model_id), text=a.content,
+            thinking=a.thinking, status=a.status, error=a.error,
+            figures=figures_line(ttft_ms=a.ttft_ms, tokens_per_s=a.tokens_per_s,
+                                 completion_tokens=a.completion_tokens, cost_usd=a.cost_usd,
+                                 cost_is_estimate=a.cost_is_estimate,
+                                 backend=a.backend or a.model_id.split(":", 1)[0],
+                                 done=a.status != "streaming"))
+
+    def _summary(self, run: ArenaRun) -> str:
+        when = run.created_at[:16].replace("T", " ")
+        prompt = " ".join(run.prompt.split())
+        if len(prompt) > 50:
+            prompt = prompt[:50].rstrip() + "…"
+        if run.blind and not run.voted:
+            who = f"{len(run.answers)} models, blind, not voted yet"
+        else:
+            who = " vs ".join(self._name(m) for m in run.model_ids)
+            if run.voted:
+                who += (" · tie" if run.winner_slot is None
+                        else f" · {self._name(run.answers[run.winner_slot].model_id)} won")
+        return f"{when} · {prompt} · {who}"
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def check_models(prompt: str, model_ids: Sequence[str] | None) -> list[str]:
+    """The models of a comparison, checked; raises ``InvalidInput`` with what to fix."""
+    if not prompt or not prompt.strip():
+        raise InvalidInput("The prompt is empty.", hint="Type what every model should answer.")
+    models = [m for m in (model_ids or []) if m]
+    if len(models) < MIN_MODELS:
+        raise InvalidInput(f"Pick at least {MIN_MODELS} models to compare.",
+                           hint="Choose them in the Models list; local and cloud can be mixed.")
+    if len(models) > MAX_MODELS:
+        raise InvalidInput(f"Pick at most {MAX_MODELS} models to compare (got {len(models)}).")
+    if len(set(models)) != len(models):
+        raise InvalidInput("A model is picked twice.", hint="Compare different models.")
+    for model_id in models:
+        parse_model_id(model_id)
+    return models
+
+
+def tokens_per_second(snap: ReplySnapshot) -> float | None:
+    """The backend's figure, else answer tokens over the time after the first token."""
+    u = snap.usage
+    if u.tokens_per_s:
+        return u.tokens_per_s
+    if u.completion_tokens and snap.ttft_ms is not None and snap.done:
+        seconds = (snap.elapsed_ms - snap.ttft_ms) / 1000
+        if seconds > 0:
+            return u.completion_tokens / seconds
+    return None
+
+
+def figures_line(*, ttft_ms: float | None, tokens_per_s: float | None,
+                 completion_tokens: int | None, cost_usd: float | None, cost_is_estimate: bool,
+                 backend: str, done: bool = True) -> str:
+    """TTFT, speed, tokens and cost of one answer; unknown figures are said to be.
+
+    >>> figures_line(ttft_ms=210, tokens_per_s=48.04, completion_tokens=310, cost_usd=0.0123,
+    ...              cost_is_estimate=False, backend="openrouter")
+    '0.21 s to first token · 48.0 tok/s · 310 tokens · $0.0123'
+    >>> figures_line(ttft_ms=None, tokens_per_s=None, completion_tokens=None, cost_usd=None,
+    ...              cost_is_estimate=False, backend="ollama", done=False)
+    'waiting for the first token…'
+    """
+    if not done and ttft_ms is None:
+        return "waiting for the first token…"
+    parts = ["first token: —" if ttft_ms is None else f"{ttft_ms / 1000:.2f} s to first token"]
+    if tokens_per_s:
+        parts.append(f"{tokens_per_s:.1f} tok/s")
+    if completion_tokens is not None:
+        parts.append(f"{completion_tokens} tokens")
+    if not done:
+        parts.append("writing…")
+    elif backend not in CLOUD_BACKENDS:
+        parts.append("local (no cloud cost)")
+    elif cost_usd is None:
+        parts.append("cost unknown")
+    else:
+        parts.append(("≈" if cost_is_estimate else "") + format_usd(cost_usd))
+    return " · ".join(parts)

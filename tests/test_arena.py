@@ -1,0 +1,268 @@
+"""The comparison arena: parallel answers on server threads, saved results, blind votes,
+the win table. Scripted backends for the logic, the fake Ollama and OpenRouter for the wire."""
+
+from __future__ import annotations
+
+import doctest
+import threading
+
+import pytest
+
+from studio import arena as arena_module
+from studio.arena import Arena, check_models, exact_stream, figures_line
+from studio.clients.ollama import OllamaClient
+from studio.clients.openrouter import OpenRouterClient
+from studio.errors import BackendUnavailable, BudgetExceeded, InvalidInput, StudioError
+from studio.events import ChatDelta, ChatDone, ChatOptions, Usage
+from studio.replies import ReplyManager
+from studio.router import Router
+from studio.store_cloud import CloudStore
+from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+
+LOCAL = "ollama:llama3.2:latest"
+CLOUD = "openrouter:openai/gpt-4o-mini"
+OTHER = "ollama:llava:latest"
+
+
+class Backend:
+    """Answers every chat with ``text``; optionally waits at ``barrier`` first (to prove
+    answers run at the same time), holds until ``release`` is set, or fails with ``error``."""
+
+    def __init__(self, name, text="answer", *, barrier=None, release=None, error=None,
+                 cost=None):
+        self.name, self.text, self.barrier, self.release = name, text, barrier, release
+        self.error, self.cost = error, cost
+        self.calls = []
+
+    def chat_stream(self, model, messages, options=None):
+        self.calls.append((model, messages))
+        return self._play(model)
+
+    def _play(self, model):
+        if self.barrier is not None:
+            self.barrier.wait()
+        if self.error is not None:
+            raise self.error
+        for word in self.text.split():
+            yield ChatDelta(word + " ")
+            if self.release is not None:
+                assert self.release.wait(10)
+        yield ChatDone(backend=self.name, model=model, usage=Usage(
+            prompt_tokens=5, completion_tokens=len(self.text.split()), tokens_per_s=50.0,
+            cost_usd=self.cost))
+
+
+def make_arena(store, backends, *, fallbacks=None, shuffle=None, budget=None):
+    router = Router(backends, fallbacks=fallbacks, budget=budget)
+    arena = Arena(ReplyManager(exact_stream(router)), CloudStore(store),
+                  names=lambda m: m.split(":", 1)[1].upper(),
+                  shuffle=shuffle or (lambda models: models.reverse()))
+    return arena, router
+
+
+def finish(arena, run_id):
+    views = list(arena.follow(run_id, interval=0))
+    assert views and views[-1].done
+    return views[-1]
+
+
+def test_arena_answers_stream_from_every_model_at_the_same_time(store):
+    barrier = threading.Barrier(2, timeout=10)  # breaks (an error answer) if run one by one
+    ollama = Backend("ollama", "local words", barrier=barrier)
+    cloud = Backend("openrouter", "cloud words", barrier=barrier, cost=0.0123)
+    arena, _ = make_arena(store, {"ollama": ollama, "openrouter": cloud})
+    view = finish(arena, arena.start("Hello?", [LOCAL, CLOUD]))
+    assert [(a.status, a.text) for a in view.answers] == [
+        ("complete", "local words "), ("complete", "cloud words ")]
+    assert ollama.calls[0][1][-1].content == "Hello?"
+
+
+def test_arena_answers_are_saved_with_their_figures(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", "one two three"),
+                                  "openrouter": Backend("openrouter", "four", cost=0.0123)})
+    run_id = arena.start("Count", [LOCAL, CLOUD], system_prompt="Be terse.",
+                         options=ChatOptions(temperature=0.1))
+    finish(arena, run_id)
+    run = CloudStore(store).arena_run(run_id)
+    local, cloud = run.answers
+    assert (local.content, local.backend, local.completion_tokens, local.status) == (
+        "one two three ", "ollama", 3, "complete")
+    assert (cloud.cost_usd, cloud.tokens_per_s, cloud.answered_by) == (
+        0.0123, 50.0, "openai/gpt-4o-mini")
+    assert local.ttft_ms is not None and local.total_ms >= local.ttft_ms
+    assert run.system_prompt == "Be terse." and run.options == {"temperature": 0.1}
+    shown = arena.view(run_id).answers
+    assert shown[0].figures.endswith("3 tokens · local (no cloud cost)")
+    assert "50.0 tok/s" in shown[1].figures and shown[1].figures.endswith("$0.0123")
+
+
+def test_arena_sends_the_system_prompt_to_every_model(store):
+    ollama, cloud = Backend("ollama"), Backend("openrouter")
+    arena, _ = make_arena(store, {"ollama": ollama, "openrouter": cloud})
+    finish(arena, arena.start("Q", [LOCAL, CLOUD], system_prompt=" Be terse. "))
+    for backend in (ollama, cloud):
+        assert [(m.role, m.content) for m in backend.calls[0][1]] == [
+            ("system", "Be terse."), ("user", "Q")]
+
+
+def test_arena_blind_run_hides_names_until_the_vote(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", "local"),
+                                  "openrouter": Backend("openrouter", "cloud")})
+    run_id = arena.start("Which?", [LOCAL, CLOUD], blind=True)  # shuffle: reversed
+    view = finish(arena, run_id)
+    assert [a.title for a in view.answers] == ["Model A", "Model B"]
+    assert all(a.model_id is None and a.name is None for a in view.answers)
+    assert [a.text for a in view.answers] == ["cloud ", "local "]
+    assert "OPENAI" not in arena.history()[0].label and "blind" in arena.history()[0].label
+    revealed = arena.vote(run_id, 1)
+    assert [a.title for a in revealed.answers] == ["Model A: OPENAI/GPT-4O-MINI",
+                                                   "Model B: LLAMA3.2:LATEST"]
+    assert revealed.verdict == "Model B: LLAMA3.2:LATEST won."
+    assert "LLAMA3.2:LATEST won" in arena.history()[0].label
+
+
+def test_arena_open_run_keeps_its_order_and_names(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama"), "openrouter": Backend("openrouter")})
+    view = finish(arena, arena.start("Q", [CLOUD, LOCAL]))
+    assert [a.model_id for a in view.answers] == [CLOUD, LOCAL]
+    assert view.answers[0].title == "Model A: OPENAI/GPT-4O-MINI"
+
+
+def test_arena_vote_waits_for_every_answer(store):
+    release = threading.Event()
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", "slow words", release=release),
+                                  "openrouter": Backend("openrouter")})
+    run_id = arena.start("Q", [LOCAL, CLOUD])
+    try:
+        with pytest.raises(InvalidInput, match="still being written"):
+            arena.vote(run_id, 0)
+    finally:
+        release.set()
+    finish(arena, run_id)
+    arena.vote(run_id, None)
+    with pytest.raises(InvalidInput, match="already has a vote"):
+        arena.vote(run_id, 0)
+
+
+def test_arena_win_table_counts_votes_per_model(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama"), "openrouter": Backend("openrouter")})
+    for winner in (1, 1, None):
+        run_id = arena.start("Q", [LOCAL, CLOUD])
+        finish(arena, run_id)
+        arena.vote(run_id, winner)
+    table = {name: (s.votes, s.wins, s.ties, s.losses) for name, s in arena.scores()}
+    assert table == {"OPENAI/GPT-4O-MINI": (3, 2, 1, 0), "LLAMA3.2:LATEST": (3, 0, 1, 2)}
+    assert arena.scores()[0][0] == "OPENAI/GPT-4O-MINI"
+
+
+@pytest.mark.parametrize("prompt, models, message", [
+    ("  ", [LOCAL, CLOUD], "prompt is empty"),
+    ("Q", [LOCAL], "at least 2"),
+    ("Q", [LOCAL, CLOUD, OTHER, "ollama:a", "ollama:b"], "at most 4"),
+    ("Q", [LOCAL, LOCAL], "picked twice"),
+    ("Q", [LOCAL, "gpt-4o"], "doesn't name a backend"),
+])
+def test_arena_rejects_bad_comparisons_before_storing_anything(store, prompt, models, message):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama")})
+    with pytest.raises(InvalidInput, match=message):
+        arena.start(prompt, models)
+    assert arena.history() == []
+
+
+def test_arena_never_falls_back_one_failure_does_not_spoil_the_others(store):
+    down = BackendUnavailable("Can't reach Ollama at http://127.0.0.1:11434.",
+                              hint="Is `ollama serve` running?")
+    cloud = Backend("openrouter", "cloud answer")
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", error=down), "openrouter": cloud},
+                          fallbacks={LOCAL: [CLOUD]})
+    view = finish(arena, arena.start("Q", [LOCAL, CLOUD]))
+    failed, answered = view.answers
+    assert failed.status == "error" and "Can't reach Ollama" in failed.error
+    assert answered.text == "cloud answer "
+    assert len(cloud.calls) == 1  # the configured fallback was not used
+
+
+def test_arena_honours_a_budget_attached_to_the_router_later(store):
+    class Refuse:
+        def reserve(self, user, model_id, estimate):
+            raise BudgetExceeded("The daily cloud budget of $1.00 is used up.")
+
+    arena, router = make_arena(store, {"ollama": Backend("ollama"),
+                                       "openrouter": Backend("openrouter")})
+    router.budget = Refuse()
+    view = finish(arena, arena.start("Q", [LOCAL, CLOUD]))
+    assert view.answers[0].status == "complete"
+    assert view.answers[1].status == "error" and "budget" in view.answers[1].error
+
+
+def test_arena_stop_keeps_what_each_answer_wrote(store):
+    release = threading.Event()
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", "a b c d", release=release),
+                                  "openrouter": Backend("openrouter", "e f g h", release=release)})
+    run_id = arena.start("Q", [LOCAL, CLOUD])
+    for view in arena.follow(run_id, interval=0):
+        if all(a.text for a in view.answers):
+            break
+    assert arena.stop(run_id)
+    release.set()
+    stopped = finish(arena, run_id)
+    assert [a.status for a in stopped.answers] == ["partial", "partial"]
+    stored = CloudStore(store).arena_run(run_id).answers
+    assert all(a.status == "partial" and a.content and "Stopped by you" in a.error
+               for a in stored)
+    assert not arena.stop(run_id)
+
+
+def test_arena_follow_of_a_stored_run_yields_it_once(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama"), "openrouter": Backend("openrouter")})
+    run_id = arena.start("Q", [LOCAL, CLOUD])
+    finish(arena, run_id)
+    later = Arena(ReplyManager(lambda *a, **k: iter(())), CloudStore(store))  # after a restart
+    [view] = list(later.follow(run_id))
+    assert view.done and [a.text for a in view.answers] == ["answer ", "answer "]
+    with pytest.raises(StudioError, match="no longer exists"):
+        later.view("nope")
+
+
+def test_arena_delete_removes_the_run(store):
+    arena, _ = make_arena(store, {"ollama": Backend("ollama"), "openrouter": Backend("openrouter")})
+    run_id = arena.start("Q", [LOCAL, CLOUD])
+    finish(arena, run_id)
+    arena.delete(run_id)
+    assert arena.history() == []
+
+
+def test_arena_with_fake_ollama_and_fake_openrouter(store, fake_ollama):
+    with FakeOpenRouter() as fake_openrouter:
+        fake_ollama.queue_reply(["Local ", "reply."])
+        fake_openrouter.queue_reply(["Cloud ", "reply."], cost=0.0042)
+        router = Router({"ollama": OllamaClient(fake_ollama.url, timeout=10),
+                         "openrouter": OpenRouterClient(DEFAULT_KEY, fake_openrouter.url,
+                                                        timeout=10)})
+        arena = Arena(ReplyManager(exact_stream(router)), CloudStore(store))
+        view = finish(arena, arena.start("Say something", [LOCAL, CLOUD]))
+    local, cloud = view.answers
+    assert (local.text, cloud.text) == ("Local reply.", "Cloud reply.")
+    assert cloud.figures.endswith("2 tokens · $0.0042") and "to first token" in cloud.figures
+    assert "tok/s" in local.figures and local.figures.endswith("local (no cloud cost)")
+    assert fake_openrouter.last_chat.json["messages"] == [
+        {"role": "user", "content": "Say something"}]
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(cost_usd=0.002, cost_is_estimate=True, backend="openrouter"), "≈$0.002"),
+    (dict(cost_usd=None, cost_is_estimate=False, backend="openrouter"), "cost unknown"),
+    (dict(cost_usd=0.0, cost_is_estimate=False, backend="openrouter"), "free"),
+    (dict(cost_usd=None, cost_is_estimate=False, backend="ollama"), "local (no cloud cost)"),
+])
+def test_figures_line_says_what_the_cost_is(kwargs, expected):
+    line = figures_line(ttft_ms=100, tokens_per_s=None, completion_tokens=3, **kwargs)
+    assert line == f"0.10 s to first token · 3 tokens · {expected}"
+
+
+def test_check_models_returns_them_in_order():
+    assert check_models("Q", [CLOUD, "", LOCAL]) == [CLOUD, LOCAL]
+
+
+def test_arena_doctests_pass():
+    assert doctest.testmod(arena_module).failed == 0
