@@ -338,3 +338,74 @@ def test_ollama_two_streams_at_once(fake_ollama, client):
     assert [e.text for e in fast_events[:-1]] == ["fast ", "reply"] and isinstance(fast_events[-1], ChatDone)
     assert len(slow_events) == 20 and isinstance(slow_events[-1], ChatDone)
     assert fake_ollama.max_streams_active == 2
+
+
+# -- pull / delete / copy ----------------------------------------------------------------------
+
+
+def test_ollama_pull_yields_progress_per_layer_and_installs(fake_ollama, client):
+    fake_ollama.add_remote_model("mistral", size=4_000_000)
+
+    lines = list(client.pull("mistral"))
+
+    assert lines[0].status == "pulling manifest"
+    assert lines[-1].status == "success"
+    layers = [p for p in lines if p.digest]
+    assert layers[0].status == f"pulling {layers[0].layer}" and len(layers[0].layer) == 12
+    first = [p for p in layers if p.digest == layers[0].digest]
+    assert first[-1].completed == first[-1].total and first[-1].total > 3_000_000
+    assert "mistral:latest" in fake_ollama.installed()
+    assert fake_ollama.requests_to("/api/pull")[0].json["stream"] is True
+
+
+def test_ollama_pull_unknown_model_shows_ollamas_error(client):
+    with pytest.raises(ModelNotFound) as err:
+        list(client.pull("no-such-model"))
+    assert "pull model manifest: file does not exist" in str(err.value)
+    assert "'no-such-model'" in str(err.value)
+
+
+def test_ollama_pull_bad_name_is_rejected(client):
+    with pytest.raises(BackendRejected, match="invalid model name"):
+        list(client.pull("../etc"))
+
+
+def test_ollama_pull_closing_stream_stops_download(fake_ollama, client):
+    fake_ollama.add_remote_model("mistral")
+    fake_ollama.pull_delay = 0.05
+    stream = client.pull("mistral")
+    assert next(stream).status == "pulling manifest"
+    next(stream)
+
+    stream.close()
+
+    assert fake_ollama.client_gone.wait(timeout=2)
+    assert "mistral:latest" not in fake_ollama.installed()
+
+
+def test_ollama_pull_refused_connection(closed_port_url):
+    with pytest.raises(BackendUnavailable, match="Can't reach Ollama"):
+        list(OllamaClient(closed_port_url, timeout=2).pull("mistral"))
+
+
+def test_ollama_delete_removes_model(fake_ollama, client):
+    client.delete("llama3.2")
+    assert fake_ollama.installed() == []
+    assert fake_ollama.requests_to("/api/delete")[0].json == {"model": "llama3.2"}
+
+
+def test_ollama_delete_unknown_model(client):
+    with pytest.raises(ModelNotFound, match="'ghost' is not installed"):
+        client.delete("ghost")
+
+
+def test_ollama_copy_adds_a_tag(fake_ollama, client):
+    client.copy("llama3.2", "llama3.2:backup")
+    assert fake_ollama.installed() == ["llama3.2:backup", "llama3.2:latest"]
+    assert fake_ollama.requests_to("/api/copy")[0].json == {"source": "llama3.2",
+                                                             "destination": "llama3.2:backup"}
+
+
+def test_ollama_copy_unknown_source(client):
+    with pytest.raises(ModelNotFound, match="'ghost'"):
+        client.copy("ghost", "x")

@@ -84,6 +84,22 @@ class RunningModel:
     context_length: int | None = None
 
 
+@dataclass(frozen=True)
+class PullProgress:
+    """One status line of a pull. ``digest`` (``sha256:…``), ``total`` and ``completed``
+    are set only on the lines of a layer being downloaded."""
+
+    status: str
+    digest: str = ""
+    total: int | None = None
+    completed: int | None = None
+
+    @property
+    def layer(self) -> str:
+        """The 12 hex characters Ollama shows for the layer (``""`` when none)."""
+        return self.digest.split(":", 1)[-1][:12]
+
+
 class OllamaClient:
     """Talks to one Ollama server; safe to share between threads."""
 
@@ -178,6 +194,57 @@ class OllamaClient:
             self._ollama.chat(model=model, messages=[], keep_alive=0)
         except _ERRORS as exc:
             raise self._translate(exc, model=model) from exc
+
+    def pull(self, model: str) -> Iterator[PullProgress]:
+        """Pull ``model`` from the registry, yielding each status line as it arrives.
+
+        Nothing is sent until the first ``next()``. Closing the generator early closes the
+        HTTP connection, which makes Ollama stop the download (what it fetched so far is
+        kept, so a later pull resumes). The last line of a good pull has status
+        ``"success"``. Raises ModelNotFound when the registry has no such model,
+        BackendRejected for other refusals (with Ollama's own error text),
+        BackendUnavailable or StreamInterrupted.
+        """
+        stream = self._ollama.pull(model, stream=True)
+        received = False
+        try:
+            for part in stream:
+                received = True
+                yield PullProgress(status=part.status or "", digest=part.digest or "",
+                                   total=part.total, completed=part.completed)
+        except ollama.ResponseError as exc:
+            if exc.status_code == -1:  # an {"error": ...} line: the registry refused
+                cls = ModelNotFound if "does not exist" in exc.error or "not found" in exc.error \
+                    else BackendRejected
+                raise cls(f"Ollama could not pull '{model}': {exc.error}.",
+                          hint="Check the name on ollama.com/library (e.g. llama3.2 or "
+                               "qwen2.5:7b).") from exc
+            raise BackendRejected(f"Ollama refused to pull '{model}': {exc.error} "
+                                  f"(HTTP {exc.status_code}).", status=exc.status_code) from exc
+        except _ERRORS as exc:
+            if received and not isinstance(exc, (httpx.ConnectError, ConnectionError)):
+                raise StreamInterrupted(f"The connection to Ollama dropped while pulling "
+                                        f"'{model}'.", hint="Pull it again; Ollama resumes "
+                                        "from what it already has.") from exc
+            raise self._translate(exc) from exc
+        finally:
+            stream.close()
+
+    def delete(self, model: str) -> None:
+        """Remove an installed model. Raises ModelNotFound when it is not installed."""
+        try:
+            self._ollama.delete(model)
+        except _ERRORS as exc:
+            raise self._translate(exc, model=model) from exc
+
+    def copy(self, source: str, destination: str) -> None:
+        """Install ``source`` again under the name ``destination`` (a tag; no bytes are
+        copied). Raises ModelNotFound when ``source`` is not installed, BackendRejected
+        for a name Ollama refuses."""
+        try:
+            self._ollama.copy(source, destination)
+        except _ERRORS as exc:
+            raise self._translate(exc, model=source) from exc
 
     def chat_stream(self, model: str, messages: Sequence[ChatMessage],
                     options: ChatOptions | None = None) -> Iterator[ChatDelta | ChatThinking | ChatDone]:

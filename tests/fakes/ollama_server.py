@@ -688,6 +688,10 @@ class _Handler(BaseHTTPRequestHandler):
             final = self._reply(name, generate, done=True, done_reason=done_reason, **metrics)
             with self.fake._lock:
                 self.fake.done_chunks.append(final)
+            # Unload before the last bytes go out: a client that reads /api/ps right after
+            # the reply must already see the model gone (no race with this thread).
+            if keep_alive == 0:
+                self.fake._unload(model.name)
             if stream:
                 self._send_line(final)
                 self._end_stream()
@@ -695,8 +699,6 @@ class _Handler(BaseHTTPRequestHandler):
                 whole = self._reply(name, generate, text[1], text[0])
                 self._send_json(200, {**final, **{k: whole[k] for k in ("message", "response", "thinking")
                                                   if k in whole}})
-            if keep_alive == 0:
-                self.fake._unload(model.name)
         finally:
             self.fake._stream_closed()
 

@@ -1,0 +1,274 @@
+"""Ollama pulls that run on the server and outlive the page that started them.
+
+``PullManager.start(model)`` runs one pull per model on a daemon thread, reading Ollama's
+progress lines (``OllamaClient.pull``) into a ``PullJob``. Any request, from any page,
+reads ``snapshots()`` or follows changes with ``wait_changed``; reloading or closing the
+page changes nothing for the pull. ``cancel`` stops it: the state says "cancelled" at once
+and the worker closes the HTTP stream at the next line, which makes Ollama stop
+downloading (it keeps the part it has, so pulling again resumes).
+
+Jobs live in memory: a restart forgets them (Ollama itself keeps partial downloads).
+No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .errors import InvalidInput, StudioError
+
+log = logging.getLogger(__name__)
+
+STATES = ("running", "done", "failed", "cancelled")
+CANCELLED_MESSAGE = ("Cancelled. Ollama keeps the part it already fetched; pull it again to "
+                     "resume.")
+_SPEED_WINDOW_S = 5.0
+
+
+def full_model_name(name: str) -> str:
+    """Ollama's name with the default tag added: ``llama3.2`` -> ``llama3.2:latest``.
+
+    >>> full_model_name("llama3.2"), full_model_name("qwen3:8b"), full_model_name("a/b:1")
+    ('llama3.2:latest', 'qwen3:8b', 'a/b:1')
+    """
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def check_model_name(name: str) -> str:
+    """The name to pull, stripped; raises InvalidInput when it is empty or has spaces."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("Type the name of a model to pull.",
+                           hint="For example llama3.2, qwen3:8b or llava.")
+    if any(c.isspace() for c in name):
+        raise InvalidInput(f"Model names have no spaces (got {name!r}).",
+                           hint="Copy the name from ollama.com/library, like qwen2.5:7b.")
+    return name
+
+
+@dataclass(frozen=True)
+class PullSnapshot:
+    """What any page sees of a pull at one moment. ``completed``/``total`` add up every
+    layer seen so far; ``percent`` is None until a layer reports its size."""
+
+    id: str
+    model: str
+    state: str
+    status: str
+    layer: str
+    completed: int
+    total: int
+    percent: float | None
+    speed_bps: float
+    message: str
+    started_at: float  # time.time() when it started
+    version: int
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+@dataclass
+class PullJob:
+    id: str
+    model: str
+    started_at: float = field(default_factory=time.time)
+    state: str = "running"
+    status: str = "starting"
+    layer: str = ""
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # digest -> (done, total)
+    speed_bps: float = 0.0
+    message: str = "Starting."
+    version: int = 0
+    finished_at: float | None = None
+    error: StudioError | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    samples: deque = field(default_factory=deque)
+
+    def snapshot(self) -> PullSnapshot:
+        done = sum(c for c, _t in self.layers.values())
+        total = sum(t for _c, t in self.layers.values())
+        percent = round(100 * done / total, 1) if total else None
+        if self.state == "done":
+            percent = 100.0
+        return PullSnapshot(self.id, self.model, self.state, self.status, self.layer, done,
+                            total, percent, self.speed_bps, self.message, self.started_at,
+                            self.version)
+
+
+class PullManager:
+    """Pull jobs by id, in memory. Thread-safe.
+
+    ``pull_fn(model)`` yields ``PullProgress`` lines and raises StudioError (normally
+    ``OllamaClient.pull``). At most ``keep_finished`` finished jobs are remembered.
+    ``on_finish(snapshot)`` runs on the worker thread after each pull ends.
+    """
+
+    def __init__(self, pull_fn: Callable[[str], Iterator], *, keep_finished: int = 20,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_finish: Callable[[PullSnapshot], None] | None = None):
+        self._pull_fn = pull_fn
+        self._keep_finished = keep_finished
+        self._clock = clock
+        self._on_finish = on_finish
+        self._jobs: dict[str, PullJob] = {}
+        self._cond = threading.Condition()
+        self._version = 0
+
+    # -- public
+
+    def start(self, model: str) -> PullSnapshot:
+        """Start pulling ``model`` on a server thread; returns at once. A pull of the same
+        model that is still running is returned instead of starting a second one.
+        Raises InvalidInput for an empty name or one with spaces."""
+        name = check_model_name(model)
+        with self._cond:
+            for job in self._jobs.values():
+                if job.state == "running" and full_model_name(job.model) == full_model_name(name):
+                    return job.snapshot()
+            job = PullJob(id=uuid.uuid4().hex[:12], model=name)
+            self._jobs[job.id] = job
+            self._prune_locked()
+            self._changed_locked(job)
+            snap = job.snapshot()
+        threading.Thread(target=self._run, args=(job,), name=f"pull-{job.id}",
+                         daemon=True).start()
+        return snap
+
+    def get(self, job_id: str) -> PullSnapshot:
+        """The job's snapshot; raises InvalidInput when unknown (e.g. from before a restart)."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise InvalidInput(f"There is no pull with id {job_id!r}.",
+                                   hint="It may be from before the studio restarted.")
+            return job.snapshot()
+
+    def snapshots(self) -> list[PullSnapshot]:
+        """Every remembered pull, newest first."""
+        with self._cond:
+            return [j.snapshot() for j in reversed(list(self._jobs.values()))]
+
+    def active(self) -> list[PullSnapshot]:
+        return [s for s in self.snapshots() if not s.finished]
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a running pull now; False when it had already ended. InvalidInput if unknown."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise InvalidInput(f"There is no pull with id {job_id!r}.")
+            if job.state != "running":
+                return False
+            job.cancel_event.set()
+            self._settle_locked(job, "cancelled", CANCELLED_MESSAGE)
+        return True
+
+    @property
+    def version(self) -> int:
+        """Goes up on every change of any pull (for ``wait_changed``)."""
+        with self._cond:
+            return self._version
+
+    def wait_changed(self, since: int, timeout: float) -> int:
+        """Block until some pull changed after version ``since`` or ``timeout`` passed;
+        returns the current version."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version > since, timeout=timeout)
+            return self._version
+
+    def wait(self, job_id: str, timeout: float) -> PullSnapshot:
+        """Block until the pull has ended (or ``timeout``); returns its snapshot."""
+        with self._cond:
+            job = self._jobs[job_id]
+            self._cond.wait_for(lambda: job.state != "running", timeout=timeout)
+            return job.snapshot()
+
+    # -- the worker
+
+    def _run(self, job: PullJob) -> None:
+        stream = None
+        succeeded = False
+        try:
+            stream = self._pull_fn(job.model)
+            for line in stream:
+                if job.cancel_event.is_set():
+                    break
+                with self._cond:
+                    if job.state != "running":
+                        break
+                    self._apply_locked(job, line)
+                    if line.status == "success":
+                        succeeded = True
+            with self._cond:
+                if job.state == "running":
+                    if succeeded:
+                        self._settle_locked(job, "done", f"Pulled {job.model}.")
+                    else:
+                        self._settle_locked(job, "failed", f"Ollama ended the pull of "
+                                            f"{job.model} before it finished. Pull it again to "
+                                            "resume.")
+        except StudioError as exc:
+            with self._cond:
+                job.error = exc
+                self._settle_locked(job, "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a worker must always settle its job
+            log.exception("pull %s of %s failed", job.id, job.model)
+            with self._cond:
+                self._settle_locked(job, "failed", f"Pulling {job.model} failed unexpectedly "
+                                    f"({type(exc).__name__}). The studio log has the details.")
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                try:
+                    close()  # drops the HTTP stream: Ollama stops a cancelled download
+                except Exception:  # noqa: BLE001
+                    log.debug("closing pull stream failed", exc_info=True)
+            if self._on_finish is not None:
+                try:
+                    self._on_finish(job.snapshot())
+                except Exception:  # noqa: BLE001
+                    log.exception("pull on_finish hook failed")
+
+    def _apply_locked(self, job: PullJob, line) -> None:
+        job.status = line.status
+        if line.digest:
+            job.layer = line.layer
+            done, total = job.layers.get(line.digest, (0, 0))
+            job.layers[line.digest] = (line.completed or done, line.total or total)
+            now = self._clock()
+            overall = sum(c for c, _t in job.layers.values())
+            job.samples.append((now, overall))
+            while len(job.samples) > 2 and now - job.samples[0][0] > _SPEED_WINDOW_S:
+                job.samples.popleft()
+            t0, b0 = job.samples[0]
+            job.speed_bps = (overall - b0) / (now - t0) if now > t0 else job.speed_bps
+            job.message = f"Downloading layer {job.layer}."
+        else:
+            job.message = line.status[:1].upper() + line.status[1:] + "." if line.status else ""
+        self._changed_locked(job)
+
+    def _settle_locked(self, job: PullJob, state: str, message: str) -> None:
+        job.state = state
+        job.message = message
+        job.speed_bps = 0.0
+        job.finished_at = time.time()
+        self._changed_locked(job)
+
+    def _changed_locked(self, job: PullJob) -> None:
+        job.version += 1
+        self._version += 1
+        self._cond.notify_all()
+
+    def _prune_locked(self) -> None:
+        finished = [i for i, j in self._jobs.items() if j.state != "running"]
+        for job_id in finished[:max(len(finished) - self._keep_finished, 0)]:
+            del self._jobs[job_id]

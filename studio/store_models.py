@@ -1,0 +1,137 @@
+"""Store methods for the Models tab: the GPU-sharing action log and when models were last used.
+
+Wraps the studio's ``Store`` (its connection and lock): every method holds ``store._lock``
+around its statements, like ``store.py`` does, and hands out plain dataclasses. Tables come
+from migration ``m005_create_models_tables``. Reads the chat and gallery tables only to learn
+when a model was last used. No gradio imports here; nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import InvalidInput
+
+TRIGGERS = ("image_job", "chat", "manual")
+ACTIONS = ("unload_ollama", "free_comfyui", "none")
+OUTCOMES = ("done", "failed", "asked", "declined", "skipped")
+BACKENDS = ("ollama", "comfyui")
+
+
+@dataclass(frozen=True)
+class GpuAction:
+    """One row of the GPU-sharing log. Byte figures are None when unknown."""
+
+    id: int
+    created_at: str
+    trigger: str
+    policy: str
+    action: str
+    outcome: str
+    models: list[str]
+    message: str
+    free_bytes: int | None
+    needed_bytes: int | None
+    freed_bytes: int | None
+
+
+class ModelsStore:
+    """The Models tab's tables, on a shared ``Store``. Safe to share between threads."""
+
+    def __init__(self, store):
+        self._store = store
+
+    # GPU actions
+
+    def log_gpu_action(self, *, trigger: str, policy: str, action: str, outcome: str,
+                       message: str, models: Iterable[str] = (), free_bytes: int | None = None,
+                       needed_bytes: int | None = None, freed_bytes: int | None = None
+                       ) -> GpuAction:
+        """Append one action to the log and return it. Raises InvalidInput for a trigger,
+        action or outcome outside ``TRIGGERS`` / ``ACTIONS`` / ``OUTCOMES``."""
+        for value, allowed, what in ((trigger, TRIGGERS, "trigger"), (action, ACTIONS, "action"),
+                                     (outcome, OUTCOMES, "outcome")):
+            if value not in allowed:
+                raise InvalidInput(f"Unknown GPU action {what} {value!r}.",
+                                   hint=f"Use one of: {', '.join(allowed)}.")
+        store = self._store
+        with store._lock:
+            created = store._now()
+            cursor = store.db.execute(
+                "INSERT INTO gpu_actions (created_at, trigger, policy, action, outcome, models, "
+                "message, free_bytes, needed_bytes, freed_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [created, trigger, policy, action, outcome, json.dumps(list(models)), message,
+                 free_bytes, needed_bytes, freed_bytes])
+            row_id = cursor.lastrowid
+        return GpuAction(row_id, created, trigger, policy, action, outcome, list(models), message,
+                         free_bytes, needed_bytes, freed_bytes)
+
+    def gpu_actions(self, limit: int = 50) -> list[GpuAction]:
+        """The latest ``limit`` actions, newest first."""
+        store = self._store
+        with store._lock:
+            cursor = store.db.execute(
+                "SELECT id, created_at, trigger, policy, action, outcome, models, message, "
+                "free_bytes, needed_bytes, freed_bytes FROM gpu_actions "
+                "ORDER BY id DESC LIMIT ?", [int(limit)])
+            rows = cursor.fetchall()
+        return [GpuAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]"), r[7],
+                          r[8], r[9], r[10]) for r in rows]
+
+    # Model use
+
+    def touch_model(self, backend: str, name: str) -> None:
+        """Record that ``name`` was used now (ComfyUI files as ``'<folder>/<file>'``)."""
+        if backend not in BACKENDS:
+            raise InvalidInput(f"Unknown model backend {backend!r}.",
+                               hint=f"Use one of: {', '.join(BACKENDS)}.")
+        store = self._store
+        with store._lock:
+            store.db.execute(
+                "INSERT INTO model_uses (backend, name, last_used_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (backend, name) DO UPDATE SET last_used_at = excluded.last_used_at",
+                [backend, name, store._now()])
+
+    def favourite_output_paths(self) -> list[str]:
+        """Paths (relative to the outputs folder) of favourite gallery images and their
+        thumbnails: retention never deletes them. Empty while the gallery has no
+        favourite column (``favourite``, ``favorite`` or ``starred``)."""
+        store = self._store
+        with store._lock:
+            if "images" not in store.db.table_names():
+                return []
+            columns = store.db["images"].columns_dict
+            flag = next((c for c in ("favourite", "favorite", "starred") if c in columns), None)
+            if flag is None:
+                return []
+            rows = store.db.execute(
+                f"SELECT path, thumb FROM images WHERE {flag}").fetchall()  # noqa: S608 - fixed names
+        return [p for row in rows for p in row if p]
+
+    def last_used(self) -> dict[tuple[str, str], str]:
+        """``{(backend, name): ISO time}`` of the latest known use of each model.
+
+        Merges ``model_uses`` with what the chat history says (the model that answered each
+        Ollama reply) and, once the gallery exists, the checkpoint of each stored image.
+        """
+        store = self._store
+        found: dict[tuple[str, str], str] = {}
+
+        def merge(rows) -> None:
+            for backend, name, when in rows:
+                if name and when and when > found.get((backend, name), ""):
+                    found[(backend, name)] = when
+
+        with store._lock:
+            tables = set(store.db.table_names())
+            merge(store.db.execute("SELECT backend, name, last_used_at FROM model_uses").fetchall())
+            merge(store.db.execute(
+                "SELECT 'ollama', model, max(created_at) FROM messages "
+                "WHERE role = 'assistant' AND backend = 'ollama' GROUP BY model").fetchall())
+            if "images" in tables:  # the gallery (Images tab) stores the checkpoint file name
+                merge(store.db.execute(
+                    "SELECT 'comfyui', model, max(created_at) FROM images GROUP BY model"
+                ).fetchall())
+        return found

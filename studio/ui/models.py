@@ -1,0 +1,737 @@
+"""The Models tab: Ollama and ComfyUI models, pulls and downloads, the GPU panel, GPU sharing
+and storage hygiene.
+
+Thin layer over ``services``: pulls run in ``services.pulls`` and downloads in
+``services.downloads`` on server threads (they outlive the page; any page that opens this
+tab follows them), GPU-sharing actions go through ``services.gpu_coordinator`` (which logs
+them), retention and the unused-models report are decided in ``studio.hygiene``. Values
+for components are shaped in ``models_values``; handlers are closures in ``render`` and are
+returned so tests can call them directly.
+
+Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
+the tab (Gradio 6 tabs are lazy); every page shares one reading per poll interval.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from ..downloads import REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage, plan_download
+from ..errors import InvalidInput, StudioError
+from ..gpu import GpuReading, format_bytes, format_summary
+from ..gpu_coordinator import active_chat_models
+from ..hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
+                       scan_outputs, unused_models)
+from ..pulls import check_model_name, full_model_name
+from .common import ui_errors
+from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,
+                            delete_question, details_markdown, disk_markdown, jobs_html,
+                            log_frame, ollama_frame, running_frame, vram_frame)
+
+# One click pulls these; names as on ollama.com/library (older favourites and their
+# current equivalents).
+SUGGESTED = [
+    ("llama3.2", "Meta Llama 3.2 3B, general chat"),
+    ("llama3.1:8b", "Meta Llama 3.1 8B"),
+    ("mistral", "Mistral 7B"),
+    ("qwen3:8b", "Qwen3 8B, thinks"),
+    ("gemma3", "Google Gemma 3 4B, sees images"),
+    ("phi4-mini", "Microsoft Phi-4 mini (Phi-3's successor)"),
+    ("codellama", "Code Llama 7B"),
+    ("qwen2.5-coder:7b", "Qwen2.5 Coder 7B"),
+    ("starcoder2", "StarCoder2 3B, code completion"),
+    ("llava", "LLaVA 7B, sees images"),
+]
+JOB_INTERVAL_S = 0.3  # coalesce progress: one page update per this many seconds at most
+
+
+# -- the tab ------------------------------------------------------------------------------------
+
+
+def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
+    """Build the Models tab in the current Blocks; with ``tab`` its data loads on select.
+
+    Returns the handlers (for tests) and the open event's wiring.
+    """
+    settings = services.settings
+    ollama = services.ollama
+    comfyui = services.comfyui
+    pulls = services.pulls
+    downloads = services.downloads
+    coordinator = services.gpu_coordinator
+    models_store = services.models_store
+    poll_s = max(1.0, float(settings.gpu_poll_seconds))
+    models_dir = settings.comfyui_models_dir.strip()
+
+    # -- data helpers (no component values) --------------------------------------------
+
+    def busy_models() -> set[str]:
+        return active_chat_models(services.replies)
+
+    def read_ollama() -> tuple[list, list, str]:
+        try:
+            installed = ollama.list_models()
+        except StudioError as exc:
+            return [], [], f"⚠️ {exc}"
+        try:
+            running = ollama.running()
+        except StudioError:
+            running = []
+        return installed, running, ""
+
+    def read_gpu():
+        return services.gpu.sample()
+
+    def read_comfy_stats():
+        try:
+            return comfyui.system_stats(), ""
+        except StudioError as exc:
+            return None, str(exc)
+
+    def read_running():
+        try:
+            return ollama.running()
+        except StudioError:
+            return []
+
+    # One reading per poll interval for every page together: N open pages must not mean N
+    # NVML reads (and N history points) per tick.
+    gpu_poll = SharedPoll(read_gpu, poll_s * 0.8)
+    comfy_poll = SharedPoll(read_comfy_stats, poll_s * 0.8)
+    running_poll = SharedPoll(read_running, poll_s * 0.8)
+
+    def known_folders() -> list[str]:
+        """ComfyUI's model folders; from the models folder on disk when ComfyUI is down."""
+        try:
+            return [f for f in comfyui.model_folders() if f not in REFUSED_FOLDERS]
+        except StudioError:
+            if models_dir and os.path.isdir(models_dir):
+                return sorted(e.name for e in os.scandir(models_dir)
+                              if e.is_dir() and e.name not in REFUSED_FOLDERS)
+            raise
+
+    def require_models_dir() -> str:
+        if not models_dir:
+            raise InvalidInput("Model files can only be downloaded or deleted when the studio "
+                               "knows ComfyUI's models folder.",
+                               hint="Set COMFYUI_MODELS_DIR (e.g. the volume ComfyUI shares "
+                                    "in docker compose) and restart the studio.")
+        return models_dir
+
+    def comfy_disk_files() -> dict[str, tuple[int, float]]:
+        """'<folder>/<file>' -> (size, mtime) for model files on disk (no .part files)."""
+        found: dict[str, tuple[int, float]] = {}
+        if not models_dir or not os.path.isdir(models_dir):
+            return found
+        for entry in os.scandir(models_dir):
+            if not entry.is_dir() or entry.name in REFUSED_FOLDERS:
+                continue
+            for dirpath, _dirs, names in os.walk(entry.path):
+                for name in names:
+                    if name.endswith(".part") or name.startswith("."):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    rel = os.path.relpath(path, models_dir).replace(os.sep, "/")
+                    found[rel] = (st.st_size, st.st_mtime)
+        return found
+
+    def favourites() -> list[str]:
+        return models_store.favourite_output_paths() if models_store is not None else []
+
+    # -- component values ------------------------------------------------------------------
+
+    def ollama_values():
+        installed, running, note = read_ollama()
+        names = [m.name for m in installed]
+        return (ollama_frame(installed), gr.update(choices=names),
+                running_frame(running), gr.update(choices=[m.name for m in running]), note)
+
+    def comfy_values(folder: str | None = None):
+        try:
+            folders = known_folders()
+            note = ""
+        except StudioError as exc:
+            folders, note = [], f"⚠️ {exc}"
+        if folder not in folders:
+            folder = "checkpoints" if "checkpoints" in folders else (folders[0] if folders else None)
+        files_frame, file_choices, files_note = folder_files(folder)
+        return (gr.update(choices=folders, value=folder), gr.update(choices=folders, value=folder),
+                files_frame, gr.update(choices=file_choices, value=None), disk_values(),
+                note or files_note)
+
+    def folder_files(folder: str | None):
+        if not folder:
+            return pd.DataFrame([], columns=["File", "Size on disk"]), [], ""
+        note = ""
+        try:
+            names = comfyui.models(folder)
+        except StudioError as exc:
+            on_disk = sorted(k.split("/", 1)[1] for k in comfy_disk_files()
+                             if k.split("/", 1)[0] == folder)
+            if not models_dir:
+                return pd.DataFrame([], columns=["File", "Size on disk"]), [], f"⚠️ {exc}"
+            names, note = on_disk, f"⚠️ {exc} Showing the files on disk instead."
+        rows = []
+        for name in names:
+            size = ""
+            if models_dir:
+                path = Path(models_dir, folder, name)
+                size = format_bytes(path.stat().st_size) if path.is_file() else "not on this disk"
+            rows.append([name, size])
+        deletable = [n for n in names if "/" not in n and "\\" not in n] if models_dir else []
+        return pd.DataFrame(rows, columns=["File", "Size on disk"]), deletable, note
+
+    def disk_values() -> str:
+        if not models_dir:
+            return ("Set `COMFYUI_MODELS_DIR` to ComfyUI's models folder to download and delete "
+                    "model files here and to see the disk use.")
+        try:
+            return disk_markdown(folder_usage(models_dir), disk_space(models_dir))
+        except (StudioError, OSError) as exc:
+            return f"⚠️ {exc}"
+
+    def gpu_values():
+        reading = gpu_poll.get()
+        stats, error = comfy_poll.get()
+        summary = format_summary(reading)
+        policy = (f"\n\n_GPU sharing policy: **{coordinator.policy}**_" if coordinator else "")
+        history = vram_frame(_readings())
+        return (summary + policy, gr.update(value=history, visible=reading.available),
+                comfy_stats_markdown(stats, error))
+
+    history_lock = threading.Lock()
+    history: list[GpuReading] = []
+    last_taken: list[datetime | None] = [None]
+
+    def _readings() -> list[GpuReading]:
+        # GpuMonitor.history() drops the totals a percent chart needs, so keep our own
+        # bounded list of the readings the panel showed.
+        reading = gpu_poll.get()
+        with history_lock:
+            if reading.available and reading.taken_at != last_taken[0]:
+                history.append(reading)
+                last_taken[0] = reading.taken_at
+                cutoff = reading.taken_at.timestamp() - HISTORY_MINUTES * 60
+                while history and history[0].taken_at.timestamp() < cutoff:
+                    history.pop(0)
+            return list(history)
+
+    def log_values():
+        actions = models_store.gpu_actions(30) if models_store is not None else []
+        return log_frame(actions)
+
+    def jobs_values():
+        snaps, dls = pulls.snapshots(), downloads.list()
+        return jobs_html(snaps, dls), gr.update(choices=cancel_choices(snaps, dls), value=None)
+
+    # -- following jobs ------------------------------------------------------------------------
+
+    viewing: dict[str, str] = {}
+
+    def claim_view(request: gr.Request | None):
+        if request is None or not getattr(request, "session_hash", None):
+            return None
+        if len(viewing) > 10_000:
+            viewing.clear()
+        token = uuid.uuid4().hex
+        viewing[request.session_hash] = token
+        return request.session_hash, token
+
+    def still_viewing(view) -> bool:
+        return view is None or viewing.get(view[0]) == view[1]
+
+    def finished_pulls() -> set[str]:
+        return {s.id for s in pulls.snapshots() if s.state == "done"}
+
+    def follow_jobs(view, shown: tuple[str, list] | None = None,
+                    done_seen: set[str] | None = None):
+        """Yield (jobs html, cancel choices, ollama table, model choices) while work runs;
+        ``shown`` is the (html, choices) the page already has, ``done_seen`` the pulls
+        whose models its table already lists.
+
+        The Ollama table is refreshed whenever a pull finishes, on every page following.
+        """
+        done_seen = set(finished_pulls() if done_seen is None else done_seen)
+        last_html, last_choices = shown or (None, None)
+        version = pulls.version
+        while still_viewing(view):
+            snaps, dls = pulls.snapshots(), downloads.list()
+            html = jobs_html(snaps, dls)
+            choices = cancel_choices(snaps, dls)
+            finished_now = {s.id for s in snaps if s.state == "done"} - done_seen
+            if html != last_html or finished_now:
+                table, model_choices = gr.skip(), gr.skip()
+                if finished_now:
+                    done_seen |= finished_now
+                    installed, _running, _note = read_ollama()
+                    table = ollama_frame(installed)
+                    model_choices = gr.update(choices=[m.name for m in installed])
+                cancel = gr.update(choices=choices) if choices != last_choices else gr.skip()
+                yield html, cancel, table, model_choices
+                last_html, last_choices = html, choices
+            if not choices:
+                return
+            time.sleep(JOB_INTERVAL_S)  # coalesce: a pull reports every ~60 ms
+            if not any(not d.finished for d in dls):
+                # Only pulls run: sleep until one changes. Downloads are polled.
+                version = pulls.wait_changed(version, timeout=5.0)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    @ui_errors
+    def on_open(folder, request: gr.Request = None):
+        """The tab opens (or ⟳): fill everything, then follow pulls and downloads."""
+        view = claim_view(request)
+        done_seen = finished_pulls()  # before the table is read: a pull ending now refreshes it
+        first = (*ollama_values(), *jobs_values(), *comfy_values(folder), *gpu_values(),
+                 log_values())
+        yield first
+        shown = (first[5], first[6]["choices"])
+        for html, cancel, table, choices in follow_jobs(view, shown, done_seen):
+            values = [gr.skip()] * len(first)
+            values[0], values[1] = table, choices  # ollama_table, model_dd
+            values[5], values[6] = html, cancel  # jobs, cancel_dd
+            yield tuple(values)
+
+    @ui_errors
+    def on_pull(name, request: gr.Request = None):
+        done_seen = finished_pulls()
+        snap = pulls.start(name)
+        gr.Info(f"Pulling {snap.model}; it goes on if you close this page.")
+        yield from follow_jobs(claim_view(request), done_seen=done_seen)
+        final = pulls.get(snap.id)
+        if final.state == "failed":
+            raise StudioError(final.message)
+
+    @ui_errors
+    def on_cancel(choice):
+        if not choice:
+            raise InvalidInput("Pick the pull or download to cancel.")
+        kind, _, job_id = choice.partition(":")
+        if kind == "pull":
+            pulls.cancel(job_id)
+        else:
+            downloads.cancel(job_id)
+        gr.Info("Cancelled.")
+        return jobs_values()
+
+    @ui_errors
+    def on_details(model):
+        if not model:
+            raise InvalidInput("Pick a model first.")
+        return details_markdown(model, ollama.show(model))
+
+    @ui_errors
+    def on_delete_ask(model):
+        if not model:
+            raise InvalidInput("Pick the model to delete first.")
+        installed, running, _note = read_ollama()
+        size = next((m.size for m in installed if m.name == model), None)
+        question = delete_question(model, size, busy_models(),
+                                   {full_model_name(m.name) for m in running},
+                                   {full_model_name(p.model) for p in pulls.active()})
+        return gr.update(value=question, visible=True), gr.update(visible=True)
+
+    @ui_errors
+    def on_delete(model):
+        if not model:
+            raise InvalidInput("Pick the model to delete first.")
+        ollama.delete(model)
+        gr.Info(f"Deleted {model}.")
+        return (*ollama_values(), gr.update(value="", visible=False), gr.update(visible=False))
+
+    def on_table_select(evt: gr.SelectData):
+        """Clicking a row of the models table picks that model for the buttons."""
+        row = evt.row_value or []
+        return row[0] if row else gr.skip()
+
+    def on_delete_keep():
+        return gr.update(value="", visible=False), gr.update(visible=False)
+
+    @ui_errors
+    def on_copy(model, new_name):
+        if not model:
+            raise InvalidInput("Pick the model to copy first.")
+        new_name = check_model_name(new_name)
+        ollama.copy(model, new_name)
+        gr.Info(f"Copied {model} to {new_name}.")
+        return ollama_values()
+
+    @ui_errors
+    def on_unload(model):
+        if not model:
+            raise InvalidInput("Pick a loaded model to unload.")
+        result = coordinator.unload_models([model])
+        (gr.Info if result.outcome == "done" else gr.Warning)(result.message)
+        return (*ollama_values()[2:4], log_values())
+
+    @ui_errors
+    def on_unload_idle():
+        result = coordinator.unload_idle()
+        (gr.Info if result.outcome == "done" else gr.Warning)(result.message)
+        return (*ollama_values()[2:4], log_values())
+
+    @ui_errors
+    def on_free_comfyui():
+        result = coordinator.free_comfyui()
+        (gr.Info if result.outcome == "done" else gr.Warning)(result.message)
+        return log_values()
+
+    def on_gpu_tick():
+        return (*gpu_values(), running_frame(running_poll.get()), log_values())
+
+    @ui_errors
+    def on_folder(folder):
+        frame, choices, note = folder_files(folder)
+        return frame, gr.update(choices=choices, value=None), disk_values(), note
+
+    @ui_errors
+    def on_download(url, folder, filename, sha256, request: gr.Request = None):
+        plan = plan_download(url, folder or "", (filename or "").strip() or None,
+                             require_models_dir(), known_folders(), sha256=sha256 or None)
+        job = downloads.start(plan)
+        gr.Info(f"Downloading {plan.filename} into {plan.folder}; it goes on if you close "
+                "this page.")
+        yield from follow_jobs(claim_view(request))
+        final = downloads.progress(job.id)
+        if final.state == "failed":
+            raise StudioError(final.message)
+
+    @ui_errors
+    def on_file_delete_ask(folder, filename):
+        if not filename:
+            raise InvalidInput("Pick the file to delete first.")
+        path = Path(require_models_dir(), folder, filename)
+        size = f" ({format_bytes(path.stat().st_size)})" if path.is_file() else ""
+        return (gr.update(value=f"Delete **{escape(filename)}**{size} from {escape(folder)}? "
+                                "This can't be undone.", visible=True), gr.update(visible=True))
+
+    @ui_errors
+    def on_file_delete(folder, filename):
+        freed = delete_model_file(require_models_dir(), folder, filename, known_folders())
+        gr.Info(f"Deleted {filename} ({format_bytes(freed)}).")
+        frame, choices, note = folder_files(folder)
+        return (frame, gr.update(choices=choices, value=None), disk_values(), note,
+                gr.update(value="", visible=False), gr.update(visible=False))
+
+    def current_plan(days, gb) -> RetentionPlan:
+        return retention_plan(scan_outputs(services.outputs_dir, favourites()),
+                              keep_days=float(days or 0), keep_bytes=int(float(gb or 0) * GB),
+                              now=time.time())
+
+    @ui_errors
+    def on_retention_check(days, gb):
+        plan = current_plan(days, gb)
+        base = str(services.outputs_dir)
+        rows = [[os.path.relpath(f.path, base), format_bytes(f.size),
+                 f"{(time.time() - f.mtime) / 86400:.0f}"] for f in plan.delete]
+        frame = pd.DataFrame(rows, columns=["File", "Size", "Age (days)"])
+        button = gr.update(visible=not plan.empty,
+                           value=f"Delete these {len(plan.delete)} files "
+                                 f"({format_bytes(plan.freed_bytes)})")
+        return plan.summary, frame, [f.path for f in plan.delete], button
+
+    @ui_errors
+    def on_retention_delete(shown, days, gb):
+        if not shown:
+            raise InvalidInput("Check the outputs first; nothing was listed for deletion.")
+        # Only what was shown, and only if the rule (and the favourites) still say so now.
+        plan = current_plan(days, gb)
+        allowed = set(shown)
+        chosen = tuple(f for f in plan.delete if f.path in allowed)
+        deleted, freed, problems = delete_outputs(
+            RetentionPlan(chosen, 0, 0, sum(f.size for f in chosen), ""), services.outputs_dir)
+        gr.Info(f"Deleted {deleted} file(s), {format_bytes(freed)} freed.")
+        for problem in problems[:5]:
+            gr.Warning(problem)
+        return on_retention_check(days, gb)
+
+    def unused_report(days):
+        try:
+            installed = ollama.list_models()
+        except StudioError as exc:
+            gr.Warning(f"Ollama's models are left out: {exc}")
+            installed = []
+        used = models_store.last_used() if models_store is not None else {}
+        records = model_records(installed, comfy_disk_files(), used)
+        return unused_models(records, int(days or 0), now=datetime.now().astimezone())
+
+    @ui_errors
+    def on_unused(days):
+        report = unused_report(days)
+        rows = [[u.backend, u.name, format_bytes(u.size), u.idle_days,
+                 f"{u.last_used:%Y-%m-%d}" if u.last_used else "never (through the studio)"]
+                for u in report]
+        frame = pd.DataFrame(rows, columns=["Backend", "Model", "Size", "Idle days", "Last used"])
+        choices = [(u.label, f"{u.backend}:{u.name}") for u in report]
+        note = (f"{len(report)} model(s), {format_bytes(sum(u.size for u in report))}, unused for "
+                f"{int(days)} days or more. Tick the ones to delete; nothing is deleted "
+                "without your confirmation." if report else
+                f"No model has been unused for {int(days)} days.")
+        return note, frame, gr.update(choices=choices, value=[])
+
+    @ui_errors
+    def on_unused_delete_ask(keys):
+        if not keys:
+            raise InvalidInput("Tick the models to delete first.")
+        busy = busy_models()
+        lines = [f"Delete these {len(keys)} model(s)? This can't be undone."]
+        for key in keys:
+            backend, _, name = key.partition(":")
+            warn = (" — ⚠️ a chat is answering with it right now; it will be skipped"
+                    if backend == "ollama" and full_model_name(name) in busy else "")
+            lines.append(f"- {escape(backend)}: {escape(name)}{warn}")
+        return gr.update(value="\n".join(lines), visible=True), gr.update(visible=True)
+
+    @ui_errors
+    def on_unused_delete(keys, days):
+        busy = busy_models()
+        deleted, problems = [], []
+        for key in keys or []:
+            backend, _, name = key.partition(":")
+            try:
+                if backend == "ollama":
+                    if full_model_name(name) in busy:
+                        problems.append(f"{name} is answering a chat; kept.")
+                        continue
+                    ollama.delete(name)
+                else:
+                    folder, _, filename = name.partition("/")
+                    delete_model_file(require_models_dir(), folder, filename)
+                deleted.append(name)
+            except StudioError as exc:
+                problems.append(str(exc))
+        if deleted:
+            gr.Info(f"Deleted {', '.join(deleted)}.")
+        for problem in problems[:5]:
+            gr.Warning(problem)
+        return (*on_unused(days), gr.update(value="", visible=False), gr.update(visible=False))
+
+    # -- layout --------------------------------------------------------------------------------
+
+    with gr.Row(equal_height=False, elem_id="models-gpu-row"):
+        with gr.Column(scale=2, min_width=300):
+            gpu_md = gr.Markdown("GPU readings appear here.", elem_id="models-gpu")
+            with gr.Row():
+                unload_idle_btn = gr.Button("Unload idle Ollama models", size="sm",
+                                            elem_id="models-unload-idle")
+                free_comfy_btn = gr.Button("Ask ComfyUI to free memory", size="sm",
+                                           elem_id="models-free-comfyui")
+        with gr.Column(scale=2, min_width=300):
+            gpu_plot = gr.LinePlot(vram_frame([]), x="time", y="percent", color="series",
+                                   y_lim=[0, 100], height=180, label="Last minutes (%)",
+                                   elem_id="models-gpu-chart", x_title="", y_title="%")
+        with gr.Column(scale=1, min_width=240):
+            comfy_stats_md = gr.Markdown("", elem_id="models-comfy-stats")
+    with gr.Accordion("GPU sharing log", open=False, elem_id="models-log-box"):
+        log_table = gr.Dataframe(log_frame([]), interactive=False, wrap=True, max_height=260,
+                                 elem_id="models-log")
+
+    refresh_btn = gr.Button("⟳ Refresh", size="sm", elem_id="models-refresh")
+    gr.Markdown("### Ollama")
+    ollama_note = gr.Markdown("", elem_id="models-ollama-note")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ollama_table = gr.Dataframe(ollama_frame([]), interactive=False, max_height=360,
+                                        elem_id="models-ollama-table", show_search="search")
+        with gr.Column(scale=2, min_width=280):
+            model_dd = gr.Dropdown(choices=[], label="Model", elem_id="models-model-picker")
+            with gr.Row():
+                details_btn = gr.Button("Details", size="sm", elem_id="models-details-btn")
+                delete_btn = gr.Button("Delete…", size="sm", elem_id="models-delete-btn")
+            delete_md = gr.Markdown(visible=False, elem_id="models-delete-question")
+            with gr.Row(visible=False) as delete_row:
+                confirm_delete_btn = gr.Button("Yes, delete it", variant="stop", size="sm",
+                                               elem_id="models-delete-confirm")
+                keep_btn = gr.Button("Keep it", size="sm", elem_id="models-delete-keep")
+            with gr.Row():
+                copy_box = gr.Textbox(label="Copy / tag as", placeholder="llama3.2:backup",
+                                      scale=3, elem_id="models-copy-name")
+                copy_btn = gr.Button("Copy", size="sm", scale=1, elem_id="models-copy-btn")
+    details_md = gr.Markdown("", elem_id="models-details")
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            running_table = gr.Dataframe(running_frame([]), interactive=False,
+                                         label="Loaded now (/api/ps)", elem_id="models-running")
+        with gr.Column(scale=2, min_width=280):
+            unload_dd = gr.Dropdown(choices=[], label="Loaded model", elem_id="models-unload-picker")
+            unload_btn = gr.Button("Unload", size="sm", elem_id="models-unload-btn")
+
+    with gr.Row(equal_height=True):
+        pull_box = gr.Textbox(label="Pull a model", placeholder="llama3.2, qwen3:8b, llava…",
+                              scale=4, elem_id="models-pull-name")
+        pull_btn = gr.Button("Pull", variant="primary", scale=1, elem_id="models-pull-btn")
+    with gr.Row(elem_id="models-suggested"):
+        suggested_btns = [(name, gr.Button(name, size="sm", min_width=90, elem_classes=["suggested"]))
+                          for name, _note in SUGGESTED]
+    gr.Markdown(" · ".join(f"**{name}**: {note}" for name, note in SUGGESTED),
+                elem_classes=["models-suggested-notes"])
+    jobs = gr.HTML(jobs_html([], []), elem_id="models-jobs")
+    with gr.Row():
+        cancel_dd = gr.Dropdown(choices=[], label="Running pull or download", scale=3,
+                                elem_id="models-cancel-picker")
+        cancel_btn = gr.Button("Cancel it", size="sm", scale=1, elem_id="models-cancel-btn")
+
+    gr.Markdown("### ComfyUI models")
+    comfy_note = gr.Markdown("", elem_id="models-comfy-note")
+    disk_md = gr.Markdown("", elem_id="models-disk")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            folder_dd = gr.Dropdown(choices=[], label="Folder", elem_id="models-folder")
+            files_table = gr.Dataframe(pd.DataFrame([], columns=["File", "Size on disk"]),
+                                       interactive=False, max_height=300,
+                                       elem_id="models-comfy-files")
+            with gr.Row():
+                file_dd = gr.Dropdown(choices=[], label="File", scale=3, elem_id="models-file")
+                file_delete_btn = gr.Button("Delete…", size="sm", scale=1,
+                                            elem_id="models-file-delete")
+            file_delete_md = gr.Markdown(visible=False, elem_id="models-file-question")
+            with gr.Row(visible=False) as file_delete_row:
+                file_confirm_btn = gr.Button("Yes, delete the file", variant="stop", size="sm",
+                                             elem_id="models-file-confirm")
+                file_keep_btn = gr.Button("Keep it", size="sm")
+        with gr.Column(scale=2, min_width=280):
+            url_box = gr.Textbox(label="Download from URL (http/https)",
+                                 placeholder="https://huggingface.co/…/resolve/main/model.safetensors",
+                                 elem_id="models-url")
+            dl_folder_dd = gr.Dropdown(choices=[], label="Into folder", elem_id="models-dl-folder")
+            name_box = gr.Textbox(label="Save as (empty = from the URL)", elem_id="models-dl-name")
+            sha_box = gr.Textbox(label="SHA-256 (optional)", elem_id="models-dl-sha")
+            download_btn = gr.Button("Download", variant="primary", elem_id="models-download-btn",
+                                     interactive=bool(models_dir))
+
+    gr.Markdown("### Storage")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            with gr.Row():
+                days_box = gr.Number(value=settings.output_retention_days, precision=0, minimum=0,
+                                     label="Keep outputs for days (0 = forever)")
+                gb_box = gr.Number(value=settings.output_retention_gb, minimum=0,
+                                   label="Keep at most GB (0 = no limit)")
+            check_btn = gr.Button("Check outputs", size="sm", elem_id="models-retention-check")
+            retention_md = gr.Markdown("", elem_id="models-retention")
+            retention_table = gr.Dataframe(pd.DataFrame([], columns=["File", "Size", "Age (days)"]),
+                                           interactive=False, max_height=240)
+            shown_paths = gr.State([])
+            retention_delete_btn = gr.Button("Delete these files", variant="stop", size="sm",
+                                             visible=False, elem_id="models-retention-delete")
+        with gr.Column():
+            unused_days = gr.Number(value=settings.unused_model_days, precision=0, minimum=1,
+                                    label="Models unused for days")
+            unused_btn = gr.Button("Find unused models", size="sm", elem_id="models-unused-btn")
+            unused_md = gr.Markdown("", elem_id="models-unused")
+            unused_table = gr.Dataframe(
+                pd.DataFrame([], columns=["Backend", "Model", "Size", "Idle days", "Last used"]),
+                interactive=False, max_height=240)
+            unused_pick = gr.CheckboxGroup(choices=[], label="Delete", elem_id="models-unused-pick")
+            unused_delete_btn = gr.Button("Delete ticked…", size="sm",
+                                          elem_id="models-unused-delete")
+            unused_question = gr.Markdown(visible=False)
+            with gr.Row(visible=False) as unused_row:
+                unused_confirm_btn = gr.Button("Yes, delete them", variant="stop", size="sm",
+                                               elem_id="models-unused-confirm")
+                unused_keep_btn = gr.Button("Keep them", size="sm")
+
+    # Inside the tab: Gradio 6 doesn't tick it until the tab was opened on that page.
+    timer = gr.Timer(poll_s)
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    private = dict(api_visibility="private")
+    quick = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    ollama_out = [ollama_table, model_dd, running_table, unload_dd, ollama_note]
+    jobs_out = [jobs, cancel_dd]
+    comfy_out = [folder_dd, dl_folder_dd, files_table, file_dd, disk_md, comfy_note]
+    gpu_out = [gpu_md, gpu_plot, comfy_stats_md]
+    open_out = [*ollama_out, *jobs_out, *comfy_out, *gpu_out, log_table]
+    follow_out = [jobs, cancel_dd, ollama_table, model_dd]
+    # on_open's follow-up yields fill these slots by position.
+    assert [open_out.index(c) for c in (ollama_table, model_dd, jobs, cancel_dd)] == [0, 1, 5, 6]
+
+    open_kwargs = dict(concurrency_id="models-open", **quick)
+    if tab is not None:
+        tab.select(on_open, [folder_dd], open_out, **open_kwargs)
+    refresh_btn.click(on_open, [folder_dd], open_out, concurrency_id="models-refresh", **quick)
+    timer.tick(on_gpu_tick, None, [*gpu_out, running_table, log_table],
+               concurrency_id="models-gpu", **quick)
+
+    pull_kwargs = dict(concurrency_id="models-pull", **quick)
+    pull_btn.click(on_pull, [pull_box], follow_out, **pull_kwargs)
+    pull_box.submit(on_pull, [pull_box], follow_out, **pull_kwargs)
+    for name, button in suggested_btns:
+        button.click(lambda n=name: n, None, [pull_box], queue=False, **private).then(
+            on_pull, [pull_box], follow_out, **pull_kwargs)
+    cancel_btn.click(on_cancel, [cancel_dd], jobs_out, concurrency_id="models-cancel", **quick)
+
+    ollama_table.select(on_table_select, None, [model_dd], queue=False, **private)
+    details_btn.click(on_details, [model_dd], [details_md], concurrency_id="models-details",
+                      **quick)
+    delete_btn.click(on_delete_ask, [model_dd], [delete_md, delete_row],
+                     concurrency_id="models-delete-ask", **quick)
+    confirm_delete_btn.click(on_delete, [model_dd], [*ollama_out, delete_md, delete_row],
+                             concurrency_id="models-delete", **quick)
+    keep_btn.click(on_delete_keep, None, [delete_md, delete_row], queue=False, **private)
+    copy_btn.click(on_copy, [model_dd, copy_box], ollama_out, concurrency_id="models-copy",
+                   **quick)
+    unload_btn.click(on_unload, [unload_dd], [running_table, unload_dd, log_table],
+                     concurrency_id="models-unload", **quick)
+    unload_idle_btn.click(on_unload_idle, None, [running_table, unload_dd, log_table],
+                          concurrency_id="models-unload-idle", **quick)
+    free_comfy_btn.click(on_free_comfyui, None, [log_table], concurrency_id="models-free",
+                         **quick)
+
+    folder_dd.input(on_folder, [folder_dd], [files_table, file_dd, disk_md, comfy_note],
+                    concurrency_id="models-folder", **quick)
+    download_btn.click(on_download, [url_box, dl_folder_dd, name_box, sha_box], follow_out,
+                       concurrency_id="models-download", **quick).then(
+        on_folder, [folder_dd], [files_table, file_dd, disk_md, comfy_note], **quick)
+    file_delete_btn.click(on_file_delete_ask, [folder_dd, file_dd],
+                          [file_delete_md, file_delete_row], concurrency_id="models-file-ask",
+                          **quick)
+    file_confirm_btn.click(on_file_delete, [folder_dd, file_dd],
+                           [files_table, file_dd, disk_md, comfy_note, file_delete_md,
+                            file_delete_row], concurrency_id="models-file-delete", **quick)
+    file_keep_btn.click(on_delete_keep, None, [file_delete_md, file_delete_row], queue=False,
+                        **private)
+
+    check_btn.click(on_retention_check, [days_box, gb_box],
+                    [retention_md, retention_table, shown_paths, retention_delete_btn],
+                    concurrency_id="models-retention", **quick)
+    retention_delete_btn.click(on_retention_delete, [shown_paths, days_box, gb_box],
+                               [retention_md, retention_table, shown_paths, retention_delete_btn],
+                               concurrency_id="models-retention-delete", **quick)
+    unused_btn.click(on_unused, [unused_days], [unused_md, unused_table, unused_pick],
+                     concurrency_id="models-unused", **quick)
+    unused_delete_btn.click(on_unused_delete_ask, [unused_pick], [unused_question, unused_row],
+                            concurrency_id="models-unused-ask", **quick)
+    unused_confirm_btn.click(on_unused_delete, [unused_pick, unused_days],
+                             [unused_md, unused_table, unused_pick, unused_question, unused_row],
+                             concurrency_id="models-unused-delete", **quick)
+    unused_keep_btn.click(on_delete_keep, None, [unused_question, unused_row], queue=False,
+                          **private)
+
+    return SimpleNamespace(
+        on_open=on_open, on_pull=on_pull, on_cancel=on_cancel, on_details=on_details,
+        on_table_select=on_table_select, on_delete_ask=on_delete_ask, on_delete=on_delete, on_copy=on_copy, on_unload=on_unload,
+        on_unload_idle=on_unload_idle, on_free_comfyui=on_free_comfyui, on_gpu_tick=on_gpu_tick,
+        on_folder=on_folder, on_download=on_download, on_file_delete_ask=on_file_delete_ask,
+        on_file_delete=on_file_delete, on_retention_check=on_retention_check,
+        on_retention_delete=on_retention_delete, on_unused=on_unused,
+        on_unused_delete_ask=on_unused_delete_ask, on_unused_delete=on_unused_delete,
+        follow_jobs=follow_jobs, open_outputs=open_out, timer=timer)
+

@@ -1,0 +1,95 @@
+"""ModelsStore: the GPU-sharing log and model last-use, on a fresh migrated store."""
+
+from __future__ import annotations
+
+import pytest
+from sqlite_utils import Database
+
+from studio.errors import InvalidInput
+from studio.migrations import migrations
+from studio.store_models import ModelsStore
+
+
+@pytest.fixture
+def models_store(store):
+    return ModelsStore(store)
+
+
+def test_migration_creates_models_tables():
+    db = Database(memory=True)
+    migrations.apply(db)
+
+    assert db["gpu_actions"].columns_dict == {
+        "id": int, "created_at": str, "trigger": str, "policy": str, "action": str,
+        "outcome": str, "models": str, "message": str, "free_bytes": int, "needed_bytes": int,
+        "freed_bytes": int}
+    assert db["model_uses"].columns_dict == {"backend": str, "name": str, "last_used_at": str}
+    assert db["model_uses"].pks == ["backend", "name"]
+
+
+def test_store_models_logs_actions_newest_first(models_store):
+    models_store.log_gpu_action(trigger="image_job", policy="automatic", action="unload_ollama",
+                                outcome="done", message="Unloaded llama3.2.",
+                                models=["llama3.2:latest"], free_bytes=1, needed_bytes=2,
+                                freed_bytes=3)
+    models_store.log_gpu_action(trigger="chat", policy="ask", action="free_comfyui",
+                                outcome="asked", message="Free ComfyUI?")
+
+    second, first = models_store.gpu_actions()
+
+    assert (second.trigger, second.outcome, second.models, second.free_bytes) == (
+        "chat", "asked", [], None)
+    assert (first.action, first.models, first.freed_bytes) == (
+        "unload_ollama", ["llama3.2:latest"], 3)
+    assert first.created_at < second.created_at
+
+
+def test_store_models_limit(models_store):
+    for i in range(5):
+        models_store.log_gpu_action(trigger="manual", policy="off", action="none",
+                                    outcome="skipped", message=str(i))
+    assert [a.message for a in models_store.gpu_actions(limit=2)] == ["4", "3"]
+
+
+@pytest.mark.parametrize("field, value", [("trigger", "cron"), ("action", "reboot"),
+                                          ("outcome", "maybe")])
+def test_store_models_rejects_unknown_values(models_store, field, value):
+    kwargs = dict(trigger="manual", policy="off", action="none", outcome="skipped", message="")
+    kwargs[field] = value
+    with pytest.raises(InvalidInput, match=value):
+        models_store.log_gpu_action(**kwargs)
+
+
+def test_store_models_last_used_merges_touches_and_chats(store, models_store):
+    conv = store.create_conversation("t")
+    store.add_message(conv.id, "user", "hi")
+    reply = store.add_message(conv.id, "assistant", "hello", model="llama3.2:latest",
+                              backend="ollama")
+    models_store.touch_model("comfyui", "checkpoints/sdxl.safetensors")
+    models_store.touch_model("comfyui", "checkpoints/sdxl.safetensors")
+
+    used = models_store.last_used()
+
+    assert used[("ollama", "llama3.2:latest")] == reply.created_at
+    assert used[("comfyui", "checkpoints/sdxl.safetensors")] > reply.created_at
+    assert len(used) == 2
+
+
+def test_store_models_touch_unknown_backend(models_store):
+    with pytest.raises(InvalidInput):
+        models_store.touch_model("openrouter", "x")
+
+
+def test_store_models_favourites_empty_without_a_favourite_column(models_store):
+    assert models_store.favourite_output_paths() == []
+
+
+def test_store_models_favourites_read_from_the_gallery(store, models_store):
+    if "images" not in store.db.table_names():
+        pytest.skip("no gallery table in this schema")
+    store.db.execute("ALTER TABLE images ADD COLUMN favourite INTEGER DEFAULT 0")
+    for path, fav in (("a.png", 1), ("b.png", 0)):
+        store.db["images"].insert({"created_at": "2025-01-01T00:00:00.000Z", "path": path,
+                                   "thumb": f"thumbs/{path}.webp", "workflow": "sdxl",
+                                   "favourite": fav})
+    assert models_store.favourite_output_paths() == ["a.png", "thumbs/a.png.webp"]
