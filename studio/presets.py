@@ -68,3 +68,73 @@ def apply_preset(defaults: dict, preset: ChatPreset | None) -> dict:
     if preset is not None:
         merged.update(preset.params)
     return merged
+
+
+# Image style presets (presets/styles/*.json), used by the Images tab.
+#
+# A style is ``{"name": "Cinematic", "prompt": "cinematic still of {prompt}, ...",
+# "negative": "cartoon, ..."}``: ``prompt`` is a template where ``{prompt}`` stands for
+# what the person typed (without the placeholder it is appended as a suffix), and
+# ``negative`` is added to their negative prompt.
+
+STYLE_KEYS = {"name", "prompt", "negative", "description"}
+
+
+@dataclass(frozen=True)
+class StylePreset:
+    key: str
+    name: str
+    prompt: str = ""
+    negative: str = ""
+    description: str = ""
+
+
+def parse_style(key: str, data: dict, source: str = "") -> StylePreset:
+    """Validate one style dict; raises StudioError naming the file and the bad key."""
+    where = source or key
+    if not isinstance(data, dict):
+        raise StudioError(f"Style {where} must be a JSON object.")
+    unknown = set(data) - STYLE_KEYS
+    if unknown:
+        raise StudioError(f"Style {where} has unknown keys: {', '.join(sorted(unknown))}.",
+                          hint=f"Allowed: {', '.join(sorted(STYLE_KEYS))}.")
+    for name in STYLE_KEYS & set(data):
+        if not isinstance(data[name], str):
+            raise StudioError(f"Style {where}: {name} must be text.")
+    template = data.get("prompt", "")
+    if template.count("{prompt}") > 1 or "{" in template.replace("{prompt}", ""):
+        raise StudioError(f"Style {where}: prompt may hold \"{{prompt}}\" once and no other "
+                          "braces.")
+    return StylePreset(key=key, name=data.get("name") or key, prompt=template,
+                       negative=data.get("negative", ""), description=data.get("description", ""))
+
+
+def load_style_presets(directory: str | Path) -> list[StylePreset]:
+    """Every style in ``directory`` (sorted by name). A broken file raises StudioError."""
+    styles = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"Style {path} is not valid JSON: {exc}.") from exc
+        styles.append(parse_style(path.stem, data, str(path)))
+    return sorted(styles, key=lambda s: s.name.lower())
+
+
+def apply_style(style: StylePreset | None, prompt: str, negative: str = "") -> tuple[str, str]:
+    """The prompt and negative prompt with ``style`` applied (unchanged for None).
+
+    >>> apply_style(StylePreset("p", "Photo", "{prompt}, 35mm photo", "cartoon"), "a fox", "blurry")
+    ('a fox, 35mm photo', 'blurry, cartoon')
+    >>> apply_style(StylePreset("a", "Anime", "anime style"), "a fox")
+    ('a fox, anime style', '')
+    """
+    if style is None:
+        return prompt, negative
+    prompt = prompt.strip()
+    if "{prompt}" in style.prompt:
+        styled = style.prompt.replace("{prompt}", prompt)
+    else:
+        styled = ", ".join(part for part in (prompt, style.prompt.strip()) if part)
+    negatives = ", ".join(part for part in (negative.strip(), style.negative.strip()) if part)
+    return styled, negatives

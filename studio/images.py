@@ -1,0 +1,1385 @@
+"""Image jobs: from the Images tab's form to stored, searchable pictures.
+
+What lives here (no gradio imports):
+
+* ``WorkflowLibrary``: the templates of ``workflows/`` plus the owner's uploads (API-format
+  JSON, or a ComfyUI PNG, whose ``prompt`` chunk is read as JSON data only).
+* Pure planning: ``ImageRequest`` (what the form asks for), ``check_request`` (every
+  "clear message before queueing" that needs no server), ``plan_items`` (prompts x seeds x
+  a parameter sweep -> one parameter set per image).
+* Files: ``save_output`` copies an image from ComfyUI into the data directory with a
+  thumbnail, writing temp names and renaming, so nothing half-written is ever listed;
+  ``read_png_metadata`` reads PNG text chunks as JSON data, never as code.
+* ``ImageJobs``: the job service. Jobs run on server threads and outlive the page (like
+  ``replies.py`` for chat): pages only follow them. Several users' jobs interleave fairly
+  (round-robin per lane, a small window of prompts in flight), every ComfyUI prompt id is
+  in SQLite before the prompt is sent, and ``start()`` picks up prompts a previous run of
+  the studio left in ComfyUI. Errors shown to people never carry ComfyUI's address.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+from . import workflows
+from .clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
+                              GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
+                              Timings)
+from .errors import BackendRejected, BackendUnavailable, GenerationFailed, InvalidInput, StudioError
+from .presets import StylePreset, apply_style
+from .store_images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_ITEMS = 500  # images (ComfyUI prompts) per job
+MAX_SEEDS = 100
+MAX_BATCH_SIZE = 64
+MAX_SWEEP_VALUES = 16
+THUMB_SIZE = 320
+UNREACHABLE_GRACE = 60.0  # seconds ComfyUI may be gone before a resumed prompt is failed
+KEEP_FINISHED = 600.0  # seconds a finished job stays in memory for its followers
+COMFYUI_PLACE = "the address in COMFYUI_URL"
+START_COMFYUI = ("Start it in ComfyUI's folder with `python main.py --listen 127.0.0.1` "
+                 "(add `--port N` if COMFYUI_URL names another port), then press ⟳.")
+CANCELLED = "Cancelled."
+IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# The form's parameters, in the order the UI shows them.
+FORM_PARAMS = ("steps", "cfg", "sampler", "scheduler", "width", "height", "batch_size",
+               "checkpoint", "denoise", "lora_name", "lora_strength", "control_strength")
+SWEEPABLE = ("cfg", "steps", "denoise", "sampler", "scheduler", "lora_strength",
+             "control_strength")
+# Loader inputs that name the model a graph runs, for the gallery's model filter.
+_MODEL_INPUTS = (("CheckpointLoaderSimple", "ckpt_name"), ("CheckpointLoader", "ckpt_name"),
+                 ("ImageOnlyCheckpointLoader", "ckpt_name"), ("UNETLoader", "unet_name"))
+
+
+def scrub(text: str, base_url: str) -> str:
+    """``text`` with ComfyUI's address replaced: it must never reach the page (issue 3).
+
+    >>> scrub("Can't reach ComfyUI at http://10.0.0.5:8188.", "http://10.0.0.5:8188")
+    "Can't reach ComfyUI at the address in COMFYUI_URL."
+    """
+    if not base_url:
+        return text
+    bare = base_url.split("://", 1)[-1].rstrip("/")
+    for needle in (base_url.rstrip("/"), bare):
+        if needle:
+            text = text.replace(needle, COMFYUI_PLACE)
+    return text
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def graph_from_upload(data: bytes) -> dict:
+    """The API-format graph in an uploaded file: workflow JSON, or a PNG made by ComfyUI.
+
+    A PNG's ``prompt`` text chunk is parsed as JSON (data only). Raises InvalidInput with
+    the reason (not JSON, UI format with export instructions, a PNG without a workflow).
+    """
+    if data.startswith(PNG_SIGNATURE):
+        chunks = read_png_metadata(data)
+        prompt = chunks.get("prompt")
+        if not isinstance(prompt, dict):
+            raise InvalidInput("That PNG holds no ComfyUI workflow (no \"prompt\" text chunk).",
+                               hint="Upload the workflow JSON from ComfyUI's Export (API).")
+        return workflows.parse_workflow_json(json.dumps(prompt))
+    return workflows.parse_workflow_json(data)
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40]
+    return slug or "workflow"
+
+
+class WorkflowLibrary:
+    """The built-in templates (``workflows/``) and custom ones (a folder in the data dir).
+
+    A ``.json`` with a ``.params.json`` sidecar is a template; one without is a custom API
+    graph whose inputs are found by ``workflows.detect_inputs``. A broken file is left
+    out and reported in ``problems`` instead of stopping the studio.
+    """
+
+    def __init__(self, builtin_dir: str | Path, custom_dir: str | Path | None = None):
+        self.builtin_dir = Path(builtin_dir)
+        self.custom_dir = Path(custom_dir) if custom_dir is not None else None
+        self._lock = threading.Lock()
+        self._templates: dict[str, workflows.Template] | None = None
+        self.problems: list[str] = []
+
+    def templates(self) -> dict[str, workflows.Template]:
+        with self._lock:
+            if self._templates is None:
+                self._templates, self.problems = self._load()
+            return dict(self._templates)
+
+    def refresh(self) -> dict[str, workflows.Template]:
+        with self._lock:
+            self._templates = None
+        return self.templates()
+
+    def get(self, name: str) -> workflows.Template:
+        template = self.templates().get(name or "")
+        if template is None:
+            raise InvalidInput(f"There is no workflow {name!r}.",
+                               hint="Pick one from the Workflow list (⟳ reloads it).")
+        return template
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) for the picker: built-in ones first, then custom, by title."""
+        templates = self.templates()
+        return sorted(((t.title or n, n) for n, t in templates.items()),
+                      key=lambda c: (c[1].startswith("custom_"), c[1].startswith("test_"),
+                                     c[0].lower()))
+
+    def add_custom(self, filename: str, data: bytes) -> workflows.Template:
+        """Save an uploaded API workflow (or ComfyUI PNG) as a custom template and return it."""
+        if self.custom_dir is None:
+            raise InvalidInput("Custom workflows are not enabled here.")
+        graph = graph_from_upload(data)
+        templates = self.templates()
+        base = "custom_" + _slug(Path(filename or "workflow").stem)
+        name, n = base, 2
+        while name in templates:
+            name, n = f"{base}_{n}", n + 1
+        self.custom_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.custom_dir / f"{name}.json", json.dumps(graph, indent=2).encode())
+        self.refresh()
+        return self.get(name)
+
+    def _load(self) -> tuple[dict[str, workflows.Template], list[str]]:
+        found: dict[str, workflows.Template] = {}
+        problems: list[str] = []
+        for directory, custom in ((self.builtin_dir, False), (self.custom_dir, True)):
+            if directory is None or not directory.is_dir():
+                continue
+            for path in sorted(directory.glob("*.json")):
+                if path.name.endswith(workflows.SIDECAR_SUFFIX):
+                    continue
+                try:
+                    template = _load_one(path, custom)
+                except (StudioError, OSError) as exc:
+                    problems.append(f"{path.name}: {exc}")
+                    log.warning("workflow %s left out: %s", path, exc)
+                    continue
+                if template.name in found:
+                    problems.append(f"{path.name}: a workflow named {template.name!r} exists.")
+                    continue
+                found[template.name] = template
+        return found, problems
+
+
+def _load_one(path: Path, custom: bool) -> workflows.Template:
+    sidecar = path.with_name(path.stem + workflows.SIDECAR_SUFFIX)
+    text = path.read_bytes()
+    if sidecar.exists():
+        graph = workflows.parse_workflow_json(text)
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        return workflows.template_from_sidecar(path.stem, graph, meta, source=str(path))
+    graph = workflows.parse_workflow_json(text)
+    name = path.stem
+    title = name.removeprefix("custom_").replace("_", " ") + " (custom)"
+    return replace(workflows.template_from_graph(name, graph, title=title), source=str(path))
+
+
+def form_defaults(template: workflows.Template) -> dict[str, Any]:
+    """The value of each parameter the template maps: the sidecar default, else what the
+    graph itself holds. The UI fills the form with these when the workflow is picked."""
+    values = effective_params(template, template.graph)
+    values.update({k: v for k, v in template.defaults.items() if k in template.mapping})
+    return values
+
+
+def effective_params(template: workflows.Template, graph: Mapping[str, Any]) -> dict[str, Any]:
+    """Every mapped parameter as it stands in ``graph`` (its first target)."""
+    values = {}
+    for param, targets in template.mapping.items():
+        node = graph.get(targets[0].node) or {}
+        value = (node.get("inputs") or {}).get(targets[0].input)
+        if not isinstance(value, list):  # a link, not a value
+            values[param] = value
+    return values
+
+
+def graph_model(graph: Mapping[str, Any]) -> str:
+    """The checkpoint (or diffusion model) file a graph loads, '' if none."""
+    for node_id in sorted(graph, key=lambda n: (len(n), n)):
+        node = graph[node_id]
+        for class_type, name in _MODEL_INPUTS:
+            value = (node.get("inputs") or {}).get(name)
+            if node.get("class_type") == class_type and isinstance(value, str):
+                return value
+    return ""
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What the Generate form asks for. ``None`` = the workflow's own value.
+
+    ``prompts`` (batch) replaces ``prompt`` when given; each prompt is made ``seeds``
+    times (seed -1 = a random seed each, else seed, seed+1, ...), and for each of the
+    ``sweep_values`` of ``sweep_param`` (all with the same seed, to compare them).
+    """
+
+    workflow: str
+    prompt: str = ""
+    negative: str = ""
+    style: str = ""
+    seed: int = -1
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    width: int | None = None
+    height: int | None = None
+    batch_size: int | None = None
+    checkpoint: str | None = None
+    denoise: float | None = None
+    lora_name: str | None = None
+    lora_strength: float | None = None
+    control_strength: float | None = None
+    input_image: str | None = None  # a local file path
+    prompts: tuple[str, ...] = ()
+    seeds: int = 1
+    sweep_param: str = ""
+    sweep_values: tuple = ()
+
+    @property
+    def all_prompts(self) -> list[str]:
+        batch = [p.strip() for p in self.prompts if p and p.strip()]
+        return batch or [self.prompt.strip()]
+
+    @property
+    def image_count(self) -> int:
+        return len(self.all_prompts) * max(1, self.seeds) * max(1, len(self.sweep_values))
+
+
+def parse_sweep(param: str, text: str) -> tuple:
+    """'5, 7, 9' -> (5.0, 7.0, 9.0) for ``param``; raises InvalidInput naming the bad value.
+
+    >>> parse_sweep("steps", "10 20,30")
+    (10, 20, 30)
+    >>> parse_sweep("", "")
+    ()
+    """
+    if not param or not (text or "").strip():
+        return ()
+    if param not in SWEEPABLE:
+        raise InvalidInput(f"{param} can't be swept.", hint=f"Sweep one of: {', '.join(SWEEPABLE)}.")
+    parts = [p for p in re.split(r"[,\s;]+", text.strip()) if p]
+    if len(parts) > MAX_SWEEP_VALUES:
+        raise InvalidInput(f"A sweep takes at most {MAX_SWEEP_VALUES} values (got {len(parts)}).")
+    return tuple(workflows.coerce_param(param, p) for p in parts)
+
+
+def _nearest_multiples(value: int, step: int = 8) -> str:
+    low = max(step, value // step * step)
+    return f"{low} or {low + step}" if low != value else str(value)
+
+
+def check_request(request: ImageRequest, template: workflows.Template, *,
+                  max_items: int = MAX_JOB_ITEMS) -> None:
+    """Every check that needs no server; raises InvalidInput with a sentence for the form.
+
+    Prompt missing, width/height not a positive multiple of 8, steps <= 0, batch size or
+    seeds out of range, denoise outside 0..1, a sweep of a parameter the workflow lacks,
+    a missing input image, or too many images in one job.
+    """
+    accepts = template.params
+    title = template.title or template.name
+    if "prompt" in accepts and not any(request.all_prompts):
+        raise InvalidInput("Type a prompt first: what should the image show?")
+    defaults = form_defaults(template)
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if name not in accepts or value is None:
+            continue
+        value = workflows.coerce_param(name, value)
+        if value <= 0:
+            raise InvalidInput(f"{name.capitalize()} must be a positive number of pixels (got {value}).")
+        if value % 8:
+            raise InvalidInput(f"{name.capitalize()} {value} isn't a multiple of 8, which the "
+                               f"models need. Try {_nearest_multiples(value)}.")
+    steps = request.steps if request.steps is not None else defaults.get("steps")
+    if "steps" in accepts and steps is not None and workflows.coerce_param("steps", steps) <= 0:
+        raise InvalidInput(f"Steps must be at least 1 (got {steps}).",
+                           hint="20-30 is usual; 4-8 for turbo/lightning models.")
+    if request.batch_size is not None and "batch_size" in accepts and not (
+            1 <= workflows.coerce_param("batch_size", request.batch_size) <= MAX_BATCH_SIZE):
+        raise InvalidInput(f"Batch size must be between 1 and {MAX_BATCH_SIZE} "
+                           f"(got {request.batch_size}).")
+    if request.denoise is not None and "denoise" in accepts and not (
+            0 <= workflows.coerce_param("denoise", request.denoise) <= 1):
+        raise InvalidInput(f"Denoise must be between 0 and 1 (got {request.denoise}).")
+    if not 1 <= int(request.seeds) <= MAX_SEEDS:
+        raise InvalidInput(f"Seeds per prompt must be between 1 and {MAX_SEEDS} (got {request.seeds}).")
+    if request.seed is not None and request.seed >= 0 and request.seed > 2**64 - 1:
+        raise InvalidInput("The seed is too large; use -1 for a random one or a smaller number.")
+    if request.sweep_values and request.sweep_param not in accepts:
+        raise InvalidInput(f"The workflow {title!r} has no {request.sweep_param} to sweep.")
+    steps_swept = [v for v in request.sweep_values if request.sweep_param == "steps" and v <= 0]
+    if steps_swept:
+        raise InvalidInput(f"Steps must be at least 1 (the sweep has {steps_swept[0]}).")
+    if "input_image" in accepts and not request.input_image and "input_image" in template.required:
+        raise InvalidInput(f"The workflow {title!r} starts from a picture: upload an input image.")
+    for name in template.required:
+        if name in ("prompt", "input_image"):
+            continue
+        if getattr(request, name, None) in (None, "") and defaults.get(name) in (None, ""):
+            raise InvalidInput(f"The workflow {title!r} needs a {name.replace('_', ' ')}.")
+    if request.image_count > max_items:
+        raise InvalidInput(f"That batch makes {request.image_count} images; one job may make at "
+                           f"most {max_items}. Use fewer prompts, seeds or sweep values.")
+
+
+def plan_items(request: ImageRequest, template: workflows.Template, style: StylePreset | None,
+               *, seed_source: Callable[[], int] = workflows.random_seed) -> list[dict]:
+    """One parameter dict per image, in the order they will run (pure but for the seeds).
+
+    Each holds the template's parameters from the form, the styled prompt and negative,
+    the seed, the swept value, and (as ``prompt_typed``/``negative_typed``/``style``)
+    what the person typed, so "reuse these settings" can fill the form again.
+    """
+    accepts = template.params
+    base = {name: getattr(request, name) for name in FORM_PARAMS
+            if name in accepts and getattr(request, name) not in (None, "")}
+    if "input_image" in accepts and request.input_image:
+        base["input_image"] = request.input_image
+    items = []
+    for prompt in request.all_prompts:
+        styled, negative = apply_style(style, prompt, request.negative or "")
+        for index in range(max(1, request.seeds)):
+            fixed = request.seed is not None and request.seed >= 0
+            seed = request.seed + index if fixed else seed_source()
+            for value in request.sweep_values or (None,):
+                params = dict(base)
+                if "prompt" in accepts:
+                    params["prompt"] = styled
+                if "negative" in accepts:
+                    params["negative"] = negative
+                if "seed" in accepts:
+                    params["seed"] = seed
+                if value is not None:
+                    params[request.sweep_param] = value
+                params.update(prompt_typed=prompt, negative_typed=request.negative or "",
+                              style=request.style or "", seed_used=seed)
+                items.append(params)
+    return items
+
+
+def render_item(template: workflows.Template, params: Mapping[str, Any]) -> dict:
+    """The graph for one planned item (the bookkeeping keys are left out)."""
+    return workflows.render(template, {k: v for k, v in params.items() if k in template.mapping})
+
+
+# --------------------------------------------------------------------------- files
+
+
+def check_input_image(path: str | Path, max_megapixels: float) -> tuple[int, int]:
+    """(width, height) of an uploaded input image; raises InvalidInput if it isn't one a
+    workflow can use. Reads only the header, so a huge image costs nothing to refuse."""
+    path = Path(path)
+    name = path.name
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            kind = image.format
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        if isinstance(exc, Image.DecompressionBombError):
+            raise InvalidInput(f"{name} is far too large to use as an input image.",
+                               hint=f"Scale it below {max_megapixels:g} megapixels first.") from exc
+        raise InvalidInput(f"{name} isn't an image the studio can read.",
+                           hint="Upload a PNG, JPEG or WebP picture.") from exc
+    if kind not in IMAGE_SUFFIXES:
+        raise InvalidInput(f"{name} is a {kind} image; upload a PNG, JPEG or WebP.")
+    megapixels = width * height / 1_000_000
+    if megapixels > max_megapixels:
+        raise InvalidInput(f"{name} is {megapixels:.1f} megapixels ({width}×{height}); the limit "
+                           f"is {max_megapixels:g} (STUDIO_MAX_INPUT_MEGAPIXELS).",
+                           hint="Scale it down first; the models work at about 1 megapixel.")
+    return width, height
+
+
+def read_png_metadata(source: str | Path | bytes) -> dict[str, Any]:
+    """The text chunks of a PNG, each parsed as JSON when it is JSON, else kept as text.
+
+    Data only: nothing is evaluated, whatever the chunk holds. Not a PNG -> {}.
+    """
+    stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    try:
+        with Image.open(stream) as image:
+            if image.format != "PNG":
+                return {}
+            chunks = dict(getattr(image, "text", {}) or {})
+    except (UnidentifiedImageError, OSError, ValueError):
+        return {}
+    finally:
+        stream.close()
+    result: dict[str, Any] = {}
+    for key, value in chunks.items():
+        try:
+            result[key] = json.loads(value)
+        except (TypeError, ValueError):
+            result[key] = value
+    return result
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a hidden temp name beside ``path`` and rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    path: str  # relative to the outputs folder
+    thumb: str
+    width: int
+    height: int
+    bytes: int
+
+
+def save_output(outputs_dir: Path, data: bytes, *, stem: str | None = None) -> SavedFile:
+    """Store one image from ComfyUI byte for byte (its PNG chunks kept) plus a WebP thumbnail.
+
+    Raises GenerationFailed if the bytes aren't an image, StudioError if the disk refuses.
+    Both files appear under their final names only once complete.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise GenerationFailed("ComfyUI sent something that isn't an image; nothing was "
+                               "stored.") from exc
+    now = datetime.now()
+    stem = stem or f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    folder = Path(f"{now:%Y}") / f"{now:%m}"
+    rel = folder / f"{stem}{IMAGE_SUFFIXES.get(image.format or '', '.png')}"
+    rel_thumb = Path("thumbs") / folder / f"{stem}.webp"
+    thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buf = io.BytesIO()
+    thumb.save(buf, format="WEBP", quality=78, method=0)
+    target, target_thumb = outputs_dir / rel, outputs_dir / rel_thumb
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target_thumb.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(target, data)
+        _write_atomic(target_thumb, buf.getvalue())
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        raise StudioError(f"Couldn't save the image into {outputs_dir} ({exc.strerror or exc}).",
+                          hint="Check free disk space and the folder's permissions.") from exc
+    return SavedFile(rel.as_posix(), rel_thumb.as_posix(), image.width, image.height, len(data))
+
+
+# --------------------------------------------------------------------------- live jobs
+
+
+@dataclass(frozen=True)
+class ItemProgress:
+    """Where the image being made stands. ``state``: queued (in ComfyUI's queue),
+    running, resumed (picked up after a studio restart) or storing."""
+
+    seq: int
+    state: str
+    position: int | None = None
+    node: str = ""
+    node_class: str = ""
+    step: int = 0
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    id: int
+    path: str  # absolute
+    thumb: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    job_id: str
+    user: str
+    title: str
+    workflow: str
+    status: str  # queued | running | done | partial | failed | cancelled
+    total: int
+    done: int  # items finished (with images)
+    failed: int
+    cancelled: int
+    images: tuple[ShownImage, ...]
+    current: ItemProgress | None
+    waiting_ahead: int | None  # images of other jobs before ours while we wait in the studio
+    preview: Any  # a PIL image or None
+    preview_version: int
+    error: str
+    version: int
+    created_at: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "running")
+
+    @property
+    def settled(self) -> int:
+        return self.done + self.failed + self.cancelled
+
+
+@dataclass
+class LiveJob:
+    """One job while it runs; followers read snapshots, item threads write under ``cond``."""
+
+    job_id: str
+    user: str
+    lane: str
+    title: str
+    workflow: str
+    total: int
+    created_at: str
+    order: int  # submission order, for fairness ties
+    status: str = "queued"
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    images: list[ShownImage] = field(default_factory=list)
+    progress: dict[int, ItemProgress] = field(default_factory=dict)  # item id -> progress
+    preview: Any = None
+    preview_version: int = 0
+    error: str = ""
+    version: int = 0
+    waiting_ahead: int | None = None
+    gpu_seconds: float = 0.0
+    model: str = ""
+    pending: deque = field(default_factory=deque)  # item ids not sent (scheduler's lock)
+    inflight: dict[int, threading.Event] = field(default_factory=dict)  # item id -> cancel
+    cancel_requested: bool = False
+    finishing: bool = False
+    finished_at: float | None = None
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def snapshot(self) -> JobSnapshot:
+        with self.cond:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> JobSnapshot:
+        current = None
+        if self.progress:
+            running = [p for p in self.progress.values() if p.state == "running"]
+            current = (running or list(self.progress.values()))[-1]
+        return JobSnapshot(
+            job_id=self.job_id, user=self.user, title=self.title, workflow=self.workflow,
+            status=self.status, total=self.total, done=self.done, failed=self.failed,
+            cancelled=self.cancelled, images=tuple(self.images), current=current,
+            waiting_ahead=self.waiting_ahead, preview=self.preview,
+            preview_version=self.preview_version, error=self.error, version=self.version,
+            created_at=self.created_at)
+
+    def change(self, **updates: Any) -> None:
+        with self.cond:
+            for name, value in updates.items():
+                setattr(self, name, value)
+            self.version += 1
+            self.cond.notify_all()
+
+    def set_progress(self, item_id: int, progress: ItemProgress | None) -> None:
+        with self.cond:
+            if progress is None:
+                self.progress.pop(item_id, None)
+            else:
+                self.progress[item_id] = progress
+            self.version += 1
+            self.cond.notify_all()
+
+    def update_progress(self, item_id: int, **updates: Any) -> None:
+        with self.cond:
+            current = self.progress.get(item_id)
+            if current is None:
+                return
+            self.progress[item_id] = replace(current, **updates)
+            self.version += 1
+            self.cond.notify_all()
+
+    def wait_newer(self, version: int, timeout: float) -> JobSnapshot:
+        with self.cond:
+            self.cond.wait_for(lambda: self.version > version or self.status not in (
+                "queued", "running"), timeout=timeout)
+            return self._snapshot_locked()
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """What the accounting hook is told about a job that ended."""
+
+    job_id: str
+    user: str
+    workflow: str
+    model: str
+    status: str
+    images: int
+    gpu_seconds: float
+
+
+def snapshot_from_db(job: ImageJob, images: Sequence[ShownImage], counts: Mapping[str, int]
+                     ) -> JobSnapshot:
+    """A finished (or not yet picked up) job as followers see it, from its rows."""
+    return JobSnapshot(job_id=job.id, user=job.user, title=job.title, workflow=job.workflow,
+                       status=job.status, total=job.total, done=counts.get("done", 0),
+                       failed=counts.get("failed", 0), cancelled=counts.get("cancelled", 0),
+                       images=tuple(images), current=None, waiting_ahead=None, preview=None,
+                       preview_version=0, error=job.error, version=0, created_at=job.created_at)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class ImageJobs:
+    """Runs image jobs on server threads; any page can follow any job.
+
+    ``inflight`` prompts at most are in ComfyUI at once (counting prompts picked up after
+    a restart); the next one goes to the lane (login name, else browser address) served
+    longest ago, so one person's long batch doesn't hold another's single image back.
+    ``on_job_finished(FinishedJob)`` runs after every job (the accounting hook).
+    """
+
+    def __init__(self, client: ComfyUIClient, store: ImageStore, outputs_dir: str | Path,
+                 library: WorkflowLibrary, *, styles: Sequence[StylePreset] = (),
+                 uploads_dir: str | Path | None = None, inflight: int = 1,
+                 max_input_megapixels: float = 16.0, item_timeout: float | None = None,
+                 on_job_finished: Callable[[FinishedJob], None] | None = None,
+                 keep_finished: float = KEEP_FINISHED, unreachable_grace: float = UNREACHABLE_GRACE):
+        self.client = client
+        self.store = store
+        self.outputs_dir = Path(outputs_dir)
+        self.uploads_dir = Path(uploads_dir) if uploads_dir else self.outputs_dir.parent / "uploads"
+        self.library = library
+        self.styles = {s.key: s for s in styles}
+        self.inflight = max(1, int(inflight))
+        self.max_input_megapixels = max_input_megapixels
+        self.item_timeout = item_timeout
+        self.on_job_finished = on_job_finished
+        self.keep_finished = keep_finished
+        self.unreachable_grace = unreachable_grace
+        self._cond = threading.Condition()
+        self._jobs: dict[str, LiveJob] = {}
+        self._running = 0
+        self._served = 0
+        self._order = 0
+        self._last_served: dict[str, int] = {}
+        self._closed = False
+        self._dispatcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "ImageJobs":
+        """Pick up what a previous run left (pending items, prompts sent to ComfyUI) and
+        start dispatching. Touches ComfyUI only if there is something to pick up."""
+        with self._cond:
+            if self._dispatcher is not None:
+                return self
+            self._dispatcher = threading.Thread(target=self._dispatch, name="image-dispatch",
+                                                daemon=True)
+        for job in self.store.active_jobs():
+            self._pick_up(job)
+        self._dispatcher.start()
+        return self
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop sending prompts. Those already in ComfyUI finish there and are stored if
+        this process lives on (else the next ``start`` picks them up); ``cancel=True``
+        also stops them (tests)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            jobs = list(self._jobs.values())
+        if cancel:
+            for live in jobs:
+                with live.cond:
+                    for event in live.inflight.values():
+                        event.set()
+
+    def path(self, relative: str) -> str:
+        return str(self.outputs_dir / relative)
+
+    def public(self, text: str) -> str:
+        return scrub(text, self.client.base_url)
+
+    # ------------------------------------------------------------------ ComfyUI facts
+
+    def comfyui_lists(self, *, refresh: bool = False) -> dict[str, list[str]]:
+        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers.
+
+        The node catalog (/object_info, large) is cached unless ``refresh``; the model
+        folders are read each time (/models/..., or the catalog's lists on a ComfyUI too old
+        to have that route). Raises BackendUnavailable (address scrubbed, with how to start
+        ComfyUI) or BackendRejected.
+        """
+        try:
+            info = self.client.object_info(refresh=refresh)
+            lists = {}
+            for folder, (node, name) in (("checkpoints", ("CheckpointLoaderSimple", "ckpt_name")),
+                                         ("loras", ("LoraLoader", "lora_name"))):
+                try:
+                    lists[folder] = self.client.models(folder)
+                except BackendRejected:
+                    spec = (info.get(node) or {}).get("input", {}).get("required", {}).get(name)
+                    lists[folder] = workflows.combo_options(spec) or []
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}.",
+                                     hint=START_COMFYUI) from exc
+        except BackendRejected as exc:
+            raise BackendRejected(self.public(str(exc))) from exc
+        sampler = (info.get("KSampler") or {}).get("input", {}).get("required", {})
+        lists["samplers"] = workflows.combo_options(sampler.get("sampler_name")) or []
+        lists["schedulers"] = workflows.combo_options(sampler.get("scheduler")) or []
+        return lists
+
+    # ------------------------------------------------------------------ submitting
+
+    def prepare(self, request: ImageRequest) -> tuple[workflows.Template, list[dict]]:
+        """Check a request and plan its images; nothing is queued.
+
+        Every image's graph is checked against ComfyUI's /object_info. Raises InvalidInput
+        (form problems; unknown node type, missing checkpoint or LoRA, value out of range)
+        or BackendUnavailable (ComfyUI down, with how to start it).
+        """
+        template = self.library.get(request.workflow)
+        style = self.styles.get(request.style) if request.style else None
+        if request.style and style is None:
+            raise InvalidInput(f"There is no style {request.style!r}.", hint="Pick one from the list.")
+        check_request(request, template)
+        if request.input_image and "input_image" in template.params:
+            check_input_image(request.input_image, self.max_input_megapixels)
+        planned = plan_items(request, template, style)
+        # LoadImage accepts any file name (its list is a snapshot of ComfyUI's input folder),
+        # so a stand-in name checks the graph before the real upload.
+        graphs = [render_item(template, {**p, "input_image": "studio_check.png"}
+                              if "input_image" in p else p) for p in planned]
+        try:
+            problems = self.client.problems(graphs[0])
+            info = self.client.object_info()
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}, so nothing "
+                                     "was queued.", hint=START_COMFYUI) from exc
+        except BackendRejected as exc:
+            raise BackendRejected(self.public(str(exc))) from exc
+        seen = {json.dumps(graphs[0], sort_keys=True)}
+        for graph in graphs[1:]:
+            if problems:
+                break
+            key = json.dumps(graph, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                problems = workflows.validate(graph, info)
+        if problems:
+            shown = " ".join(dict.fromkeys(problems))
+            raise InvalidInput(self.public(f"This workflow can't run on ComfyUI: {shown}"),
+                               hint="Nothing was queued.")
+        return template, planned
+
+    def submit(self, request: ImageRequest, *, user: str = "owner", lane: str | None = None,
+               prepared: tuple[workflows.Template, list[dict]] | None = None) -> LiveJob:
+        """Check, store and schedule a job; returns at once (the work runs on threads).
+
+        ``prepared`` is what ``prepare(request)`` returned, when the caller checked first.
+        """
+        template, planned = prepared or self.prepare(request)
+        if request.input_image and "input_image" in template.params:
+            value = self._upload_input(request.input_image)
+            kept = self._keep_input(request.input_image)
+            planned = [{**p, "input_image": value, "input_file": kept} for p in planned]
+        items = []
+        for params in planned:
+            graph = render_item(template, params)
+            items.append(({**params, **effective_params(template, graph),
+                           "workflow": template.name}, graph))
+        title = (request.all_prompts[0] or template.title or template.name)[:120]
+        job = self.store.create_job(
+            user=user, lane=lane or user, workflow=template.name, title=title,
+            spec={"prompts": request.all_prompts, "seeds": request.seeds,
+                  "sweep_param": request.sweep_param, "sweep_values": list(request.sweep_values),
+                  "style": request.style, "seed": request.seed},
+            items=items)
+        live = self._register(job)
+        item_ids = [item.id for item in self.store.job_items(job.id)]
+        with self._cond:
+            live.pending.extend(item_ids)
+            self._refresh_waiting_locked()
+            self._cond.notify_all()
+        return live
+
+    def _upload_input(self, path: str) -> str:
+        source = Path(path)
+        try:
+            uploaded = self.client.upload_image(source.read_bytes(),
+                                                f"studio_{uuid.uuid4().hex[:12]}{source.suffix.lower()}")
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}, so the input "
+                                     "image couldn't be sent.", hint=START_COMFYUI) from exc
+        except BackendRejected as exc:
+            raise BackendRejected(self.public(str(exc))) from exc
+        return uploaded.value
+
+    def _keep_input(self, path: str) -> str:
+        """A copy of the input image in the data dir, for "reuse these settings"."""
+        source = Path(path)
+        target_dir = self.uploads_dir / "images"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{uuid.uuid4().hex[:12]}{source.suffix.lower() or '.png'}"
+        shutil.copyfile(source, target)
+        return str(target)
+
+    # ------------------------------------------------------------------ following
+
+    def get(self, job_id: str) -> LiveJob | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def snapshot(self, job_id: str) -> JobSnapshot | None:
+        """The job as it is now, running (from memory) or finished (from the store)."""
+        live = self.get(job_id)
+        if live is not None:
+            return live.snapshot()
+        job = self.store.get_job(job_id)
+        if job is None:
+            return None
+        return snapshot_from_db(job, self.shown_images(job.id), self.store.item_counts(job.id))
+
+    def shown_images(self, job_id: str) -> list[ShownImage]:
+        return [self._shown(image) for image in self.store.images_of_job(job_id)]
+
+    def latest_active(self, user: str | None = None) -> LiveJob | None:
+        with self._cond:
+            jobs = [j for j in self._jobs.values()
+                    if j.status in ("queued", "running") and (user is None or j.user == user)]
+        return max(jobs, key=lambda j: j.order) if jobs else None
+
+    def recent(self, user: str | None = None, limit: int = 12) -> list[JobSnapshot]:
+        """The user's recent jobs, newest first (live ones as they are now)."""
+        result = []
+        for job in self.store.list_jobs(user=user, limit=limit):
+            live = self.get(job.id)
+            result.append(live.snapshot() if live is not None else
+                          snapshot_from_db(job, (), self.store.item_counts(job.id)))
+        return result
+
+    def follow(self, live: LiveJob, *, interval: float = 0.1, settle: float = 0.015,
+               timeout: float = 24 * 3600) -> Iterator[JobSnapshot]:
+        """Yield snapshots as the job changes, at most one per ``interval``; the last is final.
+
+        A change is held ``settle`` seconds so the messages of one step (ComfyUI sends the
+        preview and the progress separately) reach the page together; a new image or the
+        end of the job is shown at once.
+        """
+        deadline = time.monotonic() + timeout
+        version = -1
+        shown = -1  # images in the last snapshot yielded
+        last_yield = float("-inf")
+        while True:
+            snap = live.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
+            if not snap.finished and snap.version != version and len(snap.images) == shown:
+                hold = max(settle, last_yield + interval - time.monotonic())
+                with live.cond:
+                    live.cond.wait_for(lambda: live.status not in ("queued", "running")
+                                       or len(live.images) != shown, timeout=hold)
+                snap = live.snapshot()
+            if snap.version != version or snap.finished:
+                version = snap.version
+                shown = len(snap.images)
+                last_yield = time.monotonic()
+                yield snap
+            if snap.finished or time.monotonic() > deadline:
+                return
+
+    # ------------------------------------------------------------------ cancelling
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job: drop its images not sent yet, interrupt the running prompt, remove
+        waiting ones from ComfyUI's queue. False if it isn't running."""
+        live = self.get(job_id)
+        if live is None:
+            return False
+        with self._cond:
+            if live.status not in ("queued", "running") or live.cancel_requested:
+                return False
+            live.cancel_requested = True
+            dropped = len(live.pending)
+            live.pending.clear()
+            self._refresh_waiting_locked()
+        self.store.cancel_pending_items(job_id, "Cancelled before it started.")
+        with live.cond:
+            live.cancelled += dropped
+            for event in live.inflight.values():
+                event.set()
+            live.version += 1
+            live.cond.notify_all()
+        self._maybe_finish(live)
+        return True
+
+    # ------------------------------------------------------------------ gallery
+
+    def delete_image(self, image_id: int) -> bool:
+        """Delete an image's row, then its files. False if it was already gone."""
+        image = self.store.delete_image(image_id)
+        if image is None:
+            return False
+        for rel in (image.path, image.thumb):
+            try:
+                (self.outputs_dir / rel).unlink(missing_ok=True)
+            except OSError:
+                log.warning("could not remove %s", rel, exc_info=True)
+        return True
+
+    def gallery_page(self, **filters: Any) -> GalleryPage:
+        """``ImageStore.gallery`` that forgets images whose file was deleted outside the
+        studio (by hand, or a retention sweep), so the grid never shows a broken picture."""
+        page = self.store.gallery(**filters)
+        gone = [image for image in page.images if not (self.outputs_dir / image.path).exists()]
+        if not gone:
+            return page
+        for image in gone:
+            log.info("image %s left the gallery: %s is gone", image.id, image.path)
+            self.delete_image(image.id)
+        return self.store.gallery(**filters)
+
+    def thumb_path(self, image: GalleryImage) -> str:
+        """The thumbnail, or the image itself if the thumbnail file is gone."""
+        thumb = self.outputs_dir / image.thumb
+        return str(thumb if thumb.exists() else self.outputs_dir / image.path)
+
+    def _shown(self, image: GalleryImage) -> ShownImage:
+        caption = f"seed {image.seed}" if image.seed is not None else image.workflow
+        return ShownImage(image.id, self.path(image.path), self.path(image.thumb), caption)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _register(self, job: ImageJob) -> LiveJob:
+        with self._cond:
+            self._order += 1
+            live = LiveJob(job_id=job.id, user=job.user, lane=job.lane, title=job.title,
+                           workflow=job.workflow, total=job.total, created_at=job.created_at,
+                           order=self._order)
+            self._forget_old_locked()
+            self._jobs[job.id] = live
+            return live
+
+    def _forget_old_locked(self) -> None:
+        now = time.monotonic()
+        for job_id, live in list(self._jobs.items()):
+            if live.finished_at is not None and now - live.finished_at > self.keep_finished:
+                del self._jobs[job_id]
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or (
+                    self._running < self.inflight and self._has_pending_locked()))
+                if self._closed:
+                    return
+                live, item_id = self._pick_locked()
+                self._running += 1
+                self._refresh_waiting_locked()
+            threading.Thread(target=self._run_slot, args=(live, item_id),
+                             name=f"image-{live.job_id[:8]}-{item_id}", daemon=True).start()
+
+    def _has_pending_locked(self) -> bool:
+        return any(live.pending for live in self._jobs.values())
+
+    def _pick_locked(self) -> tuple[LiveJob, int]:
+        """Round-robin over lanes: the lane served longest ago (never = first) goes next;
+        within a lane, its oldest job."""
+        waiting = [live for live in self._jobs.values() if live.pending]
+        lane = min({live.lane for live in waiting},
+                   key=lambda ln: (self._last_served.get(ln, -1),
+                                   min(j.order for j in waiting if j.lane == ln)))
+        live = min((j for j in waiting if j.lane == lane), key=lambda j: j.order)
+        self._served += 1
+        self._last_served[lane] = self._served
+        return live, live.pending.popleft()
+
+    def _refresh_waiting_locked(self) -> None:
+        """For each job with nothing in flight: how many images go before its next one."""
+        waiting = sorted((j for j in self._jobs.values() if j.pending and not j.inflight),
+                         key=lambda j: (self._last_served.get(j.lane, -1), j.order))
+        for index, live in enumerate(waiting):
+            ahead = self._running + index
+            if live.waiting_ahead != ahead:
+                live.change(waiting_ahead=ahead)
+
+    def _run_slot(self, live: LiveJob, item_id: int) -> None:
+        try:
+            item = self.store.get_item(item_id)
+            if item is not None:
+                self._run_item(live, item)
+        except Exception:  # noqa: BLE001 - a slot must always be given back
+            log.exception("image item %s failed unexpectedly", item_id)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._refresh_waiting_locked()
+                self._cond.notify_all()
+            self._maybe_finish(live)
+
+    # ------------------------------------------------------------------ one image
+
+    def _begin(self, live: LiveJob, item: JobItem, state: str) -> threading.Event | None:
+        cancel = threading.Event()
+        with live.cond:
+            if live.cancel_requested:
+                return None
+            live.inflight[item.id] = cancel
+            live.progress[item.id] = ItemProgress(item.seq, state)
+            if live.status == "queued":
+                live.status = "running"
+            live.waiting_ahead = None
+            live.model = live.model or graph_model(item.graph)
+            live.version += 1
+            live.cond.notify_all()
+        self.store.update_job(live.job_id, status="running")
+        return cancel
+
+    def _end(self, live: LiveJob, item: JobItem, outcome: str, error: str = "",
+             gpu_seconds: float = 0.0) -> None:
+        with live.cond:
+            live.inflight.pop(item.id, None)
+            live.progress.pop(item.id, None)
+            if outcome == "done":
+                live.done += 1
+            elif outcome == "cancelled":
+                live.cancelled += 1
+            else:
+                live.failed += 1
+                live.error = live.error or error
+            live.gpu_seconds += gpu_seconds
+            live.version += 1
+            live.cond.notify_all()
+
+    def _run_item(self, live: LiveJob, item: JobItem) -> None:
+        cancel = self._begin(live, item, "queued")
+        if cancel is None:
+            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+            with live.cond:
+                live.cancelled += 1
+                live.version += 1
+                live.cond.notify_all()
+            return
+        prompt_id = str(uuid.uuid4())
+        # The prompt id is stored before ComfyUI hears of it: a studio that dies right after
+        # queueing still finds the prompt on its next start.
+        self.store.update_item(item.id, status="queued", prompt_id=prompt_id)
+        meta = {k: v for k, v in item.params.items() if k != "input_file"}
+        extra = {"extra_pnginfo": {"studio": {"job": live.job_id, "params": meta}}}
+        try:
+            for event in self.client.stream(item.graph, cancel=cancel, prompt_id=prompt_id,
+                                             check=False, extra_data=extra,
+                                             timeout=self.item_timeout):
+                if isinstance(event, Queued):
+                    live.update_progress(item.id, position=event.position)
+                elif isinstance(event, Started):
+                    self.store.update_item(item.id, status="running")
+                    live.update_progress(item.id, state="running", position=0)
+                elif isinstance(event, Executing):
+                    live.update_progress(item.id, state="running", node=event.node,
+                                         node_class=event.class_type, step=0, steps=0)
+                elif isinstance(event, Progress):
+                    live.update_progress(item.id, state="running", step=event.step,
+                                         steps=event.total)
+                elif isinstance(event, Preview):
+                    live.change(preview=event.image, preview_version=live.preview_version + 1)
+                elif isinstance(event, Done):
+                    self._store_results(live, item, prompt_id, event.images, event.timings)
+                    return
+                elif isinstance(event, Cancelled):
+                    self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                    self._end(live, item, "cancelled")
+                    return
+                elif isinstance(event, Cached):
+                    continue
+            self._fail(live, item, "ComfyUI's event stream ended without a result.")
+        except BackendUnavailable as exc:
+            message = self.public(f"{exc.message} {START_COMFYUI}")
+            self._fail(live, item, message)
+            self._abandon_pending(live, "Not made: " + message)
+        except StudioError as exc:
+            self._fail(live, item, self.public(str(exc)))
+            if isinstance(exc, GenerationTimeout):
+                self._cancel_quietly(prompt_id)
+        except Exception as exc:  # noqa: BLE001 - the job must settle whatever happens
+            log.exception("image item %s of job %s failed", item.id, live.job_id)
+            self._fail(live, item, f"Unexpected error while making this image "
+                                   f"({type(exc).__name__}). The studio log has the details.")
+
+    def _cancel_quietly(self, prompt_id: str) -> None:
+        try:
+            self.client.cancel(prompt_id)
+        except StudioError:
+            log.debug("could not cancel %s", prompt_id, exc_info=True)
+
+    def _fail(self, live: LiveJob, item: JobItem, message: str) -> None:
+        self.store.update_item(item.id, status="failed", error=message)
+        self._end(live, item, "failed", message)
+
+    def _abandon_pending(self, live: LiveJob, message: str) -> None:
+        with self._cond:
+            dropped = len(live.pending)
+            live.pending.clear()
+        if dropped:
+            self.store.fail_pending_items(live.job_id, message)
+            with live.cond:
+                live.failed += dropped
+                live.version += 1
+                live.cond.notify_all()
+
+    def _store_results(self, live: LiveJob, item: JobItem, prompt_id: str,
+                       refs: Sequence[ImageRef], timings: Timings) -> None:
+        """Copy each image into the data dir and record it; followers see each at once."""
+        started = time.monotonic()
+        live.update_progress(item.id, state="storing")
+        params = item.params
+        model = params.get("checkpoint") or graph_model(item.graph)
+        stored = 0
+        try:
+            for ref in refs:
+                data = self.client.view(ref)
+                saved = save_output(self.outputs_dir, data)
+                try:
+                    image = self.store.add_image(
+                        job_id=live.job_id, item_id=item.id, user=live.user, path=saved.path,
+                        thumb=saved.thumb, width=saved.width, height=saved.height,
+                        bytes=saved.bytes, prompt=str(params.get("prompt") or ""),
+                        negative=str(params.get("negative") or ""),
+                        seed=params.get("seed"),
+                        workflow=live.workflow, model=str(model or ""), params=params,
+                        graph=item.graph, timings=_timings_dict(timings),
+                        comfy_prompt_id=prompt_id, comfy_filename=ref.filename)
+                except BaseException:
+                    for rel in (saved.path, saved.thumb):
+                        (self.outputs_dir / rel).unlink(missing_ok=True)
+                    raise
+                stored += 1
+                with live.cond:
+                    live.images.append(self._shown(image))
+                    live.version += 1
+                    live.cond.notify_all()
+        except StudioError as exc:
+            message = self.public(str(exc))
+            self.store.update_item(item.id, status="failed", error=message, images=stored)
+            self._end(live, item, "failed", message)
+            return
+        if not refs:
+            message = "ComfyUI finished but saved no image (does the workflow end in SaveImage?)."
+            self.store.update_item(item.id, status="failed", error=message)
+            self._end(live, item, "failed", message)
+            return
+        all_timings = {**_timings_dict(timings), "store_s": time.monotonic() - started}
+        self.store.update_item(item.id, status="done", images=stored, timings=all_timings)
+        gpu = timings.execution_s if timings.execution_s is not None else (timings.total_s or 0.0)
+        self._end(live, item, "done", gpu_seconds=gpu or 0.0)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _maybe_finish(self, live: LiveJob) -> None:
+        with self._cond:
+            if live.pending:
+                return
+            with live.cond:
+                if live.inflight or live.finishing or live.status not in ("queued", "running"):
+                    return
+                live.finishing = True
+        counts = self.store.item_counts(live.job_id)
+        done, failed = counts.get("done", 0), counts.get("failed", 0)
+        cancelled = counts.get("cancelled", 0)
+        if live.cancel_requested:
+            status = "cancelled"
+        elif failed == 0 and cancelled == 0:
+            status = "done"
+        elif done:
+            status = "partial"
+        else:
+            status = "failed" if failed else "cancelled"
+        error = live.error
+        if status == "partial":
+            error = f"{failed + cancelled} of {live.total} images weren't made: {live.error}"
+        elif status == "cancelled":
+            error = "Cancelled." + (f" {done} of {live.total} images were made." if done else "")
+        self.store.update_job(live.job_id, status=status, error=error,
+                              finished_at=self.store.now())
+        # Accounted before followers hear the job ended: whoever sees it finished sees its cost.
+        if self.on_job_finished is not None:
+            try:
+                self.on_job_finished(FinishedJob(live.job_id, live.user, live.workflow,
+                                                 live.model, status, counts.get("images", 0),
+                                                 live.gpu_seconds))
+            except Exception:  # noqa: BLE001 - accounting must never break image jobs
+                log.exception("on_job_finished hook failed for job %s", live.job_id)
+        with live.cond:
+            live.status = status
+            live.error = error
+            live.done, live.failed, live.cancelled = done, failed, cancelled
+            live.finished_at = time.monotonic()
+            live.progress.clear()
+            live.version += 1
+            live.cond.notify_all()
+
+    # ------------------------------------------------------------------ restart pickup
+
+    def _pick_up(self, job: ImageJob) -> None:
+        """Rebuild a job a previous run left unfinished and carry on with it."""
+        live = self._register(job)
+        items = self.store.job_items(job.id)
+        counts = self.store.item_counts(job.id)
+        with live.cond:
+            live.done, live.failed = counts.get("done", 0), counts.get("failed", 0)
+            live.cancelled = counts.get("cancelled", 0)
+            live.images = self.shown_images(job.id)
+            live.error = next((i.error for i in items if i.status == "failed"), "")
+        sent = [i for i in items if i.status in ("queued", "running") and i.prompt_id]
+        unsent = [i for i in items if i.status in ("queued", "running") and not i.prompt_id]
+        for item in unsent:  # can't happen (id stored first), but never leave one hanging
+            self.store.update_item(item.id, status="pending")
+        with self._cond:
+            live.pending.extend(i.id for i in items if i.status == "pending" or i in unsent)
+        log.info("picking up image job %s: %d sent to ComfyUI, %d not sent yet", job.id,
+                 len(sent), len(live.pending))
+        for item in sent:
+            with self._cond:
+                self._running += 1
+            threading.Thread(target=self._resume_slot, args=(live, item),
+                             name=f"image-resume-{item.id}", daemon=True).start()
+        if not sent:
+            self._maybe_finish(live)
+
+    def _resume_slot(self, live: LiveJob, item: JobItem) -> None:
+        try:
+            self._resume_item(live, item)
+        except Exception:  # noqa: BLE001
+            log.exception("resuming image item %s failed unexpectedly", item.id)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+            self._maybe_finish(live)
+
+    def _resume_item(self, live: LiveJob, item: JobItem) -> None:
+        """Track a prompt sent by a previous run through /history and /queue."""
+        cancel = self._begin(live, item, "resumed")
+        prompt_id = item.prompt_id or ""
+        if cancel is None:
+            self._cancel_quietly(prompt_id)
+            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+            return
+        timeout = self.item_timeout or self.client.run_timeout
+        deadline = time.monotonic() + timeout
+        unreachable_since: float | None = None
+        while True:
+            if cancel.is_set():
+                self._cancel_quietly(prompt_id)
+                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                self._end(live, item, "cancelled")
+                return
+            try:
+                status = self.client.status(prompt_id)
+                unreachable_since = None
+            except BackendUnavailable:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > self.unreachable_grace:
+                    self._fail(live, item, f"ComfyUI was unreachable at {COMFYUI_PLACE} when "
+                                           f"the studio restarted, so this image is lost. "
+                                           f"{START_COMFYUI}")
+                    return
+                cancel.wait(self.client.poll_interval)
+                continue
+            except StudioError as exc:
+                self._fail(live, item, self.public(str(exc)))
+                return
+            if status.state == "done":
+                self._store_results(live, item, prompt_id, status.images, Timings())
+                return
+            if status.state == "cancelled":
+                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                self._end(live, item, "cancelled")
+                return
+            if status.state in ("failed", "unknown"):
+                self._fail(live, item, self.public(status.message or "ComfyUI lost this image."))
+                return
+            live.update_progress(item.id, position=status.position,
+                                 state="running" if status.state == "running" else "resumed")
+            if time.monotonic() > deadline:
+                self._cancel_quietly(prompt_id)
+                self._fail(live, item, f"ComfyUI didn't finish this image within {timeout:g} s "
+                                       "after the studio restarted; it was cancelled.")
+                return
+            cancel.wait(self.client.poll_interval)
+
+
+def _timings_dict(timings: Timings) -> dict:
+    return {f.name: getattr(timings, f.name) for f in fields(timings)}
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def build_image_jobs(services) -> ImageJobs:
+    """The image service for ``services`` (called by build_services), started.
+
+    The accounting hook looks ``services.accounting`` up when a job ends, so it works
+    whether or not accounting is wired in: ``Accounting.record_image`` is called with the
+    job's user, model, GPU seconds and image count when it exists.
+    """
+    from .presets import load_style_presets
+
+    settings = services.settings
+    library = WorkflowLibrary(services.root / "workflows", services.data_dir / "workflows")
+    try:
+        styles = load_style_presets(services.root / "presets" / "styles")
+    except StudioError as exc:
+        log.warning("style presets left out: %s", exc)
+        styles = []
+
+    def record_image_job(finished: FinishedJob) -> None:
+        accounting = getattr(services, "accounting", None)
+        if accounting is None or not finished.images:
+            return
+        accounting.record_image(finished.user, "comfyui", finished.model or finished.workflow,
+                                finished.gpu_seconds, images=finished.images,
+                                job_id=finished.job_id)
+
+    jobs = ImageJobs(services.comfyui, ImageStore(services.store), services.outputs_dir, library,
+                     styles=styles, uploads_dir=services.uploads_dir,
+                     inflight=getattr(settings, "image_inflight", 1),
+                     max_input_megapixels=getattr(settings, "max_input_megapixels", 16.0),
+                     on_job_finished=record_image_job)
+    return jobs.start()
+
+
+__all__ = ["ImageJobs", "ImageRequest", "WorkflowLibrary", "JobSnapshot", "LiveJob",
+           "FinishedJob", "check_request", "plan_items", "check_input_image", "save_output",
+           "read_png_metadata", "graph_from_upload", "scrub"]

@@ -1,0 +1,759 @@
+"""The Images tab: generate with ComfyUI (live progress and preview), batch jobs, the gallery.
+
+Thin layer over ``services.images`` (studio/images.py): jobs run on server threads and
+outlive the page; handlers here only turn job snapshots and gallery pages into component
+values. The browser never talks to ComfyUI: every image and preview is a file under the
+data directory or a PIL image handed to Gradio, and error messages have ComfyUI's address
+replaced (``images.scrub``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import uuid
+from html import escape
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..errors import StudioError
+from ..images import (COMFYUI_PLACE, START_COMFYUI, FORM_PARAMS, ImageRequest, JobSnapshot,
+                      SWEEPABLE, check_input_image, form_defaults, parse_sweep)
+from ..store_images import GalleryImage, GalleryPage
+from .common import ui_errors
+
+log = logging.getLogger(__name__)
+
+UPDATE_INTERVAL = 0.1  # seconds between page updates while a job runs
+PER_PAGE = 48
+DEFAULT_WORKFLOW = "sd15_txt2img"
+FALLBACK_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim"]
+FALLBACK_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple"]
+
+
+# --------------------------------------------------------------------------- display
+
+
+def progress_html(snap: JobSnapshot | None) -> str:
+    """The progress block: which image of the job, the step, the running node or the
+    queue position, with two bars. ``data-*`` attributes carry the figures for tests."""
+    if snap is None:
+        return "<div class='img-progress idle' data-state='idle'>Ready.</div>"
+    step = steps = 0
+    state = snap.status
+    if snap.finished:
+        label = {"done": f"Done: {len(snap.images)} image{'s' if len(snap.images) != 1 else ''}.",
+                 "partial": f"Finished with problems: {escape(snap.error)}",
+                 "failed": f"Failed: {escape(snap.error)}",
+                 "cancelled": escape(snap.error or "Cancelled.")}[snap.status]
+    elif snap.current is None:
+        ahead = snap.waiting_ahead
+        label = ("Waiting for the GPU" + (f": {ahead} image{'s' if ahead != 1 else ''} "
+                                           "ahead." if ahead else "…"))
+        state = "waiting"
+    else:
+        current = snap.current
+        state = current.state
+        step, steps = current.step, current.steps
+        node = (f"{escape(current.node_class)} (node {escape(current.node)})"
+                if current.node_class else (f"node {escape(current.node)}" if current.node else ""))
+        if current.state == "queued":
+            position = current.position
+            label = ("In ComfyUI's queue" + (f": {position} job{'s' if position != 1 else ''} "
+                                             "ahead." if position else ": next."))
+        elif current.state == "storing":
+            label = "Saving the image…"
+        elif current.state == "resumed":
+            label = "Picked up after a studio restart; waiting for ComfyUI…"
+        elif steps:
+            label = f"Step {step} of {steps}" + (f" · {node}" if node else "")
+        else:
+            label = f"Running {node}…" if node else "Starting…"
+    index = min(snap.settled + (0 if snap.finished else 1), snap.total)
+    job_line = f"Image {index} of {snap.total}" if snap.total > 1 else ""
+    bars = ""
+    if not snap.finished:
+        bar = "style='display:block;width:100%;height:10px;margin-top:4px'"
+        bars = (f"<progress class='img-steps' value='{step}' max='{max(steps, 1)}' {bar}></progress>"
+                + (f"<progress class='img-job' value='{snap.settled}' max='{snap.total}' {bar}>"
+                   "</progress>" if snap.total > 1 else ""))
+    return (f"<div class='img-progress {escape(snap.status)}' data-state='{escape(state)}' "
+            f"data-step='{step}' data-steps='{steps}' data-done='{snap.done}' "
+            f"data-total='{snap.total}' data-job='{escape(snap.job_id)}'>"
+            f"<div class='img-progress-label'>{job_line + ' · ' if job_line else ''}{label}</div>"
+            f"{bars}</div>")
+
+
+def preview_image(image, smallest: int = 256):
+    """ComfyUI's previews are often 1/8 of the final size: scale them up to be seen."""
+    longest = max(image.size)
+    if longest >= smallest:
+        return image
+    factor = -(-smallest // longest)
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.BILINEAR)
+
+
+def jobs_choices(snaps: list[JobSnapshot]) -> list[tuple[str, str]]:
+    """(label, job id) for the job picker, newest first."""
+    choices = []
+    for s in snaps:
+        title = s.title if len(s.title) <= 40 else s.title[:39] + "…"
+        choices.append((f"{s.created_at[11:16]} · {title} · {s.done}/{s.total} · {s.status}",
+                        s.job_id))
+    return choices
+
+
+def gallery_value(page: GalleryPage, thumb_of) -> list[tuple[str, str]]:
+    """Thumbnails (path, caption) of one gallery page; ``thumb_of(image)`` -> a file path."""
+    return [(thumb_of(image), _caption(image)) for image in page.images]
+
+
+def _caption(image: GalleryImage) -> str:
+    prompt = image.params.get("prompt_typed") or image.prompt or image.workflow
+    return prompt if len(prompt) <= 60 else prompt[:59] + "…"
+
+
+def page_label(page: GalleryPage) -> str:
+    if not page.total:
+        return "No images match." if page.images == [] else ""
+    return f"Page {page.page} of {page.pages} · {page.total:,} image{'s' if page.total != 1 else ''}"
+
+
+def image_details(image: GalleryImage) -> str:
+    """Markdown describing a stored image: prompt, seed, every parameter, timings."""
+    p = image.params
+    lines = [f"**Prompt:** {_md(image.prompt) or '—'}"]
+    if image.negative:
+        lines.append(f"**Negative:** {_md(image.negative)}")
+    facts = [f"seed {image.seed}" if image.seed is not None else "",
+             f"{image.width}×{image.height}" if image.width else "",
+             f"workflow {image.workflow}", f"model {image.model}" if image.model else "",
+             f"style {p['style']}" if p.get("style") else ""]
+    lines.append(" · ".join(_md(f) for f in facts if f))
+    shown = [f"{k} {v}" for k, v in p.items() if k in FORM_PARAMS and k not in (
+        "width", "height", "checkpoint") and v not in (None, "")]
+    if shown:
+        lines.append(" · ".join(_md(s) for s in shown))
+    t = image.timings or {}
+    times = [f"queued {t['queued_s']:.1f} s" if t.get("queued_s") is not None else "",
+             f"ran {t['execution_s']:.1f} s" if t.get("execution_s") is not None else "",
+             f"total {t['total_s']:.1f} s" if t.get("total_s") is not None else ""]
+    if any(times):
+        lines.append(" · ".join(x for x in times if x))
+    lines.append(f"{image.created_at[:19].replace('T', ' ')} UTC")
+    return "\n\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Text shown literally in Markdown (prompts may hold * _ < and friends)."""
+    text = escape(" ".join(str(text).split()), quote=False)
+    for char in "\\`*_[]":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def request_from_form(*, workflow, prompt, negative, style, seed, steps, cfg, sampler, scheduler,
+                      width, height, batch_size, checkpoint, denoise, lora_name, lora_strength,
+                      control_strength, input_image, batch_prompts, seeds, sweep_param,
+                      sweep_values) -> ImageRequest:
+    """The form's values as an ImageRequest. Raises InvalidInput for a malformed sweep."""
+    def number(value):
+        return None if value is None or value == "" else value
+
+    return ImageRequest(
+        workflow=workflow or "", prompt=prompt or "", negative=negative or "", style=style or "",
+        seed=-1 if seed in (None, "") else int(seed), steps=number(steps), cfg=number(cfg),
+        sampler=sampler or None, scheduler=scheduler or None, width=number(width),
+        height=number(height), batch_size=number(batch_size), checkpoint=checkpoint or None,
+        denoise=number(denoise), lora_name=lora_name or None, lora_strength=number(lora_strength),
+        control_strength=number(control_strength), input_image=_file_path(input_image),
+        prompts=tuple(line for line in (batch_prompts or "").splitlines() if line.strip()),
+        seeds=int(seeds or 1), sweep_param=sweep_param or "",
+        sweep_values=parse_sweep(sweep_param or "", sweep_values or ""))
+
+
+def _file_path(value) -> str | None:
+    if not value:
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return str(getattr(value, "name", value))
+
+
+def _unique(components: list) -> list:
+    """The components once each, in order (an event's outputs may not repeat one)."""
+    seen, result = set(), []
+    for component in components:
+        if id(component) not in seen:
+            seen.add(id(component))
+            result.append(component)
+    return result
+
+
+def _merge(updates: dict, more: dict) -> dict:
+    """Add ``more`` to ``updates``; two gr.update()s for one component are combined."""
+    for component, value in more.items():
+        old = updates.get(component)
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = {**old, **value}
+        updates[component] = value
+    return updates
+
+
+def comfyui_banner(problem: str) -> str:
+    return (f"<div class='img-banner' id='comfyui-down'><b>ComfyUI isn't available.</b> "
+            f"{escape(problem)}</div>") if problem else ""
+
+
+def public_errors(base_url: str):
+    """Like ``ui_errors``, and ComfyUI's address is cut out of every message."""
+    def decorate(fn):
+        def clean(exc: StudioError) -> StudioError:
+            from ..images import scrub
+            return StudioError(scrub(str(exc), base_url))
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except StudioError as exc:
+                    raise clean(exc) from exc
+            return ui_errors(gen)
+
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except StudioError as exc:
+                raise clean(exc) from exc
+        return ui_errors(plain)
+    return decorate
+
+
+def user_of(request: gr.Request | None) -> tuple[str, str]:
+    """(user, fairness lane): the login name; without sign-in, 'owner' and the browser's address."""
+    name = getattr(request, "username", None) if request is not None else None
+    if name:
+        return name, name
+    host = getattr(getattr(request, "client", None), "host", None) if request is not None else None
+    return "owner", f"addr:{host}" if host else "owner"
+
+
+# --------------------------------------------------------------------------- the tab
+
+
+def render(services) -> SimpleNamespace:
+    """Build the Images tab inside the current Blocks context."""
+    jobs = services.images
+    store = jobs.store
+    library = jobs.library
+    guarded = public_errors(services.comfyui.base_url)
+    # Output files never change once renamed into place: serve them directly instead of
+    # hashing and copying each one into Gradio's cache every time it is shown.
+    gr.set_static_paths([services.outputs_dir])
+
+    workflow_choices = library.choices()
+    names = [name for _, name in workflow_choices]
+    default_workflow = DEFAULT_WORKFLOW if DEFAULT_WORKFLOW in names else (names or [None])[0]
+    style_choices = [("(none)", "")] + [(s.name, s.key) for s in jobs.styles.values()]
+
+    lists = gr.State({})
+    job_state = gr.State("")
+    page_ids = gr.State([])
+    selected = gr.State(None)
+
+    with gr.Tabs(elem_id="img-tabs") as inner_tabs:
+        with gr.Tab("Generate", id="generate"):
+            banner = gr.HTML("", elem_id="img-banner", padding=False)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=320):
+                    prompt_box = gr.Textbox(label="Prompt", lines=3, max_lines=8,
+                                            placeholder="What should the image show?",
+                                            elem_id="img-prompt")
+                    negative_box = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
+                                              placeholder="What to keep out (blurry, text…)",
+                                              elem_id="img-negative")
+                    with gr.Row():
+                        generate_btn = gr.Button("Generate", variant="primary", elem_id="img-generate")
+                        cancel_btn = gr.Button("■ Cancel", variant="stop", visible=False,
+                                               elem_id="img-cancel")
+                    with gr.Row():
+                        # Custom values: API callers may name a workflow uploaded since the
+                        # page was built; on_generate says clearly when one doesn't exist.
+                        workflow_dd = gr.Dropdown(label="Workflow", choices=workflow_choices,
+                                                  value=default_workflow, allow_custom_value=True,
+                                                  elem_id="img-workflow", scale=3)
+                        style_dd = gr.Dropdown(label="Style", choices=style_choices, value="",
+                                               elem_id="img-style", scale=2)
+                    workflow_md = gr.Markdown("", elem_id="img-workflow-info")
+                    with gr.Row():
+                        checkpoint_dd = gr.Dropdown(label="Checkpoint", choices=[], scale=4,
+                                                    allow_custom_value=True, elem_id="img-checkpoint")
+                        refresh_btn = gr.Button("⟳", size="sm", scale=0, min_width=40,
+                                                elem_id="img-refresh")
+                    with gr.Row():
+                        width = gr.Number(label="Width", value=512, precision=0, step=8,
+                                          elem_id="img-width")
+                        height = gr.Number(label="Height", value=512, precision=0, step=8,
+                                           elem_id="img-height")
+                        batch_size = gr.Number(label="Batch size", value=1, precision=0,
+                                               elem_id="img-batch-size")
+                    with gr.Row():
+                        steps = gr.Number(label="Steps", value=20, precision=0, elem_id="img-steps")
+                        cfg = gr.Slider(1, 20, value=7, step=0.5, label="CFG", elem_id="img-cfg")
+                    with gr.Row():
+                        sampler_dd = gr.Dropdown(label="Sampler", choices=FALLBACK_SAMPLERS,
+                                                 value="euler", allow_custom_value=True,
+                                                 elem_id="img-sampler")
+                        scheduler_dd = gr.Dropdown(label="Scheduler", choices=FALLBACK_SCHEDULERS,
+                                                   value="normal", allow_custom_value=True,
+                                                   elem_id="img-scheduler")
+                    with gr.Row():
+                        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0,
+                                         elem_id="img-seed")
+                        denoise = gr.Slider(0, 1, value=1.0, step=0.05, label="Denoise",
+                                            visible=False, elem_id="img-denoise")
+                    with gr.Row(visible=False) as lora_row:
+                        lora_dd = gr.Dropdown(label="LoRA", choices=[], allow_custom_value=True,
+                                              elem_id="img-lora")
+                        lora_strength = gr.Slider(-2, 2, value=0.8, step=0.05,
+                                                  label="LoRA strength", elem_id="img-lora-strength")
+                    control_strength = gr.Slider(0, 2, value=1.0, step=0.05, visible=False,
+                                                 label="ControlNet strength",
+                                                 elem_id="img-control-strength")
+                    with gr.Group(visible=False) as input_group:
+                        input_file = gr.File(label="Input image (PNG, JPEG, WebP)",
+                                             file_count="single", elem_id="img-input")
+                        input_note = gr.Markdown("", elem_id="img-input-note")
+                    with gr.Accordion("Batch: several prompts, seeds, a sweep", open=False,
+                                      elem_id="img-batch"):
+                        batch_prompts = gr.Textbox(label="Prompts, one per line (replaces the "
+                                                   "prompt above)", lines=3, elem_id="img-prompts")
+                        with gr.Row():
+                            seeds_count = gr.Number(label="Seeds per prompt", value=1, precision=0,
+                                                    elem_id="img-seeds")
+                            sweep_param = gr.Dropdown(label="Sweep", value="",
+                                                      choices=[("(none)", "")] + [(p, p) for p in SWEEPABLE],
+                                                      elem_id="img-sweep-param")
+                            sweep_values = gr.Textbox(label="Values", placeholder="5, 7, 9",
+                                                      elem_id="img-sweep-values")
+                    with gr.Accordion("Custom workflow", open=False, elem_id="img-custom"):
+                        gr.Markdown("Upload a workflow saved with ComfyUI's **Export (API)**, or "
+                                    "a PNG made by ComfyUI. The studio finds its prompt, seed, "
+                                    "size, steps and checkpoint inputs.")
+                        workflow_file = gr.File(label="Workflow (.json or .png)",
+                                                file_count="single", elem_id="img-workflow-upload")
+                        workflow_found = gr.Markdown("", elem_id="img-workflow-found")
+                with gr.Column(scale=4, min_width=320):
+                    progress = gr.HTML(progress_html(None), elem_id="img-progress", padding=False)
+                    preview = gr.Image(label="Live preview", interactive=False, type="pil",
+                                       format="jpeg", height=320, elem_id="img-preview",
+                                       buttons=[])
+                    results = gr.Gallery(label="Results", columns=4, height=360, format="png",
+                                         elem_id="img-results", object_fit="contain",
+                                         buttons=["download", "fullscreen"])
+                    with gr.Accordion("Jobs", open=False, elem_id="img-jobs"):
+                        job_dd = gr.Dropdown(label="Follow a job", choices=[], elem_id="img-job-picker")
+                        jobs_refresh = gr.Button("⟳ Jobs", size="sm", elem_id="img-jobs-refresh")
+        with gr.Tab("Gallery", id="gallery") as gallery_tab:
+            with gr.Row():
+                search_box = gr.Textbox(placeholder="Search prompts…", show_label=False,
+                                        elem_id="gal-search", scale=3, container=False)
+                wf_filter = gr.Dropdown(choices=[("All workflows", "")], value="", show_label=False,
+                                        elem_id="gal-workflow", scale=1, container=False)
+                model_filter = gr.Dropdown(choices=[("All models", "")], value="", show_label=False,
+                                           elem_id="gal-model", scale=1, container=False)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    gallery = gr.Gallery(show_label=False, columns=6, height="auto",
+                                         allow_preview=False, object_fit="cover", buttons=[],
+                                         elem_id="gal-grid")
+                    with gr.Row():
+                        prev_btn = gr.Button("‹ Newer", size="sm", elem_id="gal-prev")
+                        page_md = gr.Markdown("", elem_id="gal-page")
+                        next_btn = gr.Button("Older ›", size="sm", elem_id="gal-next")
+                    page_no = gr.State(1)
+                with gr.Column(scale=2, visible=False, elem_id="gal-detail") as detail_col:
+                    full_image = gr.Image(type="filepath", interactive=False, show_label=False,
+                                          buttons=["download", "fullscreen"], elem_id="gal-full")
+                    details_md = gr.Markdown("", elem_id="gal-meta")
+                    with gr.Row():
+                        reuse_btn = gr.Button("Reuse these settings", size="sm", elem_id="gal-reuse")
+                        download_btn = gr.DownloadButton("Download", size="sm", elem_id="gal-download")
+                        delete_btn = gr.Button("Delete…", size="sm", elem_id="gal-delete")
+                    confirm_btn = gr.Button("Yes, delete this image", variant="stop", size="sm",
+                                            visible=False, elem_id="gal-confirm-delete")
+
+    form = dict(workflow=workflow_dd, prompt=prompt_box, negative=negative_box, style=style_dd,
+                seed=seed, steps=steps, cfg=cfg, sampler=sampler_dd, scheduler=scheduler_dd,
+                width=width, height=height, batch_size=batch_size, checkpoint=checkpoint_dd,
+                denoise=denoise, lora_name=lora_dd, lora_strength=lora_strength,
+                control_strength=control_strength, input_image=input_file,
+                batch_prompts=batch_prompts, seeds=seeds_count, sweep_param=sweep_param,
+                sweep_values=sweep_values)
+    param_fields = {"steps": steps, "cfg": cfg, "sampler": sampler_dd, "scheduler": scheduler_dd,
+                    "width": width, "height": height, "batch_size": batch_size,
+                    "checkpoint": checkpoint_dd, "denoise": denoise, "lora_name": lora_dd,
+                    "lora_strength": lora_strength, "control_strength": control_strength}
+
+    # -- data helpers ---------------------------------------------------------------------
+
+    def fetch_lists(refresh: bool = False) -> tuple[dict, str]:
+        try:
+            return jobs.comfyui_lists(refresh=refresh), ""
+        except StudioError as exc:
+            return {}, jobs.public(str(exc))
+
+    def workflow_updates(name: str, comfy: dict) -> dict:
+        """Form values and visibility for a workflow: its family's size, its own inputs."""
+        try:
+            template = library.get(name)
+        except StudioError:
+            return {workflow_md: ""}
+        accepts = template.params
+        values = form_defaults(template)
+        updates: dict[Any, Any] = {}
+        for param, component in param_fields.items():
+            value = values.get(param)
+            if param == "checkpoint":
+                known = comfy.get("checkpoints") or []
+                value = value if value in known or not known else known[0]
+            if param == "lora_name":
+                known = comfy.get("loras") or []
+                value = value if value in known or not known else known[0]
+            visible = param in accepts
+            if param == "denoise":
+                visible = visible and "input_image" in accepts
+            updates[component] = gr.update(visible=visible, **({} if value is None else
+                                                               {"value": value}))
+        updates[lora_row] = gr.update(visible="lora_name" in accepts)
+        updates[input_group] = gr.update(visible="input_image" in accepts)
+        updates[prompt_box] = gr.update(visible="prompt" in accepts)
+        updates[negative_box] = gr.update(visible="negative" in accepts)
+        updates[seed] = gr.update(visible="seed" in accepts)
+        about = template.description or ""
+        found = ", ".join(sorted(accepts - {"filename_prefix"})) or "nothing the studio can fill in"
+        updates[workflow_md] = f"{_md(about)}\n\n<small>Fills: {found}</small>" if about else \
+            f"<small>Fills: {found}</small>"
+        return updates
+
+    def list_updates(comfy: dict) -> dict:
+        def choices(key, fallback=()):
+            return list(comfy.get(key) or fallback)
+
+        return {checkpoint_dd: gr.update(choices=choices("checkpoints")),
+                lora_dd: gr.update(choices=choices("loras")),
+                sampler_dd: gr.update(choices=choices("samplers", FALLBACK_SAMPLERS)),
+                scheduler_dd: gr.update(choices=choices("schedulers", FALLBACK_SCHEDULERS))}
+
+    def gallery_outputs(query, workflow, model, page) -> tuple:
+        result = jobs.gallery_page(query=query or "", workflow=workflow or None,
+                                   model=model or None, page=page or 1, per_page=PER_PAGE)
+        return (gallery_value(result, jobs.thumb_path), page_label(result) or "No images yet.",
+                result.page, [image.id for image in result.images])
+
+    def filter_updates() -> tuple:
+        workflows_present, models_present = store.gallery_filters()
+        return (gr.update(choices=[("All workflows", "")] + [(w, w) for w in workflows_present]),
+                gr.update(choices=[("All models", "")] + [(m, m) for m in models_present]))
+
+    # Which follower writes into each page's progress area: following another job (or
+    # generating again) makes the old follower stop, while its job goes on on the server.
+    viewing: dict[str, str] = {}
+
+    def claim_view(request: gr.Request | None):
+        if request is None or not getattr(request, "session_hash", None):
+            return None
+        if len(viewing) > 10_000:
+            viewing.clear()
+        token = uuid.uuid4().hex
+        viewing[request.session_hash] = token
+        return request.session_hash, token
+
+    def follow(live, view, user):
+        """Yield (progress, preview, results, cancel, job picker) as the job changes."""
+        shown_images = -1
+        shown_preview = 0
+        for snap in jobs.follow(live, interval=UPDATE_INTERVAL):
+            if view is not None and viewing.get(view[0]) != view[1]:
+                return
+            preview_value = gr.skip()
+            if snap.preview_version != shown_preview and snap.preview is not None:
+                shown_preview = snap.preview_version
+                preview_value = preview_image(snap.preview)
+            results_value = gr.skip()
+            if len(snap.images) != shown_images:
+                shown_images = len(snap.images)
+                results_value = [(i.path, i.caption) for i in snap.images]
+            yield (progress_html(snap), preview_value, results_value,
+                   gr.update(visible=not snap.finished),
+                   gr.update(choices=jobs_choices(jobs.recent(user)), value=snap.job_id)
+                   if snap.finished else gr.skip())
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def on_load(request: gr.Request = None):
+        """Page opened: lists from ComfyUI (or why not), the workflows, styles, form."""
+        comfy, problem = fetch_lists()
+        choices = library.choices()
+        known = [name for _, name in choices]
+        chosen = DEFAULT_WORKFLOW if DEFAULT_WORKFLOW in known else (known or [None])[0]
+        updates = {lists: comfy, banner: comfyui_banner(problem),
+                   workflow_dd: gr.update(choices=choices, value=chosen)}
+        _merge(updates, list_updates(comfy))
+        if chosen:
+            _merge(updates, workflow_updates(chosen, comfy))
+        return updates
+
+    def on_load_jobs(request: gr.Request = None):
+        """Page opened: the jobs list; if one of this user's jobs is running, follow it."""
+        user, _ = user_of(request)
+        live = jobs.latest_active(user)
+        choices = jobs_choices(jobs.recent(user))
+        if live is None:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.update(choices=choices), gr.skip()
+            return
+        view = claim_view(request)
+        yield (gr.skip(), gr.skip(), gr.skip(), gr.update(visible=True),
+               gr.update(choices=choices, value=live.job_id), live.job_id)
+        for out in follow(live, view, user):
+            yield (*out, gr.skip())
+
+    @guarded
+    def on_refresh(current_workflow, request: gr.Request = None):
+        library.refresh()
+        comfy, problem = fetch_lists(refresh=True)
+        if problem:
+            gr.Warning(problem)
+        updates = {lists: comfy, banner: comfyui_banner(problem),
+                   workflow_dd: gr.update(choices=library.choices())}
+        _merge(updates, list_updates(comfy))
+        for note in library.problems:
+            gr.Warning(f"Workflow left out: {note}")
+        return updates
+
+    def on_workflow(name, comfy):
+        return workflow_updates(name, comfy or {})
+
+    def make_room(workflow: str) -> None:
+        """Ask the GPU coordinator (Models tab) to make room, and say what it did."""
+        coordinator = getattr(services, "gpu_coordinator", None)
+        if coordinator is None:
+            return
+        try:
+            family = library.get(workflow).family or "default"
+            outcome = coordinator.before_image_job(family)
+        except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it
+            log.warning("GPU coordination before an image job failed", exc_info=True)
+            return
+        if outcome.outcome != "fits" and outcome.message:
+            gr.Info(jobs.public(outcome.message))
+
+    @guarded
+    def on_generate(request: gr.Request = None, **values):
+        image_request = request_from_form(**values)
+        user, lane = user_of(request)
+        prepared = jobs.prepare(image_request)  # every check first: a bad form frees no VRAM
+        make_room(image_request.workflow)
+        live = jobs.submit(image_request, user=user, lane=lane, prepared=prepared)
+        view = claim_view(request)
+        yield (progress_html(live.snapshot()), None, [], gr.update(visible=True),
+               gr.update(choices=jobs_choices(jobs.recent(user)), value=live.job_id),
+               live.job_id)
+        for out in follow(live, view, user):
+            yield (*out, gr.skip())
+
+    def on_cancel(job_id):
+        if job_id and not jobs.cancel(job_id):
+            gr.Info("That job had already finished.")
+
+    @guarded
+    def on_follow(job_id, request: gr.Request = None):
+        if not job_id:
+            return
+        user, _ = user_of(request)
+        view = claim_view(request)
+        live = jobs.get(job_id)
+        if live is None:
+            snap = jobs.snapshot(job_id)
+            if snap is None:
+                raise StudioError("That job no longer exists.")
+            yield (progress_html(snap), None, [(i.path, i.caption) for i in snap.images],
+                   gr.update(visible=False), gr.skip(), job_id)
+            return
+        yield (progress_html(live.snapshot()), None, gr.skip(), gr.update(visible=True),
+               gr.skip(), job_id)
+        for out in follow(live, view, user):
+            yield (*out, gr.skip())
+
+    def on_jobs_refresh(request: gr.Request = None):
+        user, _ = user_of(request)
+        return gr.update(choices=jobs_choices(jobs.recent(user)))
+
+    def on_input_upload(file):
+        path = _file_path(file)
+        if not path:
+            return gr.skip(), ""
+        try:
+            width_px, height_px = check_input_image(path, jobs.max_input_megapixels)
+        except StudioError as exc:
+            gr.Warning(str(exc))
+            return None, f"⚠ {_md(str(exc))}"
+        return gr.skip(), f"{width_px}×{height_px} · {Path(path).name}"
+
+    @guarded
+    def on_workflow_upload(file, comfy):
+        path = _file_path(file)
+        if not path:
+            return gr.skip(), gr.skip(), None
+        template = library.add_custom(Path(path).name, Path(path).read_bytes())
+        found = ", ".join(f"{param} ({' + '.join(str(t) for t in targets)})"
+                          for param, targets in sorted(template.mapping.items()))
+        note = f"Added **{_md(template.title)}**. Found: {_md(found) or 'no inputs it can fill'}."
+        try:
+            problems = jobs.client.problems(template.graph)
+        except StudioError:
+            problems = []
+        if problems:
+            note += "\n\n⚠ " + _md(jobs.public(" ".join(problems)))
+        updates = {workflow_dd: gr.update(choices=library.choices(), value=template.name),
+                   workflow_found: note, workflow_file: None}
+        return _merge(updates, workflow_updates(template.name, comfy or {}))
+
+    def on_gallery(query, workflow, model, page):
+        return gallery_outputs(query, workflow, model, page)
+
+    def on_gallery_open(query, workflow, model, page):
+        return (*gallery_outputs(query, workflow, model, page), *filter_updates())
+
+    def on_page(query, workflow, model, page, delta):
+        return gallery_outputs(query, workflow, model, (page or 1) + delta)
+
+    def on_select(ids, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        image = store.get_image(ids[index]) if 0 <= index < len(ids) else None
+        if image is not None and not Path(jobs.path(image.path)).exists():
+            jobs.delete_image(image.id)  # removed outside the studio since the page was drawn
+            image = None
+        if image is None:
+            gr.Warning("That image is gone (deleted in another tab?).")
+            return gr.update(visible=False), None, "", None, None, gr.update(visible=False)
+        path = jobs.path(image.path)
+        return (gr.update(visible=True), path, image_details(image), gr.update(value=path),
+                image.id, gr.update(visible=False))
+
+    def on_delete(image_id, query, workflow, model, page):
+        if image_id is not None:
+            jobs.delete_image(image_id)
+            gr.Info("Image deleted.")
+        return (gr.update(visible=False), None, gr.update(visible=False),
+                *gallery_outputs(query, workflow, model, page))
+
+    def on_reuse(image_id, comfy):
+        image = store.get_image(image_id) if image_id is not None else None
+        if image is None:
+            raise gr.Error("Pick an image in the gallery first.")
+        p = image.params
+        updates: dict[Any, Any] = {}
+        if image.workflow in library.templates():
+            _merge(updates, workflow_updates(image.workflow, comfy or {}))
+            updates[workflow_dd] = image.workflow
+        else:
+            gr.Warning(f"The workflow {image.workflow!r} is gone; pick another one.")
+        updates[prompt_box] = p.get("prompt_typed", image.prompt)
+        updates[negative_box] = p.get("negative_typed", image.negative)
+        updates[style_dd] = p.get("style", "")
+        updates[seed] = image.seed if image.seed is not None else -1
+        _merge(updates, {component: gr.update(value=p[param])
+                         for param, component in param_fields.items() if p.get(param) is not None})
+        if p.get("input_file") and Path(p["input_file"]).is_file():
+            updates[input_file] = p["input_file"]
+        updates[batch_prompts] = ""
+        updates[inner_tabs] = gr.Tabs(selected="generate")
+        return updates
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    form_outputs = [lists, banner, workflow_dd, style_dd, workflow_md, prompt_box, negative_box,
+                    seed, lora_row, input_group, *param_fields.values()]
+    # No triggers = runs when a page loads (Gradio's gr.on).
+    gr.on(None, on_load, inputs=[], outputs=form_outputs, api_visibility="private",
+          concurrency_limit=None, concurrency_id="images-load", show_progress="hidden")
+    follow_outputs = [progress, preview, results, cancel_btn, job_dd, job_state]
+    gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, api_visibility="private",
+          concurrency_limit=None, concurrency_id="images-load-jobs", show_progress="hidden")
+    refresh_btn.click(on_refresh, [workflow_dd], form_outputs, api_visibility="private",
+                      concurrency_limit=None, concurrency_id="images-refresh")
+    workflow_dd.input(on_workflow, [workflow_dd, lists], form_outputs, api_visibility="private",
+                      concurrency_limit=None, concurrency_id="images-workflow",
+                      show_progress="hidden")
+    gallery_out = [gallery, page_md, page_no, page_ids]
+    generate_evt = generate_btn.click(
+        on_generate, inputs_kwargs=form, outputs=follow_outputs, api_name="generate_images",
+        concurrency_limit=None, concurrency_id="images-generate", show_progress="hidden")
+    generate_evt.then(on_gallery, [search_box, wf_filter, model_filter, page_no], gallery_out,
+                      api_visibility="private", concurrency_limit=None,
+                      concurrency_id="images-gallery-after", show_progress="hidden")
+    cancel_btn.click(on_cancel, [job_state], None, api_name="cancel_images", queue=False)
+    job_dd.input(on_follow, [job_dd], follow_outputs, api_visibility="private",
+                 concurrency_limit=None, concurrency_id="images-follow", show_progress="hidden")
+    jobs_refresh.click(on_jobs_refresh, None, [job_dd], api_visibility="private",
+                       concurrency_limit=None, concurrency_id="images-jobs")
+    input_file.upload(on_input_upload, [input_file], [input_file, input_note],
+                      api_visibility="private", concurrency_limit=None,
+                      concurrency_id="images-input")
+    workflow_file.upload(on_workflow_upload, [workflow_file, lists],
+                         _unique([workflow_found, workflow_file, *form_outputs]),
+                         api_visibility="private", concurrency_limit=None,
+                         concurrency_id="images-custom")
+
+    gallery_in = [search_box, wf_filter, model_filter, page_no]
+    gallery_tab.select(on_gallery_open, gallery_in, [*gallery_out, wf_filter, model_filter],
+                       api_name="open_gallery", concurrency_limit=None,
+                       concurrency_id="images-gallery-open", show_progress="hidden")
+    reset_page = [search_box, wf_filter, model_filter, gr.State(1)]
+    for trigger in (search_box.change, wf_filter.input, model_filter.input):
+        trigger(on_gallery, reset_page, gallery_out, api_visibility="private",
+                concurrency_limit=None, concurrency_id="images-gallery", show_progress="hidden",
+                trigger_mode="always_last")
+    prev_btn.click(lambda q, w, m, p: on_page(q, w, m, p, -1), gallery_in, gallery_out,
+                   api_visibility="private", concurrency_limit=None,
+                   concurrency_id="images-gallery-prev", show_progress="hidden")
+    next_btn.click(lambda q, w, m, p: on_page(q, w, m, p, 1), gallery_in, gallery_out,
+                   api_visibility="private", concurrency_limit=None,
+                   concurrency_id="images-gallery-next", show_progress="hidden")
+    gallery.select(on_select, [page_ids], [detail_col, full_image, details_md, download_btn,
+                                           selected, confirm_btn],
+                   api_visibility="private", concurrency_limit=None,
+                   concurrency_id="images-select", show_progress="hidden")
+    delete_btn.click(lambda: gr.update(visible=True), None, [confirm_btn],
+                     api_visibility="private", queue=False)
+    confirm_btn.click(on_delete, [selected, *gallery_in],
+                      [detail_col, selected, confirm_btn, *gallery_out],
+                      api_visibility="private", concurrency_limit=None,
+                      concurrency_id="images-delete")
+    reuse_btn.click(on_reuse, [selected, lists],
+                    _unique([inner_tabs, batch_prompts, input_file, *form_outputs]),
+                    api_visibility="private", concurrency_limit=None,
+                    concurrency_id="images-reuse")
+
+    return SimpleNamespace(
+        prompt_box=prompt_box, generate_btn=generate_btn, gallery=gallery, progress=progress,
+        handlers=SimpleNamespace(
+            on_load=on_load, on_generate=on_generate, on_cancel=on_cancel, on_follow=on_follow,
+            on_input_upload=on_input_upload, on_workflow_upload=on_workflow_upload,
+            on_gallery=on_gallery, on_select=on_select, on_delete=on_delete, on_reuse=on_reuse,
+            on_workflow=on_workflow, on_refresh=on_refresh, gallery_outputs=gallery_outputs),
+        components=SimpleNamespace(**form, lists=lists, banner=banner, workflow_md=workflow_md,
+                                   progress=progress, preview=preview, results=results,
+                                   gallery=gallery, inner_tabs=inner_tabs, job_state=job_state))
+
+
+__all__ = ["render", "progress_html", "request_from_form", "image_details", "gallery_value",
+           "jobs_choices", "comfyui_banner", "COMFYUI_PLACE", "START_COMFYUI"]

@@ -1,0 +1,122 @@
+"""Real-browser tests of the Images tab: headless chromium through Playwright against a real
+`python app.py`, with the fake ComfyUI (slow steps, previews) behind it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import start_studio, stop_studio
+from tests.fakes.comfyui_server import FakeComfyUI
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def comfyui():
+    with FakeComfyUI(step_delay=0.08) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def images_studio(tmp_path_factory, session_ollama, comfyui):
+    running = start_studio(tmp_path_factory.mktemp("images-studio"), session_ollama.url,
+                           {"COMFYUI_URL": comfyui.url})
+    yield running
+    stop_studio(running)
+
+
+def open_images(page, studio) -> None:
+    page.goto(studio.url)
+    page.get_by_role("tab", name="Images").click()
+    page.wait_for_selector("#img-prompt textarea")
+    # The lists come from ComfyUI when the page loads; wait until a checkpoint is picked.
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#img-checkpoint input');"
+        " return i && i.value.endsWith('.safetensors'); }")
+
+
+def progress_step(page) -> int:
+    return int(page.eval_on_selector("#img-progress .img-progress", "e => e.dataset.step || 0"))
+
+
+def generate(page, prompt: str, steps: int) -> None:
+    page.fill("#img-prompt textarea", prompt)
+    page.fill("#img-steps input", str(steps))
+    page.fill("#img-width input", "64")
+    page.fill("#img-height input", "64")
+    page.click("#img-generate")
+
+
+def test_browser_images_progress_moves_preview_changes_result_shows(images_studio, page):
+    open_images(page, images_studio)
+    generate(page, f"a copper fox {uuid.uuid4().hex[:6]}", 40)
+    page.wait_for_function("() => +document.querySelector('#img-progress .img-progress')"
+                           ".dataset.step >= 2")
+    first_step = progress_step(page)
+    page.wait_for_selector("#img-preview img")
+    first_preview = page.get_attribute("#img-preview img", "src")
+    assert "Step" in page.inner_text("#img-progress") and "KSampler" in page.inner_text("#img-progress")
+    # The bar moves and the preview is replaced while the sampler runs.
+    page.wait_for_function("(s) => +document.querySelector('#img-progress .img-progress')"
+                           ".dataset.step > s + 3", arg=first_step)
+    page.wait_for_function("(src) => { const i = document.querySelector('#img-preview img');"
+                           " return i && i.src !== src; }", arg=first_preview)
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Done: 1 image.')", timeout=30_000)
+    page.wait_for_selector("#img-results img")
+    assert images_studio.url.rstrip("/") in page.get_attribute("#img-results img", "src")
+
+
+def test_browser_images_gallery_shows_the_image_after_a_reload(images_studio, comfyui, page):
+    marker = f"lighthouse{uuid.uuid4().hex[:6]}"
+    open_images(page, images_studio)
+    generate(page, f"a {marker} at dusk", 3)
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Done: 1 image.')", timeout=30_000)
+    page.reload()
+    page.get_by_role("tab", name="Images").click()
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_selector("#gal-grid img")
+    page.fill("#gal-search input, #gal-search textarea", marker)
+    page.wait_for_function("() => document.querySelector('#gal-page').innerText"
+                           ".includes('1 image')")
+    page.click("#gal-grid img")
+    page.wait_for_selector("#gal-full img")
+    assert marker in page.inner_text("#gal-meta")
+    # Every image and preview comes from the studio; the tab never names ComfyUI's address.
+    # (The whole page's config is checked in test_ui_images.py.)
+    html = page.eval_on_selector("#img-tabs", "e => e.outerHTML")
+    assert comfyui.url not in html and f":{comfyui.port}" not in html
+    srcs = page.eval_on_selector_all("#img-tabs img", "es => es.map(e => e.src)")
+    assert srcs and all(src.startswith(images_studio.url.rstrip("/")) for src in srcs)
+
+
+def test_browser_images_bad_size_gets_a_clear_message(images_studio, page):
+    open_images(page, images_studio)
+    before = len(images_studio_prompts(images_studio))
+    page.fill("#img-prompt textarea", "a fox")
+    page.fill("#img-width input", "500")
+    page.click("#img-generate")
+    page.get_by_text("Width 500 isn't a multiple of 8").wait_for()
+    assert len(images_studio_prompts(images_studio)) == before
+
+
+def test_browser_images_cancel_stops_the_job(images_studio, comfyui, page):
+    open_images(page, images_studio)
+    comfyui.pause_after_step(2)
+    generate(page, "a very slow fox", 50)
+    assert comfyui.wait_paused(20)
+    page.wait_for_selector("#img-cancel", state="visible")
+    page.click("#img-cancel")
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Cancelled')", timeout=30_000)
+    assert comfyui.requests_to("/interrupt", "POST")
+
+
+def images_studio_prompts(studio) -> list:
+    import sqlite_utils
+
+    return list(sqlite_utils.Database(studio.data_dir / "studio.db").query(
+        "select id from image_job_items"))

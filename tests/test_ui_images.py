@@ -1,0 +1,314 @@
+"""The Images tab: display helpers as plain functions, and its handlers driven directly
+(built in a Blocks, not launched) against the fake ComfyUI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from studio.config import Settings
+from studio.images import ItemProgress, JobSnapshot, ShownImage
+from studio.store_images import GalleryImage, GalleryPage
+from studio.ui import images as tab
+from tests.fakes.comfyui_server import FakeComfyUI
+
+WAIT = 10
+
+
+def snap(status="running", current=None, **kwargs) -> JobSnapshot:
+    values = dict(job_id="j1", user="owner", title="a fox", workflow="sd15_txt2img", status=status,
+                  total=1, done=0, failed=0, cancelled=0, images=(), current=current,
+                  waiting_ahead=None, preview=None, preview_version=0, error="", version=1)
+    values.update(kwargs)
+    return JobSnapshot(**values)
+
+
+def gallery_image(**kwargs) -> GalleryImage:
+    values = dict(id=1, job_id="j", item_id=1, user="owner", created_at="2025-01-31T09:15:02.123Z",
+                  path="2025/01/a.png", thumb="thumbs/2025/01/a.webp", width=512, height=512,
+                  bytes=1000, prompt="a fox", negative="blurry", seed=42, workflow="sd15_txt2img",
+                  model="v1-5.safetensors", params={"steps": 20, "cfg": 7.0}, graph={},
+                  timings={"execution_s": 3.2, "total_s": 4.0}, comfy_prompt_id="p",
+                  comfy_filename="x.png")
+    values.update(kwargs)
+    return GalleryImage(**values)
+
+
+# ------------------------------------------------------------------ display helpers
+
+
+@pytest.mark.parametrize("snapshot, text, state", [
+    (None, "Ready.", "idle"),
+    (snap("queued", waiting_ahead=3), "Waiting for the GPU: 3 images ahead.", "waiting"),
+    (snap(current=ItemProgress(1, "queued", position=2)), "In ComfyUI's queue: 2 jobs ahead.",
+     "queued"),
+    (snap(current=ItemProgress(1, "queued", position=0)), "In ComfyUI's queue: next.", "queued"),
+    (snap(current=ItemProgress(1, "running", node="3", node_class="KSampler", step=5, steps=20)),
+     "Step 5 of 20 · KSampler (node 3)", "running"),
+    (snap(current=ItemProgress(1, "running", node="8", node_class="VAEDecode")),
+     "Running VAEDecode (node 8)…", "running"),
+    (snap(current=ItemProgress(1, "storing")), "Saving the image…", "storing"),
+    (snap(current=ItemProgress(1, "resumed")), "Picked up after a studio restart", "resumed"),
+    (snap("done", done=1, images=(ShownImage(1, "/a.png", "/a.webp", "seed 1"),)),
+     "Done: 1 image.", "done"),
+    (snap("failed", error="ComfyUI failed at Node 3 <KSampler>"),
+     "Failed: ComfyUI failed at Node 3 &lt;KSampler&gt;", "failed"),
+    (snap("cancelled", error="Cancelled."), "Cancelled.", "cancelled"),
+])
+def test_ui_images_progress_html_says_where_the_job_stands(snapshot, text, state):
+    html = tab.progress_html(snapshot)
+    assert text in html and f"data-state='{state}'" in html
+
+
+def test_ui_images_progress_html_has_step_and_job_bars():
+    html = tab.progress_html(snap(total=4, done=1, current=ItemProgress(
+        2, "running", node="3", node_class="KSampler", step=7, steps=20)))
+    assert "Image 2 of 4 · Step 7 of 20" in html
+    assert "<progress class='img-steps' value='7' max='20'" in html
+    assert "<progress class='img-job' value='1' max='4'" in html
+    assert "data-step='7' data-steps='20'" in html
+
+
+def test_ui_images_details_show_every_parameter_and_escape_prompt_text():
+    text = tab.image_details(gallery_image(prompt="<script>alert(1)</script> *bold*"))
+    assert "<script>" not in text and "&lt;script&gt;" in text and "\\*bold\\*" in text
+    assert "seed 42" in text and "512×512" in text and "steps 20" in text and "cfg 7.0" in text
+    assert "ran 3.2 s" in text
+
+
+def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
+    page = GalleryPage([gallery_image(), gallery_image(id=2, params={"prompt_typed": "typed"})],
+                       total=130, page=2, per_page=48)
+    value = tab.gallery_value(page, lambda image: f"/data/outputs/{image.thumb}")
+    assert value == [("/data/outputs/thumbs/2025/01/a.webp", "a fox"),
+                     ("/data/outputs/thumbs/2025/01/a.webp", "typed")]
+    assert tab.page_label(page) == "Page 2 of 3 · 130 images"
+
+
+def form(**overrides) -> dict:
+    values = dict(workflow="sd15_txt2img", prompt="a fox", negative="", style="", seed=-1,
+                  steps=3, cfg=7, sampler="euler", scheduler="normal", width=64, height=64,
+                  batch_size=1, checkpoint="v1-5-pruned-emaonly.safetensors", denoise=1.0,
+                  lora_name=None, lora_strength=0.8, control_strength=1.0, input_image=None,
+                  batch_prompts="", seeds=1, sweep_param="", sweep_values="")
+    values.update(overrides)
+    return values
+
+
+def test_ui_images_request_from_form_reads_batch_and_sweep():
+    request = tab.request_from_form(**form(batch_prompts="a fox\n\n a cat \n", seeds=2,
+                                           sweep_param="cfg", sweep_values="5, 9", seed=None))
+    assert request.all_prompts == ["a fox", "a cat"] and request.seeds == 2
+    assert request.sweep_values == (5.0, 9.0) and request.seed == -1
+    assert request.image_count == 8
+
+
+# ------------------------------------------------------------------ handlers
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeComfyUI() as server:
+        yield server
+
+
+def build(tmp_path, comfyui_url: str):
+    from studio.services import build_services
+
+    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                  "COMFYUI_URL": comfyui_url}, dotenv_path=None)
+    services = build_services(settings)
+    services.comfyui.poll_interval = 0.02
+    with gr.Blocks() as demo:
+        parts = tab.render(services)
+    return services, parts, demo
+
+
+@pytest.fixture
+def ui(tmp_path, fake):
+    services, parts, demo = build(tmp_path, fake.url)
+    yield services, parts
+    services.images.close(cancel=True)
+
+
+@pytest.fixture
+def ui_down(tmp_path):
+    services, parts, demo = build(tmp_path, "http://127.0.0.1:9")
+    yield services, parts
+    services.images.close(cancel=True)
+
+
+def updates_by_elem(updates: dict) -> dict:
+    return {getattr(k, "elem_id", None): v for k, v in updates.items()}
+
+
+def run(gen) -> list[tuple]:
+    return list(gen)
+
+
+def test_ui_images_load_fills_lists_from_comfyui(ui):
+    services, parts = ui
+    by_id = updates_by_elem(parts.handlers.on_load())
+    assert "v1-5-pruned-emaonly.safetensors" in by_id["img-checkpoint"]["choices"]
+    assert by_id["img-workflow"]["value"] == "sd15_txt2img"
+    assert by_id["img-width"]["value"] == 512 and by_id["img-banner"] == ""
+    assert ("Photo", "photo") in [tuple(c) for c in parts.components.style.choices]
+
+
+def test_ui_images_picking_sdxl_sets_1024_and_lora_shows_its_controls(ui):
+    services, parts = ui
+    by_id = updates_by_elem(parts.handlers.on_workflow("sdxl_txt2img", {}))
+    assert by_id["img-width"]["value"] == 1024 and by_id["img-height"]["value"] == 1024
+    lora = {k: v for k, v in parts.handlers.on_workflow("txt2img_lora", {}).items()}
+    assert any(v.get("visible") is True for k, v in lora.items()
+               if getattr(k, "elem_id", None) == "img-lora")
+
+
+def test_ui_images_comfyui_down_banner_says_how_to_start_it(ui_down):
+    services, parts = ui_down
+    banner = updates_by_elem(parts.handlers.on_load())["img-banner"]
+    assert "ComfyUI isn't available" in banner and "python main.py" in banner
+    assert "127.0.0.1:9" not in banner and "COMFYUI_URL" in banner
+
+
+def test_ui_images_generate_with_comfyui_down_is_a_clear_error(ui_down):
+    services, parts = ui_down
+    with pytest.raises(gr.Error) as info:
+        run(parts.handlers.on_generate(**form()))
+    assert "python main.py" in info.value.message and "127.0.0.1:9" not in info.value.message
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"width": 500}, "isn't a multiple of 8"),
+    ({"steps": 0}, "Steps must be at least 1"),
+    ({"prompt": ""}, "Type a prompt first"),
+    ({"sweep_param": "cfg", "sweep_values": "5, lots"}, "cfg must be a number"),
+    ({"checkpoint": "nope.safetensors"}, "checkpoint 'nope.safetensors' isn't available"),
+])
+def test_ui_images_bad_input_is_refused_before_queueing(ui, fake, overrides, message):
+    services, parts = ui
+    before = len(fake.requests_to("/prompt", "POST"))
+    with pytest.raises(gr.Error) as info:
+        run(parts.handlers.on_generate(**form(**overrides)))
+    assert message in info.value.message
+    assert len(fake.requests_to("/prompt", "POST")) == before
+
+
+def test_ui_images_generate_streams_progress_then_result_then_gallery(ui):
+    services, parts = ui
+    outputs = run(parts.handlers.on_generate(**form(prompt="a glass fox", seed=5)))
+    progress, preview, results, cancel, job_picker, job_id = outputs[0]
+    assert "data-job=" in progress and job_id
+    assert "Done: 1 image." in outputs[-1][0]
+    results = [o[2] for o in outputs if isinstance(o[2], list) and o[2]]
+    assert [Path(path).parent.parent.parent.name for path, _ in results[-1]] == ["outputs"]
+    gallery, label, page, ids = parts.handlers.gallery_outputs("glass", "", "", 1)
+    assert len(ids) == 1 and label.startswith("Page 1 of 1")
+    assert gallery[0][0].endswith(".webp")
+
+
+def test_ui_images_select_reuse_and_delete_a_gallery_image(ui):
+    services, parts = ui
+    run(parts.handlers.on_generate(**form(prompt="reuse me", seed=77, steps=4, style="anime")))
+    _, _, _, ids = parts.handlers.gallery_outputs("reuse", "", "", 1)
+
+    class Select:
+        index = 0
+
+    detail, full, meta, download, selected, _ = parts.handlers.on_select(ids, Select())
+    assert Path(full).suffix == ".png" and "seed 77" in meta and selected == ids[0]
+    filled = updates_by_elem(parts.handlers.on_reuse(selected, {}))
+    assert filled["img-prompt"] == "reuse me" and filled["img-seed"] == 77
+    assert filled["img-style"] == "anime" and filled["img-steps"]["value"] == 4
+    assert filled["img-workflow"] == "sd15_txt2img"
+    parts.handlers.on_delete(selected, "reuse", "", "", 1)
+    assert parts.handlers.gallery_outputs("reuse", "", "", 1)[3] == []
+    assert not Path(full).exists()
+
+
+def test_ui_images_input_upload_refuses_non_images_and_huge_ones(ui, tmp_path):
+    from tests.test_images import png_header_only
+
+    services, parts = ui
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    value, note = parts.handlers.on_input_upload(str(text))
+    assert value is None and "isn't an image" in note
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header_only(10_000, 5_000))
+    value, note = parts.handlers.on_input_upload(str(huge))
+    assert value is None and "50.0 megapixels" in note
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 24)).save(good)
+    assert parts.handlers.on_input_upload(str(good))[1].startswith("40×24")
+
+
+def test_ui_images_custom_workflow_upload(ui, tmp_path):
+    services, parts = ui
+    ui_format = tmp_path / "ui.json"
+    ui_format.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    with pytest.raises(gr.Error) as info:
+        parts.handlers.on_workflow_upload(str(ui_format), {})
+    assert "UI workflow" in info.value.message and "Export (API)" in info.value.message
+    api = tmp_path / "portrait.json"
+    api.write_text(json.dumps(services.images.library.get("sdxl_txt2img").graph))
+    by_id = updates_by_elem(parts.handlers.on_workflow_upload(str(api), {}))
+    assert by_id["img-workflow"]["value"] == "custom_portrait"
+    assert "prompt (6.text)" in by_id["img-workflow-found"]
+    assert by_id["img-width"]["value"] == 1024
+
+
+def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake):
+    services, parts = ui
+    run(parts.handlers.on_generate(**form()))
+    with gr.Blocks() as demo:
+        tab.render(services)
+    config = json.dumps(demo.get_config_file(), default=str)
+    assert fake.url not in config and f"127.0.0.1:{fake.port}" not in config
+
+
+def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake):
+    from studio.services import build_services
+    from studio.ui.app import build_app
+
+    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                  "COMFYUI_URL": fake.url}, dotenv_path=None)
+    services = build_services(settings)
+    try:
+        config = json.dumps(build_app(services).get_config_file(), default=str)
+    finally:
+        services.images.close(cancel=True)
+    assert f"127.0.0.1:{fake.port}" not in config
+
+
+@pytest.mark.parametrize("size, expected", [((64, 48), (256, 192)), ((512, 512), (512, 512)),
+                                            ((100, 30), (300, 90))])
+def test_ui_images_small_previews_are_scaled_up_to_be_seen(size, expected):
+    assert tab.preview_image(Image.new("RGB", size)).size == expected
+
+
+def test_ui_images_reuse_keeps_the_workflow_controls_visible(ui, tmp_path):
+    services, parts = ui
+    source = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(source)
+    run(parts.handlers.on_generate(**form(workflow="img2img", input_image=str(source),
+                                          denoise=0.4)))
+    [image] = services.images.store.gallery().images
+    filled = updates_by_elem(parts.handlers.on_reuse(image.id, {}))
+    assert filled["img-denoise"] == {"__type__": "update", "visible": True, "value": 0.4}
+    assert Path(filled["img-input"]).read_bytes() == source.read_bytes()
+
+
+def test_ui_images_finished_job_is_accounted_when_accounting_is_wired(ui):
+    services, parts = ui
+    if getattr(services, "accounting", None) is None:
+        pytest.skip("services.accounting is not wired in this tree")
+    run(parts.handlers.on_generate(**form(prompt="count me")))
+    job_id = services.images.store.list_jobs(limit=1)[0].id
+    rows = [r for r in services.store.usage_records(backend="comfyui") if r.job_id == job_id]
+    [row] = rows
+    assert row.kind == "image" and row.images == 1 and row.model == "v1-5-pruned-emaonly.safetensors"
