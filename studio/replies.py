@@ -71,6 +71,7 @@ class LiveReply:
     usage: Usage = field(default_factory=Usage)
     backend: str = ""
     answered_by: str = ""
+    fallback_reason: str = ""  # why another model answered than the one asked for
     version: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -111,9 +112,13 @@ class ReplyManager:
     """
 
     def __init__(self, stream_fn: StreamFn, store=None, *, flush_every: float = 1.0,
-                 keep_finished: float = 600.0):
+                 keep_finished: float = 600.0,
+                 on_settled: Callable[[ReplySnapshot, str], None] | None = None):
         self._stream_fn = stream_fn
         self._store = store
+        # Called once per reply when it ends (complete, partial or error), with its user:
+        # the place usage accounting hooks in, for stored and incognito replies alike.
+        self._on_settled = on_settled
         self._flush_every = flush_every
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
@@ -155,6 +160,11 @@ class ReplyManager:
             rid = self._by_conversation.get(conversation_id)
             reply = self._replies.get(rid) if rid else None
         return reply if reply is not None and reply.status == "streaming" else None
+
+    def active_model_ids(self) -> list[str]:
+        """Model ids (``backend:name``) of the replies streaming right now."""
+        with self._lock:
+            return [r.model_id for r in self._replies.values() if r.status == "streaming"]
 
     def active_count(self) -> int:
         with self._lock:
@@ -226,6 +236,7 @@ class ReplyManager:
                         reply.usage = event.usage
                         reply.backend = event.backend
                         reply.answered_by = event.model
+                        reply.fallback_reason = event.fallback_reason or ""
                     reply.version += 1
                     reply.cond.notify_all()
                 if self._store is not None and time.monotonic() - last_flush >= self._flush_every:
@@ -247,6 +258,11 @@ class ReplyManager:
                 except Exception:  # noqa: BLE001
                     log.debug("closing stream failed", exc_info=True)
             self._persist(reply, final=True)
+            if self._on_settled is not None:
+                try:
+                    self._on_settled(reply.snapshot(), user)
+                except Exception:  # noqa: BLE001 - accounting must never break a reply
+                    log.exception("accounting hook failed for reply %s", reply.reply_id)
             if on_finish is not None:
                 try:
                     on_finish(reply.snapshot())
@@ -284,7 +300,8 @@ class ReplyManager:
                 ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s, load_ms=u.load_ms,
                 total_ms=snap.elapsed_ms, cost_usd=u.cost_usd,
                 meta={"notices": list(snap.notices), "done_reason": u.done_reason,
-                      "cost_is_estimate": u.cost_is_estimate})
+                      "cost_is_estimate": u.cost_is_estimate, "requested": snap.model_id,
+                      "fallback_reason": reply.fallback_reason or None})
         try:
             self._store.update_message(reply.message_id, **fields)
         except Exception:  # noqa: BLE001 - a deleted conversation must not kill the stream

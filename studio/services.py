@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .accounting import Accounting, Budget
+from .arena import Arena, exact_stream
+from .catalog import Catalog
 from .clients.comfyui import ComfyUIClient
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
@@ -18,11 +21,15 @@ from .config import Settings
 from .downloads import DownloadManager
 from .events import ChatMessage, ChatOptions
 from .gpu import GpuMonitor
+from .gpu_coordinator import GpuCoordinator, active_chat_models, parse_vram_overrides
+from .pulls import PullManager
+from .store_models import ModelsStore
 from .presets import ChatPreset, load_chat_presets
 from .replies import ReplyManager
 from .router import Router, parse_model_id
 from .status import StatusBoard
 from .store import Store
+from .store_cloud import CloudStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,16 @@ class Services:
     status: StatusBoard
     presets: list[ChatPreset]
     root: Path = ROOT
+    catalog: Catalog | None = None  # OpenRouter's models, cached; None without a key
+    arena: Arena | None = None
+    # The Models tab: Ollama pulls that outlive the page, its tables, and the GPU sharing
+    # that other tabs call before their work (gpu_coordinator.before_image_job / before_chat).
+    pulls: PullManager | None = None
+    models_store: ModelsStore | None = None
+    gpu_coordinator: GpuCoordinator | None = None
+    images: ImageJobs | None = None  # the Images tab's job service (studio/images.py)
+    accounting: Accounting | None = None  # usage rows for every reply and image (Costs tab)
+    budget: Budget | None = None  # caps cloud spend; the router reserves before each request
 
     @property
     def data_dir(self) -> Path:
@@ -70,19 +87,31 @@ class Services:
         """Send a chat through the router (backend by model id, fallbacks, retries)."""
         return self.router.chat_stream(model_id, messages, options, user=user)
 
+    def account_reply(self, snap, user: str) -> None:
+        """Record one finished chat reply's usage (tokens, cost, energy) for the Costs tab."""
+        if self.accounting is None or (snap.status == "error" and not snap.text):
+            return
+        backend = snap.backend or parse_model_id(snap.model_id)[0]
+        model = snap.answered_by.split(":", 1)[-1] if not snap.backend else snap.answered_by
+        self.accounting.record_chat(user, backend, model, snap.usage,
+                                    duration_s=snap.elapsed_ms / 1000,
+                                    conversation_id=snap.conversation_id,
+                                    message_id=snap.message_id)
+
     def supports_images(self, model_id: str) -> bool:
         backend, name = parse_model_id(model_id)
         if backend == "ollama":
             return self.ollama.supports_vision(name)
-        if backend == "openrouter" and self.openrouter is not None:
-            return any(m.id == name and m.supports_images for m in self.cloud_models())
+        if backend == "openrouter" and self.catalog is not None:
+            return self.catalog.supports_images(name)
         return False
 
     def cloud_models(self) -> list:
-        """OpenRouter's catalog (cached by the client), or [] when cloud is off."""
-        if self.openrouter is None:
+        """OpenRouter's catalog (cached in the database), or [] when cloud is off.
+        Raises StudioError only when no list was ever fetched and OpenRouter is unreachable."""
+        if self.catalog is None:
             return []
-        return self.openrouter.list_models()
+        return self.catalog.models()
 
 
 def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
@@ -103,10 +132,24 @@ def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
                                       referer=settings.openrouter_referer,
                                       title=settings.openrouter_title,
                                       timeout=settings.request_timeout)
-    backends = {"ollama": ollama}
+    cloud_store = CloudStore(store)
+    catalog = None
     if openrouter is not None:
-        backends["openrouter"] = openrouter
-    router = Router(backends)
+        # Its own client with a short timeout: page loads may wait on the first fetch.
+        lister = OpenRouterClient(settings.openrouter_api_key, settings.openrouter_base_url,
+                                  referer=settings.openrouter_referer,
+                                  title=settings.openrouter_title,
+                                  timeout=min(settings.request_timeout, 20.0))
+        catalog = Catalog(lister.list_models, cloud_store)
+    if cloud_store.mark_interrupted_arena(RESTART_REASON):
+        log.warning("Arena answers cut off by the last shutdown were kept as partial")
+    # Without a key the cloud backend is still there, so a cloud model says "set
+    # OPENROUTER_API_KEY" (NoApiKey, before any request) and can fall back like any failure.
+    backends = {"ollama": ollama,
+                "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)}
+    budget = Budget(store, settings)
+    router = Router(backends, fallbacks=settings.fallback_chains, budget=budget,
+                    prices=catalog.prices if catalog is not None else None)
     services = Services(
         settings=settings, store=store, ollama=ollama, openrouter=openrouter, router=router,
         comfyui=ComfyUIClient(settings.comfyui_url), gpu=GpuMonitor(),
@@ -114,7 +157,25 @@ def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
         replies=None,  # type: ignore[arg-type] - needs services.stream_chat, set just below
         status=StatusBoard(settings),
         presets=load_chat_presets(root / "presets" / "chat"), root=root)
-    services.replies = ReplyManager(services.stream_chat, store)
+    services.budget = budget
+    services.accounting = Accounting(store, settings,
+                                     prices=catalog.prices if catalog is not None else None)
+    services.replies = ReplyManager(services.stream_chat, store,
+                                    on_settled=services.account_reply)
+    services.catalog = catalog
+    # Arena answers cost like chat replies: same budget (through the router) and accounts.
+    services.arena = Arena(ReplyManager(exact_stream(router), on_settled=services.account_reply),
+                           cloud_store,
+                           names=catalog.display_name if catalog is not None else None)
+    services.pulls = PullManager(ollama.pull)
+    services.models_store = ModelsStore(store)
+    services.gpu_coordinator = GpuCoordinator(
+        policy=settings.gpu_policy, vram_overrides=parse_vram_overrides(settings.vram_per_family),
+        gpu=services.gpu, ollama=ollama, comfyui=services.comfyui, log=services.models_store,
+        busy_models=lambda: active_chat_models(services.replies))
     for path in (services.uploads_dir, services.exports_dir, services.outputs_dir):
         path.mkdir(parents=True, exist_ok=True)
+    # Image jobs: picks up prompts a previous run left in ComfyUI (network only if any).
+    from .images import ImageJobs, build_image_jobs  # noqa: F401 - ImageJobs names the field type
+    services.images = build_image_jobs(services)
     return services

@@ -144,3 +144,66 @@ def test_app_search_finds_conversation_with_fts_syntax_in_query(studio, client):
     labels = [label for label, _conv_id in found["choices"]]
     assert len(labels) == 1 and marker in labels[0]
     assert client.predict('"', api_name="/search")["__type__"] == "update"  # no error
+
+
+def png_file(tmp_path, name="cat.png"):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    return path
+
+
+def test_app_image_goes_to_vision_model_as_base64(studio, client, tmp_path):
+    from gradio_client import handle_file
+
+    studio.ollama.queue_reply("A red square.")
+    path = png_file(tmp_path)
+    final = client.submit({"text": "what is this?", "files": [handle_file(str(path))]},
+                          "ollama:llava:latest", "", False, 0.8, 0.9, 0, -1, 0, "auto",
+                          api_name="/send").result(timeout=30)
+    assert answer_of(final[1]) == "A red square."
+    sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"][-1]
+    import base64
+    assert base64.b64decode(sent["images"][0]) == path.read_bytes()
+    # The picture stays with the conversation in the studio's data dir.
+    user_rows = [m for m in final[1] if m["role"] == "user" and not isinstance(m["content"], str)]
+    assert user_rows, "the attached image is shown in the chat"
+
+
+def test_app_image_to_text_only_model_is_refused_before_sending(studio, client, tmp_path):
+    from gradio_client import handle_file
+
+    before = len(studio.ollama.requests_to("/api/chat"))
+    with pytest.raises(Exception, match="can't read images"):
+        client.predict({"text": "see?", "files": [handle_file(str(png_file(tmp_path)))]},
+                       MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
+    assert len(studio.ollama.requests_to("/api/chat")) == before
+
+
+def test_app_incognito_chat_is_never_stored(studio, client):
+    marker = uuid.uuid4().hex
+    studio.ollama.queue_reply("secret reply")
+    final = client.submit(*send_args(f"incognito {marker}", incognito=True),
+                          api_name="/send").result(timeout=30)
+    assert answer_of(final[1]) == "secret reply"
+    rows = list(db(studio).query("select id from messages where content like ?", [f"%{marker}%"]))
+    assert rows == []
+
+
+def exported(update) -> str:
+    """The downloaded file of an export: a path, or the value of a visible-file update."""
+    value = update.get("value", update) if isinstance(update, dict) else update
+    return value if isinstance(value, str) else value["path"]
+
+
+def test_app_export_markdown_and_json_of_open_chat(studio, client):
+    import json
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply(["Exported ", "answer."])
+    client.submit(*send_args(f"export {marker}"), api_name="/send").result(timeout=30)
+    text = open(exported(client.predict(api_name="/export_markdown")), encoding="utf-8").read()
+    assert text.startswith(f"# export {marker}") and "## Assistant\n\nExported answer." in text
+    data = json.load(open(exported(client.predict(api_name="/export_json")), encoding="utf-8"))
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
+    assert data["messages"][1]["completion_tokens"] == 2

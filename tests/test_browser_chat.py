@@ -129,3 +129,50 @@ def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
         arg=marker)
     page.click(f"#conv-list label:has-text('{marker}')")
     wait_chat_contains(page, "Stripes are unique.")
+
+
+def test_browser_regenerate_replaces_last_answer(studio, page):
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply("First draft.")
+    send(page, f"draft {marker}")
+    wait_chat_contains(page, "First draft.")
+    studio.ollama.queue_reply("Second draft.")
+    page.locator("#chatbot button[aria-label='Retry']").last.click()
+    wait_chat_contains(page, "Second draft.")
+    page.wait_for_function("() => !document.querySelector('#chatbot').innerText.includes('First draft.')")
+    assert stored(studio, marker)["content"] == "Second draft."
+
+
+def test_browser_edit_and_resend_user_message(studio, page):
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply("Answer to cats.")
+    send(page, f"tell me about cats {marker}")
+    wait_chat_contains(page, "Answer to cats.")
+    studio.ollama.queue_reply("Answer to dogs.")
+    page.locator("#chatbot button[aria-label='Edit']").first.click()
+    box = page.locator("#chatbot textarea").first
+    box.fill(f"tell me about dogs {marker}")
+    page.locator("#chatbot button[aria-label='Submit']").first.click()
+    wait_chat_contains(page, "Answer to dogs.")
+    assert "Answer to cats." not in chat_text(page)
+    row = stored(studio, marker)
+    assert row["content"] == "Answer to dogs."
+    sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert sent[-1]["content"] == f"tell me about dogs {marker}"
+
+
+def test_browser_preset_fills_system_prompt_and_is_sent(studio, page):
+    open_studio(page, studio)
+    page.locator("#preset-picker input").click()
+    page.get_by_role("option", name="Coder").click()
+    page.wait_for_function(
+        "() => document.querySelector('#system-prompt textarea').value.includes('software engineer')")
+    studio.ollama.queue_reply("ok")
+    send(page, f"preset {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, "ok")
+    request = studio.ollama.requests_to("/api/chat")[-1].json
+    assert request["messages"][0]["role"] == "system"
+    assert "software engineer" in request["messages"][0]["content"]
+    assert request["options"]["temperature"] == 0.2

@@ -136,3 +136,14 @@ def test_replies_follow_coalesces_updates():
 @pytest.mark.parametrize("unknown", ["nope", ""])
 def test_replies_stop_unknown_reply_is_false(unknown):
     assert ReplyManager(scripted()).stop(unknown) is False
+
+
+def test_replies_settled_hook_gets_every_ending_once_with_user():
+    seen, finished = [], threading.Event()
+    done = ChatDone("ollama", "m", Usage(completion_tokens=1))
+    manager = ReplyManager(scripted(ChatDelta("x"), done),
+                           on_settled=lambda snap, user: seen.append((snap.status, user)))
+    manager.start("ollama:m", [], ChatOptions(), user="alice",
+                  on_finish=lambda snap: finished.set())  # runs after the settled hook
+    assert finished.wait(5)
+    assert seen == [("complete", "alice")]

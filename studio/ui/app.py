@@ -13,7 +13,10 @@ from pathlib import Path
 import gradio as gr
 
 from ..status import status_html
-from . import chat, settings as settings_tab
+from . import chat, costs, settings as settings_tab
+from . import arena as arena_tab
+from . import images as images_tab
+from . import models as models_tab
 
 
 def _logo_html(services) -> str:
@@ -42,6 +45,14 @@ def build_app(services) -> gr.Blocks:
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat"):
                 chat_parts = chat.render(services)
+            with gr.Tab("Images", id="images"):
+                images_tab.render(services)
+            with gr.Tab("Models", id="models") as models_tab_block:
+                models_tab.render(services, tab=models_tab_block)
+            with gr.Tab("Costs", id="costs"):
+                costs.render(services)
+            with gr.Tab("Arena", id="arena"):
+                arena_tab.render(services)
             with gr.Tab("Settings", id="settings"):
                 settings_tab.render(services)
 
@@ -70,7 +81,8 @@ def launch_kwargs(services) -> dict:
         button_primary_background_fill=s.accent_color,
         button_primary_background_fill_dark=s.accent_color,
         color_accent=s.accent_color)
-    return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css,
+    js = (services.root / "assets" / "studio.js").read_text(encoding="utf-8")
+    return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
                 allowed_paths=[str(services.data_dir)], run_history=False,
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
                 favicon_path=None)

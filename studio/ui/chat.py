@@ -7,9 +7,7 @@ component values. Per-page state is one small dict in ``gr.State``.
 
 from __future__ import annotations
 
-import json
 import logging
-import mimetypes
 import shutil
 import time
 import uuid
@@ -176,11 +174,19 @@ def render(services) -> SimpleNamespace:
         return gr.update(choices=choices, value=value)
 
     def model_choices() -> list[tuple[str, str]]:
+        """One list: local (Ollama) models first, then cloud (OpenRouter) ones with prices."""
+        from ..catalog import picker_choices  # here: this tab's imports belong to the chat work
+
+        local, cloud = [], []
         try:
-            return [(m.label, f"ollama:{m.name}") for m in services.ollama.list_models()]
+            local = services.ollama.list_models()
         except StudioError as exc:
             gr.Warning(str(exc))
-            return []
+        try:
+            cloud = services.cloud_models()
+        except StudioError as exc:
+            gr.Warning(f"Cloud models are not listed: {exc}")
+        return picker_choices(local, cloud)
 
     def save_upload(conv_key: str, path: str) -> str:
         src = Path(path)
@@ -287,7 +293,9 @@ def render(services) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; on_send checks it.
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",
-                                   allow_custom_value=True, filterable=True)
+                                   allow_custom_value=True, filterable=True,
+                                   info="Local models, then cloud ones with price per "
+                                        "million tokens. Type to search.")
             refresh_btn = gr.Button("⟳ Reload models", elem_id="refresh-models", size="sm")
             preset_dd = gr.Dropdown(choices=[("(none)", "")] + [(p.name, p.key) for p in services.presets],
                                     value="", label="Preset", elem_id="preset-picker")
@@ -385,9 +393,18 @@ def render(services) -> SimpleNamespace:
     def check_model(model_id, has_images: bool):
         if not model_id:
             raise StudioError("No model is selected.",
-                              hint="Pick one in the Model list (⟳ reloads it from Ollama).")
+                              hint="Pick one in the Model list (⟳ reloads it).")
+        backend, _, name = model_id.partition(":")
+        if backend not in ("ollama", "openrouter") or not name:
+            raise StudioError(f"{model_id!r} is not a model from the list.",
+                              hint="Model ids look like 'ollama:llama3.2:latest' or "
+                                   "'openrouter:openai/gpt-4o-mini'.")
         if has_images and not services.supports_images(model_id):
-            raise StudioError(f"{model_id.split(':', 1)[-1]} can't read images.",
+            if backend == "openrouter":
+                raise StudioError(f"{name} can't read images.",
+                                  hint="Pick a cloud model marked 'images' in the Model list "
+                                       "(such as OpenAI: GPT-4o-mini), or remove the attachment.")
+            raise StudioError(f"{name} can't read images.",
                               hint="Pick a vision model such as llava or llama3.2-vision, "
                                    "or remove the attachment.")
 
@@ -544,8 +561,12 @@ def render(services) -> SimpleNamespace:
                                               max_tokens], api_visibility="private")
 
     open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open]
-    conv_list.input(on_open, [conv_list, session], open_out, api_name="open_conversation",
+    conv_list.input(on_open, [conv_list, session], open_out, api_visibility="private",
                     concurrency_limit=None, concurrency_id="chat-open")
+    # The same action for API callers: a Radio only accepts ids its page was shown.
+    open_id = gr.Textbox(visible=False, elem_id="open-id")
+    open_id.submit(on_open, [open_id, session], open_out, api_name="open_conversation",
+                   concurrency_limit=None, concurrency_id="chat-open")
 
     send_out = [chat_input, session, chatbot, stats_md, stop_btn, conv_list, last_open]
     send_evt = chat_input.submit(
@@ -563,6 +584,9 @@ def render(services) -> SimpleNamespace:
                  show_progress="hidden")
     new_btn.click(on_new, [incognito], [session, chatbot, stats_md, stop_btn, rename_box,
                                         conv_list, last_open], api_visibility="private")
+    # The Chatbot's own trash button starts a new chat too (nothing is deleted).
+    chatbot.clear(on_new, [incognito], [session, chatbot, stats_md, stop_btn, rename_box,
+                                        conv_list, last_open], api_visibility="private")
     incognito.input(on_new, [incognito], [session, chatbot, stats_md, stop_btn, rename_box,
                                           conv_list, last_open], api_visibility="private")
     search_box.change(on_search, [search_box], [conv_list], api_name="search",
@@ -575,10 +599,14 @@ def render(services) -> SimpleNamespace:
                                                     rename_box], api_visibility="private"
                              ).then(lambda: gr.update(visible=False), None, [confirm_delete_btn],
                                     api_visibility="private", queue=False)
-    export_md_btn.click(lambda s: on_export(s, "md"), [session], [export_file],
-                        api_visibility="private")
-    export_json_btn.click(lambda s: on_export(s, "json"), [session], [export_file],
-                          api_visibility="private")
+    def on_export_markdown(sess):
+        return on_export(sess, "md")
+
+    def on_export_json(sess):
+        return on_export(sess, "json")
+
+    export_md_btn.click(on_export_markdown, [session], [export_file], api_name="export_markdown")
+    export_json_btn.click(on_export_json, [session], [export_file], api_name="export_json")
 
     def on_page_load(last_id, sess, request: gr.Request = None):
         """A page opens: fill the lists and reopen the conversation this browser had open,

@@ -16,6 +16,9 @@ def settings_rows(settings: Settings) -> list[list[str]]:
         value = getattr(settings, f.name)
         if f.metadata.get("secret"):
             shown = "set" if value else "not set"
+        elif f.name == "comfyui_url":
+            # ComfyUI has no sign-in: its address never reaches the page (issue 3).
+            shown = "set (not shown: ComfyUI has no sign-in)"
         else:
             shown = str(value) if value not in ("", None) else "(empty)"
         if f.name == "data_dir":

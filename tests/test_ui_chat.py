@@ -1,0 +1,80 @@
+"""The Chat tab's display logic as plain functions, and the app built without launching."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from studio.events import Usage
+from studio.replies import ReplySnapshot
+from studio.ui.chat import Turn, chatbot_value, collect_options, turn_with_snapshot
+
+
+def test_ui_chat_rows_map_back_to_turns():
+    turns = [Turn(seq=1, role="user", content="look", images=("/d/a.png",)),
+             Turn(seq=2, role="assistant", content="a cat", thinking="hmm", ttft_ms=100,
+                  tokens_per_s=20.0, completion_tokens=3, model="llava", backend="ollama")]
+    rows, index = chatbot_value(turns)
+    assert [r["role"] for r in rows] == ["user", "user", "assistant", "assistant", "assistant"]
+    assert rows[1]["content"] == {"path": "/d/a.png"}
+    assert rows[2]["metadata"]["title"] == "Thinking" and rows[2]["content"] == "hmm"
+    assert rows[3] == {"role": "assistant", "content": "a cat"}
+    assert "20.0 tok/s" in rows[4]["metadata"]["title"]
+    assert index == [1, 1, 2, 2, 2]
+
+
+def test_ui_chat_streaming_reply_has_no_figures_and_pending_thinking():
+    rows, _ = chatbot_value([Turn(seq=1, role="assistant", content="", thinking="so",
+                                  status="streaming")])
+    assert rows[0]["metadata"]["status"] == "pending"
+    assert rows[-1] == {"role": "assistant", "content": ""}
+
+
+@pytest.mark.parametrize("status, marker", [("partial", "Reply cut off"), ("error", "No reply")])
+def test_ui_chat_unfinished_reply_is_marked_with_retry_hint(status, marker):
+    rows, _ = chatbot_value([Turn(seq=1, role="assistant", content="half" if status == "partial"
+                                  else "", status=status, error="Ollama went away.")])
+    answer = [r for r in rows if not r.get("metadata")][0]["content"]
+    assert marker in answer and "Ollama went away." in answer and "↻" in answer
+    if status == "partial":
+        assert answer.startswith("half")
+
+
+def test_ui_chat_notice_is_shown_before_the_answer():
+    rows, _ = chatbot_value([Turn(seq=1, role="assistant", content="hi",
+                                  notices=("Switched to x because y",))])
+    assert rows[0]["metadata"]["title"] == "Note: Switched to x because y"
+
+
+def test_ui_chat_snapshot_overlays_stored_turn():
+    snap = ReplySnapshot(reply_id="r", conversation_id="c", message_id=1, model_id="ollama:m",
+                         text="partial text", thinking="", notices=(), status="streaming",
+                         error="", ttft_ms=12.0, elapsed_ms=50.0, usage=Usage(), backend="",
+                         answered_by="m", version=3)
+    turn = turn_with_snapshot(Turn(seq=2, role="assistant", content=""), snap)
+    assert turn.content == "partial text" and turn.status == "streaming"
+    assert turn.total_ms is None  # not known until the reply ends
+
+
+@pytest.mark.parametrize("args, expected", [
+    ((0.7, 0.9, 0, -1, 0, "auto"), dict(temperature=0.7, top_p=0.9, num_ctx=None, seed=None,
+                                       max_tokens=None, think=None)),
+    ((0.2, 0.5, 8192, 42, 256, "on"), dict(temperature=0.2, top_p=0.5, num_ctx=8192, seed=42,
+                                          max_tokens=256, think=True)),
+    ((1.0, 1.0, None, None, None, "off"), dict(temperature=1.0, top_p=1.0, num_ctx=None,
+                                              seed=None, max_tokens=None, think=False)),
+])
+def test_ui_chat_collect_options(args, expected):
+    assert vars(collect_options(*args)) == expected
+
+
+def test_ui_app_builds_without_launching(settings, tmp_path):
+    from studio.services import build_services
+    from studio.ui.app import build_app, launch_kwargs
+
+    services = build_services(settings)
+    demo = build_app(services)
+    names = {d.api_name for d in demo.fns.values() if d.api_name}
+    assert {"send", "stop", "search", "open_conversation"} <= names
+    kwargs = launch_kwargs(services)
+    assert kwargs["run_history"] is False and kwargs["server_port"] == 8189
+    assert str(settings.data_path) in kwargs["allowed_paths"]
