@@ -52,12 +52,14 @@ def transcripts_dir() -> Path:
     """Where the recorded ComfyUI traffic lives.
 
     ``$COMFYUI_TRANSCRIPTS_DIR``, else ``docs/comfyui-transcripts`` in the repo, else
-    ``shared/docs/comfyui-transcripts`` inside or beside the repo (CI lays shared/ beside it).
+    ``shared/docs/comfyui-transcripts`` inside or beside the repo (CI lays shared/ beside it),
+    else the copy in ``tests/fixtures`` (so a bare checkout still runs its tests).
     """
     candidates = [os.environ.get(TRANSCRIPTS_ENV, ""),
                   _REPO / "docs" / "comfyui-transcripts",
                   _REPO / "shared" / "docs" / "comfyui-transcripts",
-                  _REPO.parent / "shared" / "docs" / "comfyui-transcripts"]
+                  _REPO.parent / "shared" / "docs" / "comfyui-transcripts",
+                  _REPO / "tests" / "fixtures" / "comfyui-transcripts"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "get_object_info.json").is_file():
             return Path(candidate)
