@@ -146,6 +146,26 @@ def estimate_prompt_cost(prices: ModelPrices | None, prompt_tokens: int,
     return reply_cost(prices, prompt_tokens, max_completion_tokens, images=images, requests=1)
 
 
+def describe_prompt_estimate(prices: ModelPrices | None, prompt_tokens: int,
+                             reply_tokens: int) -> str:
+    """What sending a prompt will cost, for the chat to show before it is sent.
+
+    >>> p = ModelPrices.per_million(prompt=1, completion=4)
+    >>> describe_prompt_estimate(p, 3000, 1000)
+    '≈ $0.003 to send about 3,000 tokens, up to $0.007 with a 1,000-token reply'
+    >>> describe_prompt_estimate(None, 10, 10)
+    'Cost unknown: this model has no prices in the catalog.'
+    """
+    send = estimate_prompt_cost(prices, prompt_tokens, 0)
+    most = estimate_prompt_cost(prices, prompt_tokens, reply_tokens)
+    if send is None or most is None:
+        return "Cost unknown: this model has no prices in the catalog."
+    if prices is not None and prices.is_free:
+        return f"Free model: about {prompt_tokens:,} tokens to send."
+    return (f"≈ {format_usd(send)} to send about {prompt_tokens:,} tokens, "
+            f"up to {format_usd(most)} with a {reply_tokens:,}-token reply")
+
+
 def estimate_tokens(text: str) -> int:
     """Rough token count of ``text``: one token per 4 characters, rounded up.
 

@@ -369,3 +369,12 @@ def test_cloud_chat_key_never_reaches_page_config_api_or_log(studio):
     db = sqlite_utils.Database(studio.data_dir / "studio.db")
     assert not [r for r in db.query("select error, meta from messages")
                 if DEFAULT_KEY in (r["error"] or "") + (r["meta"] or "")]
+
+
+def test_cloud_chat_shows_prompt_cost_estimate_before_sending(client):
+    hint = client.predict({"text": "x" * 40_000, "files": []}, "openrouter:openai/gpt-4o-mini",
+                          500, api_name="/cost_estimate")
+    assert hint.startswith("≈ $") and "to send about 10,0" in hint and "500-token reply" in hint
+    local = client.predict({"text": "hi", "files": []}, "ollama:llama3.2:latest", 0,
+                           api_name="/cost_estimate")
+    assert local == ""

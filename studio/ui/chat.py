@@ -20,7 +20,9 @@ import gradio as gr
 from ..conversations import backend_messages, export_json, export_markdown, stats_line, status_note, title_from
 from ..errors import StudioError
 from ..events import ChatOptions
+from ..costs import describe_prompt_estimate, estimate_messages_tokens
 from ..presets import apply_preset
+from ..router import DEFAULT_MAX_TOKENS
 from ..replies import ReplySnapshot
 from .common import ui_errors
 
@@ -297,6 +299,8 @@ def render(services) -> SimpleNamespace:
                                    info="Local models, then cloud ones with price per "
                                         "million tokens. Type to search.")
             refresh_btn = gr.Button("⟳ Reload models", elem_id="refresh-models", size="sm")
+            # What a cloud prompt will cost, and where the budget stands, before sending.
+            cost_hint = gr.Markdown("", elem_id="cost-hint")
             preset_dd = gr.Dropdown(choices=[("(none)", "")] + [(p.name, p.key) for p in services.presets],
                                     value="", label="Preset", elem_id="preset-picker")
             system_box = gr.Textbox(label="System prompt", lines=3, max_lines=10,
@@ -554,9 +558,30 @@ def render(services) -> SimpleNamespace:
         path.write_text(body, encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
+    def on_cost_hint(message, sess, model_id, max_tokens, request: gr.Request = None):
+        """Estimate for the prompt as typed (cloud models), plus any budget warning."""
+        parts = []
+        backend = (model_id or "").partition(":")[0]
+        user = (request.username if request is not None else None) or "owner"
+        if backend == "openrouter" and services.catalog is not None:
+            text = (message or {}).get("text", "") if isinstance(message, dict) else ""
+            texts = [t.content for t in load_turns(sess)] + [text]
+            parts.append(describe_prompt_estimate(services.catalog.prices(model_id),
+                                                  estimate_messages_tokens(texts),
+                                                  int(max_tokens or 0) or DEFAULT_MAX_TOKENS))
+            if services.budget is not None:
+                status = services.budget.budget_status(user)
+                if status.level != "ok":
+                    parts.append(("⚠️ " if status.level == "warning" else "⛔ ") + status.message)
+        return " \n".join(parts)
+
     # -- wiring ---------------------------------------------------------------------------
 
     refresh_btn.click(on_refresh_models, [model_dd], [model_dd], api_visibility="private")
+    gr.on([chat_input.change, model_dd.change, max_tokens.change], on_cost_hint,
+          [chat_input, session, model_dd, max_tokens], [cost_hint], api_name="cost_estimate",
+          concurrency_limit=None, concurrency_id="chat-cost", show_progress="hidden",
+          trigger_mode="always_last")
     preset_dd.change(on_preset, [preset_dd], [system_box, temperature, top_p, num_ctx, seed,
                                               max_tokens], api_visibility="private")
 
