@@ -203,8 +203,9 @@ class ReplyManager:
                 yield snap
             if snap.done or time.monotonic() > deadline:
                 return
-            if interval:
-                # Let tokens pile up for a moment; a finished reply wakes us early.
+            if interval and (snap.text or snap.thinking):
+                # Let tokens pile up for a moment; a finished reply wakes us early. Not before
+                # the first token: that one goes out the moment it arrives.
                 with reply.cond:
                     reply.cond.wait_for(lambda: reply.status != "streaming", timeout=interval)
 

@@ -147,3 +147,25 @@ def test_replies_settled_hook_gets_every_ending_once_with_user():
                   on_finish=lambda snap: finished.set())  # runs after the settled hook
     assert finished.wait(5)
     assert seen == [("complete", "alice")]
+
+
+def test_replies_follow_sends_first_token_without_waiting_the_interval():
+    first_gate, rest_gate = threading.Event(), threading.Event()
+
+    def stream_fn(model_id, messages, options, *, user="owner"):
+        first_gate.wait(5)
+        yield ChatDelta("first")
+        rest_gate.wait(5)  # the reply stays unfinished while we look
+        yield ChatDone("ollama", "m")
+
+    manager = ReplyManager(stream_fn)
+    reply = manager.start("ollama:m", [], ChatOptions())
+    follower = manager.follow(reply, interval=30.0)  # a huge interval must not delay token 1
+    assert next(follower).text == ""
+    first_gate.set()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(next(follower)))
+    reader.start()
+    reader.join(5)
+    rest_gate.set()
+    assert got and got[0].text == "first" and not got[0].done

@@ -15,10 +15,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import httpx
-import openai
+
+if TYPE_CHECKING:  # imported for real on first use, see _openai()
+    import openai
 
 from ..costs import ModelPrices, format_price_per_million, to_decimal
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
@@ -177,7 +179,7 @@ class OpenRouterClient:
         if self._api_key:
             # max_retries=0: retrying (and honouring Retry-After) is the router's job, and the
             # SDK's own retries would hide 429s from it.
-            self._openai = openai.OpenAI(api_key=self._api_key, base_url=self.base_url,
+            self._openai = _openai().OpenAI(api_key=self._api_key, base_url=self.base_url,
                                          default_headers=self._headers, max_retries=0,
                                          timeout=timeout)
 
@@ -209,7 +211,7 @@ class OpenRouterClient:
         started = self._clock()
         try:
             stream = client.chat.completions.create(**request)
-        except openai.APIError as err:
+        except _openai().APIError as err:
             raise self._error_from_openai(err, model) from err
 
         answered_model = model
@@ -239,7 +241,7 @@ class OpenRouterClient:
                                 f"OpenRouter stopped the reply from '{answered_model}' part way"
                                 f"{_detail_suffix(error, self._api_key)}.",
                                 hint="The text so far is kept; try again or pick another model.")
-            except openai.APIError as err:
+            except _openai().APIError as err:
                 raise self._interrupted(err, answered_model) from err
         if usage is None and finish_reason is None:
             raise StreamInterrupted(
@@ -366,20 +368,20 @@ class OpenRouterClient:
                                   hint="It may be busy: try again, or raise STUDIO_REQUEST_TIMEOUT.")
 
     def _error_from_openai(self, err: openai.APIError, model: str) -> StudioError:
-        if isinstance(err, openai.APITimeoutError):
+        if isinstance(err, _openai().APITimeoutError):
             return self._timeout()
-        if isinstance(err, openai.APIConnectionError):
+        if isinstance(err, _openai().APIConnectionError):
             return self._unreachable()
-        if isinstance(err, openai.APIStatusError):
+        if isinstance(err, _openai().APIStatusError):
             body = err.body if isinstance(err.body, dict) else {}
             return self._error_from_status(err.status_code, body, err.response.headers, model=model)
         return GenerationFailed(f"OpenRouter failed to answer for '{model}'"
                                 f"{_detail_suffix({'message': err.message}, self._api_key)}.")
 
     def _interrupted(self, err: openai.APIError, model: str) -> StreamInterrupted:
-        if isinstance(err, openai.APITimeoutError):
+        if isinstance(err, _openai().APITimeoutError):
             text = f"OpenRouter stopped sending the reply from '{model}' for {self.timeout:g} s."
-        elif isinstance(err, openai.APIConnectionError):
+        elif isinstance(err, _openai().APIConnectionError):
             text = f"The connection to OpenRouter dropped part way through the reply from '{model}'."
         else:  # the mid-stream error chunk: openai raises APIError with the chunk's `error` as body
             body = err.body if isinstance(err.body, dict) else {"message": err.message}
@@ -445,6 +447,14 @@ def build_chat_request(model: str, messages: Sequence[ChatMessage],
             extra_body["reasoning"] = {"enabled": options.think}
     request["extra_body"] = extra_body
     return request
+
+
+def _openai():
+    """The openai package, imported on first use: it costs about half a second of start-up,
+    which only people who use cloud models should pay."""
+    import openai
+
+    return openai
 
 
 def message_to_openai(message: ChatMessage) -> dict[str, Any]:
