@@ -28,6 +28,7 @@ from .common import ui_errors
 
 log = logging.getLogger(__name__)
 
+STOP_LABEL = "■ Stop"
 DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "max_tokens": 0}
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
@@ -290,7 +291,7 @@ def render(services) -> SimpleNamespace:
                     placeholder="Message… (Enter to send, Shift+Enter for a new line)",
                     show_label=False, file_types=["image"], file_count="multiple",
                     elem_id="chat-input", scale=8, max_lines=12)
-                stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-btn", scale=1,
+                stop_btn = gr.Button(STOP_LABEL, variant="stop", elem_id="stop-btn", scale=1,
                                      min_width=70, visible=False)
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; on_send checks it.
@@ -372,6 +373,8 @@ def render(services) -> SimpleNamespace:
 
     def _stats_text(snap: ReplySnapshot) -> str:
         if not snap.done:
+            if not (snap.text or snap.thinking):
+                return "Waiting for the first token…"
             return f"Generating with {snap.model_id.split(':', 1)[-1]}…"
         u = snap.usage
         return stats_line(ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
@@ -380,19 +383,28 @@ def render(services) -> SimpleNamespace:
                           model=snap.answered_by, backend=snap.backend)
 
     def run_reply(sess, model_id, system_prompt, options, request):
-        """Start a reply for the session and stream it into the chatbot."""
+        """Start a reply and stream it: yields (sess, rows, stats, stop, conv_list, phase).
+
+        Only the first and last updates touch the Stop button and the sidebar. The ones in
+        between repeat plain values, which Gradio diffs to nothing: a gr.update or gr.skip
+        makes Gradio rebuild that component for every update, and that cost dominated the
+        server's CPU per streamed update (bench/bench_chat.py)."""
         view = claim_view(request)
         reply = start_reply(sess, model_id, system_prompt, options)
-        rows, index = chatbot_value(load_turns(sess))
-        sess["index"] = index
-        yield sess, rows, "Waiting for the first token…", gr.update(visible=True), gr.skip()
+        conv_value = sess["conv_id"]
+        first = True
         for rows, index, snap in follow_reply(sess, reply, view):
             sess["index"] = index
-            # The last update also refreshes the sidebar (the chat moved to the top).
-            conv_update = (list_update("", sess["conv_id"])
-                           if snap.done and not sess["incognito"] else gr.skip())
-            yield (sess, rows, _stats_text(snap), gr.update(visible=not snap.done),
-                   conv_update)
+            stats = _stats_text(snap)
+            if snap.done:
+                conv = list_update("", conv_value) if not sess["incognito"] else conv_value
+                yield sess, rows, stats, gr.update(visible=False), conv, \
+                    "only" if first else "last"
+            elif first:
+                yield sess, rows, stats, gr.update(visible=True), conv_value, "first"
+            else:
+                yield sess, rows, stats, STOP_LABEL, conv_value, "middle"
+            first = False
 
     def check_model(model_id, has_images: bool):
         if not model_id:
@@ -453,16 +465,15 @@ def render(services) -> SimpleNamespace:
                                           system_prompt=system_prompt or "")
             paths = [save_upload(sess["conv_id"], f) for f in files]
             store.add_message(sess["conv_id"], "user", text, images=paths)
-        first = True
-        for sess_out, rows, stats, stop_vis, conv_update in run_reply(
+        cleared = {"text": "", "files": []}
+        conv_value = sess["conv_id"] or ""
+        for sess_out, rows, stats, stop, conv, phase in run_reply(
                 sess, model_id, system_prompt, options, request):
-            if first:
-                first = False
-                yield ({"text": "", "files": []}, sess_out, rows, stats, stop_vis,
-                       list_update("", sess["conv_id"]) if new_conv else gr.skip(),
-                       sess["conv_id"] or "")
-            else:
-                yield gr.skip(), sess_out, rows, stats, stop_vis, conv_update, gr.skip()
+            if new_conv and phase in ("first", "only"):
+                conv = list_update("", sess["conv_id"])
+            # The last update leaves the box alone: the person may be typing the next message.
+            box = gr.skip() if phase == "last" else cleared
+            yield box, sess_out, rows, stats, stop, conv, conv_value
 
     def on_stop(sess):
         if sess.get("reply_id"):
@@ -482,7 +493,9 @@ def render(services) -> SimpleNamespace:
         if last_user is None:
             return
         truncate_after(sess, last_user)
-        yield from run_reply(sess, model_id, system_prompt, collect_options(*param_values), request)
+        for update in run_reply(sess, model_id, system_prompt, collect_options(*param_values),
+                                request):
+            yield update[:5]
 
     def truncate_after(sess: dict, seq: int) -> None:
         if sess["incognito"]:
@@ -512,7 +525,9 @@ def render(services) -> SimpleNamespace:
         truncate_after(sess, seq)
         if not model_id:
             raise gr.Error("No model is selected. Pick one in the Model list.")
-        yield from run_reply(sess, model_id, system_prompt, collect_options(*param_values), request)
+        for update in run_reply(sess, model_id, system_prompt, collect_options(*param_values),
+                                request):
+            yield update[:5]
 
     def on_new(incog, request: gr.Request = None):
         claim_view(request)
