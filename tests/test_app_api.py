@@ -52,7 +52,7 @@ def test_app_send_streams_and_stores_reply(studio, client):
     studio.ollama.queue_reply(["The ", "answer ", "is ", "42."])
     job = client.submit(*send_args(f"question {marker}"), api_name="/send")
     final = job.result(timeout=30)
-    assert answer_of(final[1]) == "The answer is 42."
+    assert answer_of(final[0]) == "The answer is 42."
     row = stored_reply(studio, marker)
     assert row["status"] == "complete" and row["content"] == "The answer is 42."
     assert row["completion_tokens"] == 4 and row["tokens_per_s"] > 0
@@ -63,7 +63,7 @@ def test_app_cut_stream_keeps_partial_marked_partial(studio, client):
     marker = uuid.uuid4().hex[:8]
     studio.ollama.queue_reply(["kept ", "text ", "lost ", "text"], cut_after=2)
     final = client.submit(*send_args(f"cut {marker}"), api_name="/send").result(timeout=30)
-    shown = answer_of(final[1])
+    shown = answer_of(final[0])
     assert shown.startswith("kept text") and "Reply cut off" in shown
     row = stored_reply(studio, marker)
     assert row["status"] == "partial" and row["content"] == "kept text "
@@ -73,7 +73,7 @@ def test_app_cut_stream_keeps_partial_marked_partial(studio, client):
 def test_app_missing_model_says_how_to_pull(studio, client):
     final = client.submit(*send_args("hello ghost", model="ollama:ghost:latest"),
                           api_name="/send").result(timeout=30)
-    shown = answer_of(final[1])
+    shown = answer_of(final[0])
     assert "ollama pull ghost:latest" in shown and "No reply" in shown
     assert stored_reply(studio, "hello ghost")["status"] == "error"
 
@@ -88,7 +88,7 @@ def test_app_large_message_is_accepted(studio, client):
     studio.ollama.queue_reply("got it")
     big = "x" * 1_000_000
     final = client.submit(*send_args(big), api_name="/send").result(timeout=60)
-    assert answer_of(final[1]) == "got it"
+    assert answer_of(final[0]) == "got it"
 
 
 def test_app_two_chats_at_once_both_complete_and_are_saved(studio):
@@ -118,7 +118,7 @@ def test_app_two_chats_at_once_both_complete_and_are_saved(studio):
         t.join(60)
     assert not errors
     for m in markers:
-        assert answer_of(results[m][1]) == "".join(make_tokens(60))
+        assert answer_of(results[m][0]) == "".join(make_tokens(60))
         assert stored_reply(studio, m)["status"] == "complete"
 
 
@@ -127,11 +127,11 @@ def test_app_stop_freezes_reply_as_partial(studio, client):
     studio.ollama.queue_reply(make_tokens(400), delay=0.02)
     job = client.submit(*send_args(f"stop me {marker}"), api_name="/send")
     for update in job:
-        if answer_of(update[1] if isinstance(update[1], list) else []).count("tok") >= 3:
+        if answer_of(update[0] if isinstance(update[0], list) else []).count("tok") >= 3:
             break
     client.predict(api_name="/stop")
     final = job.result(timeout=30)
-    shown = answer_of(final[1])
+    shown = answer_of(final[0])
     assert "Stopped by you" in shown
     row = stored_reply(studio, marker)
     assert row["status"] == "partial" and 3 <= row["content"].count("tok") < 400
@@ -162,12 +162,12 @@ def test_app_image_goes_to_vision_model_as_base64(studio, client, tmp_path):
     final = client.submit({"text": "what is this?", "files": [handle_file(str(path))]},
                           "ollama:llava:latest", "", False, 0.8, 0.9, 0, -1, 0, "auto",
                           api_name="/send").result(timeout=30)
-    assert answer_of(final[1]) == "A red square."
+    assert answer_of(final[0]) == "A red square."
     sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"][-1]
     import base64
     assert base64.b64decode(sent["images"][0]) == path.read_bytes()
     # The picture stays with the conversation in the studio's data dir.
-    user_rows = [m for m in final[1] if m["role"] == "user" and not isinstance(m["content"], str)]
+    user_rows = [m for m in final[0] if m["role"] == "user" and not isinstance(m["content"], str)]
     assert user_rows, "the attached image is shown in the chat"
 
 
@@ -186,7 +186,7 @@ def test_app_incognito_chat_is_never_stored(studio, client):
     studio.ollama.queue_reply("secret reply")
     final = client.submit(*send_args(f"incognito {marker}", incognito=True),
                           api_name="/send").result(timeout=30)
-    assert answer_of(final[1]) == "secret reply"
+    assert answer_of(final[0]) == "secret reply"
     rows = list(db(studio).query("select id from messages where content like ?", [f"%{marker}%"]))
     assert rows == []
 

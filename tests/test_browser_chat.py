@@ -176,3 +176,19 @@ def test_browser_preset_fills_system_prompt_and_is_sent(studio, page):
     assert request["messages"][0]["role"] == "system"
     assert "software engineer" in request["messages"][0]["content"]
     assert request["options"]["temperature"] == 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="Gradio empties the message box when the send event "
+                   "that read it ends; typed text survives while the reply streams, not after")
+def test_browser_typing_during_a_reply_is_kept(studio, page):
+    open_studio(page, studio)
+    tokens = make_tokens(60)
+    studio.ollama.queue_reply(tokens, delay=0.04)
+    send(page, f"long answer please {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, tokens[2].strip())
+    page.fill("#chat-input textarea", "my next question")
+    wait_chat_contains(page, tokens[20].strip())
+    assert page.input_value("#chat-input textarea") == "my next question"
+    wait_chat_contains(page, tokens[-1].strip())
+    wait_chat_contains(page, "tok/s")
+    assert page.input_value("#chat-input textarea") == "my next question"

@@ -177,13 +177,13 @@ def test_cloud_chat_streams_and_stores_reply_with_cost(studio, client):
     studio.openrouter.token_delay = 0.03
     studio.openrouter.queue_reply(tokens, cost=0.0123, prompt_tokens=12)
     job = client.submit(*send_args(f"stream {marker}", GPT), api_name="/send")
-    seen = [answer_of(update[1]) for update in job if isinstance(update[1], list)]
+    seen = [answer_of(update[0]) for update in job if isinstance(update[0], list)]
     final = job.result(timeout=60)
     full = "".join(tokens)
-    assert answer_of(final[1]) == full
+    assert answer_of(final[0]) == full
     assert any(text and text != full and full.startswith(text) for text in seen), \
         "no update showed part of the reply while it streamed"
-    assert "$0.0123" in " ".join(boxes_of(final[1]))
+    assert "$0.0123" in " ".join(boxes_of(final[0]))
     row = stored_reply(studio, marker)
     assert (row["status"], row["backend"], row["model"], row["content"]) == (
         "complete", "openrouter", "openai/gpt-4o-mini", full)
@@ -202,11 +202,11 @@ def test_cloud_chat_stop_freezes_reply_as_partial(studio, client):
     studio.openrouter.queue_reply(make_tokens(300))
     job = client.submit(*send_args(f"stop me {marker}", GPT), api_name="/send")
     for update in job:
-        if answer_of(update[1] if isinstance(update[1], list) else []).count("tok") >= 3:
+        if answer_of(update[0] if isinstance(update[0], list) else []).count("tok") >= 3:
             break
     client.predict(api_name="/stop")
     final = job.result(timeout=60)
-    assert "Stopped by you" in answer_of(final[1])
+    assert "Stopped by you" in answer_of(final[0])
     row = stored_reply(studio, marker)
     assert row["status"] == "partial" and 3 <= row["content"].count("tok") < 300
 
@@ -215,10 +215,10 @@ def test_cloud_chat_history_reopens_with_the_cloud_model(studio, client):
     marker = uuid.uuid4().hex[:8]
     studio.openrouter.queue_reply(["Paris."], cost=0.0042)
     first = chat(client, f"capital of France {marker}", GPT)
-    conv_id = next(value for label, value in first[3]["choices"] if marker in label)
+    conv_id = next(value for label, value in first[2]["choices"] if marker in label)
     studio.openrouter.queue_reply(["Berlin."], cost=0.0042)
     second = chat(client, "and Germany?", GPT)
-    assert answer_of(second[1]) == "Berlin."
+    assert answer_of(second[0]) == "Berlin."
     # The second request carried the history of the first exchange.
     assert [m["content"] for m in studio.openrouter.last_chat.json["messages"]] == [
         f"capital of France {marker}", "Paris.", "and Germany?"]
@@ -240,7 +240,7 @@ def test_cloud_chat_vision_model_gets_the_image_as_a_data_url(studio, client, tm
     Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
     studio.openrouter.queue_reply(["A red square."])
     final = chat(client, "what is this?", GPT, [handle_file(str(path))])
-    assert answer_of(final[1]) == "A red square."
+    assert answer_of(final[0]) == "A red square."
     parts = studio.openrouter.last_chat.json["messages"][-1]["content"]
     assert parts[0] == {"type": "text", "text": "what is this?"}
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
@@ -280,7 +280,7 @@ def test_cloud_chat_errors_say_what_failed_and_what_to_do(studio, client, replie
     before = len(studio.openrouter.chat_requests)
     for reply in replies:
         studio.openrouter.queue_reply(**{"tokens": ["never shown"], **reply})
-    shown = answer_of(chat(client, f"fail {marker}", GPT)[1])
+    shown = answer_of(chat(client, f"fail {marker}", GPT)[0])
     assert len(studio.openrouter.chat_requests) == before + len(replies)  # 429/5xx retried
     row = stored_reply(studio, marker)
     assert row["status"] == status and row["backend"] == "openrouter"
@@ -297,7 +297,7 @@ def test_cloud_chat_without_key_says_how_to_set_it(tmp_path, backends):
         c = Client(running.url, verbose=False, analytics_enabled=False)
         try:
             shown = answer_of(c.submit(*send_args("hello cloud", GPT),
-                                       api_name="/send").result(timeout=60)[1])
+                                       api_name="/send").result(timeout=60)[0])
         finally:
             c.close()
         assert "No OpenRouter key. Set OPENROUTER_API_KEY" in shown
@@ -313,8 +313,8 @@ def test_cloud_chat_missing_local_model_falls_back_to_the_cloud(studio, client):
     marker = uuid.uuid4().hex[:8]
     studio.openrouter.queue_reply(["From ", "the ", "cloud."], cost=0.002)
     final = chat(client, f"local please {marker}", MISSING)
-    assert answer_of(final[1]) == "From the cloud."
-    notice = next(t for t in boxes_of(final[1]) if t.startswith("Note: "))
+    assert answer_of(final[0]) == "From the cloud."
+    notice = next(t for t in boxes_of(final[0]) if t.startswith("Note: "))
     assert notice.startswith(f"Note: Switched to {GPT} because {MISSING} couldn't answer: "
                              "Model 'gemma3:latest' is not installed")
     row = stored_reply(studio, marker)
@@ -337,9 +337,9 @@ def test_cloud_chat_failing_cloud_model_falls_back_to_the_local_one(studio, clie
         studio.openrouter.queue_reply(**reply)
     studio.ollama.queue_reply(["Local ", "answer."])
     final = chat(client, f"cloud please {marker}", CLAUDE)
-    assert answer_of(final[1]) == "Local answer."
+    assert answer_of(final[0]) == "Local answer."
     assert any(t.startswith(f"Note: Switched to {LOCAL} because {CLAUDE} couldn't answer: "
-                            + reason) for t in boxes_of(final[1]))
+                            + reason) for t in boxes_of(final[0]))
     row = stored_reply(studio, marker)
     assert (row["status"], row["backend"], row["model"]) == ("complete", "ollama",
                                                              "llama3.2:latest")

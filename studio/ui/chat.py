@@ -127,6 +127,13 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:
     return rows, index
 
 
+def split_message(message) -> tuple[str, list]:
+    """(text, files) of a MultimodalTextbox value (or a plain string from an API caller)."""
+    if isinstance(message, dict):
+        return message.get("text") or "", list(message.get("files") or [])
+    return str(message or ""), []
+
+
 def collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode) -> ChatOptions:
     """The generation parameters from the controls; 0 / -1 mean "backend default"."""
     return ChatOptions(
@@ -425,18 +432,33 @@ def render(services) -> SimpleNamespace:
                                    "or remove the attachment.")
 
     @ui_errors
+    def check_message(text: str, files: list, model_id: str) -> None:
+        """Refusals made before anything is stored or sent; raises StudioError."""
+        if len(text) > settings.max_message_chars:
+            raise StudioError(f"This message is {len(text):,} characters; the limit is "
+                              f"{settings.max_message_chars:,} (STUDIO_MAX_MESSAGE_CHARS).",
+                              hint="Shorten it or attach the text as a file.")
+        check_model(model_id, bool(files))
+
+    def on_clear_box(message, model_id):
+        """Empty the message box once a message is on its way; a message that will be
+        refused stays in the box (on_send says why), so nothing typed is lost."""
+        text, files = split_message(message)
+        if not text.strip() and not files:
+            return gr.skip()
+        try:
+            check_message(text, files, model_id)
+        except StudioError:
+            return gr.skip()
+        return {"text": "", "files": []}
+
     def on_send(message, sess, model_id, system_prompt, incog, temperature, top_p, num_ctx, seed,
                 max_tokens, think_mode, request: gr.Request = None):
-        text = (message or {}).get("text", "") if isinstance(message, dict) else str(message or "")
-        files = (message or {}).get("files", []) if isinstance(message, dict) else []
+        text, files = split_message(message)
         if not text.strip() and not files:
             return  # an empty message is ignored
-        if len(text) > settings.max_message_chars:
-            raise gr.Error(f"This message is {len(text):,} characters; the limit is "
-                           f"{settings.max_message_chars:,} (STUDIO_MAX_MESSAGE_CHARS). "
-                           "Shorten it or attach the text as a file.")
         try:
-            check_model(model_id, bool(files))
+            check_message(text, files, model_id)
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
@@ -465,15 +487,12 @@ def render(services) -> SimpleNamespace:
                                           system_prompt=system_prompt or "")
             paths = [save_upload(sess["conv_id"], f) for f in files]
             store.add_message(sess["conv_id"], "user", text, images=paths)
-        cleared = {"text": "", "files": []}
         conv_value = sess["conv_id"] or ""
         for sess_out, rows, stats, stop, conv, phase in run_reply(
                 sess, model_id, system_prompt, options, request):
             if new_conv and phase in ("first", "only"):
                 conv = list_update("", sess["conv_id"])
-            # The last update leaves the box alone: the person may be typing the next message.
-            box = gr.skip() if phase == "last" else cleared
-            yield box, sess_out, rows, stats, stop, conv, conv_value
+            yield sess_out, rows, stats, stop, conv, conv_value
 
     def on_stop(sess):
         if sess.get("reply_id"):
@@ -608,11 +627,17 @@ def render(services) -> SimpleNamespace:
     open_id.submit(on_open, [open_id, session], open_out, api_name="open_conversation",
                    concurrency_limit=None, concurrency_id="chat-open")
 
-    send_out = [chat_input, session, chatbot, stats_md, stop_btn, conv_list, last_open]
+    send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open]
     send_evt = chat_input.submit(
         on_send, [chat_input, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
         show_progress="hidden")
+    # The message box is not an output of on_send: Gradio re-applies a repeated value on
+    # every streamed update, which would wipe what is typed during a reply. A second,
+    # unqueued listener on the same submit empties it instead; it is registered after
+    # on_send so that on_send has taken the message before the box is emptied.
+    chat_input.submit(on_clear_box, [chat_input, model_dd], [chat_input], queue=False,
+                      api_visibility="private", show_progress="hidden")
     stop_btn.click(on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
     reply_out = [session, chatbot, stats_md, stop_btn, conv_list]
