@@ -19,7 +19,8 @@ from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
 from .config import Settings
 from .downloads import DownloadManager
-from .events import ChatMessage, ChatOptions
+from .errors import StudioError
+from .events import ChatMessage, ChatNotice, ChatOptions
 from .gpu import GpuMonitor
 from .gpu_coordinator import GpuCoordinator, active_chat_models, parse_vram_overrides
 from .pulls import PullManager
@@ -84,8 +85,33 @@ class Services:
 
     def stream_chat(self, model_id: str, messages: Sequence[ChatMessage],
                     options: ChatOptions, *, user: str = "owner") -> Iterator[object]:
-        """Send a chat through the router (backend by model id, fallbacks, retries)."""
-        return self.router.chat_stream(model_id, messages, options, user=user)
+        """Send a chat through the router (backend by model id, fallbacks, retries).
+
+        Runs on the reply's server thread. A local model may first need room on the GPU:
+        what the GPU policy did (or asks for) becomes a notice at the top of the reply."""
+        note = self.make_room_for_chat(model_id)
+        stream = self.router.chat_stream(model_id, messages, options, user=user)
+        return stream if note is None else _with_notice(note, stream)
+
+    def make_room_for_chat(self, model_id: str) -> str | None:
+        """Apply the one-GPU policy before a chat on an Ollama model (ComfyUI may be asked to
+        free its models). Returns a line for the reply when something was done, failed or
+        needs a yes; None otherwise. Skipped without NVML readings: nothing could be known
+        then, and each message would pay for two Ollama calls and a ComfyUI probe."""
+        coordinator = self.gpu_coordinator
+        backend, name = parse_model_id(model_id)
+        if backend != "ollama" or coordinator is None or coordinator.policy == "off":
+            return None
+        if not self.gpu.sample().available:
+            return None
+        try:
+            result = coordinator.before_chat(name)
+        except StudioError:  # the chat itself reports a backend that is down
+            return None
+        if result.outcome == "asked":
+            return (f"{result.message} Press \"Ask ComfyUI to free memory\" in the Models tab "
+                    "if the reply is slow or fails.")
+        return result.message if result.outcome in ("done", "failed", "skipped") else None
 
     def account_reply(self, snap, user: str) -> None:
         """Record one finished chat reply's usage (tokens, cost, energy) for the Costs tab."""
@@ -112,6 +138,12 @@ class Services:
         if self.catalog is None:
             return []
         return self.catalog.models()
+
+
+def _with_notice(note: str, stream: Iterator[object]) -> Iterator[object]:
+    """``stream`` with a ChatNotice in front; closing this closes ``stream`` too."""
+    yield ChatNotice(note)
+    yield from stream
 
 
 def build_services(settings: Settings, *, root: Path = ROOT) -> Services:

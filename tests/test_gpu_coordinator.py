@@ -238,3 +238,38 @@ def test_active_chat_models_reads_streaming_replies(fake_ollama, ollama):
         replies.stop(reply.reply_id)
     assert active_chat_models(replies) == set()
     assert active_chat_models(None) == set()
+
+
+# -- wired into chat --------------------------------------------------------------------------
+
+
+def chat_services(tmp_path, coordinator, gpu, ollama_url):
+    from studio.config import Settings
+    from studio.services import build_services
+
+    services = build_services(Settings.from_env(
+        {"STUDIO_DATA_DIR": str(tmp_path / "data"), "OLLAMA_HOST": ollama_url}, dotenv_path=None))
+    services.gpu, services.gpu_coordinator = gpu, coordinator
+    return services
+
+
+def test_chat_on_a_full_gpu_frees_comfyui_and_the_reply_says_so(tmp_path, fake_ollama, ollama,
+                                                                comfy, log):
+    from studio.events import ChatDelta, ChatNotice, ChatOptions
+
+    coord = make("automatic", 1, ollama, comfy.url, log)
+    services = chat_services(tmp_path, coord, coord._gpu, fake_ollama.url)
+    events = list(services.stream_chat("ollama:llama3.2", HELLO, ChatOptions()))
+    assert isinstance(events[0], ChatNotice) and "ComfyUI" in events[0].text
+    assert any(isinstance(e, ChatDelta) for e in events)
+    assert len(comfy.requests_to("/free")) == 1
+
+
+def test_chat_without_nvml_skips_the_gpu_policy(tmp_path, fake_ollama, ollama, comfy, log):
+    from studio.events import ChatNotice, ChatOptions
+
+    coord = make("automatic", None, ollama, comfy.url, log)
+    services = chat_services(tmp_path, coord, coord._gpu, fake_ollama.url)
+    events = list(services.stream_chat("ollama:llama3.2", HELLO, ChatOptions()))
+    assert not any(isinstance(e, ChatNotice) for e in events)
+    assert comfy.requests_to("/free") == [] and comfy.requests_to("/system_stats") == []
