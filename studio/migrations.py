@@ -414,3 +414,11 @@ def m006_create_cloud_tables(db: Database) -> None:
     # Also serves the foreign key (cascade deletes); model_id serves the win table.
     db["arena_answers"].create_index(["run_id", "slot"], unique=True)
     db["arena_answers"].create_index(["model_id"])
+
+
+@migrations()
+def m007_add_favourite_to_images(db: Database) -> None:
+    # Favourites are what output retention must never delete (issue 6); a flag on the
+    # gallery row, indexed so "favourites only" stays fast with 10,000 images.
+    db["images"].add_column("favourite", int, not_null_default=0)
+    db["images"].create_index(["favourite", "id"])

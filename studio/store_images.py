@@ -88,6 +88,7 @@ class GalleryImage:
     timings: dict
     comfy_prompt_id: str | None
     comfy_filename: str | None
+    favourite: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,14 @@ class ImageStore:
             self.db.execute("DELETE FROM images WHERE id = ?", [image_id])
             return image
 
+    def set_favourite(self, image_id: int, favourite: bool) -> GalleryImage | None:
+        """Mark or unmark an image as a favourite (kept by output retention); returns the
+        updated image, or None when it is gone."""
+        with self._lock, self.db.atomic():
+            self.db.execute("UPDATE images SET favourite = ? WHERE id = ?",
+                            [int(bool(favourite)), image_id])
+            return self._get_image(image_id)
+
     def images_of_job(self, job_id: str) -> list[GalleryImage]:
         with self._lock:
             rows = self._select("SELECT * FROM images WHERE job_id = ? ORDER BY id", [job_id])
@@ -338,7 +347,8 @@ def _to_item(row: dict) -> JobItem:
 
 def _to_image(row: dict) -> GalleryImage:
     return GalleryImage(**{**row, "params": _loads(row["params"]), "graph": _loads(row["graph"]),
-                           "timings": _loads(row["timings"])})
+                           "timings": _loads(row["timings"]),
+                           "favourite": bool(row.get("favourite"))})
 
 
 def _check_state(value: str, allowed: Sequence[str]) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -219,8 +220,9 @@ def test_ui_images_select_reuse_and_delete_a_gallery_image(ui):
     class Select:
         index = 0
 
-    detail, full, meta, download, selected, _ = parts.handlers.on_select(ids, Select())
+    detail, full, meta, download, selected, _, star = parts.handlers.on_select(ids, Select())
     assert Path(full).suffix == ".png" and "seed 77" in meta and selected == ids[0]
+    assert star == "☆ Favourite"
     filled = updates_by_elem(parts.handlers.on_reuse(selected, {}))
     assert filled["img-prompt"] == "reuse me" and filled["img-seed"] == 77
     assert filled["img-style"] == "anime" and filled["img-steps"]["value"] == 4
@@ -312,3 +314,23 @@ def test_ui_images_finished_job_is_accounted_when_accounting_is_wired(ui):
     rows = [r for r in services.store.usage_records(backend="comfyui") if r.job_id == job_id]
     [row] = rows
     assert row.kind == "image" and row.images == 1 and row.model == "v1-5-pruned-emaonly.safetensors"
+
+
+def test_ui_images_favourite_is_kept_by_output_retention(ui):
+    from studio.hygiene import retention_plan, scan_outputs
+    from studio.store_models import ModelsStore
+
+    services, parts = ui
+    run(parts.handlers.on_generate(**form(prompt="keep this one", seed=5, steps=2)))
+    run(parts.handlers.on_generate(**form(prompt="let this one go", seed=6, steps=2)))
+    _, _, _, keep_ids = parts.handlers.gallery_outputs("keep", "", "", 1)
+    assert parts.handlers.on_favourite(keep_ids[0]) == "★ Favourite"
+    favourites = ModelsStore(services.store).favourite_output_paths()
+    kept = services.images.store.get_image(keep_ids[0])
+    assert kept.favourite and kept.path in favourites and kept.thumb in favourites
+    # Keep at most 1 byte: every output goes, except the favourite's files.
+    files = scan_outputs(services.outputs_dir, favourites)
+    plan = retention_plan(files, keep_bytes=1, now=time.time())
+    doomed = [f.path for f in plan.delete]
+    assert doomed and not any(p.endswith(kept.path) or p.endswith(kept.thumb) for p in doomed)
+    assert parts.handlers.on_favourite(keep_ids[0]) == "☆ Favourite"

@@ -248,6 +248,10 @@ def user_of(request: gr.Request | None) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the tab
 
 
+def favourite_label(favourite: bool) -> str:
+    return "★ Favourite" if favourite else "☆ Favourite"
+
+
 def render(services) -> SimpleNamespace:
     """Build the Images tab inside the current Blocks context."""
     jobs = services.images
@@ -386,6 +390,7 @@ def render(services) -> SimpleNamespace:
                     with gr.Row():
                         reuse_btn = gr.Button("Reuse these settings", size="sm", elem_id="gal-reuse")
                         download_btn = gr.DownloadButton("Download", size="sm", elem_id="gal-download")
+                        favourite_btn = gr.Button("☆ Favourite", size="sm", elem_id="gal-favourite")
                         delete_btn = gr.Button("Delete…", size="sm", elem_id="gal-delete")
                     confirm_btn = gr.Button("Yes, delete this image", variant="stop", size="sm",
                                             visible=False, elem_id="gal-confirm-delete")
@@ -552,7 +557,11 @@ def render(services) -> SimpleNamespace:
         except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it
             log.warning("GPU coordination before an image job failed", exc_info=True)
             return
-        if outcome.outcome != "fits" and outcome.message:
+        if outcome.needs_confirmation:
+            # Policy "ask": nothing is unloaded without a yes; the Models tab has the button.
+            gr.Warning(jobs.public(outcome.message) + " To make room, press \"Unload idle "
+                       "Ollama models\" in the Models tab; the job goes ahead meanwhile.")
+        elif outcome.outcome != "fits" and outcome.message:
             gr.Info(jobs.public(outcome.message))
 
     @guarded
@@ -643,10 +652,21 @@ def render(services) -> SimpleNamespace:
             image = None
         if image is None:
             gr.Warning("That image is gone (deleted in another tab?).")
-            return gr.update(visible=False), None, "", None, None, gr.update(visible=False)
+            return (gr.update(visible=False), None, "", None, None, gr.update(visible=False),
+                    favourite_label(False))
         path = jobs.path(image.path)
         return (gr.update(visible=True), path, image_details(image), gr.update(value=path),
-                image.id, gr.update(visible=False))
+                image.id, gr.update(visible=False), favourite_label(image.favourite))
+
+    def on_favourite(image_id):
+        """Toggle the favourite mark: output retention never deletes a favourite."""
+        image = store.get_image(image_id) if image_id is not None else None
+        if image is None:
+            raise gr.Error("Pick an image in the gallery first.")
+        image = store.set_favourite(image.id, not image.favourite)
+        gr.Info("Kept as a favourite: retention will never delete it." if image.favourite
+                else "No longer a favourite.")
+        return favourite_label(image.favourite)
 
     def on_delete(image_id, query, workflow, model, page):
         if image_id is not None:
@@ -728,8 +748,10 @@ def render(services) -> SimpleNamespace:
     next_btn.click(lambda q, w, m, p: on_page(q, w, m, p, 1), gallery_in, gallery_out,
                    api_visibility="private", concurrency_limit=None,
                    concurrency_id="images-gallery-next", show_progress="hidden")
+    favourite_btn.click(on_favourite, [selected], [favourite_btn], api_visibility="private",
+                        concurrency_limit=None, concurrency_id="images-favourite")
     gallery.select(on_select, [page_ids], [detail_col, full_image, details_md, download_btn,
-                                           selected, confirm_btn],
+                                           selected, confirm_btn, favourite_btn],
                    api_visibility="private", concurrency_limit=None,
                    concurrency_id="images-select", show_progress="hidden")
     delete_btn.click(lambda: gr.update(visible=True), None, [confirm_btn],
@@ -749,6 +771,7 @@ def render(services) -> SimpleNamespace:
             on_load=on_load, on_generate=on_generate, on_cancel=on_cancel, on_follow=on_follow,
             on_input_upload=on_input_upload, on_workflow_upload=on_workflow_upload,
             on_gallery=on_gallery, on_select=on_select, on_delete=on_delete, on_reuse=on_reuse,
+            on_favourite=on_favourite,
             on_workflow=on_workflow, on_refresh=on_refresh, gallery_outputs=gallery_outputs),
         components=SimpleNamespace(**form, lists=lists, banner=banner, workflow_md=workflow_md,
                                    progress=progress, preview=preview, results=results,
