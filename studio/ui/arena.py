@@ -15,9 +15,8 @@ import gradio as gr
 import pandas as pd
 
 from ..arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
-from ..catalog import picker_choices
 from ..errors import StudioError
-from .common import ui_errors
+from .common import model_picker_choices, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +62,7 @@ def render(services) -> SimpleNamespace:
     settings = services.settings
 
     def model_choices() -> list[tuple[str, str]]:
-        local, cloud = [], []
-        try:
-            local = services.ollama.list_models()
-        except StudioError as exc:
-            gr.Warning(str(exc))
-        try:
-            cloud = services.cloud_models()
-        except StudioError as exc:
-            gr.Warning(f"Cloud models are not listed: {exc}")
-        return picker_choices(local, cloud)
+        return model_picker_choices(services)
 
     def history_update(selected: str | None = None):
         choices = [(h.label, h.run_id) for h in arena.history(limit=100)]

@@ -24,7 +24,7 @@ from ..costs import describe_prompt_estimate, estimate_messages_tokens
 from ..presets import apply_preset
 from ..router import DEFAULT_MAX_TOKENS
 from ..replies import ReplySnapshot
-from .common import ui_errors
+from .common import PageViews, model_picker_choices, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +184,7 @@ def render(services) -> SimpleNamespace:
         return gr.update(choices=choices, value=value)
 
     def model_choices() -> list[tuple[str, str]]:
-        """One list: local (Ollama) models first, then cloud (OpenRouter) ones with prices."""
-        from ..catalog import picker_choices  # here: this tab's imports belong to the chat work
-
-        local, cloud = [], []
-        try:
-            local = services.ollama.list_models()
-        except StudioError as exc:
-            gr.Warning(str(exc))
-        try:
-            cloud = services.cloud_models()
-        except StudioError as exc:
-            gr.Warning(f"Cloud models are not listed: {exc}")
-        return picker_choices(local, cloud)
+        return model_picker_choices(services)
 
     def save_upload(conv_key: str, path: str) -> str:
         src = Path(path)
@@ -233,19 +221,8 @@ def render(services) -> SimpleNamespace:
 
     # Which follower owns each page's chatbot: opening another chat (or a new one) makes
     # the old follower stop writing into the page, while its reply goes on on the server.
-    viewing: dict[str, str] = {}
-
-    def claim_view(request: gr.Request | None) -> tuple[str, str] | None:
-        if request is None or not getattr(request, "session_hash", None):
-            return None
-        if len(viewing) > 10_000:
-            viewing.clear()
-        token = uuid.uuid4().hex
-        viewing[request.session_hash] = token
-        return request.session_hash, token
-
-    def still_viewing(view) -> bool:
-        return view is None or viewing.get(view[0]) == view[1]
+    views = PageViews()
+    claim_view = views.claim
 
     def follow_reply(session: dict, reply, view=None):
         """Yield (chatbot, index) as the live reply grows; settle incognito turns at the end."""
@@ -253,7 +230,7 @@ def render(services) -> SimpleNamespace:
         base = turns[:-1]
         last = turns[-1]
         for snap in replies.follow(reply, interval=settings.stream_interval):
-            if not still_viewing(view):
+            if not views.holds(view):
                 return
             shown = turn_with_snapshot(last, snap)
             rows, index = chatbot_value(base + [shown])

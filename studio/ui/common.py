@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
+import uuid
 
 import gradio as gr
 
@@ -42,3 +44,51 @@ def ui_errors(fn):
         except Exception as exc:  # noqa: BLE001
             raise convert(exc) from exc
     return wrapper
+
+
+class PageViews:
+    """Which follower owns each page's view, per area (chat, images, models...).
+
+    A handler that streams into a page first claims the page; when the same page starts
+    another follower (opens another chat, another job), the older one sees it lost the
+    claim and stops writing into the page, while its work goes on on the server.
+    """
+
+    def __init__(self, limit: int = 10_000):
+        self._viewing: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def claim(self, request: gr.Request | None) -> tuple[str, str] | None:
+        """Claim the page that sent ``request``; None when there is no page (a test call)."""
+        session = getattr(request, "session_hash", None) if request is not None else None
+        if not session:
+            return None
+        token = uuid.uuid4().hex
+        with self._lock:
+            if len(self._viewing) > self._limit:  # pages that closed long ago
+                self._viewing.clear()
+            self._viewing[session] = token
+        return session, token
+
+    def holds(self, view: tuple[str, str] | None) -> bool:
+        """Whether ``view`` (from ``claim``) is still the page's latest claim."""
+        with self._lock:
+            return view is None or self._viewing.get(view[0]) == view[1]
+
+
+def model_picker_choices(services) -> list[tuple[str, str]]:
+    """One model list: local (Ollama) models first, then cloud (OpenRouter) ones with prices.
+    A backend that can't be asked shows a warning and contributes nothing."""
+    from ..catalog import picker_choices
+
+    local, cloud = [], []
+    try:
+        local = services.ollama.list_models()
+    except StudioError as exc:
+        gr.Warning(str(exc))
+    try:
+        cloud = services.cloud_models()
+    except StudioError as exc:
+        gr.Warning(f"Cloud models are not listed: {exc}")
+    return picker_choices(local, cloud)

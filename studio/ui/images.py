@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import uuid
 from html import escape
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +24,7 @@ from ..errors import StudioError
 from ..images import (COMFYUI_PLACE, START_COMFYUI, FORM_PARAMS, ImageRequest, JobSnapshot,
                       SWEEPABLE, check_input_image, form_defaults, parse_sweep)
 from ..store_images import GalleryImage, GalleryPage
-from .common import ui_errors
+from .common import PageViews, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -470,23 +469,15 @@ def render(services) -> SimpleNamespace:
 
     # Which follower writes into each page's progress area: following another job (or
     # generating again) makes the old follower stop, while its job goes on on the server.
-    viewing: dict[str, str] = {}
-
-    def claim_view(request: gr.Request | None):
-        if request is None or not getattr(request, "session_hash", None):
-            return None
-        if len(viewing) > 10_000:
-            viewing.clear()
-        token = uuid.uuid4().hex
-        viewing[request.session_hash] = token
-        return request.session_hash, token
+    views = PageViews()
+    claim_view = views.claim
 
     def follow(live, view, user):
         """Yield (progress, preview, results, cancel, job picker) as the job changes."""
         shown_images = -1
         shown_preview = 0
         for snap in jobs.follow(live, interval=UPDATE_INTERVAL):
-            if view is not None and viewing.get(view[0]) != view[1]:
+            if not views.holds(view):
                 return
             preview_value = gr.skip()
             if snap.preview_version != shown_preview and snap.preview is not None:

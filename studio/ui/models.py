@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..gpu_coordinator import active_chat_models
 from ..hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
                        scan_outputs, unused_models)
 from ..pulls import check_model_name, full_model_name
-from .common import ui_errors
+from .common import PageViews, ui_errors
 from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,
                             delete_question, details_markdown, disk_markdown, jobs_html,
                             log_frame, ollama_frame, running_frame, vram_frame)
@@ -240,19 +239,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
 
     # -- following jobs ------------------------------------------------------------------------
 
-    viewing: dict[str, str] = {}
-
-    def claim_view(request: gr.Request | None):
-        if request is None or not getattr(request, "session_hash", None):
-            return None
-        if len(viewing) > 10_000:
-            viewing.clear()
-        token = uuid.uuid4().hex
-        viewing[request.session_hash] = token
-        return request.session_hash, token
-
-    def still_viewing(view) -> bool:
-        return view is None or viewing.get(view[0]) == view[1]
+    views = PageViews()
+    claim_view = views.claim
+    still_viewing = views.holds
 
     def finished_pulls() -> set[str]:
         return {s.id for s in pulls.snapshots() if s.state == "done"}
