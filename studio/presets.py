@@ -48,14 +48,7 @@ def parse_preset(key: str, data: dict, source: str = "") -> ChatPreset:
 
 def load_chat_presets(directory: str | Path) -> list[ChatPreset]:
     """Every preset in ``directory`` (sorted by name). A broken file raises StudioError."""
-    presets = []
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise StudioError(f"Preset {path} is not valid JSON: {exc}.") from exc
-        presets.append(parse_preset(path.stem, data, str(path)))
-    return sorted(presets, key=lambda p: p.name.lower())
+    return _load_dir(directory, parse_preset, "Preset")
 
 
 def apply_preset(defaults: dict, preset: ChatPreset | None) -> dict:
@@ -111,14 +104,19 @@ def parse_style(key: str, data: dict, source: str = "") -> StylePreset:
 
 def load_style_presets(directory: str | Path) -> list[StylePreset]:
     """Every style in ``directory`` (sorted by name). A broken file raises StudioError."""
-    styles = []
+    return _load_dir(directory, parse_style, "Style")
+
+
+def _load_dir(directory: str | Path, parse, kind: str) -> list:
+    """Parse every ``*.json`` in ``directory`` with ``parse(key, data, source)``, by name."""
+    items = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise StudioError(f"Style {path} is not valid JSON: {exc}.") from exc
-        styles.append(parse_style(path.stem, data, str(path)))
-    return sorted(styles, key=lambda s: s.name.lower())
+            raise StudioError(f"{kind} {path} is not valid JSON: {exc}.") from exc
+        items.append(parse(path.stem, data, str(path)))
+    return sorted(items, key=lambda item: item.name.lower())
 
 
 def apply_style(style: StylePreset | None, prompt: str, negative: str = "") -> tuple[str, str]:
