@@ -178,8 +178,6 @@ def test_browser_preset_fills_system_prompt_and_is_sent(studio, page):
     assert request["options"]["temperature"] == 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="Gradio empties the message box when the send event "
-                   "that read it ends; typed text survives while the reply streams, not after")
 def test_browser_typing_during_a_reply_is_kept(studio, page):
     open_studio(page, studio)
     tokens = make_tokens(60)
@@ -192,3 +190,22 @@ def test_browser_typing_during_a_reply_is_kept(studio, page):
     wait_chat_contains(page, tokens[-1].strip())
     wait_chat_contains(page, "tok/s")
     assert page.input_value("#chat-input textarea") == "my next question"
+
+
+def test_browser_a_refused_message_stays_in_the_box(tmp_path, session_ollama, page):
+    from tests.conftest import start_studio, stop_studio
+    small = start_studio(tmp_path, session_ollama.url, {"STUDIO_MAX_MESSAGE_CHARS": "40"})
+    try:
+        open_studio(page, small)
+        too_long = "tell me everything about " + "x" * 40
+        send(page, too_long)
+        page.wait_for_selector("text=the limit is 40", timeout=20_000)
+        assert page.input_value("#chat-input textarea") == too_long
+        assert not page.query_selector("#chatbot .message")
+        # A message within the limit goes through and empties the box.
+        session_ollama.queue_reply("short answer")
+        send(page, "short one")
+        wait_chat_contains(page, "short answer")
+        assert page.input_value("#chat-input textarea") == ""
+    finally:
+        stop_studio(small)

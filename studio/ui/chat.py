@@ -410,34 +410,31 @@ def render(services) -> SimpleNamespace:
 
     @ui_errors
     def check_message(text: str, files: list, model_id: str) -> None:
-        """Refusals made before anything is stored or sent; raises StudioError."""
+        """Refusals made before anything is stored or sent; raises gr.Error (via ui_errors)."""
         if len(text) > settings.max_message_chars:
             raise StudioError(f"This message is {len(text):,} characters; the limit is "
                               f"{settings.max_message_chars:,} (STUDIO_MAX_MESSAGE_CHARS).",
                               hint="Shorten it or attach the text as a file.")
         check_model(model_id, bool(files))
 
-    def on_clear_box(message, model_id):
-        """Empty the message box once a message is on its way; a message that will be
-        refused stays in the box (on_send says why), so nothing typed is lost."""
+    def on_take_message(message, model_id):
+        """Hand the message to on_send and empty the box. A message that will be refused
+        stays in the box and on_send says why (an unqueued event's error shows no toast)."""
         text, files = split_message(message)
         if not text.strip() and not files:
-            return gr.skip()
+            return None, gr.skip()
         try:
             check_message(text, files, model_id)
-        except StudioError:
-            return gr.skip()
-        return {"text": "", "files": []}
+        except gr.Error:
+            return message, gr.skip()
+        return message, {"text": "", "files": []}
 
     def on_send(message, sess, model_id, system_prompt, incog, temperature, top_p, num_ctx, seed,
                 max_tokens, think_mode, request: gr.Request = None):
         text, files = split_message(message)
         if not text.strip() and not files:
             return  # an empty message is ignored
-        try:
-            check_message(text, files, model_id)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
+        check_message(text, files, model_id)  # raises gr.Error
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
         sess = dict(sess)
         sess["user"] = (request.username if request is not None else None) or "owner"
@@ -605,16 +602,23 @@ def render(services) -> SimpleNamespace:
                    concurrency_limit=None, concurrency_id="chat-open")
 
     send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open]
-    send_evt = chat_input.submit(
-        on_send, [chat_input, session, model_dd, system_box, incognito, *params], send_out,
+    # The page hands its message over in two steps, as ChatInterface does: an unqueued
+    # listener moves it into `pending` and empties the box, then on_send reads `pending`.
+    # The box is neither an input nor an output of the long send event; when it was,
+    # Gradio put the emptied value back when the reply ended, wiping a question typed
+    # meanwhile.
+    pending = gr.State(None)
+    chat_input.submit(on_take_message, [chat_input, model_dd], [pending, chat_input],
+                      queue=False, api_visibility="private", show_progress="hidden").then(
+        on_send, [pending, session, model_dd, system_box, incognito, *params], send_out,
+        api_visibility="private", concurrency_limit=None, concurrency_id="chat-send",
+        show_progress="hidden")
+    # The same action for API callers, who pass the message itself.
+    api_message = gr.MultimodalTextbox(visible=False, elem_id="api-message")
+    api_message.submit(
+        on_send, [api_message, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
         show_progress="hidden")
-    # The message box is not an output of on_send: Gradio re-applies a repeated value on
-    # every streamed update, which would wipe what is typed during a reply. A second,
-    # unqueued listener on the same submit empties it instead; it is registered after
-    # on_send so that on_send has taken the message before the box is emptied.
-    chat_input.submit(on_clear_box, [chat_input, model_dd], [chat_input], queue=False,
-                      api_visibility="private", show_progress="hidden")
     stop_btn.click(on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
     reply_out = [session, chatbot, stats_md, stop_btn, conv_list]
@@ -671,5 +675,4 @@ def render(services) -> SimpleNamespace:
         yield from opened
 
     return SimpleNamespace(load_fn=on_page_load, load_inputs=[last_open, session],
-                           load_outputs=open_out, chatbot=chatbot, model_dd=model_dd,
-                           send_event=send_evt)
+                           load_outputs=open_out, chatbot=chatbot, model_dd=model_dd)
