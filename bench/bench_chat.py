@@ -328,7 +328,7 @@ def run_direct(fake: FakeProcess, client, n: int, first_delay: float | None = No
     return finish_run(n, t0, first, done, updates, cpu)
 
 
-def run_client(fake: FakeProcess, app: App, client, http, page: Endpoint, n: int,
+def run_client(fake: FakeProcess, app: App, client, http, ep: Endpoint, page: Endpoint, n: int,
                studio: bool) -> Run:
     """One reply through gradio_client; complete when the answer ends with tok{n-1}."""
     client.reset_session()  # a fresh page: new gr.State, so a new conversation each run
@@ -349,7 +349,7 @@ def run_client(fake: FakeProcess, app: App, client, http, page: Endpoint, n: int
         outs = job.outputs()
         now = time.perf_counter()
         for out in outs[updates:]:
-            text = answer_text(out[1] if studio else out)
+            text = answer_text(out[ep.client_pos] if studio else out)
             if text and first is None:
                 first = now
             if done is None and text.rstrip().endswith(want):
@@ -372,6 +372,7 @@ class Endpoint:
     fn_index: int
     trigger_id: int | None
     text_pos: int  # which output carries the answer
+    client_pos: int  # the same among gradio_client's outputs, which leave out state
     data: list  # the inputs, state inputs as None
 
 
@@ -389,7 +390,9 @@ def find_endpoint(app: App, http, api_name: str, values: list) -> Endpoint:
     kinds = [comps[c].get("type") for c in d["outputs"]]
     text_pos = kinds.index("chatbot") if "chatbot" in kinds else \
         next(i for i, k in enumerate(kinds) if k != "state")
-    return Endpoint(d.get("id", i), d["targets"][0][0] if d.get("targets") else None, text_pos, data)
+    client_pos = sum(1 for k in kinds[:text_pos] if k != "state")
+    return Endpoint(d.get("id", i), d["targets"][0][0] if d.get("targets") else None, text_pos,
+                    client_pos, data)
 
 
 def find_page_event(app: App, http) -> Endpoint:
@@ -400,7 +403,7 @@ def find_page_event(app: App, http) -> Endpoint:
     d = next((d for d in deps if d.get("api_name") == "search"), None) or \
         next(d for d in deps if not d["inputs"] and d["outputs"] and d.get("queue") is not False)
     data = [""] * len(d["inputs"])
-    return Endpoint(d["id"], d["targets"][0][0] if d.get("targets") else None, 0, data)
+    return Endpoint(d["id"], d["targets"][0][0] if d.get("targets") else None, 0, 0, data)
 
 
 def open_page(app: App, http, page: Endpoint, session: str) -> float:
@@ -560,13 +563,13 @@ def bench_stream(fake: FakeProcess, studio: App, baseline: App, sizes: list[int]
                     ep = find_endpoint(app, http, "chat", ["hi"])
                 page = find_page_event(app, http)
                 run_sse(fake, app, http, ep, page, 10)  # warm-ups
-                run_client(fake, app, client, http, page, 10, is_studio)
+                run_client(fake, app, client, http, ep, page, 10, is_studio)
                 for n in sizes:
                     for _ in range(runs):  # interleaved, so drift hits both paths alike
                         res.setdefault((app.name, "sse", n), []).append(
                             retried(f"{app.name} sse {n}", run_sse, fake, app, http, ep, page, n))
                         res.setdefault((app.name, "client", n), []).append(
-                            retried(f"{app.name} client {n}", run_client, fake, app, client, http, page, n,
+                            retried(f"{app.name} client {n}", run_client, fake, app, client, http, ep, page, n,
                                     is_studio))
                     s, c = res[app.name, "sse", n], res[app.name, "client", n]
                     log(f"{app.name} {n}: ttft sse {med(s, 'ttft_ms'):.1f} / client "

@@ -187,14 +187,23 @@ class ReplyManager:
         self._persist(reply, final=True)
         return True
 
-    def follow(self, reply: LiveReply, *, interval: float = 0.05,
+    def follow(self, reply: LiveReply, *, interval: float = 0.05, first_wait: float = 0.0,
                timeout: float = 3600.0) -> Iterator[ReplySnapshot]:
         """Yield snapshots as the reply grows, at most one per ``interval``; the last is done.
 
         Coalescing matters: at full speed a model emits thousands of tokens a second, and
         one browser update per token would cost far more CPU than the generation.
+
+        ``first_wait``: before the first snapshot, wait up to this long for something to
+        show (a token, a notice, the end). A fast model's first update then carries text,
+        and the first token is not queued behind an update that only says "waiting".
         """
         deadline = time.monotonic() + timeout
+        if first_wait > 0:
+            with reply.cond:
+                reply.cond.wait_for(lambda: reply.text_parts or reply.thinking_parts
+                                    or reply.notices or reply.status != "streaming",
+                                    timeout=first_wait)
         version = -1
         while True:
             snap = reply.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))

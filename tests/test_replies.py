@@ -169,3 +169,44 @@ def test_replies_follow_sends_first_token_without_waiting_the_interval():
     reader.join(5)
     rest_gate.set()
     assert got and got[0].text == "first" and not got[0].done
+
+
+def gated_first_token():
+    """A stream_fn whose first token waits for ``first``; the reply then waits for ``rest``."""
+    first, rest = threading.Event(), threading.Event()
+
+    def stream_fn(model_id, messages, options, *, user="owner"):
+        first.wait(5)
+        yield ChatDelta("first")
+        rest.wait(5)
+        yield ChatDone("ollama", "m")
+    return stream_fn, first, rest
+
+
+def test_replies_follow_first_wait_lets_a_quick_first_token_lead():
+    stream_fn, first, rest = gated_first_token()
+    manager = ReplyManager(stream_fn)
+    reply = manager.start("ollama:m", [], ChatOptions())
+    threading.Timer(0.05, first.set).start()
+    try:
+        snap = next(manager.follow(reply, interval=30.0, first_wait=5.0))
+        assert snap.text == "first" and not snap.done  # no "waiting" update before it
+    finally:
+        rest.set()
+
+
+def test_replies_follow_first_wait_gives_up_for_a_slow_model():
+    import time
+
+    stream_fn, first, rest = gated_first_token()
+    manager = ReplyManager(stream_fn)
+    reply = manager.start("ollama:m", [], ChatOptions())
+    try:
+        t0 = time.monotonic()
+        snap = next(manager.follow(reply, interval=30.0, first_wait=0.1))
+        waited = time.monotonic() - t0
+        assert snap.text == "" and not snap.done  # the page shows the sent message meanwhile
+        assert 0.09 <= waited < 3.0
+    finally:
+        first.set()
+        rest.set()

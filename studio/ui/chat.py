@@ -127,6 +127,24 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:
     return rows, index
 
 
+# How long a new reply's first update waits for the first token. A fast model's first
+# update then carries text instead of "waiting" (an update costs the server several ms,
+# which delayed the first token behind it: bench/bench_chat.py); a slow model's page shows
+# the sent message this much later, which nobody notices.
+FIRST_UPDATE_WAIT_S = 0.05
+
+# Browser-side steps around the send event (see where chat_input.submit is wired).
+TAKE_MESSAGE_JS = """(m) => {
+  const empty = {text: "", files: []};
+  if (!m || (!(m.text || "").trim() && !(m.files || []).length)) return [m, m];
+  return [m, empty];
+}"""
+GIVE_BACK_MESSAGE_JS = """(sent, now) => {
+  const blank = !now || (!(now.text || "").length && !(now.files || []).length);
+  return blank ? sent : now;
+}"""
+
+
 def split_message(message) -> tuple[str, list]:
     """(text, files) of a MultimodalTextbox value (or a plain string from an API caller)."""
     if isinstance(message, dict):
@@ -229,7 +247,8 @@ def render(services) -> SimpleNamespace:
         turns = load_turns(session)
         base = turns[:-1]
         last = turns[-1]
-        for snap in replies.follow(reply, interval=settings.stream_interval):
+        for snap in replies.follow(reply, interval=settings.stream_interval,
+                                   first_wait=FIRST_UPDATE_WAIT_S):
             if not views.holds(view):
                 return
             shown = turn_with_snapshot(last, snap)
@@ -417,18 +436,6 @@ def render(services) -> SimpleNamespace:
                               hint="Shorten it or attach the text as a file.")
         check_model(model_id, bool(files))
 
-    def on_take_message(message, model_id):
-        """Hand the message to on_send and empty the box. A message that will be refused
-        stays in the box and on_send says why (an unqueued event's error shows no toast)."""
-        text, files = split_message(message)
-        if not text.strip() and not files:
-            return None, gr.skip()
-        try:
-            check_message(text, files, model_id)
-        except gr.Error:
-            return message, gr.skip()
-        return message, {"text": "", "files": []}
-
     def on_send(message, sess, model_id, system_prompt, incog, temperature, top_p, num_ctx, seed,
                 max_tokens, think_mode, request: gr.Request = None):
         text, files = split_message(message)
@@ -462,10 +469,14 @@ def render(services) -> SimpleNamespace:
             paths = [save_upload(sess["conv_id"], f) for f in files]
             store.add_message(sess["conv_id"], "user", text, images=paths)
         conv_value = sess["conv_id"] or ""
+        listed = not new_conv
         for sess_out, rows, stats, stop, conv, phase in run_reply(
                 sess, model_id, system_prompt, options, request):
-            if new_conv and phase in ("first", "only"):
+            # A new chat joins the sidebar with the second update, not the first: the list
+            # costs a query and a rebuilt component, which the first token would wait for.
+            if not listed and phase == "middle":
                 conv = list_update("", sess["conv_id"])
+            listed = listed or phase != "first"
             yield sess_out, rows, stats, stop, conv, conv_value
 
     def on_stop(sess):
@@ -602,23 +613,21 @@ def render(services) -> SimpleNamespace:
                    concurrency_limit=None, concurrency_id="chat-open")
 
     send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open]
-    # The page hands its message over in two steps, as ChatInterface does: an unqueued
-    # listener moves it into `pending` and empties the box, then on_send reads `pending`.
-    # The box is neither an input nor an output of the long send event; when it was,
-    # Gradio put the emptied value back when the reply ended, wiping a question typed
-    # meanwhile.
-    pending = gr.State(None)
-    chat_input.submit(on_take_message, [chat_input, model_dd], [pending, chat_input],
-                      queue=False, api_visibility="private", show_progress="hidden").then(
-        on_send, [pending, session, model_dd, system_box, incognito, *params], send_out,
-        api_visibility="private", concurrency_limit=None, concurrency_id="chat-send",
-        show_progress="hidden")
-    # The same action for API callers, who pass the message itself.
-    api_message = gr.MultimodalTextbox(visible=False, elem_id="api-message")
-    api_message.submit(
-        on_send, [api_message, session, model_dd, system_box, incognito, *params], send_out,
+    # The page hands its message over in the browser: a js-only step moves it into a hidden
+    # box and empties the one on screen, then on_send reads the hidden box. The box on
+    # screen is neither an input nor an output of the long send event; when it was, Gradio
+    # put the emptied value back when the reply ended, wiping a question typed meanwhile.
+    # No server round trip is added before the reply starts. API callers call `/send`
+    # with the message directly. A refused message goes back into the box (if still empty).
+    outgoing = gr.MultimodalTextbox(visible=False, elem_id="outgoing-message")
+    chat_input.submit(
+        None, [chat_input], [outgoing, chat_input], js=TAKE_MESSAGE_JS,
+        api_visibility="private", queue=False, show_progress="hidden").then(
+        on_send, [outgoing, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
-        show_progress="hidden")
+        show_progress="hidden").failure(
+        None, [outgoing, chat_input], [chat_input], js=GIVE_BACK_MESSAGE_JS,
+        api_visibility="private", queue=False, show_progress="hidden")
     stop_btn.click(on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
     reply_out = [session, chatbot, stats_md, stop_btn, conv_list]
