@@ -217,39 +217,35 @@ def pick_model(page, search: str, label_part: str) -> None:
     page.click(f"#model-picker li[data-testid=dropdown-option]:has-text('{label_part}')")
 
 
-def attach(page, path) -> None:
+def open_with_picture(page, studio, tmp_path, model: str, colour: tuple) -> bytes:
+    """A new chat on ``model`` with a small PNG attached; returns the PNG's bytes."""
+    from PIL import Image
+
+    path = tmp_path / "picture.png"
+    Image.new("RGB", (8, 8), colour).save(path)
+    open_studio(page, studio)
+    pick_model(page, model, f"{model}:latest")
     page.set_input_files("#chat-input input[type=file]", str(path))
     page.wait_for_selector("#chat-input img, #chat-input .thumbnail-item", timeout=20_000)
+    return path.read_bytes()
 
 
 def test_browser_attached_image_reaches_the_vision_model(studio, page, tmp_path):
     import base64
 
-    from PIL import Image
-
-    path = tmp_path / "red.png"
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
-    open_studio(page, studio)
-    pick_model(page, "llava", "llava:latest")
-    attach(page, path)
+    picture = open_with_picture(page, studio, tmp_path, "llava", (200, 30, 30))
     studio.ollama.queue_reply("A red square.")
     send(page, "what is this?")
     wait_chat_contains(page, "A red square.")
     sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"][-1]
     assert sent["content"] == "what is this?"
-    assert base64.b64decode(sent["images"][0]) == path.read_bytes()
+    assert base64.b64decode(sent["images"][0]) == picture
     assert page.input_value("#chat-input textarea") == ""
     assert not page.query_selector("#chat-input .thumbnail-item")
 
 
 def test_browser_image_for_a_text_model_comes_back_to_the_box(studio, page, tmp_path):
-    from PIL import Image
-
-    path = tmp_path / "blue.png"
-    Image.new("RGB", (8, 8), (20, 30, 200)).save(path)
-    open_studio(page, studio)
-    pick_model(page, "llama3.2", "llama3.2:latest")
-    attach(page, path)
+    open_with_picture(page, studio, tmp_path, "llama3.2", (20, 30, 200))
     before = len(studio.ollama.requests_to("/api/chat"))
     send(page, "describe it")
     page.wait_for_selector("text=can't read images", timeout=20_000)
