@@ -89,3 +89,30 @@ def test_real_upload_and_load_image(client):
 
 def test_real_unknown_prompt_id(client):
     assert client.wait_for(str(uuid.uuid4())).state == "unknown"
+
+
+def test_real_image_job_is_copied_into_the_gallery(tmp_path, store):
+    """The job service end to end: the Images tab's path, minus the page."""
+    from studio.image_files import read_png_metadata
+    from studio.image_plans import ImageRequest, WorkflowLibrary
+    from studio.images import ImageJobs
+    from studio.store_images import ImageStore
+
+    root = Path(__file__).resolve().parents[1]
+    client = ComfyUIClient(URL, timeout=30, run_timeout=120, poll_interval=0.2)
+    jobs = ImageJobs(client, ImageStore(store), tmp_path / "outputs",
+                     WorkflowLibrary(root / "workflows", tmp_path / "custom"),
+                     uploads_dir=tmp_path / "uploads").start()
+    try:
+        live = jobs.submit(ImageRequest("test_invert", width=40, height=24), user="ann")
+        final = list(jobs.follow(live, interval=0, timeout=120))[-1]
+        assert final.status == "done" and len(final.images) == 1, final
+        [image] = jobs.store.gallery().images
+        assert (image.width, image.height) == (40, 24) and image.user == "ann"
+        saved = tmp_path / "outputs" / image.path
+        assert Image.open(saved).size == (40, 24)
+        sent_graph = read_png_metadata(saved)["prompt"]  # ComfyUI's own chunk
+        assert sent_graph == image.graph
+    finally:
+        jobs.close(cancel=True)
+        client.close()

@@ -16,13 +16,15 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from studio import image_files, image_plans
 from studio import images as images_mod
 from studio import workflows
 from studio.clients.comfyui import ComfyUIClient
 from studio.errors import BackendUnavailable, InvalidInput, StudioError
-from studio.images import (FinishedJob, ImageJobs, ImageRequest, WorkflowLibrary, check_input_image,
-                           check_request, graph_from_upload, parse_sweep, plan_items,
-                           read_png_metadata, save_output, scrub)
+from studio.image_files import check_input_image, read_png_metadata, save_output
+from studio.image_plans import (ImageRequest, WorkflowLibrary, check_request, graph_from_upload,
+                                parse_sweep, plan_items)
+from studio.images import FinishedJob, ImageJobs, scrub
 from studio.presets import StylePreset, apply_style, load_style_presets
 from studio.store_images import ImageStore
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -136,7 +138,7 @@ def test_plan_items_applies_style_and_remembers_what_was_typed():
 def test_plan_items_leaves_out_parameters_the_workflow_lacks():
     [item] = plan_items(small(lora_name="x.safetensors", denoise=0.5), TEMPLATES["sd15_txt2img"], None)
     assert "lora_name" not in item and item["denoise"] == 0.5
-    graph = images_mod.render_item(TEMPLATES["sd15_txt2img"], item)
+    graph = image_plans.render_item(TEMPLATES["sd15_txt2img"], item)
     assert graph["3"]["inputs"]["steps"] == 3
 
 
@@ -205,7 +207,7 @@ def test_save_output_keeps_png_bytes_and_writes_thumbnail(tmp_path):
     assert (tmp_path / saved.path).read_bytes() == data
     assert read_png_metadata(tmp_path / saved.path) == {"prompt": {"a": 1}}
     with Image.open(tmp_path / saved.thumb) as thumb:
-        assert thumb.format == "WEBP" and max(thumb.size) == images_mod.THUMB_SIZE
+        assert thumb.format == "WEBP" and max(thumb.size) == image_files.THUMB_SIZE
     assert (saved.width, saved.height, saved.bytes) == (640, 480, len(data))
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -487,7 +489,7 @@ def test_jobs_input_that_is_not_an_image_is_refused_before_upload(fake, make_job
 
 def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path, monkeypatch):
     calls = []
-    real = images_mod._write_atomic
+    real = image_files.write_atomic
 
     def flaky(path, data):
         calls.append(path)
@@ -495,7 +497,7 @@ def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(images_mod, "_write_atomic", flaky)
+    monkeypatch.setattr(image_files, "write_atomic", flaky)
     jobs = make_jobs(fake)
     final = finish(jobs, jobs.submit(small()))[-1]
     assert final.status == "failed" and "No space left on device" in final.error
@@ -568,7 +570,7 @@ def leave_job_behind(fake, store, n_sent: int, n_pending: int, *, queue_in_comfy
     params = [{"prompt": f"left {i}", "seed": i, "steps": 2, "width": 64, "height": 64,
                "workflow": "sd15_txt2img"} for i in range(n_sent + n_pending)]
     job = image_store.create_job(user="ann", lane="ann", workflow="sd15_txt2img", title="left",
-                                 spec={}, items=[(p, images_mod.render_item(template, p))
+                                 spec={}, items=[(p, image_plans.render_item(template, p))
                                                  for p in params])
     client = ComfyUIClient(fake.url, timeout=5)
     for item in image_store.job_items(job.id)[:n_sent]:

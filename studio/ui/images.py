@@ -21,8 +21,9 @@ import gradio as gr
 from PIL import Image
 
 from ..errors import StudioError
-from ..images import (COMFYUI_PLACE, START_COMFYUI, FORM_PARAMS, ImageRequest, JobSnapshot,
-                      SWEEPABLE, check_input_image, form_defaults, parse_sweep)
+from ..image_files import check_input_image
+from ..image_plans import FORM_PARAMS, SWEEPABLE, ImageRequest, form_defaults, parse_sweep
+from ..images import COMFYUI_PLACE, START_COMFYUI, JobSnapshot
 from ..store_images import GalleryImage, GalleryPage
 from .common import PageViews, ui_errors
 
