@@ -116,3 +116,30 @@ def test_real_image_job_is_copied_into_the_gallery(tmp_path, store):
     finally:
         jobs.close(cancel=True)
         client.close()
+
+
+@pytest.mark.browser
+def test_real_images_tab_generates_and_serves_the_picture(tmp_path, session_ollama, page):
+    """The Images tab in chromium, with the real ComfyUI behind the studio."""
+    from tests.conftest import start_studio, stop_studio
+
+    studio = start_studio(tmp_path, session_ollama.url, {"COMFYUI_URL": URL})
+    try:
+        page.goto(studio.url)
+        page.get_by_role("tab", name="Images").click()
+        page.wait_for_selector("#img-prompt textarea")
+        page.click("#img-workflow input")
+        page.fill("#img-workflow input", "invert")
+        page.click("#img-workflow li[data-testid=dropdown-option]:has-text('invert')")
+        page.fill("#img-width input", "40")
+        page.fill("#img-height input", "24")
+        page.click("#img-generate")
+        page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                               ".includes('Done: 1 image.')", timeout=60_000)
+        page.wait_for_selector("#img-results img")
+        src = page.get_attribute("#img-results img", "src")
+        assert src.startswith(studio.url.rstrip("/")) and URL.split("://")[1] not in page.content()
+        picture = page.request.get(src)
+        assert picture.ok and Image.open(io.BytesIO(picture.body())).size == (40, 24)
+    finally:
+        stop_studio(studio)
