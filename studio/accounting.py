@@ -1,12 +1,10 @@
-"""Usage accounting and cloud budgets: what every reply and image job cost, and the caps.
+"""Usage accounting: what every reply and image job cost, for the Costs tab.
 
 ``Accounting`` records one ``usage`` row per chat reply or image job (cloud cost from the
 backend's report, else catalogue prices x tokens flagged as an estimate; local work gets an
 energy estimate: GPU watts x time x electricity price) and answers the Costs tab's questions
 (spend per period, per day, per model, per user, recent rows, CSV, local versus cloud).
-``Budget`` implements the router's ``Budget`` protocol: a request's estimate is reserved
-under a lock before it goes out, and settled with its actual cost afterwards, so requests
-sent at once cannot together overspend a cap.
+The caps (``Budget``) are ``budget.py``.
 
 Until there are accounts everything belongs to user "owner". Days are local calendar days of
 the injectable ``clock`` (an aware ``datetime``); weeks start on Monday. Money is ``Decimal``
@@ -18,16 +16,15 @@ from __future__ import annotations
 
 import csv
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .config import Settings
-from .costs import ModelPrices, energy_kwh, format_usd, reply_cost, to_decimal
-from .errors import BudgetExceeded, ConfigError, InvalidInput
+from .costs import ModelPrices, energy_kwh, reply_cost, to_decimal
+from .errors import ConfigError, InvalidInput
 from .events import Usage
 from .gpu import read_gpus
 from .router import CLOUD_BACKENDS
@@ -37,8 +34,6 @@ log = logging.getLogger(__name__)
 
 OWNER = "owner"
 PERIODS = {"today": "Today", "week": "This week", "month": "This month"}
-WARN_FRACTION = Decimal("0.8")
-LEVELS = ("ok", "warning", "exceeded")
 CSV_COLUMNS = ("id", "time", "created_at_utc", "day", "user", "backend", "model", "kind",
                "prompt_tokens", "completion_tokens", "images", "duration_s", "cost_usd",
                "cost_is_estimate", "energy_kwh", "energy_cost_usd", "gpu_watts",
@@ -95,12 +90,12 @@ def parse_day(text: str | None, what: str = "date") -> str | None:
                            hint="Type dates as YYYY-MM-DD, e.g. 2025-01-31.") from None
 
 
-def _usd(value: float | None) -> Decimal:
+def as_usd(value: float | None) -> Decimal:
     # Sums come back from SQLite as floats; 9 decimals drop the binary noise of the sum.
     return Decimal(0) if value is None else Decimal(str(round(value, 9)))
 
 
-def _float(value: Decimal | None) -> float | None:
+def as_float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
@@ -122,8 +117,8 @@ class Spend:
 
     @classmethod
     def from_sums(cls, sums: UsageSums) -> "Spend":
-        return cls(requests=sums.requests, cloud_usd=_usd(sums.cost_usd),
-                   energy_usd=_usd(sums.energy_cost), energy_kwh=_usd(sums.energy_kwh),
+        return cls(requests=sums.requests, cloud_usd=as_usd(sums.cost_usd),
+                   energy_usd=as_usd(sums.energy_cost), energy_kwh=as_usd(sums.energy_kwh),
                    prompt_tokens=sums.prompt_tokens, completion_tokens=sums.completion_tokens,
                    estimated=sums.estimated, unknown_cost=sums.unknown_cost)
 
@@ -234,7 +229,7 @@ class Accounting:
                  power_reader: PowerReader | None = None, prices: PriceLookup | None = None,
                  clock: Clock = local_now,
                  cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> None:
-        _check_non_negative(settings, ("energy_price_kwh", "gpu_watts"))
+        check_non_negative(settings, ("energy_price_kwh", "gpu_watts"))
         self.store = store
         self.settings = settings
         self.power_reader = power_reader if power_reader is not None else nvml_power_watts
@@ -296,11 +291,11 @@ class Accounting:
             if duration_s is not None:
                 used_watts = watts if watts is not None else self._watts()
                 kwh = energy_kwh(used_watts, max(duration_s, 0.0))
-                energy = kwh * _setting_decimal(self.settings.energy_price_kwh)
-        row = dict(created_at=_utc_stamp(now), day=now.date().isoformat(), user=user or OWNER,
+                energy = kwh * setting_decimal(self.settings.energy_price_kwh)
+        row = dict(created_at=utc_stamp(now), day=now.date().isoformat(), user=user or OWNER,
                    backend=backend, model=model, kind=kind, duration_s=duration_s,
-                   cost_usd=_float(cost), cost_is_estimate=int(estimate),
-                   energy_kwh=_float(kwh), energy_cost=_float(energy), gpu_watts=used_watts,
+                   cost_usd=as_float(cost), cost_is_estimate=int(estimate),
+                   energy_kwh=as_float(kwh), energy_cost=as_float(energy), gpu_watts=used_watts,
                    **extra)
         row_id = self.store.add_usage(row, charge_model=f"{backend}:{model}" if cloud else None)
         return UsageRecord(id=row_id, **{name: row.get(name) for name in _RECORD_FIELDS},
@@ -403,7 +398,7 @@ class Accounting:
         return LocalVsCloud(period=period, model_id=model_id, requests=sums.requests,
                             prompt_tokens=sums.prompt_tokens,
                             completion_tokens=sums.completion_tokens, without_tokens=without,
-                            energy_kwh=_usd(sums.energy_kwh), energy_usd=_usd(sums.energy_cost),
+                            energy_kwh=as_usd(sums.energy_kwh), energy_usd=as_usd(sums.energy_cost),
                             cloud_usd=cloud)
 
     def overview(self, period: str = "month", filters: UsageFilter = UsageFilter(), *,
@@ -445,209 +440,19 @@ def csv_row(record: UsageRecord, tz: tzinfo | None) -> list[Any]:
     return ["" if value is None else value for value in values]
 
 
-def _utc_stamp(moment: datetime) -> str:
+def utc_stamp(moment: datetime) -> str:
     utc = moment.astimezone(timezone.utc)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def _setting_decimal(value: float) -> Decimal:
+def setting_decimal(value: float) -> Decimal:
     return Decimal(str(value))
 
 
-def _check_non_negative(settings: Settings, names: Sequence[str]) -> None:
+def check_non_negative(settings: Settings, names: Sequence[str]) -> None:
     for name in names:
         value = getattr(settings, name)
         if value < 0:
             env = settings.__dataclass_fields__[name].metadata["env"]
             raise ConfigError(f"{env} can't be negative (got {value:g}).",
                               hint="Use 0 to turn it off.")
-
-
-# -- budgets ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A cloud request's place in the budget, from ``Budget.reserve`` until settled/released."""
-
-    id: int
-    user: str
-    model_id: str
-    estimate_usd: Decimal | None
-
-
-@dataclass(frozen=True)
-class CapStatus:
-    """One configured cap: ``scope`` "all" or "user", ``period`` "day" or "month"."""
-
-    scope: str
-    period: str
-    cap: Decimal
-    spent: Decimal
-    reserved: Decimal
-    level: str
-
-    @property
-    def committed(self) -> Decimal:
-        return self.spent + self.reserved
-
-    @property
-    def fraction(self) -> float:
-        return float(self.committed / self.cap)
-
-    @property
-    def label(self) -> str:
-        who = "all users" if self.scope == "all" else "per user"
-        return f"{'Daily' if self.period == 'day' else 'Monthly'} cap ({who})"
-
-    @property
-    def env(self) -> str:
-        middle = "USER_" if self.scope == "user" else ""
-        return f"STUDIO_BUDGET_{middle}{'DAILY' if self.period == 'day' else 'MONTHLY'}_USD"
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    """Where cloud spending stands against the caps: the most pressing cap decides
-    ``level`` ("ok" | "warning" from 80 % | "exceeded"), ``message``, ``spent`` and ``cap``
-    (None when no cap is set); ``caps`` lists every configured cap for the bars."""
-
-    level: str
-    message: str
-    spent: Decimal
-    cap: Decimal | None
-    reserved: Decimal = Decimal(0)
-    caps: tuple[CapStatus, ...] = field(default=())
-
-
-class Budget:
-    """Daily and monthly cloud spending caps, overall and per user (the router's ``Budget``).
-
-    ``reserve`` runs under one lock: it adds what the period's requests cost (``usage`` rows
-    and finished requests not yet recorded) to the estimates of requests still running, and
-    refuses with ``BudgetExceeded`` when this request's estimate would go over a cap;
-    otherwise it books the estimate as an open charge. ``settle`` turns the charge into the
-    actual cost, ``release`` drops it. One studio process per database is assumed: the lock
-    does not reach other processes. Open charges left by a crash are settled at their
-    estimate when a ``Budget`` is built.
-    """
-
-    def __init__(self, store: Store, settings: Settings, *, clock: Clock = local_now) -> None:
-        names = ("budget_daily_usd", "budget_monthly_usd", "budget_user_daily_usd",
-                 "budget_user_monthly_usd")
-        _check_non_negative(settings, names)
-        self.store = store
-        self.clock = clock
-        self._caps = [(scope, period, _setting_decimal(value))
-                      for scope, period, value in (
-                          ("all", "day", settings.budget_daily_usd),
-                          ("all", "month", settings.budget_monthly_usd),
-                          ("user", "day", settings.budget_user_daily_usd),
-                          ("user", "month", settings.budget_user_monthly_usd))
-                      if value > 0]
-        self._lock = threading.Lock()
-        stale = store.settle_stale_budget_charges()
-        if stale:
-            log.warning("%d cloud requests were cut off by the last shutdown; "
-                        "counted at their estimate", stale)
-
-    @property
-    def has_caps(self) -> bool:
-        return bool(self._caps)
-
-    def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Reservation:
-        """Book ``estimate_usd`` (None = unknown, booked as 0) for a request about to go out.
-
-        Raises ``BudgetExceeded`` with a sentence naming the cap when the period's spend plus
-        running requests plus this estimate would pass a cap (or a cap is already used up).
-        """
-        user = user or OWNER
-        amount = estimate_usd if estimate_usd is not None else Decimal(0)
-        with self._lock:
-            now = self.clock()
-            for cap in self._statuses(user, now):
-                if cap.committed >= cap.cap or cap.committed + amount > cap.cap:
-                    raise _refusal(cap, user, amount)
-            charge = self.store.open_budget_charge(
-                created_at=_utc_stamp(now), day=now.date().isoformat(), user=user,
-                model=model_id, estimate_usd=_float(estimate_usd))
-        return Reservation(id=charge, user=user, model_id=model_id, estimate_usd=estimate_usd)
-
-    def settle(self, reservation: Reservation, actual_usd: Decimal | None) -> None:
-        """The request ran: count ``actual_usd`` (its estimate when None) until the usage row
-        for it is recorded. Settling twice, or after release, changes nothing."""
-        with self._lock:
-            if not self.store.settle_budget_charge(reservation.id, _float(actual_usd)):
-                log.warning("budget reservation %s was already closed", reservation.id)
-
-    def release(self, reservation: Reservation) -> None:
-        """The request failed before costing anything: drop its reservation."""
-        with self._lock:
-            self.store.release_budget_charge(reservation.id)
-
-    def budget_status(self, user: str = OWNER) -> BudgetStatus:
-        """Where ``user`` and everyone together stand against the caps (see ``BudgetStatus``)."""
-        caps = self._statuses(user or OWNER, self.clock())
-        if not caps:
-            return BudgetStatus(level="ok", spent=Decimal(0), cap=None,
-                                message="No cloud budget caps are set "
-                                        "(STUDIO_BUDGET_DAILY_USD, STUDIO_BUDGET_MONTHLY_USD).")
-        worst = max(caps, key=lambda c: (LEVELS.index(c.level), c.fraction))
-        return BudgetStatus(level=worst.level, message=_status_message(worst), spent=worst.spent,
-                            cap=worst.cap, reserved=worst.reserved, caps=tuple(caps))
-
-    def _statuses(self, user: str, now: datetime) -> list[CapStatus]:
-        if not self._caps:
-            return []
-        today = now.date()
-        c = self.store.cloud_commitments(user, today=today.isoformat(),
-                                         month_start=today.replace(day=1).isoformat())
-        figures = {("all", "day"): (c.spent_day, c.reserved_day),
-                   ("all", "month"): (c.spent_month, c.reserved_month),
-                   ("user", "day"): (c.spent_day_user, c.reserved_day_user),
-                   ("user", "month"): (c.spent_month_user, c.reserved_month_user)}
-        statuses = []
-        for scope, period, cap in self._caps:
-            spent, reserved = (_usd(v) for v in figures[scope, period])
-            committed = spent + reserved
-            level = ("exceeded" if committed >= cap
-                     else "warning" if committed >= cap * WARN_FRACTION else "ok")
-            statuses.append(CapStatus(scope, period, cap, spent, reserved, level))
-        return statuses
-
-
-def _when(cap: CapStatus) -> str:
-    return "today" if cap.period == "day" else "this month"
-
-
-def _cap_name(cap: CapStatus, user: str) -> str:
-    period = "daily" if cap.period == "day" else "monthly"
-    name = f"the {period} cloud budget of {format_usd(cap.cap)}"
-    return name if cap.scope == "all" else f"{name} per user (for {user})"
-
-
-def _refusal(cap: CapStatus, user: str, amount: Decimal) -> BudgetExceeded:
-    hint = f"Pick a local model, or raise {cap.env} (0 = no cap)."
-    name = _cap_name(cap, user)
-    if cap.committed >= cap.cap:
-        return BudgetExceeded(f"{name[0].upper()}{name[1:]} is used up "
-                              f"({format_usd(cap.committed, zero='$0')} spent {_when(cap)}).",
-                              hint=hint)
-    left = cap.cap - cap.committed
-    return BudgetExceeded(
-        f"This request could cost up to {format_usd(amount)}, more than the "
-        f"{format_usd(left)} left of {name} "
-        f"({format_usd(cap.committed, zero='$0')} spent or reserved {_when(cap)}).", hint=hint)
-
-
-def _status_message(cap: CapStatus) -> str:
-    name = f"{'Daily' if cap.period == 'day' else 'Monthly'} cloud budget" + (
-        "" if cap.scope == "all" else " per user")
-    figures = (f"{format_usd(cap.committed, zero='$0')} of {format_usd(cap.cap)} "
-               f"spent {_when(cap)}")
-    if cap.level == "exceeded":
-        return (f"{name} used up: {figures}. Cloud requests are refused, or go to a local "
-                "model where a fallback is set.")
-    if cap.level == "warning":
-        return f"{name} {cap.fraction:.0%} used: {figures}."
-    return f"Within budget: {figures} ({name.lower()})."

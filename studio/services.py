@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .accounting import Accounting, Budget
+from .accounting import Accounting
+from .budget import Budget
 from .arena import Arena, exact_stream
 from .catalog import Catalog
 from .clients.comfyui import ComfyUIClient

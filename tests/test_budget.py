@@ -4,7 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from studio.accounting import Accounting, Budget
+from studio.accounting import Accounting
+from studio.budget import Budget
 from studio.clients.ollama import OllamaClient
 from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
