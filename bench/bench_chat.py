@@ -712,7 +712,7 @@ def build_table(start: dict | None, res: dict | None, sizes: list[int], runs: in
         rate = f"{fmt(med([r.n / r.total_s for r in sp]), 0)} tok/s"
         rows.append((f"Bytes per token, 1st / 2nd / 3rd third, {n:,} tokens paced (~{rate}, {paced_runs} runs)",
                      thirds(sp), thirds(bp), "", "about flat", yes(last <= 1.5 * first + 5)))
-        rows.append((f"SSE updates / server CPU-s per 1,000 tokens / CPU ms per update, same paced reply",
+        rows.append(("SSE updates / server CPU-s per 1,000 tokens / CPU ms per update, same paced reply",
                      f"{fmt(med(sp, 'updates'), 0)} / {fmt(med(sp, 'cpu_per_1k'), 3)} / "
                      f"{fmt(med([r.cpu_per_1k * r.n / 1000 / r.updates * 1000 for r in sp]), 2)}",
                      f"{fmt(med(bp, 'updates'), 0)} / {fmt(med(bp, 'cpu_per_1k'), 3)} / "

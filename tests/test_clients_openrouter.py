@@ -17,6 +17,7 @@ from studio.errors import (BackendRejected, BackendUnavailable, ModelNotFound, S
                            StudioError)
 from studio.events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+from tests.streams import collect, text_of
 
 MODEL = "openai/gpt-4o-mini"
 HELLO = [ChatMessage("user", "Say hello")]
@@ -34,21 +35,6 @@ def fake_openrouter():
 def client(fake_openrouter):
     return OpenRouterClient(DEFAULT_KEY, fake_openrouter.url, referer="https://studio.test",
                             title="Hephaestus Studio", timeout=5)
-
-
-def collect(stream):
-    """Events until the stream ends or fails: (events, error or None)."""
-    events = []
-    try:
-        for event in stream:
-            events.append(event)
-    except StudioError as err:
-        return events, err
-    return events, None
-
-
-def text_of(events):
-    return "".join(e.text for e in events if isinstance(e, ChatDelta))
 
 
 def free_port():

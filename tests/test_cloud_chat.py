@@ -267,7 +267,7 @@ def test_cloud_chat_text_only_model_refuses_an_image_before_sending(studio, clie
     ([dict(status=503, retry_after=0)] * 3, "error",
      ["OpenRouter's provider failed for 'openai/gpt-4o-mini' (503", "Try again in a moment"]),
     ([dict(delay=TIMEOUT_S + 3)], "error",
-     [f"OpenRouter at http://127.0.0.1", f"did not answer within {TIMEOUT_S} s",
+     ["OpenRouter at http://127.0.0.1", f"did not answer within {TIMEOUT_S} s",
       "raise STUDIO_REQUEST_TIMEOUT"]),
     ([dict(tokens=["kept ", "text ", "lost"], cut_after=2)], "partial",
      ["Reply cut off", "The text so far is kept"]),

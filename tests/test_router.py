@@ -15,6 +15,7 @@ from studio.events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOpt
 from studio.router import (NoModelAnswered, RetryPolicy, Router, can_fall_back, fallback_chain,
                            is_cloud_model, is_retryable, make_model_id, parse_model_id)
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+from tests.streams import collect, text_of
 
 LOCAL = "ollama:llama3.2:3b"
 CLOUD = "openrouter:openai/gpt-4o-mini"
@@ -90,20 +91,6 @@ def make_router(local_scripts=(), cloud_scripts=(), *, fallbacks=None, budget=No
 
 def _no_sleep(seconds):
     raise AssertionError(f"unexpected sleep({seconds})")
-
-
-def collect(stream):
-    events = []
-    try:
-        for event in stream:
-            events.append(event)
-    except StudioError as err:
-        return events, err
-    return events, None
-
-
-def text_of(events):
-    return "".join(e.text for e in events if isinstance(e, ChatDelta))
 
 
 # -- model ids -------------------------------------------------------------------------------

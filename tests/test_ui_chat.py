@@ -1,6 +1,5 @@
 """The Chat tab's display logic as plain functions, and the app built without launching."""
 
-from types import SimpleNamespace
 
 import pytest
 

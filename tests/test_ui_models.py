@@ -25,7 +25,8 @@ from studio.replies import ReplyManager
 from studio.store_models import ModelsStore
 from studio.ui import models, models_values
 from tests.fakes.comfyui_server import FakeComfyUI
-from tests.test_downloads import CHUNK, PAYLOAD, FileServer, FullDiskWriter, local_client
+from tests.fakes.file_server import PAYLOAD, running_file_server
+from tests.test_downloads import CHUNK, FullDiskWriter, local_client
 from tests.test_gpu import RTX_3090, FakeNvml
 
 WAIT = 10.0
@@ -40,12 +41,8 @@ def comfy():
 
 @pytest.fixture
 def file_server():
-    srv = FileServer()
-    srv.files["/model.safetensors"] = PAYLOAD
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with running_file_server({"/model.safetensors": PAYLOAD}) as srv:
+        yield srv
 
 
 @pytest.fixture
