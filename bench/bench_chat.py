@@ -63,6 +63,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from gradio_queue import queue_call  # noqa: E402 - bench/, the script's own folder
+
 MODEL = "llama3.2:latest"
 STUDIO_MODEL_ID = f"ollama:{MODEL}"
 STUDIO_ARGS = [STUDIO_MODEL_ID, "", False, 0.8, 0.9, 0, -1, 0, "auto"]  # after the message
@@ -429,8 +431,6 @@ def open_page(app: App, http, page: Endpoint, session: str) -> float:
 def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: int,
             first_delay: float | None = None, delay: float = 0.0) -> Run:
     """One reply through the browser's queue route; times and bytes of every SSE message."""
-    from gradio_client.utils import apply_diff
-
     session = uuid.uuid4().hex[:11]
     page_ms = open_page(app, http, page, session)
     fake.queue(n, delay, first_delay)
@@ -438,53 +438,21 @@ def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: 
     want = f"tok{n - 1}"
     gen: list[tuple[int, int]] = []  # (bytes, tokens so far) of each process_generating
     final_bytes = 0
-    values = None
     first = done = None
     cpu0 = app.cpu_s()
     t0 = time.perf_counter()
-    r = http.post(app.url + "gradio_api/queue/join",
-                  json={"data": ep.data, "event_data": None, "fn_index": ep.fn_index,
-                        "trigger_id": ep.trigger_id, "session_hash": session})
-    r.raise_for_status()
-    deadline = t0 + RUN_TIMEOUT_S
-    with http.stream("GET", app.url + "gradio_api/queue/data",
-                     params={"session_hash": session}, timeout=30) as resp:
-        buf = b""
-        finished = False
-        for chunk in resp.iter_raw():  # gradio sends a heartbeat at least every 15 s
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{app.name}: no complete answer within {RUN_TIMEOUT_S:.0f} s")
-            buf += chunk
-            while b"\n\n" in buf and not finished:
-                raw, buf = buf.split(b"\n\n", 1)
-                if not raw.startswith(b"data:"):
-                    continue
-                msg = json.loads(raw[5:])
-                kind = msg.get("msg")
-                if kind == "close_stream":
-                    finished = True
-                if kind not in ("process_generating", "process_completed"):
-                    continue
-                now = time.perf_counter()
-                out = (msg.get("output") or {}).get("data")
-                if out is None or not msg.get("success", True):
-                    raise RuntimeError(f"{app.name}: error in the SSE stream: {str(msg)[:300]}")
-                if kind == "process_completed" or values is None:
-                    values = out
-                else:
-                    values = [v if d is None else apply_diff(v, d) for v, d in zip(values, out)]
-                text = answer_text(values[ep.text_pos])
-                if text and first is None:
-                    first = now
-                if done is None and text.rstrip().endswith(want):
-                    done = now
-                if kind == "process_completed":
-                    final_bytes = len(raw) + 2
-                    finished = True
-                else:
-                    gen.append((len(raw) + 2, tokens_in(len(text))))
-            if finished:
-                break
+    for msg in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
+                          trigger_id=ep.trigger_id, session=session,
+                          deadline=t0 + RUN_TIMEOUT_S, clock=time.perf_counter, what=app.name):
+        text = answer_text(msg.values[ep.text_pos])
+        if text and first is None:
+            first = msg.at
+        if done is None and text.rstrip().endswith(want):
+            done = msg.at
+        if msg.kind == "process_completed":
+            final_bytes = msg.size
+        else:
+            gen.append((msg.size, tokens_in(len(text))))
     cpu = app.cpu_s() - cpu0
     # Bytes per token in each third: each message counts in the third its tokens end in.
     b3, t3, prev = [0, 0, 0], [0, 0, 0], 0

@@ -59,6 +59,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gradio_queue import queue_call  # noqa: E402 - bench/, the script's own folder
 from studio import workflows  # noqa: E402
 from studio.clients.comfyui import ComfyUIClient, Done  # noqa: E402
 from studio.store import Store  # noqa: E402
@@ -207,52 +208,20 @@ class Event:
         self.http, self.url = http, url
 
     def stream(self, timeout: float = 120.0):
-        """Yield (arrival time, full output values) for each SSE message of one call."""
-        from gradio_client.utils import apply_diff
-
-        session = uuid.uuid4().hex[:11]
-        self.http.post(self.url + "gradio_api/queue/join", json={
-            "data": self.data, "event_data": None, "fn_index": self.fn_index,
-            "trigger_id": self.trigger_id, "session_hash": session}).raise_for_status()
-        values = None
+        """Yield (arrival time, what the page shows of each output) for each SSE message."""
         shown: dict[int, object] = {}
-        deadline = time.monotonic() + timeout
-        with self.http.stream("GET", self.url + "gradio_api/queue/data",
-                              params={"session_hash": session}, timeout=30) as resp:
-            buf = b""
-            for chunk in resp.iter_raw():
-                now = time.monotonic()
-                if now > deadline:
-                    raise TimeoutError("no complete answer in time")
-                buf += chunk
-                while b"\n\n" in buf:
-                    raw, buf = buf.split(b"\n\n", 1)
-                    if not raw.startswith(b"data:"):
-                        continue
-                    msg = json.loads(raw[5:])
-                    kind = msg.get("msg")
-                    if kind == "close_stream":
-                        return
-                    if kind not in ("process_generating", "process_completed"):
-                        continue
-                    out = (msg.get("output") or {}).get("data")
-                    if out is None or not msg.get("success", True):
-                        raise RuntimeError(f"error in the SSE stream: {str(msg)[:300]}")
-                    if kind == "process_completed" or values is None:
-                        values = out
-                    else:
-                        values = [v if d is None else apply_diff(v, d) for v, d in zip(values, out)]
-                    for index, value in enumerate(values):
-                        # gr.skip() / gr.update(...) arrive as update dicts: the page keeps
-                        # what it shows unless the update carries a value.
-                        if isinstance(value, dict) and value.get("__type__") == "update":
-                            if "value" in value:
-                                shown[index] = value["value"]
-                        else:
-                            shown[index] = value
-                    yield now, [shown.get(i) for i in range(len(values))]
-                    if kind == "process_completed":
-                        return
+        for msg in queue_call(self.http, self.url, data=self.data, fn_index=self.fn_index,
+                              trigger_id=self.trigger_id, session=uuid.uuid4().hex[:11],
+                              deadline=time.monotonic() + timeout):
+            for index, value in enumerate(msg.values):
+                # gr.skip() / gr.update(...) arrive as update dicts: the page keeps what it
+                # shows unless the update carries a value.
+                if isinstance(value, dict) and value.get("__type__") == "update":
+                    if "value" in value:
+                        shown[index] = value["value"]
+                else:
+                    shown[index] = value
+            yield msg.at, [shown.get(i) for i in range(len(msg.values))]
 
 
 def form(steps: int, size: int = 1024, prompt: str = "bench") -> dict:

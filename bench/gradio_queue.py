@@ -1,0 +1,59 @@
+"""One call through Gradio's queue, exactly as the page makes it: ``POST
+/gradio_api/queue/join``, then the SSE stream ``GET /gradio_api/queue/data``. Shared by the
+benchmarks that time what reaches a browser."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+
+@dataclass
+class Message:
+    kind: str  # "process_generating" or "process_completed"
+    at: float  # the clock when the message was read
+    size: int  # bytes on the wire, the blank line included
+    values: list  # every output's value so far, diffs applied
+
+
+def queue_call(http, url: str, *, data: list, fn_index: int, trigger_id: int | None,
+               session: str, deadline: float, clock: Callable[[], float] = time.monotonic,
+               what: str = "the app") -> Iterator[Message]:
+    """Yield each output message of one queued call; ends after ``process_completed`` or
+    ``close_stream``. ``deadline`` is on ``clock``; a message with an error raises."""
+    from gradio_client.utils import apply_diff
+
+    http.post(url + "gradio_api/queue/join", json={
+        "data": data, "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
+        "session_hash": session}).raise_for_status()
+    values = None
+    with http.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session},
+                     timeout=30) as resp:
+        buf = b""
+        for chunk in resp.iter_raw():  # Gradio sends a heartbeat at least every 15 s
+            if clock() > deadline:
+                raise TimeoutError(f"{what}: no complete answer in time")
+            buf += chunk
+            while b"\n\n" in buf:
+                raw, buf = buf.split(b"\n\n", 1)
+                if not raw.startswith(b"data:"):
+                    continue
+                msg = json.loads(raw[5:])
+                kind = msg.get("msg")
+                if kind == "close_stream":
+                    return
+                if kind not in ("process_generating", "process_completed"):
+                    continue
+                at = clock()
+                out = (msg.get("output") or {}).get("data")
+                if out is None or not msg.get("success", True):
+                    raise RuntimeError(f"{what}: error in the SSE stream: {str(msg)[:300]}")
+                if kind == "process_completed" or values is None:
+                    values = out
+                else:
+                    values = [v if d is None else apply_diff(v, d) for v, d in zip(values, out)]
+                yield Message(kind, at, len(raw) + 2, values)
+                if kind == "process_completed":
+                    return
