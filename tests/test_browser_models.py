@@ -4,6 +4,7 @@ across a page reload, and its model lands in the table."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 import pytest
@@ -78,3 +79,39 @@ def test_browser_models_pull_unknown_model_shows_ollamas_error(studio, page):
     page.click("#models-pull-btn")
     page.get_by_text("pull model manifest: file does not exist").first.wait_for(timeout=30_000)
     assert "failed" in jobs_text(page)
+
+
+def test_browser_gpu_timer_ticks_only_while_the_models_tab_is_shown(tmp_path, session_ollama,
+                                                                     page):
+    from tests.conftest import start_studio, stop_studio
+
+    studio = start_studio(tmp_path, session_ollama.url, {"STUDIO_GPU_POLL_SECONDS": "1"})
+    try:
+        page.goto(studio.url)
+        config = page.request.get(studio.url + "config").json()
+        [tick] = [d["id"] for d in config["dependencies"] if d.get("api_name") == "on_gpu_tick"]
+        ticks = []
+
+        def count_ticks(request):
+            if "/gradio_api/queue/join" in request.url \
+                    and (request.post_data_json or {}).get("fn_index") == tick:
+                ticks.append(request)
+
+        page.on("request", count_ticks)
+        page.get_by_role("tab", name="Models").click()
+        deadline = time.monotonic() + 15
+        while len(ticks) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert len(ticks) >= 2, "the GPU panel did not poll while shown"
+        page.get_by_role("tab", name="Chat").click()
+        page.wait_for_timeout(500)  # a tick already on its way may still land
+        paused_at = len(ticks)
+        page.wait_for_timeout(3500)  # 3.5 poll intervals
+        assert len(ticks) == paused_at, "the GPU panel kept polling behind another tab"
+        page.get_by_role("tab", name="Models").click()
+        deadline = time.monotonic() + 15
+        while len(ticks) == paused_at and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert len(ticks) > paused_at, "the GPU panel did not resume"
+    finally:
+        stop_studio(studio)

@@ -43,18 +43,26 @@ def build_app(services) -> gr.Blocks:
             gr.HTML(header_html(services), elem_id="brand", padding=False)
             status_strip = gr.HTML("", elem_id="status-strip", padding=False)
         with gr.Tabs(elem_id="tabs"):
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_block:
                 chat_parts = chat.render(services)
-            with gr.Tab("Images", id="images"):
+            with gr.Tab("Images", id="images") as images_block:
                 images_tab.render(services)
-            with gr.Tab("Models", id="models") as models_tab_block:
-                models_tab.render(services, tab=models_tab_block)
-            with gr.Tab("Costs", id="costs"):
+            with gr.Tab("Models", id="models") as models_block:
+                models_parts = models_tab.render(services, tab=models_block)
+            with gr.Tab("Costs", id="costs") as costs_block:
                 costs.render(services)
-            with gr.Tab("Arena", id="arena"):
+            with gr.Tab("Arena", id="arena") as arena_block:
                 arena_tab.render(services)
-            with gr.Tab("Settings", id="settings"):
+            with gr.Tab("Settings", id="settings") as settings_block:
                 settings_tab.render(services)
+
+        # The GPU panel's timer ticks only while its tab is shown: a phone left on the Chat
+        # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
+        timer_switch = dict(queue=False, api_visibility="private", show_progress="hidden")
+        for block in (chat_block, images_block, costs_block, arena_block, settings_block):
+            block.select(lambda: gr.Timer(active=False), None, models_parts.timer, **timer_switch)
+        models_block.select(lambda: gr.Timer(active=True), None, models_parts.timer,
+                            **timer_switch)
 
         def on_status():
             return status_html(services.status.statuses())

@@ -9,7 +9,8 @@ for components are shaped in ``models_values``; handlers are closures in ``rende
 returned so tests can call them directly.
 
 Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
-the tab (Gradio 6 tabs are lazy); every page shares one reading per poll interval.
+the tab (Gradio 6 tabs are lazy), and ``ui/app.py`` pauses it while another tab is shown;
+every page shares one reading per poll interval.
 """
 
 from __future__ import annotations
