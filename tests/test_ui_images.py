@@ -15,6 +15,7 @@ from studio.config import Settings
 from studio.images import ItemProgress, JobSnapshot, ShownImage
 from studio.store_images import GalleryImage, GalleryPage
 from studio.ui import images as tab
+from studio.ui import images_values as values
 from tests.fakes.comfyui_server import FakeComfyUI
 
 WAIT = 10
@@ -61,12 +62,12 @@ def gallery_image(**kwargs) -> GalleryImage:
     (snap("cancelled", error="Cancelled."), "Cancelled.", "cancelled"),
 ])
 def test_ui_images_progress_html_says_where_the_job_stands(snapshot, text, state):
-    html = tab.progress_html(snapshot)
+    html = values.progress_html(snapshot)
     assert text in html and f"data-state='{state}'" in html
 
 
 def test_ui_images_progress_html_has_step_and_job_bars():
-    html = tab.progress_html(snap(total=4, done=1, current=ItemProgress(
+    html = values.progress_html(snap(total=4, done=1, current=ItemProgress(
         2, "running", node="3", node_class="KSampler", step=7, steps=20)))
     assert "Image 2 of 4 · Step 7 of 20" in html
     assert "<progress class='img-steps' value='7' max='20'" in html
@@ -75,7 +76,7 @@ def test_ui_images_progress_html_has_step_and_job_bars():
 
 
 def test_ui_images_details_show_every_parameter_and_escape_prompt_text():
-    text = tab.image_details(gallery_image(prompt="<script>alert(1)</script> *bold*"))
+    text = values.image_details(gallery_image(prompt="<script>alert(1)</script> *bold*"))
     assert "<script>" not in text and "&lt;script&gt;" in text and "\\*bold\\*" in text
     assert "seed 42" in text and "512×512" in text and "steps 20" in text and "cfg 7.0" in text
     assert "ran 3.2 s" in text
@@ -84,10 +85,10 @@ def test_ui_images_details_show_every_parameter_and_escape_prompt_text():
 def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
     page = GalleryPage([gallery_image(), gallery_image(id=2, params={"prompt_typed": "typed"})],
                        total=130, page=2, per_page=48)
-    value = tab.gallery_value(page, lambda image: f"/data/outputs/{image.thumb}")
+    value = values.gallery_value(page, lambda image: f"/data/outputs/{image.thumb}")
     assert value == [("/data/outputs/thumbs/2025/01/a.webp", "a fox"),
                      ("/data/outputs/thumbs/2025/01/a.webp", "typed")]
-    assert tab.page_label(page) == "Page 2 of 3 · 130 images"
+    assert values.page_label(page) == "Page 2 of 3 · 130 images"
 
 
 def form(**overrides) -> dict:
@@ -101,7 +102,7 @@ def form(**overrides) -> dict:
 
 
 def test_ui_images_request_from_form_reads_batch_and_sweep():
-    request = tab.request_from_form(**form(batch_prompts="a fox\n\n a cat \n", seeds=2,
+    request = values.request_from_form(**form(batch_prompts="a fox\n\n a cat \n", seeds=2,
                                            sweep_param="cfg", sweep_values="5, 9", seed=None))
     assert request.all_prompts == ["a fox", "a cat"] and request.seeds == 2
     assert request.sweep_values == (5.0, 9.0) and request.seed == -1
@@ -290,7 +291,7 @@ def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake):
 @pytest.mark.parametrize("size, expected", [((64, 48), (256, 192)), ((512, 512), (512, 512)),
                                             ((100, 30), (300, 90))])
 def test_ui_images_small_previews_are_scaled_up_to_be_seen(size, expected):
-    assert tab.preview_image(Image.new("RGB", size)).size == expected
+    assert values.preview_image(Image.new("RGB", size)).size == expected
 
 
 def test_ui_images_reuse_keeps_the_workflow_controls_visible(ui, tmp_path):
