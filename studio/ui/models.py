@@ -4,9 +4,9 @@ and storage hygiene.
 Thin layer over ``services``: pulls run in ``services.pulls`` and downloads in
 ``services.downloads`` on server threads (they outlive the page; any page that opens this
 tab follows them), GPU-sharing actions go through ``services.gpu_coordinator`` (which logs
-them), retention and the unused-models report are decided in ``studio.hygiene``. Values
-for components are shaped in ``models_values``; handlers are closures in ``render`` and are
-returned so tests can call them directly.
+them). The Storage section (retention, unused models) is ``ui/storage.py``, over
+``studio.hygiene``. Values for components are shaped in ``models_values``; handlers are
+closures in ``render`` and are returned so tests can call them directly.
 
 Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
 the tab (Gradio 6 tabs are lazy), and ``ui/app.py`` pauses it while another tab is shown;
@@ -30,9 +30,8 @@ from ..downloads import REFUSED_FOLDERS, delete_model_file, disk_space, folder_u
 from ..errors import InvalidInput, StudioError
 from ..gpu import GpuReading, format_bytes, format_summary
 from ..gpu_coordinator import active_chat_models
-from ..hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
-                       scan_outputs, unused_models)
 from ..pulls import check_model_name, full_model_name
+from . import storage
 from .common import PageViews, ui_errors
 from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,
                             delete_question, details_markdown, disk_markdown, jobs_html,
@@ -418,99 +417,6 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         return (frame, gr.update(choices=choices, value=None), disk_values(), note,
                 gr.update(value="", visible=False), gr.update(visible=False))
 
-    def current_plan(days, gb) -> RetentionPlan:
-        return retention_plan(scan_outputs(services.outputs_dir, favourites()),
-                              keep_days=float(days or 0), keep_bytes=int(float(gb or 0) * GB),
-                              now=time.time())
-
-    @ui_errors
-    def on_retention_check(days, gb):
-        plan = current_plan(days, gb)
-        base = str(services.outputs_dir)
-        rows = [[os.path.relpath(f.path, base), format_bytes(f.size),
-                 f"{(time.time() - f.mtime) / 86400:.0f}"] for f in plan.delete]
-        frame = pd.DataFrame(rows, columns=["File", "Size", "Age (days)"])
-        button = gr.update(visible=not plan.empty,
-                           value=f"Delete these {len(plan.delete)} files "
-                                 f"({format_bytes(plan.freed_bytes)})")
-        return plan.summary, frame, [f.path for f in plan.delete], button
-
-    @ui_errors
-    def on_retention_delete(shown, days, gb):
-        if not shown:
-            raise InvalidInput("Check the outputs first; nothing was listed for deletion.")
-        # Only what was shown, and only if the rule (and the favourites) still say so now.
-        plan = current_plan(days, gb)
-        allowed = set(shown)
-        chosen = tuple(f for f in plan.delete if f.path in allowed)
-        deleted, freed, problems = delete_outputs(
-            RetentionPlan(chosen, 0, 0, sum(f.size for f in chosen), ""), services.outputs_dir)
-        gr.Info(f"Deleted {deleted} file(s), {format_bytes(freed)} freed.")
-        for problem in problems[:5]:
-            gr.Warning(problem)
-        return on_retention_check(days, gb)
-
-    def unused_report(days):
-        try:
-            installed = ollama.list_models()
-        except StudioError as exc:
-            gr.Warning(f"Ollama's models are left out: {exc}")
-            installed = []
-        used = models_store.last_used() if models_store is not None else {}
-        records = model_records(installed, comfy_disk_files(), used)
-        return unused_models(records, int(days or 0), now=datetime.now().astimezone())
-
-    @ui_errors
-    def on_unused(days):
-        report = unused_report(days)
-        rows = [[u.backend, u.name, format_bytes(u.size), u.idle_days,
-                 f"{u.last_used:%Y-%m-%d}" if u.last_used else "never (through the studio)"]
-                for u in report]
-        frame = pd.DataFrame(rows, columns=["Backend", "Model", "Size", "Idle days", "Last used"])
-        choices = [(u.label, f"{u.backend}:{u.name}") for u in report]
-        note = (f"{len(report)} model(s), {format_bytes(sum(u.size for u in report))}, unused for "
-                f"{int(days)} days or more. Tick the ones to delete; nothing is deleted "
-                "without your confirmation." if report else
-                f"No model has been unused for {int(days)} days.")
-        return note, frame, gr.update(choices=choices, value=[])
-
-    @ui_errors
-    def on_unused_delete_ask(keys):
-        if not keys:
-            raise InvalidInput("Tick the models to delete first.")
-        busy = busy_models()
-        lines = [f"Delete these {len(keys)} model(s)? This can't be undone."]
-        for key in keys:
-            backend, _, name = key.partition(":")
-            warn = (" — ⚠️ a chat is answering with it right now; it will be skipped"
-                    if backend == "ollama" and full_model_name(name) in busy else "")
-            lines.append(f"- {escape(backend)}: {escape(name)}{warn}")
-        return gr.update(value="\n".join(lines), visible=True), gr.update(visible=True)
-
-    @ui_errors
-    def on_unused_delete(keys, days):
-        busy = busy_models()
-        deleted, problems = [], []
-        for key in keys or []:
-            backend, _, name = key.partition(":")
-            try:
-                if backend == "ollama":
-                    if full_model_name(name) in busy:
-                        problems.append(f"{name} is answering a chat; kept.")
-                        continue
-                    ollama.delete(name)
-                else:
-                    folder, _, filename = name.partition("/")
-                    delete_model_file(require_models_dir(), folder, filename)
-                deleted.append(name)
-            except StudioError as exc:
-                problems.append(str(exc))
-        if deleted:
-            gr.Info(f"Deleted {', '.join(deleted)}.")
-        for problem in problems[:5]:
-            gr.Warning(problem)
-        return (*on_unused(days), gr.update(value="", visible=False), gr.update(visible=False))
-
     # -- layout --------------------------------------------------------------------------------
 
     with gr.Row(equal_height=False, elem_id="models-gpu-row"):
@@ -605,37 +511,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
             download_btn = gr.Button("Download", variant="primary", elem_id="models-download-btn",
                                      interactive=bool(models_dir))
 
-    gr.Markdown("### Storage")
-    with gr.Row(equal_height=False):
-        with gr.Column():
-            with gr.Row():
-                days_box = gr.Number(value=settings.output_retention_days, precision=0, minimum=0,
-                                     label="Keep outputs for days (0 = forever)")
-                gb_box = gr.Number(value=settings.output_retention_gb, minimum=0,
-                                   label="Keep at most GB (0 = no limit)")
-            check_btn = gr.Button("Check outputs", size="sm", elem_id="models-retention-check")
-            retention_md = gr.Markdown("", elem_id="models-retention")
-            retention_table = gr.Dataframe(pd.DataFrame([], columns=["File", "Size", "Age (days)"]),
-                                           interactive=False, max_height=240)
-            shown_paths = gr.State([])
-            retention_delete_btn = gr.Button("Delete these files", variant="stop", size="sm",
-                                             visible=False, elem_id="models-retention-delete")
-        with gr.Column():
-            unused_days = gr.Number(value=settings.unused_model_days, precision=0, minimum=1,
-                                    label="Models unused for days")
-            unused_btn = gr.Button("Find unused models", size="sm", elem_id="models-unused-btn")
-            unused_md = gr.Markdown("", elem_id="models-unused")
-            unused_table = gr.Dataframe(
-                pd.DataFrame([], columns=["Backend", "Model", "Size", "Idle days", "Last used"]),
-                interactive=False, max_height=240)
-            unused_pick = gr.CheckboxGroup(choices=[], label="Delete", elem_id="models-unused-pick")
-            unused_delete_btn = gr.Button("Delete ticked…", size="sm",
-                                          elem_id="models-unused-delete")
-            unused_question = gr.Markdown(visible=False)
-            with gr.Row(visible=False) as unused_row:
-                unused_confirm_btn = gr.Button("Yes, delete them", variant="stop", size="sm",
-                                               elem_id="models-unused-confirm")
-                unused_keep_btn = gr.Button("Keep them", size="sm")
+    storage_parts = storage.render(
+        services, favourites=favourites, comfy_disk_files=comfy_disk_files,
+        busy_models=busy_models, require_models_dir=require_models_dir)
 
     # Inside the tab: Gradio 6 doesn't tick it until the tab was opened on that page.
     timer = gr.Timer(poll_s)
@@ -699,29 +577,11 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     file_keep_btn.click(on_delete_keep, None, [file_delete_md, file_delete_row], queue=False,
                         **private)
 
-    check_btn.click(on_retention_check, [days_box, gb_box],
-                    [retention_md, retention_table, shown_paths, retention_delete_btn],
-                    concurrency_id="models-retention", **quick)
-    retention_delete_btn.click(on_retention_delete, [shown_paths, days_box, gb_box],
-                               [retention_md, retention_table, shown_paths, retention_delete_btn],
-                               concurrency_id="models-retention-delete", **quick)
-    unused_btn.click(on_unused, [unused_days], [unused_md, unused_table, unused_pick],
-                     concurrency_id="models-unused", **quick)
-    unused_delete_btn.click(on_unused_delete_ask, [unused_pick], [unused_question, unused_row],
-                            concurrency_id="models-unused-ask", **quick)
-    unused_confirm_btn.click(on_unused_delete, [unused_pick, unused_days],
-                             [unused_md, unused_table, unused_pick, unused_question, unused_row],
-                             concurrency_id="models-unused-delete", **quick)
-    unused_keep_btn.click(on_delete_keep, None, [unused_question, unused_row], queue=False,
-                          **private)
-
     return SimpleNamespace(
         on_open=on_open, on_pull=on_pull, on_cancel=on_cancel, on_details=on_details,
         on_table_select=on_table_select, on_delete_ask=on_delete_ask, on_delete=on_delete, on_copy=on_copy, on_unload=on_unload,
         on_unload_idle=on_unload_idle, on_free_comfyui=on_free_comfyui, on_gpu_tick=on_gpu_tick,
         on_folder=on_folder, on_download=on_download, on_file_delete_ask=on_file_delete_ask,
-        on_file_delete=on_file_delete, on_retention_check=on_retention_check,
-        on_retention_delete=on_retention_delete, on_unused=on_unused,
-        on_unused_delete_ask=on_unused_delete_ask, on_unused_delete=on_unused_delete,
-        follow_jobs=follow_jobs, open_outputs=open_out, timer=timer)
+        on_file_delete=on_file_delete, follow_jobs=follow_jobs, open_outputs=open_out,
+        timer=timer, **vars(storage_parts))
 
