@@ -5,7 +5,7 @@ import pytest
 
 from studio.events import Usage
 from studio.replies import ReplySnapshot
-from studio.ui.chat import Turn, chatbot_value, collect_options, turn_with_snapshot
+from studio.ui.chat_values import Turn, chatbot_value, collect_options, turn_with_snapshot
 
 
 def test_ui_chat_rows_map_back_to_turns():

@@ -1,0 +1,125 @@
+"""Values for the Chat tab: the display view of a conversation's turns (stored or
+incognito, overlaid with a live reply) as Chatbot messages, the per-page session dict, and
+the message and parameters read from the controls. No components and no handlers here
+(``studio/ui/chat.py`` builds the tab).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..conversations import stats_line, status_note
+from ..events import ChatOptions
+from ..replies import ReplySnapshot
+
+
+def new_session(incognito: bool = False) -> dict:
+    """Per-page state: the open conversation (or an incognito one kept only here)."""
+    return {"conv_id": None, "incognito": incognito, "turns": [], "reply_id": None, "index": []}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The display view of one message, whether stored or incognito."""
+
+    seq: int
+    role: str
+    content: str
+    thinking: str = ""
+    images: tuple[str, ...] = ()
+    status: str = "complete"
+    error: str = ""
+    model: str = ""
+    backend: str = ""
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_ms: float | None = None
+    cost_usd: float | None = None
+    notices: tuple[str, ...] = ()
+    message_id: int | None = None
+
+
+def turn_from_message(m) -> Turn:
+    return Turn(seq=m.seq, role=m.role, content=m.content or "", thinking=m.thinking or "",
+                images=tuple(m.images or ()), status=m.status, error=m.error or "",
+                model=m.model or "", backend=m.backend or "", ttft_ms=m.ttft_ms,
+                tokens_per_s=m.tokens_per_s, prompt_tokens=m.prompt_tokens,
+                completion_tokens=m.completion_tokens, total_ms=m.total_ms, cost_usd=m.cost_usd,
+                notices=tuple((m.meta or {}).get("notices") or ()), message_id=m.id)
+
+
+def turn_with_snapshot(turn: Turn, snap: ReplySnapshot) -> Turn:
+    """A stored assistant turn overlaid with what the live reply has now."""
+    u = snap.usage
+    return replace(turn, content=snap.text, thinking=snap.thinking, status=snap.status,
+                   error=snap.error, model=snap.answered_by, backend=snap.backend,
+                   ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
+                   prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                   total_ms=snap.elapsed_ms if snap.done else None, cost_usd=u.cost_usd,
+                   notices=snap.notices)
+
+
+def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:
+    """Chatbot messages for the turns, and for each chatbot row the turn seq it shows.
+
+    A reply shows as: notices and thinking (collapsible), the answer, then a collapsed
+    line of figures. The answer's text is the last growing piece while it streams, so
+    Gradio's diff sends only the new characters to the browser.
+    """
+    rows: list[dict] = []
+    index: list[int] = []
+
+    def add(row: dict, seq: int) -> None:
+        rows.append(row)
+        index.append(seq)
+
+    for t in turns:
+        if t.role == "user":
+            add({"role": "user", "content": t.content}, t.seq)
+            for path in t.images:
+                add({"role": "user", "content": {"path": path}}, t.seq)
+            continue
+        streaming = t.status == "streaming"
+        for note in t.notices:
+            add({"role": "assistant", "content": "",
+                 "metadata": {"title": f"Note: {note}", "status": "done"}}, t.seq)
+        if t.thinking:
+            add({"role": "assistant", "content": t.thinking,
+                 "metadata": {"title": "Thinking",
+                              "status": "pending" if streaming and not t.content else "done"}},
+                t.seq)
+        text = t.content
+        note = status_note(t.status, t.error)
+        if note:
+            text = f"{text}\n\n{note}" if text else note
+        if text or streaming:
+            add({"role": "assistant", "content": text}, t.seq)
+        if not streaming:
+            figures = stats_line(ttft_ms=t.ttft_ms, tokens_per_s=t.tokens_per_s,
+                                 completion_tokens=t.completion_tokens,
+                                 prompt_tokens=t.prompt_tokens, total_ms=t.total_ms,
+                                 cost_usd=t.cost_usd, model=t.model, backend=t.backend)
+            if figures and t.status != "error":
+                add({"role": "assistant", "content": "",
+                     "metadata": {"title": figures, "status": "done"}}, t.seq)
+    return rows, index
+
+
+def split_message(message) -> tuple[str, list]:
+    """(text, files) of a MultimodalTextbox value (or a plain string from an API caller)."""
+    if isinstance(message, dict):
+        return message.get("text") or "", list(message.get("files") or [])
+    return str(message or ""), []
+
+
+def collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode) -> ChatOptions:
+    """The generation parameters from the controls; 0 / -1 mean "backend default"."""
+    return ChatOptions(
+        temperature=None if temperature is None else float(temperature),
+        top_p=None if top_p is None else float(top_p),
+        num_ctx=int(num_ctx) if num_ctx else None,
+        seed=int(seed) if seed is not None and int(seed) >= 0 else None,
+        max_tokens=int(max_tokens) if max_tokens else None,
+        think={"on": True, "off": False}.get(think_mode))
