@@ -26,7 +26,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from ..downloads import REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage, plan_download
+from ..model_files import (REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage,
+                           plan_download)
 from ..errors import InvalidInput, StudioError
 from ..gpu import GpuReading, format_bytes, format_summary
 from ..gpu_coordinator import active_chat_models

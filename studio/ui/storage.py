@@ -15,7 +15,7 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from ..downloads import delete_model_file
+from ..model_files import delete_model_file
 from ..errors import InvalidInput, StudioError
 from ..gpu import format_bytes
 from ..hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
