@@ -28,15 +28,18 @@ LICENSE_LINES = 12
 # -- shaping values (no components) ----------------------------------------------------------
 
 
-def _when(iso: str, now: datetime | None = None) -> str:
-    """'2025-06-01 14:03' in local time, '' for empty or unreadable text."""
-    if not iso:
-        return ""
+def _parse_iso(iso: str) -> datetime | None:
+    """An ISO 8601 time from Ollama or the store ('Z' accepted); None for empty or unreadable."""
     try:
-        stamp = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
     except ValueError:
-        return iso
-    return stamp.astimezone().strftime("%Y-%m-%d %H:%M")
+        return None
+
+
+def _when(iso: str) -> str:
+    """'2025-06-01 14:03' in local time; '' for empty text, the text itself if unreadable."""
+    stamp = _parse_iso(iso)
+    return stamp.astimezone().strftime("%Y-%m-%d %H:%M") if stamp else (iso or "")
 
 
 def ollama_frame(models) -> pd.DataFrame:
@@ -47,12 +50,9 @@ def ollama_frame(models) -> pd.DataFrame:
 
 
 def _until(iso: str, now: datetime | None = None) -> str:
-    if not iso:
-        return ""
-    try:
-        stamp = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return iso
+    stamp = _parse_iso(iso)
+    if stamp is None:
+        return iso or ""
     now = now or datetime.now().astimezone()
     left = (stamp - now).total_seconds()
     if left > 10 * 365 * 86400:
