@@ -148,7 +148,12 @@ def _load_one(path: Path, custom: bool) -> workflows.Template:
     text = path.read_bytes()
     if sidecar.exists():
         graph = workflows.parse_workflow_json(text)
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except ValueError as exc:  # bad JSON or bad UTF-8
+            raise workflows.TemplateError(f"{sidecar.name} isn't valid JSON ({exc}).") from exc
+        if not isinstance(meta, dict):
+            raise workflows.TemplateError(f"{sidecar.name} must hold a JSON object.")
         return workflows.template_from_sidecar(path.stem, graph, meta, source=str(path))
     graph = workflows.parse_workflow_json(text)
     name = path.stem

@@ -634,3 +634,18 @@ def test_jobs_comfyui_lists_from_a_comfyui_without_the_models_route(make_jobs):
         lists = make_jobs(old).comfyui_lists()
     assert "v1-5-pruned-emaonly.safetensors" in lists["checkpoints"]
     assert lists["loras"] == ["my_style.safetensors"] and "euler" in lists["samplers"]
+
+
+def test_workflow_library_leaves_out_a_workflow_with_a_broken_sidecar(tmp_path):
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name in ("sd15_txt2img", "sdxl_txt2img", "img2img"):
+        for suffix in (".json", ".params.json"):
+            source = ROOT / "workflows" / f"{name}{suffix}"
+            (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "sdxl_txt2img.params.json").write_text('{"title": "SDXL",}')  # trailing comma
+    (folder / "img2img.params.json").write_text('["a list"]')
+    library = WorkflowLibrary(folder)
+    assert set(library.templates()) == {"sd15_txt2img"}  # the studio still starts
+    assert any("sdxl_txt2img.params.json isn't valid JSON" in p for p in library.problems)
+    assert any("img2img.params.json must hold a JSON object" in p for p in library.problems)
