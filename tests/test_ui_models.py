@@ -454,3 +454,18 @@ def test_ui_models_unused_report_offers_then_deletes_on_confirmation(ui):
 
     ui.parts.on_unused_delete(keys, 30)
     assert not old.exists()
+
+
+def test_ui_models_unused_report_lists_files_in_subfolders_without_offering_them(ui):
+    nested = ui.models_dir / "checkpoints" / "sdxl" / "old.safetensors"
+    nested.parent.mkdir()
+    nested.write_bytes(b"x" * 2000)
+    for path in (nested, ui.models_dir / "checkpoints" / "sd_xl_base_1.0.safetensors"):
+        os.utime(path, (time.time() - 90 * DAY,) * 2)
+
+    note, frame, pick = ui.parts.on_unused(30)
+
+    assert "checkpoints/sdxl/old.safetensors" in list(frame["Model"])
+    keys = [value for _label, value in pick["choices"]]
+    assert len(keys) == 1 and keys[0].endswith("checkpoints/sd_xl_base_1.0.safetensors")
+    assert "1 file(s) in subfolders are listed only" in note

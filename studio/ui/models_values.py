@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..clients.ollama import format_size
 from ..gpu import GpuReading, format_bytes
+from ..hygiene import parse_time
 from ..pulls import full_model_name
 
 OLLAMA_HEADERS = ["Name", "Size", "Family", "Parameters", "Quantization", "Modified"]
@@ -28,17 +29,9 @@ LICENSE_LINES = 12
 # -- shaping values (no components) ----------------------------------------------------------
 
 
-def _parse_iso(iso: str) -> datetime | None:
-    """An ISO 8601 time from Ollama or the store ('Z' accepted); None for empty or unreadable."""
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
-    except ValueError:
-        return None
-
-
 def _when(iso: str) -> str:
     """'2025-06-01 14:03' in local time; '' for empty text, the text itself if unreadable."""
-    stamp = _parse_iso(iso)
+    stamp = parse_time(iso)
     return stamp.astimezone().strftime("%Y-%m-%d %H:%M") if stamp else (iso or "")
 
 
@@ -50,7 +43,7 @@ def ollama_frame(models) -> pd.DataFrame:
 
 
 def _until(iso: str, now: datetime | None = None) -> str:
-    stamp = _parse_iso(iso)
+    stamp = parse_time(iso)
     if stamp is None:
         return iso or ""
     now = now or datetime.now().astimezone()

@@ -86,11 +86,17 @@ def render(services, *, favourites: Callable[[], list[str]],
                  f"{u.last_used:%Y-%m-%d}" if u.last_used else "never (through the studio)"]
                 for u in report]
         frame = pd.DataFrame(rows, columns=["Backend", "Model", "Size", "Idle days", "Last used"])
-        choices = [(u.label, f"{u.backend}:{u.name}") for u in report]
+        # A file in a subfolder of a model folder is reported but not offered: deletes go
+        # through delete_model_file, which takes plain names in a model folder only.
+        offered = [u for u in report if u.backend == "ollama" or u.name.count("/") == 1]
+        choices = [(u.label, f"{u.backend}:{u.name}") for u in offered]
         note = (f"{len(report)} model(s), {format_bytes(sum(u.size for u in report))}, unused for "
                 f"{int(days)} days or more. Tick the ones to delete; nothing is deleted "
                 "without your confirmation." if report else
                 f"No model has been unused for {int(days)} days.")
+        if len(offered) < len(report):
+            note += (f" {len(report) - len(offered)} file(s) in subfolders are listed only: "
+                     "delete those in ComfyUI's models folder itself.")
         return note, frame, gr.update(choices=choices, value=[])
 
     @ui_errors
