@@ -297,7 +297,11 @@ class Accounting:
                    cost_usd=as_float(cost), cost_is_estimate=int(estimate),
                    energy_kwh=as_float(kwh), energy_cost=as_float(energy), gpu_watts=used_watts,
                    **extra)
-        row_id = self.store.add_usage(row, charge_model=f"{backend}:{model}" if cloud else None)
+        # A cloud row takes over its request's settled budget charge only when it carries a
+        # cost; a reply cut short with no usage and no price keeps the router's estimate.
+        takes_charge = cloud and cost is not None
+        row_id = self.store.add_usage(
+            row, charge_model=f"{backend}:{model}" if takes_charge else None)
         return UsageRecord(id=row_id, **{name: row.get(name) for name in _RECORD_FIELDS},
                            cost_is_estimate=estimate)
 

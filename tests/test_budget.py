@@ -238,6 +238,19 @@ def test_budget_recorded_usage_replaces_the_settled_charge(store, clock):
     assert store.db["budget_charges"].count == 0
 
 
+def test_budget_a_cut_reply_with_no_known_cost_keeps_its_settled_charge(store, clock):
+    # Stopped or cut off: the router settled the estimate, but no usage chunk came, and the
+    # catalog has no price to recompute it. The spend must not vanish from the cap.
+    budget, accounting = make(store, clock, budget_daily_usd=1.0)
+    reservation = budget.reserve("owner", CLOUD, Decimal("0.5"))
+    budget.settle(reservation, Decimal("0.4"))
+
+    accounting.record_chat("owner", "openrouter", "openai/gpt-4o-mini", Usage(), 1.0)
+
+    assert committed(budget) == (Decimal("0.4"), 0)
+    assert store.db["budget_charges"].count == 1
+
+
 def test_budget_charges_left_open_by_a_crash_count_at_their_estimate(store, clock):
     budget, _ = make(store, clock, budget_daily_usd=1.0)
     budget.reserve("owner", CLOUD, Decimal("0.4"))
