@@ -786,7 +786,8 @@ class ImageJobs:
             status = "failed" if failed else "cancelled"
         error = live.error
         if status == "partial":
-            error = f"{failed + cancelled} of {live.total} images weren't made: {live.error}"
+            why = live.error if failed else "they were cancelled in ComfyUI."
+            error = f"{failed + cancelled} of {live.total} images weren't made: {why}"
         elif status == "cancelled":
             error = "Cancelled." + (f" {done} of {live.total} images were made." if done else "")
         self.store.update_job(live.job_id, status=status, error=error,

@@ -649,3 +649,16 @@ def test_workflow_library_leaves_out_a_workflow_with_a_broken_sidecar(tmp_path):
     assert set(library.templates()) == {"sd15_txt2img"}  # the studio still starts
     assert any("sdxl_txt2img.params.json isn't valid JSON" in p for p in library.problems)
     assert any("img2img.params.json must hold a JSON object" in p for p in library.problems)
+
+
+def test_jobs_image_interrupted_in_comfyui_itself_is_named_in_the_outcome(fake, make_jobs):
+    import httpx
+
+    fake.pause_after_step(1)
+    jobs = make_jobs(fake)
+    live = jobs.submit(small(steps=5, seeds=2, seed=1))
+    assert fake.wait_paused(WAIT)
+    httpx.post(fake.url + "/interrupt", json={}).raise_for_status()  # ComfyUI's own Cancel
+    final = finish(jobs, live)[-1]
+    assert final.status == "partial" and final.done == 1
+    assert final.error == "1 of 2 images weren't made: they were cancelled in ComfyUI."
