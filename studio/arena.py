@@ -256,9 +256,10 @@ class Arena:
                 cost_usd=u.cost_usd, cost_is_estimate=u.cost_is_estimate)
         except StudioError:
             log.warning("could not store arena answer %s/%d", run_id[:8], slot, exc_info=True)
-        events = self._stored_events(run_id)
-        if slot < len(events):
-            events[slot].set()
+        finally:  # whatever happened to the write, followers waiting for it must go on
+            events = self._stored_events(run_id)
+            if slot < len(events):
+                events[slot].set()
 
     def _live_replies(self, run_id: str) -> list[LiveReply] | None:
         with self._lock:

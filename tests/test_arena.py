@@ -266,3 +266,19 @@ def test_check_models_returns_them_in_order():
 
 def test_arena_doctests_pass():
     assert doctest.testmod(arena_module).failed == 0
+
+
+def test_arena_a_failed_save_does_not_hold_the_page(store, monkeypatch):
+    import sqlite3
+    import time
+
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", "kept on screen")})
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(arena.cloud, "update_arena_answer", broken)
+    t0 = time.monotonic()
+    view = finish(arena, arena.start("Hi", [LOCAL, OTHER]))
+    assert time.monotonic() - t0 < 8  # the follower waits up to 10 s per unsaved answer
+    assert view.answers[0].text == "kept on screen "
