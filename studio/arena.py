@@ -151,8 +151,10 @@ class Arena:
         with self._lock:
             self._stored[run.id] = [threading.Event() for _ in models]
         for slot, model_id in enumerate(models):
-            live.append(self.replies.start(model_id, messages, options, user=user,
-                                           on_finish=partial(self._save, run.id, slot)))
+            live.append(self.replies.start(
+                model_id, messages, options, user=user,
+                on_progress=partial(self._save_progress, run.id, slot),
+                on_finish=partial(self._save, run.id, slot)))
         with self._lock:
             self._forget_finished_locked()
             self._live[run.id] = live
@@ -260,6 +262,10 @@ class Arena:
             events = self._stored_events(run_id)
             if slot < len(events):
                 events[slot].set()
+
+    def _save_progress(self, run_id: str, slot: int, snap: ReplySnapshot) -> None:
+        """The text so far, while the answer streams: a restart keeps it (as 'partial')."""
+        self.cloud.update_arena_answer(run_id, slot, content=snap.text, thinking=snap.thinking)
 
     def _live_replies(self, run_id: str) -> list[LiveReply] | None:
         with self._lock:

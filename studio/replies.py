@@ -129,8 +129,12 @@ class ReplyManager:
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
               user: str = "owner",
+              on_progress: Callable[[ReplySnapshot], None] | None = None,
               on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
-        """Start generating; returns at once. With ``message_id`` the reply is stored there."""
+        """Start generating; returns at once. With ``message_id`` the reply is stored there.
+
+        ``on_progress`` gets a snapshot as often as a stored reply is flushed (``flush_every``),
+        for callers that keep the text elsewhere (the arena), so a restart loses little."""
         reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
                           message_id=message_id, model_id=model_id)
         with self._lock:
@@ -140,7 +144,9 @@ class ReplyManager:
                 self._by_message[message_id] = reply.reply_id
             if conversation_id is not None:
                 self._by_conversation[conversation_id] = reply.reply_id
-        thread = threading.Thread(target=self._run, args=(reply, list(messages), options, user, on_finish),
+        thread = threading.Thread(target=self._run,
+                                  args=(reply, list(messages), options, user, on_progress,
+                                        on_finish),
                                   name=f"reply-{reply.reply_id[:8]}", daemon=True)
         thread.start()
         return reply
@@ -221,7 +227,7 @@ class ReplyManager:
     # -- the worker ---------------------------------------------------------------------
 
     def _run(self, reply: LiveReply, messages: list[ChatMessage], options: ChatOptions,
-             user: str, on_finish) -> None:
+             user: str, on_progress, on_finish) -> None:
         last_flush = time.monotonic()
         stream = None
         try:
@@ -249,9 +255,14 @@ class ReplyManager:
                         reply.fallback_reason = event.fallback_reason or ""
                     reply.version += 1
                     reply.cond.notify_all()
-                if self._store is not None and time.monotonic() - last_flush >= self._flush_every:
+                if time.monotonic() - last_flush >= self._flush_every:
                     last_flush = time.monotonic()
                     self._persist(reply, final=False)
+                    if on_progress is not None:
+                        try:
+                            on_progress(reply.snapshot())
+                        except Exception:  # noqa: BLE001 - a failed flush must not end the reply
+                            log.exception("on_progress hook failed for reply %s", reply.reply_id)
             self._finish(reply, "complete", "")
         except StudioError as exc:
             self._finish(reply, "partial" if reply.text_parts else "error", str(exc))

@@ -282,3 +282,35 @@ def test_arena_a_failed_save_does_not_hold_the_page(store, monkeypatch):
     view = finish(arena, arena.start("Hi", [LOCAL, OTHER]))
     assert time.monotonic() - t0 < 8  # the follower waits up to 10 s per unsaved answer
     assert view.answers[0].text == "kept on screen "
+
+
+def test_arena_answer_text_is_stored_while_it_streams_so_a_restart_keeps_it(store):
+    import time
+
+    release = threading.Event()
+
+    class Slow(Backend):  # two words, then it holds the answer open until released
+        def _play(self, model):
+            yield ChatDelta("first ")
+            time.sleep(0.05)  # past flush_every: the next event flushes the text so far
+            yield ChatDelta("second ")
+            assert release.wait(10)
+            yield ChatDone(backend="ollama", model=model, usage=Usage(completion_tokens=2))
+
+    router = Router({"ollama": Slow("ollama")})
+    arena = Arena(ReplyManager(exact_stream(router), flush_every=0.01), CloudStore(store),
+                  names=lambda m: m, shuffle=lambda models: None)
+    run_id = arena.start("Hi", [LOCAL, OTHER])
+    cloud = CloudStore(store)
+    try:
+        deadline = time.monotonic() + 10
+        while not all(a.content for a in cloud.arena_run(run_id).answers):
+            assert time.monotonic() < deadline, "nothing was stored while streaming"
+            time.sleep(0.02)
+        # The studio restarts here: what was written survives as a partial answer.
+        assert cloud.mark_interrupted_arena("The studio restarted.") == 2
+        answers = cloud.arena_run(run_id).answers
+        assert [a.status for a in answers] == ["partial", "partial"]
+        assert all(a.content.startswith("first") for a in answers)
+    finally:
+        release.set()
