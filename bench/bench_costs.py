@@ -35,11 +35,11 @@ from types import SimpleNamespace
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studio.accounting import Accounting, UsageFilter  # noqa: E402
-from studio.budget import Budget  # noqa: E402
+from studio.costs.accounting import Accounting, UsageFilter  # noqa: E402
+from studio.costs.budget import Budget  # noqa: E402
 from studio.config import Settings  # noqa: E402
-from studio.costs import ModelPrices  # noqa: E402
-from studio.store import Store  # noqa: E402
+from studio.costs.pricing import ModelPrices  # noqa: E402
+from studio.store.db import Store  # noqa: E402
 from studio.ui import costs as costs_tab  # noqa: E402
 
 TARGET_MS = 300

@@ -60,10 +60,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gradio_queue import queue_call  # noqa: E402 - bench/, the script's own folder
-from studio import workflows  # noqa: E402
+from studio.images import workflows  # noqa: E402
 from studio.clients.comfyui import ComfyUIClient, Done  # noqa: E402
-from studio.store import Store  # noqa: E402
-from studio.store_images import ImageStore  # noqa: E402
+from studio.store.db import Store  # noqa: E402
+from studio.store.images import ImageStore  # noqa: E402
 from tests.fakes.comfyui_server import FakeComfyUI  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from studio.gpu import format_summary, read_gpus  # noqa: E402
+from studio.models.gpu import format_summary, read_gpus  # noqa: E402
 
 SMI_FIELDS = ("name", "memory.used", "memory.total", "utilization.gpu", "temperature.gpu",
               "power.draw")

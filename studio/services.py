@@ -11,27 +11,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .accounting import Accounting
-from .budget import Budget
-from .arena import Arena, exact_stream
-from .catalog import Catalog
+from .costs.accounting import Accounting
+from .costs.budget import Budget
+from .chat.arena import Arena, exact_stream
+from .costs.catalog import Catalog
 from .clients.comfyui import ComfyUIClient
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
 from .config import Settings
-from .downloads import DownloadManager
+from .models.downloads import DownloadManager
 from .errors import StudioError
 from .events import ChatMessage, ChatNotice, ChatOptions
-from .gpu import GpuMonitor
-from .gpu_coordinator import GpuCoordinator, active_chat_models, parse_vram_overrides
-from .pulls import PullManager
-from .store_models import ModelsStore
+from .models.gpu import GpuMonitor
+from .models.gpu_coordinator import GpuCoordinator, active_chat_models, parse_vram_overrides
+from .models.pulls import PullManager
+from .store.models import ModelsStore
 from .presets import ChatPreset, load_chat_presets
-from .replies import ReplyManager
-from .router import Router, parse_model_id
-from .status import StatusBoard
-from .store import Store
-from .store_cloud import CloudStore
+from .chat.replies import ReplyManager
+from .chat.router import Router, parse_model_id
+from .ops.status import StatusBoard
+from .store.db import Store
+from .store.cloud import CloudStore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Services:
     pulls: PullManager | None = None
     models_store: ModelsStore | None = None
     gpu_coordinator: GpuCoordinator | None = None
-    images: ImageJobs | None = None  # the Images tab's job service (studio/images.py)
+    images: ImageJobs | None = None  # the Images tab's job service (studio/images/jobs.py)
     accounting: Accounting | None = None  # usage rows for every reply and image (Costs tab)
     budget: Budget | None = None  # caps cloud spend; the router reserves before each request
 
@@ -209,6 +209,6 @@ def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
     for path in (services.uploads_dir, services.exports_dir, services.outputs_dir):
         path.mkdir(parents=True, exist_ok=True)
     # Image jobs: picks up prompts a previous run left in ComfyUI (network only if any).
-    from .images import ImageJobs, build_image_jobs  # noqa: F401 - ImageJobs names the field type
+    from .images.jobs import ImageJobs, build_image_jobs  # noqa: F401 - ImageJobs names the field type
     services.images = build_image_jobs(services)
     return services

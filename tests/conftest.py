@@ -35,7 +35,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def store():
-    from studio.store import Store
+    from studio.store.db import Store
 
     s = Store.memory()
     yield s

@@ -7,15 +7,15 @@ from decimal import Decimal
 import pytest
 from sqlite_utils import Database
 
-from studio import accounting as accounting_module
-from studio.accounting import (CSV_COLUMNS, Accounting, UsageFilter, nvml_power_watts,
+from studio.costs import accounting as accounting_module
+from studio.costs.accounting import (CSV_COLUMNS, Accounting, UsageFilter, nvml_power_watts,
                                period_start)
 from studio.config import Settings
-from studio.costs import ModelPrices
+from studio.costs.pricing import ModelPrices
 from studio.errors import ConfigError, InvalidInput
 from studio.events import Usage
-from studio.migrations import migrations
-from studio.store import Store
+from studio.store.migrations import migrations
+from studio.store.db import Store
 from tests.test_gpu import BARE_CARD, RTX_3090, FakeNvml
 
 # Five hours behind UTC: an evening reply falls on the next UTC day, so these tests tell

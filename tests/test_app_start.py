@@ -10,7 +10,7 @@ import pytest
 import sqlite_utils
 from gradio_client import Client
 
-from studio.store import Store
+from studio.store.db import Store
 from tests.conftest import ROOT, free_port, start_studio, stop_studio
 
 

@@ -8,15 +8,15 @@ import threading
 
 import pytest
 
-from studio import arena as arena_module
-from studio.arena import Arena, check_models, exact_stream, figures_line
+from studio.chat import arena as arena_module
+from studio.chat.arena import Arena, check_models, exact_stream, figures_line
 from studio.clients.ollama import OllamaClient
 from studio.clients.openrouter import OpenRouterClient
 from studio.errors import BackendUnavailable, BudgetExceeded, InvalidInput, StudioError
 from studio.events import ChatDelta, ChatDone, ChatOptions, Usage
-from studio.replies import ReplyManager
-from studio.router import Router
-from studio.store_cloud import CloudStore
+from studio.chat.replies import ReplyManager
+from studio.chat.router import Router
+from studio.store.cloud import CloudStore
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 
 LOCAL = "ollama:llama3.2:latest"

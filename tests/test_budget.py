@@ -4,15 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from studio.accounting import Accounting
-from studio.budget import Budget
+from studio.costs.accounting import Accounting
+from studio.costs.budget import Budget
 from studio.clients.ollama import OllamaClient
 from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
-from studio.costs import ModelPrices
+from studio.costs.pricing import ModelPrices
 from studio.errors import BudgetExceeded, ConfigError
 from studio.events import ChatDone, ChatMessage, ChatNotice, ChatOptions, Usage
-from studio.router import Router
+from studio.chat.router import Router
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 
 TZ = timezone(timedelta(hours=2))

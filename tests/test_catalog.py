@@ -10,13 +10,13 @@ from decimal import Decimal
 
 import pytest
 
-from studio import catalog as catalog_module
-from studio.catalog import Catalog, cloud_label, picker_choices
+from studio.costs import catalog as catalog_module
+from studio.costs.catalog import Catalog, cloud_label, picker_choices
 from studio.clients.ollama import ModelInfo
 from studio.clients.openrouter import CloudModel, OpenRouterClient
-from studio.costs import ModelPrices
+from studio.costs.pricing import ModelPrices
 from studio.errors import BackendUnavailable, StudioError
-from studio.store_cloud import CloudStore
+from studio.store.cloud import CloudStore
 from tests.conftest import free_port
 from tests.fakes.openrouter_server import DEFAULT_KEY, DEFAULT_MODELS, FakeOpenRouter
 

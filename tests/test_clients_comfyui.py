@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio import workflows
+from studio.images import workflows
 from studio.clients import comfyui
 from studio.clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing, ImageRef, Preview,
                                     Progress, Queued)

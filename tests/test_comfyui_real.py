@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio import workflows
+from studio.images import workflows
 from studio.clients.comfyui import Cached, ComfyUIClient, Done, PromptRejected
 
 URL = os.environ.get("COMFYUI_TEST_URL", "")
@@ -93,10 +93,10 @@ def test_real_unknown_prompt_id(client):
 
 def test_real_image_job_is_copied_into_the_gallery(tmp_path, store):
     """The job service end to end: the Images tab's path, minus the page."""
-    from studio.image_files import read_png_metadata
-    from studio.image_plans import ImageRequest, WorkflowLibrary
-    from studio.images import ImageJobs
-    from studio.store_images import ImageStore
+    from studio.images.files import read_png_metadata
+    from studio.images.plans import ImageRequest, WorkflowLibrary
+    from studio.images.jobs import ImageJobs
+    from studio.store.images import ImageStore
 
     root = Path(__file__).resolve().parents[1]
     client = ComfyUIClient(URL, timeout=30, run_timeout=120, poll_interval=0.2)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio.conversations import backend_messages, export_json, export_markdown, stats_line, status_note, title_from
+from studio.chat.conversations import backend_messages, export_json, export_markdown, stats_line, status_note, title_from
 
 
 def msg(role, content, **kw):

@@ -3,8 +3,8 @@ from decimal import Decimal
 
 import pytest
 
-from studio import costs
-from studio.costs import (ModelPrices, cloud_equivalent_cost, energy_cost, energy_kwh,
+from studio.costs import pricing as costs
+from studio.costs.pricing import (ModelPrices, cloud_equivalent_cost, energy_cost, energy_kwh,
                           estimate_messages_tokens, estimate_prompt_cost, estimate_tokens,
                           format_price_per_million, format_usd, reply_cost, round_usd, to_decimal)
 

@@ -18,7 +18,7 @@ MODULES = sorted(
 
 
 def test_doctests_found_in_the_pure_modules():
-    assert {"studio.costs", "studio.router", "studio.image_plans"} <= set(MODULES)
+    assert {"studio.costs.pricing", "studio.chat.router", "studio.images.plans"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

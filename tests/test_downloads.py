@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from studio.downloads import ChecksumMismatch, Download, DownloadManager, NotEnoughSpace
+from studio.models.downloads import ChecksumMismatch, Download, DownloadManager, NotEnoughSpace
 from studio.errors import BackendRejected, BackendUnavailable, InvalidInput, StreamInterrupted
-from studio.model_files import delete_model_file, disk_space, folder_usage, model_path, plan_download
+from studio.models.files import delete_model_file, disk_space, folder_usage, model_path, plan_download
 from tests.fakes.file_server import PAYLOAD, running_file_server
 
 CHUNK = 4096

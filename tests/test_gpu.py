@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio import gpu
-from studio.gpu import GpuMonitor, GpuReading, format_bytes, format_summary, read_gpus
+from studio.models import gpu
+from studio.models.gpu import GpuMonitor, GpuReading, format_bytes, format_summary, read_gpus
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

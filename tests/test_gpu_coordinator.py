@@ -11,11 +11,11 @@ from studio.clients.comfyui import ComfyUIClient
 from studio.clients.ollama import OllamaClient
 from studio.errors import ConfigError, InvalidInput
 from studio.events import ChatMessage
-from studio.gpu import GpuMonitor
-from studio.gpu_coordinator import (GpuCoordinator, active_chat_models, check_policy,
+from studio.models.gpu import GpuMonitor
+from studio.models.gpu_coordinator import (GpuCoordinator, active_chat_models, check_policy,
                                     parse_vram_overrides)
-from studio.replies import ReplyManager
-from studio.store_models import ModelsStore
+from studio.chat.replies import ReplyManager
+from studio.store.models import ModelsStore
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.test_gpu import RTX_3090, FakeNvml
 

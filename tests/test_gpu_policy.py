@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.errors import InvalidInput
-from studio.gpu_policy import (
+from studio.models.gpu_policy import (
     CHAT_HEADROOM_BYTES,
     LoadedModel,
     decide_before_chat,

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from studio import hygiene
+from studio.models import hygiene
 from studio.clients.ollama import ModelInfo
 from studio.errors import InvalidInput
-from studio.hygiene import (ModelRecord, OutputFile, delete_outputs, model_records,
+from studio.models.hygiene import (ModelRecord, OutputFile, delete_outputs, model_records,
                             retention_plan, scan_outputs, unused_models)
 
 DAY = 86_400.0

@@ -16,17 +16,18 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from studio import image_files, image_plans
-from studio import images as images_mod
-from studio import workflows
+from studio.images import files as image_files
+from studio.images import plans as image_plans
+from studio.images import jobs as images_mod
+from studio.images import workflows
 from studio.clients.comfyui import ComfyUIClient
 from studio.errors import BackendUnavailable, InvalidInput, StudioError
-from studio.image_files import check_input_image, read_png_metadata, save_output
-from studio.image_plans import (ImageRequest, WorkflowLibrary, check_request, graph_from_upload,
+from studio.images.files import check_input_image, read_png_metadata, save_output
+from studio.images.plans import (ImageRequest, WorkflowLibrary, check_request, graph_from_upload,
                                 parse_sweep, plan_items)
-from studio.images import FinishedJob, ImageJobs, scrub
+from studio.images.jobs import FinishedJob, ImageJobs, scrub
 from studio.presets import StylePreset, apply_style, load_style_presets
-from studio.store_images import ImageStore
+from studio.store.images import ImageStore
 from tests.fakes.comfyui_server import FakeComfyUI
 
 ROOT = Path(__file__).resolve().parents[1]

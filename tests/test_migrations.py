@@ -3,8 +3,8 @@ import re
 import pytest
 from sqlite_utils import Database
 
-from studio.migrations import migrations
-from studio.store import Store
+from studio.store.migrations import migrations
+from studio.store.db import Store
 
 CONVERSATION_COLUMNS = {
     "id": str, "title": str, "user": str, "model": str, "backend": str,

@@ -8,7 +8,7 @@ import pytest
 
 from studio.clients.ollama import OllamaClient, PullProgress
 from studio.errors import InvalidInput
-from studio.pulls import CANCELLED_MESSAGE, PullManager, full_model_name
+from studio.models.pulls import CANCELLED_MESSAGE, PullManager, full_model_name
 
 WAIT = 10.0
 

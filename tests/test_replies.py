@@ -6,7 +6,7 @@ import pytest
 
 from studio.errors import StreamInterrupted
 from studio.events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
-from studio.replies import STOPPED_BY_USER, ReplyManager
+from studio.chat.replies import STOPPED_BY_USER, ReplyManager
 
 
 class RecordingStore:

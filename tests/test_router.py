@@ -4,15 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from studio import router as router_module
+from studio.chat import router as router_module
 from studio.clients.openrouter import (BadApiKey, NoApiKey, OpenRouterClient, OutOfCredit,
                                        ProviderError, RateLimited)
-from studio.costs import ModelPrices
+from studio.costs.pricing import ModelPrices
 from studio.errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                            InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
 from studio.events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
                            Usage)
-from studio.router import (NoModelAnswered, RetryPolicy, Router, can_fall_back, fallback_chain,
+from studio.chat.router import (NoModelAnswered, RetryPolicy, Router, can_fall_back, fallback_chain,
                            is_cloud_model, is_retryable, make_model_id, parse_model_id)
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 from tests.streams import collect, text_of

@@ -1,7 +1,7 @@
 """Backend status: reachable / unreachable / not configured, with what to do."""
 
 from studio.config import Settings
-from studio.status import BackendStatus, StatusBoard, check_comfyui, check_ollama, check_openrouter, status_html
+from studio.ops.status import BackendStatus, StatusBoard, check_comfyui, check_ollama, check_openrouter, status_html
 from tests.conftest import free_port
 
 

@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from studio.errors import InvalidInput, StudioError
-from studio.migrations import migrations
-from studio.store import Conversation, Message, SearchHit, Store, fts_match_query
+from studio.store.migrations import migrations
+from studio.store.db import Conversation, Message, SearchHit, Store, fts_match_query
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

@@ -7,8 +7,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from studio.errors import InvalidInput, StudioError
-from studio.migrations import migrations
-from studio.store_cloud import ANSWER_FIELDS, CloudStore
+from studio.store.migrations import migrations
+from studio.store.cloud import ANSWER_FIELDS, CloudStore
 
 CLOUD_MODEL_COLUMNS = {
     "id": str, "name": str, "context_length": int, "input_modalities": str,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlite_utils import Database
 
-from studio.migrations import migrations
-from studio.store import Store
-from studio.store_images import ImageStore
+from studio.store.migrations import migrations
+from studio.store.db import Store
+from studio.store.images import ImageStore
 
 
 @pytest.fixture

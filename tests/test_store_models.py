@@ -6,8 +6,8 @@ import pytest
 from sqlite_utils import Database
 
 from studio.errors import InvalidInput
-from studio.migrations import migrations
-from studio.store_models import ModelsStore
+from studio.store.migrations import migrations
+from studio.store.models import ModelsStore
 
 
 @pytest.fixture

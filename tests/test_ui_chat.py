@@ -4,7 +4,7 @@
 import pytest
 
 from studio.events import Usage
-from studio.replies import ReplySnapshot
+from studio.chat.replies import ReplySnapshot
 from studio.ui.chat_values import Turn, chatbot_value, collect_options, turn_with_snapshot
 
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from studio.accounting import Accounting, Spend
-from studio.budget import Budget, BudgetStatus
+from studio.costs.accounting import Accounting, Spend
+from studio.costs.budget import Budget, BudgetStatus
 from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
 from studio.errors import InvalidInput, StudioError

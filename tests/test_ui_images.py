@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from studio.config import Settings
-from studio.images import ItemProgress, JobSnapshot, ShownImage
-from studio.store_images import GalleryImage, GalleryPage
+from studio.images.jobs import ItemProgress, JobSnapshot, ShownImage
+from studio.store.images import GalleryImage, GalleryPage
 from studio.ui import images as tab
 from studio.ui import images_values as values
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -318,8 +318,8 @@ def test_ui_images_finished_job_is_accounted_when_accounting_is_wired(ui):
 
 
 def test_ui_images_favourite_is_kept_by_output_retention(ui):
-    from studio.hygiene import retention_plan, scan_outputs
-    from studio.store_models import ModelsStore
+    from studio.models.hygiene import retention_plan, scan_outputs
+    from studio.store.models import ModelsStore
 
     services, parts = ui
     run(parts.handlers.on_generate(**form(prompt="keep this one", seed=5, steps=2)))

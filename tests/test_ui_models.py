@@ -15,14 +15,14 @@ import pytest
 from studio.clients.comfyui import ComfyUIClient
 from studio.clients.ollama import OllamaClient
 from studio.config import Settings
-from studio.downloads import DownloadManager
+from studio.models.downloads import DownloadManager
 from studio.events import ChatMessage
-from studio.gpu import GpuMonitor
-from studio.gpu_coordinator import GpuCoordinator, active_chat_models
+from studio.models.gpu import GpuMonitor
+from studio.models.gpu_coordinator import GpuCoordinator, active_chat_models
 from studio.clients.ollama import PullProgress
-from studio.pulls import PullManager
-from studio.replies import ReplyManager
-from studio.store_models import ModelsStore
+from studio.models.pulls import PullManager
+from studio.chat.replies import ReplyManager
+from studio.store.models import ModelsStore
 from studio.ui import models, models_values
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.file_server import PAYLOAD, running_file_server

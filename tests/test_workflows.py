@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from studio import workflows
+from studio.images import workflows
 from studio.errors import InvalidInput
-from studio.workflows import Target, TemplateError
+from studio.images.workflows import Target, TemplateError
 from tests.fakes.comfyui_server import FakeComfyUI
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .. import workflows
+from ..images import workflows
 from ..errors import BackendRejected, BackendUnavailable, GenerationFailed
 from .comfyui_job import _Job
 from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, Executing,

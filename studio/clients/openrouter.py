@@ -22,7 +22,7 @@ import httpx
 if TYPE_CHECKING:  # imported for real on first use, see _openai()
     import openai
 
-from ..costs import ModelPrices, format_price_per_million, to_decimal
+from ..costs.pricing import ModelPrices, format_price_per_million, to_decimal
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
 from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, Usage

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..status import status_html
+from ..ops.status import status_html
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab
 from . import images as images_tab

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from ..arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
+from ..chat.arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
 from ..errors import StudioError
 from .common import model_picker_choices, ui_errors
 

@@ -17,13 +17,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..conversations import backend_messages, export_json, export_markdown, stats_line, title_from
+from ..chat.conversations import backend_messages, export_json, export_markdown, stats_line, title_from
 from ..errors import StudioError
 from ..events import ChatOptions
-from ..costs import describe_prompt_estimate, estimate_messages_tokens
+from ..costs.pricing import describe_prompt_estimate, estimate_messages_tokens
 from ..presets import apply_preset
-from ..router import DEFAULT_MAX_TOKENS
-from ..replies import ReplySnapshot
+from ..chat.router import DEFAULT_MAX_TOKENS
+from ..chat.replies import ReplySnapshot
 from .chat_values import (Turn, chatbot_value, collect_options, new_session, split_message,
                           turn_from_message, turn_with_snapshot)
 from .common import PageViews, model_picker_choices, ui_errors

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..conversations import stats_line, status_note
+from ..chat.conversations import stats_line, status_note
 from ..events import ChatOptions
-from ..replies import ReplySnapshot
+from ..chat.replies import ReplySnapshot
 
 
 def new_session(incognito: bool = False) -> dict:

@@ -80,7 +80,7 @@ class PageViews:
 def model_picker_choices(services) -> list[tuple[str, str]]:
     """One model list: local (Ollama) models first, then cloud (OpenRouter) ones with prices.
     A backend that can't be asked shows a warning and contributes nothing."""
-    from ..catalog import picker_choices
+    from ..costs.catalog import picker_choices
 
     local, cloud = [], []
     try:

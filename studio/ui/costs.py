@@ -18,10 +18,10 @@ import gradio as gr
 import pandas as pd
 from gradio.context import Context
 
-from ..accounting import (OWNER, PERIODS, CostsOverview, DaySpend, LocalVsCloud, ModelSpend,
+from ..costs.accounting import (OWNER, PERIODS, CostsOverview, DaySpend, LocalVsCloud, ModelSpend,
                           Spend, UsageFilter, UserSpend, local_time)
-from ..budget import BudgetStatus
-from ..costs import format_usd
+from ..costs.budget import BudgetStatus
+from ..costs.pricing import format_usd
 from ..errors import StudioError
 from .common import ui_errors
 

@@ -1,6 +1,6 @@
 """The Images tab: generate with ComfyUI (live progress and preview), batch jobs, the gallery.
 
-Thin layer over ``services.images`` (studio/images.py): jobs run on server threads and
+Thin layer over ``services.images`` (studio/images/jobs.py): jobs run on server threads and
 outlive the page; handlers here only turn job snapshots and gallery pages into component
 values, shaped in ``images_values``. The browser never talks to ComfyUI: every image and preview is a file under the
 data directory or a PIL image handed to Gradio, and error messages have ComfyUI's address
@@ -19,9 +19,9 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..image_files import check_input_image
-from ..image_plans import SWEEPABLE, form_defaults
-from ..images import COMFYUI_PLACE, START_COMFYUI
+from ..images.files import check_input_image
+from ..images.plans import SWEEPABLE, form_defaults
+from ..images.jobs import COMFYUI_PLACE, START_COMFYUI
 from .common import PageViews, ui_errors
 from .images_values import (comfyui_banner, favourite_label, file_path, gallery_value,
                             image_details, jobs_choices, md_literal, page_label, preview_image,
@@ -60,7 +60,7 @@ def public_errors(base_url: str):
     """Like ``ui_errors``, and ComfyUI's address is cut out of every message."""
     def decorate(fn):
         def clean(exc: StudioError) -> StudioError:
-            from ..images import scrub
+            from ..images.jobs import scrub
             return StudioError(scrub(str(exc), base_url))
 
         if inspect.isgeneratorfunction(fn):

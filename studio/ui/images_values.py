@@ -9,9 +9,9 @@ from html import escape
 
 from PIL import Image
 
-from ..image_plans import FORM_PARAMS, ImageRequest, parse_sweep
-from ..images import JobSnapshot
-from ..store_images import GalleryImage, GalleryPage
+from ..images.plans import FORM_PARAMS, ImageRequest, parse_sweep
+from ..images.jobs import JobSnapshot
+from ..store.images import GalleryImage, GalleryPage
 
 
 def progress_html(snap: JobSnapshot | None) -> str:

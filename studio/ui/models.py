@@ -26,12 +26,12 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from ..model_files import (REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage,
+from ..models.files import (REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage,
                            plan_download)
 from ..errors import InvalidInput, StudioError
-from ..gpu import GpuReading, format_bytes, format_summary
-from ..gpu_coordinator import active_chat_models
-from ..pulls import check_model_name, full_model_name
+from ..models.gpu import GpuReading, format_bytes, format_summary
+from ..models.gpu_coordinator import active_chat_models
+from ..models.pulls import check_model_name, full_model_name
 from . import storage
 from .common import PageViews, ui_errors
 from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,

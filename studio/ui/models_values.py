@@ -15,9 +15,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..clients.ollama import format_size
-from ..gpu import GpuReading, format_bytes
-from ..hygiene import parse_time
-from ..pulls import full_model_name
+from ..models.gpu import GpuReading, format_bytes
+from ..models.hygiene import parse_time
+from ..models.pulls import full_model_name
 
 OLLAMA_HEADERS = ["Name", "Size", "Family", "Parameters", "Quantization", "Modified"]
 RUNNING_HEADERS = ["Name", "In GPU memory", "Size", "Loaded until"]

@@ -15,12 +15,12 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from ..model_files import delete_model_file
+from ..models.files import delete_model_file
 from ..errors import InvalidInput, StudioError
-from ..gpu import format_bytes
-from ..hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
+from ..models.gpu import format_bytes
+from ..models.hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
                        scan_outputs, unused_models)
-from ..pulls import full_model_name
+from ..models.pulls import full_model_name
 from .common import ui_errors
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Callable, Iterable, Sequence
 
-from .events import ChatMessage
+from ..events import ChatMessage
 
 PARTIAL_NOTE = "Reply cut off"
 

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .errors import InvalidInput, StudioError
+from ..errors import InvalidInput, StudioError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import InvalidInput, StudioError
-from .store import Store
+from ..errors import InvalidInput, StudioError
+from .db import Store
 
 ANSWER_FIELDS = ("backend", "answered_by", "status", "error", "content", "thinking",
                  "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "total_ms",

@@ -15,7 +15,7 @@ from typing import Iterable, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 
-from .errors import (InvalidInput)
+from ..errors import (InvalidInput)
 from .gpu import format_bytes
 
 

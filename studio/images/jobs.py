@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import workflows
-from .clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
+from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
                               GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
                               Timings)
-from .errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
-from .image_files import check_input_image, save_output
-from .image_plans import (ImageRequest, WorkflowLibrary, check_request, effective_params,
+from ..errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
+from .files import check_input_image, save_output
+from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params,
                           graph_model, plan_items, render_item)
-from .presets import StylePreset
-from .store_images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
+from ..presets import StylePreset
+from ..store.images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
 
 log = logging.getLogger(__name__)
 
@@ -915,7 +915,7 @@ def build_image_jobs(services) -> ImageJobs:
     whether or not accounting is wired in: ``Accounting.record_image`` is called with the
     job's user, model, GPU seconds and image count when it exists.
     """
-    from .presets import load_style_presets
+    from ..presets import load_style_presets
 
     settings = services.settings
     library = WorkflowLibrary(services.root / "workflows", services.data_dir / "workflows")

@@ -16,10 +16,10 @@ from decimal import Decimal
 
 from .accounting import (OWNER, Clock, as_float, as_usd, check_non_negative, local_now,
                          setting_decimal, utc_stamp)
-from .config import Settings
-from .costs import format_usd
-from .errors import BudgetExceeded
-from .store import Store
+from ..config import Settings
+from .pricing import format_usd
+from ..errors import BudgetExceeded
+from ..store.db import Store
 
 log = logging.getLogger(__name__)
 

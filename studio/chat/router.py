@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from .costs import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tokens, estimate_prompt_cost,
+from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tokens, estimate_prompt_cost,
                     reply_cost, to_decimal)
-from .errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
+from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
-from .events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking
+from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking
 
 OLLAMA = "ollama"
 OPENROUTER = "openrouter"

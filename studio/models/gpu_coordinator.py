@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from .errors import ConfigError, InvalidInput, StudioError
+from ..errors import ConfigError, InvalidInput, StudioError
 from .gpu import format_bytes
 from .gpu_policy import (CHAT_HEADROOM_BYTES, POLICIES, Decision, LoadedModel,
                          decide_before_chat, decide_before_image_job, needed_vram_for_family)

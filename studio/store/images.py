@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .store import Store, fts_match_query
+from .db import Store, fts_match_query
 
 JOB_STATES = ("queued", "running", "done", "partial", "failed", "cancelled")
 ACTIVE_JOB_STATES = ("queued", "running")

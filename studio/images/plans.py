@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import workflows
-from .errors import InvalidInput, StudioError
-from .image_files import PNG_SIGNATURE, read_png_metadata, write_atomic
-from .presets import StylePreset, apply_style
+from ..errors import InvalidInput, StudioError
+from .files import PNG_SIGNATURE, read_png_metadata, write_atomic
+from ..presets import StylePreset, apply_style
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import (BackendRejected, BackendUnavailable, InvalidInput, StreamInterrupted,
+from ..errors import (BackendRejected, BackendUnavailable, InvalidInput, StreamInterrupted,
                      StudioError)
 from .gpu import format_bytes
-from .model_files import DownloadPlan
+from .files import DownloadPlan
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import httpx
 
-from .config import Settings
+from ..config import Settings
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import GenerationFailed, InvalidInput, StudioError
+from ..errors import GenerationFailed, InvalidInput, StudioError
 
 THUMB_SIZE = 320
 IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 from .gpu import format_bytes
 
 DAY_S = 86_400.0

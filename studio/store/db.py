@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlite_utils import Database
 
-from .errors import InvalidInput, StudioError
+from ..errors import InvalidInput, StudioError
 from .migrations import migrations
 
 MESSAGE_STATUSES = ("complete", "partial", "error", "streaming")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
-from .clients.openrouter import CloudModel, format_context
-from .costs import ModelPrices, format_price_per_million, to_decimal
-from .errors import StudioError
-from .router import OPENROUTER, make_model_id, parse_model_id
-from .store_cloud import CloudModelRow, CloudStore
+from ..clients.openrouter import CloudModel, format_context
+from .pricing import ModelPrices, format_price_per_million, to_decimal
+from ..errors import StudioError
+from ..chat.router import OPENROUTER, make_model_id, parse_model_id
+from ..store.cloud import CloudModelRow, CloudStore
 
 log = logging.getLogger(__name__)
 

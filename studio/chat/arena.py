@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable, Iterator, Sequence
 
-from .costs import format_usd
-from .errors import InvalidInput, StudioError
-from .events import ChatMessage, ChatOptions
+from ..costs.pricing import format_usd
+from ..errors import InvalidInput, StudioError
+from ..events import ChatMessage, ChatOptions
 from .replies import LiveReply, ReplyManager, ReplySnapshot, StreamFn
 from .router import CLOUD_BACKENDS, parse_model_id
-from .store_cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
+from ..store.cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
 
 log = logging.getLogger(__name__)
 

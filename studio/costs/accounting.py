@@ -22,13 +22,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .config import Settings
-from .costs import ModelPrices, energy_kwh, reply_cost, to_decimal
-from .errors import ConfigError, InvalidInput
-from .events import Usage
-from .gpu import read_gpus
-from .router import CLOUD_BACKENDS
-from .store import Store, UsageRecord, UsageSums
+from ..config import Settings
+from .pricing import ModelPrices, energy_kwh, reply_cost, to_decimal
+from ..errors import ConfigError, InvalidInput
+from ..events import Usage
+from ..models.gpu import read_gpus
+from ..chat.router import CLOUD_BACKENDS
+from ..store.db import Store, UsageRecord, UsageSums
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import InvalidInput, StudioError
+from ..errors import InvalidInput, StudioError
 
 # Every parameter the studio knows, with the Python type its value is coerced to.
 PARAM_TYPES: dict[str, type] = {

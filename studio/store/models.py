@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 TRIGGERS = ("image_job", "chat", "manual")
 ACTIONS = ("unload_ollama", "free_comfyui", "none")

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 GiB = 2**30
 MiB = 2**20

@@ -1,0 +1,2 @@
+"""Costs and cloud: cost math, usage accounting, budgets, and the OpenRouter catalog.
+No gradio imports."""

@@ -1,0 +1,2 @@
+"""Operations: the backend status strip (and, to come, health, metrics and backups).
+No gradio imports."""
