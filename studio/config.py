@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInput
+from .model_id import ModelId
 
 
 def _setting(env: str, default, help: str, *, secret: bool = False):
@@ -137,9 +138,12 @@ class Settings:
             if not eq or "=" in rest or not source.strip() or not targets:
                 raise ConfigError(f"STUDIO_FALLBACKS entry {entry!r} {shape}.")
             for model_id in (source.strip(), *targets):
-                backend, colon, name = model_id.partition(":")
-                if backend not in ("ollama", "openrouter") or not colon or not name \
-                        or any(c.isspace() for c in name):
+                try:
+                    ModelId.known(model_id)
+                    bad = any(c.isspace() for c in model_id)
+                except InvalidInput:
+                    bad = True
+                if bad:
                     raise ConfigError(f"STUDIO_FALLBACKS: {model_id!r} is not a model id; ids "
                                       "start with 'ollama:' or 'openrouter:' (e.g. "
                                       "'ollama:llama3.2:latest', 'openrouter:openai/gpt-4o-mini').")

@@ -51,3 +51,7 @@ class BudgetExceeded(StudioError):
 
 class InvalidInput(StudioError):
     """Something the user typed or uploaded cannot be used; nothing was sent."""
+
+
+class NotFound(StudioError):
+    """What was asked for does not exist, or is not the caller's: both get this answer."""

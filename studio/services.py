@@ -1,37 +1,41 @@
-"""The studio's long-lived objects, built once from Settings and passed to the UI.
+"""The studio's long-lived objects, built once from Settings and handed to the UI.
 
-``build_services`` is the one place that opens the store and constructs clients; the UI
-receives the resulting ``Services`` and never builds its own. No gradio imports.
+``Services`` is wiring only: one frozen record, built in one expression at the end of
+``build_services``, the one place that opens the store and constructs clients and
+managers. Each manager gets the collaborators it uses as arguments, never the record
+itself. No behaviour lives here; no gradio imports.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from .costs.accounting import Accounting
-from .costs.budget import Budget
-from .chat.arena import Arena, exact_stream
-from .costs.catalog import Catalog
+from .chat.arena import Arena
+from .chat.models import ChatModels
+from .chat.replies import ReplyManager
+from .chat.router import Router
+from .chat.service import ChatService
+from .chat.streams import ChatStreams, record_usage
 from .clients.comfyui import ComfyUIClient
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
 from .config import Settings
+from .costs.accounting import Accounting
+from .costs.budget import Budget
+from .costs.catalog import Catalog
+from .images.jobs import ImageJobs, build_image_jobs
 from .models.downloads import DownloadManager
-from .errors import StudioError
-from .events import ChatMessage, ChatNotice, ChatOptions
 from .models.gpu import GpuMonitor
-from .models.gpu_coordinator import GpuCoordinator, active_chat_models, parse_vram_overrides
+from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
 from .models.pulls import PullManager
-from .store.models import ModelsStore
-from .presets import ChatPreset, load_chat_presets
-from .chat.replies import ReplyManager
-from .chat.router import Router, parse_model_id
 from .ops.status import StatusBoard
-from .store.db import Store
+from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
+from .store.db import Store
+from .store.models import ModelsStore
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +44,34 @@ ROOT = Path(__file__).resolve().parent.parent
 RESTART_REASON = "The studio stopped before this reply finished."
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """Everything a tab needs, built once. Clients are never None except ``openrouter``
-    (None when no key is set: cloud models are then simply not offered)."""
+    """Everything a tab needs, built once. ``openrouter`` and ``catalog`` are None when no
+    OpenRouter key is set: cloud models are then simply not offered."""
 
     settings: Settings
+    root: Path
     store: Store
     ollama: OllamaClient
     openrouter: OpenRouterClient | None
-    router: Router
     comfyui: ComfyUIClient
-    gpu: GpuMonitor
-    downloads: DownloadManager
-    replies: ReplyManager
-    status: StatusBoard
+    catalog: Catalog | None
+    router: Router
+    budget: Budget
+    accounting: Accounting
+    models: ChatModels  # what a chat can pick, and what each model reads
+    replies: ReplyManager  # chat replies that outlive the page
+    chat: ChatService  # the Chat tab's (and the API's) verbs
+    arena: Arena
     presets: list[ChatPreset]
-    root: Path = ROOT
-    catalog: Catalog | None = None  # OpenRouter's models, cached; None without a key
-    arena: Arena | None = None
-    # The Models tab: Ollama pulls that outlive the page, its tables, and the GPU sharing
-    # that other tabs call before their work (gpu_coordinator.before_image_job / before_chat).
-    pulls: PullManager | None = None
-    models_store: ModelsStore | None = None
-    gpu_coordinator: GpuCoordinator | None = None
-    images: ImageJobs | None = None  # the Images tab's job service (studio/images/jobs.py)
-    accounting: Accounting | None = None  # usage rows for every reply and image (Costs tab)
-    budget: Budget | None = None  # caps cloud spend; the router reserves before each request
+    status: StatusBoard
+    gpu: GpuMonitor
+    gpu_coordinator: GpuCoordinator  # the one-GPU policy other features call before work
+    models_in_use: ModelsInUse  # Ollama models a reply streams from right now
+    models_store: ModelsStore
+    pulls: PullManager
+    downloads: DownloadManager
+    images: ImageJobs
 
     @property
     def data_dir(self) -> Path:
@@ -84,131 +89,78 @@ class Services:
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
 
-    def stream_chat(self, model_id: str, messages: Sequence[ChatMessage],
-                    options: ChatOptions, *, user: str = "owner") -> Iterator[object]:
-        """Send a chat through the router (backend by model id, fallbacks, retries).
 
-        Runs on the reply's server thread. A local model may first need room on the GPU:
-        what the GPU policy did (or asks for) becomes a notice at the top of the reply."""
-        note = self.make_room_for_chat(model_id)
-        stream = self.router.chat_stream(model_id, messages, options, user=user)
-        return stream if note is None else _with_notice(note, stream)
-
-    def make_room_for_chat(self, model_id: str) -> str | None:
-        """Apply the one-GPU policy before a chat on an Ollama model (ComfyUI may be asked to
-        free its models). Returns a line for the reply when something was done, failed or
-        needs a yes; None otherwise. Skipped without NVML readings: nothing could be known
-        then, and each message would pay for two Ollama calls and a ComfyUI probe."""
-        coordinator = self.gpu_coordinator
-        backend, name = parse_model_id(model_id)
-        if backend != "ollama" or coordinator is None or coordinator.policy == "off":
-            return None
-        if not self.gpu.sample().available:
-            return None
-        try:
-            result = coordinator.before_chat(name)
-        except StudioError:  # the chat itself reports a backend that is down
-            return None
-        if result.outcome == "asked":
-            return (f"{result.message} Press \"Ask ComfyUI to free memory\" in the Models tab "
-                    "if the reply is slow or fails.")
-        return result.message if result.outcome in ("done", "failed", "skipped") else None
-
-    def account_reply(self, snap, user: str) -> None:
-        """Record one finished chat reply's usage (tokens, cost, energy) for the Costs tab."""
-        if self.accounting is None or (snap.status == "error" and not snap.text):
-            return
-        backend = snap.backend or parse_model_id(snap.model_id)[0]
-        model = snap.answered_by.split(":", 1)[-1] if not snap.backend else snap.answered_by
-        self.accounting.record_chat(user, backend, model, snap.usage,
-                                    duration_s=snap.elapsed_ms / 1000,
-                                    conversation_id=snap.conversation_id,
-                                    message_id=snap.message_id)
-
-    def supports_images(self, model_id: str) -> bool:
-        backend, name = parse_model_id(model_id)
-        if backend == "ollama":
-            return self.ollama.supports_vision(name)
-        if backend == "openrouter" and self.catalog is not None:
-            return self.catalog.supports_images(name)
-        return False
-
-    def cloud_models(self) -> list:
-        """OpenRouter's catalog (cached in the database), or [] when cloud is off.
-        Raises StudioError only when no list was ever fetched and OpenRouter is unreachable."""
-        if self.catalog is None:
-            return []
-        return self.catalog.models()
-
-
-def _with_notice(note: str, stream: Iterator[object]) -> Iterator[object]:
-    """``stream`` with a ChatNotice in front; closing this closes ``stream`` too."""
-    yield ChatNotice(note)
-    yield from stream
-
-
-def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
-    """Open the store (creating the data directory) and construct every client.
+def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None = None) -> Services:
+    """Open the store (creating the data directory) and construct every client and manager.
 
     Nothing here touches the network: clients connect on first use, so the studio starts
-    and history stays browsable with every backend down. Raises StudioError when the data
-    directory can't be written.
+    and history stays browsable with every backend down (image jobs a previous run left in
+    ComfyUI are picked up, which asks ComfyUI only if there are any). Raises StudioError
+    when the data directory can't be written. ``nvml`` stands in for pynvml (tests).
     """
-    store = Store.open(settings.db_path)
-    stale = store.mark_interrupted_streams(RESTART_REASON)
-    if stale:
+    store = Store.open(settings.db_path)  # says so in a sentence when the folder can't be written
+    data = settings.data_path
+    uploads, exports, outputs = data / "uploads", data / "exports", data / "outputs"
+    for path in (uploads, exports, outputs):
+        path.mkdir(parents=True, exist_ok=True)
+    if stale := store.mark_interrupted_streams(RESTART_REASON):
         log.warning("%d replies were cut off by the last shutdown; kept as partial", stale)
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
-    openrouter = None
-    if settings.openrouter_api_key:
-        openrouter = OpenRouterClient(settings.openrouter_api_key, settings.openrouter_base_url,
-                                      referer=settings.openrouter_referer,
-                                      title=settings.openrouter_title,
-                                      timeout=settings.request_timeout)
     cloud_store = CloudStore(store)
-    catalog = None
-    if openrouter is not None:
-        # Its own client with a short timeout: page loads may wait on the first fetch.
-        lister = OpenRouterClient(settings.openrouter_api_key, settings.openrouter_base_url,
-                                  referer=settings.openrouter_referer,
-                                  title=settings.openrouter_title,
-                                  timeout=min(settings.request_timeout, 20.0))
-        catalog = Catalog(lister.list_models, cloud_store)
     if cloud_store.mark_interrupted_arena(RESTART_REASON):
         log.warning("Arena answers cut off by the last shutdown were kept as partial")
-    # Without a key the cloud backend is still there, so a cloud model says "set
-    # OPENROUTER_API_KEY" (NoApiKey, before any request) and can fall back like any failure.
-    backends = {"ollama": ollama,
-                "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)}
+
+    ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
+    comfyui = ComfyUIClient(settings.comfyui_url)
+    openrouter = _openrouter(settings, settings.request_timeout)
+    # The catalog has its own client with a short timeout: page loads may wait on its fetch.
+    catalog = (Catalog(_openrouter(settings, min(settings.request_timeout, 20.0)).list_models,
+                       cloud_store) if openrouter is not None else None)
+    prices = catalog.prices if catalog is not None else None
+
     budget = Budget(store, settings)
-    router = Router(backends, fallbacks=settings.fallback_chains, budget=budget,
-                    prices=catalog.prices if catalog is not None else None)
-    services = Services(
-        settings=settings, store=store, ollama=ollama, openrouter=openrouter, router=router,
-        comfyui=ComfyUIClient(settings.comfyui_url), gpu=GpuMonitor(),
-        downloads=DownloadManager(),
-        replies=None,  # type: ignore[arg-type] - needs services.stream_chat, set just below
-        status=StatusBoard(settings),
-        presets=load_chat_presets(root / "presets" / "chat"), root=root)
-    services.budget = budget
-    services.accounting = Accounting(store, settings,
-                                     prices=catalog.prices if catalog is not None else None)
-    services.replies = ReplyManager(services.stream_chat, store,
-                                    on_settled=services.account_reply)
-    services.catalog = catalog
-    # Arena answers cost like chat replies: same budget (through the router) and accounts.
-    services.arena = Arena(ReplyManager(exact_stream(router), on_settled=services.account_reply),
-                           cloud_store,
-                           names=catalog.display_name if catalog is not None else None)
-    services.pulls = PullManager(ollama.pull)
-    services.models_store = ModelsStore(store)
-    services.gpu_coordinator = GpuCoordinator(
+    # Without a key the cloud backend is still there, so a cloud model says "set
+    # OPENROUTER_API_KEY" (before any request) and can fall back like any failure.
+    router = Router({"ollama": ollama,
+                     "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)},
+                    fallbacks=settings.fallback_chains, budget=budget, prices=prices)
+    accounting = Accounting(store, settings, prices=prices)
+
+    gpu = GpuMonitor(nvml)
+    models_store = ModelsStore(store)
+    in_use = ModelsInUse()
+    coordinator = GpuCoordinator(
         policy=settings.gpu_policy, vram_overrides=parse_vram_overrides(settings.vram_per_family),
-        gpu=services.gpu, ollama=ollama, comfyui=services.comfyui, log=services.models_store,
-        busy_models=lambda: active_chat_models(services.replies))
-    for path in (services.uploads_dir, services.exports_dir, services.outputs_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    # Image jobs: picks up prompts a previous run left in ComfyUI (network only if any).
-    from .images.jobs import ImageJobs, build_image_jobs  # noqa: F401 - ImageJobs names the field type
-    services.images = build_image_jobs(services)
-    return services
+        gpu=gpu, ollama=ollama, comfyui=comfyui, log=models_store, busy_models=in_use.names)
+    streams = ChatStreams(router, in_use=in_use, coordinator=coordinator, gpu=gpu)
+    chat_models = ChatModels(ollama, catalog)
+    # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
+    # are accounted by the same hook; the arena asks for exact models and stores its own.
+    replies = ReplyManager(streams.open, store, on_settled=record_usage(accounting))
+    arena_replies = ReplyManager(partial(streams.open, exact=True),
+                                 on_settled=record_usage(accounting))
+
+    return Services(
+        settings=settings, root=root, store=store, ollama=ollama, openrouter=openrouter,
+        comfyui=comfyui, catalog=catalog, router=router, budget=budget, accounting=accounting,
+        models=chat_models, replies=replies,
+        chat=ChatService(store, replies, router, uploads_dir=uploads, exports_dir=exports,
+                         max_message_chars=settings.max_message_chars,
+                         supports_images=chat_models.supports_images, prices=prices,
+                         budget=budget, default_max_tokens=router.default_max_tokens),
+        arena=Arena(arena_replies, cloud_store,
+                    names=catalog.display_name if catalog is not None else None),
+        presets=load_chat_presets(root / "presets" / "chat"),
+        status=StatusBoard(settings), gpu=gpu, gpu_coordinator=coordinator,
+        models_in_use=in_use, models_store=models_store, pulls=PullManager(ollama.pull),
+        downloads=DownloadManager(),
+        images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
+                                outputs_dir=outputs, uploads_dir=uploads, accounting=accounting))
+
+
+def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:
+    """An OpenRouter client with the configured key and attribution; None without a key."""
+    if not settings.openrouter_api_key:
+        return None
+    return OpenRouterClient(settings.openrouter_api_key, settings.openrouter_base_url,
+                            referer=settings.openrouter_referer, title=settings.openrouter_title,
+                            timeout=timeout)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import doctest
 import threading
+from functools import partial
 
 import pytest
 
 from studio.chat import arena as arena_module
-from studio.chat.arena import Arena, check_models, exact_stream, figures_line
+from studio.chat.arena import Arena, check_models, figures_line
+from studio.chat.streams import ChatStreams
+from studio.models.gpu_coordinator import ModelsInUse
 from studio.clients.ollama import OllamaClient
 from studio.clients.openrouter import OpenRouterClient
 from studio.errors import BackendUnavailable, BudgetExceeded, InvalidInput, StudioError
@@ -54,10 +57,15 @@ class Backend:
 
 def make_arena(store, backends, *, fallbacks=None, shuffle=None, budget=None):
     router = Router(backends, fallbacks=fallbacks, budget=budget)
-    arena = Arena(ReplyManager(exact_stream(router)), CloudStore(store),
+    arena = Arena(ReplyManager(exact(router)), CloudStore(store),
                   names=lambda m: m.split(":", 1)[1].upper(),
                   shuffle=shuffle or (lambda models: models.reverse()))
     return arena, router
+
+
+def exact(router):
+    """The arena's stream: exactly the model named, through the one chat stream path."""
+    return partial(ChatStreams(router, in_use=ModelsInUse()).open, exact=True)
 
 
 def finish(arena, run_id):
@@ -239,7 +247,7 @@ def test_arena_with_fake_ollama_and_fake_openrouter(store, fake_ollama):
         router = Router({"ollama": OllamaClient(fake_ollama.url, timeout=10),
                          "openrouter": OpenRouterClient(DEFAULT_KEY, fake_openrouter.url,
                                                         timeout=10)})
-        arena = Arena(ReplyManager(exact_stream(router)), CloudStore(store))
+        arena = Arena(ReplyManager(exact(router)), CloudStore(store))
         view = finish(arena, arena.start("Say something", [LOCAL, CLOUD]))
     local, cloud = view.answers
     assert (local.text, cloud.text) == ("Local reply.", "Cloud reply.")
@@ -298,7 +306,7 @@ def test_arena_answer_text_is_stored_while_it_streams_so_a_restart_keeps_it(stor
             yield ChatDone(backend="ollama", model=model, usage=Usage(completion_tokens=2))
 
     router = Router({"ollama": Slow("ollama")})
-    arena = Arena(ReplyManager(exact_stream(router), flush_every=0.01), CloudStore(store),
+    arena = Arena(ReplyManager(exact(router), flush_every=0.01), CloudStore(store),
                   names=lambda m: m, shuffle=lambda models: None)
     run_id = arena.start("Hi", [LOCAL, OTHER])
     cloud = CloudStore(store)

@@ -16,6 +16,7 @@ from gradio_client import Client, handle_file
 
 from studio.config import Settings
 from studio.errors import ConfigError
+from studio.model_id import ModelId
 from tests.conftest import running_fake_ollama, start_studio, stop_studio
 from tests.fakes.ollama_server import make_tokens
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
@@ -143,7 +144,8 @@ def test_cloud_chat_services_wire_fallbacks_and_catalog_prices(tmp_path, backend
         "STUDIO_FALLBACKS": FALLBACKS}, dotenv_path=None))
     assert services.router.fallbacks == {MISSING: [GPT], CLAUDE: [LOCAL]}
     assert services.router.prices(GPT).completion_per_million == Decimal("0.6")
-    assert services.supports_images(GPT) and not services.supports_images(FREE)
+    assert services.models.supports_images(ModelId.parse(GPT))
+    assert not services.models.supports_images(ModelId.parse(FREE))
 
 
 def test_cloud_chat_picker_lists_local_then_cloud_models_with_prices(tmp_path, backends):

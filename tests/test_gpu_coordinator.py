@@ -4,6 +4,7 @@ with a fake NVML giving known free memory; every action lands in the log table."
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -12,8 +13,11 @@ from studio.clients.ollama import OllamaClient
 from studio.errors import ConfigError, InvalidInput
 from studio.events import ChatMessage
 from studio.models.gpu import GpuMonitor
-from studio.models.gpu_coordinator import (GpuCoordinator, active_chat_models, check_policy,
-                                    parse_vram_overrides)
+from studio.chat.router import Router
+from studio.chat.streams import ChatStreams
+from studio.events import ChatDelta, ChatNotice, ChatOptions
+from studio.models.gpu_coordinator import (GpuCoordinator, ModelsInUse, check_policy,
+                                           parse_vram_overrides)
 from studio.chat.replies import ReplyManager
 from studio.store.models import ModelsStore
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -224,52 +228,77 @@ def test_check_policy():
         check_policy("sometimes")
 
 
-def test_active_chat_models_reads_streaming_replies(fake_ollama, ollama):
+def test_models_in_use_counts_each_stream_until_it_closes(fake_ollama, ollama):
     fake_ollama.queue_reply(fake_ollama.make_tokens(50), delay=0.05)
-
-    def stream(model_id, messages, options, *, user):
-        return ollama.chat_stream(model_id.split(":", 1)[1], messages)
-
-    replies = ReplyManager(stream)
-    reply = replies.start("ollama:llama3.2", HELLO, None)
-    try:
-        assert active_chat_models(replies) == {"llama3.2:latest"}
-    finally:
-        replies.stop(reply.reply_id)
-    assert active_chat_models(replies) == set()
-    assert active_chat_models(None) == set()
-
-
-# -- wired into chat --------------------------------------------------------------------------
-
-
-def chat_services(tmp_path, coordinator, gpu, ollama_url):
-    from studio.config import Settings
-    from studio.services import build_services
-
-    services = build_services(Settings.from_env(
-        {"STUDIO_DATA_DIR": str(tmp_path / "data"), "OLLAMA_HOST": ollama_url}, dotenv_path=None))
-    services.gpu, services.gpu_coordinator = gpu, coordinator
-    return services
+    fake_ollama.queue_reply(fake_ollama.make_tokens(50), delay=0.05)
+    in_use = ModelsInUse()
+    streams = ChatStreams(Router({"ollama": ollama}), in_use=in_use)
+    replies = ReplyManager(streams.open)
+    first = replies.start("ollama:llama3.2", HELLO, None)
+    second = replies.start("ollama:llama3.2:latest", HELLO, None)
+    fake_ollama.wait_for_request("/api/chat", count=2)
+    assert in_use.names() == {"llama3.2:latest"}
+    replies.stop(first.reply_id)
+    wait_until(lambda: first.snapshot().done)
+    assert in_use.names() == {"llama3.2:latest"}  # the second still streams
+    replies.stop(second.reply_id)
+    wait_until(lambda: not in_use.names())
+    assert in_use.names() == set()
 
 
-def test_chat_on_a_full_gpu_frees_comfyui_and_the_reply_says_so(tmp_path, fake_ollama, ollama,
-                                                                comfy, log):
-    from studio.events import ChatDelta, ChatNotice, ChatOptions
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
+
+# -- wired into chat and the arena ------------------------------------------------------------
+
+
+def chat_streams(coordinator, ollama) -> ChatStreams:
+    return ChatStreams(Router({"ollama": ollama}), in_use=ModelsInUse(),
+                       coordinator=coordinator, gpu=coordinator._gpu)
+
+
+def test_chat_on_a_full_gpu_frees_comfyui_and_the_reply_says_so(ollama, comfy, log):
     coord = make("automatic", 1, ollama, comfy.url, log)
-    services = chat_services(tmp_path, coord, coord._gpu, fake_ollama.url)
-    events = list(services.stream_chat("ollama:llama3.2", HELLO, ChatOptions()))
+    events = list(chat_streams(coord, ollama).open("ollama:llama3.2", HELLO, ChatOptions()))
     assert isinstance(events[0], ChatNotice) and "ComfyUI" in events[0].text
     assert any(isinstance(e, ChatDelta) for e in events)
     assert len(comfy.requests_to("/free")) == 1
 
 
-def test_chat_without_nvml_skips_the_gpu_policy(tmp_path, fake_ollama, ollama, comfy, log):
-    from studio.events import ChatNotice, ChatOptions
-
+def test_chat_without_nvml_skips_the_gpu_policy(ollama, comfy, log):
     coord = make("automatic", None, ollama, comfy.url, log)
-    services = chat_services(tmp_path, coord, coord._gpu, fake_ollama.url)
-    events = list(services.stream_chat("ollama:llama3.2", HELLO, ChatOptions()))
+    events = list(chat_streams(coord, ollama).open("ollama:llama3.2", HELLO, ChatOptions()))
     assert not any(isinstance(e, ChatNotice) for e in events)
     assert comfy.requests_to("/free") == [] and comfy.requests_to("/system_stats") == []
+
+
+def test_arena_answers_are_seen_by_the_gpu_policy(tmp_path, fake_ollama, comfy):
+    """An arena answer gets the pre-chat GPU check, and while it streams the policy counts
+    its model as busy: an image job on a full GPU must not unload it. (Before, arena answers
+    skipped both: ComfyUI was never asked to make room, and the model was unloaded.)"""
+    from studio.config import Settings
+    from studio.services import build_services
+
+    fake_ollama.add_model("llava")
+    services = build_services(Settings.from_env(
+        {"STUDIO_DATA_DIR": str(tmp_path / "data"), "OLLAMA_HOST": fake_ollama.url,
+         "COMFYUI_URL": comfy.url, "STUDIO_GPU_POLICY": "automatic"}, dotenv_path=None),
+        nvml=FakeNvml([card(0.5)]))
+    try:
+        for _ in range(2):
+            fake_ollama.queue_reply(fake_ollama.make_tokens(100), delay=0.05)
+        run_id = services.arena.start("hi", ["ollama:llama3.2:latest", "ollama:llava:latest"])
+        fake_ollama.wait_for_request("/api/chat", count=2)
+        assert len(comfy.requests_to("/free")) >= 1  # the pre-chat check asked for room
+        job = services.gpu_coordinator.before_image_job("sdxl")
+        assert "llama3.2:latest" in fake_ollama.running_models(), job.message
+        assert "llava:latest" in fake_ollama.running_models(), job.message
+        assert not [r for r in fake_ollama.requests_to("/api/chat")
+                    if (r.json or {}).get("keep_alive") == 0]
+    finally:
+        services.arena.stop(run_id)
+        services.images.close()

@@ -526,12 +526,11 @@ def test_jobs_a_failing_accounting_hook_does_not_break_the_job(fake, make_jobs):
 
 def test_build_image_jobs_records_usage_when_accounting_exists(fake, settings, store, tmp_path):
     recorded = []
-    services = SimpleNamespace(
-        settings=settings, store=store, root=ROOT, data_dir=tmp_path,
+    jobs = images_mod.build_image_jobs(
+        settings=settings, store=store, root=ROOT,
         comfyui=ComfyUIClient(fake.url, timeout=5, run_timeout=30, poll_interval=0.02),
         outputs_dir=tmp_path / "outputs", uploads_dir=tmp_path / "uploads",
         accounting=SimpleNamespace(record_image=lambda *a, **k: recorded.append((a, k))))
-    jobs = images_mod.build_image_jobs(services)
     try:
         finish(jobs, jobs.submit(small(), user="ann"))
     finally:

@@ -13,7 +13,7 @@ from studio.errors import (BackendRejected, BackendUnavailable, BudgetExceeded, 
 from studio.events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
                            Usage)
 from studio.chat.router import (NoModelAnswered, RetryPolicy, Router, can_fall_back, fallback_chain,
-                           is_cloud_model, is_retryable, make_model_id, parse_model_id)
+                                is_retryable)
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 from tests.streams import collect, text_of
 
@@ -91,38 +91,6 @@ def make_router(local_scripts=(), cloud_scripts=(), *, fallbacks=None, budget=No
 
 def _no_sleep(seconds):
     raise AssertionError(f"unexpected sleep({seconds})")
-
-
-# -- model ids -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("model_id, parts", [
-    ("ollama:llama3.2", ("ollama", "llama3.2")),
-    ("ollama:llama3.2:3b", ("ollama", "llama3.2:3b")),
-    ("openrouter:openai/gpt-4o-mini", ("openrouter", "openai/gpt-4o-mini")),
-    ("openrouter:meta-llama/llama-3.2-3b-instruct:free",
-     ("openrouter", "meta-llama/llama-3.2-3b-instruct:free")),
-])
-def test_model_id_round_trips(model_id, parts):
-    assert parse_model_id(model_id) == parts
-    assert make_model_id(*parts) == model_id
-
-
-@pytest.mark.parametrize("model_id", ["llama3.2", "", ":llama3.2", "ollama:"])
-def test_parse_model_id_rejects_ids_without_backend(model_id):
-    with pytest.raises(InvalidInput, match="doesn't name a backend"):
-        parse_model_id(model_id)
-
-
-@pytest.mark.parametrize("backend, model", [("", "x"), ("a:b", "x"), ("ollama", "")])
-def test_make_model_id_rejects_bad_parts(backend, model):
-    with pytest.raises(ValueError):
-        make_model_id(backend, model)
-
-
-@pytest.mark.parametrize("model_id, cloud", [(LOCAL, False), (CLOUD, True)])
-def test_is_cloud_model_knows_openrouter(model_id, cloud):
-    assert is_cloud_model(model_id) is cloud
 
 
 # -- pure decisions --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import pytest
 
 from studio.events import Usage
 from studio.chat.replies import ReplySnapshot
-from studio.ui.chat_values import Turn, chatbot_value, collect_options, turn_with_snapshot
+from studio.chat.history import Turn, turn_with_snapshot
+from studio.ui.chat_values import chatbot_value, collect_options
 
 
 def test_ui_chat_rows_map_back_to_turns():

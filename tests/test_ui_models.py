@@ -18,7 +18,9 @@ from studio.config import Settings
 from studio.models.downloads import DownloadManager
 from studio.events import ChatMessage
 from studio.models.gpu import GpuMonitor
-from studio.models.gpu_coordinator import GpuCoordinator, active_chat_models
+from studio.chat.router import Router
+from studio.chat.streams import ChatStreams
+from studio.models.gpu_coordinator import GpuCoordinator, ModelsInUse
 from studio.clients.ollama import PullProgress
 from studio.models.pulls import PullManager
 from studio.chat.replies import ReplyManager
@@ -66,17 +68,16 @@ def build(tmp_path, store, fake_ollama, comfy, *, models_dir=None, nvml=None, op
     if opener is not None:
         job_options["opener"] = opener
 
-    def stream(model_id, messages, options, *, user):
-        return ollama.chat_stream(model_id.split(":", 1)[1], messages)
-
+    in_use = ModelsInUse()
     services = SimpleNamespace(
         settings=settings, store=store, ollama=ollama, comfyui=comfyui, gpu=gpu,
         downloads=DownloadManager(**job_options), pulls=PullManager(ollama.pull),
-        replies=ReplyManager(stream), models_store=models_store,
-        outputs_dir=tmp_path / "data" / "outputs")
-    services.gpu_coordinator = GpuCoordinator(
-        policy="automatic", gpu=gpu, ollama=ollama, comfyui=comfyui, log=models_store,
-        busy_models=lambda: active_chat_models(services.replies))
+        replies=ReplyManager(ChatStreams(Router({"ollama": ollama}), in_use=in_use).open),
+        models_store=models_store, models_in_use=in_use,
+        outputs_dir=tmp_path / "data" / "outputs",
+        gpu_coordinator=GpuCoordinator(policy="automatic", gpu=gpu, ollama=ollama,
+                                       comfyui=comfyui, log=models_store,
+                                       busy_models=in_use.names))
     with gr.Blocks() as demo:
         with gr.Tab("Models") as tab:
             parts = models.render(services, tab=tab)

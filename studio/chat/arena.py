@@ -13,7 +13,6 @@ No gradio imports here.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import threading
@@ -25,8 +24,8 @@ from typing import Callable, Iterator, Sequence
 from ..costs.pricing import format_usd
 from ..errors import InvalidInput, StudioError
 from ..events import ChatMessage, ChatOptions
-from .replies import LiveReply, ReplyManager, ReplySnapshot, StreamFn
-from .router import CLOUD_BACKENDS, parse_model_id
+from ..model_id import CLOUD_BACKENDS, ModelId
+from .replies import LiveReply, ReplyManager, ReplySnapshot
 from ..store.cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
 
 log = logging.getLogger(__name__)
@@ -34,20 +33,6 @@ log = logging.getLogger(__name__)
 MIN_MODELS, MAX_MODELS = 2, 4
 SLOT_NAMES = "ABCD"
 RESTART_REASON = "The studio stopped before this answer finished."
-
-
-def exact_stream(router) -> StreamFn:
-    """A ``stream_fn`` for ``ReplyManager`` that asks ``router`` for exactly the model named:
-    same backends, retries, budget and prices, no fallbacks. Read at call time, so a budget
-    attached to the router later is honoured."""
-
-    def stream(model_id: str, messages: Sequence[ChatMessage], options: ChatOptions | None = None,
-               *, user: str = "owner"):
-        exact = copy.copy(router)
-        exact.fallbacks = {}
-        return exact.chat_stream(model_id, messages, options, user=user)
-
-    return stream
 
 
 @dataclass(frozen=True)
@@ -110,8 +95,8 @@ class RunSummary:
 class Arena:
     """Starts comparisons, follows them, records votes and answers from history.
 
-    ``replies`` runs the answers (give it ``exact_stream(router)`` and no store: the arena
-    stores its own). ``names`` turns a model id into a display name. ``shuffle`` orders the
+    ``replies`` runs the answers (give it ``ChatStreams.open`` with ``exact=True`` and no
+    store: the arena stores its own). ``names`` turns a model id into a display name. ``shuffle`` orders the
     models of a blind run (injectable so tests can fix it).
     """
 
@@ -120,7 +105,7 @@ class Arena:
                  shuffle: Callable[[list], None] = random.shuffle) -> None:
         self.replies = replies
         self.cloud = cloud
-        self._names = names or (lambda model_id: parse_model_id(model_id)[1])
+        self._names = names or (lambda model_id: ModelId.parse(model_id).name)
         self._shuffle = shuffle
         self._lock = threading.Lock()
         self._live: dict[str, list[LiveReply]] = {}
@@ -250,7 +235,7 @@ class Arena:
         u = snap.usage
         try:
             self.cloud.update_arena_answer(
-                run_id, slot, backend=snap.backend or snap.model_id.split(":", 1)[0],
+                run_id, slot, backend=snap.backend or ModelId.parse(snap.model_id).backend,
                 answered_by=snap.answered_by, status=snap.status, error=snap.error,
                 content=snap.text, thinking=snap.thinking, prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens, ttft_ms=snap.ttft_ms,
@@ -307,7 +292,7 @@ class Arena:
                            ttft_ms=s.ttft_ms, tokens_per_s=tokens_per_second(s),
                            completion_tokens=s.usage.completion_tokens,
                            cost_usd=s.usage.cost_usd, cost_is_estimate=s.usage.cost_is_estimate,
-                           backend=s.backend or s.model_id.split(":", 1)[0],
+                           backend=s.backend or ModelId.parse(s.model_id).backend,
                            done=s.done))
             for i, s in enumerate(snaps))
         return RunView(run_id=run_id, prompt=run.prompt if run else "", blind=blind, voted=voted,
@@ -328,7 +313,7 @@ class Arena:
             figures=figures_line(ttft_ms=a.ttft_ms, tokens_per_s=a.tokens_per_s,
                                  completion_tokens=a.completion_tokens, cost_usd=a.cost_usd,
                                  cost_is_estimate=a.cost_is_estimate,
-                                 backend=a.backend or a.model_id.split(":", 1)[0],
+                                 backend=a.backend or ModelId.parse(a.model_id).backend,
                                  done=a.status != "streaming"))
 
     def _summary(self, run: ArenaRun) -> str:
@@ -361,9 +346,7 @@ def check_models(prompt: str, model_ids: Sequence[str] | None) -> list[str]:
         raise InvalidInput(f"Pick at most {MAX_MODELS} models to compare (got {len(models)}).")
     if len(set(models)) != len(models):
         raise InvalidInput("A model is picked twice.", hint="Compare different models.")
-    for model_id in models:
-        parse_model_id(model_id)
-    return models
+    return [str(ModelId.parse(model_id)) for model_id in models]
 
 
 def tokens_per_second(snap: ReplySnapshot) -> float | None:

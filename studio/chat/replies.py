@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from ..errors import StudioError
+from ..model_id import ModelId
 from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class ReplyManager:
         if final:
             u = snap.usage
             fields.update(
-                model=snap.answered_by, backend=snap.backend or snap.model_id.split(":", 1)[0],
+                model=snap.answered_by, backend=snap.backend or ModelId.parse(snap.model_id).backend,
                 prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                 ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s, load_ms=u.load_ms,
                 total_ms=snap.elapsed_ms, cost_usd=u.cost_usd,

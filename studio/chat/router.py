@@ -16,7 +16,7 @@ No gradio imports; nothing runs at import time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -25,10 +25,8 @@ from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tok
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
 from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking
+from ..model_id import CLOUD_BACKENDS, ModelId
 
-OLLAMA = "ollama"
-OPENROUTER = "openrouter"
-CLOUD_BACKENDS = frozenset({OPENROUTER})
 DEFAULT_MAX_TOKENS = 1024
 
 ChatEvent = ChatDelta | ChatThinking | ChatNotice | ChatDone
@@ -52,6 +50,8 @@ class Budget(Protocol):
 
     def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Any: ...
 
+    def check(self, user: str, estimate_usd: Decimal | None) -> None: ...
+
     def settle(self, reservation: Any, actual_usd: Decimal | None) -> None: ...
 
     def release(self, reservation: Any) -> None: ...
@@ -65,38 +65,6 @@ class NoModelAnswered(StudioError):
         details = " ".join(f"{model_id}: {_sentence(err.message)}" for model_id, err in failures)
         super().__init__(f"No model could answer. {details}",
                          hint="Check that the backends are running, or pick another model.")
-
-
-# -- model ids -------------------------------------------------------------------------------
-
-
-def make_model_id(backend: str, model: str) -> str:
-    """``make_model_id("ollama", "llama3.2")`` -> ``"ollama:llama3.2"``."""
-    if not backend or ":" in backend or not model:
-        raise ValueError(f"Can't make a model id from backend {backend!r} and model {model!r}.")
-    return f"{backend}:{model}"
-
-
-def parse_model_id(model_id: str) -> tuple[str, str]:
-    """Split at the first colon; the model part may hold more colons (Ollama tags, ``:free``).
-
-    >>> parse_model_id("ollama:llama3.2:3b")
-    ('ollama', 'llama3.2:3b')
-    >>> parse_model_id("openrouter:meta-llama/llama-3.2-3b-instruct:free")
-    ('openrouter', 'meta-llama/llama-3.2-3b-instruct:free')
-
-    Raises ``InvalidInput`` for ids without a backend part.
-    """
-    backend, sep, model = model_id.partition(":")
-    if not sep or not backend or not model:
-        raise InvalidInput(f"Model id {model_id!r} doesn't name a backend.",
-                           hint="Model ids look like 'ollama:llama3.2' or "
-                                "'openrouter:openai/gpt-4o-mini'.")
-    return backend, model
-
-
-def is_cloud_model(model_id: str, cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> bool:
-    return parse_model_id(model_id)[0] in set(cloud_backends)
 
 
 # -- decisions (pure) ------------------------------------------------------------------------
@@ -199,7 +167,7 @@ class Router:
         self.cloud_backends = frozenset(cloud_backends)
         self.default_max_tokens = default_max_tokens
 
-    def chat_stream(self, model_id: str, messages: Sequence[ChatMessage],
+    def chat_stream(self, model_id: str | ModelId, messages: Sequence[ChatMessage],
                     options: ChatOptions | None = None, *, user: str = ""
                     ) -> Iterator[ChatEvent]:
         """Stream a reply for ``model_id`` (``backend:model``).
@@ -210,7 +178,7 @@ class Router:
         error mid-stream once text has been yielded, ``NoModelAnswered`` when the whole chain
         failed, and ``InvalidInput`` for a malformed model id.
         """
-        parse_model_id(model_id)
+        model_id = str(ModelId.parse(model_id))
         chain = fallback_chain(model_id, self.fallbacks)
         failures: list[tuple[str, StudioError]] = []
         for candidate in chain:
@@ -233,7 +201,7 @@ class Router:
         """Stream from one model with retries. Raises ``_CannotAnswer`` while nothing has been
         yielded, and the backend's own error once something has."""
         try:
-            backend_name, model = parse_model_id(model_id)
+            backend_name, model = astuple(ModelId.parse(model_id))
         except InvalidInput as err:
             raise _CannotAnswer(err) from err
         backend = self.backends.get(backend_name)
@@ -243,12 +211,9 @@ class Router:
         cloud = backend_name in self.cloud_backends
         prices = self.prices(model_id) if cloud else None
         prompt_tokens = estimate_messages_tokens(m.content for m in messages)
-        images = sum(len(m.images) for m in messages)
         reservation = None
         if cloud and self.budget is not None:
-            max_tokens = (options.max_tokens if options and options.max_tokens
-                          else self.default_max_tokens)
-            estimate = estimate_prompt_cost(prices, prompt_tokens, max_tokens, images=images)
+            estimate = self._estimate(prices, messages, options)
             try:
                 reservation = self.budget.reserve(user, model_id, estimate)
             except BudgetExceeded as err:
@@ -309,6 +274,28 @@ class Router:
                                                                    streamed_chars))
                 else:
                     self.budget.release(reservation)
+
+    def admit(self, model_id: str | ModelId, messages: Sequence[ChatMessage],
+              options: ChatOptions | None = None, *, user: str = "") -> None:
+        """Refuse now a request that the budget would refuse and no fallback could take,
+        so a caller can say so before it writes anything. Books nothing; the request
+        itself still reserves (a cap may be reached in between). Raises ``BudgetExceeded``.
+        """
+        model = ModelId.parse(model_id)
+        if self.budget is None or model.backend not in self.cloud_backends:
+            return
+        if len(fallback_chain(str(model), self.fallbacks)) > 1:
+            return  # over budget, a fallback answers: that is not a refusal
+        self.budget.check(user, self._estimate(self.prices(str(model)), messages, options))
+
+    def _estimate(self, prices: ModelPrices | None, messages: Sequence[ChatMessage],
+                  options: ChatOptions | None) -> Decimal | None:
+        """What a request could cost at most: its prompt, and the reply's token limit."""
+        prompt_tokens = estimate_messages_tokens(m.content for m in messages)
+        images = sum(len(m.images) for m in messages)
+        max_tokens = (options.max_tokens if options and options.max_tokens
+                      else self.default_max_tokens)
+        return estimate_prompt_cost(prices, prompt_tokens, max_tokens, images=images)
 
     @staticmethod
     def _finish(done: ChatDone, prices: ModelPrices | None, reason: str | None) -> ChatDone:

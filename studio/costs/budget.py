@@ -123,16 +123,25 @@ class Budget:
         running requests plus this estimate would pass a cap (or a cap is already used up).
         """
         user = user or OWNER
-        amount = estimate_usd if estimate_usd is not None else Decimal(0)
         with self._lock:
             now = self.clock()
-            for cap in self._statuses(user, now):
-                if cap.committed >= cap.cap or cap.committed + amount > cap.cap:
-                    raise _refusal(cap, user, amount)
+            self._refuse_over_cap(user, estimate_usd, now)
             charge = self.store.open_budget_charge(
                 created_at=utc_stamp(now), day=now.date().isoformat(), user=user,
                 model=model_id, estimate_usd=as_float(estimate_usd))
         return Reservation(id=charge, user=user, model_id=model_id, estimate_usd=estimate_usd)
+
+    def check(self, user: str, estimate_usd: Decimal | None) -> None:
+        """Raise ``BudgetExceeded`` when ``reserve`` would refuse this estimate now; books
+        nothing (a caller's check before it writes anything)."""
+        with self._lock:
+            self._refuse_over_cap(user or OWNER, estimate_usd, self.clock())
+
+    def _refuse_over_cap(self, user: str, estimate_usd: Decimal | None, now: datetime) -> None:
+        amount = estimate_usd if estimate_usd is not None else Decimal(0)
+        for cap in self._statuses(user, now):
+            if cap.committed >= cap.cap or cap.committed + amount > cap.cap:
+                raise _refusal(cap, user, amount)
 
     def settle(self, reservation: Reservation, actual_usd: Decimal | None) -> None:
         """The request ran: count ``actual_usd`` (its estimate when None) until the usage row

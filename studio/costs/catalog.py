@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..clients.openrouter import CloudModel, format_context
 from .pricing import ModelPrices, format_price_per_million, to_decimal
-from ..errors import StudioError
-from ..chat.router import OPENROUTER, make_model_id, parse_model_id
+from ..errors import InvalidInput, StudioError
+from ..model_id import OLLAMA, OPENROUTER, ModelId
 from ..store.cloud import CloudModelRow, CloudStore
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,9 @@ class Catalog:
     def display_name(self, model_id: str) -> str:
         """What people call a model: the catalogue's name for cloud models ("OpenAI:
         GPT-4o-mini"), the Ollama name for local ones."""
-        backend, name = parse_model_id(model_id)
-        found = self.get(model_id) if backend == OPENROUTER else None
-        return found.name if found is not None else name
+        model = ModelId.parse(model_id)
+        found = self.get(model_id) if model.backend == OPENROUTER else None
+        return found.name if found is not None else model.name
 
     def state(self) -> CatalogState:
         with self._lock:
@@ -280,8 +280,8 @@ def picker_choices(local_models: Iterable[Any], cloud_models: Iterable[CloudMode
     ``ModelInfo``); cloud models that can't write text are left out."""
     local = sorted(local_models, key=lambda m: m.name.lower())
     cloud = _sorted(m for m in cloud_models if "text" in m.output_modalities)
-    return ([(LOCAL_PREFIX + m.label, make_model_id("ollama", m.name)) for m in local]
-            + [(cloud_label(m), make_model_id(OPENROUTER, m.id)) for m in cloud])
+    return ([(LOCAL_PREFIX + m.label, str(ModelId(OLLAMA, m.name))) for m in local]
+            + [(cloud_label(m), str(ModelId(OPENROUTER, m.id))) for m in cloud])
 
 
 def _sorted(models: Iterable[CloudModel]) -> list[CloudModel]:
@@ -289,12 +289,13 @@ def _sorted(models: Iterable[CloudModel]) -> list[CloudModel]:
 
 
 def _cloud_name(model: str) -> str | None:
-    backend, sep, name = model.partition(":")
-    if sep and backend == OPENROUTER:
-        return name or None
-    if sep and backend == "ollama":
-        return None
-    return model or None
+    try:
+        parsed = ModelId.parse(model)
+    except InvalidInput:  # a bare OpenRouter name ("openai/gpt-4o-mini")
+        return model or None
+    if parsed.backend == OPENROUTER:
+        return parsed.name
+    return None if parsed.backend == OLLAMA else model
 
 
 def _text(value: Any) -> str | None:

@@ -908,35 +908,30 @@ def _timings_dict(timings: Timings) -> dict:
 # --------------------------------------------------------------------------- wiring
 
 
-def build_image_jobs(services) -> ImageJobs:
-    """The image service for ``services`` (called by build_services), started.
-
-    The accounting hook looks ``services.accounting`` up when a job ends, so it works
-    whether or not accounting is wired in: ``Accounting.record_image`` is called with the
-    job's user, model, GPU seconds and image count when it exists.
-    """
+def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, outputs_dir: Path,
+                     uploads_dir: Path, accounting=None) -> ImageJobs:
+    """The image service, started (called by build_services). Each finished job with
+    images is accounted through ``accounting.record_image`` (user, model, GPU seconds,
+    image count) when ``accounting`` is given."""
     from ..presets import load_style_presets
 
-    settings = services.settings
-    library = WorkflowLibrary(services.root / "workflows", services.data_dir / "workflows")
+    library = WorkflowLibrary(root / "workflows", settings.data_path / "workflows")
     try:
-        styles = load_style_presets(services.root / "presets" / "styles")
+        styles = load_style_presets(root / "presets" / "styles")
     except StudioError as exc:
         log.warning("style presets left out: %s", exc)
         styles = []
 
     def record_image_job(finished: FinishedJob) -> None:
-        accounting = getattr(services, "accounting", None)
         if accounting is None or not finished.images:
             return
         accounting.record_image(finished.user, "comfyui", finished.model or finished.workflow,
                                 finished.gpu_seconds, images=finished.images,
                                 job_id=finished.job_id)
 
-    jobs = ImageJobs(services.comfyui, ImageStore(services.store), services.outputs_dir, library,
-                     styles=styles, uploads_dir=services.uploads_dir,
-                     inflight=getattr(settings, "image_inflight", 1),
-                     max_input_megapixels=getattr(settings, "max_input_megapixels", 16.0),
+    jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles,
+                     uploads_dir=uploads_dir, inflight=settings.image_inflight,
+                     max_input_megapixels=settings.max_input_megapixels,
                      on_job_finished=record_image_job)
     return jobs.start()
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Mapping
 
 from ..errors import ConfigError, InvalidInput, StudioError
+from ..model_id import ModelId
 from .gpu import format_bytes
 from .gpu_policy import (CHAT_HEADROOM_BYTES, POLICIES, Decision, LoadedModel,
                          decide_before_chat, decide_before_image_job, needed_vram_for_family)
@@ -75,16 +77,38 @@ def check_policy(policy: str) -> str:
     return value
 
 
-def active_chat_models(replies) -> set[str]:
-    """Full names of the Ollama models that a reply is streaming from right now."""
-    if replies is None:
-        return set()
-    names = set()
-    for model_id in replies.active_model_ids():
-        backend, _, name = model_id.partition(":")
-        if backend == "ollama" and name:
-            names.add(full_model_name(name))
-    return names
+class ModelsInUse:
+    """Which Ollama models a reply is streaming from right now, chat and arena alike.
+
+    A stream holds its model from before the GPU policy runs until the stream is closed, so
+    the policy never unloads a model that is answering. Thread-safe; counts, so two replies
+    from one model hold it twice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, model: ModelId) -> Iterator[None]:
+        """Count ``model`` as in use inside the block (only Ollama models are counted)."""
+        name = full_model_name(model.name) if model.is_local else None
+        if name is not None:
+            with self._lock:
+                self._counts[name] = self._counts.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            if name is not None:
+                with self._lock:
+                    self._counts[name] -= 1
+                    if not self._counts[name]:
+                        del self._counts[name]
+
+    def names(self) -> set[str]:
+        """Full names (``llama3.2:latest``) of the Ollama models in use."""
+        with self._lock:
+            return set(self._counts)
 
 
 class GpuCoordinator:

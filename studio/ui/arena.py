@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..chat.arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
 from ..errors import StudioError
-from .common import model_picker_choices, ui_errors
+from .common import model_choices, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def render(services) -> SimpleNamespace:
     settings = services.settings
 
     def model_choices() -> list[tuple[str, str]]:
-        return model_picker_choices(services)
+        return model_choices(services.models)
 
     def history_update(selected: str | None = None):
         choices = [(h.label, h.run_id) for h in arena.history(limit=100)]

@@ -1,64 +1,19 @@
-"""Values for the Chat tab: the display view of a conversation's turns (stored or
-incognito, overlaid with a live reply) as Chatbot messages, the per-page session dict, and
-the message and parameters read from the controls. No components and no handlers here
-(``studio/ui/chat.py`` builds the tab).
+"""Values for the Chat tab: a conversation's turns (``studio.chat.history.Turn``) as
+Chatbot messages, the per-page session dict, and the message and parameters read from the
+controls. No components and no handlers here (``studio/ui/chat.py`` builds the tab).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from ..chat.conversations import stats_line, status_note
+from ..chat.history import Turn
 from ..events import ChatOptions
-from ..chat.replies import ReplySnapshot
 
 
 def new_session(incognito: bool = False) -> dict:
-    """Per-page state: the open conversation (or an incognito one kept only here)."""
-    return {"conv_id": None, "incognito": incognito, "turns": [], "reply_id": None, "index": []}
-
-
-@dataclass(frozen=True)
-class Turn:
-    """The display view of one message, whether stored or incognito."""
-
-    seq: int
-    role: str
-    content: str
-    thinking: str = ""
-    images: tuple[str, ...] = ()
-    status: str = "complete"
-    error: str = ""
-    model: str = ""
-    backend: str = ""
-    ttft_ms: float | None = None
-    tokens_per_s: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_ms: float | None = None
-    cost_usd: float | None = None
-    notices: tuple[str, ...] = ()
-    message_id: int | None = None
-
-
-def turn_from_message(m) -> Turn:
-    return Turn(seq=m.seq, role=m.role, content=m.content or "", thinking=m.thinking or "",
-                images=tuple(m.images or ()), status=m.status, error=m.error or "",
-                model=m.model or "", backend=m.backend or "", ttft_ms=m.ttft_ms,
-                tokens_per_s=m.tokens_per_s, prompt_tokens=m.prompt_tokens,
-                completion_tokens=m.completion_tokens, total_ms=m.total_ms, cost_usd=m.cost_usd,
-                notices=tuple((m.meta or {}).get("notices") or ()), message_id=m.id)
-
-
-def turn_with_snapshot(turn: Turn, snap: ReplySnapshot) -> Turn:
-    """A stored assistant turn overlaid with what the live reply has now."""
-    u = snap.usage
-    return replace(turn, content=snap.text, thinking=snap.thinking, status=snap.status,
-                   error=snap.error, model=snap.answered_by, backend=snap.backend,
-                   ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
-                   prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                   total_ms=snap.elapsed_ms if snap.done else None, cost_usd=u.cost_usd,
-                   notices=snap.notices)
+    """Per-page state: the open chat's id (None until its first message), whether it is
+    incognito, and for each chatbot row the turn seq it shows (for edits)."""
+    return {"chat_id": None, "incognito": incognito, "index": []}
 
 
 def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:

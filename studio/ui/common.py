@@ -10,6 +10,7 @@ import uuid
 
 import gradio as gr
 
+from ..costs.accounting import OWNER  # the user of every page while there is no sign-in
 from ..errors import StudioError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ def ui_errors(fn):
     return wrapper
 
 
+def page_user(request: gr.Request | None) -> str:
+    """Who is calling: the signed-in name, or the owner when there is no sign-in."""
+    return (getattr(request, "username", None) if request is not None else None) or OWNER
+
+
 class PageViews:
     """Which follower owns each page's view, per area (chat, images, models...).
 
@@ -77,18 +83,10 @@ class PageViews:
             return view is None or self._viewing.get(view[0]) == view[1]
 
 
-def model_picker_choices(services) -> list[tuple[str, str]]:
-    """One model list: local (Ollama) models first, then cloud (OpenRouter) ones with prices.
-    A backend that can't be asked shows a warning and contributes nothing."""
-    from ..costs.catalog import picker_choices
-
-    local, cloud = [], []
-    try:
-        local = services.ollama.list_models()
-    except StudioError as exc:
-        gr.Warning(str(exc))
-    try:
-        cloud = services.cloud_models()
-    except StudioError as exc:
-        gr.Warning(f"Cloud models are not listed: {exc}")
-    return picker_choices(local, cloud)
+def model_choices(models) -> list[tuple[str, str]]:
+    """(label, model id) for a picker from ``services.models``: local models first, then
+    cloud ones with prices. A backend that can't be asked shows a warning."""
+    choices, problems = models.choices()
+    for problem in problems:
+        gr.Warning(problem)
+    return choices

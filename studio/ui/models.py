@@ -30,7 +30,6 @@ from ..models.files import (REFUSED_FOLDERS, delete_model_file, disk_space, fold
                            plan_download)
 from ..errors import InvalidInput, StudioError
 from ..models.gpu import GpuReading, format_bytes, format_summary
-from ..models.gpu_coordinator import active_chat_models
 from ..models.pulls import check_model_name, full_model_name
 from . import storage
 from .common import PageViews, ui_errors
@@ -75,8 +74,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
 
     # -- data helpers (no component values) --------------------------------------------
 
-    def busy_models() -> set[str]:
-        return active_chat_models(services.replies)
+    busy_models = services.models_in_use.names
 
     def read_ollama() -> tuple[list, list, str]:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import astuple
 from datetime import datetime
 from html import escape
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ import pandas as pd
 
 from ..models.files import delete_model_file
 from ..errors import InvalidInput, StudioError
+from ..model_id import ModelId
 from ..models.gpu import format_bytes
 from ..models.hygiene import (GB, RetentionPlan, delete_outputs, model_records, retention_plan,
                        scan_outputs, unused_models)
@@ -89,7 +91,7 @@ def render(services, *, favourites: Callable[[], list[str]],
         # A file in a subfolder of a model folder is reported but not offered: deletes go
         # through delete_model_file, which takes plain names in a model folder only.
         offered = [u for u in report if u.backend == "ollama" or u.name.count("/") == 1]
-        choices = [(u.label, f"{u.backend}:{u.name}") for u in offered]
+        choices = [(u.label, str(ModelId(u.backend, u.name))) for u in offered]
         note = (f"{len(report)} model(s), {format_bytes(sum(u.size for u in report))}, unused for "
                 f"{int(days)} days or more. Tick the ones to delete; nothing is deleted "
                 "without your confirmation." if report else
@@ -106,7 +108,7 @@ def render(services, *, favourites: Callable[[], list[str]],
         busy = busy_models()
         lines = [f"Delete these {len(keys)} model(s)? This can't be undone."]
         for key in keys:
-            backend, _, name = key.partition(":")
+            backend, name = astuple(ModelId.parse(key))
             warn = (" — ⚠️ a chat is answering with it right now; it will be skipped"
                     if backend == "ollama" and full_model_name(name) in busy else "")
             lines.append(f"- {escape(backend)}: {escape(name)}{warn}")
@@ -117,7 +119,7 @@ def render(services, *, favourites: Callable[[], list[str]],
         busy = busy_models()
         deleted, problems = [], []
         for key in keys or []:
-            backend, _, name = key.partition(":")
+            backend, name = astuple(ModelId.parse(key))
             try:
                 if backend == "ollama":
                     if full_model_name(name) in busy:

@@ -1,0 +1,200 @@
+"""A conversation's turns, stored in SQLite or kept only in memory (incognito).
+
+``History`` is what the chat service writes a turn through: the user's message, the
+placeholder a reply streams into, an edit, a truncation. ``StoredHistory`` writes the
+store; ``IncognitoHistory`` keeps its turns in memory and is forgotten when the chat ends,
+so the service never asks "is this incognito?" at each step. ``Turn`` is the one view of a
+message either way. No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ..model_id import ModelId
+
+if TYPE_CHECKING:
+    from ..store.db import Conversation, Message, Store
+    from .replies import ReplySnapshot
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message as a page shows it, whether stored or incognito."""
+
+    seq: int
+    role: str
+    content: str
+    thinking: str = ""
+    images: tuple[str, ...] = ()
+    status: str = "complete"
+    error: str = ""
+    model: str = ""
+    backend: str = ""
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_ms: float | None = None
+    cost_usd: float | None = None
+    notices: tuple[str, ...] = ()
+    message_id: int | None = None
+
+
+def turn_from_message(m: "Message") -> Turn:
+    """The turn of a stored message."""
+    return Turn(seq=m.seq, role=m.role, content=m.content or "", thinking=m.thinking or "",
+                images=tuple(m.images or ()), status=m.status, error=m.error or "",
+                model=m.model or "", backend=m.backend or "", ttft_ms=m.ttft_ms,
+                tokens_per_s=m.tokens_per_s, prompt_tokens=m.prompt_tokens,
+                completion_tokens=m.completion_tokens, total_ms=m.total_ms, cost_usd=m.cost_usd,
+                notices=tuple((m.meta or {}).get("notices") or ()), message_id=m.id)
+
+
+def turn_with_snapshot(turn: Turn, snap: "ReplySnapshot") -> Turn:
+    """An assistant turn overlaid with what its live reply has now."""
+    u = snap.usage
+    return replace(turn, content=snap.text, thinking=snap.thinking, status=snap.status,
+                   error=snap.error, model=snap.answered_by, backend=snap.backend,
+                   ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
+                   prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                   total_ms=snap.elapsed_ms if snap.done else None, cost_usd=u.cost_usd,
+                   notices=snap.notices)
+
+
+class History(ABC):
+    """The turns of one conversation and the writes a chat turn makes to them.
+
+    ``chat_id`` names it for pages (a conversation id, or an incognito chat's key);
+    ``conversation_id`` is the stored conversation's id, None while it isn't stored.
+    """
+
+    chat_id: str | None
+    conversation_id: str | None = None
+    reply_id: str | None = None  # incognito: the reply streaming into the last turn
+    stored: bool
+
+    @abstractmethod
+    def turns(self) -> list[Turn]:
+        """The turns in order, as last written (a streaming reply shows what was flushed)."""
+
+    @abstractmethod
+    def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
+        """Before a turn is written: create the conversation if it is new, else note the
+        model and system prompt it now uses."""
+
+    @abstractmethod
+    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
+        """Append the user's message."""
+
+    @abstractmethod
+    def add_placeholder(self, model: ModelId) -> Turn:
+        """Append an empty assistant turn (status "streaming") for a reply to fill."""
+
+    @abstractmethod
+    def set_text(self, seq: int, text: str) -> None:
+        """Replace the text of the user turn ``seq`` (edit and resend)."""
+
+    @abstractmethod
+    def truncate_after(self, seq: int) -> None:
+        """Drop every turn after ``seq``."""
+
+    def settle(self, seq: int, snap: "ReplySnapshot") -> None:
+        """A reply into turn ``seq`` ended. Stored replies are written by the reply itself
+        (``ReplyManager``), so only a history of its own needs to keep ``snap``."""
+
+
+class StoredHistory(History):
+    """A conversation in the store; ``conversation_id`` None until its first message."""
+
+    stored = True
+
+    def __init__(self, store: "Store", conversation: "Conversation | None", *, user: str):
+        self._store = store
+        self.conversation = conversation  # as read when the history was opened
+        self.conversation_id = conversation.id if conversation is not None else None
+        self.user = user
+
+    @property
+    def chat_id(self) -> str | None:  # type: ignore[override]
+        return self.conversation_id
+
+    def turns(self) -> list[Turn]:
+        if self.conversation_id is None:
+            return []
+        return [turn_from_message(m) for m in self._store.messages(self.conversation_id)]
+
+    def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
+        if self.conversation_id is None:
+            conv = self._store.create_conversation(title, model=model.name, backend=model.backend,
+                                                   system_prompt=system_prompt, user=self.user)
+            self.conversation_id = conv.id
+        else:
+            self._store.update_conversation(self.conversation_id, model=model.name,
+                                            backend=model.backend, system_prompt=system_prompt)
+
+    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
+        return turn_from_message(self._store.add_message(self.conversation_id, "user", text,
+                                                         images=images))
+
+    def add_placeholder(self, model: ModelId) -> Turn:
+        return turn_from_message(self._store.add_message(
+            self.conversation_id, "assistant", "", status="streaming", model=model.name,
+            backend=model.backend))
+
+    def set_text(self, seq: int, text: str) -> None:
+        target = next(t for t in self.turns() if t.seq == seq)
+        self._store.update_message(target.message_id, content=text)
+
+    def truncate_after(self, seq: int) -> None:
+        self._store.delete_messages_from(self.conversation_id, seq + 1)
+
+
+class IncognitoHistory(History):
+    """Turns kept in memory only; nothing reaches the database. Thread-safe: a reply's
+    worker thread settles its turn while pages read."""
+
+    stored = False
+
+    def __init__(self, chat_id: str, *, user: str):
+        self.chat_id = chat_id
+        self.user = user
+        self._turns: list[Turn] = []
+        self._lock = threading.Lock()
+
+    def turns(self) -> list[Turn]:
+        with self._lock:
+            return list(self._turns)
+
+    def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
+        pass
+
+    def _append(self, **fields) -> Turn:
+        with self._lock:
+            seq = self._turns[-1].seq + 1 if self._turns else 1
+            turn = Turn(seq=seq, **fields)
+            self._turns.append(turn)
+            return turn
+
+    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
+        return self._append(role="user", content=text, images=images)
+
+    def add_placeholder(self, model: ModelId) -> Turn:
+        return self._append(role="assistant", content="", status="streaming", model=model.name,
+                            backend=model.backend)
+
+    def set_text(self, seq: int, text: str) -> None:
+        with self._lock:
+            self._turns = [replace(t, content=text) if t.seq == seq else t for t in self._turns]
+
+    def truncate_after(self, seq: int) -> None:
+        with self._lock:
+            self._turns = [t for t in self._turns if t.seq <= seq]
+
+    def settle(self, seq: int, snap: "ReplySnapshot") -> None:
+        with self._lock:
+            self._turns = [turn_with_snapshot(t, snap) if t.seq == seq else t
+                           for t in self._turns]

@@ -1,0 +1,401 @@
+"""The chat service: one object owns a conversation turn, for every caller alike.
+
+``send``, ``retry`` and ``edit`` each run the same refusals first (no model, a message
+too long, a file that isn't an image, an image for a text-only model, a reply still being
+written, a budget cap no fallback can take) and only then write: the user's turn, the
+placeholder the reply streams into, and the reply itself (through ``ReplyManager``, which
+also accounts its usage). ``open``, ``turns`` and ``follow`` read; ``stop``, ``rename``,
+``delete``, ``export`` and ``end`` finish the verbs a page needs. The Chat tab, the API,
+benchmarks and tests are all callers; none of them writes history itself.
+
+Every verb takes the calling ``user``; a conversation of another user is "not found",
+exactly like a missing one. No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+from ..errors import InvalidInput, NotFound
+from ..events import ChatMessage, ChatOptions
+from ..model_id import ModelId
+from .conversations import backend_messages, export_json, export_markdown, title_from
+from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
+from .replies import LiveReply, ReplyManager, ReplySnapshot
+
+if TYPE_CHECKING:
+    from ..costs.budget import Budget
+    from ..costs.pricing import ModelPrices
+    from ..store.db import Store
+    from .router import Router
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
+INCOGNITO_PREFIX = "incognito-"
+INCOGNITO_IDLE_S = 12 * 3600  # an incognito chat nobody touched this long is forgotten
+GONE = "That conversation no longer exists."
+
+
+@dataclass(frozen=True)
+class Started:
+    """A reply that began: in which chat (new chats get their id here), and the reply."""
+
+    chat_id: str
+    reply: LiveReply
+    created: bool  # a stored conversation was created by this turn
+
+
+@dataclass(frozen=True)
+class OpenChat:
+    """A conversation as a page opens it: its turns (a live reply overlaid) and the reply
+    still streaming in it, if any."""
+
+    chat_id: str
+    title: str
+    model_id: str | None
+    turns: list[Turn]
+    live: LiveReply | None
+
+
+@dataclass(frozen=True)
+class ChatListEntry:
+    chat_id: str
+    title: str
+    snippet: str = ""  # a matching message's words, for a search hit
+
+
+class ChatService:
+    """Conversation turns over the store (or memory, incognito) and the reply manager.
+
+    ``supports_images(model)`` says whether a model reads images; ``prices(model_id)`` gives a
+    cloud model's prices (None when unknown); ``budget`` answers where a user stands.
+    """
+
+    def __init__(self, store: "Store", replies: ReplyManager, router: "Router", *,
+                 uploads_dir: Path, exports_dir: Path, max_message_chars: int,
+                 supports_images: Callable[[ModelId], bool],
+                 prices: Callable[[str], "ModelPrices | None"] | None = None,
+                 budget: "Budget | None" = None,
+                 default_max_tokens: int = 1024) -> None:
+        self._store = store
+        self._replies = replies
+        self._router = router
+        self._uploads_dir = Path(uploads_dir)
+        self._exports_dir = Path(exports_dir)
+        self._max_chars = max_message_chars
+        self._supports_images = supports_images
+        self._prices = prices
+        self._budget = budget
+        self._default_max_tokens = default_max_tokens
+        self._lock = threading.Lock()
+        self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
+        # Incognito attachments left by the last run belong to chats that are gone.
+        for leftover in self._uploads_dir.glob(INCOGNITO_PREFIX.rstrip("-") + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    # -- the turn verbs ---------------------------------------------------------------
+
+    def send(self, chat_id: str | None, text: str, files: Sequence[str | Path] = (), *,
+             model: str, system_prompt: str = "", options: ChatOptions | None = None,
+             user: str, incognito: bool = False) -> Started:
+        """Send a message (with image files) in ``chat_id``, or in a new chat when None
+        (incognito: kept in memory only), and start the reply.
+
+        Raises ``InvalidInput`` (empty or too long a message, no or an unknown model, a file
+        that isn't an image, an image for a text-only model, a reply still being written),
+        ``BudgetExceeded`` and ``NotFound``, all before anything is written.
+        """
+        text = text or ""
+        files = tuple(str(f) for f in files)
+        if not text.strip() and not files:
+            raise InvalidInput("The message is empty.", hint="Type something or attach an image.")
+        history = self._history(chat_id, user, new_incognito=incognito)
+        self._refuse_while_streaming(history)
+        model_id = self._check(text, model, files)
+        past = history.turns()
+        pending = Turn(seq=0, role="user", content=text, images=files)
+        messages = backend_messages(system_prompt, [*past, pending], read_image=_read)
+        self._router.admit(model_id, messages, options, user=user)
+        created = history.stored and history.conversation_id is None
+        history.begin(title=title_from(text), model=model_id, system_prompt=system_prompt or "")
+        self._keep(history)
+        saved = tuple(self._save_upload(history.chat_id, f) for f in files)
+        history.add_user(text, saved)
+        return self._start(history, model_id, messages, options, user, created)
+
+    def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
+              options: ChatOptions | None = None, user: str) -> Started | None:
+        """Regenerate the answer to the last user message; None when there is none.
+        Raises like ``send``, before anything is deleted."""
+        if chat_id is None:
+            return None
+        history = self._history(chat_id, user)
+        self._refuse_while_streaming(history)
+        past = history.turns()
+        last = next((t for t in reversed(past) if t.role == "user"), None)
+        if last is None:
+            return None
+        model_id = self._check(last.content, model, last.images)
+        kept = [t for t in past if t.seq <= last.seq]
+        messages = backend_messages(system_prompt, kept, read_image=_read)
+        self._router.admit(model_id, messages, options, user=user)
+        history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+        history.truncate_after(last.seq)
+        return self._start(history, model_id, messages, options, user, False)
+
+    def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
+             system_prompt: str = "", options: ChatOptions | None = None,
+             user: str) -> Started | None:
+        """Change user message ``seq`` and answer it again: the turns after it are replaced
+        by the new reply. None when ``seq`` is not a user message of this chat. Raises like
+        ``send``, before anything is changed."""
+        if chat_id is None:
+            return None
+        history = self._history(chat_id, user)
+        self._refuse_while_streaming(history)
+        past = history.turns()
+        target = next((t for t in past if t.seq == seq and t.role == "user"), None)
+        if target is None:
+            return None
+        model_id = self._check(text or "", model, target.images)
+        edited = replace(target, content=text or "")
+        messages = backend_messages(system_prompt, [*(t for t in past if t.seq < seq), edited],
+                                    read_image=_read)
+        self._router.admit(model_id, messages, options, user=user)
+        history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+        history.set_text(seq, text or "")
+        history.truncate_after(seq)
+        return self._start(history, model_id, messages, options, user, False)
+
+    def stop(self, chat_id: str | None, *, user: str) -> bool:
+        """Stop the reply streaming in the chat; what it wrote is kept. False if none was."""
+        if chat_id is None:
+            return False
+        live = self._live(self._history(chat_id, user))
+        return live is not None and self._replies.stop(live.reply_id)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def open(self, chat_id: str, *, user: str) -> OpenChat:
+        """A conversation with its turns; raises ``NotFound`` for a missing or foreign one."""
+        history = self._history(chat_id, user)
+        if isinstance(history, StoredHistory):
+            conv = history.conversation
+            title = conv.title
+            model_id = str(ModelId(conv.backend or "ollama", conv.model)) if conv.model else None
+        else:
+            title, model_id = "Incognito chat", None
+        return OpenChat(chat_id=chat_id, title=title, model_id=model_id,
+                        turns=self._overlaid(history), live=self._live(history))
+
+    def turns(self, chat_id: str | None, *, user: str) -> list[Turn]:
+        """The chat's turns, a reply still streaming shown as it is now; [] for a new chat."""
+        if chat_id is None:
+            return []
+        return self._overlaid(self._history(chat_id, user))
+
+    def follow(self, reply: LiveReply, *, interval: float = 0.05,
+               first_wait: float = 0.0) -> Iterator[ReplySnapshot]:
+        """Snapshots of ``reply`` as it grows, at most one per ``interval``; the last is done."""
+        return self._replies.follow(reply, interval=interval, first_wait=first_wait)
+
+    def conversations(self, *, user: str, query: str = "", limit: int = 200
+                      ) -> list[ChatListEntry]:
+        """The user's stored chats, newest first; with ``query``, the chats matching it
+        (title or any message), once each, with the matching words."""
+        if not (query and query.strip()):
+            return [ChatListEntry(c.id, c.title or "Untitled")
+                    for c in self._store.list_conversations(user=user, limit=limit)]
+        seen: set[str] = set()
+        entries = []
+        for hit in self._store.search(query, user=user, limit=50):
+            if hit.conversation_id in seen:
+                continue
+            seen.add(hit.conversation_id)
+            snippet = hit.snippet if hit.snippet and hit.message_id is not None else ""
+            entries.append(ChatListEntry(hit.conversation_id, hit.title or "Untitled", snippet))
+        return entries
+
+    def cost_hint(self, chat_id: str | None, text: str, model: str, max_tokens: int | None, *,
+                  user: str) -> list[str]:
+        """Lines to show before a cloud prompt is sent: what it may cost, and where the
+        user's budget stands when it isn't "ok". [] for a local model."""
+        from ..costs.pricing import describe_prompt_estimate, estimate_messages_tokens
+
+        try:
+            model_id = ModelId.parse(model)
+        except InvalidInput:
+            return []
+        if not model_id.is_cloud or self._prices is None:
+            return []
+        try:
+            past = self.turns(chat_id, user=user)
+        except NotFound:
+            past = []
+        texts = [t.content for t in past] + [text or ""]
+        lines = [describe_prompt_estimate(self._prices(str(model_id)),
+                                          estimate_messages_tokens(texts),
+                                          int(max_tokens or 0) or self._default_max_tokens)]
+        if self._budget is not None:
+            status = self._budget.budget_status(user)
+            if status.level != "ok":
+                lines.append(("⚠️ " if status.level == "warning" else "⛔ ") + status.message)
+        return lines
+
+    # -- the conversation as a whole ------------------------------------------------------
+
+    def rename(self, chat_id: str | None, title: str, *, user: str) -> None:
+        history = self._history(chat_id, user) if chat_id else None
+        if history is None or not history.stored:
+            raise InvalidInput("Only saved conversations can be renamed.")
+        self._store.rename_conversation(chat_id, (title or "").strip() or "Untitled")
+
+    def delete(self, chat_id: str, *, user: str) -> None:
+        """Delete a stored conversation with its attachments (its reply is stopped first),
+        or end an incognito one."""
+        history = self._history(chat_id, user)
+        live = self._live(history)
+        if live is not None:
+            self._replies.stop(live.reply_id)
+        if history.stored:
+            self._store.delete_conversation(chat_id)
+            shutil.rmtree(self._uploads_dir / chat_id, ignore_errors=True)
+        else:
+            self.end(chat_id)
+
+    def end(self, chat_id: str | None) -> None:
+        """A page left an incognito chat: forget its turns and delete its attachments.
+        Stored chats are left as they are."""
+        if chat_id and chat_id.startswith(INCOGNITO_PREFIX):
+            with self._lock:
+                self._incognito.pop(chat_id, None)
+            shutil.rmtree(self._uploads_dir / chat_id, ignore_errors=True)
+
+    def export(self, chat_id: str | None, kind: str, *, user: str) -> Path:
+        """Write the chat as Markdown (``kind`` "md") or JSON ("json") into the exports folder."""
+        if chat_id is None:
+            raise InvalidInput("There is nothing to export yet.", hint="Send a message first.")
+        history = self._history(chat_id, user)
+        if isinstance(history, StoredHistory):
+            conv: object = history.conversation
+            messages: Sequence = self._store.messages(chat_id)
+            title = getattr(conv, "title", "") or "chat"
+        else:
+            conv, messages, title = {"title": "Incognito chat", "model": ""}, history.turns(), "chat"
+        body = export_markdown(conv, messages) if kind == "md" else export_json(conv, messages)
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in title)[:40].strip("-")
+        self._exports_dir.mkdir(parents=True, exist_ok=True)
+        path = self._exports_dir / f"{safe or 'chat'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
+        path.write_text(body, encoding="utf-8")
+        return path
+
+    # -- internals --------------------------------------------------------------------
+
+    def _history(self, chat_id: str | None, user: str, *, new_incognito: bool = False) -> History:
+        if chat_id is None:
+            if new_incognito:
+                return IncognitoHistory(INCOGNITO_PREFIX + uuid.uuid4().hex, user=user)
+            return StoredHistory(self._store, None, user=user)
+        if chat_id.startswith(INCOGNITO_PREFIX):
+            with self._lock:
+                found = self._incognito.get(chat_id)
+                if found is not None and found[0].user == user:
+                    self._incognito[chat_id] = (found[0], time.monotonic())
+                    return found[0]
+            raise NotFound(GONE, hint="Incognito chats are forgotten when their page moves on.")
+        conv = self._store.get_conversation(chat_id)
+        if conv is None or conv.user != user:
+            raise NotFound(GONE)
+        return StoredHistory(self._store, conv, user=user)
+
+    def _keep(self, history: History) -> None:
+        """Register an incognito chat (after its first turn passed every check)."""
+        if history.stored:
+            return
+        now = time.monotonic()
+        with self._lock:
+            for key, (_, touched) in list(self._incognito.items()):
+                if now - touched > INCOGNITO_IDLE_S:
+                    del self._incognito[key]
+                    shutil.rmtree(self._uploads_dir / key, ignore_errors=True)
+            self._incognito[history.chat_id] = (history, now)
+
+    def _check(self, text: str, model: str, images: Iterable[str]) -> ModelId:
+        """The refusals every turn shares; raises ``InvalidInput``."""
+        if len(text) > self._max_chars:
+            raise InvalidInput(f"This message is {len(text):,} characters; the limit is "
+                               f"{self._max_chars:,} (STUDIO_MAX_MESSAGE_CHARS).",
+                               hint="Shorten it or attach the text as a file.")
+        if not model:
+            raise InvalidInput("No model is selected.",
+                               hint="Pick one in the Model list (⟳ reloads it).")
+        model_id = ModelId.known(model)
+        images = list(images)
+        for path in images:
+            if Path(path).suffix.lower() not in IMAGE_TYPES:
+                raise InvalidInput(f"{Path(path).name} is not an image this chat can send.",
+                                   hint="Attach a PNG, JPEG, WebP or GIF.")
+        if images and not self._supports_images(model_id):
+            hint = ("Pick a cloud model marked 'images' in the Model list (such as OpenAI: "
+                    "GPT-4o-mini), or remove the attachment." if model_id.is_cloud else
+                    "Pick a vision model such as llava or llama3.2-vision, "
+                    "or remove the attachment.")
+            raise InvalidInput(f"{model_id.name} can't read images.", hint=hint)
+        return model_id
+
+    def _refuse_while_streaming(self, history: History) -> None:
+        if self._live(history) is not None:
+            raise InvalidInput("A reply is still being written in this chat.",
+                               hint="Press Stop first, or wait for it to finish.")
+
+    def _live(self, history: History) -> LiveReply | None:
+        """The reply streaming in this chat now, if any."""
+        if history.stored:
+            cid = history.conversation_id
+            return self._replies.active_in(cid) if cid else None
+        reply = self._replies.get(history.reply_id) if history.reply_id else None
+        return reply if reply is not None and not reply.snapshot().done else None
+
+    def _overlaid(self, history: History) -> list[Turn]:
+        turns = history.turns()
+        out = []
+        for turn in turns:
+            if turn.status == "streaming":
+                live = (self._replies.for_message(turn.message_id) if history.stored
+                        else self._replies.get(history.reply_id) if history.reply_id else None)
+                if live is not None:
+                    turn = turn_with_snapshot(turn, live.snapshot())
+            out.append(turn)
+        return out
+
+    def _start(self, history: History, model_id: ModelId, messages: list[ChatMessage],
+               options: ChatOptions | None, user: str, created: bool) -> Started:
+        placeholder = history.add_placeholder(model_id)
+        reply = self._replies.start(str(model_id), messages, options or ChatOptions(),
+                                    conversation_id=history.conversation_id,
+                                    message_id=placeholder.message_id, user=user,
+                                    on_finish=partial(history.settle, placeholder.seq))
+        if not history.stored:
+            history.reply_id = reply.reply_id
+        return Started(chat_id=history.chat_id, reply=reply, created=created)
+
+    def _save_upload(self, chat_id: str, path: str) -> str:
+        src = Path(path)
+        dest_dir = self._uploads_dir / chat_id
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}"
+        shutil.copyfile(src, dest)
+        return str(dest)
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()

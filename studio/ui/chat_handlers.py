@@ -1,0 +1,285 @@
+"""The Chat tab's event handlers: plain methods that call the chat service and turn what it
+returns into component values. ``studio/ui/chat.py`` lays the tab out and wires these; a test
+can call them without a browser (pass ``request=None``: the page's user is then "owner").
+
+The service does every write and every refusal; nothing here touches the store. Per-page
+state is the small dict of ``chat_values.new_session``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from ..chat.conversations import stats_line
+from ..chat.history import turn_with_snapshot
+from ..chat.replies import ReplySnapshot
+from ..chat.service import OpenChat, Started
+from ..errors import NotFound
+from ..model_id import ModelId
+from ..presets import apply_preset
+from .chat_values import chatbot_value, collect_options, new_session, split_message
+from .common import PageViews, model_choices, page_user, ui_errors
+
+log = logging.getLogger(__name__)
+
+STOP_LABEL = "■ Stop"
+DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "max_tokens": 0}
+
+# How long a new reply's first update waits for the first token. A fast model's first
+# update then carries text instead of "waiting" (an update costs the server several ms,
+# which delayed the first token behind it: bench/bench_chat.py); a slow model's page shows
+# the sent message this much later, which nobody notices.
+FIRST_UPDATE_WAIT_S = 0.05
+
+
+def stats_text(snap: ReplySnapshot) -> str:
+    """The line under the chat while a reply streams, then its figures."""
+    if not snap.done:
+        if not (snap.text or snap.thinking):
+            return "Waiting for the first token…"
+        return f"Generating with {ModelId.parse(snap.model_id).name}…"
+    u = snap.usage
+    return stats_line(ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
+                      completion_tokens=u.completion_tokens, prompt_tokens=u.prompt_tokens,
+                      total_ms=snap.elapsed_ms, cost_usd=u.cost_usd,
+                      model=snap.answered_by, backend=snap.backend)
+
+
+class ChatPage:
+    """Handlers of the Chat tab over ``services.chat`` (one instance per app)."""
+
+    def __init__(self, services) -> None:
+        self.chat = services.chat
+        self.models = services.models
+        self.presets = services.presets
+        self.settings = services.settings
+        # Which follower owns each page's chatbot: opening another chat (or a new one) makes
+        # the old follower stop writing into the page, while its reply goes on on the server.
+        self.views = PageViews()
+
+    # -- values -----------------------------------------------------------------------
+
+    def list_update(self, user: str, query: str = "", selected: str | None = None):
+        entries = self.chat.conversations(user=user, query=query)
+        choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""), e.chat_id)
+                   for e in entries]
+        value = selected if selected in {e.chat_id for e in entries} else None
+        return gr.update(choices=choices, value=value)
+
+    def follow(self, sess: dict, reply, view, user: str):
+        """Yield (rows, index, snapshot) as the live reply grows, while ``view`` holds."""
+        turns = self.chat.turns(sess["chat_id"], user=user)
+        base, last = turns[:-1], turns[-1]
+        for snap in self.chat.follow(reply, interval=self.settings.stream_interval,
+                                     first_wait=FIRST_UPDATE_WAIT_S):
+            if not self.views.holds(view):
+                return
+            rows, index = chatbot_value(base + [turn_with_snapshot(last, snap)])
+            yield rows, index, snap
+
+    def stream(self, sess: dict, started: Started, view, user: str):
+        """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase).
+
+        Only the first and last updates touch the Stop button and the sidebar. The ones in
+        between repeat plain values, which Gradio diffs to nothing: a gr.update or gr.skip
+        makes Gradio rebuild that component for every update, and that cost dominated the
+        server's CPU per streamed update (bench/bench_chat.py)."""
+        sess = {**sess, "chat_id": started.chat_id}
+        stored = not sess["incognito"]
+        first = True
+        for rows, index, snap in self.follow(sess, started.reply, view, user):
+            sess["index"] = index
+            stats = stats_text(snap)
+            chat_id = sess["chat_id"] if stored else None
+            if snap.done:
+                conv = self.list_update(user, "", chat_id) if stored else chat_id
+                yield sess, rows, stats, gr.update(visible=False), conv, \
+                    "only" if first else "last"
+            elif first:
+                yield sess, rows, stats, gr.update(visible=True), chat_id, "first"
+            else:
+                yield sess, rows, stats, STOP_LABEL, chat_id, "middle"
+            first = False
+
+    # -- handlers ---------------------------------------------------------------------
+
+    @ui_errors
+    def on_refresh_models(self, current):
+        choices = model_choices(self.models)
+        values = [c[1] for c in choices]
+        value = current if current in values else None
+        if value is None and values:
+            default = self.settings.default_model
+            preferred = str(ModelId("ollama", default)) if default else ""
+            value = preferred if preferred in values else values[0]
+        return gr.update(choices=choices, value=value)
+
+    def on_preset(self, key):
+        preset = next((p for p in self.presets if p.key == key), None)
+        merged = apply_preset(DEFAULT_PARAMS, preset)
+        return (preset.system_prompt if preset else gr.skip(), merged["temperature"],
+                merged["top_p"], merged["num_ctx"], merged["seed"], merged["max_tokens"])
+
+    @ui_errors
+    def on_open(self, chat_id, sess, request: gr.Request = None):
+        """Open a stored conversation; if a reply is still streaming there, follow it.
+        Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
+        view = self.views.claim(request)
+        user = page_user(request)
+        if not chat_id:
+            yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
+                   gr.skip(), gr.skip(), gr.skip())
+            return
+        try:
+            opened = self.chat.open(chat_id, user=user)
+        except NotFound as exc:
+            gr.Warning(str(exc))
+            yield (new_session(), [], "", gr.update(visible=False), "", self.list_update(user),
+                   gr.skip(), "")
+            return
+        yield from self.show(opened, sess, view, user)
+
+    def show(self, opened: OpenChat, sess: dict, view, user: str):
+        """The updates of ``on_open`` for a chat the service opened."""
+        if sess.get("incognito"):
+            self.chat.end(sess.get("chat_id"))  # the page leaves its incognito chat
+        sess = {**new_session(), "chat_id": opened.chat_id}
+        rows, sess["index"] = chatbot_value(opened.turns)
+        live = opened.live
+        yield (sess, rows, "", gr.update(visible=live is not None), opened.title, gr.skip(),
+               opened.model_id or gr.skip(), opened.chat_id)
+        if live is not None:
+            for rows, index, snap in self.follow(sess, live, view, user):
+                sess["index"] = index
+                yield (sess, rows, stats_text(snap), gr.update(visible=not snap.done),
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+    @ui_errors
+    def on_send(self, message, sess, model_id, system_prompt, incognito, temperature, top_p,
+                num_ctx, seed, max_tokens, think_mode, request: gr.Request = None):
+        """Send the message; yields (session, chatbot, stats, stop, conv_list, last_open)."""
+        text, files = split_message(message)
+        if not text.strip() and not files:
+            return  # an empty message is ignored
+        user = page_user(request)
+        view = self.views.claim(request)
+        if bool(incognito) != sess["incognito"]:
+            self.chat.end(sess.get("chat_id"))
+            sess = new_session(incognito=bool(incognito))
+        options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
+        started = self.chat.send(
+            sess["chat_id"], text, files, model=model_id or "", system_prompt=system_prompt or "",
+            options=options, user=user, incognito=sess["incognito"])
+        listed = not started.created
+        last_open = started.chat_id if not sess["incognito"] else ""
+        for sess_out, rows, stats, stop, conv, phase in self.stream(sess, started, view, user):
+            # A new chat joins the sidebar with the second update, not the first: the list
+            # costs a query and a rebuilt component, which the first token would wait for.
+            if not listed and phase == "middle":
+                conv = self.list_update(user, "", started.chat_id)
+            listed = listed or phase != "first"
+            yield sess_out, rows, stats, stop, conv, last_open
+
+    def on_stop(self, sess, request: gr.Request = None):
+        try:
+            self.chat.stop(sess.get("chat_id"), user=page_user(request))
+        except NotFound:
+            pass  # the chat went meanwhile: nothing is streaming into it
+
+    @ui_errors
+    def on_retry(self, sess, model_id, system_prompt, *param_values, request: gr.Request = None):
+        """Regenerate the last answer (the chatbot's ↻ button)."""
+        user = page_user(request)
+        started = self.chat.retry(sess.get("chat_id"), model=model_id or "",
+                                  system_prompt=system_prompt or "",
+                                  options=collect_options(*param_values), user=user)
+        if started is not None:
+            for update in self.stream(sess, started, self.views.claim(request), user):
+                yield update[:5]
+
+    @ui_errors
+    def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
+                request: gr.Request = None):
+        """Edit a user message and resend it: later turns are replaced by the new reply."""
+        idx = edit.index if isinstance(edit.index, int) else edit.index[0]
+        if idx >= len(sess.get("index", [])):
+            return
+        user = page_user(request)
+        text = edit.value if isinstance(edit.value, str) else str(edit.value)
+        started = self.chat.edit(sess.get("chat_id"), sess["index"][idx], text,
+                                 model=model_id or "", system_prompt=system_prompt or "",
+                                 options=collect_options(*param_values), user=user)
+        if started is not None:
+            for update in self.stream(sess, started, self.views.claim(request), user):
+                yield update[:5]
+
+    def on_new(self, incognito, sess=None, request: gr.Request = None):
+        """A new chat (button, the chatbot's trash icon, the incognito switch). Nothing is
+        deleted; an incognito chat being left is forgotten."""
+        self.views.claim(request)
+        if sess and sess.get("incognito"):
+            self.chat.end(sess.get("chat_id"))
+        return (new_session(bool(incognito)), [], "", gr.update(visible=False), "",
+                gr.update(value=None), "")
+
+    @ui_errors
+    def on_search(self, query, request: gr.Request = None):
+        return self.list_update(page_user(request), query)
+
+    @ui_errors
+    def on_rename(self, sess, title, request: gr.Request = None):
+        user = page_user(request)
+        self.chat.rename(sess.get("chat_id") if not sess["incognito"] else None, title,
+                         user=user)
+        return self.list_update(user, "", sess["chat_id"])
+
+    @ui_errors
+    def on_delete(self, sess, request: gr.Request = None):
+        user = page_user(request)
+        if sess["incognito"] or not sess.get("chat_id"):
+            return new_session(sess["incognito"]), [], "", self.list_update(user), ""
+        self.chat.delete(sess["chat_id"], user=user)
+        gr.Info("Conversation deleted.")
+        return new_session(), [], "", self.list_update(user), ""
+
+    @ui_errors
+    def on_export(self, sess, kind, request: gr.Request = None):
+        path = self.chat.export(sess.get("chat_id"), kind, user=page_user(request))
+        return gr.update(value=str(path), visible=True)
+
+    def on_export_markdown(self, sess, request: gr.Request = None):
+        return self.on_export(sess, "md", request)
+
+    def on_export_json(self, sess, request: gr.Request = None):
+        return self.on_export(sess, "json", request)
+
+    def on_cost_hint(self, message, sess, model_id, max_tokens, request: gr.Request = None):
+        """Estimate for the prompt as typed (cloud models), plus any budget warning."""
+        text, _files = split_message(message)
+        return " \n".join(self.chat.cost_hint(sess.get("chat_id"), text, model_id or "",
+                                              max_tokens, user=page_user(request)))
+
+    def on_page_load(self, last_id, sess, request: gr.Request = None):
+        """A page opens: fill the lists and reopen the conversation this browser had open,
+        all in the first update (so the page is complete once the model list is filled)."""
+        user = page_user(request)
+        models = self.on_refresh_models(None)
+        try:
+            opened = self.chat.open(last_id, user=user) if last_id else None
+        except NotFound:
+            opened = None
+        if opened is None:
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), self.list_update(user),
+                   models, gr.skip())
+            return
+        updates = self.show(opened, sess, self.views.claim(request), user)
+        first = list(next(updates))
+        first[5] = self.list_update(user, "", last_id)
+        choices = models.get("choices", []) if isinstance(models, dict) else []
+        if any(value == opened.model_id for _label, value in choices):
+            models["value"] = opened.model_id
+        first[6] = models
+        yield tuple(first)
+        yield from updates
