@@ -189,20 +189,6 @@ def test_upload_image_renames_different_bytes_with_same_name(client):
 
 # ------------------------------------------------------------------ refusals and failures
 
-def test_run_check_refuses_missing_checkpoint_before_queueing(fake, client):
-    with pytest.raises(comfyui.WorkflowInvalid) as info:
-        client.run(sd15_graph(checkpoint="missing.safetensors"))
-    assert "missing.safetensors" in str(info.value)
-    assert fake.requests_to("/prompt", "POST") == []
-
-
-def test_problems_refreshes_object_info_when_a_model_appears(fake, client):
-    graph = sd15_graph(checkpoint="new.safetensors")
-    assert client.problems(graph) != []
-    fake.models["checkpoints"].append("new.safetensors")
-    assert client.problems(graph) == []
-
-
 def test_object_info_is_cached(fake, client):
     client.object_info()
     client.object_info()
@@ -224,7 +210,7 @@ def test_object_info_is_cached(fake, client):
 ])
 def test_run_maps_400_to_prompt_rejected(client, graph, error_type, phrase):
     with pytest.raises(comfyui.PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert info.value.error_type == error_type
     assert info.value.status == 400
     assert phrase in str(info.value)
@@ -235,7 +221,7 @@ def test_prompt_rejected_carries_node_errors(client):
     graph = {"1": {"class_type": "ImageBlur", "inputs": {"image": ["9", 0], "sigma": 1.0}},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
     with pytest.raises(comfyui.PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert set(info.value.node_errors) == {"1"}
     assert info.value.problems[0].startswith("Node 1 (ImageBlur):")
 
@@ -429,4 +415,4 @@ def test_unreachable_server_message_says_how_to_start_it():
         assert "python main.py --listen 127.0.0.1" in str(info.value)
         assert info.value.__cause__ is not None
         with pytest.raises(BackendUnavailable, match="websocket"):
-            client.run(invert_graph(), check=False)
+            client.run(invert_graph())

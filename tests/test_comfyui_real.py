@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.images import workflows
+from studio.images import validation, workflows
 from studio.clients.comfyui import Cached, ComfyUIClient, Done, PromptRejected
 
 URL = os.environ.get("COMFYUI_TEST_URL", "")
@@ -44,7 +44,7 @@ def test_real_system_stats(client):
 
 
 def test_real_test_template_validates_against_object_info(client):
-    assert client.problems(invert_graph(0x112233, "studio_real")) == []
+    assert validation.server_problems(invert_graph(0x112233, "studio_real"), client.object_info) == []
 
 
 def test_real_run_returns_inverted_image(client):
@@ -73,7 +73,7 @@ def test_real_400_is_prompt_rejected(client):
     graph = invert_graph(0, "studio_real")
     graph["1"]["inputs"]["width"] = 0
     with pytest.raises(PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert "width" in str(info.value)
 
 

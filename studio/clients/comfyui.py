@@ -25,14 +25,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..images import workflows
 from ..errors import BackendRejected, BackendUnavailable, GenerationFailed
 from .comfyui_job import _Job
 from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, Executing,
                             ExecutionFailed, GenerationTimeout, HistoryEntry, ImageRef, JobLost,
                             Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
                             Queued, QueuedPrompt, RunResult, Started, SystemStats, Timings,
-                            UploadedImage, WorkflowInvalid, describe_node_error, error_sentence,
+                            UploadedImage, describe_node_error, error_sentence,
                             prompt_rejected)
 
 log = logging.getLogger(__name__)
@@ -224,15 +223,6 @@ class ComfyUIClient:
         """POST /free: unload models / free VRAM once the current job is done."""
         self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
 
-    # ------------------------------------------------------------------ checks
-
-    def problems(self, graph: Mapping[str, Any]) -> list[str]:
-        """``workflows.validate`` against this server's /object_info (refreshed once on doubt)."""
-        found = workflows.validate(graph, self.object_info())
-        if found:  # a model added since the cache was filled would show up as a problem
-            found = workflows.validate(graph, self.object_info(refresh=True))
-        return found
-
     # ------------------------------------------------------------------ jobs
 
     def cancel(self, prompt_id: str) -> str:
@@ -292,17 +282,16 @@ class ComfyUIClient:
 
     def run(self, graph: Mapping[str, Any], *, on_event: Callable[[Event], None] | None = None,
             cancel: threading.Event | None = None, timeout: float | None = None,
-            prompt_id: str | None = None, check: bool = True,
+            prompt_id: str | None = None,
             extra_data: Mapping[str, Any] | None = None) -> RunResult:
         """Queue ``graph``, follow it to the end and return its images.
 
         ``on_event`` sees every event of ``stream``. Setting ``cancel`` interrupts or
-        dequeues the job; the result then has ``cancelled=True``. Raises WorkflowInvalid
-        (``check``), PromptRejected, ExecutionFailed, GenerationTimeout, JobLost or
-        BackendUnavailable.
+        dequeues the job; the result then has ``cancelled=True``. Raises PromptRejected,
+        ExecutionFailed, GenerationTimeout, JobLost or BackendUnavailable.
         """
         for event in self.stream(graph, cancel=cancel, timeout=timeout, prompt_id=prompt_id,
-                                 check=check, extra_data=extra_data):
+                                 extra_data=extra_data):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Done):
@@ -312,18 +301,14 @@ class ComfyUIClient:
         raise GenerationFailed("The ComfyUI job ended without a result.")  # not reached
 
     def stream(self, graph: Mapping[str, Any], *, cancel: threading.Event | None = None,
-               timeout: float | None = None, prompt_id: str | None = None, check: bool = True,
+               timeout: float | None = None, prompt_id: str | None = None,
                extra_data: Mapping[str, Any] | None = None) -> Iterator[Event]:
         """Queue ``graph`` and yield typed events until ``Done`` or ``Cancelled``.
 
         Order: Queued, Started, Cached?, then Executing/Progress/Preview as the job runs.
-        Same errors as ``run``.
+        Same errors as ``run``. The graph is sent as it is: checking it against
+        ``object_info()`` first is the caller's business (``studio.images.validation``).
         """
-        if check:
-            problems = self.problems(graph)
-            if problems:
-                raise WorkflowInvalid("This workflow can't run on ComfyUI at "
-                                      f"{self.base_url}: " + " ".join(problems), problems=problems)
         job = _Job(self, graph, prompt_id or str(uuid.uuid4()),
                    self.run_timeout if timeout is None else timeout, cancel or threading.Event())
         try:
@@ -355,4 +340,4 @@ __all__ = ["ComfyUIClient", "Cached", "Cancelled", "Device", "Done", "Event", "E
            "ExecutionFailed", "GenerationTimeout", "HistoryEntry", "ImageRef", "JobLost",
            "Preview", "Progress", "PromptRejected", "PromptStatus", "QueueItem", "QueueState",
            "Queued", "QueuedPrompt", "RunResult", "Started", "SystemStats", "Timings",
-           "UploadedImage", "WorkflowInvalid", "describe_node_error"]
+           "UploadedImage", "describe_node_error"]
