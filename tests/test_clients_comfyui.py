@@ -79,7 +79,7 @@ def test_run_returns_saved_image_with_prompt_chunk(client):
     result = client.run(invert_graph(color=0xFF0000))
     saved = [ref for ref in result.images]
     assert [ref.type for ref in saved] == ["output"]
-    data = client.fetch_images(saved)[0]
+    data = client.view(saved[0])
     image = Image.open(io.BytesIO(data))
     assert image.size == (32, 24)
     assert image.getpixel((0, 0)) == (0, 255, 255)  # red inverted
@@ -175,7 +175,7 @@ def test_run_with_uploaded_image(fake, client):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": uploaded.value}},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "up"}}}
     result = client.run(graph)
-    assert Image.open(io.BytesIO(client.fetch_images(result.images)[0])).size == (40, 16)
+    assert Image.open(io.BytesIO(client.view(result.images[0]))).size == (40, 16)
 
 
 def test_upload_image_renames_different_bytes_with_same_name(client):
@@ -304,7 +304,7 @@ def test_run_falls_back_to_history_when_websocket_stays_down(fake, client):
     thread.join(WAIT)
     result = box["result"]
     assert len(result.images) == 1
-    assert client.fetch_images(result.images)[0].startswith(b"\x89PNG")
+    assert client.view(result.images[0]).startswith(b"\x89PNG")
     assert [e.step for e in box["events"] if isinstance(e, Progress)] == [1]
 
 
@@ -330,35 +330,38 @@ def test_run_timeout_raises_with_prompt_id(fake, client):
     fake.resume()
 
 
-# ------------------------------------------------------------------ resuming by prompt id
+# ------------------------------------------------------------------ one look at a job by prompt id
 
-def test_wait_for_returns_done_with_images(client):
+def test_status_returns_done_with_images(client):
     result = client.run(invert_graph())
-    status = client.wait_for(result.prompt_id)
+    status = client.status(result.prompt_id)
     assert status.state == "done" and status.images == result.images
 
 
-def test_wait_for_unknown_prompt(client):
-    status = client.wait_for(str(uuid.uuid4()))
+def test_status_unknown_prompt(client):
+    status = client.status(str(uuid.uuid4()))
     assert status.state == "unknown" and "restarted" in status.message
 
 
-def test_wait_for_reports_queued_then_done(fake, client):
+def test_status_reports_queue_position(fake, client):
+    running = str(uuid.uuid4())
     fake.pause_after_step(1)
-    first, _ = run_in_thread(client, sd15_graph())
+    first, _ = run_in_thread(client, sd15_graph(), prompt_id=running)
     assert fake.wait_paused(WAIT)
     queued = client.queue_prompt(invert_graph())
-    assert client.wait_for(queued.prompt_id).state == "queued"
-    assert client.wait_for(queued.prompt_id).position == 1
+    status = client.status(queued.prompt_id)
+    assert (status.state, status.position) == ("queued", 1)
+    assert client.status(running).state == "running"
     fake.resume()
-    assert client.wait_for(queued.prompt_id, timeout=WAIT).state == "done"
     first.join(WAIT)
 
 
-def test_wait_for_failed_job_has_message(fake, client):
+def test_status_failed_job_has_message(fake, client):
     fake.fail_next("2", "boom")
-    queued = client.queue_prompt(invert_graph())
-    status = client.wait_for(queued.prompt_id, timeout=WAIT)
+    wanted = str(uuid.uuid4())
+    with pytest.raises(GenerationFailed):
+        client.run(invert_graph(), prompt_id=wanted)
+    status = client.status(wanted)
     assert status.state == "failed" and "Node 2 (ImageInvert): RuntimeError: boom" in status.message
 
 
