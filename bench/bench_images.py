@@ -293,7 +293,7 @@ def bench_bare_client(fake: BenchComfyUI, runs: int) -> list[float]:
     for run in range(runs + 1):
         graph = workflows.render(template, {"prompt": f"bare {uuid.uuid4().hex}", "steps": 2,
                                             "width": 1024, "height": 1024})
-        for event in client.stream(graph, check=False):
+        for event in client.stream(graph):
             if isinstance(event, Done):
                 client.view(event.images[0])
                 t_bytes = time.monotonic()

@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 
 from studio.costs import catalog as catalog_module
-from studio.costs.catalog import Catalog, cloud_label, picker_choices
+from studio.costs.catalog import Catalog, CloudModel, cloud_label, picker_choices
 from studio.clients.ollama import ModelInfo
-from studio.clients.openrouter import CloudModel, OpenRouterClient
+from studio.clients.openrouter import OpenRouterClient, OpenRouterModel
 from studio.costs.pricing import ModelPrices
 from studio.errors import BackendUnavailable, StudioError
 from studio.store.cloud import CloudStore
@@ -63,8 +63,8 @@ class Counting:
 
 def model(model_id="x/y", name="X: Y", prices=("0.000001", "0.000002"), inputs=("text",),
           outputs=("text",), context=8192):
-    return CloudModel(model_id, name, context, tuple(inputs), tuple(outputs),
-                      ModelPrices(Decimal(prices[0]), Decimal(prices[1])))
+    return OpenRouterModel(model_id, name, context, tuple(inputs), tuple(outputs),
+                           {"prompt": prices[0], "completion": prices[1]})
 
 
 def test_catalog_first_use_fetches_and_saves_the_list(fake_openrouter, cloud):
@@ -206,6 +206,25 @@ def test_picker_choices_group_local_then_cloud_with_prices_and_context(fake_open
 def test_cloud_label_says_when_the_price_is_unknown():
     unknown = CloudModel("a/b", "A: B", None, ("text",), ("text",), ModelPrices.unknown())
     assert cloud_label(unknown) == "Cloud · A: B · price unknown"
+
+
+def test_cloud_model_reads_openrouter_prices_for_its_label(fake_openrouter, cloud):
+    models = {m.id: m for m in Catalog(lister(fake_openrouter.url), cloud).models()}
+    mini = models["openai/gpt-4o-mini"]
+    assert mini.prices.image == Decimal("0.000217")
+    assert mini.supports_images and not mini.is_free
+    assert mini.label == "OpenAI: GPT-4o-mini · $0.15/M in, $0.60/M out · 128K ctx"
+    free = models["meta-llama/llama-3.2-3b-instruct:free"]
+    assert free.is_free and not free.supports_images
+    assert "free" in free.label
+
+
+def test_cloud_model_with_variable_prices_is_price_unknown():
+    auto = CloudModel.from_openrouter(OpenRouterModel(
+        "openrouter/auto", "Auto Router", None, ("text",), ("text",),
+        {"prompt": "-1", "completion": "-1"}))
+    assert auto.prices.prompt is None and not auto.is_free
+    assert auto.label == "Auto Router · price unknown"
 
 
 def test_catalog_doctests_pass():

@@ -79,7 +79,7 @@ def test_run_returns_saved_image_with_prompt_chunk(client):
     result = client.run(invert_graph(color=0xFF0000))
     saved = [ref for ref in result.images]
     assert [ref.type for ref in saved] == ["output"]
-    data = client.fetch_images(saved)[0]
+    data = client.view(saved[0])
     image = Image.open(io.BytesIO(data))
     assert image.size == (32, 24)
     assert image.getpixel((0, 0)) == (0, 255, 255)  # red inverted
@@ -175,7 +175,7 @@ def test_run_with_uploaded_image(fake, client):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": uploaded.value}},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "up"}}}
     result = client.run(graph)
-    assert Image.open(io.BytesIO(client.fetch_images(result.images)[0])).size == (40, 16)
+    assert Image.open(io.BytesIO(client.view(result.images[0]))).size == (40, 16)
 
 
 def test_upload_image_renames_different_bytes_with_same_name(client):
@@ -188,20 +188,6 @@ def test_upload_image_renames_different_bytes_with_same_name(client):
 
 
 # ------------------------------------------------------------------ refusals and failures
-
-def test_run_check_refuses_missing_checkpoint_before_queueing(fake, client):
-    with pytest.raises(comfyui.WorkflowInvalid) as info:
-        client.run(sd15_graph(checkpoint="missing.safetensors"))
-    assert "missing.safetensors" in str(info.value)
-    assert fake.requests_to("/prompt", "POST") == []
-
-
-def test_problems_refreshes_object_info_when_a_model_appears(fake, client):
-    graph = sd15_graph(checkpoint="new.safetensors")
-    assert client.problems(graph) != []
-    fake.models["checkpoints"].append("new.safetensors")
-    assert client.problems(graph) == []
-
 
 def test_object_info_is_cached(fake, client):
     client.object_info()
@@ -224,7 +210,7 @@ def test_object_info_is_cached(fake, client):
 ])
 def test_run_maps_400_to_prompt_rejected(client, graph, error_type, phrase):
     with pytest.raises(comfyui.PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert info.value.error_type == error_type
     assert info.value.status == 400
     assert phrase in str(info.value)
@@ -235,7 +221,7 @@ def test_prompt_rejected_carries_node_errors(client):
     graph = {"1": {"class_type": "ImageBlur", "inputs": {"image": ["9", 0], "sigma": 1.0}},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
     with pytest.raises(comfyui.PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert set(info.value.node_errors) == {"1"}
     assert info.value.problems[0].startswith("Node 1 (ImageBlur):")
 
@@ -318,7 +304,7 @@ def test_run_falls_back_to_history_when_websocket_stays_down(fake, client):
     thread.join(WAIT)
     result = box["result"]
     assert len(result.images) == 1
-    assert client.fetch_images(result.images)[0].startswith(b"\x89PNG")
+    assert client.view(result.images[0]).startswith(b"\x89PNG")
     assert [e.step for e in box["events"] if isinstance(e, Progress)] == [1]
 
 
@@ -344,35 +330,38 @@ def test_run_timeout_raises_with_prompt_id(fake, client):
     fake.resume()
 
 
-# ------------------------------------------------------------------ resuming by prompt id
+# ------------------------------------------------------------------ one look at a job by prompt id
 
-def test_wait_for_returns_done_with_images(client):
+def test_status_returns_done_with_images(client):
     result = client.run(invert_graph())
-    status = client.wait_for(result.prompt_id)
+    status = client.status(result.prompt_id)
     assert status.state == "done" and status.images == result.images
 
 
-def test_wait_for_unknown_prompt(client):
-    status = client.wait_for(str(uuid.uuid4()))
+def test_status_unknown_prompt(client):
+    status = client.status(str(uuid.uuid4()))
     assert status.state == "unknown" and "restarted" in status.message
 
 
-def test_wait_for_reports_queued_then_done(fake, client):
+def test_status_reports_queue_position(fake, client):
+    running = str(uuid.uuid4())
     fake.pause_after_step(1)
-    first, _ = run_in_thread(client, sd15_graph())
+    first, _ = run_in_thread(client, sd15_graph(), prompt_id=running)
     assert fake.wait_paused(WAIT)
     queued = client.queue_prompt(invert_graph())
-    assert client.wait_for(queued.prompt_id).state == "queued"
-    assert client.wait_for(queued.prompt_id).position == 1
+    status = client.status(queued.prompt_id)
+    assert (status.state, status.position) == ("queued", 1)
+    assert client.status(running).state == "running"
     fake.resume()
-    assert client.wait_for(queued.prompt_id, timeout=WAIT).state == "done"
     first.join(WAIT)
 
 
-def test_wait_for_failed_job_has_message(fake, client):
+def test_status_failed_job_has_message(fake, client):
     fake.fail_next("2", "boom")
-    queued = client.queue_prompt(invert_graph())
-    status = client.wait_for(queued.prompt_id, timeout=WAIT)
+    wanted = str(uuid.uuid4())
+    with pytest.raises(GenerationFailed):
+        client.run(invert_graph(), prompt_id=wanted)
+    status = client.status(wanted)
     assert status.state == "failed" and "Node 2 (ImageInvert): RuntimeError: boom" in status.message
 
 
@@ -429,4 +418,4 @@ def test_unreachable_server_message_says_how_to_start_it():
         assert "python main.py --listen 127.0.0.1" in str(info.value)
         assert info.value.__cause__ is not None
         with pytest.raises(BackendUnavailable, match="websocket"):
-            client.run(invert_graph(), check=False)
+            client.run(invert_graph())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.images import workflows
+from studio.images import validation, workflows
 from studio.clients.comfyui import Cached, ComfyUIClient, Done, PromptRejected
 
 URL = os.environ.get("COMFYUI_TEST_URL", "")
@@ -44,7 +44,7 @@ def test_real_system_stats(client):
 
 
 def test_real_test_template_validates_against_object_info(client):
-    assert client.problems(invert_graph(0x112233, "studio_real")) == []
+    assert validation.server_problems(invert_graph(0x112233, "studio_real"), client.object_info) == []
 
 
 def test_real_run_returns_inverted_image(client):
@@ -53,11 +53,11 @@ def test_real_run_returns_inverted_image(client):
     result = client.run(invert_graph(color, "studio_real"), on_event=events.append)
     assert isinstance(events[-1], Done) and not result.cancelled
     assert [ref.type for ref in result.images] == ["output"]
-    image = Image.open(io.BytesIO(client.fetch_images(result.images)[0])).convert("RGB")
+    image = Image.open(io.BytesIO(client.view(result.images[0]))).convert("RGB")
     assert image.size == (48, 32)
     expected = tuple(255 - c for c in ((color >> 16) & 255, (color >> 8) & 255, color & 255))
     assert all(abs(a - b) <= 1 for a, b in zip(image.getpixel((0, 0)), expected))
-    assert client.wait_for(result.prompt_id).state == "done"
+    assert client.status(result.prompt_id).state == "done"
 
 
 def test_real_cached_rerun_returns_same_images(client):
@@ -73,7 +73,7 @@ def test_real_400_is_prompt_rejected(client):
     graph = invert_graph(0, "studio_real")
     graph["1"]["inputs"]["width"] = 0
     with pytest.raises(PromptRejected) as info:
-        client.run(graph, check=False)
+        client.run(graph)
     assert "width" in str(info.value)
 
 
@@ -84,11 +84,11 @@ def test_real_upload_and_load_image(client):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": uploaded.value}},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "studio_real_up"}}}
     result = client.run(graph)
-    assert Image.open(io.BytesIO(client.fetch_images(result.images)[0])).size == (24, 40)
+    assert Image.open(io.BytesIO(client.view(result.images[0]))).size == (24, 40)
 
 
 def test_real_unknown_prompt_id(client):
-    assert client.wait_for(str(uuid.uuid4())).state == "unknown"
+    assert client.status(str(uuid.uuid4())).state == "unknown"
 
 
 def test_real_image_job_is_copied_into_the_gallery(tmp_path, store):

@@ -9,6 +9,7 @@ import pytest
 
 from studio.costs.accounting import Accounting, Spend
 from studio.costs.budget import Budget, BudgetStatus
+from studio.costs.catalog import CloudModel
 from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
 from studio.errors import InvalidInput, StudioError
@@ -51,7 +52,7 @@ class ListCatalog:
         self.list_models = list_models
 
     def models(self):
-        return self.list_models()
+        return [CloudModel.from_openrouter(m) for m in self.list_models()]
 
     def prices(self, model_id):
         try:

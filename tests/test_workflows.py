@@ -1,4 +1,5 @@
-"""studio.workflows: templates, rendering, validation, format detection (pure, no server)."""
+"""studio.images.workflows and .validation: templates, rendering, checks against /object_info,
+format detection (pure; one test asks the fake ComfyUI through the real client)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.images import workflows
+from studio.clients.comfyui import ComfyUIClient
+from studio.images import validation, workflows
 from studio.errors import InvalidInput
 from studio.images.workflows import Target, TemplateError
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -59,7 +61,7 @@ def test_template_renders_with_its_params_and_validates(templates, object_info, 
     template = templates[name]
     params = {k: v for k, v in SAMPLE_PARAMS.items() if k in template.params}
     graph = workflows.render(template, params)
-    assert workflows.validate(graph, object_info) == []
+    assert validation.validate(graph, object_info) == []
     for param, value in params.items():
         for target in template.mapping[param]:
             assert graph[target.node]["inputs"][target.input] == value
@@ -69,7 +71,7 @@ def test_template_renders_with_its_params_and_validates(templates, object_info, 
 def test_template_defaults_alone_validate(templates, object_info, name):
     template = templates[name]
     required = {p: SAMPLE_PARAMS[p] for p in template.required}
-    assert workflows.validate(workflows.render(template, required), object_info) == []
+    assert validation.validate(workflows.render(template, required), object_info) == []
 
 
 @pytest.mark.parametrize("name, size", [("sd15_txt2img", 512), ("sdxl_txt2img", 1024),
@@ -183,42 +185,52 @@ def sd15(templates) -> dict:
 def test_validate_reports_problem(templates, object_info, change, expected):
     graph = sd15(templates)
     change(graph)
-    problems = workflows.validate(graph, object_info)
+    problems = validation.validate(graph, object_info)
     assert any(expected in p for p in problems), problems
 
 
 def test_validate_names_the_node_in_each_problem(templates, object_info):
     graph = sd15(templates)
     graph["4"]["inputs"]["ckpt_name"] = "nope.ckpt"
-    assert workflows.validate(graph, object_info)[0].startswith('Node 4 (CheckpointLoaderSimple "Load Checkpoint")')
+    assert validation.validate(graph, object_info)[0].startswith('Node 4 (CheckpointLoaderSimple "Load Checkpoint")')
 
 
 def test_validate_says_where_models_go_when_none_are_installed(templates):
     empty = FakeComfyUI(models={}).object_info()
-    problems = workflows.validate(sd15(templates), empty)
+    problems = validation.validate(sd15(templates), empty)
     assert any("models/checkpoints" in p for p in problems)
 
 
 def test_validate_checks_lora_against_the_list(templates, object_info):
     graph = workflows.render(templates["txt2img_lora"], {"prompt": "x", "lora_name": "unknown.safetensors"})
-    assert any("LoRA 'unknown.safetensors'" in p for p in workflows.validate(graph, object_info))
+    assert any("LoRA 'unknown.safetensors'" in p for p in validation.validate(graph, object_info))
 
 
 def test_validate_accepts_new_uploads_for_load_image(templates, object_info):
     graph = workflows.render(templates["img2img"], {"prompt": "x", "input_image": "just_uploaded.png"})
-    assert workflows.validate(graph, object_info) == []
+    assert validation.validate(graph, object_info) == []
 
 
 @pytest.mark.parametrize("spec", [[["a", "b"], {}], ["COMBO", {"options": ["a", "b"]}]])
 def test_validate_handles_both_combo_spellings(spec):
     info = {"Pick": {"input": {"required": {"choice": spec}}, "output": [], "output_node": True}}
-    assert workflows.validate({"1": {"class_type": "Pick", "inputs": {"choice": "a"}}}, info) == []
-    assert workflows.validate({"1": {"class_type": "Pick", "inputs": {"choice": "z"}}}, info) != []
+    assert validation.validate({"1": {"class_type": "Pick", "inputs": {"choice": "a"}}}, info) == []
+    assert validation.validate({"1": {"class_type": "Pick", "inputs": {"choice": "z"}}}, info) != []
 
 
 def test_validate_width_not_multiple_of_8_is_fine_for_pixel_nodes(templates, object_info):
     graph = workflows.render(templates["test_invert"], {"width": 50, "height": 30})
-    assert workflows.validate(graph, object_info) == []
+    assert validation.validate(graph, object_info) == []
+
+
+
+def test_server_problems_refreshes_object_info_when_a_model_appears(templates):
+    graph = workflows.render(templates["sd15_txt2img"], {"prompt": "x", "checkpoint": "new.safetensors"})
+    with FakeComfyUI() as fake, ComfyUIClient(fake.url, timeout=5) as client:
+        assert validation.server_problems(graph, client.object_info) != []
+        fake.models["checkpoints"].append("new.safetensors")
+        assert validation.server_problems(graph, client.object_info) == []
+        assert len(fake.requests_to("/object_info")) == 3  # cached, refreshed, refreshed
 
 
 # ------------------------------------------------------------------ formats

@@ -9,7 +9,7 @@ reruns, binary previews (type 1, or type 4 after negotiating ``supports_preview_
 
 If the websocket drops mid-run the client reconnects with the same client id and falls
 back to polling ``/history/{prompt_id}``, so a finished image is never lost. Jobs are
-tracked by a client-chosen prompt id, so a restarted studio can ``wait_for`` them.
+tracked by a client-chosen prompt id, so a restarted studio can follow them with ``status``.
 
 Transport failures become ``StudioError``s (original exception as ``__cause__``).
 No gradio imports here.
@@ -25,15 +25,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..images import workflows
 from ..errors import BackendRejected, BackendUnavailable, GenerationFailed
 from .comfyui_job import _Job
 from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, Executing,
                             ExecutionFailed, GenerationTimeout, HistoryEntry, ImageRef, JobLost,
                             Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
                             Queued, QueuedPrompt, RunResult, Started, SystemStats, Timings,
-                            UploadedImage, WorkflowInvalid, describe_node_error, error_sentence,
-                            prompt_rejected)
+                            UploadedImage, error_sentence, prompt_rejected)
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +151,6 @@ class ComfyUIClient:
                                       status=404) from exc
             raise
 
-    def fetch_images(self, refs: Iterable[ImageRef]) -> list[bytes]:
-        """The bytes of each image, in order, via /view."""
-        return [self.view(ref) for ref in refs]
-
     def upload_image(self, data: bytes, filename: str, *, subfolder: str = "",
                      overwrite: bool = False, kind: str = "input") -> UploadedImage:
         """POST /upload/image (multipart). Use ``.value`` as LoadImage's ``image`` input."""
@@ -188,9 +182,6 @@ class ComfyUIClient:
     def delete_queued(self, prompt_ids: Iterable[str]) -> None:
         """POST /queue {"delete": [...]} (only affects jobs still waiting)."""
         self._request("POST", "/queue", json={"delete": list(prompt_ids)})
-
-    def clear_queue(self) -> None:
-        self._request("POST", "/queue", json={"clear": True})
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt; with ``prompt_id`` only that job is stopped, if it is running."""
@@ -224,15 +215,6 @@ class ComfyUIClient:
         """POST /free: unload models / free VRAM once the current job is done."""
         self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
 
-    # ------------------------------------------------------------------ checks
-
-    def problems(self, graph: Mapping[str, Any]) -> list[str]:
-        """``workflows.validate`` against this server's /object_info (refreshed once on doubt)."""
-        found = workflows.validate(graph, self.object_info())
-        if found:  # a model added since the cache was filled would show up as a problem
-            found = workflows.validate(graph, self.object_info(refresh=True))
-        return found
-
     # ------------------------------------------------------------------ jobs
 
     def cancel(self, prompt_id: str) -> str:
@@ -252,7 +234,8 @@ class ComfyUIClient:
         return "finished" if self.history(prompt_id) else "unknown"
 
     def status(self, prompt_id: str) -> PromptStatus:
-        """One look at a job: /history first, then /queue."""
+        """One look at a job: /history first, then /queue. The image job service polls this
+        to follow jobs a previous run of the studio queued."""
         entry = self.history(prompt_id)
         if entry is None:
             state = self.queue()
@@ -272,37 +255,18 @@ class ComfyUIClient:
             return PromptStatus(prompt_id, "cancelled", message="The job was cancelled.")
         return PromptStatus(prompt_id, "failed", message=error_sentence(entry.error or {}))
 
-    def wait_for(self, prompt_id: str, *, timeout: float = 0.0, poll_interval: float | None = None,
-                 cancel: threading.Event | None = None) -> PromptStatus:
-        """Resume a job by id (e.g. after the studio restarted), polling /history and /queue.
-
-        Returns as soon as the job is done, failed, cancelled or unknown to ComfyUI; after
-        ``timeout`` seconds (0 = look once) returns its ``queued``/``running`` status.
-        """
-        deadline = time.monotonic() + timeout
-        interval = self.poll_interval if poll_interval is None else poll_interval
-        waiter = cancel or threading.Event()
-        while True:
-            current = self.status(prompt_id)
-            if current.state not in ("queued", "running"):
-                return current
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or waiter.wait(min(interval, remaining)):
-                return current
-
     def run(self, graph: Mapping[str, Any], *, on_event: Callable[[Event], None] | None = None,
             cancel: threading.Event | None = None, timeout: float | None = None,
-            prompt_id: str | None = None, check: bool = True,
+            prompt_id: str | None = None,
             extra_data: Mapping[str, Any] | None = None) -> RunResult:
         """Queue ``graph``, follow it to the end and return its images.
 
         ``on_event`` sees every event of ``stream``. Setting ``cancel`` interrupts or
-        dequeues the job; the result then has ``cancelled=True``. Raises WorkflowInvalid
-        (``check``), PromptRejected, ExecutionFailed, GenerationTimeout, JobLost or
-        BackendUnavailable.
+        dequeues the job; the result then has ``cancelled=True``. Raises PromptRejected,
+        ExecutionFailed, GenerationTimeout, JobLost or BackendUnavailable.
         """
         for event in self.stream(graph, cancel=cancel, timeout=timeout, prompt_id=prompt_id,
-                                 check=check, extra_data=extra_data):
+                                 extra_data=extra_data):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Done):
@@ -312,18 +276,14 @@ class ComfyUIClient:
         raise GenerationFailed("The ComfyUI job ended without a result.")  # not reached
 
     def stream(self, graph: Mapping[str, Any], *, cancel: threading.Event | None = None,
-               timeout: float | None = None, prompt_id: str | None = None, check: bool = True,
+               timeout: float | None = None, prompt_id: str | None = None,
                extra_data: Mapping[str, Any] | None = None) -> Iterator[Event]:
         """Queue ``graph`` and yield typed events until ``Done`` or ``Cancelled``.
 
         Order: Queued, Started, Cached?, then Executing/Progress/Preview as the job runs.
-        Same errors as ``run``.
+        Same errors as ``run``. The graph is sent as it is: checking it against
+        ``object_info()`` first is the caller's business (``studio.images.validation``).
         """
-        if check:
-            problems = self.problems(graph)
-            if problems:
-                raise WorkflowInvalid("This workflow can't run on ComfyUI at "
-                                      f"{self.base_url}: " + " ".join(problems), problems=problems)
         job = _Job(self, graph, prompt_id or str(uuid.uuid4()),
                    self.run_timeout if timeout is None else timeout, cancel or threading.Event())
         try:
@@ -355,4 +315,4 @@ __all__ = ["ComfyUIClient", "Cached", "Cancelled", "Device", "Done", "Event", "E
            "ExecutionFailed", "GenerationTimeout", "HistoryEntry", "ImageRef", "JobLost",
            "Preview", "Progress", "PromptRejected", "PromptStatus", "QueueItem", "QueueState",
            "Queued", "QueuedPrompt", "RunResult", "Started", "SystemStats", "Timings",
-           "UploadedImage", "WorkflowInvalid", "describe_node_error"]
+           "UploadedImage"]

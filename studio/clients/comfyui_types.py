@@ -8,7 +8,7 @@ from typing import Any, Mapping, Union
 
 from PIL import Image
 
-from ..errors import BackendRejected, GenerationFailed, InvalidInput
+from ..errors import BackendRejected, GenerationFailed
 
 START_HINT = "Is it running? Start it with `python main.py --listen 127.0.0.1`."
 
@@ -28,14 +28,6 @@ class PromptRejected(BackendRejected):
         super().__init__(message, status=400)
         self.error_type = error_type
         self.node_errors = node_errors
-        self.problems = problems
-
-
-class WorkflowInvalid(InvalidInput):
-    """The graph was checked against /object_info before queueing and can't run."""
-
-    def __init__(self, message: str, *, problems: list[str]):
-        super().__init__(message)
         self.problems = problems
 
 

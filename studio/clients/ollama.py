@@ -1,9 +1,11 @@
 """The Ollama backend: installed and loaded models, model facts, and streamed chat.
 
-Built on the official ``ollama`` package (``ollama.Client``); ``GET /api/version`` is read
-with httpx because ollama-python has no method for it. Returns the studio's own small types
-(``ModelInfo``, ``RunningModel`` and the chat events of ``studio.events``), never raw SDK
-objects, and raises only ``StudioError`` subclasses, keeping the original as ``__cause__``.
+Built on the official ``ollama`` package (``ollama.Client``). What it can't ask for
+(``GET /api/version``, and ``/api/show``'s ``projector_info``, which its ShowResponse drops)
+goes through one ``httpx.Client`` the instance owns beside it, with the same base URL and
+timeouts. Returns the studio's own small types (``ModelInfo``, ``RunningModel`` and the chat
+events of ``studio.events``), never raw SDK objects, and raises only ``StudioError``
+subclasses, made by one function (``_translate``) and keeping the original as ``__cause__``.
 
 No gradio imports here, and nothing happens at import time.
 """
@@ -109,18 +111,21 @@ class OllamaClient:
         self.url = host.rstrip("/")
         self.timeout = timeout
         self._connect_timeout = min(CONNECT_TIMEOUT, timeout)
-        self._ollama = ollama.Client(host=self.url, timeout=httpx.Timeout(timeout, connect=self._connect_timeout))
+        timeouts = httpx.Timeout(timeout, connect=self._connect_timeout)
+        self._ollama = ollama.Client(host=self.url, timeout=timeouts)
+        self._http = httpx.Client(base_url=self.url, timeout=timeouts)
         self._vision: dict[str, bool] = {}
         self._vision_lock = threading.Lock()
 
     def close(self) -> None:
         self._ollama.close()
+        self._http.close()
 
     def version(self) -> str:
         """The server's version string. Raises BackendUnavailable / BackendRejected."""
         timeout = min(VERSION_TIMEOUT, self.timeout)
         try:
-            response = httpx.get(f"{self.url}/api/version", timeout=timeout)
+            response = self._http.get("/api/version", timeout=timeout)
             response.raise_for_status()
             return str(response.json()["version"])
         except httpx.HTTPError as exc:
@@ -212,21 +217,8 @@ class OllamaClient:
                 received = True
                 yield PullProgress(status=part.status or "", digest=part.digest or "",
                                    total=part.total, completed=part.completed)
-        except ollama.ResponseError as exc:
-            if exc.status_code == -1:  # an {"error": ...} line: the registry refused
-                cls = ModelNotFound if "does not exist" in exc.error or "not found" in exc.error \
-                    else BackendRejected
-                raise cls(f"Ollama could not pull '{model}': {exc.error}.",
-                          hint="Check the name on ollama.com/library (e.g. llama3.2 or "
-                               "qwen2.5:7b).") from exc
-            raise BackendRejected(f"Ollama refused to pull '{model}': {exc.error} "
-                                  f"(HTTP {exc.status_code}).", status=exc.status_code) from exc
         except _ERRORS as exc:
-            if received and not isinstance(exc, (httpx.ConnectError, ConnectionError)):
-                raise StreamInterrupted(f"The connection to Ollama dropped while pulling "
-                                        f"'{model}'.", hint="Pull it again; Ollama resumes "
-                                        "from what it already has.") from exc
-            raise self._translate(exc) from exc
+            raise self._translate(exc, model=model, pulling=True, received=received) from exc
         finally:
             stream.close()
 
@@ -292,17 +284,28 @@ class OllamaClient:
 
     def _show_raw(self, model: str) -> dict:
         try:
-            response = httpx.post(f"{self.url}/api/show", json={"model": model}, timeout=self.timeout)
+            response = self._http.post("/api/show", json={"model": model})
             response.raise_for_status()
             return response.json()
         except httpx.HTTPError as exc:
             raise self._translate(exc, model=model) from exc
 
     def _translate(self, exc: BaseException, *, model: str | None = None, streaming: bool = False,
-                   received: bool = False, timeout: float | None = None) -> StudioError:
-        """The StudioError a person should see for a failure of the ollama client or httpx."""
+                   pulling: bool = False, received: bool = False,
+                   timeout: float | None = None) -> StudioError:
+        """The StudioError a person should see for a failure of the ollama client or of
+        ``self._http``. ``streaming``: a chat reply; ``pulling``: a pull of ``model``;
+        ``received``: whether part of the stream already arrived."""
         if isinstance(exc, httpx.HTTPStatusError):
             exc = ollama.ResponseError(exc.response.text, exc.response.status_code)
+        if isinstance(exc, ollama.ResponseError) and pulling:
+            if exc.status_code == -1:  # an {"error": ...} line: the registry refused
+                cls = ModelNotFound if "does not exist" in exc.error or "not found" in exc.error \
+                    else BackendRejected
+                return cls(f"Ollama could not pull '{model}': {exc.error}.",
+                           hint="Check the name on ollama.com/library (e.g. llama3.2 or qwen2.5:7b).")
+            return BackendRejected(f"Ollama refused to pull '{model}': {exc.error} "
+                                   f"(HTTP {exc.status_code}).", status=exc.status_code)
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code == -1:  # an {"error": ...} line inside a stream
                 return GenerationFailed(f"Ollama reported an error while writing the reply: {exc.error}",
@@ -313,6 +316,9 @@ class OllamaClient:
                                      status=404)
             return BackendRejected(f"Ollama at {self.url} refused the request: {exc.error} "
                                    f"(HTTP {exc.status_code}).", status=exc.status_code)
+        if pulling and received and not isinstance(exc, (httpx.ConnectError, ConnectionError)):
+            return StreamInterrupted(f"The connection to Ollama dropped while pulling '{model}'.",
+                                     hint="Pull it again; Ollama resumes from what it already has.")
         if isinstance(exc, httpx.ConnectTimeout):
             seconds = min(timeout or self.timeout, self._connect_timeout)
             return BackendUnavailable(f"Can't reach Ollama at {self.url}: no answer within {seconds:g} s.",

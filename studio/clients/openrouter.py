@@ -1,20 +1,19 @@
 """OpenRouter client: streamed chat through the official ``openai`` client, plus the
-OpenRouter-only endpoints (``/models`` with prices, ``/key``, ``/credits``, ``/generation``) via httpx.
+OpenRouter-only endpoints (``/models`` with prices, ``/key``, ``/credits``) through one
+``httpx.Client`` owned by the instance.
 
-It owns the wire details of docs/protocols.md section 3 and turns every failure into a
-``StudioError`` with a sentence for the person at the screen (original kept as ``__cause__``).
+It owns the sending and receiving of docs/protocols.md section 3 and turns every failure into
+a ``StudioError`` with a sentence for the person at the screen (original kept as ``__cause__``).
 It never retries by itself (``max_retries=0``): the router decides about retries and fallbacks.
-The API key never appears in a message, log line or ``repr``. No gradio imports here.
+The API key never appears in a message, log line or ``repr``. What goes over the wire, as plain
+data, is ``openrouter_types.py``; prices stay OpenRouter's strings (``studio.costs`` reads them).
+No gradio imports here.
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import logging
 import time
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import httpx
@@ -22,145 +21,27 @@ import httpx
 if TYPE_CHECKING:  # imported for real on first use, see _openai()
     import openai
 
-from ..costs.pricing import ModelPrices, format_price_per_million, to_decimal
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
 from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, Usage
+from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
+                               ProviderError, RateLimited, as_float, build_chat_request,
+                               detail_suffix, error_message, is_unknown_model, parse_model,
+                               parse_retry_after)
 
 log = logging.getLogger(__name__)
 
 BACKEND = "openrouter"
 CREDITS_URL = "https://openrouter.ai/credits"
-_DETAIL_LIMIT = 300
-
-
-# -- errors particular to OpenRouter ---------------------------------------------------------
-
-
-class NoApiKey(BackendUnavailable):
-    """No key is configured, so the cloud is off (raised before any request)."""
-
-
-class BadApiKey(BackendRejected):
-    """401: the key is missing, revoked or mistyped."""
-
-
-class OutOfCredit(BackendRejected):
-    """402: the account (or this key's limit) has no credit left. Not worth retrying."""
-
-
-class RateLimited(BackendRejected):
-    """429: too many requests. ``retry_after`` is the server's ``Retry-After`` in seconds, if sent."""
-
-    def __init__(self, message: str, *, hint: str = "", status: int | None = 429,
-                 retry_after: float | None = None):
-        super().__init__(message, hint=hint, status=status)
-        self.retry_after = retry_after
-
-
-class ProviderError(BackendRejected):
-    """408/5xx: OpenRouter or the provider behind it failed; may carry ``retry_after``."""
-
-    def __init__(self, message: str, *, hint: str = "", status: int | None = None,
-                 retry_after: float | None = None):
-        super().__init__(message, hint=hint, status=status)
-        self.retry_after = retry_after
-
-
-# -- small result types ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CloudModel:
-    """One model from ``GET /models``; prices are USD per token (``ModelPrices``)."""
-
-    id: str
-    name: str
-    context_length: int | None
-    input_modalities: tuple[str, ...]
-    output_modalities: tuple[str, ...]
-    prices: ModelPrices
-
-    @property
-    def is_free(self) -> bool:
-        return self.prices.is_free
-
-    @property
-    def supports_images(self) -> bool:
-        return "image" in self.input_modalities
-
-    @property
-    def label(self) -> str:
-        """Picker label, e.g. ``OpenAI: GPT-4o-mini · $0.15/M in, $0.60/M out · 128K ctx``."""
-        if self.is_free:
-            price = "free"
-        elif not self.prices.is_known:
-            price = "price unknown"
-        else:
-            price = (f"{format_price_per_million(self.prices.prompt)} in, "
-                     f"{format_price_per_million(self.prices.completion)} out")
-        parts = [self.name or self.id, price]
-        if self.context_length:
-            parts.append(f"{format_context(self.context_length)} ctx")
-        return " · ".join(parts)
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """``GET /key``: what this key has spent and may still spend (USD; ``None`` = no limit)."""
-
-    label: str
-    usage: float | None
-    limit: float | None
-    limit_remaining: float | None
-    is_free_tier: bool
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Credits:
-    """``GET /credits``; ``reason`` says why the figures are missing (ordinary keys get 403)."""
-
-    total_credits: float | None
-    total_usage: float | None
-    reason: str = ""
-
-    @classmethod
-    def unavailable(cls, reason: str) -> "Credits":
-        return cls(total_credits=None, total_usage=None, reason=reason)
-
-    @property
-    def available(self) -> bool:
-        return self.total_credits is not None
-
-    @property
-    def remaining(self) -> float | None:
-        if self.total_credits is None or self.total_usage is None:
-            return None
-        return self.total_credits - self.total_usage
-
-
-@dataclass(frozen=True)
-class Generation:
-    """``GET /generation?id=``: the final bill of one reply."""
-
-    id: str
-    model: str
-    total_cost: Decimal | None
-    tokens_prompt: int | None
-    tokens_completion: int | None
-    provider_name: str | None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-
-# -- the client ------------------------------------------------------------------------------
+NO_KEY = "No OpenRouter key. Set OPENROUTER_API_KEY (in .env or the environment) to use cloud models."
 
 
 class OpenRouterClient:
     """Chat with cloud models on OpenRouter (or any OpenAI-compatible proxy at ``base_url``).
 
     Constructing it does no I/O; an empty ``api_key`` is allowed and every call then raises
-    ``NoApiKey`` before sending anything.
+    ``NoApiKey`` before sending anything (except ``list_models``, which works anonymously).
+    ``close()`` releases both connection pools.
     """
 
     def __init__(self, api_key: str, base_url: str = "https://openrouter.ai/api/v1", *,
@@ -175,6 +56,11 @@ class OpenRouterClient:
             self._headers["HTTP-Referer"] = referer
         if title:
             self._headers["X-Title"] = title
+        rest_headers = dict(self._headers)
+        if self._api_key:
+            rest_headers["Authorization"] = f"Bearer {self._api_key}"
+        # The REST endpoints; the openai client below has its own pool for chat.
+        self._http = httpx.Client(base_url=self.base_url, headers=rest_headers, timeout=timeout)
         self._openai: openai.OpenAI | None = None
         if self._api_key:
             # max_retries=0: retrying (and honouring Retry-After) is the router's job, and the
@@ -182,6 +68,11 @@ class OpenRouterClient:
             self._openai = _openai().OpenAI(api_key=self._api_key, base_url=self.base_url,
                                          default_headers=self._headers, max_retries=0,
                                          timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+        if self._openai is not None:
+            self._openai.close()
 
     def __repr__(self) -> str:
         return f"OpenRouterClient(base_url={self.base_url!r}, key={'set' if self._api_key else 'missing'})"
@@ -239,7 +130,7 @@ class OpenRouterClient:
                             error = (choice.model_extra or {}).get("error") or {}
                             raise StreamInterrupted(
                                 f"OpenRouter stopped the reply from '{answered_model}' part way"
-                                f"{_detail_suffix(error, self._api_key)}.",
+                                f"{detail_suffix(error, self._api_key)}.",
                                 hint="The text so far is kept; try again or pick another model.")
             except _openai().APIError as err:
                 raise self._interrupted(err, answered_model) from err
@@ -267,10 +158,10 @@ class OpenRouterClient:
 
     # -- OpenRouter-only endpoints ------------------------------------------------------------
 
-    def list_models(self, *, output_modalities: str | None = None) -> list[CloudModel]:
-        """Models OpenRouter offers, with per-token prices. Works without a key (anonymous)."""
-        params = {"output_modalities": output_modalities} if output_modalities else None
-        payload = self._get("/models", params=params, key_required=False)
+    def list_models(self) -> list[OpenRouterModel]:
+        """Models OpenRouter offers, each with its ``pricing`` as sent (decimal strings, USD
+        per token). Works without a key (anonymous)."""
+        payload = self._get("/models", key_required=False)
         rows = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(rows, list):
             raise BackendRejected(f"OpenRouter at {self.base_url} sent a model list in an unknown shape.")
@@ -280,8 +171,8 @@ class OpenRouterClient:
         """Usage and limit of the configured key (``GET /key``)."""
         data = self._get("/key").get("data") or {}
         return KeyInfo(
-            label=str(data.get("label") or ""), usage=_float(data.get("usage")),
-            limit=_float(data.get("limit")), limit_remaining=_float(data.get("limit_remaining")),
+            label=str(data.get("label") or ""), usage=as_float(data.get("usage")),
+            limit=as_float(data.get("limit")), limit_remaining=as_float(data.get("limit_remaining")),
             is_free_tier=bool(data.get("is_free_tier")), raw=data)
 
     def credits(self) -> Credits:
@@ -295,50 +186,22 @@ class OpenRouterClient:
             return Credits.unavailable(
                 "OpenRouter shows account credits only to management keys; "
                 "the key's own usage and limit are under key info.")
-        return Credits(total_credits=_float(data.get("total_credits")),
-                       total_usage=_float(data.get("total_usage")))
-
-    def generation(self, generation_id: str, *, attempts: int = 1, delay: float = 1.0,
-                   sleep: Callable[[float], None] = time.sleep) -> Generation:
-        """The final bill of a reply. OpenRouter answers 404 for a short while after a reply
-        ends, so up to ``attempts`` tries are made, ``delay`` seconds apart (doubling)."""
-        for attempt in range(1, attempts + 1):
-            try:
-                data = self._get("/generation", params={"id": generation_id}).get("data") or {}
-                break
-            except BackendRejected as err:
-                if err.status != 404:
-                    raise
-                if attempt == attempts:
-                    raise BackendRejected(
-                        f"OpenRouter has no record of generation {generation_id!r} (yet).",
-                        hint="Records appear a few seconds after a reply ends; try again.",
-                        status=404) from err
-                sleep(delay * 2 ** (attempt - 1))
-        return Generation(
-            id=str(data.get("id") or generation_id), model=str(data.get("model") or ""),
-            total_cost=to_decimal(data.get("total_cost")),
-            tokens_prompt=data.get("tokens_prompt"), tokens_completion=data.get("tokens_completion"),
-            provider_name=data.get("provider_name"), raw=data)
+        return Credits(total_credits=as_float(data.get("total_credits")),
+                       total_usage=as_float(data.get("total_usage")))
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _require_client(self) -> openai.OpenAI:
         if self._openai is None:
-            raise NoApiKey("No OpenRouter key. Set OPENROUTER_API_KEY (in .env or the environment) "
-                           "to use cloud models.")
+            raise NoApiKey(NO_KEY)
         return self._openai
 
     def _get(self, path: str, *, params: Mapping[str, str] | None = None,
              key_required: bool = True) -> dict[str, Any]:
         if key_required:
             self._require_client()
-        headers = dict(self._headers)
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        url = self.base_url + path
         try:
-            response = httpx.get(url, params=params, headers=headers, timeout=self.timeout)
+            response = self._http.get(path, params=params)  # httpx keeps base_url's /api/v1
         except httpx.TimeoutException as err:
             raise self._timeout() from err
         except httpx.HTTPError as err:
@@ -376,7 +239,7 @@ class OpenRouterClient:
             body = err.body if isinstance(err.body, dict) else {}
             return self._error_from_status(err.status_code, body, err.response.headers, model=model)
         return GenerationFailed(f"OpenRouter failed to answer for '{model}'"
-                                f"{_detail_suffix({'message': err.message}, self._api_key)}.")
+                                f"{detail_suffix({'message': err.message}, self._api_key)}.")
 
     def _interrupted(self, err: openai.APIError, model: str) -> StreamInterrupted:
         if isinstance(err, _openai().APITimeoutError):
@@ -386,17 +249,16 @@ class OpenRouterClient:
         else:  # the mid-stream error chunk: openai raises APIError with the chunk's `error` as body
             body = err.body if isinstance(err.body, dict) else {"message": err.message}
             text = (f"OpenRouter stopped the reply from '{model}' part way"
-                    f"{_detail_suffix(body, self._api_key)}.")
+                    f"{detail_suffix(body, self._api_key)}.")
         return StreamInterrupted(text, hint="The text so far is kept; try again or pick another model.")
 
     def _error_from_status(self, status: int, error: Mapping[str, Any], headers: Mapping[str, str],
                            *, model: str | None, path: str = "/chat/completions") -> StudioError:
-        detail = f" ({status}: {_message(error, self._api_key)})"
+        detail = f" ({status}: {error_message(error, self._api_key)})"
         subject = f"'{model}'" if model else path
         if status == 401:
             if not self._api_key:
-                return NoApiKey("No OpenRouter key. Set OPENROUTER_API_KEY (in .env or the "
-                                "environment) to use cloud models.")
+                return NoApiKey(NO_KEY)
             return BadApiKey(f"OpenRouter rejected the API key{detail}.",
                              hint="Check OPENROUTER_API_KEY.", status=status)
         if status == 402:
@@ -411,7 +273,7 @@ class OpenRouterClient:
             return ProviderError(f"OpenRouter's provider failed for {subject}{detail}.",
                                  hint="Try again in a moment, or pick another model.",
                                  status=status, retry_after=parse_retry_after(headers))
-        if model and (status == 404 or (status == 400 and _is_unknown_model(error))):
+        if model and (status == 404 or (status == 400 and is_unknown_model(error))):
             return ModelNotFound(f"OpenRouter can't serve the model '{model}'{detail}.",
                                  hint="Pick another model from the list, or refresh it.",
                                  status=status)
@@ -423,32 +285,6 @@ class OpenRouterClient:
                                status=status)
 
 
-# -- pure helpers ----------------------------------------------------------------------------
-
-
-def build_chat_request(model: str, messages: Sequence[ChatMessage],
-                       options: ChatOptions | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``client.chat.completions.create`` (streaming, usage included)."""
-    request: dict[str, Any] = {
-        "model": model,
-        "messages": [message_to_openai(m) for m in messages],
-        "stream": True,
-        # Deprecated on OpenRouter (usage is always sent) but older deployments and proxies
-        # need them to report usage and cost; harmless otherwise (protocols.md 3.2, 3.9).
-        "stream_options": {"include_usage": True},
-    }
-    extra_body: dict[str, Any] = {"usage": {"include": True}}
-    if options is not None:
-        for name in ("temperature", "top_p", "seed", "max_tokens"):
-            value = getattr(options, name)
-            if value is not None:
-                request[name] = value
-        if options.think is not None:
-            extra_body["reasoning"] = {"enabled": options.think}
-    request["extra_body"] = extra_body
-    return request
-
-
 def _openai():
     """The openai package, imported on first use: it costs about half a second of start-up,
     which only people who use cloud models should pay."""
@@ -457,106 +293,7 @@ def _openai():
     return openai
 
 
-def message_to_openai(message: ChatMessage) -> dict[str, Any]:
-    """A ``ChatMessage`` as an OpenAI chat message; images become ``data:`` URL content parts."""
-    if not message.images:
-        return {"role": message.role, "content": message.content}
-    parts: list[dict[str, Any]] = []
-    if message.content:
-        parts.append({"type": "text", "text": message.content})
-    for image in message.images:
-        parts.append({"type": "image_url", "image_url": {"url": data_url(image)}})
-    return {"role": message.role, "content": parts}
-
-
-def data_url(image: bytes) -> str:
-    """``data:image/<type>;base64,...`` for raw image bytes (type sniffed; PNG if unknown)."""
-    return f"data:{image_mime(image)};base64,{base64.b64encode(image).decode('ascii')}"
-
-
-def image_mime(image: bytes) -> str:
-    if image.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if image.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/png"
-
-
-def parse_model(row: Mapping[str, Any]) -> CloudModel:
-    """A ``GET /models`` entry as a ``CloudModel``."""
-    arch = row.get("architecture") or {}
-    context = row.get("context_length") or (row.get("top_provider") or {}).get("context_length")
-    return CloudModel(
-        id=str(row["id"]), name=str(row.get("name") or row["id"]),
-        context_length=int(context) if isinstance(context, (int, float)) else None,
-        input_modalities=tuple(arch.get("input_modalities") or ("text",)),
-        output_modalities=tuple(arch.get("output_modalities") or ("text",)),
-        prices=ModelPrices.from_openrouter(row.get("pricing")))
-
-
-def format_context(tokens: int) -> str:
-    """``128000`` -> ``128K``, ``1048576`` -> ``1M``.
-
-    >>> format_context(128000), format_context(131072), format_context(1048576), format_context(512)
-    ('128K', '131K', '1M', '512')
-    """
-    if tokens >= 1_000_000:
-        return f"{round(tokens / 1_000_000, 1):g}M"
-    if tokens >= 1000:
-        return f"{round(tokens / 1000):d}K"
-    return str(tokens)
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if "retry-after-ms" in lowered:
-        try:
-            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _is_unknown_model(error: Mapping[str, Any]) -> bool:
-    metadata = error.get("metadata") or {}
-    availability = metadata.get("availability") if isinstance(metadata, dict) else None
-    if isinstance(availability, dict) and availability.get("code") == "model_not_found":
-        return True
-    message = str(error.get("message") or "").lower()
-    return "model" in message and ("not a valid" in message or "not found" in message
-                                   or "does not exist" in message)
-
-
-def _message(error: Mapping[str, Any], secret: str) -> str:
-    text = str(error.get("message") or "no details").strip()
-    if len(text) > _DETAIL_LIMIT:
-        text = text[:_DETAIL_LIMIT] + "…"
-    return _redact(text, secret)
-
-
-def _detail_suffix(error: Mapping[str, Any], secret: str) -> str:
-    code = error.get("code")
-    message = _message(error, secret)
-    return f": {message} (code {code})" if code is not None else f": {message}"
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "sk-or-…") if secret else text
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+# The wire types live in openrouter_types; callers import them from here.
+__all__ = ["OpenRouterClient", "BACKEND", "CREDITS_URL", "BadApiKey", "Credits", "KeyInfo",
+           "NoApiKey", "OpenRouterModel", "OutOfCredit", "ProviderError", "RateLimited",
+           "build_chat_request", "parse_retry_after"]

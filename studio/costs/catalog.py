@@ -7,8 +7,9 @@ the studio offers cloud models and prices even while OpenRouter is unreachable. 
 older than ``ttl_s`` is served at once and refreshed on a background thread; nothing is
 fetched at import or construction time.
 
-Also the pure helpers that turn local and cloud models into the picker's grouped labels.
-No gradio imports here.
+``CloudModel`` is a catalogue entry: what the OpenRouter client listed, with its price
+strings read into ``ModelPrices``. Also the pure helpers that turn local and cloud models
+into the picker's grouped labels. No gradio imports here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
-from ..clients.openrouter import CloudModel, format_context
+from ..clients.openrouter import OpenRouterModel
 from .pricing import ModelPrices, format_price_per_million, to_decimal
 from ..errors import InvalidInput, StudioError
 from ..model_id import OLLAMA, OPENROUTER, ModelId
@@ -33,6 +34,42 @@ DEFAULT_TTL_S = 6 * 3600.0
 RETRY_AFTER_FAILURE_S = 60.0
 LOCAL_PREFIX = "Local · "
 CLOUD_PREFIX = "Cloud · "
+
+
+@dataclass(frozen=True)
+class CloudModel:
+    """One cloud model of the catalogue; prices are USD per token (``ModelPrices``)."""
+
+    id: str
+    name: str
+    context_length: int | None
+    input_modalities: tuple[str, ...]
+    output_modalities: tuple[str, ...]
+    prices: ModelPrices
+
+    @classmethod
+    def from_openrouter(cls, model: OpenRouterModel) -> "CloudModel":
+        """What ``OpenRouterClient.list_models`` gave, with its price strings read."""
+        return cls(id=model.id, name=model.name, context_length=model.context_length,
+                   input_modalities=model.input_modalities,
+                   output_modalities=model.output_modalities,
+                   prices=ModelPrices.from_openrouter(model.pricing))
+
+    @property
+    def is_free(self) -> bool:
+        return self.prices.is_free
+
+    @property
+    def supports_images(self) -> bool:
+        return "image" in self.input_modalities
+
+    @property
+    def label(self) -> str:
+        """Short label, e.g. ``OpenAI: GPT-4o-mini · $0.15/M in, $0.60/M out · 128K ctx``."""
+        parts = [self.name or self.id, ", ".join(_price_parts(self))]
+        if self.context_length:
+            parts.append(f"{format_context(self.context_length)} ctx")
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -60,11 +97,11 @@ class Catalog:
     """OpenRouter's models, cached in the database. Thread-safe.
 
     ``list_models`` is ``OpenRouterClient.list_models`` (or any callable returning
-    ``CloudModel``s and raising ``StudioError``). ``clock`` gives epoch seconds.
+    ``OpenRouterModel``s and raising ``StudioError``). ``clock`` gives epoch seconds.
     ``background=False`` refreshes stale lists in the calling thread (tests).
     """
 
-    def __init__(self, list_models: Callable[[], Sequence[CloudModel]], cache: CloudStore, *,
+    def __init__(self, list_models: Callable[[], Sequence[OpenRouterModel]], cache: CloudStore, *,
                  ttl_s: float = DEFAULT_TTL_S, retry_after_failure_s: float = RETRY_AFTER_FAILURE_S,
                  clock: Callable[[], float] = time.time, background: bool = True) -> None:
         self._list_models = list_models
@@ -167,9 +204,12 @@ class Catalog:
             self._fetched_at = rows[0].fetched_at
             self._source = "cache"
 
+    def _fetch(self) -> list[CloudModel]:
+        return [CloudModel.from_openrouter(m) for m in self._list_models()]
+
     def _fetch_locked(self) -> list[CloudModel]:
         try:
-            fetched = list(self._list_models())
+            fetched = self._fetch()
         except StudioError as err:
             self._failed_locked(err)
             raise
@@ -197,7 +237,7 @@ class Catalog:
     def _refresh_in_background(self) -> None:
         # The network call runs without the lock: readers keep getting the saved list.
         try:
-            fetched = list(self._list_models())
+            fetched = self._fetch()
         except StudioError as err:
             log.warning("Refreshing the cloud model list failed; using the saved one: %s", err)
             with self._lock:
@@ -258,14 +298,7 @@ def cloud_label(model: CloudModel) -> str:
     >>> cloud_label(m)
     'Cloud · OpenAI: GPT-4o-mini · $0.15/M in · $0.60/M out · 128K ctx · images'
     """
-    parts = [model.name or model.id]
-    if model.is_free:
-        parts.append("free")
-    elif not model.prices.is_known:
-        parts.append("price unknown")
-    else:
-        parts += [f"{format_price_per_million(model.prices.prompt)} in",
-                  f"{format_price_per_million(model.prices.completion)} out"]
+    parts = [model.name or model.id, *_price_parts(model)]
     if model.context_length:
         parts.append(f"{format_context(model.context_length)} ctx")
     if model.supports_images:
@@ -282,6 +315,28 @@ def picker_choices(local_models: Iterable[Any], cloud_models: Iterable[CloudMode
     cloud = _sorted(m for m in cloud_models if "text" in m.output_modalities)
     return ([(LOCAL_PREFIX + m.label, str(ModelId(OLLAMA, m.name))) for m in local]
             + [(cloud_label(m), str(ModelId(OPENROUTER, m.id))) for m in cloud])
+
+
+def format_context(tokens: int) -> str:
+    """``128000`` -> ``128K``, ``1048576`` -> ``1M``.
+
+    >>> format_context(128000), format_context(131072), format_context(1048576), format_context(512)
+    ('128K', '131K', '1M', '512')
+    """
+    if tokens >= 1_000_000:
+        return f"{round(tokens / 1_000_000, 1):g}M"
+    if tokens >= 1000:
+        return f"{round(tokens / 1000):d}K"
+    return str(tokens)
+
+
+def _price_parts(model: CloudModel) -> list[str]:
+    if model.is_free:
+        return ["free"]
+    if not model.prices.is_known:
+        return ["price unknown"]
+    return [f"{format_price_per_million(model.prices.prompt)} in",
+            f"{format_price_per_million(model.prices.completion)} out"]
 
 
 def _sorted(models: Iterable[CloudModel]) -> list[CloudModel]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from . import workflows
+from . import validation, workflows
 from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
                               GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
                               Timings)
@@ -343,7 +343,7 @@ class ImageJobs:
         graphs = [render_item(template, {**p, "input_image": "studio_check.png"}
                               if "input_image" in p else p) for p in planned]
         try:
-            problems = self.client.problems(graphs[0])
+            problems = validation.server_problems(graphs[0], self.client.object_info)
             info = self.client.object_info()
         except BackendUnavailable as exc:
             raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}, so nothing "
@@ -357,7 +357,7 @@ class ImageJobs:
             key = json.dumps(graph, sort_keys=True)
             if key not in seen:
                 seen.add(key)
-                problems = workflows.validate(graph, info)
+                problems = validation.validate(graph, info)
         if problems:
             shown = " ".join(dict.fromkeys(problems))
             raise InvalidInput(self.public(f"This workflow can't run on ComfyUI: {shown}"),
@@ -658,7 +658,7 @@ class ImageJobs:
         extra = {"extra_pnginfo": {"studio": {"job": live.job_id, "params": meta}}}
         try:
             for event in self.client.stream(item.graph, cancel=cancel, prompt_id=prompt_id,
-                                             check=False, extra_data=extra,
+                                             extra_data=extra,
                                              timeout=self.item_timeout):
                 if isinstance(event, Queued):
                     live.update_progress(item.id, position=event.position)

@@ -1,4 +1,4 @@
-"""ComfyUI workflow templates: load them, fill in the studio's parameters, check them.
+"""ComfyUI workflow templates: load them, fill in the studio's parameters, read custom graphs.
 
 A template is an API-format graph (``workflows/<name>.json``, what ComfyUI's "Save (API)"
 writes) plus a sidecar ``workflows/<name>.params.json`` that maps each studio parameter
@@ -9,7 +9,8 @@ writes) plus a sidecar ``workflows/<name>.params.json`` that maps each studio pa
      "defaults": {"width": 512, "height": 512}, "required": ["prompt"]}
 
 Everything here is pure: plain data in, plain data out, no network. The one exception is
-``load_templates``, which reads the folder. No gradio imports here.
+``load_templates``, which reads the folder. Checking a graph against a server's node
+catalogue is ``validation.py``. No gradio imports here.
 """
 
 from __future__ import annotations
@@ -309,12 +310,14 @@ _CHECKPOINT_LOADERS = {"CheckpointLoaderSimple": "ckpt_name", "CheckpointLoader"
                        "ImageOnlyCheckpointLoader": "ckpt_name", "UNETLoader": "unet_name"}
 
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """Whether an input value is a link ``[node_id, output_slot]`` rather than a literal."""
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
             and isinstance(value[1], int))
 
 
-def _sort_key(node_id: str):
+def node_order(node_id: str):
+    """Sort key for node ids: numeric ids in number order, then the others by name."""
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 
@@ -333,14 +336,14 @@ def detect_inputs(graph: Mapping[str, Any]) -> dict[str, tuple[Target, ...]]:
     def add(param: str, node_id: str, name: str) -> None:
         node = graph.get(node_id) or {}
         inputs = node.get("inputs", {})
-        if name in inputs and not _is_link(inputs[name]):
+        if name in inputs and not is_link(inputs[name]):
             targets = found.setdefault(param, [])
             if Target(node_id, name) not in targets:
                 targets.append(Target(node_id, name))
 
-    samplers = [nid for nid in sorted(graph, key=_sort_key)
-                if _is_link(graph[nid].get("inputs", {}).get("positive"))
-                and _is_link(graph[nid].get("inputs", {}).get("negative"))]
+    samplers = [nid for nid in sorted(graph, key=node_order)
+                if is_link(graph[nid].get("inputs", {}).get("positive"))
+                and is_link(graph[nid].get("inputs", {}).get("negative"))]
     if samplers:
         sampler = samplers[0]
         inputs = graph[sampler]["inputs"]
@@ -353,10 +356,10 @@ def detect_inputs(graph: Mapping[str, Any]) -> dict[str, tuple[Target, ...]]:
             for node_id, name in _find_text(graph, inputs[param], set()):
                 add("prompt" if param == "positive" else "negative", node_id, name)
         latent = inputs.get("latent_image")
-        if _is_link(latent):
+        if is_link(latent):
             for name in ("width", "height", "batch_size"):
                 add(name, latent[0], name)
-    for node_id in sorted(graph, key=_sort_key):
+    for node_id in sorted(graph, key=node_order):
         node = graph[node_id]
         class_type = node.get("class_type", "")
         if class_type == "RandomNoise":
@@ -384,10 +387,10 @@ def _find_text(graph: Mapping[str, Any], link: list, seen: set[str]) -> list[tup
         return [(node_id, name) for name in names if isinstance(inputs.get(name), str)]
     # Nodes like ControlNetApplyAdvanced pass both through: output 0 is positive, 1 negative.
     order = list(_CONDITIONING_PASSTHROUGH)
-    if _is_link(inputs.get("positive")) and _is_link(inputs.get("negative")):
+    if is_link(inputs.get("positive")) and is_link(inputs.get("negative")):
         order = ["positive" if slot == 0 else "negative"]
     for name in order:
-        if _is_link(inputs.get(name)):
+        if is_link(inputs.get(name)):
             result = _find_text(graph, inputs[name], seen)
             if result:
                 return result
@@ -400,16 +403,7 @@ def template_from_graph(name: str, graph: dict, *, title: str = "") -> Template:
                     source=name)
 
 
-# --------------------------------------------------------------------------- validation
-
-# Friendly names for the COMBO inputs people most often get wrong.
-_COMBO_NOUNS = {"ckpt_name": ("checkpoint", "models/checkpoints"),
-                "lora_name": ("LoRA", "models/loras"),
-                "control_net_name": ("ControlNet model", "models/controlnet"),
-                "vae_name": ("VAE", "models/vae"),
-                "unet_name": ("diffusion model", "models/diffusion_models"),
-                "sampler_name": ("sampler", ""), "scheduler": ("scheduler", "")}
-
+# --------------------------------------------------------------------------- /object_info specs
 
 def combo_options(spec: Any) -> list | None:
     """The allowed values of a COMBO input spec, or None if it isn't a COMBO.
@@ -431,89 +425,3 @@ def combo_options(spec: Any) -> list | None:
         options = spec[1].get("options") if len(spec) > 1 and isinstance(spec[1], dict) else None
         return list(options) if isinstance(options, list) else None
     return None
-
-
-def _node_label(node_id: str, node: Mapping[str, Any]) -> str:
-    title = (node.get("_meta") or {}).get("title")
-    class_type = node.get("class_type", "?")
-    if title and title != class_type:
-        return f"Node {node_id} ({class_type} \"{title}\")"
-    return f"Node {node_id} ({class_type})"
-
-
-def validate(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
-    """Check a graph against ComfyUI's ``/object_info`` before queueing it.
-
-    Returns a list of sentences, empty when nothing is wrong: unknown node classes,
-    missing required inputs, links to missing nodes, COMBO values (checkpoint, LoRA,
-    sampler...) not offered by the server, numbers outside min/max, latent width/height
-    not a multiple of 8, steps below 1, and a graph without any output node.
-    """
-    problems: list[str] = []
-    has_output = False
-    for node_id in sorted(graph, key=_sort_key):
-        node = graph[node_id]
-        class_type = node.get("class_type")
-        label = _node_label(node_id, node)
-        info = object_info.get(class_type) if class_type else None
-        if info is None:
-            problems.append(f"{label} uses a node type this ComfyUI doesn't have. Install the "
-                            f"custom node that provides it, or remove the node.")
-            continue
-        has_output = has_output or bool(info.get("output_node"))
-        spec_inputs = info.get("input", {})
-        required = spec_inputs.get("required", {}) or {}
-        optional = spec_inputs.get("optional", {}) or {}
-        inputs = node.get("inputs", {})
-        for name in required:
-            if name not in inputs:
-                problems.append(f"{label} is missing its required input {name!r}.")
-        produces_latent = "LATENT" in (info.get("output") or [])
-        for name, value in inputs.items():
-            spec = required.get(name, optional.get(name))
-            if _is_link(value):
-                if value[0] not in graph:
-                    problems.append(f"{label}: input {name!r} is linked to node {value[0]}, "
-                                    f"which isn't in the workflow.")
-                continue
-            if spec is None:
-                continue
-            problems.extend(_check_value(label, name, value, spec, produces_latent))
-    if graph and not has_output:
-        problems.append("The workflow has no output node (such as SaveImage or PreviewImage), "
-                        "so ComfyUI would refuse it. Add one.")
-    return problems
-
-
-def _check_value(label: str, name: str, value: Any, spec: list, produces_latent: bool) -> list[str]:
-    options = combo_options(spec)
-    config = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if options is not None:
-        # LoadImage's list is a snapshot of the input folder; a fresh upload isn't in it yet.
-        if config.get("image_upload") or value in options:
-            return []
-        noun, folder = _COMBO_NOUNS.get(name, (name, ""))
-        if not options:
-            where = f" Put one in ComfyUI's {folder} folder." if folder else ""
-            return [f"{label}: {noun} {value!r} isn't available; ComfyUI lists none.{where}"]
-        shown = ", ".join(map(str, options[:12])) + (" …" if len(options) > 12 else "")
-        return [f"{label}: {noun} {value!r} isn't available. ComfyUI has: {shown}."]
-    kind = spec[0] if spec else None
-    if kind not in ("INT", "FLOAT"):
-        return []
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return [f"{label}: {name} must be a number (got {value!r})."]
-    problems = []
-    if name == "steps" and value <= 0:
-        return [f"{label}: steps must be at least 1 (got {value})."]
-    low, high = config.get("min"), config.get("max")
-    if low is not None and value < low:
-        problems.append(f"{label}: {name} is {value}, below the minimum of {low}.")
-    if high is not None and value > high:
-        problems.append(f"{label}: {name} is {value}, above the maximum of {high}.")
-    step = config.get("step")
-    if (name in ("width", "height") and (produces_latent or (isinstance(step, int) and step % 8 == 0))
-            and isinstance(value, int) and value % 8):
-        problems.append(f"{label}: {name} {value} isn't a multiple of 8; try "
-                        f"{max(8, round(value / 8) * 8)}.")
-    return problems

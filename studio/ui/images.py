@@ -21,6 +21,7 @@ import gradio as gr
 from ..errors import StudioError
 from ..images.files import check_input_image
 from ..images.plans import SWEEPABLE, form_defaults
+from ..images.validation import server_problems
 from ..images.jobs import COMFYUI_PLACE, START_COMFYUI
 from .common import PageViews, ui_errors
 from .images_values import (comfyui_banner, favourite_label, file_path, gallery_value,
@@ -460,7 +461,7 @@ def render(services) -> SimpleNamespace:
                           for param, targets in sorted(template.mapping.items()))
         note = f"Added **{md_literal(template.title)}**. Found: {md_literal(found) or 'no inputs it can fill'}."
         try:
-            problems = jobs.client.problems(template.graph)
+            problems = server_problems(template.graph, jobs.client.object_info)
         except StudioError:
             problems = []
         if problems:
