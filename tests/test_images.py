@@ -25,7 +25,9 @@ from studio.errors import BackendUnavailable, InvalidInput, StudioError
 from studio.images.files import check_input_image, read_png_metadata, save_output
 from studio.images.plans import (ImageRequest, WorkflowLibrary, check_request, graph_from_upload,
                                 parse_sweep, plan_items)
-from studio.images.jobs import FinishedJob, ImageJobs, scrub
+from studio.images.jobs import ImageJobs
+from studio.images.live_job import FinishedJob
+from studio.images.runner import scrub
 from studio.presets import StylePreset, apply_style, load_style_presets
 from studio.store.images import ImageStore
 from tests.fakes.comfyui_server import FakeComfyUI

@@ -27,11 +27,11 @@ def pulls(client):
 
 def test_pull_runs_to_done_with_progress(fake_ollama, pulls):
     fake_ollama.add_remote_model("mistral", size=4_000_000)
-    version = pulls.version
+    version = pulls.jobs.version
 
     job = pulls.start("mistral")
     while not pulls.get(job.id).finished:
-        version = pulls.wait_changed(version, timeout=WAIT)
+        version = pulls.jobs.wait_changed(version, timeout=WAIT)
     snap = pulls.get(job.id)
 
     assert snap.state == "done" and snap.percent == 100.0
@@ -59,7 +59,7 @@ def test_pull_progress_mid_way_has_layer_bytes_and_speed(fake_ollama):
     job = pulls.start("mistral")
     version = 0
     while pulls.get(job.id).completed < 500:
-        version = pulls.wait_changed(version, WAIT)
+        version = pulls.jobs.wait_changed(version, WAIT)
     snap = pulls.get(job.id)
     gate.set()
 
@@ -82,7 +82,7 @@ def test_pull_cancel_stops_download_and_says_so(fake_ollama, pulls):
     job = pulls.start("mistral")
     version = 0
     while not pulls.get(job.id).layer:
-        version = pulls.wait_changed(version, WAIT)
+        version = pulls.jobs.wait_changed(version, WAIT)
 
     assert pulls.cancel(job.id) is True
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from studio.config import Settings
-from studio.images.jobs import ItemProgress, JobSnapshot, ShownImage
+from studio.images.live_job import ItemProgress, JobSnapshot, ShownImage
 from studio.store.images import GalleryImage, GalleryPage
 from studio.ui import images as tab
 from studio.ui import images_values as values

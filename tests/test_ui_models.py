@@ -227,7 +227,7 @@ def test_ui_models_reopened_page_follows_a_running_pull(ui):
     ui.services.pulls.start("mistral")
     version = 0
     while not ui.services.pulls.snapshots()[0].completed:
-        version = ui.services.pulls.wait_changed(version, WAIT)
+        version = ui.services.pulls.jobs.wait_changed(version, WAIT)
 
     opened = parts.on_open(None)
     first = next(opened)

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import StudioError
 from ..model_id import ModelId
 from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
+from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class ReplySnapshot:
         return self.status != "streaming"
 
 
-@dataclass
-class LiveReply:
+@dataclass(eq=False)
+class LiveReply(Live):
     reply_id: str
     conversation_id: str | None
     message_id: int | None
@@ -68,20 +69,13 @@ class LiveReply:
     status: str = "streaming"
     error: str = ""
     first_token: float | None = None
-    finished: float | None = None
     usage: Usage = field(default_factory=Usage)
     backend: str = ""
     answered_by: str = ""
     fallback_reason: str = ""  # why another model answered than the one asked for
-    version: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
-    cond: threading.Condition = field(default_factory=threading.Condition)
     # Joined text cached per version, so followers don't re-join a 5,000-part list each time.
     _joined: tuple[int, str, str] = (-1, "", "")
-
-    def snapshot(self) -> ReplySnapshot:
-        with self.cond:
-            return self._snapshot_locked()
 
     def _snapshot_locked(self) -> ReplySnapshot:
         if self._joined[0] != self.version:
@@ -95,13 +89,6 @@ class LiveReply:
             ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
             answered_by=self.answered_by or self.model_id, version=self.version)
-
-    def wait_newer(self, version: int, timeout: float) -> ReplySnapshot:
-        """Block until the reply changes past ``version`` or ends, or ``timeout`` passes."""
-        with self.cond:
-            self.cond.wait_for(lambda: self.version > version or self.status != "streaming",
-                               timeout=timeout)
-            return self._snapshot_locked()
 
 
 class ReplyManager:
@@ -121,11 +108,7 @@ class ReplyManager:
         # the place usage accounting hooks in, for stored and incognito replies alike.
         self._on_settled = on_settled
         self._flush_every = flush_every
-        self._keep_finished = keep_finished
-        self._lock = threading.Lock()
-        self._replies: dict[str, LiveReply] = {}
-        self._by_message: dict[int, str] = {}
-        self._by_conversation: dict[str, str] = {}
+        self._replies: Registry[LiveReply] = Registry(keep_s=keep_finished)
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
@@ -138,13 +121,7 @@ class ReplyManager:
         for callers that keep the text elsewhere (the arena), so a restart loses little."""
         reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
                           message_id=message_id, model_id=model_id)
-        with self._lock:
-            self._forget_old_locked()
-            self._replies[reply.reply_id] = reply
-            if message_id is not None:
-                self._by_message[message_id] = reply.reply_id
-            if conversation_id is not None:
-                self._by_conversation[conversation_id] = reply.reply_id
+        self._replies.add(reply.reply_id, reply)
         thread = threading.Thread(target=self._run,
                                   args=(reply, list(messages), options, user, on_progress,
                                         on_finish),
@@ -153,29 +130,25 @@ class ReplyManager:
         return reply
 
     def get(self, reply_id: str) -> LiveReply | None:
-        with self._lock:
-            return self._replies.get(reply_id)
+        return self._replies.get(reply_id)
 
     def for_message(self, message_id: int) -> LiveReply | None:
-        with self._lock:
-            rid = self._by_message.get(message_id)
-            return self._replies.get(rid) if rid else None
+        """The latest reply stored into this message, if it is still remembered."""
+        return next((r for r in reversed(self._replies.items()) if r.message_id == message_id),
+                    None)
 
     def active_in(self, conversation_id: str) -> LiveReply | None:
         """The reply still streaming in this conversation, if any."""
-        with self._lock:
-            rid = self._by_conversation.get(conversation_id)
-            reply = self._replies.get(rid) if rid else None
+        reply = next((r for r in reversed(self._replies.items())
+                      if r.conversation_id == conversation_id), None)
         return reply if reply is not None and reply.status == "streaming" else None
 
     def active_model_ids(self) -> list[str]:
         """Model ids (``backend:name``) of the replies streaming right now."""
-        with self._lock:
-            return [r.model_id for r in self._replies.values() if r.status == "streaming"]
+        return [r.model_id for r in self._replies.items() if r.status == "streaming"]
 
     def active_count(self) -> int:
-        with self._lock:
-            return sum(1 for r in self._replies.values() if r.status == "streaming")
+        return len(self.active_model_ids())
 
     def stop(self, reply_id: str) -> bool:
         """Stop a reply now: its text freezes at once and the stream is closed promptly."""
@@ -189,8 +162,7 @@ class ReplyManager:
             reply.status = "partial"
             reply.error = STOPPED_BY_USER
             reply.finished = time.monotonic()
-            reply.version += 1
-            reply.cond.notify_all()
+            reply.notify()
         self._persist(reply, final=True)
         return True
 
@@ -207,10 +179,8 @@ class ReplyManager:
         """
         deadline = time.monotonic() + timeout
         if first_wait > 0:
-            with reply.cond:
-                reply.cond.wait_for(lambda: reply.text_parts or reply.thinking_parts
-                                    or reply.notices or reply.status != "streaming",
-                                    timeout=first_wait)
+            reply.wait_until(lambda: reply.text_parts or reply.thinking_parts
+                             or reply.notices or reply.finished is not None, first_wait)
         version = -1
         while True:
             snap = reply.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
@@ -222,8 +192,7 @@ class ReplyManager:
             if interval and (snap.text or snap.thinking):
                 # Let tokens pile up for a moment; a finished reply wakes us early. Not before
                 # the first token: that one goes out the moment it arrives.
-                with reply.cond:
-                    reply.cond.wait_for(lambda: reply.status != "streaming", timeout=interval)
+                reply.wait_finished(interval)
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -254,8 +223,7 @@ class ReplyManager:
                         reply.backend = event.backend
                         reply.answered_by = event.model
                         reply.fallback_reason = event.fallback_reason or ""
-                    reply.version += 1
-                    reply.cond.notify_all()
+                    reply.notify()
                 if time.monotonic() - last_flush >= self._flush_every:
                     last_flush = time.monotonic()
                     self._persist(reply, final=False)
@@ -303,8 +271,7 @@ class ReplyManager:
                 reply.status = status
                 reply.error = error
                 reply.finished = time.monotonic()
-            reply.version += 1
-            reply.cond.notify_all()
+            reply.notify()
 
     def _persist(self, reply: LiveReply, *, final: bool) -> None:
         if self._store is None or reply.message_id is None:
@@ -328,13 +295,3 @@ class ReplyManager:
             self._store.update_message(reply.message_id, **fields)
         except Exception:  # noqa: BLE001 - a deleted conversation must not kill the stream
             log.warning("could not store reply %s", reply.reply_id, exc_info=True)
-
-    def _forget_old_locked(self) -> None:
-        now = time.monotonic()
-        for rid, r in list(self._replies.items()):
-            if r.finished is not None and now - r.finished > self._keep_finished:
-                del self._replies[rid]
-                if r.message_id is not None:
-                    self._by_message.pop(r.message_id, None)
-                if r.conversation_id is not None and self._by_conversation.get(r.conversation_id) == rid:
-                    del self._by_conversation[r.conversation_id]

@@ -6,7 +6,8 @@ lane, a small window of prompts in flight), every ComfyUI prompt id is in SQLite
 prompt is sent, and ``start()`` picks up prompts a previous run of the studio left in
 ComfyUI. Errors shown to people never carry ComfyUI's address (``scrub``).
 
-Planning (form -> graphs) is ``image_plans.py``; files in and out are ``image_files.py``.
+Planning (form -> graphs) is ``plans.py``; files in and out are ``files.py``; the live job
+and its snapshots are ``live_job.py``; making one image on ComfyUI is ``runner.py``.
 No gradio imports here.
 """
 
@@ -18,19 +19,18 @@ import shutil
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import validation, workflows
-from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
-                              GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
-                              Timings)
+from ..clients.comfyui import ComfyUIClient
 from ..errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
-from .files import check_input_image, save_output
-from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params,
-                          graph_model, plan_items, render_item)
+from ..live import Registry
+from .files import check_input_image
+from .live_job import FinishedJob, JobSnapshot, LiveJob, ShownImage, shown_image, snapshot_from_db
+from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params, plan_items,
+                    render_item)
+from .runner import COMFYUI_PLACE, START_COMFYUI, ItemRunner, scrub
 from ..presets import StylePreset
 from ..store.images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
 
@@ -38,183 +38,6 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE_GRACE = 60.0  # seconds ComfyUI may be gone before a resumed prompt is failed
 KEEP_FINISHED = 600.0  # seconds a finished job stays in memory for its followers
-COMFYUI_PLACE = "the address in COMFYUI_URL"
-START_COMFYUI = ("Start it in ComfyUI's folder with `python main.py --listen 127.0.0.1` "
-                 "(add `--port N` if COMFYUI_URL names another port), then press ⟳.")
-CANCELLED = "Cancelled."
-
-
-def scrub(text: str, base_url: str) -> str:
-    """``text`` with ComfyUI's address replaced: it must never reach the page (issue 3).
-
-    >>> scrub("Can't reach ComfyUI at http://10.0.0.5:8188.", "http://10.0.0.5:8188")
-    "Can't reach ComfyUI at the address in COMFYUI_URL."
-    """
-    if not base_url:
-        return text
-    bare = base_url.split("://", 1)[-1].rstrip("/")
-    for needle in (base_url.rstrip("/"), bare):
-        if needle:
-            text = text.replace(needle, COMFYUI_PLACE)
-    return text
-
-
-# --------------------------------------------------------------------------- live jobs
-
-
-@dataclass(frozen=True)
-class ItemProgress:
-    """Where the image being made stands. ``state``: queued (in ComfyUI's queue),
-    running, resumed (picked up after a studio restart) or storing."""
-
-    seq: int
-    state: str
-    position: int | None = None
-    node: str = ""
-    node_class: str = ""
-    step: int = 0
-    steps: int = 0
-
-
-@dataclass(frozen=True)
-class ShownImage:
-    id: int
-    path: str  # absolute
-    thumb: str
-    caption: str
-
-
-@dataclass(frozen=True)
-class JobSnapshot:
-    job_id: str
-    user: str
-    title: str
-    workflow: str
-    status: str  # queued | running | done | partial | failed | cancelled
-    total: int
-    done: int  # items finished (with images)
-    failed: int
-    cancelled: int
-    images: tuple[ShownImage, ...]
-    current: ItemProgress | None
-    waiting_ahead: int | None  # images of other jobs before ours while we wait in the studio
-    preview: Any  # a PIL image or None
-    preview_version: int
-    error: str
-    version: int
-    created_at: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.status not in ("queued", "running")
-
-    @property
-    def settled(self) -> int:
-        return self.done + self.failed + self.cancelled
-
-
-@dataclass
-class LiveJob:
-    """One job while it runs; followers read snapshots, item threads write under ``cond``."""
-
-    job_id: str
-    user: str
-    lane: str
-    title: str
-    workflow: str
-    total: int
-    created_at: str
-    order: int  # submission order, for fairness ties
-    status: str = "queued"
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    images: list[ShownImage] = field(default_factory=list)
-    progress: dict[int, ItemProgress] = field(default_factory=dict)  # item id -> progress
-    preview: Any = None
-    preview_version: int = 0
-    error: str = ""
-    version: int = 0
-    waiting_ahead: int | None = None
-    gpu_seconds: float = 0.0
-    model: str = ""
-    pending: deque = field(default_factory=deque)  # item ids not sent (scheduler's lock)
-    inflight: dict[int, threading.Event] = field(default_factory=dict)  # item id -> cancel
-    cancel_requested: bool = False
-    finishing: bool = False
-    finished_at: float | None = None
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def snapshot(self) -> JobSnapshot:
-        with self.cond:
-            return self._snapshot_locked()
-
-    def _snapshot_locked(self) -> JobSnapshot:
-        current = None
-        if self.progress:
-            running = [p for p in self.progress.values() if p.state == "running"]
-            current = (running or list(self.progress.values()))[-1]
-        return JobSnapshot(
-            job_id=self.job_id, user=self.user, title=self.title, workflow=self.workflow,
-            status=self.status, total=self.total, done=self.done, failed=self.failed,
-            cancelled=self.cancelled, images=tuple(self.images), current=current,
-            waiting_ahead=self.waiting_ahead, preview=self.preview,
-            preview_version=self.preview_version, error=self.error, version=self.version,
-            created_at=self.created_at)
-
-    def change(self, **updates: Any) -> None:
-        with self.cond:
-            for name, value in updates.items():
-                setattr(self, name, value)
-            self.version += 1
-            self.cond.notify_all()
-
-    def set_progress(self, item_id: int, progress: ItemProgress | None) -> None:
-        with self.cond:
-            if progress is None:
-                self.progress.pop(item_id, None)
-            else:
-                self.progress[item_id] = progress
-            self.version += 1
-            self.cond.notify_all()
-
-    def update_progress(self, item_id: int, **updates: Any) -> None:
-        with self.cond:
-            current = self.progress.get(item_id)
-            if current is None:
-                return
-            self.progress[item_id] = replace(current, **updates)
-            self.version += 1
-            self.cond.notify_all()
-
-    def wait_newer(self, version: int, timeout: float) -> JobSnapshot:
-        with self.cond:
-            self.cond.wait_for(lambda: self.version > version or self.status not in (
-                "queued", "running"), timeout=timeout)
-            return self._snapshot_locked()
-
-
-@dataclass(frozen=True)
-class FinishedJob:
-    """What the accounting hook is told about a job that ended."""
-
-    job_id: str
-    user: str
-    workflow: str
-    model: str
-    status: str
-    images: int
-    gpu_seconds: float
-
-
-def snapshot_from_db(job: ImageJob, images: Sequence[ShownImage], counts: Mapping[str, int]
-                     ) -> JobSnapshot:
-    """A finished (or not yet picked up) job as followers see it, from its rows."""
-    return JobSnapshot(job_id=job.id, user=job.user, title=job.title, workflow=job.workflow,
-                       status=job.status, total=job.total, done=counts.get("done", 0),
-                       failed=counts.get("failed", 0), cancelled=counts.get("cancelled", 0),
-                       images=tuple(images), current=None, waiting_ahead=None, preview=None,
-                       preview_version=0, error=job.error, version=0, created_at=job.created_at)
 
 
 # --------------------------------------------------------------------------- the service
@@ -243,12 +66,12 @@ class ImageJobs:
         self.styles = {s.key: s for s in styles}
         self.inflight = max(1, int(inflight))
         self.max_input_megapixels = max_input_megapixels
-        self.item_timeout = item_timeout
         self.on_job_finished = on_job_finished
-        self.keep_finished = keep_finished
-        self.unreachable_grace = unreachable_grace
-        self._cond = threading.Condition()
-        self._jobs: dict[str, LiveJob] = {}
+        self.runner = ItemRunner(client, store, self.outputs_dir,
+                                 abandon_pending=self._abandon_pending,
+                                 item_timeout=item_timeout, unreachable_grace=unreachable_grace)
+        self._cond = threading.Condition()  # the scheduler's: pending items, slots, lanes
+        self._jobs: Registry[LiveJob] = Registry(keep_s=keep_finished)
         self._running = 0
         self._served = 0
         self._order = 0
@@ -278,7 +101,7 @@ class ImageJobs:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            jobs = list(self._jobs.values())
+            jobs = self._jobs.items()
         if cancel:
             for live in jobs:
                 with live.cond:
@@ -419,8 +242,7 @@ class ImageJobs:
     # ------------------------------------------------------------------ following
 
     def get(self, job_id: str) -> LiveJob | None:
-        with self._cond:
-            return self._jobs.get(job_id)
+        return self._jobs.get(job_id)
 
     def snapshot(self, job_id: str) -> JobSnapshot | None:
         """The job as it is now, running (from memory) or finished (from the store)."""
@@ -433,11 +255,11 @@ class ImageJobs:
         return snapshot_from_db(job, self.shown_images(job.id), self.store.item_counts(job.id))
 
     def shown_images(self, job_id: str) -> list[ShownImage]:
-        return [self._shown(image) for image in self.store.images_of_job(job_id)]
+        return [shown_image(image, self.outputs_dir) for image in self.store.images_of_job(job_id)]
 
     def latest_active(self, user: str | None = None) -> LiveJob | None:
         with self._cond:
-            jobs = [j for j in self._jobs.values()
+            jobs = [j for j in self._jobs.items()
                     if j.status in ("queued", "running") and (user is None or j.user == user)]
         return max(jobs, key=lambda j: j.order) if jobs else None
 
@@ -466,9 +288,8 @@ class ImageJobs:
             snap = live.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
             if not snap.finished and snap.version != version and len(snap.images) == shown:
                 hold = max(settle, last_yield + interval - time.monotonic())
-                with live.cond:
-                    live.cond.wait_for(lambda: live.status not in ("queued", "running")
-                                       or len(live.images) != shown, timeout=hold)
+                live.wait_until(lambda: live.finished is not None or len(live.images) != shown,
+                                hold)
                 snap = live.snapshot()
             if snap.version != version or snap.finished:
                 version = snap.version
@@ -498,8 +319,7 @@ class ImageJobs:
             live.cancelled += dropped
             for event in live.inflight.values():
                 event.set()
-            live.version += 1
-            live.cond.notify_all()
+            live.notify()
         self._maybe_finish(live)
         return True
 
@@ -534,10 +354,6 @@ class ImageJobs:
         thumb = self.outputs_dir / image.thumb
         return str(thumb if thumb.exists() else self.outputs_dir / image.path)
 
-    def _shown(self, image: GalleryImage) -> ShownImage:
-        caption = f"seed {image.seed}" if image.seed is not None else image.workflow
-        return ShownImage(image.id, self.path(image.path), self.path(image.thumb), caption)
-
     # ------------------------------------------------------------------ scheduling
 
     def _register(self, job: ImageJob) -> LiveJob:
@@ -546,15 +362,7 @@ class ImageJobs:
             live = LiveJob(job_id=job.id, user=job.user, lane=job.lane, title=job.title,
                            workflow=job.workflow, total=job.total, created_at=job.created_at,
                            order=self._order)
-            self._forget_old_locked()
-            self._jobs[job.id] = live
-            return live
-
-    def _forget_old_locked(self) -> None:
-        now = time.monotonic()
-        for job_id, live in list(self._jobs.items()):
-            if live.finished_at is not None and now - live.finished_at > self.keep_finished:
-                del self._jobs[job_id]
+            return self._jobs.add(job.id, live)
 
     def _dispatch(self) -> None:
         while True:
@@ -570,12 +378,12 @@ class ImageJobs:
                              name=f"image-{live.job_id[:8]}-{item_id}", daemon=True).start()
 
     def _has_pending_locked(self) -> bool:
-        return any(live.pending for live in self._jobs.values())
+        return any(live.pending for live in self._jobs.items())
 
     def _pick_locked(self) -> tuple[LiveJob, int]:
         """Round-robin over lanes: the lane served longest ago (never = first) goes next;
         within a lane, its oldest job."""
-        waiting = [live for live in self._jobs.values() if live.pending]
+        waiting = [live for live in self._jobs.items() if live.pending]
         lane = min({live.lane for live in waiting},
                    key=lambda ln: (self._last_served.get(ln, -1),
                                    min(j.order for j in waiting if j.lane == ln)))
@@ -586,7 +394,7 @@ class ImageJobs:
 
     def _refresh_waiting_locked(self) -> None:
         """For each job with nothing in flight: how many images go before its next one."""
-        waiting = sorted((j for j in self._jobs.values() if j.pending and not j.inflight),
+        waiting = sorted((j for j in self._jobs.items() if j.pending and not j.inflight),
                          key=lambda j: (self._last_served.get(j.lane, -1), j.order))
         for index, live in enumerate(waiting):
             ahead = self._running + index
@@ -597,7 +405,7 @@ class ImageJobs:
         try:
             item = self.store.get_item(item_id)
             if item is not None:
-                self._run_item(live, item)
+                self.runner.run(live, item)
         except Exception:  # noqa: BLE001 - a slot must always be given back
             log.exception("image item %s failed unexpectedly", item_id)
         finally:
@@ -609,103 +417,6 @@ class ImageJobs:
 
     # ------------------------------------------------------------------ one image
 
-    def _begin(self, live: LiveJob, item: JobItem, state: str) -> threading.Event | None:
-        cancel = threading.Event()
-        with live.cond:
-            if live.cancel_requested:
-                return None
-            live.inflight[item.id] = cancel
-            live.progress[item.id] = ItemProgress(item.seq, state)
-            if live.status == "queued":
-                live.status = "running"
-            live.waiting_ahead = None
-            live.model = live.model or graph_model(item.graph)
-            live.version += 1
-            live.cond.notify_all()
-        self.store.update_job(live.job_id, status="running")
-        return cancel
-
-    def _end(self, live: LiveJob, item: JobItem, outcome: str, error: str = "",
-             gpu_seconds: float = 0.0) -> None:
-        with live.cond:
-            live.inflight.pop(item.id, None)
-            live.progress.pop(item.id, None)
-            if outcome == "done":
-                live.done += 1
-            elif outcome == "cancelled":
-                live.cancelled += 1
-            else:
-                live.failed += 1
-                live.error = live.error or error
-            live.gpu_seconds += gpu_seconds
-            live.version += 1
-            live.cond.notify_all()
-
-    def _run_item(self, live: LiveJob, item: JobItem) -> None:
-        cancel = self._begin(live, item, "queued")
-        if cancel is None:
-            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
-            with live.cond:
-                live.cancelled += 1
-                live.version += 1
-                live.cond.notify_all()
-            return
-        prompt_id = str(uuid.uuid4())
-        # The prompt id is stored before ComfyUI hears of it: a studio that dies right after
-        # queueing still finds the prompt on its next start.
-        self.store.update_item(item.id, status="queued", prompt_id=prompt_id)
-        meta = {k: v for k, v in item.params.items() if k != "input_file"}
-        extra = {"extra_pnginfo": {"studio": {"job": live.job_id, "params": meta}}}
-        try:
-            for event in self.client.stream(item.graph, cancel=cancel, prompt_id=prompt_id,
-                                             extra_data=extra,
-                                             timeout=self.item_timeout):
-                if isinstance(event, Queued):
-                    live.update_progress(item.id, position=event.position)
-                elif isinstance(event, Started):
-                    self.store.update_item(item.id, status="running")
-                    live.update_progress(item.id, state="running", position=0)
-                elif isinstance(event, Executing):
-                    live.update_progress(item.id, state="running", node=event.node,
-                                         node_class=event.class_type, step=0, steps=0)
-                elif isinstance(event, Progress):
-                    live.update_progress(item.id, state="running", step=event.step,
-                                         steps=event.total)
-                elif isinstance(event, Preview):
-                    live.change(preview=event.image, preview_version=live.preview_version + 1)
-                elif isinstance(event, Done):
-                    self._store_results(live, item, prompt_id, event.images, event.timings)
-                    return
-                elif isinstance(event, Cancelled):
-                    self.store.update_item(item.id, status="cancelled", error=CANCELLED)
-                    self._end(live, item, "cancelled")
-                    return
-                elif isinstance(event, Cached):
-                    continue
-            self._fail(live, item, "ComfyUI's event stream ended without a result.")
-        except BackendUnavailable as exc:
-            message = self.public(f"{exc.message} {START_COMFYUI}")
-            self._fail(live, item, message)
-            self._abandon_pending(live, "Not made: " + message)
-        except StudioError as exc:
-            self._fail(live, item, self.public(str(exc)))
-            if isinstance(exc, GenerationTimeout):
-                self._cancel_quietly(prompt_id)
-        except Exception as exc:  # noqa: BLE001 - the job must settle whatever happens
-            log.exception("image item %s of job %s failed", item.id, live.job_id)
-            self._fail(live, item, f"Unexpected error while making this image "
-                                   f"({type(exc).__name__}). The studio log has the details.")
-
-    def _cancel_quietly(self, prompt_id: str) -> None:
-        try:
-            self.client.cancel(prompt_id)
-        except StudioError:
-            log.debug("could not cancel %s", prompt_id, exc_info=True)
-
-    def _fail(self, live: LiveJob, item: JobItem, message: str) -> None:
-        self.store.update_item(item.id, status="failed", error=message)
-        self._end(live, item, "failed", message)
-
     def _abandon_pending(self, live: LiveJob, message: str) -> None:
         with self._cond:
             dropped = len(live.pending)
@@ -714,54 +425,7 @@ class ImageJobs:
             self.store.fail_pending_items(live.job_id, message)
             with live.cond:
                 live.failed += dropped
-                live.version += 1
-                live.cond.notify_all()
-
-    def _store_results(self, live: LiveJob, item: JobItem, prompt_id: str,
-                       refs: Sequence[ImageRef], timings: Timings) -> None:
-        """Copy each image into the data dir and record it; followers see each at once."""
-        started = time.monotonic()
-        live.update_progress(item.id, state="storing")
-        params = item.params
-        model = params.get("checkpoint") or graph_model(item.graph)
-        stored = 0
-        try:
-            for ref in refs:
-                data = self.client.view(ref)
-                saved = save_output(self.outputs_dir, data)
-                try:
-                    image = self.store.add_image(
-                        job_id=live.job_id, item_id=item.id, user=live.user, path=saved.path,
-                        thumb=saved.thumb, width=saved.width, height=saved.height,
-                        bytes=saved.bytes, prompt=str(params.get("prompt") or ""),
-                        negative=str(params.get("negative") or ""),
-                        seed=params.get("seed"),
-                        workflow=live.workflow, model=str(model or ""), params=params,
-                        graph=item.graph, timings=_timings_dict(timings),
-                        comfy_prompt_id=prompt_id, comfy_filename=ref.filename)
-                except BaseException:
-                    for rel in (saved.path, saved.thumb):
-                        (self.outputs_dir / rel).unlink(missing_ok=True)
-                    raise
-                stored += 1
-                with live.cond:
-                    live.images.append(self._shown(image))
-                    live.version += 1
-                    live.cond.notify_all()
-        except StudioError as exc:
-            message = self.public(str(exc))
-            self.store.update_item(item.id, status="failed", error=message, images=stored)
-            self._end(live, item, "failed", message)
-            return
-        if not refs:
-            message = "ComfyUI finished but saved no image (does the workflow end in SaveImage?)."
-            self.store.update_item(item.id, status="failed", error=message)
-            self._end(live, item, "failed", message)
-            return
-        all_timings = {**_timings_dict(timings), "store_s": time.monotonic() - started}
-        self.store.update_item(item.id, status="done", images=stored, timings=all_timings)
-        gpu = timings.execution_s if timings.execution_s is not None else (timings.total_s or 0.0)
-        self._end(live, item, "done", gpu_seconds=gpu or 0.0)
+                live.notify()
 
     # ------------------------------------------------------------------ finishing
 
@@ -804,10 +468,9 @@ class ImageJobs:
             live.status = status
             live.error = error
             live.done, live.failed, live.cancelled = done, failed, cancelled
-            live.finished_at = time.monotonic()
+            live.finished = time.monotonic()
             live.progress.clear()
-            live.version += 1
-            live.cond.notify_all()
+            live.notify()
 
     # ------------------------------------------------------------------ restart pickup
 
@@ -839,7 +502,7 @@ class ImageJobs:
 
     def _resume_slot(self, live: LiveJob, item: JobItem) -> None:
         try:
-            self._resume_item(live, item)
+            self.runner.resume(live, item)
         except Exception:  # noqa: BLE001
             log.exception("resuming image item %s failed unexpectedly", item.id)
         finally:
@@ -847,63 +510,6 @@ class ImageJobs:
                 self._running -= 1
                 self._cond.notify_all()
             self._maybe_finish(live)
-
-    def _resume_item(self, live: LiveJob, item: JobItem) -> None:
-        """Track a prompt sent by a previous run through /history and /queue."""
-        cancel = self._begin(live, item, "resumed")
-        prompt_id = item.prompt_id or ""
-        if cancel is None:
-            self._cancel_quietly(prompt_id)
-            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
-            return
-        timeout = self.item_timeout or self.client.run_timeout
-        deadline = time.monotonic() + timeout
-        unreachable_since: float | None = None
-        while True:
-            if cancel.is_set():
-                self._cancel_quietly(prompt_id)
-                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
-                self._end(live, item, "cancelled")
-                return
-            try:
-                status = self.client.status(prompt_id)
-                unreachable_since = None
-            except BackendUnavailable:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > self.unreachable_grace:
-                    self._fail(live, item, f"ComfyUI was unreachable at {COMFYUI_PLACE} when "
-                                           f"the studio restarted, so this image is lost. "
-                                           f"{START_COMFYUI}")
-                    return
-                cancel.wait(self.client.poll_interval)
-                continue
-            except StudioError as exc:
-                self._fail(live, item, self.public(str(exc)))
-                return
-            if status.state == "done":
-                self._store_results(live, item, prompt_id, status.images, Timings())
-                return
-            if status.state == "cancelled":
-                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
-                self._end(live, item, "cancelled")
-                return
-            if status.state in ("failed", "unknown"):
-                self._fail(live, item, self.public(status.message or "ComfyUI lost this image."))
-                return
-            live.update_progress(item.id, position=status.position,
-                                 state="running" if status.state == "running" else "resumed")
-            if time.monotonic() > deadline:
-                self._cancel_quietly(prompt_id)
-                self._fail(live, item, f"ComfyUI didn't finish this image within {timeout:g} s "
-                                       "after the studio restarted; it was cancelled.")
-                return
-            cancel.wait(self.client.poll_interval)
-
-
-def _timings_dict(timings: Timings) -> dict:
-    return {f.name: getattr(timings, f.name) for f in fields(timings)}
-
 
 # --------------------------------------------------------------------------- wiring
 
@@ -934,7 +540,3 @@ def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, out
                      max_input_megapixels=settings.max_input_megapixels,
                      on_job_finished=record_image_job)
     return jobs.start()
-
-
-__all__ = ["ImageJobs", "JobSnapshot", "LiveJob", "FinishedJob", "ItemProgress", "ShownImage",
-           "build_image_jobs", "scrub"]

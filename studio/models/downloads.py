@@ -30,6 +30,7 @@ import httpx
 
 from ..errors import (BackendRejected, BackendUnavailable, InvalidInput, StreamInterrupted,
                      StudioError)
+from ..live import Live, Registry
 from .gpu import format_bytes
 from .files import DownloadPlan
 
@@ -107,7 +108,7 @@ def _is_disk_full(err: OSError) -> bool:
     return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-class Download:
+class Download(Live):
     """One file download, run by ``start()`` in a background thread (or ``run()`` inline).
 
     Writes ``<target>.part``; an existing ``.part`` is resumed with ``Range: bytes=N-``
@@ -125,6 +126,7 @@ class Download:
                  clock: Callable[[], float] = time.monotonic, chunk_size: int = 1 << 20,
                  headers: Mapping[str, str] | None = None,
                  on_progress: Callable[[DownloadProgress], None] | None = None):
+        super().__init__()
         self.plan = plan
         self.id = job_id or uuid.uuid4().hex[:12]
         self._client_factory = client_factory
@@ -134,9 +136,7 @@ class Download:
         self._chunk_size = chunk_size
         self._headers = dict(headers or {})
         self._on_progress = on_progress
-        self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self._finished = threading.Event()
         self._delete_partial = False
         self._thread: threading.Thread | None = None
         self._samples: deque[tuple[float, int]] = deque()
@@ -153,19 +153,16 @@ class Download:
         self._thread.start()
         return self
 
-    def progress(self) -> DownloadProgress:
-        with self._lock:
-            return self._progress
+    def _snapshot_locked(self) -> DownloadProgress:
+        return self._progress
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (done, failed or cancelled); False on timeout."""
-        return self._finished.wait(timeout)
+    progress = Live.snapshot  # a download's snapshot is its progress
 
     def cancel(self, delete_partial: bool = False) -> None:
         """Stop after the current chunk. The ``.part`` stays for a later resume unless
         ``delete_partial``; on a job that already failed or was cancelled, ``delete_partial``
         throws its ``.part`` away."""
-        with self._lock:
+        with self.cond:
             self._delete_partial = self._delete_partial or delete_partial
             state = self._progress.state
         self._cancel.set()
@@ -182,7 +179,7 @@ class Download:
             self._update(state="done", path=str(self.plan.target), eta_s=0.0, percent=100.0,
                          message=f"Saved {self.plan.filename} to {self.plan.folder}.")
         except _Cancelled:
-            with self._lock:
+            with self.cond:
                 delete = self._delete_partial
             if delete:
                 self._remove_part()
@@ -199,8 +196,6 @@ class Download:
                                         f"({type(err).__name__}).", hint="Details are in the log.")
             self.error.__cause__ = err
             self._update(state="failed", speed_bps=0.0, eta_s=None, message=str(self.error))
-        finally:
-            self._finished.set()
 
     # -- the work
 
@@ -388,12 +383,15 @@ class Download:
         self._update(bytes_done=done, speed_bps=speed, eta_s=eta)
 
     def _update(self, **changes: Any) -> None:
-        with self._lock:
+        with self.cond:
             progress = replace(self._progress, **changes)
             if progress.total:
                 percent = round(100 * progress.bytes_done / progress.total, 1)
                 progress = replace(progress, percent=percent)
             self._progress = progress
+            if progress.finished:
+                self.finished = time.monotonic()
+            self.notify()
         if self._on_progress is not None:
             self._on_progress(progress)
 
@@ -411,12 +409,13 @@ class DownloadManager:
 
     Thread-safe. ``job_options`` are passed to every ``Download`` (client_factory, opener,
     disk_usage, clock, chunk_size, headers). At most ``keep_finished`` finished jobs are kept.
+    ``jobs`` is their registry: follow any change of any download with
+    ``jobs.wait_changed`` (or ``live.wait_any``).
     """
 
     def __init__(self, *, keep_finished: int = 50, **job_options: Any):
-        self._jobs: dict[str, Download] = {}
-        self._lock = threading.Lock()
-        self._keep_finished = keep_finished
+        self.jobs: Registry[Download] = Registry(keep=keep_finished)
+        self._starting = threading.Lock()
         self._job_options = job_options
 
     def start(self, plan: DownloadPlan) -> Download:
@@ -424,15 +423,14 @@ class DownloadManager:
 
         Raises InvalidInput if a job for the same file is still running.
         """
-        with self._lock:
-            for job in self._jobs.values():
+        with self._starting:
+            for job in self.jobs.items():
                 if job.plan.target == plan.target and not job.progress().finished:
                     raise InvalidInput(f"{plan.filename} is already downloading into "
                                        f"{plan.folder}.",
                                        hint="Wait for it, or cancel it first.")
             job = Download(plan, **self._job_options)
-            self._jobs[job.id] = job
-            self._prune()
+            self.jobs.add(job.id, job)
         return job.start()
 
     def retry(self, job_id: str) -> Download:
@@ -441,43 +439,14 @@ class DownloadManager:
 
     def get(self, job_id: str) -> Download:
         """The job with ``job_id``; raises InvalidInput when unknown."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise InvalidInput(f"There is no download with id {job_id!r}.",
-                               hint="It may be from before the studio restarted.")
-        return job
+        return self.jobs.require(job_id, "download")
 
     def progress(self, job_id: str) -> DownloadProgress:
         return self.get(job_id).progress()
 
     def list(self) -> list[DownloadProgress]:
         """Every kept job's progress, newest first."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.progress() for job in reversed(jobs)]
+        return [job.progress() for job in reversed(self.jobs.items())]
 
     def cancel(self, job_id: str, *, delete_partial: bool = False) -> None:
         self.get(job_id).cancel(delete_partial=delete_partial)
-
-    def forget_finished(self) -> int:
-        """Drop finished jobs from the list; returns how many were dropped."""
-        with self._lock:
-            finished = [i for i, job in self._jobs.items() if job.progress().finished]
-            for job_id in finished:
-                del self._jobs[job_id]
-        return len(finished)
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Cancel every running job (keeping the parts) and wait up to ``timeout`` for each."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel()
-        for job in jobs:
-            job.wait(timeout)
-
-    def _prune(self) -> None:
-        finished = [i for i, job in self._jobs.items() if job.progress().finished]
-        for job_id in finished[:max(len(finished) - self._keep_finished, 0)]:
-            del self._jobs[job_id]

@@ -2,7 +2,7 @@
 
 ``PullManager.start(model)`` runs one pull per model on a daemon thread, reading Ollama's
 progress lines (``OllamaClient.pull``) into a ``PullJob``. Any request, from any page,
-reads ``snapshots()`` or follows changes with ``wait_changed``; reloading or closing the
+reads ``snapshots()`` or follows changes with ``jobs.wait_changed``; reloading or closing the
 page changes nothing for the pull. ``cancel`` stops it: the state says "cancelled" at once
 and the worker closes the HTTP stream at the next line, which makes Ollama stop
 downloading (it keeps the part it has, so pulling again resumes).
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..errors import InvalidInput, StudioError
+from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class PullSnapshot:
         return self.state != "running"
 
 
-@dataclass
-class PullJob:
+@dataclass(eq=False)
+class PullJob(Live):
     id: str
     model: str
     started_at: float = field(default_factory=time.time)
@@ -87,13 +88,11 @@ class PullJob:
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # digest -> (done, total)
     speed_bps: float = 0.0
     message: str = "Starting."
-    version: int = 0
-    finished_at: float | None = None
     error: StudioError | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     samples: deque = field(default_factory=deque)
 
-    def snapshot(self) -> PullSnapshot:
+    def _snapshot_locked(self) -> PullSnapshot:
         done = sum(c for c, _t in self.layers.values())
         total = sum(t for _c, t in self.layers.values())
         percent = round(100 * done / total, 1) if total else None
@@ -109,19 +108,16 @@ class PullManager:
 
     ``pull_fn(model)`` yields ``PullProgress`` lines and raises StudioError (normally
     ``OllamaClient.pull``). At most ``keep_finished`` finished jobs are remembered.
-    ``on_finish(snapshot)`` runs on the worker thread after each pull ends.
+    ``jobs`` is their registry: follow any change of any pull with ``jobs.wait_changed``
+    (or ``live.wait_any``).
     """
 
     def __init__(self, pull_fn: Callable[[str], Iterator], *, keep_finished: int = 20,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_finish: Callable[[PullSnapshot], None] | None = None):
+                 clock: Callable[[], float] = time.monotonic):
         self._pull_fn = pull_fn
-        self._keep_finished = keep_finished
         self._clock = clock
-        self._on_finish = on_finish
-        self._jobs: dict[str, PullJob] = {}
-        self._cond = threading.Condition()
-        self._version = 0
+        self.jobs: Registry[PullJob] = Registry(keep=keep_finished)
+        self._starting = threading.Lock()
 
     # -- public
 
@@ -130,67 +126,46 @@ class PullManager:
         model that is still running is returned instead of starting a second one.
         Raises InvalidInput for an empty name or one with spaces."""
         name = check_model_name(model)
-        with self._cond:
-            for job in self._jobs.values():
+        with self._starting:
+            for job in self.jobs.items():
                 if job.state == "running" and full_model_name(job.model) == full_model_name(name):
                     return job.snapshot()
-            job = PullJob(id=uuid.uuid4().hex[:12], model=name)
-            self._jobs[job.id] = job
-            self._prune_locked()
-            self._changed_locked(job)
-            snap = job.snapshot()
+            job_id = uuid.uuid4().hex[:12]
+            job = self.jobs.add(job_id, PullJob(id=job_id, model=name))
+        snap = job.snapshot()
         threading.Thread(target=self._run, args=(job,), name=f"pull-{job.id}",
                          daemon=True).start()
         return snap
 
     def get(self, job_id: str) -> PullSnapshot:
         """The job's snapshot; raises InvalidInput when unknown (e.g. from before a restart)."""
-        with self._cond:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise InvalidInput(f"There is no pull with id {job_id!r}.",
-                                   hint="It may be from before the studio restarted.")
-            return job.snapshot()
+        return self._job(job_id).snapshot()
 
     def snapshots(self) -> list[PullSnapshot]:
         """Every remembered pull, newest first."""
-        with self._cond:
-            return [j.snapshot() for j in reversed(list(self._jobs.values()))]
+        return [j.snapshot() for j in reversed(self.jobs.items())]
 
     def active(self) -> list[PullSnapshot]:
         return [s for s in self.snapshots() if not s.finished]
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a running pull now; False when it had already ended. InvalidInput if unknown."""
-        with self._cond:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise InvalidInput(f"There is no pull with id {job_id!r}.")
+        job = self._job(job_id)
+        with job.cond:
             if job.state != "running":
                 return False
             job.cancel_event.set()
             self._settle_locked(job, "cancelled", CANCELLED_MESSAGE)
         return True
 
-    @property
-    def version(self) -> int:
-        """Goes up on every change of any pull (for ``wait_changed``)."""
-        with self._cond:
-            return self._version
-
-    def wait_changed(self, since: int, timeout: float) -> int:
-        """Block until some pull changed after version ``since`` or ``timeout`` passed;
-        returns the current version."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._version > since, timeout=timeout)
-            return self._version
-
     def wait(self, job_id: str, timeout: float) -> PullSnapshot:
         """Block until the pull has ended (or ``timeout``); returns its snapshot."""
-        with self._cond:
-            job = self._jobs[job_id]
-            self._cond.wait_for(lambda: job.state != "running", timeout=timeout)
-            return job.snapshot()
+        job = self._job(job_id)
+        job.wait_finished(timeout)
+        return job.snapshot()
+
+    def _job(self, job_id: str) -> PullJob:
+        return self.jobs.require(job_id, "pull")
 
     # -- the worker
 
@@ -202,13 +177,13 @@ class PullManager:
             for line in stream:
                 if job.cancel_event.is_set():
                     break
-                with self._cond:
+                with job.cond:
                     if job.state != "running":
                         break
                     self._apply_locked(job, line)
                     if line.status == "success":
                         succeeded = True
-            with self._cond:
+            with job.cond:
                 if job.state == "running":
                     if succeeded:
                         self._settle_locked(job, "done", f"Pulled {job.model}.")
@@ -217,12 +192,12 @@ class PullManager:
                                             f"{job.model} before it finished. Pull it again to "
                                             "resume.")
         except StudioError as exc:
-            with self._cond:
+            with job.cond:
                 job.error = exc
                 self._settle_locked(job, "failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker must always settle its job
             log.exception("pull %s of %s failed", job.id, job.model)
-            with self._cond:
+            with job.cond:
                 self._settle_locked(job, "failed", f"Pulling {job.model} failed unexpectedly "
                                     f"({type(exc).__name__}). The studio log has the details.")
         finally:
@@ -232,11 +207,6 @@ class PullManager:
                     close()  # drops the HTTP stream: Ollama stops a cancelled download
                 except Exception:  # noqa: BLE001
                     log.debug("closing pull stream failed", exc_info=True)
-            if self._on_finish is not None:
-                try:
-                    self._on_finish(job.snapshot())
-                except Exception:  # noqa: BLE001
-                    log.exception("pull on_finish hook failed")
 
     def _apply_locked(self, job: PullJob, line) -> None:
         job.status = line.status
@@ -254,21 +224,11 @@ class PullManager:
             job.message = f"Downloading layer {job.layer}."
         else:
             job.message = line.status[:1].upper() + line.status[1:] + "." if line.status else ""
-        self._changed_locked(job)
+        job.notify()
 
     def _settle_locked(self, job: PullJob, state: str, message: str) -> None:
         job.state = state
         job.message = message
         job.speed_bps = 0.0
-        job.finished_at = time.time()
-        self._changed_locked(job)
-
-    def _changed_locked(self, job: PullJob) -> None:
-        job.version += 1
-        self._version += 1
-        self._cond.notify_all()
-
-    def _prune_locked(self) -> None:
-        finished = [i for i, j in self._jobs.items() if j.state != "running"]
-        for job_id in finished[:max(len(finished) - self._keep_finished, 0)]:
-            del self._jobs[job_id]
+        job.finished = time.monotonic()
+        job.notify()

@@ -22,7 +22,7 @@ from ..errors import StudioError
 from ..images.files import check_input_image
 from ..images.plans import SWEEPABLE, form_defaults
 from ..images.validation import server_problems
-from ..images.jobs import COMFYUI_PLACE, START_COMFYUI
+from ..images.runner import COMFYUI_PLACE, START_COMFYUI
 from .common import PageViews, ui_errors
 from .images_values import (comfyui_banner, favourite_label, file_path, gallery_value,
                             image_details, jobs_choices, md_literal, page_label, preview_image,
@@ -61,7 +61,7 @@ def public_errors(base_url: str):
     """Like ``ui_errors``, and ComfyUI's address is cut out of every message."""
     def decorate(fn):
         def clean(exc: StudioError) -> StudioError:
-            from ..images.jobs import scrub
+            from ..images.runner import scrub
             return StudioError(scrub(str(exc), base_url))
 
         if inspect.isgeneratorfunction(fn):

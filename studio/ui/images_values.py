@@ -10,7 +10,7 @@ from html import escape
 from PIL import Image
 
 from ..images.plans import FORM_PARAMS, ImageRequest, parse_sweep
-from ..images.jobs import JobSnapshot
+from ..images.live_job import JobSnapshot
 from ..store.images import GalleryImage, GalleryPage
 
 

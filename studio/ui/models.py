@@ -5,8 +5,9 @@ Thin layer over ``services``: pulls run in ``services.pulls`` and downloads in
 ``services.downloads`` on server threads (they outlive the page; any page that opens this
 tab follows them), GPU-sharing actions go through ``services.gpu_coordinator`` (which logs
 them). The Storage section (retention, unused models) is ``ui/storage.py``, over
-``studio.hygiene``. Values for components are shaped in ``models_values``; handlers are
-closures in ``render`` and are returned so tests can call them directly.
+``studio.hygiene``. What is read from the services (and the following of pulls and
+downloads) is ``models_data``, values for components are shaped in ``models_values``;
+handlers are closures in ``render`` and are returned so tests can call them directly.
 
 Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
 the tab (Gradio 6 tabs are lazy), and ``ui/app.py`` pauses it while another tab is shown;
@@ -15,9 +16,7 @@ every page shares one reading per poll interval.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -26,15 +25,14 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from ..models.files import (REFUSED_FOLDERS, delete_model_file, disk_space, folder_usage,
-                           plan_download)
+from ..models.files import delete_model_file, plan_download
 from ..errors import InvalidInput, StudioError
 from ..models.gpu import GpuReading, format_bytes, format_summary
 from ..models.pulls import check_model_name, full_model_name
-from . import storage
+from . import models_data, storage
 from .common import PageViews, ui_errors
 from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,
-                            delete_question, details_markdown, disk_markdown, jobs_html,
+                            delete_question, details_markdown, jobs_html,
                             log_frame, ollama_frame, running_frame, vram_frame)
 
 # One click pulls these; names as on ollama.com/library (older favourites and their
@@ -51,7 +49,6 @@ SUGGESTED = [
     ("starcoder2", "StarCoder2 3B, code completion"),
     ("llava", "LLaVA 7B, sees images"),
 ]
-JOB_INTERVAL_S = 0.3  # coalesce progress: one page update per this many seconds at most
 
 
 # -- the tab ------------------------------------------------------------------------------------
@@ -77,15 +74,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     busy_models = services.models_in_use.names
 
     def read_ollama() -> tuple[list, list, str]:
-        try:
-            installed = ollama.list_models()
-        except StudioError as exc:
-            return [], [], f"⚠️ {exc}"
-        try:
-            running = ollama.running()
-        except StudioError:
-            running = []
-        return installed, running, ""
+        return models_data.read_ollama(ollama)
 
     def read_gpu():
         return services.gpu.sample()
@@ -109,43 +98,13 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     running_poll = SharedPoll(read_running, poll_s * 0.8)
 
     def known_folders() -> list[str]:
-        """ComfyUI's model folders; from the models folder on disk when ComfyUI is down."""
-        try:
-            return [f for f in comfyui.model_folders() if f not in REFUSED_FOLDERS]
-        except StudioError:
-            if models_dir and os.path.isdir(models_dir):
-                return sorted(e.name for e in os.scandir(models_dir)
-                              if e.is_dir() and e.name not in REFUSED_FOLDERS)
-            raise
+        return models_data.known_folders(comfyui, models_dir)
 
     def require_models_dir() -> str:
-        if not models_dir:
-            raise InvalidInput("Model files can only be downloaded or deleted when the studio "
-                               "knows ComfyUI's models folder.",
-                               hint="Set COMFYUI_MODELS_DIR (e.g. the volume ComfyUI shares "
-                                    "in docker compose) and restart the studio.")
-        return models_dir
+        return models_data.require_models_dir(models_dir)
 
     def comfy_disk_files() -> dict[str, tuple[int, float]]:
-        """'<folder>/<file>' -> (size, mtime) for model files on disk (no .part files)."""
-        found: dict[str, tuple[int, float]] = {}
-        if not models_dir or not os.path.isdir(models_dir):
-            return found
-        for entry in os.scandir(models_dir):
-            if not entry.is_dir() or entry.name in REFUSED_FOLDERS:
-                continue
-            for dirpath, _dirs, names in os.walk(entry.path):
-                for name in names:
-                    if name.endswith(".part") or name.startswith("."):
-                        continue
-                    path = os.path.join(dirpath, name)
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        continue
-                    rel = os.path.relpath(path, models_dir).replace(os.sep, "/")
-                    found[rel] = (st.st_size, st.st_mtime)
-        return found
+        return models_data.comfy_disk_files(models_dir)
 
     def favourites() -> list[str]:
         return models_store.favourite_output_paths() if models_store is not None else []
@@ -172,35 +131,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
                 note or files_note)
 
     def folder_files(folder: str | None):
-        if not folder:
-            return pd.DataFrame([], columns=["File", "Size on disk"]), [], ""
-        note = ""
-        try:
-            names = comfyui.models(folder)
-        except StudioError as exc:
-            on_disk = sorted(k.split("/", 1)[1] for k in comfy_disk_files()
-                             if k.split("/", 1)[0] == folder)
-            if not models_dir:
-                return pd.DataFrame([], columns=["File", "Size on disk"]), [], f"⚠️ {exc}"
-            names, note = on_disk, f"⚠️ {exc} Showing the files on disk instead."
-        rows = []
-        for name in names:
-            size = ""
-            if models_dir:
-                path = Path(models_dir, folder, name)
-                size = format_bytes(path.stat().st_size) if path.is_file() else "not on this disk"
-            rows.append([name, size])
-        deletable = [n for n in names if "/" not in n and "\\" not in n] if models_dir else []
-        return pd.DataFrame(rows, columns=["File", "Size on disk"]), deletable, note
+        return models_data.folder_files(comfyui, models_dir, folder)
 
     def disk_values() -> str:
-        if not models_dir:
-            return ("Set `COMFYUI_MODELS_DIR` to ComfyUI's models folder to download and delete "
-                    "model files here and to see the disk use.")
-        try:
-            return disk_markdown(folder_usage(models_dir), disk_space(models_dir))
-        except (StudioError, OSError) as exc:
-            return f"⚠️ {exc}"
+        return models_data.disk_values(models_dir)
 
     def gpu_values():
         reading = gpu_poll.get()
@@ -243,40 +177,13 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     still_viewing = views.holds
 
     def finished_pulls() -> set[str]:
-        return {s.id for s in pulls.snapshots() if s.state == "done"}
+        return models_data.finished_pulls(pulls)
 
     def follow_jobs(view, shown: tuple[str, list] | None = None,
                     done_seen: set[str] | None = None):
-        """Yield (jobs html, cancel choices, ollama table, model choices) while work runs;
-        ``shown`` is the (html, choices) the page already has, ``done_seen`` the pulls
-        whose models its table already lists.
-
-        The Ollama table is refreshed whenever a pull finishes, on every page following.
-        """
-        done_seen = set(finished_pulls() if done_seen is None else done_seen)
-        last_html, last_choices = shown or (None, None)
-        version = pulls.version
-        while still_viewing(view):
-            snaps, dls = pulls.snapshots(), downloads.list()
-            html = jobs_html(snaps, dls)
-            choices = cancel_choices(snaps, dls)
-            finished_now = {s.id for s in snaps if s.state == "done"} - done_seen
-            if html != last_html or finished_now:
-                table, model_choices = gr.skip(), gr.skip()
-                if finished_now:
-                    done_seen |= finished_now
-                    installed, _running, _note = read_ollama()
-                    table = ollama_frame(installed)
-                    model_choices = gr.update(choices=[m.name for m in installed])
-                cancel = gr.update(choices=choices) if choices != last_choices else gr.skip()
-                yield html, cancel, table, model_choices
-                last_html, last_choices = html, choices
-            if not choices:
-                return
-            time.sleep(JOB_INTERVAL_S)  # coalesce: a pull reports every ~60 ms
-            if not any(not d.finished for d in dls):
-                # Only pulls run: sleep until one changes. Downloads are polled.
-                version = pulls.wait_changed(version, timeout=5.0)
+        """``models_data.follow_jobs`` for as long as this page holds ``view``."""
+        return models_data.follow_jobs(pulls, downloads, ollama, lambda: still_viewing(view),
+                                       shown, done_seen)
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -488,7 +395,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             folder_dd = gr.Dropdown(choices=[], label="Folder", elem_id="models-folder")
-            files_table = gr.Dataframe(pd.DataFrame([], columns=["File", "Size on disk"]),
+            files_table = gr.Dataframe(pd.DataFrame([], columns=models_data.FILE_COLUMNS),
                                        interactive=False, max_height=300,
                                        elem_id="models-comfy-files")
             with gr.Row():

@@ -1,0 +1,267 @@
+"""Making one image of a job on ComfyUI: send its prompt (its id stored first), follow the
+events into the ``LiveJob``, copy the images into the data dir and record them, or track a
+prompt a previous run of the studio sent. Also the words about ComfyUI people see, with
+its address scrubbed (``scrub``). Which image goes next is ``jobs.py``'s business.
+
+No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
+                               GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
+                               Timings)
+from ..errors import BackendUnavailable, StudioError
+from ..store.images import ImageStore, JobItem
+from .files import save_output
+from .live_job import ItemProgress, LiveJob, shown_image
+from .plans import graph_model
+
+log = logging.getLogger(__name__)
+
+COMFYUI_PLACE = "the address in COMFYUI_URL"
+START_COMFYUI = ("Start it in ComfyUI's folder with `python main.py --listen 127.0.0.1` "
+                 "(add `--port N` if COMFYUI_URL names another port), then press ⟳.")
+CANCELLED = "Cancelled."
+
+
+
+def scrub(text: str, base_url: str) -> str:
+    """``text`` with ComfyUI's address replaced: it must never reach the page (issue 3).
+
+    >>> scrub("Can't reach ComfyUI at http://10.0.0.5:8188.", "http://10.0.0.5:8188")
+    "Can't reach ComfyUI at the address in COMFYUI_URL."
+    """
+    if not base_url:
+        return text
+    bare = base_url.split("://", 1)[-1].rstrip("/")
+    for needle in (base_url.rstrip("/"), bare):
+        if needle:
+            text = text.replace(needle, COMFYUI_PLACE)
+    return text
+
+
+class ItemRunner:
+    """Runs the images of live jobs, one call per image, on the caller's thread.
+
+    ``abandon_pending(live, message)`` fails the images of a job not sent yet (when ComfyUI
+    went away). ``item_timeout``: seconds an image may take (None: the client's default);
+    ``unreachable_grace``: how long ComfyUI may be gone before a resumed prompt is failed.
+    """
+
+    def __init__(self, client: ComfyUIClient, store: ImageStore, outputs_dir: Path, *,
+                 abandon_pending: Callable[[LiveJob, str], None],
+                 item_timeout: float | None, unreachable_grace: float):
+        self.client = client
+        self.store = store
+        self.outputs_dir = outputs_dir
+        self.abandon_pending = abandon_pending
+        self.item_timeout = item_timeout
+        self.unreachable_grace = unreachable_grace
+
+    def public(self, text: str) -> str:
+        return scrub(text, self.client.base_url)
+
+    def _begin(self, live: LiveJob, item: JobItem, state: str) -> threading.Event | None:
+        cancel = threading.Event()
+        with live.cond:
+            if live.cancel_requested:
+                return None
+            live.inflight[item.id] = cancel
+            live.progress[item.id] = ItemProgress(item.seq, state)
+            if live.status == "queued":
+                live.status = "running"
+            live.waiting_ahead = None
+            live.model = live.model or graph_model(item.graph)
+            live.notify()
+        self.store.update_job(live.job_id, status="running")
+        return cancel
+
+    def _end(self, live: LiveJob, item: JobItem, outcome: str, error: str = "",
+             gpu_seconds: float = 0.0) -> None:
+        with live.cond:
+            live.inflight.pop(item.id, None)
+            live.progress.pop(item.id, None)
+            if outcome == "done":
+                live.done += 1
+            elif outcome == "cancelled":
+                live.cancelled += 1
+            else:
+                live.failed += 1
+                live.error = live.error or error
+            live.gpu_seconds += gpu_seconds
+            live.notify()
+
+    def run(self, live: LiveJob, item: JobItem) -> None:
+        """Send one image's prompt to ComfyUI, follow it and store what comes back."""
+        cancel = self._begin(live, item, "queued")
+        if cancel is None:
+            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+            with live.cond:
+                live.cancelled += 1
+                live.notify()
+            return
+        prompt_id = str(uuid.uuid4())
+        # The prompt id is stored before ComfyUI hears of it: a studio that dies right after
+        # queueing still finds the prompt on its next start.
+        self.store.update_item(item.id, status="queued", prompt_id=prompt_id)
+        meta = {k: v for k, v in item.params.items() if k != "input_file"}
+        extra = {"extra_pnginfo": {"studio": {"job": live.job_id, "params": meta}}}
+        try:
+            for event in self.client.stream(item.graph, cancel=cancel, prompt_id=prompt_id,
+                                             extra_data=extra,
+                                             timeout=self.item_timeout):
+                if isinstance(event, Queued):
+                    live.update_progress(item.id, position=event.position)
+                elif isinstance(event, Started):
+                    self.store.update_item(item.id, status="running")
+                    live.update_progress(item.id, state="running", position=0)
+                elif isinstance(event, Executing):
+                    live.update_progress(item.id, state="running", node=event.node,
+                                         node_class=event.class_type, step=0, steps=0)
+                elif isinstance(event, Progress):
+                    live.update_progress(item.id, state="running", step=event.step,
+                                         steps=event.total)
+                elif isinstance(event, Preview):
+                    live.change(preview=event.image, preview_version=live.preview_version + 1)
+                elif isinstance(event, Done):
+                    self._store_results(live, item, prompt_id, event.images, event.timings)
+                    return
+                elif isinstance(event, Cancelled):
+                    self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                    self._end(live, item, "cancelled")
+                    return
+                elif isinstance(event, Cached):
+                    continue
+            self._fail(live, item, "ComfyUI's event stream ended without a result.")
+        except BackendUnavailable as exc:
+            message = self.public(f"{exc.message} {START_COMFYUI}")
+            self._fail(live, item, message)
+            self.abandon_pending(live, "Not made: " + message)
+        except StudioError as exc:
+            self._fail(live, item, self.public(str(exc)))
+            if isinstance(exc, GenerationTimeout):
+                self._cancel_quietly(prompt_id)
+        except Exception as exc:  # noqa: BLE001 - the job must settle whatever happens
+            log.exception("image item %s of job %s failed", item.id, live.job_id)
+            self._fail(live, item, f"Unexpected error while making this image "
+                                   f"({type(exc).__name__}). The studio log has the details.")
+
+    def _cancel_quietly(self, prompt_id: str) -> None:
+        try:
+            self.client.cancel(prompt_id)
+        except StudioError:
+            log.debug("could not cancel %s", prompt_id, exc_info=True)
+
+    def _fail(self, live: LiveJob, item: JobItem, message: str) -> None:
+        self.store.update_item(item.id, status="failed", error=message)
+        self._end(live, item, "failed", message)
+
+    def _store_results(self, live: LiveJob, item: JobItem, prompt_id: str,
+                       refs: Sequence[ImageRef], timings: Timings) -> None:
+        """Copy each image into the data dir and record it; followers see each at once."""
+        started = time.monotonic()
+        live.update_progress(item.id, state="storing")
+        params = item.params
+        model = params.get("checkpoint") or graph_model(item.graph)
+        stored = 0
+        try:
+            for ref in refs:
+                data = self.client.view(ref)
+                saved = save_output(self.outputs_dir, data)
+                try:
+                    image = self.store.add_image(
+                        job_id=live.job_id, item_id=item.id, user=live.user, path=saved.path,
+                        thumb=saved.thumb, width=saved.width, height=saved.height,
+                        bytes=saved.bytes, prompt=str(params.get("prompt") or ""),
+                        negative=str(params.get("negative") or ""),
+                        seed=params.get("seed"),
+                        workflow=live.workflow, model=str(model or ""), params=params,
+                        graph=item.graph, timings=_timings_dict(timings),
+                        comfy_prompt_id=prompt_id, comfy_filename=ref.filename)
+                except BaseException:
+                    for rel in (saved.path, saved.thumb):
+                        (self.outputs_dir / rel).unlink(missing_ok=True)
+                    raise
+                stored += 1
+                with live.cond:
+                    live.images.append(shown_image(image, self.outputs_dir))
+                    live.notify()
+        except StudioError as exc:
+            message = self.public(str(exc))
+            self.store.update_item(item.id, status="failed", error=message, images=stored)
+            self._end(live, item, "failed", message)
+            return
+        if not refs:
+            message = "ComfyUI finished but saved no image (does the workflow end in SaveImage?)."
+            self.store.update_item(item.id, status="failed", error=message)
+            self._end(live, item, "failed", message)
+            return
+        all_timings = {**_timings_dict(timings), "store_s": time.monotonic() - started}
+        self.store.update_item(item.id, status="done", images=stored, timings=all_timings)
+        gpu = timings.execution_s if timings.execution_s is not None else (timings.total_s or 0.0)
+        self._end(live, item, "done", gpu_seconds=gpu or 0.0)
+
+    def resume(self, live: LiveJob, item: JobItem) -> None:
+        """Track a prompt sent by a previous run through /history and /queue."""
+        cancel = self._begin(live, item, "resumed")
+        prompt_id = item.prompt_id or ""
+        if cancel is None:
+            self._cancel_quietly(prompt_id)
+            self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+            return
+        timeout = self.item_timeout or self.client.run_timeout
+        deadline = time.monotonic() + timeout
+        unreachable_since: float | None = None
+        while True:
+            if cancel.is_set():
+                self._cancel_quietly(prompt_id)
+                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                self._end(live, item, "cancelled")
+                return
+            try:
+                status = self.client.status(prompt_id)
+                unreachable_since = None
+            except BackendUnavailable:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > self.unreachable_grace:
+                    self._fail(live, item, f"ComfyUI was unreachable at {COMFYUI_PLACE} when "
+                                           f"the studio restarted, so this image is lost. "
+                                           f"{START_COMFYUI}")
+                    return
+                cancel.wait(self.client.poll_interval)
+                continue
+            except StudioError as exc:
+                self._fail(live, item, self.public(str(exc)))
+                return
+            if status.state == "done":
+                self._store_results(live, item, prompt_id, status.images, Timings())
+                return
+            if status.state == "cancelled":
+                self.store.update_item(item.id, status="cancelled", error=CANCELLED)
+                self._end(live, item, "cancelled")
+                return
+            if status.state in ("failed", "unknown"):
+                self._fail(live, item, self.public(status.message or "ComfyUI lost this image."))
+                return
+            live.update_progress(item.id, position=status.position,
+                                 state="running" if status.state == "running" else "resumed")
+            if time.monotonic() > deadline:
+                self._cancel_quietly(prompt_id)
+                self._fail(live, item, f"ComfyUI didn't finish this image within {timeout:g} s "
+                                       "after the studio restarted; it was cancelled.")
+                return
+            cancel.wait(self.client.poll_interval)
+
+
+def _timings_dict(timings: Timings) -> dict:
+    return {f.name: getattr(timings, f.name) for f in fields(timings)}
