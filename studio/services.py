@@ -32,6 +32,7 @@ from .chat.router import Router, parse_model_id
 from .ops.status import StatusBoard
 from .store.db import Store
 from .store.cloud import CloudStore
+from .store.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
     # OPENROUTER_API_KEY" (NoApiKey, before any request) and can fall back like any failure.
     backends = {"ollama": ollama,
                 "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)}
-    budget = Budget(store, settings)
+    budget = Budget(UsageStore(store), settings)
     router = Router(backends, fallbacks=settings.fallback_chains, budget=budget,
                     prices=catalog.prices if catalog is not None else None)
     services = Services(
@@ -191,7 +192,7 @@ def build_services(settings: Settings, *, root: Path = ROOT) -> Services:
         status=StatusBoard(settings),
         presets=load_chat_presets(root / "presets" / "chat"), root=root)
     services.budget = budget
-    services.accounting = Accounting(store, settings,
+    services.accounting = Accounting(UsageStore(store), settings,
                                      prices=catalog.prices if catalog is not None else None)
     services.replies = ReplyManager(services.stream_chat, store,
                                     on_settled=services.account_reply)

@@ -13,6 +13,7 @@ from studio.costs.pricing import ModelPrices
 from studio.errors import BudgetExceeded, ConfigError
 from studio.events import ChatDone, ChatMessage, ChatNotice, ChatOptions, Usage
 from studio.chat.router import Router
+from studio.store.usage import UsageStore
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 
 TZ = timezone(timedelta(hours=2))
@@ -43,8 +44,9 @@ def clock():
 
 def make(store, clock, **caps):
     settings = Settings(**caps)
-    return (Budget(store, settings, clock=clock),
-            Accounting(store, settings, power_reader=lambda: None, clock=clock))
+    ledger = UsageStore(store)
+    return (Budget(ledger, settings, clock=clock),
+            Accounting(ledger, settings, power_reader=lambda: None, clock=clock))
 
 
 def spend(accounting, usd, *, user="owner", model="openai/gpt-4o-mini"):
@@ -179,7 +181,7 @@ def test_budget_daily_cap_starts_again_at_local_midnight(store, clock):
 
 def test_budget_rejects_negative_caps(store):
     with pytest.raises(ConfigError, match="STUDIO_BUDGET_USER_MONTHLY_USD can't be negative"):
-        Budget(store, Settings(budget_user_monthly_usd=-5.0))
+        Budget(UsageStore(store), Settings(budget_user_monthly_usd=-5.0))
 
 
 # -- reserve, settle, release ----------------------------------------------------------------

@@ -312,7 +312,7 @@ def test_ui_images_finished_job_is_accounted_when_accounting_is_wired(ui):
         pytest.skip("services.accounting is not wired in this tree")
     run(parts.handlers.on_generate(**form(prompt="count me")))
     job_id = services.images.store.list_jobs(limit=1)[0].id
-    rows = [r for r in services.store.usage_records(backend="comfyui") if r.job_id == job_id]
+    rows = [r for r in services.accounting.ledger.usage_records(backend="comfyui") if r.job_id == job_id]
     [row] = rows
     assert row.kind == "image" and row.images == 1 and row.model == "v1-5-pruned-emaonly.safetensors"
 
