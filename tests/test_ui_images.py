@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from studio.config import Settings
 from studio.images.jobs import ItemProgress, JobSnapshot, ShownImage
+from studio.images.workflows import load_templates
 from studio.store.images import GalleryImage, GalleryPage
 from studio.ui import images as tab
 from studio.ui import images_values as values
@@ -89,6 +91,88 @@ def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
     assert value == [("/data/outputs/thumbs/2025/01/a.webp", "a fox"),
                      ("/data/outputs/thumbs/2025/01/a.webp", "typed")]
     assert values.page_label(page) == "Page 2 of 3 · 130 images"
+
+
+TEMPLATES = load_templates(Path(__file__).resolve().parent.parent / "workflows")
+PARAMS = ("steps", "cfg", "checkpoint", "denoise", "lora_name")
+
+
+def test_ui_images_default_workflow_is_sd15_else_the_first():
+    assert values.default_workflow([("B", "b"), ("SD", "sd15_txt2img")]) == "sd15_txt2img"
+    assert values.default_workflow([("B", "b"), ("C", "c")]) == "b"
+    assert values.default_workflow([]) is None
+
+
+def test_ui_images_comfyui_choices_fall_back_for_samplers_only():
+    choices = values.comfyui_choices({"checkpoints": ("a.safetensors",)})
+    assert choices["checkpoints"] == ["a.safetensors"] and choices["loras"] == []
+    assert choices["samplers"] == values.FALLBACK_SAMPLERS
+    assert choices["schedulers"] == values.FALLBACK_SCHEDULERS
+
+
+def test_ui_images_workflow_fields_replace_a_checkpoint_comfyui_lacks():
+    fields = values.workflow_fields(TEMPLATES["sd15_txt2img"], {"checkpoints": ["mine.ckpt"]},
+                                    PARAMS)
+    assert fields["checkpoint"] == (True, "mine.ckpt")
+    assert fields["steps"][0] and not fields["denoise"][0] and not fields["lora_name"][0]
+
+
+def test_ui_images_workflow_fields_show_denoise_only_with_an_input_image():
+    fields = values.workflow_fields(TEMPLATES["img2img"], {}, PARAMS)
+    assert fields["denoise"][0] is True
+
+
+def test_ui_images_workflow_info_lists_what_it_fills():
+    info = values.workflow_info(TEMPLATES["sd15_txt2img"])
+    assert "<small>Fills: " in info and "prompt" in info and "filename_prefix" not in info
+
+
+def test_ui_images_custom_workflow_note_says_what_was_found_and_refused():
+    note = values.custom_workflow_note(TEMPLATES["sd15_txt2img"], "Node 4 <x>")
+    assert note.startswith("Added **") and "prompt (" in note
+    assert note.endswith("⚠ Node 4 &lt;x&gt;")
+    assert "⚠" not in values.custom_workflow_note(TEMPLATES["sd15_txt2img"])
+
+
+def test_ui_images_reuse_values_put_back_what_was_typed(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"png")
+    image = gallery_image(seed=None, params={"prompt_typed": "a fox, typed", "steps": 9,
+                                             "cfg": None, "input_file": str(source)})
+    assert values.reuse_values(image, PARAMS) == {
+        "prompt": "a fox, typed", "negative": "blurry", "style": "", "seed": -1, "steps": 9,
+        "input_image": str(source)}
+    source.unlink()
+    assert "input_image" not in values.reuse_values(image, PARAMS)
+
+
+def test_ui_images_gallery_filter_choices_start_with_all():
+    assert values.gallery_filter_choices(["w"], []) == ([("All workflows", ""), ("w", "w")],
+                                                        [("All models", "")])
+
+
+@pytest.mark.parametrize("outcome, expected", [
+    (SimpleNamespace(needs_confirmation=True, outcome="ask", message="Full at http://c:1."),
+     values.Notice("Full at ComfyUI. To make room, press \"Unload idle Ollama models\" in the "
+                   "Models tab; the job goes ahead meanwhile.", warning=True)),
+    (SimpleNamespace(needs_confirmation=False, outcome="unloaded", message="Unloaded x."),
+     values.Notice("Unloaded x.")),
+    (SimpleNamespace(needs_confirmation=False, outcome="fits", message="Fits."), None),
+])
+def test_ui_images_gpu_room_notice_says_what_the_coordinator_did(outcome, expected):
+    coordinator = SimpleNamespace(before_image_job=lambda family: outcome)
+    library = SimpleNamespace(get=lambda name: TEMPLATES[name])
+    public = lambda text: text.replace("http://c:1", "ComfyUI")  # noqa: E731
+    assert values.gpu_room_notice(coordinator, library, "sd15_txt2img", public) == expected
+
+
+def test_ui_images_gpu_room_notice_is_none_when_asking_fails(caplog):
+    def broken(family):
+        raise RuntimeError("no NVML")
+    coordinator = SimpleNamespace(before_image_job=broken)
+    library = SimpleNamespace(get=lambda name: TEMPLATES[name])
+    assert values.gpu_room_notice(coordinator, library, "sd15_txt2img", str) is None
+    assert "GPU coordination before an image job failed" in caplog.text
 
 
 def form(**overrides) -> dict:
