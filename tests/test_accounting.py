@@ -383,7 +383,6 @@ def test_accounting_local_vs_cloud_prices_local_tokens(accounting):
         2, 1_000_000, 500_000)
     assert result.cloud_usd == Decimal("0.45")
     assert result.energy_usd == Decimal("0.003")
-    assert result.saved_usd == Decimal("0.447")
 
 
 def test_accounting_local_vs_cloud_leaves_out_replies_without_tokens(accounting):
@@ -401,7 +400,7 @@ def test_accounting_local_vs_cloud_unknown_prices(accounting):
 
     result = accounting.local_vs_cloud("week", "x/unknown", None)
 
-    assert result.cloud_usd is None and result.saved_usd is None
+    assert result.cloud_usd is None
     assert result.requests == 1
 
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from studio.costs import pricing as costs
-from studio.costs.pricing import (ModelPrices, cloud_equivalent_cost, energy_kwh,
+from studio.costs.pricing import (ModelPrices, energy_kwh,
                           estimate_messages_tokens, estimate_prompt_cost, estimate_tokens,
                           format_price_per_million, format_usd, reply_cost, round_usd, to_decimal)
 
@@ -114,16 +114,6 @@ def test_energy_kwh_is_watts_times_seconds_in_kwh(watts, seconds, expected):
 def test_energy_kwh_rejects_bad_numbers(watts, seconds):
     with pytest.raises(ValueError):
         energy_kwh(watts, seconds)
-
-
-@pytest.mark.parametrize("prices, prompt, completion, requests, expected", [
-    (GPT4O_MINI, 200_000, 100_000, 40, D("0.09")),
-    (PER_REQUEST, 0, 0, 10, D("0.05")),
-    (FREE, 200_000, 100_000, 40, D(0)),
-    (UNKNOWN, 200_000, 100_000, 40, None),
-])
-def test_cloud_equivalent_cost_prices_local_usage(prices, prompt, completion, requests, expected):
-    assert cloud_equivalent_cost(prices, prompt, completion, requests=requests) == expected
 
 
 @pytest.mark.parametrize("amount, places, expected", [

@@ -194,10 +194,6 @@ class LocalVsCloud:
     energy_usd: Decimal
     cloud_usd: Decimal | None
 
-    @property
-    def saved_usd(self) -> Decimal | None:
-        return None if self.cloud_usd is None else self.cloud_usd - self.energy_usd
-
 
 @dataclass(frozen=True)
 class CostsOverview:

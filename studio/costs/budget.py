@@ -113,10 +113,6 @@ class Budget:
             log.warning("%d cloud requests were cut off by the last shutdown; "
                         "counted at their estimate", stale)
 
-    @property
-    def has_caps(self) -> bool:
-        return bool(self._caps)
-
     def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Reservation:
         """Book ``estimate_usd`` (None = unknown, booked as 0) for a request about to go out.
 

@@ -191,13 +191,6 @@ def energy_kwh(watts: object, seconds: object) -> Decimal:
     return w * s / JOULES_PER_KWH
 
 
-def cloud_equivalent_cost(prices: ModelPrices | None, prompt_tokens: int, completion_tokens: int,
-                          *, requests: int = 1) -> Decimal | None:
-    """What local usage (token totals over ``requests`` replies) would have cost on a cloud
-    model with ``prices``; ``None`` if that model's prices are unknown."""
-    return reply_cost(prices, prompt_tokens, completion_tokens, requests=requests)
-
-
 def round_usd(amount: Decimal, places: int = 6) -> Decimal:
     """Round half-up to ``places`` decimals (default: micro-dollars, enough for per-reply costs).
 

@@ -280,7 +280,7 @@ def render(services) -> SimpleNamespace:
             yield (*out, gr.skip())
 
     @guarded
-    def on_refresh(current_workflow, request: gr.Request = None):
+    def on_refresh():
         library.refresh()
         comfy, problem = fetch_lists(refresh=True)
         if problem:
@@ -440,7 +440,7 @@ def render(services) -> SimpleNamespace:
     follow_outputs = [progress, preview, results, cancel_btn, job_dd, job_state]
     gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, **private,
           concurrency_id="images-load-jobs", show_progress="hidden")
-    refresh_btn.click(on_refresh, [workflow_dd], form_outputs, **private,
+    refresh_btn.click(on_refresh, None, form_outputs, **private,
                       concurrency_id="images-refresh")
     workflow_dd.input(on_workflow, [workflow_dd, lists], form_outputs, **private,
                       concurrency_id="images-workflow", show_progress="hidden")
