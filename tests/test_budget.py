@@ -14,7 +14,7 @@ from studio.errors import BudgetExceeded, ConfigError
 from studio.events import ChatDone, ChatMessage, ChatNotice, ChatOptions, Usage
 from studio.chat.router import Router
 from studio.store.usage import UsageStore
-from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+from tests.fakes.openrouter_server import DEFAULT_KEY
 
 TZ = timezone(timedelta(hours=2))
 CLOUD = "openrouter:openai/gpt-4o-mini"
@@ -288,12 +288,6 @@ def test_budget_ten_requests_at_once_cannot_overspend(store, clock):
 
 
 # -- through the real router and the fake OpenRouter ------------------------------------------
-
-
-@pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
 
 
 def make_router(fake, budget, **backends):

@@ -22,12 +22,6 @@ NO_FILTERS = ("all", "", "", "", "")
 
 
 @pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
 def services(store, tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), budget_daily_usd=1.0,
                         energy_price_kwh=0.30)

@@ -18,7 +18,6 @@ from studio.images.workflows import load_templates
 from studio.store.images import GalleryImage, GalleryPage
 from studio.ui import images as tab
 from studio.ui import images_values as values
-from tests.fakes.comfyui_server import FakeComfyUI
 
 WAIT = 10
 
@@ -196,12 +195,6 @@ def test_ui_images_request_from_form_reads_batch_and_sweep():
 # ------------------------------------------------------------------ handlers
 
 
-@pytest.fixture(scope="module")
-def fake():
-    with FakeComfyUI() as server:
-        yield server
-
-
 def build(tmp_path, comfyui_url: str):
     from studio.services import build_services
 
@@ -215,8 +208,8 @@ def build(tmp_path, comfyui_url: str):
 
 
 @pytest.fixture
-def ui(tmp_path, fake):
-    services, parts, demo = build(tmp_path, fake.url)
+def ui(tmp_path, fake_comfyui):
+    services, parts, demo = build(tmp_path, fake_comfyui.url)
     yield services, parts
     services.images.close(cancel=True)
 
@@ -275,13 +268,13 @@ def test_ui_images_generate_with_comfyui_down_is_a_clear_error(ui_down):
     ({"sweep_param": "cfg", "sweep_values": "5, lots"}, "cfg must be a number"),
     ({"checkpoint": "nope.safetensors"}, "checkpoint 'nope.safetensors' isn't available"),
 ])
-def test_ui_images_bad_input_is_refused_before_queueing(ui, fake, overrides, message):
+def test_ui_images_bad_input_is_refused_before_queueing(ui, fake_comfyui, overrides, message):
     services, parts = ui
-    before = len(fake.requests_to("/prompt", "POST"))
+    before = len(fake_comfyui.requests_to("/prompt", "POST"))
     with pytest.raises(gr.Error) as info:
         run(parts.handlers.on_generate(**form(**overrides)))
     assert message in info.value.message
-    assert len(fake.requests_to("/prompt", "POST")) == before
+    assert len(fake_comfyui.requests_to("/prompt", "POST")) == before
 
 
 def test_ui_images_generate_streams_progress_then_result_then_gallery(ui):
@@ -349,27 +342,27 @@ def test_ui_images_custom_workflow_upload(ui, tmp_path):
     assert by_id["img-width"]["value"] == 1024
 
 
-def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake):
+def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake_comfyui):
     services, parts = ui
     run(parts.handlers.on_generate(**form()))
     with gr.Blocks() as demo:
         tab.render(services)
     config = json.dumps(demo.get_config_file(), default=str)
-    assert fake.url not in config and f"127.0.0.1:{fake.port}" not in config
+    assert fake_comfyui.url not in config and f"127.0.0.1:{fake_comfyui.port}" not in config
 
 
-def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake):
+def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake_comfyui):
     from studio.services import build_services
     from studio.ui.app import build_app
 
     settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
-                                  "COMFYUI_URL": fake.url}, dotenv_path=None)
+                                  "COMFYUI_URL": fake_comfyui.url}, dotenv_path=None)
     services = build_services(settings)
     try:
         config = json.dumps(build_app(services).get_config_file(), default=str)
     finally:
         services.images.close(cancel=True)
-    assert f"127.0.0.1:{fake.port}" not in config
+    assert f"127.0.0.1:{fake_comfyui.port}" not in config
 
 
 @pytest.mark.parametrize("size, expected", [((64, 48), (256, 192)), ((512, 512), (512, 512)),
