@@ -40,6 +40,7 @@ from studio.costs.budget import Budget  # noqa: E402
 from studio.config import Settings  # noqa: E402
 from studio.costs.pricing import ModelPrices  # noqa: E402
 from studio.store.db import Store  # noqa: E402
+from studio.store.usage import UsageStore  # noqa: E402
 from studio.ui import costs as costs_tab  # noqa: E402
 
 TARGET_MS = 300
@@ -110,8 +111,9 @@ def main() -> None:
         built_s = time.perf_counter() - started
         size_mb = settings.db_path.stat().st_size / 2**20
 
-        accounting = Accounting(store, settings, power_reader=lambda: None)
-        budget = Budget(store, settings)
+        ledger = UsageStore(store)
+        accounting = Accounting(ledger, settings, power_reader=lambda: None)
+        budget = Budget(ledger, settings)
         prices = {m: ModelPrices.per_million(p, c) for m, p, c in CLOUD_MODELS}
         # Stands in for studio.catalog.Catalog with its list already cached.
         models = [SimpleNamespace(id=m, prices=p, is_free=False, label=m)

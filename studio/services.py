@@ -36,6 +36,7 @@ from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
 from .store.db import Store
 from .store.models import ModelsStore
+from .store.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                        cloud_store) if openrouter is not None else None)
     prices = catalog.prices if catalog is not None else None
 
-    budget = Budget(store, settings)
+    budget = Budget(UsageStore(store), settings)
     # Without a key the cloud backend is still there, so a cloud model says "set
     # OPENROUTER_API_KEY" (before any request) and can fall back like any failure.
     router = Router({"ollama": ollama,
                      "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)},
                     fallbacks=settings.fallback_chains, budget=budget, prices=prices)
-    accounting = Accounting(store, settings, prices=prices)
+    accounting = Accounting(UsageStore(store), settings, prices=prices)
 
     gpu = GpuMonitor(nvml)
     models_store = ModelsStore(store)

@@ -1,5 +1,7 @@
-"""Shared fixtures: settings on a temp dir, a fresh store, the fake backends, the running
-app (a real `python app.py` process) and a headless chromium driven by Playwright."""
+"""Shared fixtures: settings on a temp dir, a fresh store, the fake backends (Ollama,
+OpenRouter, ComfyUI), the running app (a real `python app.py` process) and a headless
+chromium driven by Playwright. A test file that needs a differently stocked fake overrides
+the fixture by name (test_catalog's ``fake_openrouter``)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def store():
 
     s = Store.memory()
     yield s
+    s.close()
 
 
 def running_fake_ollama():
@@ -58,6 +61,22 @@ def fake_ollama():
     yield fake
     fake.stop()
     assert not fake.server_errors, fake.server_errors
+
+
+@pytest.fixture
+def fake_openrouter():
+    from tests.fakes.openrouter_server import FakeOpenRouter
+
+    with FakeOpenRouter() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_comfyui():
+    from tests.fakes.comfyui_server import FakeComfyUI
+
+    with FakeComfyUI() as fake:
+        yield fake
 
 
 @dataclass

@@ -16,6 +16,7 @@ from studio.errors import ConfigError, InvalidInput
 from studio.events import Usage
 from studio.store.migrations import migrations
 from studio.store.db import Store
+from studio.store.usage import UsageStore
 from tests.test_gpu import BARE_CARD, RTX_3090, FakeNvml
 
 # Five hours behind UTC: an evening reply falls on the next UTC day, so these tests tell
@@ -52,7 +53,7 @@ def settings(tmp_path):
 @pytest.fixture
 def accounting(store, settings, clock):
     prices = {"openrouter:openai/gpt-4o-mini": MINI}
-    return Accounting(store, settings, power_reader=lambda: 300.0, prices=prices.get,
+    return Accounting(UsageStore(store), settings, power_reader=lambda: 300.0, prices=prices.get,
                       clock=clock)
 
 
@@ -93,7 +94,7 @@ def test_usage_migration_upgrades_a_chat_only_database(tmp_path):
     store = Store.open(path)
 
     assert migrations.pending(store.db) == []
-    assert store.usage_records() == []
+    assert UsageStore(store).usage_records() == []
     store.close()
 
 
@@ -142,7 +143,7 @@ def test_accounting_local_reply_energy_from_the_power_reader(accounting):
 
 @pytest.mark.parametrize("reader", [lambda: None, lambda: 1 / 0], ids=["no reading", "fails"])
 def test_accounting_local_reply_falls_back_to_configured_watts(store, settings, clock, reader):
-    accounting = Accounting(store, settings, power_reader=reader, clock=clock)
+    accounting = Accounting(UsageStore(store), settings, power_reader=reader, clock=clock)
 
     record = chat(accounting, duration=36.0)
 
@@ -184,7 +185,7 @@ def test_accounting_record_image_local_job(accounting):
 def test_accounting_record_image_cloud_job_uses_per_image_price(store, settings, clock):
     prices = {"openrouter:img/model": ModelPrices(prompt=Decimal(0), completion=Decimal(0),
                                                   image=Decimal("0.04"))}
-    accounting = Accounting(store, settings, prices=prices.get, clock=clock)
+    accounting = Accounting(UsageStore(store), settings, prices=prices.get, clock=clock)
 
     estimated = accounting.record_image("owner", "openrouter", "img/model", 3.0, images=2)
     reported = accounting.record_image("owner", "openrouter", "img/model", 3.0, cost_usd=0.05)
@@ -382,7 +383,6 @@ def test_accounting_local_vs_cloud_prices_local_tokens(accounting):
         2, 1_000_000, 500_000)
     assert result.cloud_usd == Decimal("0.45")
     assert result.energy_usd == Decimal("0.003")
-    assert result.saved_usd == Decimal("0.447")
 
 
 def test_accounting_local_vs_cloud_leaves_out_replies_without_tokens(accounting):
@@ -400,7 +400,7 @@ def test_accounting_local_vs_cloud_unknown_prices(accounting):
 
     result = accounting.local_vs_cloud("week", "x/unknown", None)
 
-    assert result.cloud_usd is None and result.saved_usd is None
+    assert result.cloud_usd is None
     assert result.requests == 1
 
 
@@ -421,7 +421,7 @@ def test_settings_cost_variables_are_read():
                                        ("gpu_watts", "STUDIO_GPU_WATTS")])
 def test_accounting_rejects_negative_settings(store, settings, name, env):
     with pytest.raises(ConfigError, match=f"{env} can't be negative"):
-        Accounting(store, replace(settings, **{name: -1.0}))
+        Accounting(UsageStore(store), replace(settings, **{name: -1.0}))
 
 
 def test_accounting_doctests_pass():

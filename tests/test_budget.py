@@ -13,7 +13,8 @@ from studio.costs.pricing import ModelPrices
 from studio.errors import BudgetExceeded, ConfigError
 from studio.events import ChatDone, ChatMessage, ChatNotice, ChatOptions, Usage
 from studio.chat.router import Router
-from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+from studio.store.usage import UsageStore
+from tests.fakes.openrouter_server import DEFAULT_KEY
 
 TZ = timezone(timedelta(hours=2))
 CLOUD = "openrouter:openai/gpt-4o-mini"
@@ -43,8 +44,9 @@ def clock():
 
 def make(store, clock, **caps):
     settings = Settings(**caps)
-    return (Budget(store, settings, clock=clock),
-            Accounting(store, settings, power_reader=lambda: None, clock=clock))
+    ledger = UsageStore(store)
+    return (Budget(ledger, settings, clock=clock),
+            Accounting(ledger, settings, power_reader=lambda: None, clock=clock))
 
 
 def spend(accounting, usd, *, user="owner", model="openai/gpt-4o-mini"):
@@ -63,7 +65,6 @@ def test_budget_without_caps_allows_everything(store, clock):
 
     assert (status.level, status.cap, status.caps) == ("ok", None, ())
     assert "No cloud budget caps" in status.message
-    assert budget.has_caps is False
 
 
 def test_budget_reserve_within_the_cap(store, clock):
@@ -179,7 +180,7 @@ def test_budget_daily_cap_starts_again_at_local_midnight(store, clock):
 
 def test_budget_rejects_negative_caps(store):
     with pytest.raises(ConfigError, match="STUDIO_BUDGET_USER_MONTHLY_USD can't be negative"):
-        Budget(store, Settings(budget_user_monthly_usd=-5.0))
+        Budget(UsageStore(store), Settings(budget_user_monthly_usd=-5.0))
 
 
 # -- reserve, settle, release ----------------------------------------------------------------
@@ -287,12 +288,6 @@ def test_budget_ten_requests_at_once_cannot_overspend(store, clock):
 
 
 # -- through the real router and the fake OpenRouter ------------------------------------------
-
-
-@pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
 
 
 def make_router(fake, budget, **backends):

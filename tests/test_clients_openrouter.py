@@ -24,12 +24,6 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 8
 
 
 @pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
 def client(fake_openrouter):
     return OpenRouterClient(DEFAULT_KEY, fake_openrouter.url, referer="https://studio.test",
                             title="Hephaestus Studio", timeout=5)

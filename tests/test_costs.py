@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from studio.costs import pricing as costs
-from studio.costs.pricing import (ModelPrices, cloud_equivalent_cost, energy_cost, energy_kwh,
+from studio.costs.pricing import (ModelPrices, energy_kwh,
                           estimate_messages_tokens, estimate_prompt_cost, estimate_tokens,
                           format_price_per_million, format_usd, reply_cost, round_usd, to_decimal)
 
@@ -99,37 +99,21 @@ def test_estimate_messages_tokens_adds_framing_per_message():
     assert estimate_messages_tokens(["abcd", ""]) == 1 + 4 + 0 + 4
 
 
-@pytest.mark.parametrize("watts, seconds, price, expected", [
-    (300, 60, "0.30", D("0.0015")),
-    (1000, 3600, "0.25", D("0.25")),
-    ("450.5", 0, "0.40", D(0)),
-    (0, 3600, "0.40", D(0)),
-    (250.0, 36, 0.2, D("0.0005")),
+@pytest.mark.parametrize("watts, seconds, expected", [
+    (300, 60, D("0.005")),
+    (1000, 3600, D(1)),
+    ("450.5", 0, D(0)),
+    (0, 3600, D(0)),
+    (250.0, 36, D("0.0025")),
 ])
-def test_energy_cost_is_watts_times_seconds_times_kwh_price(watts, seconds, price, expected):
-    assert energy_cost(watts, seconds, price) == expected
+def test_energy_kwh_is_watts_times_seconds_in_kwh(watts, seconds, expected):
+    assert energy_kwh(watts, seconds) == expected
 
 
-def test_energy_kwh_converts_joules():
-    assert energy_kwh(1000, 3600) == D(1)
-
-
-@pytest.mark.parametrize("watts, seconds, price", [
-    (-1, 10, "0.3"), (100, None, "0.3"), (100, 10, "abc"),
-])
-def test_energy_cost_rejects_bad_numbers(watts, seconds, price):
+@pytest.mark.parametrize("watts, seconds", [(-1, 10), (100, None), ("abc", 10)])
+def test_energy_kwh_rejects_bad_numbers(watts, seconds):
     with pytest.raises(ValueError):
-        energy_cost(watts, seconds, price)
-
-
-@pytest.mark.parametrize("prices, prompt, completion, requests, expected", [
-    (GPT4O_MINI, 200_000, 100_000, 40, D("0.09")),
-    (PER_REQUEST, 0, 0, 10, D("0.05")),
-    (FREE, 200_000, 100_000, 40, D(0)),
-    (UNKNOWN, 200_000, 100_000, 40, None),
-])
-def test_cloud_equivalent_cost_prices_local_usage(prices, prompt, completion, requests, expected):
-    assert cloud_equivalent_cost(prices, prompt, completion, requests=requests) == expected
+        energy_kwh(watts, seconds)
 
 
 @pytest.mark.parametrize("amount, places, expected", [

@@ -14,7 +14,7 @@ from studio.events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOpt
                            Usage)
 from studio.chat.router import (NoModelAnswered, RetryPolicy, Router, can_fall_back, fallback_chain,
                                 is_retryable)
-from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+from tests.fakes.openrouter_server import DEFAULT_KEY
 from tests.streams import collect, text_of
 
 LOCAL = "ollama:llama3.2:3b"
@@ -451,12 +451,6 @@ def test_router_closes_a_reply_the_backend_left_without_done():
 
 
 # -- with the real OpenRouter client against the fake server ---------------------------------
-
-
-@pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
 
 
 def test_router_with_openrouter_client_retries_a_real_429(fake_openrouter):

@@ -11,13 +11,6 @@ from studio.store.db import Conversation, Message, SearchHit, Store, fts_match_q
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-@pytest.fixture
-def store():
-    store = Store.memory()
-    yield store
-    store.close()
-
-
 # Opening
 
 

@@ -14,6 +14,7 @@ from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
 from studio.errors import InvalidInput, StudioError
 from studio.events import Usage
+from studio.store.usage import UsageStore
 from studio.ui import costs
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 
@@ -22,23 +23,18 @@ NO_FILTERS = ("all", "", "", "", "")
 
 
 @pytest.fixture
-def fake_openrouter():
-    with FakeOpenRouter() as fake:
-        yield fake
-
-
-@pytest.fixture
 def services(store, tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), budget_daily_usd=1.0,
                         energy_price_kwh=0.30)
     clock = lambda: datetime(2025, 3, 14, 12, 0, tzinfo=TZ)  # noqa: E731
-    accounting = Accounting(store, settings, power_reader=lambda: 300.0, clock=clock)
+    accounting = Accounting(UsageStore(store), settings, power_reader=lambda: 300.0,
+                            clock=clock)
     accounting.record_chat("owner", "ollama", "llama3.2", Usage(prompt_tokens=1_000_000,
                                                                 completion_tokens=500_000), 60.0)
     accounting.record_chat("owner", "openrouter", "openai/gpt-4o-mini",
                            Usage(prompt_tokens=10, completion_tokens=20, cost_usd=0.85), 2.0)
     return SimpleNamespace(store=store, settings=settings, accounting=accounting,
-                           budget=Budget(store, settings, clock=clock), openrouter=None)
+                           budget=Budget(UsageStore(store), settings, clock=clock), openrouter=None)
 
 
 def client(fake):

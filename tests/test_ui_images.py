@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -13,10 +14,10 @@ from PIL import Image
 
 from studio.config import Settings
 from studio.images.live_job import ItemProgress, JobSnapshot, ShownImage
+from studio.images.workflows import load_templates
 from studio.store.images import GalleryImage, GalleryPage
 from studio.ui import images as tab
 from studio.ui import images_values as values
-from tests.fakes.comfyui_server import FakeComfyUI
 
 WAIT = 10
 
@@ -91,6 +92,88 @@ def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
     assert values.page_label(page) == "Page 2 of 3 · 130 images"
 
 
+TEMPLATES = load_templates(Path(__file__).resolve().parent.parent / "workflows")
+PARAMS = ("steps", "cfg", "checkpoint", "denoise", "lora_name")
+
+
+def test_ui_images_default_workflow_is_sd15_else_the_first():
+    assert values.default_workflow([("B", "b"), ("SD", "sd15_txt2img")]) == "sd15_txt2img"
+    assert values.default_workflow([("B", "b"), ("C", "c")]) == "b"
+    assert values.default_workflow([]) is None
+
+
+def test_ui_images_comfyui_choices_fall_back_for_samplers_only():
+    choices = values.comfyui_choices({"checkpoints": ("a.safetensors",)})
+    assert choices["checkpoints"] == ["a.safetensors"] and choices["loras"] == []
+    assert choices["samplers"] == values.FALLBACK_SAMPLERS
+    assert choices["schedulers"] == values.FALLBACK_SCHEDULERS
+
+
+def test_ui_images_workflow_fields_replace_a_checkpoint_comfyui_lacks():
+    fields = values.workflow_fields(TEMPLATES["sd15_txt2img"], {"checkpoints": ["mine.ckpt"]},
+                                    PARAMS)
+    assert fields["checkpoint"] == (True, "mine.ckpt")
+    assert fields["steps"][0] and not fields["denoise"][0] and not fields["lora_name"][0]
+
+
+def test_ui_images_workflow_fields_show_denoise_only_with_an_input_image():
+    fields = values.workflow_fields(TEMPLATES["img2img"], {}, PARAMS)
+    assert fields["denoise"][0] is True
+
+
+def test_ui_images_workflow_info_lists_what_it_fills():
+    info = values.workflow_info(TEMPLATES["sd15_txt2img"])
+    assert "<small>Fills: " in info and "prompt" in info and "filename_prefix" not in info
+
+
+def test_ui_images_custom_workflow_note_says_what_was_found_and_refused():
+    note = values.custom_workflow_note(TEMPLATES["sd15_txt2img"], "Node 4 <x>")
+    assert note.startswith("Added **") and "prompt (" in note
+    assert note.endswith("⚠ Node 4 &lt;x&gt;")
+    assert "⚠" not in values.custom_workflow_note(TEMPLATES["sd15_txt2img"])
+
+
+def test_ui_images_reuse_values_put_back_what_was_typed(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"png")
+    image = gallery_image(seed=None, params={"prompt_typed": "a fox, typed", "steps": 9,
+                                             "cfg": None, "input_file": str(source)})
+    assert values.reuse_values(image, PARAMS) == {
+        "prompt": "a fox, typed", "negative": "blurry", "style": "", "seed": -1, "steps": 9,
+        "input_image": str(source)}
+    source.unlink()
+    assert "input_image" not in values.reuse_values(image, PARAMS)
+
+
+def test_ui_images_gallery_filter_choices_start_with_all():
+    assert values.gallery_filter_choices(["w"], []) == ([("All workflows", ""), ("w", "w")],
+                                                        [("All models", "")])
+
+
+@pytest.mark.parametrize("outcome, expected", [
+    (SimpleNamespace(needs_confirmation=True, outcome="ask", message="Full at http://c:1."),
+     values.Notice("Full at ComfyUI. To make room, press \"Unload idle Ollama models\" in the "
+                   "Models tab; the job goes ahead meanwhile.", warning=True)),
+    (SimpleNamespace(needs_confirmation=False, outcome="unloaded", message="Unloaded x."),
+     values.Notice("Unloaded x.")),
+    (SimpleNamespace(needs_confirmation=False, outcome="fits", message="Fits."), None),
+])
+def test_ui_images_gpu_room_notice_says_what_the_coordinator_did(outcome, expected):
+    coordinator = SimpleNamespace(before_image_job=lambda family: outcome)
+    library = SimpleNamespace(get=lambda name: TEMPLATES[name])
+    public = lambda text: text.replace("http://c:1", "ComfyUI")  # noqa: E731
+    assert values.gpu_room_notice(coordinator, library, "sd15_txt2img", public) == expected
+
+
+def test_ui_images_gpu_room_notice_is_none_when_asking_fails(caplog):
+    def broken(family):
+        raise RuntimeError("no NVML")
+    coordinator = SimpleNamespace(before_image_job=broken)
+    library = SimpleNamespace(get=lambda name: TEMPLATES[name])
+    assert values.gpu_room_notice(coordinator, library, "sd15_txt2img", str) is None
+    assert "GPU coordination before an image job failed" in caplog.text
+
+
 def form(**overrides) -> dict:
     values = dict(workflow="sd15_txt2img", prompt="a fox", negative="", style="", seed=-1,
                   steps=3, cfg=7, sampler="euler", scheduler="normal", width=64, height=64,
@@ -112,12 +195,6 @@ def test_ui_images_request_from_form_reads_batch_and_sweep():
 # ------------------------------------------------------------------ handlers
 
 
-@pytest.fixture(scope="module")
-def fake():
-    with FakeComfyUI() as server:
-        yield server
-
-
 def build(tmp_path, comfyui_url: str):
     from studio.services import build_services
 
@@ -131,8 +208,8 @@ def build(tmp_path, comfyui_url: str):
 
 
 @pytest.fixture
-def ui(tmp_path, fake):
-    services, parts, demo = build(tmp_path, fake.url)
+def ui(tmp_path, fake_comfyui):
+    services, parts, demo = build(tmp_path, fake_comfyui.url)
     yield services, parts
     services.images.close(cancel=True)
 
@@ -191,13 +268,13 @@ def test_ui_images_generate_with_comfyui_down_is_a_clear_error(ui_down):
     ({"sweep_param": "cfg", "sweep_values": "5, lots"}, "cfg must be a number"),
     ({"checkpoint": "nope.safetensors"}, "checkpoint 'nope.safetensors' isn't available"),
 ])
-def test_ui_images_bad_input_is_refused_before_queueing(ui, fake, overrides, message):
+def test_ui_images_bad_input_is_refused_before_queueing(ui, fake_comfyui, overrides, message):
     services, parts = ui
-    before = len(fake.requests_to("/prompt", "POST"))
+    before = len(fake_comfyui.requests_to("/prompt", "POST"))
     with pytest.raises(gr.Error) as info:
         run(parts.handlers.on_generate(**form(**overrides)))
     assert message in info.value.message
-    assert len(fake.requests_to("/prompt", "POST")) == before
+    assert len(fake_comfyui.requests_to("/prompt", "POST")) == before
 
 
 def test_ui_images_generate_streams_progress_then_result_then_gallery(ui):
@@ -265,27 +342,27 @@ def test_ui_images_custom_workflow_upload(ui, tmp_path):
     assert by_id["img-width"]["value"] == 1024
 
 
-def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake):
+def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake_comfyui):
     services, parts = ui
     run(parts.handlers.on_generate(**form()))
     with gr.Blocks() as demo:
         tab.render(services)
     config = json.dumps(demo.get_config_file(), default=str)
-    assert fake.url not in config and f"127.0.0.1:{fake.port}" not in config
+    assert fake_comfyui.url not in config and f"127.0.0.1:{fake_comfyui.port}" not in config
 
 
-def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake):
+def test_ui_images_whole_app_config_never_holds_comfyui_address(tmp_path, fake_comfyui):
     from studio.services import build_services
     from studio.ui.app import build_app
 
     settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
-                                  "COMFYUI_URL": fake.url}, dotenv_path=None)
+                                  "COMFYUI_URL": fake_comfyui.url}, dotenv_path=None)
     services = build_services(settings)
     try:
         config = json.dumps(build_app(services).get_config_file(), default=str)
     finally:
         services.images.close(cancel=True)
-    assert f"127.0.0.1:{fake.port}" not in config
+    assert f"127.0.0.1:{fake_comfyui.port}" not in config
 
 
 @pytest.mark.parametrize("size, expected", [((64, 48), (256, 192)), ((512, 512), (512, 512)),
@@ -306,13 +383,11 @@ def test_ui_images_reuse_keeps_the_workflow_controls_visible(ui, tmp_path):
     assert Path(filled["img-input"]).read_bytes() == source.read_bytes()
 
 
-def test_ui_images_finished_job_is_accounted_when_accounting_is_wired(ui):
+def test_ui_images_finished_job_is_accounted(ui):
     services, parts = ui
-    if getattr(services, "accounting", None) is None:
-        pytest.skip("services.accounting is not wired in this tree")
     run(parts.handlers.on_generate(**form(prompt="count me")))
     job_id = services.images.store.list_jobs(limit=1)[0].id
-    rows = [r for r in services.store.usage_records(backend="comfyui") if r.job_id == job_id]
+    rows = [r for r in services.accounting.ledger.usage_records(backend="comfyui") if r.job_id == job_id]
     [row] = rows
     assert row.kind == "image" and row.images == 1 and row.model == "v1-5-pruned-emaonly.safetensors"
 

@@ -8,8 +8,8 @@ The caps (``Budget``) are ``budget.py``.
 
 Until there are accounts everything belongs to user "owner". Days are local calendar days of
 the injectable ``clock`` (an aware ``datetime``); weeks start on Monday. Money is ``Decimal``
-here (the store keeps floats, rounded back on the way out). All SQL lives in ``store.py``.
-No gradio imports here; nothing runs at import time.
+here (the store keeps floats, rounded back on the way out). All SQL lives in
+``store/usage.py``. No gradio imports here; nothing runs at import time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..errors import ConfigError, InvalidInput
 from ..events import Usage
 from ..models.gpu import read_gpus
 from ..chat.router import CLOUD_BACKENDS
-from ..store.db import Store, UsageRecord, UsageSums
+from ..store.usage import UsageRecord, UsageStore, UsageSums
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,6 @@ class LocalVsCloud:
     energy_usd: Decimal
     cloud_usd: Decimal | None
 
-    @property
-    def saved_usd(self) -> Decimal | None:
-        return None if self.cloud_usd is None else self.cloud_usd - self.energy_usd
-
 
 @dataclass(frozen=True)
 class CostsOverview:
@@ -225,12 +221,12 @@ class Accounting:
     Raises ``ConfigError`` for a negative electricity price or wattage.
     """
 
-    def __init__(self, store: Store, settings: Settings, *,
+    def __init__(self, ledger: UsageStore, settings: Settings, *,
                  power_reader: PowerReader | None = None, prices: PriceLookup | None = None,
                  clock: Clock = local_now,
                  cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> None:
         check_non_negative(settings, ("energy_price_kwh", "gpu_watts"))
-        self.store = store
+        self.ledger = ledger
         self.settings = settings
         self.power_reader = power_reader if power_reader is not None else nvml_power_watts
         self.prices = prices or (lambda model_id: None)
@@ -300,7 +296,7 @@ class Accounting:
         # A cloud row takes over its request's settled budget charge only when it carries a
         # cost; a reply cut short with no usage and no price keeps the router's estimate.
         takes_charge = cloud and cost is not None
-        row_id = self.store.add_usage(
+        row_id = self.ledger.add_usage(
             row, charge_model=f"{backend}:{model}" if takes_charge else None)
         return UsageRecord(id=row_id, **{name: row.get(name) for name in _RECORD_FIELDS},
                            cost_is_estimate=estimate)
@@ -322,20 +318,20 @@ class Accounting:
         """Spend of today, this week and this month (keys of ``PERIODS``), in one query."""
         today = self.today()
         since = {period: period_start(period, today).isoformat() for period in PERIODS}
-        sums = self.store.usage_sums(since, user=user)
+        sums = self.ledger.usage_sums(since, user=user)
         return {period: Spend.from_sums(sums[period]) for period in PERIODS}
 
     def spend(self, period: str, *, user: str | None = None) -> Spend:
         """Spend of one period ("today", "week", "month")."""
         start = period_start(period, self.today()).isoformat()
-        return Spend.from_sums(self.store.usage_sums({period: start}, user=user)[period])
+        return Spend.from_sums(self.ledger.usage_sums({period: start}, user=user)[period])
 
     def spend_per_day(self, days: int = 30, *, user: str | None = None) -> list[DaySpend]:
         """One entry per day of the last ``days`` days (today included), oldest first; days
         without usage are there with zero spend, so a chart shows the gaps."""
         today = self.today()
         first = today - timedelta(days=days - 1)
-        found = dict(self.store.usage_by_day(first.isoformat(), today.isoformat(), user=user))
+        found = dict(self.ledger.usage_by_day(first.isoformat(), today.isoformat(), user=user))
         return [DaySpend(day, Spend.from_sums(found.get(day, UsageSums())))
                 for day in ((first + timedelta(days=n)).isoformat() for n in range(days))]
 
@@ -343,18 +339,18 @@ class Accounting:
         """Spend per backend and model in ``period``, costliest first."""
         start, end = self._range(period)
         return [ModelSpend(backend, model, Spend.from_sums(sums))
-                for backend, model, sums in self.store.usage_by_model(start, end, user=user)]
+                for backend, model, sums in self.ledger.usage_by_model(start, end, user=user)]
 
     def spend_per_user(self, period: str) -> list[UserSpend]:
         """Spend per user in ``period``, costliest first."""
         start, end = self._range(period)
         return [UserSpend(user, Spend.from_sums(sums))
-                for user, sums in self.store.usage_by_user(start, end)]
+                for user, sums in self.ledger.usage_by_user(start, end)]
 
     def recent(self, filters: UsageFilter = UsageFilter(), *, limit: int = 100
                ) -> list[UsageRecord]:
         """The newest ``limit`` usage rows matching ``filters``."""
-        return self.store.usage_records(backend=filters.backend, model_contains=filters.model,
+        return self.ledger.usage_records(backend=filters.backend, model_contains=filters.model,
                                         user=filters.user, start_day=filters.start_day,
                                         end_day=filters.end_day, limit=limit)
 
@@ -362,7 +358,7 @@ class Accounting:
         """Every row matching ``filters``, newest first, read a page at a time."""
         before = None
         while True:
-            page = self.store.usage_records(
+            page = self.ledger.usage_records(
                 backend=filters.backend, model_contains=filters.model, user=filters.user,
                 start_day=filters.start_day, end_day=filters.end_day, limit=_CSV_PAGE,
                 before_id=before)
@@ -392,7 +388,7 @@ class Accounting:
         """What the local chat replies of ``period`` would have cost on ``model_id`` (their
         tokens x its ``prices``), beside their energy cost."""
         start, end = self._range(period)
-        sums, without = self.store.usage_local_chat_sums(
+        sums, without = self.ledger.usage_local_chat_sums(
             start, end, exclude_backends=self.cloud_backends, user=user)
         counted = sums.requests - without
         cloud = None

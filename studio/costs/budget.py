@@ -19,7 +19,7 @@ from .accounting import (OWNER, Clock, as_float, as_usd, check_non_negative, loc
 from ..config import Settings
 from .pricing import format_usd
 from ..errors import BudgetExceeded
-from ..store.db import Store
+from ..store.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,12 @@ class Budget:
     estimate when a ``Budget`` is built.
     """
 
-    def __init__(self, store: Store, settings: Settings, *, clock: Clock = local_now) -> None:
+    def __init__(self, ledger: UsageStore, settings: Settings, *,
+                 clock: Clock = local_now) -> None:
         names = ("budget_daily_usd", "budget_monthly_usd", "budget_user_daily_usd",
                  "budget_user_monthly_usd")
         check_non_negative(settings, names)
-        self.store = store
+        self.ledger = ledger
         self.clock = clock
         self._caps = [(scope, period, setting_decimal(value))
                       for scope, period, value in (
@@ -107,14 +108,10 @@ class Budget:
                           ("user", "month", settings.budget_user_monthly_usd))
                       if value > 0]
         self._lock = threading.Lock()
-        stale = store.settle_stale_budget_charges()
+        stale = ledger.settle_stale_budget_charges()
         if stale:
             log.warning("%d cloud requests were cut off by the last shutdown; "
                         "counted at their estimate", stale)
-
-    @property
-    def has_caps(self) -> bool:
-        return bool(self._caps)
 
     def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Reservation:
         """Book ``estimate_usd`` (None = unknown, booked as 0) for a request about to go out.
@@ -126,7 +123,7 @@ class Budget:
         with self._lock:
             now = self.clock()
             self._refuse_over_cap(user, estimate_usd, now)
-            charge = self.store.open_budget_charge(
+            charge = self.ledger.open_budget_charge(
                 created_at=utc_stamp(now), day=now.date().isoformat(), user=user,
                 model=model_id, estimate_usd=as_float(estimate_usd))
         return Reservation(id=charge, user=user, model_id=model_id, estimate_usd=estimate_usd)
@@ -147,13 +144,13 @@ class Budget:
         """The request ran: count ``actual_usd`` (its estimate when None) until the usage row
         for it is recorded. Settling twice, or after release, changes nothing."""
         with self._lock:
-            if not self.store.settle_budget_charge(reservation.id, as_float(actual_usd)):
+            if not self.ledger.settle_budget_charge(reservation.id, as_float(actual_usd)):
                 log.warning("budget reservation %s was already closed", reservation.id)
 
     def release(self, reservation: Reservation) -> None:
         """The request failed before costing anything: drop its reservation."""
         with self._lock:
-            self.store.release_budget_charge(reservation.id)
+            self.ledger.release_budget_charge(reservation.id)
 
     def budget_status(self, user: str = OWNER) -> BudgetStatus:
         """Where ``user`` and everyone together stand against the caps (see ``BudgetStatus``)."""
@@ -170,7 +167,7 @@ class Budget:
         if not self._caps:
             return []
         today = now.date()
-        c = self.store.cloud_commitments(user, today=today.isoformat(),
+        c = self.ledger.cloud_commitments(user, today=today.isoformat(),
                                          month_start=today.replace(day=1).isoformat())
         figures = {("all", "day"): (c.spent_day, c.reserved_day),
                    ("all", "month"): (c.spent_month, c.reserved_month),

@@ -181,25 +181,14 @@ def estimate_messages_tokens(texts: Iterable[str]) -> int:
 
 
 def energy_kwh(watts: object, seconds: object) -> Decimal:
-    """Energy used running at ``watts`` for ``seconds``, in kWh."""
-    w, s = _required(watts, "watts"), _required(seconds, "seconds")
-    return w * s / JOULES_PER_KWH
+    """Energy used running at ``watts`` for ``seconds``, in kWh; ``Accounting`` multiplies it
+    by the electricity price. Raises ValueError for a missing or negative figure.
 
-
-def energy_cost(watts: object, seconds: object, price_per_kwh: object) -> Decimal:
-    """Electricity cost of local generation: watts x seconds x price per kWh.
-
-    >>> energy_cost(300, 60, "0.30") == Decimal("0.0015")
+    >>> energy_kwh(300, 60) * Decimal("0.30") == Decimal("0.0015")
     True
     """
-    return energy_kwh(watts, seconds) * _required(price_per_kwh, "price_per_kwh")
-
-
-def cloud_equivalent_cost(prices: ModelPrices | None, prompt_tokens: int, completion_tokens: int,
-                          *, requests: int = 1) -> Decimal | None:
-    """What local usage (token totals over ``requests`` replies) would have cost on a cloud
-    model with ``prices``; ``None`` if that model's prices are unknown."""
-    return reply_cost(prices, prompt_tokens, completion_tokens, requests=requests)
+    w, s = _required(watts, "watts"), _required(seconds, "seconds")
+    return w * s / JOULES_PER_KWH
 
 
 def round_usd(amount: Decimal, places: int = 6) -> Decimal:

@@ -1,4 +1,5 @@
-"""Small helpers shared by the tab modules: turning StudioErrors into Gradio alerts."""
+"""Small helpers shared by the tab modules: turning StudioErrors into Gradio alerts, who is
+calling, which page a follower writes into, and combining component updates."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 import logging
 import threading
 import uuid
+from typing import Callable
 
 import gradio as gr
 
@@ -18,14 +20,20 @@ log = logging.getLogger(__name__)
 UNEXPECTED = "Something unexpected failed ({name}). The studio log has the details."
 
 
-def ui_errors(fn):
-    """Show StudioError messages as gr.Error; log anything else and show a short pointer."""
+def ui_errors(fn=None, *, scrub: Callable[[str], str] | None = None):
+    """Show StudioError messages as gr.Error; log anything else and show a short pointer.
+
+    ``scrub`` rewrites each StudioError message first (the Images tab cuts ComfyUI's address
+    out of them): ``@ui_errors(scrub=...)``.
+    """
+    if fn is None:
+        return functools.partial(ui_errors, scrub=scrub)
 
     def convert(exc: Exception) -> gr.Error:
         if isinstance(exc, gr.Error):
             return exc
         if isinstance(exc, StudioError):
-            return gr.Error(str(exc))
+            return gr.Error(scrub(str(exc)) if scrub is not None else str(exc))
         log.exception("handler %s failed", fn.__name__)
         return gr.Error(UNEXPECTED.format(name=type(exc).__name__))
 
@@ -49,7 +57,37 @@ def ui_errors(fn):
 
 def page_user(request: gr.Request | None) -> str:
     """Who is calling: the signed-in name, or the owner when there is no sign-in."""
-    return (getattr(request, "username", None) if request is not None else None) or OWNER
+    return user_of(request)[0]
+
+
+def user_of(request: gr.Request | None) -> tuple[str, str]:
+    """(user, fairness lane): the login name; without sign-in, the owner and the browser's
+    address (so two people on one studio still take turns for the GPU)."""
+    name = getattr(request, "username", None) if request is not None else None
+    if name:
+        return name, name
+    host = getattr(getattr(request, "client", None), "host", None) if request is not None else None
+    return OWNER, f"addr:{host}" if host else OWNER
+
+
+def unique(components: list) -> list:
+    """The components once each, in order (an event's outputs may not repeat one)."""
+    seen, result = set(), []
+    for component in components:
+        if id(component) not in seen:
+            seen.add(id(component))
+            result.append(component)
+    return result
+
+
+def merge_updates(updates: dict, more: dict) -> dict:
+    """Add ``more`` to ``updates``; two gr.update()s for one component are combined."""
+    for component, value in more.items():
+        old = updates.get(component)
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = {**old, **value}
+        updates[component] = value
+    return updates
 
 
 class PageViews:

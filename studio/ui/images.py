@@ -1,17 +1,14 @@
 """The Images tab: generate with ComfyUI (live progress and preview), batch jobs, the gallery.
 
-Thin layer over ``services.images`` (studio/images/jobs.py): jobs run on server threads and
-outlive the page; handlers here only turn job snapshots and gallery pages into component
-values, shaped in ``images_values``. The browser never talks to ComfyUI: every image and preview is a file under the
-data directory or a PIL image handed to Gradio, and error messages have ComfyUI's address
-replaced (``images.scrub``).
+Layout and wiring over ``services.images`` (studio/images/jobs.py): jobs run on server
+threads and outlive the page; handlers here only turn job snapshots and gallery pages into
+component values, shaped by the plain functions of ``images_values``. The browser never
+talks to ComfyUI: every image and preview is a file under the data directory or a PIL image
+handed to Gradio, and error messages have ComfyUI's address replaced (``images.scrub``).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,80 +16,19 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..images.files import check_input_image
-from ..images.plans import SWEEPABLE, form_defaults
+from ..images.runner import scrub
+from ..images.plans import SWEEPABLE
 from ..images.validation import server_problems
-from ..images.runner import COMFYUI_PLACE, START_COMFYUI
-from .common import PageViews, ui_errors
-from .images_values import (comfyui_banner, favourite_label, file_path, gallery_value,
-                            image_details, jobs_choices, md_literal, page_label, preview_image,
-                            progress_html, request_from_form)
-
-log = logging.getLogger(__name__)
+from .common import PageViews, merge_updates, ui_errors, unique, user_of
+from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, comfyui_banner,
+                            comfyui_choices, custom_workflow_note, default_workflow,
+                            favourite_label, file_path, gallery_filter_choices, gallery_value,
+                            gpu_room_notice, image_details, input_image_note, jobs_choices,
+                            page_label, preview_image, progress_html, request_from_form,
+                            reuse_values, workflow_fields, workflow_info)
 
 UPDATE_INTERVAL = 0.1  # seconds between page updates while a job runs
 PER_PAGE = 48
-DEFAULT_WORKFLOW = "sd15_txt2img"
-FALLBACK_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim"]
-FALLBACK_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple"]
-
-
-def _unique(components: list) -> list:
-    """The components once each, in order (an event's outputs may not repeat one)."""
-    seen, result = set(), []
-    for component in components:
-        if id(component) not in seen:
-            seen.add(id(component))
-            result.append(component)
-    return result
-
-
-def _merge(updates: dict, more: dict) -> dict:
-    """Add ``more`` to ``updates``; two gr.update()s for one component are combined."""
-    for component, value in more.items():
-        old = updates.get(component)
-        if isinstance(old, dict) and isinstance(value, dict):
-            value = {**old, **value}
-        updates[component] = value
-    return updates
-
-
-def public_errors(base_url: str):
-    """Like ``ui_errors``, and ComfyUI's address is cut out of every message."""
-    def decorate(fn):
-        def clean(exc: StudioError) -> StudioError:
-            from ..images.runner import scrub
-            return StudioError(scrub(str(exc), base_url))
-
-        if inspect.isgeneratorfunction(fn):
-            @functools.wraps(fn)
-            def gen(*args, **kwargs):
-                try:
-                    yield from fn(*args, **kwargs)
-                except StudioError as exc:
-                    raise clean(exc) from exc
-            return ui_errors(gen)
-
-        @functools.wraps(fn)
-        def plain(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except StudioError as exc:
-                raise clean(exc) from exc
-        return ui_errors(plain)
-    return decorate
-
-
-def user_of(request: gr.Request | None) -> tuple[str, str]:
-    """(user, fairness lane): the login name; without sign-in, 'owner' and the browser's address."""
-    name = getattr(request, "username", None) if request is not None else None
-    if name:
-        return name, name
-    host = getattr(getattr(request, "client", None), "host", None) if request is not None else None
-    return "owner", f"addr:{host}" if host else "owner"
-
-
-# --------------------------------------------------------------------------- the tab
 
 
 def render(services) -> SimpleNamespace:
@@ -100,14 +36,13 @@ def render(services) -> SimpleNamespace:
     jobs = services.images
     store = jobs.store
     library = jobs.library
-    guarded = public_errors(services.comfyui.base_url)
+    base_url = services.comfyui.base_url
+    guarded = ui_errors(scrub=lambda text: scrub(text, base_url))
     # Output files never change once renamed into place: serve them directly instead of
     # hashing and copying each one into Gradio's cache every time it is shown.
     gr.set_static_paths([services.outputs_dir])
 
     workflow_choices = library.choices()
-    names = [name for _, name in workflow_choices]
-    default_workflow = DEFAULT_WORKFLOW if DEFAULT_WORKFLOW in names else (names or [None])[0]
     style_choices = [("(none)", "")] + [(s.name, s.key) for s in jobs.styles.values()]
 
     lists = gr.State({})
@@ -134,7 +69,8 @@ def render(services) -> SimpleNamespace:
                         # Custom values: API callers may name a workflow uploaded since the
                         # page was built; on_generate says clearly when one doesn't exist.
                         workflow_dd = gr.Dropdown(label="Workflow", choices=workflow_choices,
-                                                  value=default_workflow, allow_custom_value=True,
+                                                  value=default_workflow(workflow_choices),
+                                                  allow_custom_value=True,
                                                   elem_id="img-workflow", scale=3)
                         style_dd = gr.Dropdown(label="Style", choices=style_choices, value="",
                                                elem_id="img-style", scale=2)
@@ -245,10 +181,9 @@ def render(services) -> SimpleNamespace:
                 control_strength=control_strength, input_image=input_file,
                 batch_prompts=batch_prompts, seeds=seeds_count, sweep_param=sweep_param,
                 sweep_values=sweep_values)
-    param_fields = {"steps": steps, "cfg": cfg, "sampler": sampler_dd, "scheduler": scheduler_dd,
-                    "width": width, "height": height, "batch_size": batch_size,
-                    "checkpoint": checkpoint_dd, "denoise": denoise, "lora_name": lora_dd,
-                    "lora_strength": lora_strength, "control_strength": control_strength}
+    param_fields = {name: form[name] for name in (
+        "steps", "cfg", "sampler", "scheduler", "width", "height", "batch_size", "checkpoint",
+        "denoise", "lora_name", "lora_strength", "control_strength")}
 
     # -- data helpers ---------------------------------------------------------------------
 
@@ -264,41 +199,23 @@ def render(services) -> SimpleNamespace:
             template = library.get(name)
         except StudioError:
             return {workflow_md: ""}
-        accepts = template.params
-        values = form_defaults(template)
-        updates: dict[Any, Any] = {}
-        for param, component in param_fields.items():
-            value = values.get(param)
-            if param == "checkpoint":
-                known = comfy.get("checkpoints") or []
-                value = value if value in known or not known else known[0]
-            if param == "lora_name":
-                known = comfy.get("loras") or []
-                value = value if value in known or not known else known[0]
-            visible = param in accepts
-            if param == "denoise":
-                visible = visible and "input_image" in accepts
-            updates[component] = gr.update(visible=visible, **({} if value is None else
-                                                               {"value": value}))
-        updates[lora_row] = gr.update(visible="lora_name" in accepts)
-        updates[input_group] = gr.update(visible="input_image" in accepts)
-        updates[prompt_box] = gr.update(visible="prompt" in accepts)
-        updates[negative_box] = gr.update(visible="negative" in accepts)
-        updates[seed] = gr.update(visible="seed" in accepts)
-        about = template.description or ""
-        found = ", ".join(sorted(accepts - {"filename_prefix"})) or "nothing the studio can fill in"
-        updates[workflow_md] = f"{md_literal(about)}\n\n<small>Fills: {found}</small>" if about else \
-            f"<small>Fills: {found}</small>"
+        updates: dict[Any, Any] = {
+            param_fields[param]: gr.update(visible=shown, **({} if value is None else
+                                                             {"value": value}))
+            for param, (shown, value) in workflow_fields(template, comfy, param_fields).items()}
+        for component, param in ((lora_row, "lora_name"), (input_group, "input_image"),
+                                 (prompt_box, "prompt"), (negative_box, "negative"),
+                                 (seed, "seed")):
+            updates[component] = gr.update(visible=param in template.params)
+        updates[workflow_md] = workflow_info(template)
         return updates
 
     def list_updates(comfy: dict) -> dict:
-        def choices(key, fallback=()):
-            return list(comfy.get(key) or fallback)
-
-        return {checkpoint_dd: gr.update(choices=choices("checkpoints")),
-                lora_dd: gr.update(choices=choices("loras")),
-                sampler_dd: gr.update(choices=choices("samplers", FALLBACK_SAMPLERS)),
-                scheduler_dd: gr.update(choices=choices("schedulers", FALLBACK_SCHEDULERS))}
+        choices = comfyui_choices(comfy)
+        return {checkpoint_dd: gr.update(choices=choices["checkpoints"]),
+                lora_dd: gr.update(choices=choices["loras"]),
+                sampler_dd: gr.update(choices=choices["samplers"]),
+                scheduler_dd: gr.update(choices=choices["schedulers"])}
 
     def gallery_outputs(query, workflow, model, page) -> tuple:
         result = jobs.gallery_page(query=query or "", workflow=workflow or None,
@@ -307,9 +224,8 @@ def render(services) -> SimpleNamespace:
                 result.page, [image.id for image in result.images])
 
     def filter_updates() -> tuple:
-        workflows_present, models_present = store.gallery_filters()
-        return (gr.update(choices=[("All workflows", "")] + [(w, w) for w in workflows_present]),
-                gr.update(choices=[("All models", "")] + [(m, m) for m in models_present]))
+        workflows, models = gallery_filter_choices(*store.gallery_filters())
+        return gr.update(choices=workflows), gr.update(choices=models)
 
     # Which follower writes into each page's progress area: following another job (or
     # generating again) makes the old follower stop, while its job goes on on the server.
@@ -342,13 +258,12 @@ def render(services) -> SimpleNamespace:
         """Page opened: lists from ComfyUI (or why not), the workflows, styles, form."""
         comfy, problem = fetch_lists()
         choices = library.choices()
-        known = [name for _, name in choices]
-        chosen = DEFAULT_WORKFLOW if DEFAULT_WORKFLOW in known else (known or [None])[0]
+        chosen = default_workflow(choices)
         updates = {lists: comfy, banner: comfyui_banner(problem),
                    workflow_dd: gr.update(choices=choices, value=chosen)}
-        _merge(updates, list_updates(comfy))
+        merge_updates(updates, list_updates(comfy))
         if chosen:
-            _merge(updates, workflow_updates(chosen, comfy))
+            merge_updates(updates, workflow_updates(chosen, comfy))
         return updates
 
     def on_load_jobs(request: gr.Request = None):
@@ -366,14 +281,14 @@ def render(services) -> SimpleNamespace:
             yield (*out, gr.skip())
 
     @guarded
-    def on_refresh(current_workflow, request: gr.Request = None):
+    def on_refresh():
         library.refresh()
         comfy, problem = fetch_lists(refresh=True)
         if problem:
             gr.Warning(problem)
         updates = {lists: comfy, banner: comfyui_banner(problem),
                    workflow_dd: gr.update(choices=library.choices())}
-        _merge(updates, list_updates(comfy))
+        merge_updates(updates, list_updates(comfy))
         for note in library.problems:
             gr.Warning(f"Workflow left out: {note}")
         return updates
@@ -384,20 +299,10 @@ def render(services) -> SimpleNamespace:
     def make_room(workflow: str) -> None:
         """Ask the GPU coordinator (Models tab) to make room, and say what it did."""
         coordinator = getattr(services, "gpu_coordinator", None)
-        if coordinator is None:
-            return
-        try:
-            family = library.get(workflow).family or "default"
-            outcome = coordinator.before_image_job(family)
-        except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it
-            log.warning("GPU coordination before an image job failed", exc_info=True)
-            return
-        if outcome.needs_confirmation:
-            # Policy "ask": nothing is unloaded without a yes; the Models tab has the button.
-            gr.Warning(jobs.public(outcome.message) + " To make room, press \"Unload idle "
-                       "Ollama models\" in the Models tab; the job goes ahead meanwhile.")
-        elif outcome.outcome != "fits" and outcome.message:
-            gr.Info(jobs.public(outcome.message))
+        if coordinator is not None:
+            notice = gpu_room_notice(coordinator, library, workflow, jobs.public)
+            if notice is not None:
+                (gr.Warning if notice.warning else gr.Info)(notice.text)
 
     @guarded
     def on_generate(request: gr.Request = None, **values):
@@ -444,12 +349,10 @@ def render(services) -> SimpleNamespace:
         path = file_path(file)
         if not path:
             return gr.skip(), ""
-        try:
-            width_px, height_px = check_input_image(path, jobs.max_input_megapixels)
-        except StudioError as exc:
-            gr.Warning(str(exc))
-            return None, f"⚠ {md_literal(str(exc))}"
-        return gr.skip(), f"{width_px}×{height_px} · {Path(path).name}"
+        problem, note = input_image_note(path, jobs.max_input_megapixels)
+        if problem:
+            gr.Warning(problem)
+        return None if problem else gr.skip(), note
 
     @guarded
     def on_workflow_upload(file, comfy):
@@ -457,18 +360,14 @@ def render(services) -> SimpleNamespace:
         if not path:
             return gr.skip(), gr.skip(), None
         template = library.add_custom(Path(path).name, Path(path).read_bytes())
-        found = ", ".join(f"{param} ({' + '.join(str(t) for t in targets)})"
-                          for param, targets in sorted(template.mapping.items()))
-        note = f"Added **{md_literal(template.title)}**. Found: {md_literal(found) or 'no inputs it can fill'}."
         try:
             problems = server_problems(template.graph, jobs.client.object_info)
         except StudioError:
             problems = []
-        if problems:
-            note += "\n\n⚠ " + md_literal(jobs.public(" ".join(problems)))
+        note = custom_workflow_note(template, jobs.public(" ".join(problems)) if problems else "")
         updates = {workflow_dd: gr.update(choices=library.choices(), value=template.name),
                    workflow_found: note, workflow_file: None}
-        return _merge(updates, workflow_updates(template.name, comfy or {}))
+        return merge_updates(updates, workflow_updates(template.name, comfy or {}))
 
     def on_gallery(query, workflow, model, page):
         return gallery_outputs(query, workflow, model, page)
@@ -514,58 +413,52 @@ def render(services) -> SimpleNamespace:
         image = store.get_image(image_id) if image_id is not None else None
         if image is None:
             raise gr.Error("Pick an image in the gallery first.")
-        p = image.params
         updates: dict[Any, Any] = {}
         if image.workflow in library.templates():
-            _merge(updates, workflow_updates(image.workflow, comfy or {}))
+            merge_updates(updates, workflow_updates(image.workflow, comfy or {}))
             updates[workflow_dd] = image.workflow
         else:
             gr.Warning(f"The workflow {image.workflow!r} is gone; pick another one.")
-        updates[prompt_box] = p.get("prompt_typed", image.prompt)
-        updates[negative_box] = p.get("negative_typed", image.negative)
-        updates[style_dd] = p.get("style", "")
-        updates[seed] = image.seed if image.seed is not None else -1
-        _merge(updates, {component: gr.update(value=p[param])
-                         for param, component in param_fields.items() if p.get(param) is not None})
-        if p.get("input_file") and Path(p["input_file"]).is_file():
-            updates[input_file] = p["input_file"]
+        for name, value in reuse_values(image, param_fields).items():
+            if name in param_fields:
+                merge_updates(updates, {param_fields[name]: gr.update(value=value)})
+            else:
+                updates[form[name]] = value
         updates[batch_prompts] = ""
         updates[inner_tabs] = gr.Tabs(selected="generate")
         return updates
 
     # -- wiring ---------------------------------------------------------------------------
 
+    # Page plumbing, not API: hidden from the API page, and no concurrency limit (each
+    # listener has its own id, so a slow one never holds up another).
+    private = dict(api_visibility="private", concurrency_limit=None)
     form_outputs = [lists, banner, workflow_dd, style_dd, workflow_md, prompt_box, negative_box,
                     seed, lora_row, input_group, *param_fields.values()]
     # No triggers = runs when a page loads (Gradio's gr.on).
-    gr.on(None, on_load, inputs=[], outputs=form_outputs, api_visibility="private",
-          concurrency_limit=None, concurrency_id="images-load", show_progress="hidden")
+    gr.on(None, on_load, inputs=[], outputs=form_outputs, **private,
+          concurrency_id="images-load", show_progress="hidden")
     follow_outputs = [progress, preview, results, cancel_btn, job_dd, job_state]
-    gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, api_visibility="private",
-          concurrency_limit=None, concurrency_id="images-load-jobs", show_progress="hidden")
-    refresh_btn.click(on_refresh, [workflow_dd], form_outputs, api_visibility="private",
-                      concurrency_limit=None, concurrency_id="images-refresh")
-    workflow_dd.input(on_workflow, [workflow_dd, lists], form_outputs, api_visibility="private",
-                      concurrency_limit=None, concurrency_id="images-workflow",
-                      show_progress="hidden")
+    gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, **private,
+          concurrency_id="images-load-jobs", show_progress="hidden")
+    refresh_btn.click(on_refresh, None, form_outputs, **private,
+                      concurrency_id="images-refresh")
+    workflow_dd.input(on_workflow, [workflow_dd, lists], form_outputs, **private,
+                      concurrency_id="images-workflow", show_progress="hidden")
     gallery_out = [gallery, page_md, page_no, page_ids]
     generate_evt = generate_btn.click(
         on_generate, inputs_kwargs=form, outputs=follow_outputs, api_name="generate_images",
         concurrency_limit=None, concurrency_id="images-generate", show_progress="hidden")
     generate_evt.then(on_gallery, [search_box, wf_filter, model_filter, page_no], gallery_out,
-                      api_visibility="private", concurrency_limit=None,
-                      concurrency_id="images-gallery-after", show_progress="hidden")
+                      **private, concurrency_id="images-gallery-after", show_progress="hidden")
     cancel_btn.click(on_cancel, [job_state], None, api_name="cancel_images", queue=False)
-    job_dd.input(on_follow, [job_dd], follow_outputs, api_visibility="private",
-                 concurrency_limit=None, concurrency_id="images-follow", show_progress="hidden")
-    jobs_refresh.click(on_jobs_refresh, None, [job_dd], api_visibility="private",
-                       concurrency_limit=None, concurrency_id="images-jobs")
-    input_file.upload(on_input_upload, [input_file], [input_file, input_note],
-                      api_visibility="private", concurrency_limit=None,
+    job_dd.input(on_follow, [job_dd], follow_outputs, **private,
+                 concurrency_id="images-follow", show_progress="hidden")
+    jobs_refresh.click(on_jobs_refresh, None, [job_dd], **private, concurrency_id="images-jobs")
+    input_file.upload(on_input_upload, [input_file], [input_file, input_note], **private,
                       concurrency_id="images-input")
     workflow_file.upload(on_workflow_upload, [workflow_file, lists],
-                         _unique([workflow_found, workflow_file, *form_outputs]),
-                         api_visibility="private", concurrency_limit=None,
+                         unique([workflow_found, workflow_file, *form_outputs]), **private,
                          concurrency_id="images-custom")
 
     gallery_in = [search_box, wf_filter, model_filter, page_no]
@@ -574,30 +467,24 @@ def render(services) -> SimpleNamespace:
                        concurrency_id="images-gallery-open", show_progress="hidden")
     reset_page = [search_box, wf_filter, model_filter, gr.State(1)]
     for trigger in (search_box.change, wf_filter.input, model_filter.input):
-        trigger(on_gallery, reset_page, gallery_out, api_visibility="private",
-                concurrency_limit=None, concurrency_id="images-gallery", show_progress="hidden",
-                trigger_mode="always_last")
+        trigger(on_gallery, reset_page, gallery_out, **private, concurrency_id="images-gallery",
+                show_progress="hidden", trigger_mode="always_last")
     prev_btn.click(lambda q, w, m, p: on_page(q, w, m, p, -1), gallery_in, gallery_out,
-                   api_visibility="private", concurrency_limit=None,
-                   concurrency_id="images-gallery-prev", show_progress="hidden")
+                   **private, concurrency_id="images-gallery-prev", show_progress="hidden")
     next_btn.click(lambda q, w, m, p: on_page(q, w, m, p, 1), gallery_in, gallery_out,
-                   api_visibility="private", concurrency_limit=None,
-                   concurrency_id="images-gallery-next", show_progress="hidden")
-    favourite_btn.click(on_favourite, [selected], [favourite_btn], api_visibility="private",
-                        concurrency_limit=None, concurrency_id="images-favourite")
+                   **private, concurrency_id="images-gallery-next", show_progress="hidden")
+    favourite_btn.click(on_favourite, [selected], [favourite_btn], **private,
+                        concurrency_id="images-favourite")
     gallery.select(on_select, [page_ids], [detail_col, full_image, details_md, download_btn,
                                            selected, confirm_btn, favourite_btn],
-                   api_visibility="private", concurrency_limit=None,
-                   concurrency_id="images-select", show_progress="hidden")
+                   **private, concurrency_id="images-select", show_progress="hidden")
     delete_btn.click(lambda: gr.update(visible=True), None, [confirm_btn],
                      api_visibility="private", queue=False)
     confirm_btn.click(on_delete, [selected, *gallery_in],
-                      [detail_col, selected, confirm_btn, *gallery_out],
-                      api_visibility="private", concurrency_limit=None,
+                      [detail_col, selected, confirm_btn, *gallery_out], **private,
                       concurrency_id="images-delete")
     reuse_btn.click(on_reuse, [selected, lists],
-                    _unique([inner_tabs, batch_prompts, input_file, *form_outputs]),
-                    api_visibility="private", concurrency_limit=None,
+                    unique([inner_tabs, batch_prompts, input_file, *form_outputs]), **private,
                     concurrency_id="images-reuse")
 
     return SimpleNamespace(
@@ -612,6 +499,3 @@ def render(services) -> SimpleNamespace:
                                    progress=progress, preview=preview, results=results,
                                    gallery=gallery, inner_tabs=inner_tabs, job_state=job_state))
 
-
-__all__ = ["render", "progress_html", "request_from_form", "image_details", "gallery_value",
-           "jobs_choices", "comfyui_banner", "COMFYUI_PLACE", "START_COMFYUI"]

@@ -1,17 +1,31 @@
 """Values for the Images tab's components: progress HTML, gallery items and captions, image
-details, the form read into an ``ImageRequest``. Plain functions of the studio's own types;
-no components and no handlers here (``studio/ui/images.py`` builds the tab).
+details, the form read into an ``ImageRequest``, and what a workflow, a reused image or an
+uploaded workflow put into the form. Plain functions of the studio's own types; no
+components and no handlers here (``studio/ui/images.py`` builds the tab).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
+from typing import Any, Iterable
 
 from PIL import Image
 
-from ..images.plans import FORM_PARAMS, ImageRequest, parse_sweep
+from ..errors import StudioError
+from ..images.files import check_input_image
+from ..images.plans import FORM_PARAMS, ImageRequest, form_defaults, parse_sweep
+from ..images.workflows import Template
 from ..images.live_job import JobSnapshot
 from ..store.images import GalleryImage, GalleryPage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKFLOW = "sd15_txt2img"
+FALLBACK_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim"]
+FALLBACK_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple"]
 
 
 def progress_html(snap: JobSnapshot | None) -> str:
@@ -167,3 +181,117 @@ def comfyui_banner(problem: str) -> str:
 
 def favourite_label(favourite: bool) -> str:
     return "★ Favourite" if favourite else "☆ Favourite"
+
+
+def default_workflow(choices: list[tuple[str, str]]) -> str | None:
+    """The workflow the form starts on: ``DEFAULT_WORKFLOW`` when present, else the first."""
+    names = [name for _, name in choices]
+    return DEFAULT_WORKFLOW if DEFAULT_WORKFLOW in names else (names or [None])[0]
+
+
+def comfyui_choices(comfy: dict) -> dict[str, list[str]]:
+    """The dropdown choices ComfyUI reported: checkpoints, loras, samplers and schedulers
+    (the last two fall back to the usual ones when ComfyUI can't be asked)."""
+    return {"checkpoints": list(comfy.get("checkpoints") or ()),
+            "loras": list(comfy.get("loras") or ()),
+            "samplers": list(comfy.get("samplers") or FALLBACK_SAMPLERS),
+            "schedulers": list(comfy.get("schedulers") or FALLBACK_SCHEDULERS)}
+
+
+def workflow_fields(template: Template, comfy: dict, params: Iterable[str]
+                    ) -> dict[str, tuple[bool, Any]]:
+    """For each form parameter in ``params``: (shown, starting value or None to leave it).
+
+    Values are the family's defaults with the template's own; a checkpoint or LoRA that
+    ComfyUI doesn't have is replaced by the first one it does. Denoise only shows for a
+    workflow that starts from an input image.
+    """
+    accepts = template.params
+    defaults = form_defaults(template)
+    fields = {}
+    for param in params:
+        value = defaults.get(param)
+        known = {"checkpoint": comfy.get("checkpoints"), "lora_name": comfy.get("loras")}.get(param)
+        if known and value not in known:
+            value = known[0]
+        shown = param in accepts and (param != "denoise" or "input_image" in accepts)
+        fields[param] = (shown, value)
+    return fields
+
+
+def workflow_info(template: Template) -> str:
+    """Markdown under the workflow picker: its description and the inputs it fills."""
+    found = (", ".join(sorted(template.params - {"filename_prefix"}))
+             or "nothing the studio can fill in")
+    about = template.description or ""
+    fills = f"<small>Fills: {found}</small>"
+    return f"{md_literal(about)}\n\n{fills}" if about else fills
+
+
+def custom_workflow_note(template: Template, problems: str = "") -> str:
+    """Markdown saying what an uploaded workflow was added as, the inputs found in it and
+    what ComfyUI would refuse in it (``problems``, already free of ComfyUI's address)."""
+    found = ", ".join(f"{param} ({' + '.join(str(t) for t in targets)})"
+                      for param, targets in sorted(template.mapping.items()))
+    note = (f"Added **{md_literal(template.title)}**. "
+            f"Found: {md_literal(found) or 'no inputs it can fill'}.")
+    return note + ("\n\n⚠ " + md_literal(problems) if problems else "")
+
+
+def reuse_values(image: GalleryImage, params: Iterable[str]) -> dict[str, Any]:
+    """What "Reuse these settings" puts back in the form, by form field name: the prompt
+    and negative as typed, the style, the seed (-1 when unknown), each of ``params`` that
+    was stored, and the input image while its file is still there."""
+    p = image.params
+    values = {"prompt": p.get("prompt_typed", image.prompt),
+              "negative": p.get("negative_typed", image.negative),
+              "style": p.get("style", ""),
+              "seed": image.seed if image.seed is not None else -1}
+    values.update({param: p[param] for param in params if p.get(param) is not None})
+    if p.get("input_file") and Path(p["input_file"]).is_file():
+        values["input_image"] = p["input_file"]
+    return values
+
+
+def gallery_filter_choices(workflows: Iterable[str], models: Iterable[str]
+                           ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Choices of the gallery's workflow and model filters, "All" first."""
+    return ([("All workflows", "")] + [(w, w) for w in workflows],
+            [("All models", "")] + [(m, m) for m in models])
+
+
+def input_image_note(path: str, max_megapixels: float) -> tuple[str, str]:
+    """Check an uploaded input image: ("", "W×H · name") when it can be used, else (why not,
+    the same as a Markdown warning)."""
+    try:
+        width, height = check_input_image(path, max_megapixels)
+    except StudioError as exc:
+        return str(exc), f"⚠ {md_literal(str(exc))}"
+    return "", f"{width}×{height} · {Path(path).name}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the person: a warning (``warning``) or a note."""
+
+    text: str
+    warning: bool = False
+
+
+def gpu_room_notice(coordinator, library, workflow: str, public) -> Notice | None:
+    """Ask the GPU coordinator (Models tab) to make room for a job of ``workflow``; return
+    what to say about it (None: nothing). ``public`` cuts ComfyUI's address out of a text.
+    GPU sharing is advice: when asking fails it is logged and the job goes on without it."""
+    try:
+        family = library.get(workflow).family or "default"
+        outcome = coordinator.before_image_job(family)
+    except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it
+        log.warning("GPU coordination before an image job failed", exc_info=True)
+        return None
+    if outcome.needs_confirmation:
+        # Policy "ask": nothing is unloaded without a yes; the Models tab has the button.
+        return Notice(public(outcome.message) + " To make room, press \"Unload idle Ollama "
+                      "models\" in the Models tab; the job goes ahead meanwhile.", warning=True)
+    if outcome.outcome != "fits" and outcome.message:
+        return Notice(public(outcome.message))
+    return None
