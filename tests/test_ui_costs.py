@@ -34,7 +34,8 @@ def services(store, tmp_path):
     accounting.record_chat("owner", "openrouter", "openai/gpt-4o-mini",
                            Usage(prompt_tokens=10, completion_tokens=20, cost_usd=0.85), 2.0)
     return SimpleNamespace(store=store, settings=settings, accounting=accounting,
-                           budget=Budget(UsageStore(store), settings, clock=clock), openrouter=None)
+                           budget=Budget(UsageStore(store), settings, clock=clock), openrouter=None,
+                           catalog=None)
 
 
 def client(fake):

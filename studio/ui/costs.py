@@ -243,7 +243,7 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
     ``gr.Tab`` this is called inside, if any) and on Refresh."""
     if tab is None and isinstance(Context.block, gr.Tab):
         tab = Context.block
-    catalog = getattr(services, "catalog", None)  # studio.catalog.Catalog, or None
+    catalog = services.catalog  # studio.costs.catalog.Catalog, or None without a key
     with gr.Row():
         period = gr.Radio([(label, key) for key, label in PERIODS.items()], value="month",
                           label="Period (per model, per user, local vs cloud)", scale=4)
@@ -299,7 +299,7 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
         return gr.update(value=export_values(services, *values), visible=True)
 
     def on_credit():
-        return credit_markdown(getattr(services, "openrouter", None))
+        return credit_markdown(services.openrouter)
 
     def on_catalog(current):
         choices = catalog_choices(catalog)

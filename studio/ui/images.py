@@ -298,11 +298,9 @@ def render(services) -> SimpleNamespace:
 
     def make_room(workflow: str) -> None:
         """Ask the GPU coordinator (Models tab) to make room, and say what it did."""
-        coordinator = getattr(services, "gpu_coordinator", None)
-        if coordinator is not None:
-            notice = gpu_room_notice(coordinator, library, workflow, jobs.public)
-            if notice is not None:
-                (gr.Warning if notice.warning else gr.Info)(notice.text)
+        notice = gpu_room_notice(services.gpu_coordinator, library, workflow, jobs.public)
+        if notice is not None:
+            (gr.Warning if notice.warning else gr.Info)(notice.text)
 
     @guarded
     def on_generate(request: gr.Request = None, **values):
