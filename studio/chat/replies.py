@@ -74,6 +74,8 @@ class LiveReply(Live):
     answered_by: str = ""
     fallback_reason: str = ""  # why another model answered than the one asked for
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Set once the worker is all done: the reply stored, accounted and its on_finish run.
+    settled: threading.Event = field(default_factory=threading.Event)
     # Joined text cached per version, so followers don't re-join a 5,000-part list each time.
     _joined: tuple[int, str, str] = (-1, "", "")
 
@@ -258,6 +260,7 @@ class ReplyManager:
                     on_finish(reply.snapshot())
                 except Exception:  # noqa: BLE001
                     log.exception("on_finish hook failed")
+            reply.settled.set()
 
     @staticmethod
     def _mark_first_token(reply: LiveReply) -> None:

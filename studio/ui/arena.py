@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..chat.arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
 from ..errors import StudioError
-from .common import model_choices, ui_errors
+from .common import model_choices, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,6 @@ def render(services) -> SimpleNamespace:
     """Build the Arena tab inside the current Blocks context."""
     arena = services.arena
     settings = services.settings
-
-    def model_choices() -> list[tuple[str, str]]:
-        return model_choices(services.models)
 
     def history_update(selected: str | None = None):
         choices = [(h.label, h.run_id) for h in arena.history(limit=100)]
@@ -137,7 +134,7 @@ def render(services) -> SimpleNamespace:
     # -- handlers -----------------------------------------------------------------------
 
     def on_load():
-        return (gr.update(choices=model_choices()), score_frame(arena.scores()),
+        return (gr.update(choices=model_choices(services.models)), score_frame(arena.scores()),
                 history_update())
 
     @ui_errors
@@ -148,13 +145,13 @@ def render(services) -> SimpleNamespace:
                 gr.Info(services.catalog.state().summary)
             except StudioError as exc:
                 gr.Warning(f"Could not refresh the cloud model list: {exc}")
-        choices = model_choices()
+        choices = model_choices(services.models)
         values = {c[1] for c in choices}
         return gr.update(choices=choices, value=[m for m in current or [] if m in values])
 
     @ui_errors
     def on_run(model_ids, prompt, system_prompt, blind, sess, request: gr.Request = None):
-        user = (request.username if request is not None else None) or "owner"
+        user = page_user(request)
         run_id = arena.start(prompt, model_ids or [], system_prompt=system_prompt or "",
                              blind=bool(blind), user=user)
         sess = {"run_id": run_id}

@@ -1,0 +1,350 @@
+"""studio.chat.service: the chat verbs at the service level, against the fake Ollama (and
+the fake OpenRouter for budgets) through the official clients. No browser, no subprocess:
+a refusal must leave the database exactly as it was, and each user sees only their own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from studio.chat.models import ChatModels
+from studio.chat.replies import ReplyManager
+from studio.chat.router import Router
+from studio.chat.service import ChatService
+from studio.chat.streams import ChatStreams
+from studio.clients.ollama import OllamaClient
+from studio.clients.openrouter import OpenRouterClient
+from studio.config import Settings
+from studio.costs.accounting import Accounting
+from studio.costs.budget import Budget
+from studio.errors import BudgetExceeded, InvalidInput, NotFound
+from studio.events import ChatOptions, Usage
+from studio.models.gpu_coordinator import ModelsInUse
+from studio.store.usage import UsageStore
+from tests.fakes.openrouter_server import DEFAULT_KEY
+
+LOCAL = "ollama:llama3.2:latest"
+VISION = "ollama:llava:latest"
+CLOUD = "openrouter:openai/gpt-4o-mini"
+
+
+@pytest.fixture
+def ollama(fake_ollama):
+    client = OllamaClient(fake_ollama.url, timeout=10)
+    yield client
+    client.close()
+
+
+def make_service(store, tmp_path, ollama, *, openrouter=None, budget=None, fallbacks=None,
+                 max_chars=1000):
+    router = Router({"ollama": ollama,
+                     "openrouter": openrouter or OpenRouterClient("", "http://127.0.0.1:9")},
+                    budget=budget, fallbacks=fallbacks)
+    replies = ReplyManager(ChatStreams(router, in_use=ModelsInUse()).open, store,
+                           flush_every=0.01)
+    return ChatService(store, replies, router, uploads_dir=tmp_path / "uploads",
+                       exports_dir=tmp_path / "exports", max_message_chars=max_chars,
+                       supports_images=ChatModels(ollama).supports_images, budget=budget)
+
+
+@pytest.fixture
+def chat(store, tmp_path, ollama):
+    return make_service(store, tmp_path, ollama)
+
+
+def done(started):
+    """Wait until the reply is over and stored; return its last snapshot."""
+    assert started.reply.settled.wait(10)
+    return started.reply.snapshot()
+
+
+def database(store) -> list:
+    """Everything a chat writes, to compare before and after a refusal."""
+    return ([tuple(r) for r in store.db.execute("SELECT * FROM conversations ORDER BY id")]
+            + [tuple(r) for r in store.db.execute("SELECT * FROM messages ORDER BY id")])
+
+
+def picture(tmp_path, name="cat.png") -> str:
+    path = tmp_path / name
+    Image.new("RGB", (8, 8), "red").save(path)
+    return str(path)
+
+
+def a_chat_of_two_turns(chat, fake_ollama):
+    fake_ollama.queue_reply("first answer")
+    first = chat.send(None, "first question", model=LOCAL, user="owner")
+    done(first)
+    fake_ollama.queue_reply("second answer")
+    done(chat.send(first.chat_id, "second question", model=LOCAL, user="owner"))
+    return first.chat_id
+
+
+# -- send ------------------------------------------------------------------------------------
+
+
+def test_chat_send_stores_the_turn_and_the_streamed_reply(chat, store, fake_ollama):
+    fake_ollama.queue_reply("Hello there friend")
+    started = chat.send(None, "Hi!\nmore", model=LOCAL, system_prompt="Be brief.",
+                        options=ChatOptions(temperature=0.1), user="owner")
+    assert started.created and done(started).status == "complete"
+    conv = store.get_conversation(started.chat_id)
+    assert (conv.title, conv.model, conv.backend, conv.system_prompt, conv.user) == (
+        "Hi!", "llama3.2:latest", "ollama", "Be brief.", "owner")
+    stored = store.messages(started.chat_id)
+    assert [(m.role, m.content, m.status) for m in stored] == [
+        ("user", "Hi!\nmore", "complete"), ("assistant", "Hello there friend", "complete")]
+    sent = fake_ollama.requests_to("/api/chat")[-1].json
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "Hi!\nmore"}]
+    assert sent["options"]["temperature"] == 0.1
+
+
+def test_chat_send_in_an_existing_chat_sends_the_history(chat, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", "first question"), ("assistant", "first answer"), ("user", "second question")]
+    assert [t.content for t in chat.turns(chat_id, user="owner")] == [
+        "first question", "first answer", "second question", "second answer"]
+
+
+def test_chat_send_attaches_images_for_a_vision_model(chat, fake_ollama, tmp_path):
+    started = chat.send(None, "what is this?", [picture(tmp_path)], model=VISION, user="owner")
+    done(started)
+    [user_turn] = [t for t in chat.turns(started.chat_id, user="owner") if t.role == "user"]
+    [saved] = user_turn.images
+    assert Path(saved).parent == tmp_path / "uploads" / started.chat_id
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"][-1]
+    assert sent["images"] and len(sent["images"]) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(text="hi", model=""), "No model is selected"),
+    (dict(text="hi", model="llama3.2"), "not a model from the list"),
+    (dict(text="x" * 1001, model=LOCAL), "1,001 characters; the limit is 1,000"),
+    (dict(text="look", model=LOCAL, image=True), "llama3.2:latest can't read images"),
+    (dict(text="read", model=VISION, file="notes.txt"), "notes.txt is not an image"),
+    (dict(text="  ", model=LOCAL), "The message is empty"),
+])
+def test_chat_send_refusals_write_nothing(chat, store, tmp_path, kwargs, message):
+    files = []
+    if kwargs.pop("image", False):
+        files = [picture(tmp_path)]
+    if name := kwargs.pop("file", None):
+        (tmp_path / name).write_text("hello")
+        files = [str(tmp_path / name)]
+    with pytest.raises(InvalidInput, match=message):
+        chat.send(None, kwargs["text"], files, model=kwargs["model"], user="owner")
+    assert database(store) == []
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+# -- retry and edit ----------------------------------------------------------------------------
+
+
+def test_chat_retry_replaces_the_last_answer(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    fake_ollama.queue_reply("a better answer")
+    started = chat.retry(chat_id, model=LOCAL, user="owner")
+    done(started)
+    assert [m.content for m in store.messages(chat_id)] == [
+        "first question", "first answer", "second question", "a better answer"]
+
+
+def test_chat_edit_replaces_the_turns_after_it(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    first_seq = store.messages(chat_id)[0].seq
+    fake_ollama.queue_reply("edited answer")
+    done(chat.edit(chat_id, first_seq, "an edited question", model=LOCAL, user="owner"))
+    assert [m.content for m in store.messages(chat_id)] == ["an edited question",
+                                                             "edited answer"]
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["an edited question"]
+
+
+@pytest.mark.parametrize("model, text, error", [
+    ("", "an edit", "No model is selected"),
+    ("ollama", "an edit", "not a model from the list"),
+    (LOCAL, "x" * 1001, "the limit is 1,000"),
+])
+def test_chat_a_refused_edit_changes_nothing(chat, store, fake_ollama, model, text, error):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    before = database(store)
+    with pytest.raises(InvalidInput, match=error):
+        chat.edit(chat_id, store.messages(chat_id)[0].seq, text, model=model, user="owner")
+    assert database(store) == before
+
+
+@pytest.mark.parametrize("model, error", [("", "No model is selected"),
+                                          ("comfyui:x", "not a model from the list")])
+def test_chat_a_refused_retry_changes_nothing(chat, store, fake_ollama, model, error):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    before = database(store)
+    with pytest.raises(InvalidInput, match=error):
+        chat.retry(chat_id, model=model, user="owner")
+    assert database(store) == before
+
+
+def test_chat_retry_of_an_image_turn_on_a_text_model_changes_nothing(chat, store, fake_ollama,
+                                                                     tmp_path):
+    done(started := chat.send(None, "what is it", [picture(tmp_path)], model=VISION,
+                              user="owner"))
+    before = database(store)
+    with pytest.raises(InvalidInput, match="can't read images"):
+        chat.retry(started.chat_id, model=LOCAL, user="owner")
+    assert database(store) == before
+
+
+def test_chat_nothing_to_retry_or_edit_is_none(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    answer_seq = store.messages(chat_id)[1].seq
+    assert chat.retry(None, model=LOCAL, user="owner") is None
+    assert chat.edit(chat_id, answer_seq, "not mine", model=LOCAL, user="owner") is None
+
+
+# -- a reply still streaming -------------------------------------------------------------------
+
+
+def test_chat_refuses_new_turns_while_a_reply_streams_and_stop_keeps_it(chat, store,
+                                                                       fake_ollama):
+    fake_ollama.queue_reply(fake_ollama.make_tokens(200), delay=0.02)
+    started = chat.send(None, "tell me a story", model=LOCAL, user="owner")
+    fake_ollama.wait_for_request("/api/chat")
+    started.reply.wait_until(lambda: started.reply.text_parts, 5)
+    before = len(store.messages(started.chat_id))
+    for call in (lambda: chat.send(started.chat_id, "and?", model=LOCAL, user="owner"),
+                 lambda: chat.retry(started.chat_id, model=LOCAL, user="owner"),
+                 lambda: chat.edit(started.chat_id, 1, "x", model=LOCAL, user="owner")):
+        with pytest.raises(InvalidInput, match="still being written"):
+            call()
+    assert chat.stop(started.chat_id, user="owner")
+    snap = done(started)
+    assert snap.status == "partial" and snap.text
+    stored = store.messages(started.chat_id)
+    assert len(stored) == before and stored[-1].content == snap.text
+    assert stored[-1].status == "partial"
+
+
+# -- budget --------------------------------------------------------------------------------------
+
+
+def over_budget(store, user="owner"):
+    """A $0.01 daily cap that is already used up."""
+    ledger = UsageStore(store)
+    settings = Settings(budget_daily_usd=0.01)
+    Accounting(ledger, settings, power_reader=lambda: None).record_chat(
+        user, "openrouter", "openai/gpt-4o-mini", Usage(cost_usd=0.02), 1.0)
+    return Budget(ledger, settings)
+
+
+def test_chat_a_budget_cap_refuses_before_anything_is_written(store, tmp_path, ollama,
+                                                             fake_openrouter, fake_ollama):
+    chat = make_service(store, tmp_path, ollama, budget=over_budget(store),
+                        openrouter=OpenRouterClient(DEFAULT_KEY, fake_openrouter.url))
+    local = a_chat_of_two_turns(chat, fake_ollama)
+    before = database(store)
+    with pytest.raises(BudgetExceeded, match="daily cloud budget"):
+        chat.send(None, "hi", model=CLOUD, user="owner")
+    with pytest.raises(BudgetExceeded):
+        chat.edit(local, 1, "hi", model=CLOUD, user="owner")
+    with pytest.raises(BudgetExceeded):
+        chat.retry(local, model=CLOUD, user="owner")
+    assert database(store) == before
+    assert fake_openrouter.chat_requests == []
+
+
+def test_chat_over_budget_with_a_fallback_answers_locally(store, tmp_path, ollama,
+                                                         fake_openrouter, fake_ollama):
+    chat = make_service(store, tmp_path, ollama, budget=over_budget(store),
+                        openrouter=OpenRouterClient(DEFAULT_KEY, fake_openrouter.url),
+                        fallbacks={CLOUD: [LOCAL]})
+    fake_ollama.queue_reply("local answer")
+    snap = done(chat.send(None, "hi", model=CLOUD, user="owner"))
+    assert snap.text == "local answer" and snap.backend == "ollama"
+    assert any("Switched to" in n for n in snap.notices)
+
+
+# -- incognito -----------------------------------------------------------------------------------
+
+
+def test_chat_incognito_keeps_nothing_in_the_database(chat, store, fake_ollama, tmp_path):
+    fake_ollama.queue_reply("first answer")
+    first = chat.send(None, "secret", [picture(tmp_path)], model=VISION, user="owner",
+                      incognito=True)
+    done(first)
+    assert not first.created
+    fake_ollama.queue_reply("second answer")
+    done(chat.send(first.chat_id, "more", model=LOCAL, user="owner"))
+    assert database(store) == []
+    assert [t.content for t in chat.turns(first.chat_id, user="owner")] == [
+        "secret", "first answer", "more", "second answer"]
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["secret", "first answer", "more"]
+    uploads = tmp_path / "uploads" / first.chat_id
+    assert uploads.is_dir()
+    chat.end(first.chat_id)
+    assert not uploads.exists()
+    with pytest.raises(NotFound):
+        chat.turns(first.chat_id, user="owner")
+
+
+def test_chat_incognito_reply_is_kept_with_no_page_following(chat, fake_ollama):
+    fake_ollama.queue_reply("nobody watched this")
+    started = chat.send(None, "hi", model=LOCAL, user="owner", incognito=True)
+    assert started.reply.settled.wait(10)  # no follow() call at all
+    turns = chat.turns(started.chat_id, user="owner")
+    assert (turns[-1].content, turns[-1].status) == ("nobody watched this", "complete")
+
+
+def test_chat_incognito_attachments_left_by_a_previous_run_are_deleted(store, tmp_path,
+                                                                       ollama):
+    leftover = tmp_path / "uploads" / "incognito-0123abcd"
+    leftover.mkdir(parents=True)
+    (leftover / "a.png").write_bytes(b"x")
+    kept = tmp_path / "uploads" / "a-stored-chat"
+    kept.mkdir()
+    make_service(store, tmp_path, ollama)
+    assert not leftover.exists() and kept.exists()
+
+
+# -- whose chat ---------------------------------------------------------------------------------
+
+
+def test_chat_another_users_conversation_is_not_found(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    before = database(store)
+    for call in (lambda: chat.open(chat_id, user="bob"),
+                 lambda: chat.turns(chat_id, user="bob"),
+                 lambda: chat.send(chat_id, "hi", model=LOCAL, user="bob"),
+                 lambda: chat.retry(chat_id, model=LOCAL, user="bob"),
+                 lambda: chat.edit(chat_id, 1, "x", model=LOCAL, user="bob"),
+                 lambda: chat.stop(chat_id, user="bob"),
+                 lambda: chat.rename(chat_id, "mine now", user="bob"),
+                 lambda: chat.delete(chat_id, user="bob"),
+                 lambda: chat.export(chat_id, "md", user="bob")):
+        with pytest.raises(NotFound, match="no longer exists"):
+            call()
+    assert database(store) == before
+    assert chat.conversations(user="bob") == []
+    assert chat.conversations(user="bob", query="question") == []
+    assert [e.chat_id for e in chat.conversations(user="owner", query="question")] == [chat_id]
+
+
+def test_chat_open_delete_and_export(chat, store, fake_ollama, tmp_path):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    opened = chat.open(chat_id, user="owner")
+    assert (opened.title, opened.model_id, opened.live) == ("first question", LOCAL, None)
+    assert [t.role for t in opened.turns] == ["user", "assistant", "user", "assistant"]
+    exported = chat.export(chat_id, "json", user="owner")
+    assert exported.parent == tmp_path / "exports"
+    assert [m["content"] for m in json.loads(exported.read_text())["messages"]][:2] == [
+        "first question", "first answer"]
+    chat.rename(chat_id, "  ", user="owner")
+    assert store.get_conversation(chat_id).title == "Untitled"
+    chat.delete(chat_id, user="owner")
+    assert database(store) == []
+    with pytest.raises(NotFound):
+        chat.open(chat_id, user="owner")
