@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 from ..costs.pricing import format_usd
 from ..errors import InvalidInput, StudioError
 from ..events import ChatMessage, ChatOptions
+from ..live import wait_any
 from ..model_id import CLOUD_BACKENDS, ModelId
 from .replies import LiveReply, ReplyManager, ReplySnapshot
 from ..store.cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
@@ -179,12 +180,12 @@ class Arena:
                     return
             if time.monotonic() > deadline:
                 return
-            # Wake on the first unfinished answer's change (the others are looked at within
-            # 50 ms), then let tokens from every model pile up for a moment.
-            waiting = next(r for r, s in zip(live, snaps) if not s.done)
-            waiting.wait_newer(versions[live.index(waiting)], timeout=max(interval, 0.05))
+            # Wake on any unfinished answer's change, then let tokens from every model pile
+            # up for a moment (an answer that ends meanwhile wakes us early).
+            pending = [(r, s.version) for r, s in zip(live, snaps) if not s.done]
+            wait_any(pending, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
             if interval:
-                time.sleep(interval)
+                pending[0][0].wait_finished(interval)
 
     # -- voting and history ---------------------------------------------------------------
 
