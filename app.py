@@ -31,5 +31,13 @@ except StudioError as exc:
 demo = build_app(services)
 
 if __name__ == "__main__":
+    if services.exposure.warning:
+        print(f"\n  WARNING: {services.exposure.warning}\n", file=sys.stderr)
+    # The server believes X-Forwarded-For / -Proto only from these (Caddy on this box).
+    os.environ["FORWARDED_ALLOW_IPS"] = settings.trusted_proxies
     demo.queue(default_concurrency_limit=4)
-    demo.launch(**launch_kwargs(services))
+    _app, _local_url, share_url = demo.launch(prevent_thread_lock=True,
+                                              **launch_kwargs(services))
+    if share_url:
+        services.access.allow_origin(share_url)  # pages opened through the share link
+    demo.block_thread()

@@ -12,4 +12,20 @@
     if (!narrow()) return;
     if (event.target.closest('#conv-list label, #new-chat')) setTimeout(closeSidebar, 150);
   });
+
+  // A session that ends while the page is open (signed out elsewhere, expired, password
+  // changed): the server answers 401; say so plainly instead of a generic error.
+  const nativeFetch = window.fetch.bind(window);
+  window.fetch = async (...args) => {
+    const response = await nativeFetch(...args);
+    if (response.status === 401 && !document.querySelector('#signed-out-banner')) {
+      const banner = document.createElement('div');
+      banner.id = 'signed-out-banner';
+      banner.setAttribute('role', 'alert');
+      banner.innerHTML = 'You are signed out. <a href="/signin">Sign in again</a> ' +
+        '(what you typed stays in the box until you reload).';
+      document.body.prepend(banner);
+    }
+    return response;
+  };
 }

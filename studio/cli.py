@@ -1,22 +1,34 @@
-"""The `studio` console command: `studio --host 0.0.0.0 --port 8189 --share --data-dir DIR`.
+"""The `studio` console command.
 
-Flags only set the matching environment variables, so Settings stays the one place
-that reads configuration; then app.py is run as a script.
+`studio --host 0.0.0.0 --port 8189 --share --no-auth --data-dir DIR` runs the studio: flags
+only set the matching environment variables, so Settings stays the one place that reads
+configuration; then app.py is run as a script.
+
+`studio users add NAME [--admin] | remove NAME | passwd NAME | list` manages who may sign
+in. A password is read from a prompt (twice) at a terminal, else one line from stdin;
+never from the command line. Only the database is opened: no backend is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import runpy
+import sys
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["users"]:
+        raise SystemExit(users_main(argv[1:]))
     parser = argparse.ArgumentParser(prog="studio", description="Run Hephaestus Studio.")
     parser.add_argument("--host", help="address to bind (0.0.0.0 for the LAN; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8189)")
     parser.add_argument("--share", action="store_true", help="also open a Gradio share link")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="run without sign-in even when reachable from other machines")
     parser.add_argument("--data-dir", help="where the database and files live")
     args = parser.parse_args(argv)
     if args.host:
@@ -25,11 +37,83 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["GRADIO_SERVER_PORT"] = str(args.port)
     if args.share:
         os.environ["STUDIO_SHARE"] = "true"
+    if args.no_auth:
+        os.environ["STUDIO_NO_AUTH"] = "true"
     if args.data_dir:
         os.environ["STUDIO_DATA_DIR"] = args.data_dir
     app_path = Path(__file__).resolve().parent.parent / "app.py"
     os.chdir(app_path.parent)
     runpy.run_path(str(app_path), run_name="__main__")
+
+
+def users_main(argv: list[str]) -> int:
+    """`studio users ...`; returns the exit status (2 with one sentence on stderr on error)."""
+    from .access.audit import Audit
+    from .access.sessions import Sessions
+    from .access.users import Users
+    from .config import Settings
+    from .errors import StudioError
+    from .store.db import Store
+
+    parser = argparse.ArgumentParser(prog="studio users", description="Who may sign in.")
+    parser.add_argument("--data-dir", help="where the database lives")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="add a person (asks for a password)")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may manage models, files, users")
+    add.add_argument("--data-dir", dest="data_dir_", help=argparse.SUPPRESS)
+    for verb, text in (("remove", "remove a person"), ("passwd", "set a new password")):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("name")
+        sub.add_argument("--data-dir", dest="data_dir_", help=argparse.SUPPRESS)
+    listing = verbs.add_parser("list", help="who may sign in")
+    listing.add_argument("--data-dir", dest="data_dir_", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    data_dir = getattr(args, "data_dir_", None) or args.data_dir
+    if data_dir:
+        os.environ["STUDIO_DATA_DIR"] = data_dir
+    try:
+        settings = Settings.from_env()
+        store = Store.open(settings.db_path)
+        users = Users(store)
+        audit = Audit(store, keep_days=settings.audit_days)
+        if args.verb == "list":
+            people = users.list()
+            if not people:
+                print("No users yet: sign-in is off. Add one with `studio users add NAME --admin`.")
+            for user in people:
+                print(f"{user.name}\t{user.role}")
+        elif args.verb == "add":
+            first = users.count() == 0
+            user = users.add(args.name, read_password(args.name), admin=args.admin)
+            audit.record("cli", "add user", f"{user.name} ({user.role})")
+            print(f"Added {user.name} ({user.role})."
+                  + (" Sign-in is now on; restart the studio if it runs on another address."
+                     if first else ""))
+        elif args.verb == "remove":
+            users.remove(args.name)
+            audit.record("cli", "remove user", args.name)
+            print(f"Removed {args.name}; their sessions ended. What they made is kept.")
+        elif args.verb == "passwd":
+            users.set_password(args.name, read_password(args.name))
+            Sessions(store, lifetime_s=settings.session_days * 86400).end_all(args.name)
+            audit.record("cli", "set password", args.name)
+            print(f"New password set for {args.name}; their sessions ended.")
+    except StudioError as exc:
+        print(f"studio users: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def read_password(name: str) -> str:
+    """From a prompt (asked twice) at a terminal, else one line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != first:
+            from .errors import InvalidInput
+            raise InvalidInput("The two passwords differ.", hint="Run the command again.")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,24 @@ class Settings:
     max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
                                            "Largest input image accepted by the Images tab, in "
                                            "megapixels.")
+    no_auth: bool = _setting("STUDIO_NO_AUTH", False,
+                             "Run without sign-in even when reachable from other machines "
+                             "(bind other than 127.0.0.1, or a share link). Anyone who reaches "
+                             "the port can then read every chat and delete models; the page "
+                             "says so in a banner.")
+    session_days: float = _setting("STUDIO_SESSION_DAYS", 30.0,
+                                   "Days a sign-in lasts on a device before asking again.")
+    audit_days: float = _setting("STUDIO_AUDIT_DAYS", 90.0,
+                                 "Days the audit log (sign-ins, admin actions) is kept.")
+    trusted_proxies: str = _setting("STUDIO_TRUSTED_PROXIES", "127.0.0.1,::1",
+                                    "Addresses of reverse proxies (Caddy) whose X-Forwarded-For "
+                                    "and X-Forwarded-Proto are believed: the client's address "
+                                    "and HTTPS (Secure cookies) come from them.")
+    allowed_origins: str = _setting("STUDIO_ALLOWED_ORIGINS", "",
+                                    "Other web origins allowed to send requests to the studio, "
+                                    "comma-separated (e.g. https://ai.example.com when the "
+                                    "proxy rewrites the Host header); requests from any other "
+                                    "site are refused.")
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from .access.audit import Audit
+from .access.exposure import Exposure, exposure
+from .access.files import FileOwners
+from .access.service import Access
+from .access.sessions import Sessions
+from .access.users import Users
 from .chat.arena import Arena
 from .chat.models import ChatModels
 from .chat.replies import ReplyManager
@@ -35,6 +41,7 @@ from .ops.status import StatusBoard
 from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
 from .store.db import Store
+from .store.files import FileOwnerStore
 from .store.models import ModelsStore
 from .store.usage import UsageStore
 
@@ -53,6 +60,8 @@ class Services:
     settings: Settings
     root: Path
     store: Store
+    access: Access  # who is calling, and may they (sign-in, sessions, roles, audit)
+    exposure: Exposure  # whether sign-in is on, and the warning when the owner runs open
     ollama: OllamaClient
     openrouter: OpenRouterClient | None
     comfyui: ComfyUIClient
@@ -97,9 +106,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     Nothing here touches the network: clients connect on first use, so the studio starts
     and history stays browsable with every backend down (image jobs a previous run left in
     ComfyUI are picked up, which asks ComfyUI only if there are any). Raises StudioError
-    when the data directory can't be written. ``nvml`` stands in for pynvml (tests).
+    when the data directory can't be written, and ConfigError when the studio would be
+    reachable from other machines with nobody able to sign in. ``nvml`` stands in for pynvml (tests).
     """
     store = Store.open(settings.db_path)  # says so in a sentence when the folder can't be written
+    users = Users(store)
+    exposed = exposure(host=settings.host, share=settings.share, users=users.count(),
+                       no_auth=settings.no_auth)  # refuses to run open by accident
     data = settings.data_path
     uploads, exports, outputs = data / "uploads", data / "exports", data / "outputs"
     for path in (uploads, exports, outputs):
@@ -140,14 +153,21 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     arena_replies = ReplyManager(partial(streams.open, exact=True),
                                  on_settled=record_usage(accounting))
 
+    chat = ChatService(store, replies, router, uploads_dir=uploads, exports_dir=exports,
+                       max_message_chars=settings.max_message_chars,
+                       supports_images=chat_models.supports_images, prices=prices,
+                       budget=budget, default_max_tokens=router.default_max_tokens)
+    access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
+                    Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
+                    session_days=settings.session_days,
+                    origins=settings.allowed_origins.split(","),
+                    file_owner=FileOwners(data, FileOwnerStore(store), chat.owner_of).owner)
+
     return Services(
-        settings=settings, root=root, store=store, ollama=ollama, openrouter=openrouter,
+        settings=settings, root=root, store=store, access=access, exposure=exposed,
+        ollama=ollama, openrouter=openrouter,
         comfyui=comfyui, catalog=catalog, router=router, budget=budget, accounting=accounting,
-        models=chat_models, replies=replies,
-        chat=ChatService(store, replies, router, uploads_dir=uploads, exports_dir=exports,
-                         max_message_chars=settings.max_message_chars,
-                         supports_images=chat_models.supports_images, prices=prices,
-                         budget=budget, default_max_tokens=router.default_max_tokens),
+        models=chat_models, replies=replies, chat=chat,
         arena=Arena(arena_replies, cloud_store,
                     names=catalog.display_name if catalog is not None else None),
         presets=load_chat_presets(root / "presets" / "chat"),

@@ -111,7 +111,7 @@ def start_studio(tmp: Path, ollama_url: str, extra_env: dict | None = None) -> R
         if proc.poll() is not None:
             raise RuntimeError(f"app.py exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers={"accept": "text/html"}).status_code in (200, 303):
                 return RunningStudio(url, data_dir, None, proc, log_path)
         except httpx.HTTPError:
             pass

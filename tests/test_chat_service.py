@@ -339,7 +339,7 @@ def test_chat_open_delete_and_export(chat, store, fake_ollama, tmp_path):
     assert (opened.title, opened.model_id, opened.live) == ("first question", LOCAL, None)
     assert [t.role for t in opened.turns] == ["user", "assistant", "user", "assistant"]
     exported = chat.export(chat_id, "json", user="owner")
-    assert exported.parent == tmp_path / "exports"
+    assert exported.parent == tmp_path / "exports" / "owner"
     assert [m["content"] for m in json.loads(exported.read_text())["messages"]][:2] == [
         "first question", "first answer"]
     chat.rename(chat_id, "  ", user="owner")

@@ -293,10 +293,20 @@ class ChatService:
             conv, messages, title = {"title": "Incognito chat", "model": ""}, history.turns(), "chat"
         body = export_markdown(conv, messages) if kind == "md" else export_json(conv, messages)
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in title)[:40].strip("-")
-        self._exports_dir.mkdir(parents=True, exist_ok=True)
-        path = self._exports_dir / f"{safe or 'chat'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
+        folder = self._exports_dir / user  # the file route serves exports/<user>/ to that user
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{safe or 'chat'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
         path.write_text(body, encoding="utf-8")
         return path
+
+    def owner_of(self, chat_id: str) -> str | None:
+        """The user a chat (stored or incognito) belongs to; None when there is no such chat."""
+        if chat_id.startswith(INCOGNITO_PREFIX):
+            with self._lock:
+                found = self._incognito.get(chat_id)
+            return found[0].user if found is not None else None
+        conv = self._store.get_conversation(chat_id)
+        return conv.user if conv is not None else None
 
     # -- internals --------------------------------------------------------------------
 

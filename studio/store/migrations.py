@@ -422,3 +422,28 @@ def m007_add_favourite_to_images(db: Database) -> None:
     # gallery row, indexed so "favourites only" stays fast with 10,000 images.
     db["images"].add_column("favourite", int, not_null_default=0)
     db["images"].create_index(["favourite", "id"])
+
+
+@migrations()
+def m008_create_access_tables(db: Database) -> None:
+    # Sign-in (issue 10): people, their sessions (only a hash of each token is kept, so a
+    # copy of the database signs nobody in), and the audit log of sign-ins and admin actions.
+    db["users"].create(
+        {"name": str, "role": str, "password_hash": str, "created_at": str,
+         "password_changed_at": str},
+        pk="name", not_null=["role", "password_hash", "created_at", "password_changed_at"],
+        defaults={"role": "user"})
+    db["sessions"].create(
+        {"token_hash": str, "user": str, "created_at": str, "last_seen": str,
+         "expires_at": str, "address": str, "user_agent": str},
+        pk="token_hash",
+        foreign_keys=[ForeignKey("sessions", "user", "users", "name", on_delete="CASCADE")],
+        not_null=["user", "created_at", "last_seen", "expires_at", "address", "user_agent"],
+        defaults={"address": "", "user_agent": ""})
+    db["sessions"].create_index(["user"])
+    db["sessions"].create_index(["expires_at"])
+    db["audit"].create(
+        {"id": int, "at": str, "user": str, "action": str, "detail": str, "address": str},
+        pk="id", not_null=["at", "user", "action", "detail", "address"],
+        defaults={"detail": "", "address": ""})
+    db["audit"].create_index(["at"])

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from starlette.middleware import Middleware
+
+from ..access.web import AccessGate
 from ..ops.status import status_html
+from .common import OWNER
+from .guard import secure_events
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab
 from . import images as images_tab
@@ -42,6 +47,9 @@ def build_app(services) -> gr.Blocks:
         with gr.Row(equal_height=True, elem_id="top-bar"):
             gr.HTML(header_html(services), elem_id="brand", padding=False)
             status_strip = gr.HTML("", elem_id="status-strip", padding=False)
+        if services.exposure.warning:  # STUDIO_NO_AUTH on an address others can reach
+            gr.HTML(f"<div role='alert'>⚠️ {escape(services.exposure.warning)}</div>",
+                    elem_id="open-banner", padding=False)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat") as chat_block:
                 chat_parts = chat.render(services)
@@ -54,7 +62,7 @@ def build_app(services) -> gr.Blocks:
             with gr.Tab("Arena", id="arena") as arena_block:
                 arena_tab.render(services)
             with gr.Tab("Settings", id="settings") as settings_block:
-                settings_tab.render(services)
+                settings_parts = settings_tab.render(services)
 
         # The GPU panel's timer ticks only while its tab is shown: a phone left on the Chat
         # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
@@ -76,6 +84,9 @@ def build_app(services) -> gr.Blocks:
         demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
                   api_visibility="private", concurrency_limit=None, concurrency_id="chat-load",
                   show_progress="hidden")
+        settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
+                              api_visibility="private", show_progress="hidden")
+    secure_events(demo, services.access.role_of, audit=services.access.audit.record)
     return demo
 
 
@@ -90,7 +101,15 @@ def launch_kwargs(services) -> dict:
         button_primary_background_fill_dark=s.accent_color,
         color_accent=s.accent_color)
     js = (services.root / "assets" / "studio.js").read_text(encoding="utf-8")
+    data = services.data_dir
+    gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
+                      owner=OWNER)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
-                allowed_paths=[str(services.data_dir)], run_history=False,
+                # Only these folders, and the front door serves a file of them to its owner
+                # alone; the database beside them is never served.
+                allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
+                blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
+                auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
+                app_kwargs={"middleware": [gate]}, run_history=False,
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
                 favicon_path=None)

@@ -1,12 +1,24 @@
-"""The Settings tab: the configuration in effect (secrets shown only as set / not set)."""
+"""The Settings tab: your account (who you are, sign out, a new password), and for admins
+the people who may sign in, the audit log and the configuration in effect (secrets shown
+only as set / not set).
+
+What an admin sees is filled in by the server for admins only: a plain user's page never
+receives it, whatever its buttons say.
+"""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from html import escape
+from types import SimpleNamespace
 
 import gradio as gr
 
 from ..config import Settings
+from .common import page_user, ui_errors
+
+AUDIT_HEADERS = ["When (UTC)", "Who", "What", "Detail", "From"]
+USER_HEADERS = ["Name", "Role"]
 
 
 def settings_rows(settings: Settings) -> list[list[str]]:
@@ -27,8 +39,79 @@ def settings_rows(settings: Settings) -> list[list[str]]:
     return rows
 
 
-def render(services) -> None:
-    gr.Markdown("Settings come from environment variables or a `.env` file next to `app.py` "
-                "(see `.env.example`). Change them there and restart the studio.")
-    gr.Dataframe(value=settings_rows(services.settings), headers=["Variable", "Value", "What it does"],
-                 interactive=False, wrap=True, elem_id="settings-table")
+def account_markdown(name: str, role: str | None, sign_in: bool) -> str:
+    if not sign_in:
+        return ("Sign-in is off: this studio has no users yet, and it listens only on this "
+                "machine. Add the first admin with `studio users add NAME --admin` to turn "
+                "sign-in on.")
+    what = "an admin" if role == "admin" else "a user"
+    return f"Signed in as **{escape(name)}** ({what})."
+
+
+def render(services) -> SimpleNamespace:
+    """Build the tab; returns what app.py calls when the tab opens (``open_fn``)."""
+    access = services.access
+    settings = services.settings
+
+    with gr.Column():
+        with gr.Row():
+            account = gr.Markdown("", elem_id="settings-account")
+            sign_out = gr.Button("Sign out", size="sm", scale=0, elem_id="sign-out")
+        with gr.Accordion("Change your password", open=False, elem_id="password-box"):
+            current = gr.Textbox(label="Current password", type="password",
+                                 elem_id="password-current")
+            new = gr.Textbox(label="New password (8 characters or more)", type="password",
+                             elem_id="password-new")
+            repeat = gr.Textbox(label="New password again", type="password",
+                                elem_id="password-repeat")
+            change = gr.Button("Change password", elem_id="password-change")
+        with gr.Group(visible=False) as admin_part:
+            gr.Markdown("### People who may sign in\nAdd, remove and reset people with "
+                        "`studio users add NAME [--admin]`, `studio users remove NAME`, "
+                        "`studio users passwd NAME` on the server.")
+            users_table = gr.Dataframe(headers=USER_HEADERS, interactive=False,
+                                       elem_id="users-table")
+            gr.Markdown("### Audit log\nSign-ins and admin actions, newest first "
+                        f"(kept {settings.audit_days} days, STUDIO_AUDIT_DAYS).")
+            audit_refresh = gr.Button("⟳ Refresh", size="sm", elem_id="audit-refresh")
+            audit_table = gr.Dataframe(headers=AUDIT_HEADERS, interactive=False, wrap=True,
+                                       elem_id="audit-table")
+            gr.Markdown("### Configuration\nSettings come from environment variables or a "
+                        "`.env` file next to `app.py` (see `.env.example`). Change them there "
+                        "and restart the studio.")
+            settings_table = gr.Dataframe(headers=["Variable", "Value", "What it does"],
+                                          interactive=False, wrap=True, elem_id="settings-table")
+
+    def audit_rows() -> list[list[str]]:
+        return [[e.at[:19].replace("T", " "), e.user, e.action, e.detail, e.address]
+                for e in access.audit.recent(200)]
+
+    def on_users(request: gr.Request = None):
+        """The tab opens: your account, and for an admin the admin part."""
+        name = page_user(request)
+        role = access.role_of(name)
+        text = account_markdown(name, role, access.sign_in_required())
+        if role != "admin":
+            return text, gr.update(visible=False), [], [], []
+        users = [[u.name, u.role] for u in access.users.list()]
+        return (text, gr.update(visible=True), users, audit_rows(),
+                settings_rows(settings))
+
+    def on_audit():
+        return audit_rows()
+
+    @ui_errors
+    def on_password(current_pw, new_pw, repeat_pw, request: gr.Request = None):
+        access.change_password(page_user(request), current_pw or "", new_pw or "",
+                               repeat_pw or "")
+        gr.Info("Password changed. Your other devices are signed out.")
+        return "", "", ""
+
+    # In the browser only: the front door (/signout) ends the session and the cookie.
+    sign_out.click(None, js="() => { window.location.assign('/signout'); }",
+                   api_visibility="private", queue=False)
+    change.click(on_password, [current, new, repeat], [current, new, repeat],
+                 api_visibility="private")
+    audit_refresh.click(on_audit, None, [audit_table], api_visibility="private")
+    return SimpleNamespace(open_fn=on_users, open_outputs=[account, admin_part, users_table,
+                                                           audit_table, settings_table])

@@ -1,0 +1,159 @@
+"""Who may call each event: one check every handler goes through, on the server.
+
+``secure_events(demo, role_of)`` wraps every event function of the app in a check of the
+caller's role before it runs. Hiding a button protects nothing (any event can be called
+through Gradio's queue by whoever reaches the port), so the check lives here, and the
+classification is one explicit table: an event whose function nobody classified stops the
+app from being built (and ``tests/test_access_events.py`` fails), so a new handler can't
+slip in unchecked.
+
+Roles: ``user`` (any signed-in person, admins included) and ``admin``. Visitors who are
+not signed in never reach an event: the front door (``studio.access.web``) refuses them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable
+
+import gradio as gr
+from gradio.context import LocalContext
+
+USER, ADMIN = "user", "admin"
+REFUSED = "Only an admin can do this. Ask whoever runs this studio."
+SIGNED_OUT = "You are signed out. Reload the page and sign in again."
+
+LAMBDA = "<lambda>"  # layout-only steps (show a confirm button, switch a timer)
+
+# module -> {function qualname -> role}. Every event function of the app is listed.
+EVENTS: dict[str, dict[str, str]] = {
+    "studio.ui.app": {
+        f"build_app.<locals>.{LAMBDA}": USER, "build_app.<locals>.on_status": USER,
+    },
+    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER},
+    "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
+        "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
+        "on_retry", "on_edit", "on_new", "on_search", "on_rename", "on_delete",
+        "on_export_markdown", "on_export_json", "on_page_load")},
+    "studio.ui.images": {f"render.<locals>.{name}": USER for name in (
+        LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_workflow", "on_generate",
+        "on_gallery", "on_cancel", "on_follow", "on_jobs_refresh", "on_input_upload",
+        "on_workflow_upload", "on_gallery_open", "on_favourite", "on_select", "on_delete",
+        "on_reuse")},
+    "studio.ui.storage": {f"render.<locals>.{name}": ADMIN for name in (
+        "on_retention_check", "on_retention_delete", "on_unused", "on_unused_delete_ask",
+        "on_unused_delete", "on_delete_keep")},
+    "studio.ui.models": {f"render.<locals>.{name}": ADMIN for name in (
+        LAMBDA, "on_open", "on_gpu_tick", "on_pull", "on_cancel", "on_table_select",
+        "on_details", "on_delete_ask", "on_delete", "on_delete_keep", "on_copy", "on_unload",
+        "on_unload_idle", "on_free_comfyui", "on_folder", "on_download", "on_file_delete_ask",
+        "on_file_delete")},
+    "studio.ui.costs": {f"render.<locals>.{name}": USER for name in (
+        "on_refresh", "on_credit", "on_catalog", "on_compare", "on_filter", "on_export")},
+    "studio.ui.arena": {f"render.<locals>.{name}": USER for name in (
+        "on_load", "on_refresh", "on_run", "on_stop", "make_vote.<locals>.on_vote", "on_open")},
+    "studio.ui.settings": {
+        "render.<locals>.on_password": USER, "render.<locals>.on_audit": ADMIN,
+        # on_users fills the admin part for admins only (it checks the role itself).
+        "render.<locals>.on_users": USER},
+}
+
+
+# Admin events that change something: each call goes into the audit log (reading ones,
+# like the GPU panel's tick, would drown it).
+AUDITED = frozenset({
+    "on_pull", "on_cancel", "on_delete", "on_copy", "on_unload", "on_unload_idle",
+    "on_free_comfyui", "on_download", "on_file_delete", "on_retention_delete",
+    "on_unused_delete"})
+
+
+class Unclassified(RuntimeError):
+    """An event function that ``EVENTS`` doesn't list."""
+
+
+def origin_of(fn: Callable) -> tuple[str, str]:
+    """(module, qualname) of the function under any wrappers and bound methods."""
+    target = fn
+    while True:
+        target = getattr(target, "__func__", target)
+        inner = getattr(target, "__wrapped__", None)
+        if inner is None:
+            break
+        target = inner
+    return target.__module__, target.__qualname__
+
+
+def role_needed(fn: Callable) -> str:
+    """The role an event function needs; raises ``Unclassified`` when nobody said."""
+    module, qualname = origin_of(fn)
+    if LAMBDA in qualname:
+        qualname = qualname[:qualname.index(LAMBDA) + len(LAMBDA)]
+    role = EVENTS.get(module, {}).get(qualname)
+    if role is None:
+        raise Unclassified(f"The event function {module}.{qualname} has no role: add it to "
+                           "studio/ui/guard.py EVENTS (user or admin).")
+    return role
+
+
+def current_user() -> str | None:
+    """The signed-in name of the request this handler runs for (None outside an event)."""
+    request = LocalContext.request.get(None)
+    return getattr(request, "username", None) if request is not None else None
+
+
+Audit = Callable[..., None]  # audit(user, action, detail, address)
+
+
+def secure_events(demo: gr.Blocks, role_of: Callable[[str | None], str | None],
+                  audit: Audit | None = None) -> None:
+    """Wrap every event function of ``demo`` in the role check. ``role_of(name)`` gives
+    "admin", "user", or None for nobody (a user removed since the page opened). Admin
+    events that change something are recorded with ``audit``."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None:
+            fn = block_fn.fn
+            action = origin_of(fn)[1].rsplit(".", 1)[-1]
+            block_fn.fn = checked(fn, role_needed(fn), role_of,
+                                  audit if action in AUDITED else None)
+
+
+def checked(fn: Callable, needed: str, role_of: Callable[[str | None], str | None],
+            audit: Audit | None = None) -> Callable:
+    """``fn`` refusing (before it runs, so nothing changes) callers without ``needed``."""
+    action = origin_of(fn)[1].rsplit(".", 1)[-1].removeprefix("on_").replace("_", " ")
+
+    def check(args: tuple) -> None:
+        user = current_user()
+        role = role_of(user)
+        if role is None:
+            raise gr.Error(SIGNED_OUT)
+        if needed == ADMIN and role != ADMIN:
+            raise gr.Error(REFUSED)
+        if audit is not None:
+            request = LocalContext.request.get(None)
+            client = getattr(request, "client", None)
+            words = [a for a in args if isinstance(a, str) and a.strip()]
+            audit(user or "", action, ", ".join(words)[:200],
+                  getattr(client, "host", "") or "")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            check(args)
+            yield from fn(*args, **kwargs)
+        wrapper = gen
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coro(*args, **kwargs):
+            check(args)
+            return await fn(*args, **kwargs)
+        wrapper = coro
+    else:
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            check(args)
+            return fn(*args, **kwargs)
+        wrapper = plain
+    wrapper.studio_role = needed  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,149 @@
+"""Every event of the app, called straight through Gradio's queue (no page, no buttons) as a
+visitor, as a plain user and as an admin: visitors reach none, plain users none of the
+admin ones, and a refused call changes nothing. The list comes from the app itself, so an
+event nobody classified in studio/ui/guard.py fails here (the app refuses to build)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from studio.config import Settings
+from studio.ui.guard import ADMIN, REFUSED, role_needed
+from tests.conftest import free_port
+
+PASSWORDS = {"ann": "ann-password-1", "bob": "bob-password-1"}
+
+
+@pytest.fixture(scope="module")
+def signed_studio(tmp_path_factory):
+    from studio.access.users import Users
+    from studio.services import build_services
+    from studio.store.db import Store
+    from studio.ui.app import build_app, launch_kwargs
+    from tests.conftest import running_fake_ollama
+    from tests.fakes.comfyui_server import FakeComfyUI
+
+    data = tmp_path_factory.mktemp("signed")
+    store = Store.open(data / "studio.db")
+    users = Users(store)
+    users.add("ann", PASSWORDS["ann"], admin=True)
+    users.add("bob", PASSWORDS["bob"])
+    store.close()
+    ollama, comfy = running_fake_ollama(), FakeComfyUI().__enter__()
+    models = data / "comfy-models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "keep.safetensors").write_bytes(b"x" * 10)
+    settings = Settings.from_env({"STUDIO_DATA_DIR": str(data), "OLLAMA_HOST": ollama.url,
+                                  "COMFYUI_URL": comfy.url, "COMFYUI_MODELS_DIR": str(models)},
+                                 dotenv_path=None)
+    services = build_services(settings)
+    demo = build_app(services)
+    demo.queue(default_concurrency_limit=4)
+    kwargs = {**launch_kwargs(services), "server_port": free_port(), "share": False}
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    yield url.rstrip("/"), demo, ollama, comfy, models
+    demo.close()
+    services.images.close(cancel=True)
+    comfy.__exit__(None, None, None)
+    ollama.stop()
+
+
+def sign_in(url: str, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=10)
+    response = client.post("/signin", data={"username": name, "password": PASSWORDS[name]})
+    assert response.status_code == 303, response.text
+    return client
+
+
+def inputs_of(config: dict, dependency: dict) -> list:
+    """Each input component's initial value, as a page would send it."""
+    by_id = {c["id"]: c for c in config["components"]}
+    return [by_id[i].get("props", {}).get("value") for i in dependency["inputs"]]
+
+
+def first_answer(client: httpx.Client, config: dict, dependency: dict) -> tuple[str, str]:
+    """Call one event through the queue; ("refused"|"error"|"ran", error text) from the
+    first message it sends back."""
+    session = uuid.uuid4().hex
+    joined = client.post("/gradio_api/queue/join", json={
+        "data": inputs_of(config, dependency),
+        "event_data": {"index": 0, "value": "", "selected": True, "previous_value": ""},
+        "fn_index": dependency["id"], "trigger_id": None, "session_hash": session})
+    if joined.status_code != 200:
+        return "error", f"join answered {joined.status_code}"
+    try:
+        with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session},
+                           timeout=8) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_generating":
+                    return "ran", ""
+                if msg.get("msg") == "process_completed":
+                    if msg.get("success", True):
+                        return "ran", ""
+                    error = str((msg.get("output") or {}).get("error") or "")
+                    return ("refused" if REFUSED in error else "error"), error
+                if msg.get("msg") == "close_stream":
+                    return "ran", ""
+    except httpx.ReadTimeout:
+        return "ran", "still running"  # a follower that waits: it was let in
+    return "ran", ""
+
+
+def events(demo) -> list[tuple[int, str]]:
+    """(dependency id, role) of every event with a server function."""
+    return [(i, role_needed(fn.fn)) for i, fn in demo.fns.items() if fn.fn is not None]
+
+
+def test_access_events_every_event_is_classified(signed_studio):
+    _, demo, *_ = signed_studio
+    roles = events(demo)
+    assert len(roles) > 100
+    assert {role for _, role in roles} == {"user", "admin"}
+
+
+def test_access_events_a_visitor_reaches_nothing(signed_studio):
+    url, demo, *_ = signed_studio
+    visitor = httpx.Client(base_url=url, timeout=10)
+    assert visitor.get("/config").status_code == 401
+    assert visitor.get("/gradio_api/info").status_code == 401
+    for fn_index, _role in events(demo):
+        response = visitor.post("/gradio_api/queue/join", json={
+            "data": [], "fn_index": fn_index, "session_hash": uuid.uuid4().hex})
+        assert response.status_code == 401, fn_index
+
+
+def test_access_events_a_plain_user_gets_no_admin_event(signed_studio):
+    url, demo, ollama, comfy, models = signed_studio
+    bob = sign_in(url, "bob")
+    config = bob.get("/config").json()
+    dependencies = {d["id"]: d for d in config["dependencies"]}
+    outcomes = {}
+    for fn_index, role in events(demo):
+        outcomes[fn_index] = (role, *first_answer(bob, config, dependencies[fn_index]))
+    wrong = {i: o for i, o in outcomes.items()
+             if (o[0] == ADMIN) != (o[1] == "refused")}
+    assert not wrong, wrong
+    assert sum(1 for o in outcomes.values() if o[0] == ADMIN) >= 20
+    # Nothing an admin event does happened.
+    for path in ("/api/delete", "/api/pull", "/api/copy"):
+        assert ollama.requests_to(path) == [], path
+    assert comfy.requests_to("/free") == []
+    assert (models / "checkpoints" / "keep.safetensors").exists()
+
+
+def test_access_events_an_admin_is_refused_nothing(signed_studio):
+    url, demo, *_ = signed_studio
+    ann = sign_in(url, "ann")
+    config = ann.get("/config").json()
+    dependencies = {d["id"]: d for d in config["dependencies"]}
+    admin_events = [i for i, role in events(demo) if role == ADMIN]
+    refused = [i for i in admin_events
+               if first_answer(ann, config, dependencies[i])[0] == "refused"]
+    assert refused == []
