@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -45,7 +46,8 @@ def signed_studio(tmp_path_factory):
     demo.queue(default_concurrency_limit=4)
     kwargs = {**launch_kwargs(services), "server_port": free_port(), "share": False}
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
-    yield url.rstrip("/"), demo, ollama, comfy, models
+    yield SimpleNamespace(url=url.rstrip("/"), demo=demo, ollama=ollama, comfy=comfy,
+                          models=models, services=services)
     demo.close()
     services.images.close(cancel=True)
     comfy.__exit__(None, None, None)
@@ -102,14 +104,13 @@ def events(demo) -> list[tuple[int, str]]:
 
 
 def test_access_events_every_event_is_classified(signed_studio):
-    _, demo, *_ = signed_studio
-    roles = events(demo)
+    roles = events(signed_studio.demo)
     assert len(roles) > 100
     assert {role for _, role in roles} == {"user", "admin"}
 
 
 def test_access_events_a_visitor_reaches_nothing(signed_studio):
-    url, demo, *_ = signed_studio
+    url, demo = signed_studio.url, signed_studio.demo
     visitor = httpx.Client(base_url=url, timeout=10)
     assert visitor.get("/config").status_code == 401
     assert visitor.get("/gradio_api/info").status_code == 401
@@ -120,7 +121,8 @@ def test_access_events_a_visitor_reaches_nothing(signed_studio):
 
 
 def test_access_events_a_plain_user_gets_no_admin_event(signed_studio):
-    url, demo, ollama, comfy, models = signed_studio
+    s = signed_studio
+    url, demo, ollama, comfy, models = s.url, s.demo, s.ollama, s.comfy, s.models
     bob = sign_in(url, "bob")
     config = bob.get("/config").json()
     dependencies = {d["id"]: d for d in config["dependencies"]}
@@ -139,7 +141,7 @@ def test_access_events_a_plain_user_gets_no_admin_event(signed_studio):
 
 
 def test_access_events_an_admin_is_refused_nothing(signed_studio):
-    url, demo, *_ = signed_studio
+    url, demo = signed_studio.url, signed_studio.demo
     ann = sign_in(url, "ann")
     config = ann.get("/config").json()
     dependencies = {d["id"]: d for d in config["dependencies"]}
@@ -147,3 +149,31 @@ def test_access_events_an_admin_is_refused_nothing(signed_studio):
     refused = [i for i in admin_events
                if first_answer(ann, config, dependencies[i])[0] == "refused"]
     assert refused == []
+
+
+def test_access_files_reach_only_their_owner(signed_studio, tmp_path):
+    """The file route: bob's attachment and export go to bob alone; the database to nobody."""
+    from PIL import Image
+
+    url, services = signed_studio.url, signed_studio.services
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (8, 8), "red").save(picture)
+    started = services.chat.send(None, "look", [str(picture)], model="ollama:llava:latest",
+                                 user="bob")
+    assert started.reply.settled.wait(10)
+    [turn] = [t for t in services.chat.turns(started.chat_id, user="bob") if t.role == "user"]
+    upload = turn.images[0]
+    export = services.chat.export(started.chat_id, "md", user="bob")
+    bob, ann = sign_in(url, "bob"), sign_in(url, "ann")
+    visitor = httpx.Client(base_url=url, timeout=10)
+    for path in (upload, str(export)):
+        assert bob.get(f"/gradio_api/file={path}").status_code == 200, path
+        assert ann.get(f"/gradio_api/file={path}").status_code == 404, path
+        assert visitor.get(f"/gradio_api/file={path}").status_code == 401, path
+    db = services.settings.db_path
+    for path in (db, f"{db}-wal", f"{db.parent}/uploads/../studio.db",
+                 f"{db.parent}/uploads/%2e%2e/studio.db", f"{db.parent}/outputs/../../etc/passwd"):
+        for client in (bob, ann):
+            response = client.get(f"/gradio_api/file={path}")
+            assert response.status_code in (403, 404), (path, response.status_code)
+            assert b"SQLite format" not in response.content

@@ -39,8 +39,8 @@ class Users:
         """Add a person. Raises ``InvalidInput`` for a bad or taken name or a short password."""
         name = check_name(name)
         check_password(password)
-        if self._rows.user(name) is not None:
-            raise InvalidInput(f"There is already a user called {name}.",
+        if (taken := self._rows.user(name)) is not None:  # names ignore case
+            raise InvalidInput(f"There is already a user called {taken['name']}.",
                                hint="Pick another name, or `studio users passwd` for theirs.")
         first_admin = admin and self._rows.count_users(ADMIN) == 0
         self._rows.add_user(name, ADMIN if admin else USER, hash_password(password),
