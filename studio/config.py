@@ -116,6 +116,9 @@ class Settings:
     max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
                                            "Largest input image accepted by the Images tab, in "
                                            "megapixels.")
+    max_upload_mb: float = _setting("STUDIO_MAX_UPLOAD_MB", 50.0,
+                                    "Largest file a page may upload (chat attachments, input "
+                                    "images, workflows), in MB.")
     no_auth: bool = _setting("STUDIO_NO_AUTH", False,
                              "Run without sign-in even when reachable from other machines "
                              "(bind other than 127.0.0.1, or a share link). Anyone who reaches "

@@ -33,6 +33,7 @@ from .costs.accounting import Accounting
 from .costs.budget import Budget
 from .costs.catalog import Catalog
 from .images.jobs import ImageJobs, build_image_jobs
+from .images.runner import COMFYUI_PLACE
 from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
@@ -124,7 +125,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         log.warning("Arena answers cut off by the last shutdown were kept as partial")
 
     ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
-    comfyui = ComfyUIClient(settings.comfyui_url)
+    # ComfyUI has no sign-in: its address never reaches a page, a message or the log.
+    comfyui = ComfyUIClient(settings.comfyui_url, shown_as=COMFYUI_PLACE)
     openrouter = _openrouter(settings, settings.request_timeout)
     # The catalog has its own client with a short timeout: page loads may wait on its fetch.
     catalog = (Catalog(_openrouter(settings, min(settings.request_timeout, 20.0)).list_models,
@@ -156,7 +158,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     chat = ChatService(store, replies, router, uploads_dir=uploads, exports_dir=exports,
                        max_message_chars=settings.max_message_chars,
                        supports_images=chat_models.supports_images, prices=prices,
-                       budget=budget, default_max_tokens=router.default_max_tokens)
+                       budget=budget, default_max_tokens=router.default_max_tokens,
+                       max_megapixels=settings.max_input_megapixels)
     access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
                     Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
                     session_days=settings.session_days,

@@ -348,3 +348,15 @@ def test_chat_open_delete_and_export(chat, store, fake_ollama, tmp_path):
     assert database(store) == []
     with pytest.raises(NotFound):
         chat.open(chat_id, user="owner")
+
+
+def test_chat_attachments_must_be_real_images_within_the_megapixel_limit(chat, store, tmp_path):
+    fake = tmp_path / "not-really.png"
+    fake.write_bytes(b"just some text, not a picture")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 1_000)).save(bomb)  # 20 megapixels in a few kilobytes
+    for path, message in ((fake, "isn't an image the studio can read"),
+                          (bomb, "20.0 megapixels")):
+        with pytest.raises(InvalidInput, match=message):
+            chat.send(None, "look", [str(path)], model=VISION, user="owner")
+    assert database(store) == []

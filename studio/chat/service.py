@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from ..errors import InvalidInput, NotFound
 from ..events import ChatMessage, ChatOptions
+from ..images.files import check_input_image
 from ..model_id import ModelId
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
@@ -85,7 +86,7 @@ class ChatService:
                  supports_images: Callable[[ModelId], bool],
                  prices: Callable[[str], "ModelPrices | None"] | None = None,
                  budget: "Budget | None" = None,
-                 default_max_tokens: int = 1024) -> None:
+                 default_max_tokens: int = 1024, max_megapixels: float = 16.0) -> None:
         self._store = store
         self._replies = replies
         self._router = router
@@ -96,6 +97,7 @@ class ChatService:
         self._prices = prices
         self._budget = budget
         self._default_max_tokens = default_max_tokens
+        self._max_megapixels = max_megapixels
         self._lock = threading.Lock()
         self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
         # Incognito attachments left by the last run belong to chats that are gone.
@@ -354,6 +356,8 @@ class ChatService:
             if Path(path).suffix.lower() not in IMAGE_TYPES:
                 raise InvalidInput(f"{Path(path).name} is not an image this chat can send.",
                                    hint="Attach a PNG, JPEG, WebP or GIF.")
+            # Decodable and within the megapixel limit: no decompression bomb reaches a model.
+            check_input_image(path, self._max_megapixels)
         if images and not self._supports_images(model_id):
             hint = ("Pick a cloud model marked 'images' in the Model list (such as OpenAI: "
                     "GPT-4o-mini), or remove the attachment." if model_id.is_cloud else

@@ -47,8 +47,12 @@ class ComfyUIClient:
     """
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, run_timeout: float = 600.0,
-                 poll_interval: float = 1.0, transport: httpx.BaseTransport | None = None):
+                 poll_interval: float = 1.0, transport: httpx.BaseTransport | None = None,
+                 shown_as: str | None = None):
         self.base_url = base_url.rstrip("/")
+        # How messages name the server: its URL by default; an app that must not show the
+        # address (ComfyUI has no sign-in) names where it is configured instead.
+        self.shown_as = shown_as or self.base_url
         self.timeout = timeout
         self.run_timeout = run_timeout
         self.poll_interval = poll_interval
@@ -71,11 +75,11 @@ class ComfyUIClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise BackendUnavailable(f"ComfyUI at {self.base_url} didn't answer {method} {path} "
+            raise BackendUnavailable(f"ComfyUI at {self.shown_as} didn't answer {method} {path} "
                                      f"within {self.timeout:g} s.",
                                      hint="It may be busy loading a model; try again.") from exc
         except httpx.TransportError as exc:
-            raise BackendUnavailable(f"Can't reach ComfyUI at {self.base_url}.", hint=START_HINT) from exc
+            raise BackendUnavailable(f"Can't reach ComfyUI at {self.shown_as}.", hint=START_HINT) from exc
         if response.status_code >= 400 and not (path == "/prompt" and response.status_code == 400):
             raise self._http_error(method, path, response)
         return response
@@ -84,14 +88,14 @@ class ComfyUIClient:
         status = response.status_code
         if status == 403:
             return BackendRejected(
-                f"ComfyUI at {self.base_url} refused {method} {path} (403 Forbidden).",
+                f"ComfyUI at {self.shown_as} refused {method} {path} (403 Forbidden).",
                 hint="Its origin check blocks requests through some proxies; connect to it directly.",
                 status=status)
         if status >= 500:
-            return BackendRejected(f"ComfyUI at {self.base_url} failed on {method} {path} "
+            return BackendRejected(f"ComfyUI at {self.shown_as} failed on {method} {path} "
                                    f"({status}). Its console window shows why.", status=status)
         body = response.text.strip()[:200]
-        return BackendRejected(f"ComfyUI at {self.base_url} answered {status} to {method} {path}"
+        return BackendRejected(f"ComfyUI at {self.shown_as} answered {status} to {method} {path}"
                                f"{': ' + body if body else '.'}", status=status)
 
     def _json(self, method: str, path: str, **kwargs) -> Any:
@@ -99,7 +103,7 @@ class ComfyUIClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise BackendRejected(f"ComfyUI at {self.base_url} sent something that isn't JSON for "
+            raise BackendRejected(f"ComfyUI at {self.shown_as} sent something that isn't JSON for "
                                   f"{method} {path}. Is COMFYUI_URL pointing at ComfyUI?",
                                   status=response.status_code) from exc
 
@@ -122,7 +126,7 @@ class ComfyUIClient:
         except ValueError:
             data = {"error": {"message": response.text.strip()[:200]}}
         if response.status_code == 400:
-            raise prompt_rejected(self.base_url, data, graph)
+            raise prompt_rejected(self.shown_as, data, graph)
         return QueuedPrompt(str(data.get("prompt_id", body["prompt_id"])), data.get("number", 0),
                             data.get("node_errors") or {})
 
@@ -145,7 +149,7 @@ class ComfyUIClient:
                                                          "type": ref.type}).content
         except BackendRejected as exc:
             if exc.status == 404:
-                raise BackendRejected(f"ComfyUI at {self.base_url} has no {ref.type} image "
+                raise BackendRejected(f"ComfyUI at {self.shown_as} has no {ref.type} image "
                                       f"{ref.subfolder + '/' if ref.subfolder else ''}{ref.filename}"
                                       " any more (temp images vanish when ComfyUI restarts).",
                                       status=404) from exc
@@ -207,7 +211,7 @@ class ComfyUIClient:
             return list(self._json("GET", f"/models/{folder}"))
         except BackendRejected as exc:
             if exc.status == 404:
-                raise BackendRejected(f"ComfyUI at {self.base_url} has no model folder {folder!r}.",
+                raise BackendRejected(f"ComfyUI at {self.shown_as} has no model folder {folder!r}.",
                                       status=404) from exc
             raise
 
@@ -247,7 +251,7 @@ class ComfyUIClient:
             entry = self.history(prompt_id)  # it may have finished between the two looks
             if entry is None:
                 return PromptStatus(prompt_id, "unknown", message=(
-                    f"ComfyUI at {self.base_url} doesn't know job {prompt_id}; it was probably "
+                    f"ComfyUI at {self.shown_as} doesn't know job {prompt_id}; it was probably "
                     "restarted before the job finished. Run it again."))
         if entry.status == "success":
             return PromptStatus(prompt_id, "done", tuple(entry.images))

@@ -55,7 +55,7 @@ class _Socket:
             ws.settimeout(self.RECV_POLL)
         except (OSError, websocket.WebSocketException) as exc:
             ws.close()
-            raise BackendUnavailable(f"Can't open ComfyUI's websocket at {url}.",
+            raise BackendUnavailable(f"Can't open ComfyUI's websocket at {self.client.shown_as}.",
                                      hint=START_HINT) from exc
         self.ws = ws
 
@@ -234,7 +234,7 @@ class _Job:
             return Cancelled(self.prompt_id, self.current_node)
         if now > self.deadline:
             raise GenerationTimeout(
-                f"ComfyUI at {self.client.base_url} didn't finish job {self.prompt_id} within "
+                f"ComfyUI at {self.client.shown_as} didn't finish job {self.prompt_id} within "
                 f"{self.timeout:g} s. It may still be queued or running; check ComfyUI's queue.",
                 prompt_id=self.prompt_id)
         return None

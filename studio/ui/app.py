@@ -111,5 +111,6 @@ def launch_kwargs(services) -> dict:
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
                 app_kwargs={"middleware": [gate]}, run_history=False,
+                max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
                 favicon_path=None)
