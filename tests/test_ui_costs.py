@@ -35,7 +35,8 @@ def services(store, tmp_path):
                            Usage(prompt_tokens=10, completion_tokens=20, cost_usd=0.85), 2.0)
     return SimpleNamespace(store=store, settings=settings, accounting=accounting,
                            budget=Budget(UsageStore(store), settings, clock=clock), openrouter=None,
-                           catalog=None)
+                           catalog=None, exports_dir=tmp_path / "data" / "exports",
+                           access=SimpleNamespace(is_admin=lambda name: name == "owner"))
 
 
 def client(fake):
@@ -232,3 +233,18 @@ def test_ui_costs_comparison_without_catalog(services):
 
 def test_ui_costs_doctests_pass():
     assert doctest.testmod(costs).failed == 0
+
+
+def test_ui_costs_a_plain_user_sees_only_their_own_usage(services):
+    services.accounting.record_chat("bob", "openrouter", "openai/gpt-4o-mini",
+                                    Usage(prompt_tokens=1, completion_tokens=2, cost_usd=0.05), 1.0)
+    *_, per_user, recent = costs.overview_values(services, "month", *NO_FILTERS, viewer="bob")
+    assert set(recent["User"]) == {"bob"} and per_user["User"].tolist() == ["bob"]
+    # Asking for someone else's rows by name still gives only one's own.
+    assert set(costs.recent_values(services, "", "", "owner", "", "", viewer="bob")["User"]) \
+        == {"bob"}
+    path = costs.export_values(services, "", "", "owner", "", "", viewer="bob")
+    assert "/exports/bob/" in path and "owner" not in open(path).read()
+    *_, admin_per_user, admin_recent = costs.overview_values(services, "month", *NO_FILTERS,
+                                                             viewer="owner")
+    assert set(admin_recent["User"]) == {"owner", "bob"}

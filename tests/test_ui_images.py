@@ -285,7 +285,7 @@ def test_ui_images_generate_streams_progress_then_result_then_gallery(ui):
     assert "Done: 1 image." in outputs[-1][0]
     results = [o[2] for o in outputs if isinstance(o[2], list) and o[2]]
     assert [Path(path).parent.parent.parent.name for path, _ in results[-1]] == ["outputs"]
-    gallery, label, page, ids = parts.handlers.gallery_outputs("glass", "", "", 1)
+    gallery, label, page, ids = parts.handlers.gallery_outputs("glass", "", "", 1, "owner")
     assert len(ids) == 1 and label.startswith("Page 1 of 1")
     assert gallery[0][0].endswith(".webp")
 
@@ -293,7 +293,7 @@ def test_ui_images_generate_streams_progress_then_result_then_gallery(ui):
 def test_ui_images_select_reuse_and_delete_a_gallery_image(ui):
     services, parts = ui
     run(parts.handlers.on_generate(**form(prompt="reuse me", seed=77, steps=4, style="anime")))
-    _, _, _, ids = parts.handlers.gallery_outputs("reuse", "", "", 1)
+    _, _, _, ids = parts.handlers.gallery_outputs("reuse", "", "", 1, "owner")
 
     class Select:
         index = 0
@@ -306,7 +306,7 @@ def test_ui_images_select_reuse_and_delete_a_gallery_image(ui):
     assert filled["img-style"] == "anime" and filled["img-steps"]["value"] == 4
     assert filled["img-workflow"] == "sd15_txt2img"
     parts.handlers.on_delete(selected, "reuse", "", "", 1)
-    assert parts.handlers.gallery_outputs("reuse", "", "", 1)[3] == []
+    assert parts.handlers.gallery_outputs("reuse", "", "", 1, "owner")[3] == []
     assert not Path(full).exists()
 
 
@@ -399,7 +399,7 @@ def test_ui_images_favourite_is_kept_by_output_retention(ui):
     services, parts = ui
     run(parts.handlers.on_generate(**form(prompt="keep this one", seed=5, steps=2)))
     run(parts.handlers.on_generate(**form(prompt="let this one go", seed=6, steps=2)))
-    _, _, _, keep_ids = parts.handlers.gallery_outputs("keep", "", "", 1)
+    _, _, _, keep_ids = parts.handlers.gallery_outputs("keep", "", "", 1, "owner")
     assert parts.handlers.on_favourite(keep_ids[0]) == "★ Favourite"
     favourites = ModelsStore(services.store).favourite_output_paths()
     kept = services.images.store.get_image(keep_ids[0])

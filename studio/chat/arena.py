@@ -147,8 +147,10 @@ class Arena:
         log.info("Arena run %s: %s%s", run.id[:8], ", ".join(models), " (blind)" if blind else "")
         return run.id
 
-    def stop(self, run_id: str) -> bool:
-        """Stop every answer still streaming; what each wrote so far is kept."""
+    def stop(self, run_id: str, *, user: str | None = None) -> bool:
+        """Stop every answer still streaming; what each wrote so far is kept. Raises
+        ``StudioError`` for an unknown comparison (or, with ``user``, another's)."""
+        self._require(run_id, user)
         stopped = False
         for slot, reply in enumerate(self._live_replies(run_id) or []):
             if self.replies.stop(reply.reply_id):
@@ -156,10 +158,12 @@ class Arena:
                 self._save(run_id, slot, reply.snapshot())
         return stopped
 
-    def follow(self, run_id: str, *, interval: float = 0.05,
-               timeout: float = 3600.0) -> Iterator[RunView]:
+    def follow(self, run_id: str, *, interval: float = 0.05, timeout: float = 3600.0,
+               user: str | None = None) -> Iterator[RunView]:
         """Yield views as the answers grow (at most one per ``interval``); the last is done.
-        A finished or stored comparison yields its one view."""
+        A finished or stored comparison yields its one view. With ``user``, another user's
+        comparison is "no longer exists" like a missing one."""
+        self._require(run_id, user)
         live = self._live_replies(run_id)
         if live is None:
             yield self.view(run_id)
@@ -189,21 +193,23 @@ class Arena:
 
     # -- voting and history ---------------------------------------------------------------
 
-    def vote(self, run_id: str, winner_slot: int | None) -> RunView:
+    def vote(self, run_id: str, winner_slot: int | None, *,
+             user: str | None = None) -> RunView:
         """Record the verdict (a slot, or None for a tie) and return the revealed view.
 
         Raises ``InvalidInput`` while answers are still streaming or when already voted,
-        ``StudioError`` for an unknown comparison."""
-        current = self.view(run_id)
+        ``StudioError`` for an unknown comparison (or, with ``user``, another's)."""
+        current = self.view(run_id, user=user)
         if not current.done:
             raise InvalidInput("Some answers are still being written.",
                                hint="Wait for them to finish (or press Stop), then vote.")
         self.cloud.vote_arena(run_id, winner_slot)
         return self.view(run_id)
 
-    def view(self, run_id: str) -> RunView:
+    def view(self, run_id: str, *, user: str | None = None) -> RunView:
         """The comparison now: live answers while they stream, else from the database.
-        Raises ``StudioError`` for an unknown id."""
+        Raises ``StudioError`` for an unknown id (or, with ``user``, another's)."""
+        self._require(run_id, user)
         live = self._live_replies(run_id)
         if live is not None:
             # Live even once done: an answer is stored just after it ends, not at that instant.
@@ -219,18 +225,27 @@ class Arena:
         return [RunSummary(run.id, self._summary(run))
                 for run in self.cloud.arena_runs(limit=limit, user=user)]
 
-    def scores(self) -> list[tuple[str, ModelScore]]:
-        """(display name, score) per model over the voted comparisons, best first."""
-        return [(self._name(s.model_id), s) for s in self.cloud.arena_scores()]
+    def scores(self, *, user: str | None = None) -> list[tuple[str, ModelScore]]:
+        """(display name, score) per model over the voted comparisons (``user``'s), best first."""
+        return [(self._name(s.model_id), s) for s in self.cloud.arena_scores(user=user)]
 
-    def delete(self, run_id: str) -> None:
-        self.stop(run_id)
+    def delete(self, run_id: str, *, user: str | None = None) -> None:
+        self.stop(run_id, user=user)
         with self._lock:
             self._live.pop(run_id, None)
             self._stored.pop(run_id, None)
         self.cloud.delete_arena_run(run_id)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _require(self, run_id: str, user: str | None) -> None:
+        """Raise ``StudioError`` unless the comparison exists (and, with ``user``, is theirs)."""
+        if user is None:
+            return
+        run = self.cloud.arena_run(run_id)
+        if run is None or run.user != user:
+            raise StudioError("That comparison no longer exists.",
+                              hint="Pick another one from the list of past comparisons.")
 
     def _save(self, run_id: str, slot: int, snap: ReplySnapshot) -> None:
         u = snap.usage

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -402,13 +402,19 @@ class Accounting:
                             cloud_usd=cloud)
 
     def overview(self, period: str = "month", filters: UsageFilter = UsageFilter(), *,
-                 days: int = 30, recent_limit: int = 100) -> CostsOverview:
+                 days: int = 30, recent_limit: int = 100,
+                 only: str | None = None) -> CostsOverview:
         """What the Costs tab loads on open: period totals, the last ``days`` days, spend per
-        model and per user in ``period``, and the newest rows matching ``filters``."""
+        model and per user in ``period``, and the newest rows matching ``filters``. With
+        ``only`` (a plain user), every figure is that user's alone."""
+        if only is not None:
+            filters = replace(filters, user=only)
+        per_user = self.spend_per_user(period)
         return CostsOverview(period=period, today=self.today().isoformat(),
-                             totals=self.spend_summary(), per_day=self.spend_per_day(days),
-                             per_model=self.spend_per_model(period),
-                             per_user=self.spend_per_user(period),
+                             totals=self.spend_summary(user=only),
+                             per_day=self.spend_per_day(days, user=only),
+                             per_model=self.spend_per_model(period, user=only),
+                             per_user=[u for u in per_user if only is None or u.user == only],
                              recent=self.recent(filters, limit=recent_limit))
 
     def local_tz(self) -> tzinfo | None:

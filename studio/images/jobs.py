@@ -241,15 +241,18 @@ class ImageJobs:
 
     # ------------------------------------------------------------------ following
 
-    def get(self, job_id: str) -> LiveJob | None:
-        return self._jobs.get(job_id)
+    def get(self, job_id: str, *, user: str | None = None) -> LiveJob | None:
+        """The running job; with ``user``, only if it is theirs (None like a missing one)."""
+        live = self._jobs.get(job_id)
+        return live if live is not None and (user is None or live.user == user) else None
 
-    def snapshot(self, job_id: str) -> JobSnapshot | None:
-        """The job as it is now, running (from memory) or finished (from the store)."""
-        live = self.get(job_id)
+    def snapshot(self, job_id: str, *, user: str | None = None) -> JobSnapshot | None:
+        """The job as it is now, running (from memory) or finished (from the store); with
+        ``user``, only if it is theirs."""
+        live = self.get(job_id, user=user)
         if live is not None:
             return live.snapshot()
-        job = self.store.get_job(job_id)
+        job = self.store.get_job(job_id, user=user)
         if job is None:
             return None
         return snapshot_from_db(job, self.shown_images(job.id), self.store.item_counts(job.id))
@@ -301,10 +304,10 @@ class ImageJobs:
 
     # ------------------------------------------------------------------ cancelling
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, user: str | None = None) -> bool:
         """Stop a job: drop its images not sent yet, interrupt the running prompt, remove
-        waiting ones from ComfyUI's queue. False if it isn't running."""
-        live = self.get(job_id)
+        waiting ones from ComfyUI's queue. False if it isn't running (or isn't ``user``'s)."""
+        live = self.get(job_id, user=user)
         if live is None:
             return False
         with self._cond:
@@ -325,9 +328,10 @@ class ImageJobs:
 
     # ------------------------------------------------------------------ gallery
 
-    def delete_image(self, image_id: int) -> bool:
-        """Delete an image's row, then its files. False if it was already gone."""
-        image = self.store.delete_image(image_id)
+    def delete_image(self, image_id: int, *, user: str | None = None) -> bool:
+        """Delete an image's row, then its files. False if it was already gone (or, with
+        ``user``, isn't theirs: nothing is deleted then)."""
+        image = self.store.delete_image(image_id, user=user)
         if image is None:
             return False
         for rel in (image.path, image.thumb):

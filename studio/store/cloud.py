@@ -234,16 +234,18 @@ class CloudStore:
         with self._lock:
             self.db.execute("DELETE FROM arena_runs WHERE id = ?", [run_id])
 
-    def arena_scores(self) -> list[ModelScore]:
-        """Each model's votes, wins and ties over voted comparisons; best record first."""
+    def arena_scores(self, *, user: str | None = None) -> list[ModelScore]:
+        """Each model's votes, wins and ties over voted comparisons (``user``'s only, when
+        given); best record first."""
+        mine, params = ("AND r.user = ?", [user]) if user is not None else ("", [])
         with self._lock:
-            rows = self.db.execute("""
+            rows = self.db.execute(f"""
                 SELECT a.model_id, count(*) AS votes,
                        total(r.winner_slot = a.slot) AS wins,
                        total(r.winner_slot IS NULL) AS ties
                 FROM arena_answers a JOIN arena_runs r ON r.id = a.run_id
-                WHERE r.voted_at IS NOT NULL
-                GROUP BY a.model_id""").fetchall()
+                WHERE r.voted_at IS NOT NULL {mine}
+                GROUP BY a.model_id""", params).fetchall()
         scores = [ModelScore(model_id=m, votes=int(v), wins=int(w), ties=int(t))
                   for m, v, w, t in rows]
         return sorted(scores, key=lambda s: (-s.win_rate, -s.wins, -s.votes, s.model_id))

@@ -130,9 +130,10 @@ class ImageStore:
                  for seq, (params, graph) in enumerate(items, start=1)])
             return self._get_job(job_id)
 
-    def get_job(self, job_id: str) -> ImageJob | None:
+    def get_job(self, job_id: str, *, user: str | None = None) -> ImageJob | None:
+        """The job; with ``user``, only if it is theirs (another's is None, like a missing one)."""
         with self._lock:
-            return self._get_job(job_id)
+            return self._get_job(job_id, user)
 
     def list_jobs(self, *, user: str | None = None, limit: int = 20) -> list[ImageJob]:
         """Newest first."""
@@ -242,15 +243,16 @@ class ImageStore:
                             [image_id, row.get("prompt") or ""])
             return self._get_image(image_id)
 
-    def get_image(self, image_id: int) -> GalleryImage | None:
+    def get_image(self, image_id: int, *, user: str | None = None) -> GalleryImage | None:
+        """The image; with ``user``, only if it is theirs (another's is None, like a missing one)."""
         with self._lock:
-            return self._get_image(image_id)
+            return self._get_image(image_id, user)
 
-    def delete_image(self, image_id: int) -> GalleryImage | None:
+    def delete_image(self, image_id: int, *, user: str | None = None) -> GalleryImage | None:
         """Remove the row and its index entry; returns what was deleted (its files are the
-        caller's to remove) or None if it was already gone."""
+        caller's to remove) or None if it was already gone (or, with ``user``, not theirs)."""
         with self._lock, self.db.atomic():
-            image = self._get_image(image_id)
+            image = self._get_image(image_id, user)
             if image is None:
                 return None
             self.db.execute("INSERT INTO images_fts (images_fts, rowid, prompt) "
@@ -258,13 +260,15 @@ class ImageStore:
             self.db.execute("DELETE FROM images WHERE id = ?", [image_id])
             return image
 
-    def set_favourite(self, image_id: int, favourite: bool) -> GalleryImage | None:
+    def set_favourite(self, image_id: int, favourite: bool, *,
+                      user: str | None = None) -> GalleryImage | None:
         """Mark or unmark an image as a favourite (kept by output retention); returns the
-        updated image, or None when it is gone."""
+        updated image, or None when it is gone (or, with ``user``, not theirs)."""
+        mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
         with self._lock, self.db.atomic():
-            self.db.execute("UPDATE images SET favourite = ? WHERE id = ?",
-                            [int(bool(favourite)), image_id])
-            return self._get_image(image_id)
+            self.db.execute(f"UPDATE images SET favourite = ? WHERE id = ? {mine}",
+                            [int(bool(favourite)), image_id, *params])
+            return self._get_image(image_id, user)
 
     def images_of_job(self, job_id: str) -> list[GalleryImage]:
         with self._lock:
@@ -301,13 +305,16 @@ class ImageStore:
                                 "LIMIT ? OFFSET ?", [*params, per_page, (page - 1) * per_page])
         return GalleryPage([_to_image(row) for row in rows], total, page, per_page)
 
-    def gallery_filters(self) -> tuple[list[str], list[str]]:
-        """(workflows, models) present in the gallery, sorted; each an index walk."""
+    def gallery_filters(self, *, user: str | None = None) -> tuple[list[str], list[str]]:
+        """(workflows, models) present in the gallery (``user``'s part of it), sorted."""
+        mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
         with self._lock:
             workflows = [r[0] for r in self.db.execute(
-                "SELECT DISTINCT workflow FROM images WHERE workflow != '' ORDER BY workflow")]
+                f"SELECT DISTINCT workflow FROM images WHERE workflow != '' {mine} "
+                "ORDER BY workflow", params)]
             models = [r[0] for r in self.db.execute(
-                "SELECT DISTINCT model FROM images WHERE model != '' ORDER BY model")]
+                f"SELECT DISTINCT model FROM images WHERE model != '' {mine} ORDER BY model",
+                params)]
         return workflows, models
 
     def count_images(self) -> int:
@@ -319,12 +326,14 @@ class ImageStore:
     def _select(self, sql: str, params: Any = ()) -> list[dict]:
         return self.store._select(sql, params)
 
-    def _get_job(self, job_id: str) -> ImageJob | None:
-        rows = self._select("SELECT * FROM image_jobs WHERE id = ?", [job_id])
+    def _get_job(self, job_id: str, user: str | None = None) -> ImageJob | None:
+        mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
+        rows = self._select(f"SELECT * FROM image_jobs WHERE id = ? {mine}", [job_id, *params])
         return _to_job(rows[0]) if rows else None
 
-    def _get_image(self, image_id: int) -> GalleryImage | None:
-        rows = self._select("SELECT * FROM images WHERE id = ?", [image_id])
+    def _get_image(self, image_id: int, user: str | None = None) -> GalleryImage | None:
+        mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
+        rows = self._select(f"SELECT * FROM images WHERE id = ? {mine}", [image_id, *params])
         return _to_image(rows[0]) if rows else None
 
 

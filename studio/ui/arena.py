@@ -61,8 +61,8 @@ def render(services) -> SimpleNamespace:
     arena = services.arena
     settings = services.settings
 
-    def history_update(selected: str | None = None):
-        choices = [(h.label, h.run_id) for h in arena.history(limit=100)]
+    def history_update(user: str, selected: str | None = None):
+        choices = [(h.label, h.run_id) for h in arena.history(limit=100, user=user)]
         value = selected if selected in {c[1] for c in choices} else None
         return gr.update(choices=choices, value=value)
 
@@ -133,9 +133,10 @@ def render(services) -> SimpleNamespace:
 
     # -- handlers -----------------------------------------------------------------------
 
-    def on_load():
-        return (gr.update(choices=model_choices(services.models)), score_frame(arena.scores()),
-                history_update())
+    def on_load(request: gr.Request = None):
+        user = page_user(request)
+        return (gr.update(choices=model_choices(services.models)),
+                score_frame(arena.scores(user=user)), history_update(user))
 
     @ui_errors
     def on_refresh(current):
@@ -155,31 +156,34 @@ def render(services) -> SimpleNamespace:
         run_id = arena.start(prompt, model_ids or [], system_prompt=system_prompt or "",
                              blind=bool(blind), user=user)
         sess = {"run_id": run_id}
-        for view in arena.follow(run_id, interval=settings.stream_interval):
-            history = history_update(run_id) if view.done else gr.skip()
+        for view in arena.follow(run_id, interval=settings.stream_interval, user=user):
+            history = history_update(user, run_id) if view.done else gr.skip()
             yield (sess, *view_updates(view), history)
 
-    def on_stop(sess):
+    @ui_errors
+    def on_stop(sess, request: gr.Request = None):
         if sess and sess.get("run_id"):
-            arena.stop(sess["run_id"])
+            arena.stop(sess["run_id"], user=page_user(request))
 
     def make_vote(slot: int | None):
         @ui_errors
-        def on_vote(sess):
+        def on_vote(sess, request: gr.Request = None):
             if not sess or not sess.get("run_id"):
                 raise StudioError("There is no comparison to vote on yet.")
-            view = arena.vote(sess["run_id"], slot)
-            return (*view_updates(view), score_frame(arena.scores()),
-                    history_update(sess["run_id"]))
+            user = page_user(request)
+            view = arena.vote(sess["run_id"], slot, user=user)
+            return (*view_updates(view), score_frame(arena.scores(user=user)),
+                    history_update(user, sess["run_id"]))
         on_vote.__name__ = "on_vote_tie" if slot is None else f"on_vote_{SLOT_NAMES[slot].lower()}"
         return on_vote
 
     @ui_errors
-    def on_open(run_id, sess):
+    def on_open(run_id, sess, request: gr.Request = None):
         if not run_id:
             return
         sess = {"run_id": run_id}
-        for view in arena.follow(run_id, interval=settings.stream_interval):
+        for view in arena.follow(run_id, interval=settings.stream_interval,
+                                 user=page_user(request)):
             yield (sess, *view_updates(view))
 
     # -- wiring ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ..costs.accounting import (OWNER, PERIODS, CostsOverview, DaySpend, LocalVs
 from ..costs.budget import BudgetStatus
 from ..costs.pricing import format_usd
 from ..errors import StudioError
-from .common import ui_errors
+from .common import page_user, ui_errors
 
 BACKEND_CHOICES = ["all", "ollama", "openrouter", "comfyui"]
 RECENT_HEADERS = ["Time", "User", "Backend", "Model", "Kind", "Tokens in", "Tokens out",
@@ -186,13 +186,25 @@ def credit_markdown(openrouter) -> str:
 # -- handler bodies --------------------------------------------------------------------------
 
 
+def only_for(services, viewer: str) -> str | None:
+    """Whose usage ``viewer`` sees: everyone's for an admin (None), else their own."""
+    return None if services.access.is_admin(viewer) else viewer
+
+
+def usage_filter(services, viewer: str, backend, model, user, start, end) -> UsageFilter:
+    """The filters as typed; a plain user's "user" is always themselves."""
+    only = only_for(services, viewer)
+    return UsageFilter.from_inputs(backend, model, only or user, start, end)
+
+
 def overview_values(services, period: str, backend: str, model: str, user: str, start: str,
                     end: str, viewer: str = OWNER) -> tuple:
     """(summary, budget, per-day plot, per-model plot, per-user table, recent table).
     Raises ``InvalidInput`` for malformed filter dates."""
-    filters = UsageFilter.from_inputs(backend, model, user, start, end)
+    filters = usage_filter(services, viewer, backend, model, user, start, end)
     data: CostsOverview = services.accounting.overview(period, filters, days=CHART_DAYS,
-                                                       recent_limit=RECENT_LIMIT)
+                                                       recent_limit=RECENT_LIMIT,
+                                                       only=only_for(services, viewer))
     tz = services.accounting.local_tz()
     return (summary_markdown(data.totals), budget_html(services.budget.budget_status(viewer)),
             per_day_frame(data.per_day), per_model_frame(data.per_model),
@@ -200,16 +212,19 @@ def overview_values(services, period: str, backend: str, model: str, user: str, 
 
 
 def recent_values(services, backend: str, model: str, user: str, start: str,
-                  end: str) -> pd.DataFrame:
-    filters = UsageFilter.from_inputs(backend, model, user, start, end)
+                  end: str, viewer: str = OWNER) -> pd.DataFrame:
+    filters = usage_filter(services, viewer, backend, model, user, start, end)
     return recent_frame(services.accounting.recent(filters, limit=RECENT_LIMIT),
                         services.accounting.local_tz())
 
 
-def export_values(services, backend: str, model: str, user: str, start: str, end: str) -> str:
-    """Write the filtered rows to a CSV under the data directory; return its path."""
-    filters = UsageFilter.from_inputs(backend, model, user, start, end)
-    return str(services.accounting.export_csv(filters))
+def export_values(services, backend: str, model: str, user: str, start: str, end: str,
+                  viewer: str = OWNER) -> str:
+    """Write the filtered rows to a CSV in the viewer's exports folder (the file route gives
+    it to them alone); return its path."""
+    filters = usage_filter(services, viewer, backend, model, user, start, end)
+    return str(services.accounting.export_csv(
+        filters, directory=services.exports_dir / viewer))
 
 
 def catalog_choices(catalog) -> list[tuple[str, str]]:
@@ -224,14 +239,16 @@ def catalog_choices(catalog) -> list[tuple[str, str]]:
     return [(m.label, m.id) for m in models if m.prices.is_known and not m.is_free]
 
 
-def comparison_values(services, catalog, period: str, model_id: str | None) -> str:
+def comparison_values(services, catalog, period: str, model_id: str | None,
+                      viewer: str = OWNER) -> str:
     model_id = (model_id or "").strip()
     if not model_id:
         return "Pick a cloud model (or type its id) to compare local usage with."
     if catalog is None:
         return ("Cloud prices come from OpenRouter's model list, which isn't available "
                 "(no OpenRouter key set in OPENROUTER_API_KEY?).")
-    result = services.accounting.local_vs_cloud(period, model_id, catalog.prices(model_id))
+    result = services.accounting.local_vs_cloud(period, model_id, catalog.prices(model_id),
+                                                user=only_for(services, viewer))
     return comparison_markdown(result)
 
 
@@ -286,19 +303,26 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
     @ui_errors
     def on_refresh(period_value, backend_value, model_value, user_value, start_value,
                    end_value, request: gr.Request = None):
-        viewer = getattr(request, "username", None) or OWNER
         return overview_values(services, period_value, backend_value, model_value,
-                               user_value, start_value, end_value, viewer)
+                               user_value, start_value, end_value, page_user(request))
 
     @ui_errors
-    def on_filter(*values):
-        return recent_values(services, *values)
+    def on_filter(backend_value, model_value, user_value, start_value, end_value,
+                  request: gr.Request = None):
+        return recent_values(services, backend_value, model_value, user_value, start_value,
+                             end_value, page_user(request))
 
     @ui_errors
-    def on_export(*values):
-        return gr.update(value=export_values(services, *values), visible=True)
+    def on_export(backend_value, model_value, user_value, start_value, end_value,
+                  request: gr.Request = None):
+        path = export_values(services, backend_value, model_value, user_value, start_value,
+                             end_value, page_user(request))
+        return gr.update(value=path, visible=True)
 
-    def on_credit():
+    def on_credit(request: gr.Request = None):
+        """OpenRouter's credit is the owner's account: admins only see it."""
+        if not services.access.is_admin(page_user(request)):
+            return ""
         return credit_markdown(services.openrouter)
 
     def on_catalog(current):
@@ -306,8 +330,8 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
         return gr.update(choices=choices, value=current)
 
     @ui_errors
-    def on_compare(period_value, model_id):
-        return comparison_values(services, catalog, period_value, model_id)
+    def on_compare(period_value, model_id, request: gr.Request = None):
+        return comparison_values(services, catalog, period_value, model_id, page_user(request))
 
     outputs = [summary, budget, per_day_plot, per_model_plot, per_user_table, recent_table]
     inputs = [period, *filter_inputs]

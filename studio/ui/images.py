@@ -217,14 +217,16 @@ def render(services) -> SimpleNamespace:
                 sampler_dd: gr.update(choices=choices["samplers"]),
                 scheduler_dd: gr.update(choices=choices["schedulers"])}
 
-    def gallery_outputs(query, workflow, model, page) -> tuple:
+    def gallery_outputs(query, workflow, model, page, user) -> tuple:
+        """The user's own gallery page (nobody sees another's pictures)."""
         result = jobs.gallery_page(query=query or "", workflow=workflow or None,
-                                   model=model or None, page=page or 1, per_page=PER_PAGE)
+                                   model=model or None, page=page or 1, per_page=PER_PAGE,
+                                   user=user)
         return (gallery_value(result, jobs.thumb_path), page_label(result) or "No images yet.",
                 result.page, [image.id for image in result.images])
 
-    def filter_updates() -> tuple:
-        workflows, models = gallery_filter_choices(*store.gallery_filters())
+    def filter_updates(user) -> tuple:
+        workflows, models = gallery_filter_choices(*store.gallery_filters(user=user))
         return gr.update(choices=workflows), gr.update(choices=models)
 
     # Which follower writes into each page's progress area: following another job (or
@@ -316,8 +318,8 @@ def render(services) -> SimpleNamespace:
         for out in follow(live, view, user):
             yield (*out, gr.skip())
 
-    def on_cancel(job_id):
-        if job_id and not jobs.cancel(job_id):
+    def on_cancel(job_id, request: gr.Request = None):
+        if job_id and not jobs.cancel(job_id, user=user_of(request)[0]):
             gr.Info("That job had already finished.")
 
     @guarded
@@ -326,9 +328,9 @@ def render(services) -> SimpleNamespace:
             return
         user, _ = user_of(request)
         view = claim_view(request)
-        live = jobs.get(job_id)
+        live = jobs.get(job_id, user=user)
         if live is None:
-            snap = jobs.snapshot(job_id)
+            snap = jobs.snapshot(job_id, user=user)
             if snap is None:
                 raise StudioError("That job no longer exists.")
             yield (progress_html(snap), None, [(i.path, i.caption) for i in snap.images],
@@ -367,20 +369,25 @@ def render(services) -> SimpleNamespace:
                    workflow_found: note, workflow_file: None}
         return merge_updates(updates, workflow_updates(template.name, comfy or {}))
 
-    def on_gallery(query, workflow, model, page):
-        return gallery_outputs(query, workflow, model, page)
+    def on_gallery(query, workflow, model, page, request: gr.Request = None):
+        return gallery_outputs(query, workflow, model, page, user_of(request)[0])
 
-    def on_gallery_open(query, workflow, model, page):
-        return (*gallery_outputs(query, workflow, model, page), *filter_updates())
+    def on_gallery_open(query, workflow, model, page, request: gr.Request = None):
+        user = user_of(request)[0]
+        return (*gallery_outputs(query, workflow, model, page, user), *filter_updates(user))
 
-    def on_page(query, workflow, model, page, delta):
-        return gallery_outputs(query, workflow, model, (page or 1) + delta)
+    def on_prev(query, workflow, model, page, request: gr.Request = None):
+        return gallery_outputs(query, workflow, model, (page or 1) - 1, user_of(request)[0])
 
-    def on_select(ids, evt: gr.SelectData):
+    def on_next(query, workflow, model, page, request: gr.Request = None):
+        return gallery_outputs(query, workflow, model, (page or 1) + 1, user_of(request)[0])
+
+    def on_select(ids, evt: gr.SelectData, request: gr.Request = None):
+        user = user_of(request)[0]
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
-        image = store.get_image(ids[index]) if 0 <= index < len(ids) else None
+        image = store.get_image(ids[index], user=user) if 0 <= index < len(ids) else None
         if image is not None and not Path(jobs.path(image.path)).exists():
-            jobs.delete_image(image.id)  # removed outside the studio since the page was drawn
+            jobs.delete_image(image.id, user=user)  # removed outside the studio meanwhile
             image = None
         if image is None:
             gr.Warning("That image is gone (deleted in another tab?).")
@@ -390,25 +397,30 @@ def render(services) -> SimpleNamespace:
         return (gr.update(visible=True), path, image_details(image), gr.update(value=path),
                 image.id, gr.update(visible=False), favourite_label(image.favourite))
 
-    def on_favourite(image_id):
+    def on_favourite(image_id, request: gr.Request = None):
         """Toggle the favourite mark: output retention never deletes a favourite."""
-        image = store.get_image(image_id) if image_id is not None else None
+        user = user_of(request)[0]
+        image = store.get_image(image_id, user=user) if image_id is not None else None
         if image is None:
             raise gr.Error("Pick an image in the gallery first.")
-        image = store.set_favourite(image.id, not image.favourite)
+        image = store.set_favourite(image.id, not image.favourite, user=user)
         gr.Info("Kept as a favourite: retention will never delete it." if image.favourite
                 else "No longer a favourite.")
         return favourite_label(image.favourite)
 
-    def on_delete(image_id, query, workflow, model, page):
+    def on_delete(image_id, query, workflow, model, page, request: gr.Request = None):
+        user = user_of(request)[0]
         if image_id is not None:
-            jobs.delete_image(image_id)
-            gr.Info("Image deleted.")
+            if jobs.delete_image(image_id, user=user):
+                gr.Info("Image deleted.")
+            else:
+                gr.Warning("That image is gone (deleted in another tab?).")
         return (gr.update(visible=False), None, gr.update(visible=False),
-                *gallery_outputs(query, workflow, model, page))
+                *gallery_outputs(query, workflow, model, page, user))
 
-    def on_reuse(image_id, comfy):
-        image = store.get_image(image_id) if image_id is not None else None
+    def on_reuse(image_id, comfy, request: gr.Request = None):
+        image = (store.get_image(image_id, user=user_of(request)[0])
+                 if image_id is not None else None)
         if image is None:
             raise gr.Error("Pick an image in the gallery first.")
         updates: dict[Any, Any] = {}
@@ -467,9 +479,9 @@ def render(services) -> SimpleNamespace:
     for trigger in (search_box.change, wf_filter.input, model_filter.input):
         trigger(on_gallery, reset_page, gallery_out, **private, concurrency_id="images-gallery",
                 show_progress="hidden", trigger_mode="always_last")
-    prev_btn.click(lambda q, w, m, p: on_page(q, w, m, p, -1), gallery_in, gallery_out,
+    prev_btn.click(on_prev, gallery_in, gallery_out,
                    **private, concurrency_id="images-gallery-prev", show_progress="hidden")
-    next_btn.click(lambda q, w, m, p: on_page(q, w, m, p, 1), gallery_in, gallery_out,
+    next_btn.click(on_next, gallery_in, gallery_out,
                    **private, concurrency_id="images-gallery-next", show_progress="hidden")
     favourite_btn.click(on_favourite, [selected], [favourite_btn], **private,
                         concurrency_id="images-favourite")
