@@ -116,6 +116,11 @@ class Settings:
     max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
                                            "Largest input image accepted by the Images tab, in "
                                            "megapixels.")
+    download_allow_hosts: str = _setting("STUDIO_DOWNLOAD_ALLOW_HOSTS", "",
+                                         "Hosts (names, IPs or CIDR ranges, comma-separated) "
+                                         "that model downloads may fetch from although they "
+                                         "are private or local, e.g. your NAS; every other "
+                                         "link must lead to a public address.")
     max_upload_mb: float = _setting("STUDIO_MAX_UPLOAD_MB", 50.0,
                                     "Largest file a page may upload (chat attachments, input "
                                     "images, workflows), in MB.")

@@ -18,6 +18,7 @@ from .access.exposure import Exposure, exposure
 from .access.files import FileOwners
 from .access.service import Access
 from .access.sessions import Sessions
+from .access.urls import UrlGuard
 from .access.users import Users
 from .chat.arena import Arena
 from .chat.models import ChatModels
@@ -176,7 +177,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         presets=load_chat_presets(root / "presets" / "chat"),
         status=StatusBoard(settings), gpu=gpu, gpu_coordinator=coordinator,
         models_in_use=in_use, models_store=models_store, pulls=PullManager(ollama.pull),
-        downloads=DownloadManager(),
+        downloads=DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts)),
         images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
                                 outputs_dir=outputs, uploads_dir=uploads, accounting=accounting))
 

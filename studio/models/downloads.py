@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..access.urls import GuardedTransport, UrlGuard
 from ..errors import (BackendRejected, BackendUnavailable, InvalidInput, StreamInterrupted,
                      StudioError)
 from ..live import Live, Registry
@@ -88,11 +89,16 @@ class _Restart(Exception):
 _SPEED_WINDOW_S = 5.0
 
 
-def _default_client() -> httpx.Client:
+def _default_client(transport: httpx.BaseTransport | None = None) -> httpx.Client:
     # Long read timeout: big CDNs sometimes pause a while; connect fails fast.
-    return httpx.Client(follow_redirects=True,
+    return httpx.Client(follow_redirects=True, max_redirects=5, transport=transport,
                         timeout=httpx.Timeout(60.0, connect=15.0),
                         headers={"User-Agent": "hephaestus-studio"})
+
+
+def guarded_client_factory(guard: UrlGuard) -> Callable[[], httpx.Client]:
+    """Clients that fetch public addresses only (each redirect hop checked by ``guard``)."""
+    return lambda: _default_client(GuardedTransport(guard))
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -413,16 +419,23 @@ class DownloadManager:
     ``jobs.wait_changed`` (or ``live.wait_any``).
     """
 
-    def __init__(self, *, keep_finished: int = 50, **job_options: Any):
+    def __init__(self, *, keep_finished: int = 50, guard: UrlGuard | None = None,
+                 **job_options: Any):
         self.jobs: Registry[Download] = Registry(keep=keep_finished)
         self._starting = threading.Lock()
+        self._guard = guard
+        if guard is not None:
+            job_options.setdefault("client_factory", guarded_client_factory(guard))
         self._job_options = job_options
 
     def start(self, plan: DownloadPlan) -> Download:
         """Start ``plan`` in the background (resuming its ``.part`` if one is there).
 
-        Raises InvalidInput if a job for the same file is still running.
+        Raises InvalidInput if a job for the same file is still running, and (with a
+        ``guard``) ``AddressRefused`` at once for a link to a private or local address.
         """
+        if self._guard is not None:
+            self._guard.check(plan.url)
         with self._starting:
             for job in self.jobs.items():
                 if job.plan.target == plan.target and not job.progress().finished:
