@@ -116,6 +116,18 @@ class Settings:
     max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
                                            "Largest input image accepted by the Images tab, in "
                                            "megapixels.")
+    limit_chat_per_minute: int = _setting("STUDIO_LIMIT_CHAT_PER_MINUTE", 0,
+                                          "Chat messages (send, retry, edit) one user may send "
+                                          "per minute (0 = no limit; admins are not limited).")
+    limit_tokens_per_day: int = _setting("STUDIO_LIMIT_TOKENS_PER_DAY", 0,
+                                         "Tokens (prompt + reply) one user's chats may use per "
+                                         "day (0 = no limit; admins are not limited).")
+    limit_images_per_hour: int = _setting("STUDIO_LIMIT_IMAGES_PER_HOUR", 0,
+                                          "Images one user may ask for per hour (0 = no limit; "
+                                          "admins are not limited).")
+    limit_concurrent_replies: int = _setting("STUDIO_LIMIT_CONCURRENT_REPLIES", 0,
+                                             "Chat replies one user may have being written at "
+                                             "once (0 = no limit; admins are not limited).")
     download_allow_hosts: str = _setting("STUDIO_DOWNLOAD_ALLOW_HOSTS", "",
                                          "Hosts (names, IPs or CIDR ranges, comma-separated) "
                                          "that model downloads may fetch from although they "

@@ -55,3 +55,7 @@ class InvalidInput(StudioError):
 
 class NotFound(StudioError):
     """What was asked for does not exist, or is not the caller's: both get this answer."""
+
+
+class LimitReached(StudioError):
+    """A per-user limit (requests, tokens, images, replies at once) says not now."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from .access.audit import Audit
 from .access.exposure import Exposure, exposure
 from .access.files import FileOwners
+from .access.limits import Limits
 from .access.service import Access
 from .access.sessions import Sessions
 from .access.urls import UrlGuard
@@ -156,11 +157,16 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     arena_replies = ReplyManager(partial(streams.open, exact=True),
                                  on_settled=record_usage(accounting))
 
+    limits = Limits(chat_per_minute=settings.limit_chat_per_minute,
+                    tokens_per_day=settings.limit_tokens_per_day,
+                    images_per_hour=settings.limit_images_per_hour,
+                    concurrent_replies=settings.limit_concurrent_replies,
+                    tokens_today=accounting.tokens_today, exempt=users.is_admin_or_owner)
     chat = ChatService(store, replies, router, uploads_dir=uploads, exports_dir=exports,
                        max_message_chars=settings.max_message_chars,
                        supports_images=chat_models.supports_images, prices=prices,
                        budget=budget, default_max_tokens=router.default_max_tokens,
-                       max_megapixels=settings.max_input_megapixels)
+                       max_megapixels=settings.max_input_megapixels, limits=limits)
     access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
                     Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
                     session_days=settings.session_days,
@@ -179,7 +185,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         models_in_use=in_use, models_store=models_store, pulls=PullManager(ollama.pull),
         downloads=DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts)),
         images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
-                                outputs_dir=outputs, uploads_dir=uploads, accounting=accounting))
+                                outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
+                                limits=limits))
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

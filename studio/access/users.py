@@ -77,6 +77,14 @@ class Users:
     def list(self) -> list[User]:
         return [User(r["name"], r["role"]) for r in self._rows.users()]
 
+    def is_admin_or_owner(self, name: str) -> bool:
+        """Whether ``name`` is an admin, or the one owner while there is no sign-in: who
+        per-user limits leave alone."""
+        if name == BEFORE_SIGN_IN:
+            return True
+        user = self.get(name)
+        return user is not None and user.is_admin
+
     def count(self) -> int:
         return self._rows.count_users()
 

@@ -19,8 +19,8 @@ import shutil
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
@@ -33,6 +33,7 @@ from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_s
 from .replies import LiveReply, ReplyManager, ReplySnapshot
 
 if TYPE_CHECKING:
+    from ..access.limits import Limits
     from ..costs.budget import Budget
     from ..costs.pricing import ModelPrices
     from ..store.db import Store
@@ -86,7 +87,8 @@ class ChatService:
                  supports_images: Callable[[ModelId], bool],
                  prices: Callable[[str], "ModelPrices | None"] | None = None,
                  budget: "Budget | None" = None,
-                 default_max_tokens: int = 1024, max_megapixels: float = 16.0) -> None:
+                 default_max_tokens: int = 1024, max_megapixels: float = 16.0,
+                 limits: "Limits | None" = None) -> None:
         self._store = store
         self._replies = replies
         self._router = router
@@ -98,6 +100,7 @@ class ChatService:
         self._budget = budget
         self._default_max_tokens = default_max_tokens
         self._max_megapixels = max_megapixels
+        self._limits = limits
         self._lock = threading.Lock()
         self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
         # Incognito attachments left by the last run belong to chats that are gone.
@@ -128,11 +131,13 @@ class ChatService:
         messages = backend_messages(system_prompt, [*past, pending], read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         created = history.stored and history.conversation_id is None
-        history.begin(title=title_from(text), model=model_id, system_prompt=system_prompt or "")
-        self._keep(history)
-        saved = tuple(self._save_upload(history.chat_id, f) for f in files)
-        history.add_user(text, saved)
-        return self._start(history, model_id, messages, options, user, created)
+        with self._admitted(user) as release:
+            history.begin(title=title_from(text), model=model_id,
+                          system_prompt=system_prompt or "")
+            self._keep(history)
+            saved = tuple(self._save_upload(history.chat_id, f) for f in files)
+            history.add_user(text, saved)
+            return self._start(history, model_id, messages, options, user, created, release)
 
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
               options: ChatOptions | None = None, user: str) -> Started | None:
@@ -150,9 +155,10 @@ class ChatService:
         kept = [t for t in past if t.seq <= last.seq]
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
-        history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-        history.truncate_after(last.seq)
-        return self._start(history, model_id, messages, options, user, False)
+        with self._admitted(user) as release:
+            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+            history.truncate_after(last.seq)
+            return self._start(history, model_id, messages, options, user, False, release)
 
     def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
              system_prompt: str = "", options: ChatOptions | None = None,
@@ -173,10 +179,11 @@ class ChatService:
         messages = backend_messages(system_prompt, [*(t for t in past if t.seq < seq), edited],
                                     read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
-        history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-        history.set_text(seq, text or "")
-        history.truncate_after(seq)
-        return self._start(history, model_id, messages, options, user, False)
+        with self._admitted(user) as release:
+            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+            history.set_text(seq, text or "")
+            history.truncate_after(seq)
+            return self._start(history, model_id, messages, options, user, False, release)
 
     def stop(self, chat_id: str | None, *, user: str) -> bool:
         """Stop the reply streaming in the chat; what it wrote is kept. False if none was."""
@@ -391,13 +398,30 @@ class ChatService:
             out.append(turn)
         return out
 
+    @contextmanager
+    def _admitted(self, user: str) -> Iterator[Callable[[], None]]:
+        """The last refusal (the user's limits), booked at once; the booking is given back
+        if writing the turn fails. Yields what frees the reply slot when the reply ends."""
+        release = self._limits.admit_chat(user) if self._limits is not None else _no_slot
+        try:
+            yield release
+        except BaseException:
+            release()
+            raise
+
     def _start(self, history: History, model_id: ModelId, messages: list[ChatMessage],
-               options: ChatOptions | None, user: str, created: bool) -> Started:
+               options: ChatOptions | None, user: str, created: bool,
+               release: Callable[[], None]) -> Started:
         placeholder = history.add_placeholder(model_id)
+
+        def finished(snap: ReplySnapshot) -> None:
+            release()
+            history.settle(placeholder.seq, snap)
+
         reply = self._replies.start(str(model_id), messages, options or ChatOptions(),
                                     conversation_id=history.conversation_id,
                                     message_id=placeholder.message_id, user=user,
-                                    on_finish=partial(history.settle, placeholder.seq))
+                                    on_finish=finished)
         if not history.stored:
             history.reply_id = reply.reply_id
         return Started(chat_id=history.chat_id, reply=reply, created=created)
@@ -409,6 +433,10 @@ class ChatService:
         dest = dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}"
         shutil.copyfile(src, dest)
         return str(dest)
+
+
+def _no_slot() -> None:
+    """Nothing to free: no limits apply."""
 
 
 def _read(path: str) -> bytes:

@@ -321,6 +321,14 @@ class Accounting:
         sums = self.ledger.usage_sums(since, user=user)
         return {period: Spend.from_sums(sums[period]) for period in PERIODS}
 
+    def tokens_today(self, user: str) -> tuple[int, datetime]:
+        """(prompt + completion tokens of ``user`` today, when today ends), local time."""
+        now = self.clock()
+        sums = self.ledger.usage_sums({"today": now.date().isoformat()}, user=user)["today"]
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
+                                    tzinfo=now.tzinfo)
+        return int(sums.prompt_tokens + sums.completion_tokens), midnight
+
     def spend(self, period: str, *, user: str | None = None) -> Spend:
         """Spend of one period ("today", "week", "month")."""
         start = period_start(period, self.today()).isoformat()

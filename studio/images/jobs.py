@@ -57,7 +57,8 @@ class ImageJobs:
                  uploads_dir: str | Path | None = None, inflight: int = 1,
                  max_input_megapixels: float = 16.0, item_timeout: float | None = None,
                  on_job_finished: Callable[[FinishedJob], None] | None = None,
-                 keep_finished: float = KEEP_FINISHED, unreachable_grace: float = UNREACHABLE_GRACE):
+                 keep_finished: float = KEEP_FINISHED, unreachable_grace: float = UNREACHABLE_GRACE,
+                 limits=None):
         self.client = client
         self.store = store
         self.outputs_dir = Path(outputs_dir)
@@ -67,6 +68,7 @@ class ImageJobs:
         self.inflight = max(1, int(inflight))
         self.max_input_megapixels = max_input_megapixels
         self.on_job_finished = on_job_finished
+        self.limits = limits  # studio.access.limits.Limits: images per hour per user
         self.runner = ItemRunner(client, store, self.outputs_dir,
                                  abandon_pending=self._abandon_pending,
                                  item_timeout=item_timeout, unreachable_grace=unreachable_grace)
@@ -194,6 +196,8 @@ class ImageJobs:
         ``prepared`` is what ``prepare(request)`` returned, when the caller checked first.
         """
         template, planned = prepared or self.prepare(request)
+        if self.limits is not None:  # the last refusal: booked at once, before anything is stored
+            self.limits.admit_images(user, len(planned))
         if request.input_image and "input_image" in template.params:
             value = self._upload_input(request.input_image)
             kept = self._keep_input(request.input_image)
@@ -519,7 +523,7 @@ class ImageJobs:
 
 
 def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, outputs_dir: Path,
-                     uploads_dir: Path, accounting=None) -> ImageJobs:
+                     uploads_dir: Path, accounting=None, limits=None) -> ImageJobs:
     """The image service, started (called by build_services). Each finished job with
     images is accounted through ``accounting.record_image`` (user, model, GPU seconds,
     image count) when ``accounting`` is given."""
@@ -542,5 +546,5 @@ def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, out
     jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles,
                      uploads_dir=uploads_dir, inflight=settings.image_inflight,
                      max_input_megapixels=settings.max_input_megapixels,
-                     on_job_finished=record_image_job)
+                     on_job_finished=record_image_job, limits=limits)
     return jobs.start()
