@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,3 +134,13 @@ def save_output(outputs_dir: Path, data: bytes, *, stem: str | None = None) -> S
         raise StudioError(f"Couldn't save the image into {outputs_dir} ({exc.strerror or exc}).",
                           hint="Check free disk space and the folder's permissions.") from exc
     return SavedFile(rel.as_posix(), rel_thumb.as_posix(), image.width, image.height, len(data))
+
+
+def keep_input(path: str | Path, uploads_dir: Path) -> str:
+    """A copy of an image job's input picture in the data dir, for "reuse these settings"."""
+    source = Path(path)
+    target_dir = Path(uploads_dir) / "images"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{uuid.uuid4().hex[:12]}{source.suffix.lower() or '.png'}"
+    shutil.copyfile(source, target)
+    return str(target)

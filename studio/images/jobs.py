@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,11 +24,11 @@ from . import validation, workflows
 from ..clients.comfyui import ComfyUIClient
 from ..errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
 from ..live import Registry
-from .files import check_input_image
+from .files import check_input_image, keep_input
 from .live_job import FinishedJob, JobSnapshot, LiveJob, ShownImage, shown_image, snapshot_from_db
 from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params, plan_items,
                     render_item)
-from .runner import COMFYUI_PLACE, START_COMFYUI, ItemRunner, scrub
+from .runner import COMFYUI_PLACE, START_COMFYUI, ItemRunner, scrub, upload_input
 from ..presets import StylePreset
 from ..store.images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
 
@@ -119,32 +117,8 @@ class ImageJobs:
     # ------------------------------------------------------------------ ComfyUI facts
 
     def comfyui_lists(self, *, refresh: bool = False) -> dict[str, list[str]]:
-        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers.
-
-        The node catalog (/object_info, large) is cached unless ``refresh``; the model
-        folders are read each time (/models/..., or the catalog's lists on a ComfyUI too old
-        to have that route). Raises BackendUnavailable (address scrubbed, with how to start
-        ComfyUI) or BackendRejected.
-        """
-        try:
-            info = self.client.object_info(refresh=refresh)
-            lists = {}
-            for folder, (node, name) in (("checkpoints", ("CheckpointLoaderSimple", "ckpt_name")),
-                                         ("loras", ("LoraLoader", "lora_name"))):
-                try:
-                    lists[folder] = self.client.models(folder)
-                except BackendRejected:
-                    spec = (info.get(node) or {}).get("input", {}).get("required", {}).get(name)
-                    lists[folder] = workflows.combo_options(spec) or []
-        except BackendUnavailable as exc:
-            raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}.",
-                                     hint=START_COMFYUI) from exc
-        except BackendRejected as exc:
-            raise BackendRejected(self.public(str(exc))) from exc
-        sampler = (info.get("KSampler") or {}).get("input", {}).get("required", {})
-        lists["samplers"] = workflows.combo_options(sampler.get("sampler_name")) or []
-        lists["schedulers"] = workflows.combo_options(sampler.get("scheduler")) or []
-        return lists
+        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers (``validation.offered``)."""
+        return validation.offered(self.client, self.public, refresh=refresh)
 
     # ------------------------------------------------------------------ submitting
 
@@ -199,8 +173,8 @@ class ImageJobs:
         if self.limits is not None:  # the last refusal: booked at once, before anything is stored
             self.limits.admit_images(user, len(planned))
         if request.input_image and "input_image" in template.params:
-            value = self._upload_input(request.input_image)
-            kept = self._keep_input(request.input_image)
+            value = upload_input(self.client, request.input_image, self.public)
+            kept = keep_input(request.input_image, self.uploads_dir)
             planned = [{**p, "input_image": value, "input_file": kept} for p in planned]
         items = []
         for params in planned:
@@ -221,27 +195,6 @@ class ImageJobs:
             self._refresh_waiting_locked()
             self._cond.notify_all()
         return live
-
-    def _upload_input(self, path: str) -> str:
-        source = Path(path)
-        try:
-            uploaded = self.client.upload_image(source.read_bytes(),
-                                                f"studio_{uuid.uuid4().hex[:12]}{source.suffix.lower()}")
-        except BackendUnavailable as exc:
-            raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}, so the input "
-                                     "image couldn't be sent.", hint=START_COMFYUI) from exc
-        except BackendRejected as exc:
-            raise BackendRejected(self.public(str(exc))) from exc
-        return uploaded.value
-
-    def _keep_input(self, path: str) -> str:
-        """A copy of the input image in the data dir, for "reuse these settings"."""
-        source = Path(path)
-        target_dir = self.uploads_dir / "images"
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / f"{uuid.uuid4().hex[:12]}{source.suffix.lower() or '.png'}"
-        shutil.copyfile(source, target)
-        return str(target)
 
     # ------------------------------------------------------------------ following
 

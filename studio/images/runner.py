@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
                                GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
                                Timings)
-from ..errors import BackendUnavailable, StudioError
+from ..errors import BackendRejected, BackendUnavailable, StudioError
 from ..store.images import ImageStore, JobItem
 from .files import save_output
 from .live_job import ItemProgress, LiveJob, shown_image
@@ -265,3 +265,18 @@ class ItemRunner:
 
 def _timings_dict(timings: Timings) -> dict:
     return {f.name: getattr(timings, f.name) for f in fields(timings)}
+
+
+def upload_input(client: ComfyUIClient, path: str, public: Callable[[str], str]) -> str:
+    """Send an image job's input picture to ComfyUI; returns the name its graph uses.
+    Raises BackendUnavailable / BackendRejected with ComfyUI's address left out."""
+    source = Path(path)
+    try:
+        uploaded = client.upload_image(source.read_bytes(),
+                                       f"studio_{uuid.uuid4().hex[:12]}{source.suffix.lower()}")
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}, so the input "
+                                 "image couldn't be sent.", hint=START_COMFYUI) from exc
+    except BackendRejected as exc:
+        raise BackendRejected(public(str(exc))) from exc
+    return uploaded.value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from ..errors import BackendRejected, BackendUnavailable
 from .workflows import combo_options, is_link, node_order
 
 # Friendly names for the COMBO inputs people most often get wrong.
@@ -120,3 +121,34 @@ def _check_value(label: str, name: str, value: Any, spec: list, produces_latent:
         problems.append(f"{label}: {name} {value} isn't a multiple of 8; try "
                         f"{max(8, round(value / 8) * 8)}.")
     return problems
+
+
+def offered(client, public: Callable[[str], str], *, refresh: bool = False) -> dict[str, list[str]]:
+    """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers.
+
+    The node catalog (/object_info, large) is cached unless ``refresh``; the model
+    folders are read each time (/models/..., or the catalog's lists on a ComfyUI too old
+    to have that route). Raises BackendUnavailable (address scrubbed, with how to start
+    ComfyUI) or BackendRejected, each passed through ``public`` (the address scrubbed).
+    """
+    from .runner import COMFYUI_PLACE, START_COMFYUI
+
+    try:
+        info = client.object_info(refresh=refresh)
+        lists = {}
+        for folder, (node, name) in (("checkpoints", ("CheckpointLoaderSimple", "ckpt_name")),
+                                     ("loras", ("LoraLoader", "lora_name"))):
+            try:
+                lists[folder] = client.models(folder)
+            except BackendRejected:
+                spec = (info.get(node) or {}).get("input", {}).get("required", {}).get(name)
+                lists[folder] = combo_options(spec) or []
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"ComfyUI isn't reachable at {COMFYUI_PLACE}.",
+                                 hint=START_COMFYUI) from exc
+    except BackendRejected as exc:
+        raise BackendRejected(public(str(exc))) from exc
+    sampler = (info.get("KSampler") or {}).get("input", {}).get("required", {})
+    lists["samplers"] = combo_options(sampler.get("sampler_name")) or []
+    lists["schedulers"] = combo_options(sampler.get("scheduler")) or []
+    return lists
