@@ -21,6 +21,7 @@ import html
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -67,11 +68,12 @@ class AccessGate:
     origins; ``brand`` names the studio on the sign-in page."""
 
     def __init__(self, app, *, authority: Authority, data_dir: str | Path, brand: str = "Studio",
-                 owner: str = "owner") -> None:
+                 accent: str = "#e8590c", owner: str = "owner") -> None:
         self.app = app
         self.authority = authority
         self.data_dir = Path(data_dir).resolve()
         self.brand = brand
+        self.accent = accent if re.fullmatch(r"#[0-9a-fA-F]{6}", accent) else "#e8590c"
         self.owner = owner  # the one user when sign-in is off
 
     async def __call__(self, scope, receive, send) -> None:
@@ -186,7 +188,8 @@ class AccessGate:
         message = (f'<p class="error" role="alert">{html.escape(error)}</p>' if error
                    else f'<p class="note">{html.escape(note)}</p>' if note else "")
         body = SIGNIN_PAGE.format(brand=html.escape(self.brand), message=message,
-                                  name=html.escape(name), next=html.escape(nxt))
+                                  name=html.escape(name), next=html.escape(nxt),
+                                  accent=self.accent)
         return HTMLResponse(body, status_code=status,
                             headers={"Cache-Control": "no-store",
                                      "X-Frame-Options": "DENY"})
@@ -239,7 +242,7 @@ SIGNIN_PAGE = """<!doctype html>
   input {{ width: 100%; box-sizing: border-box; padding: .6rem; font-size: 1rem;
           border: 1px solid #c9ccd1; border-radius: 8px; }}
   button {{ margin-top: 1.2rem; width: 100%; padding: .7rem; font-size: 1rem; border: 0;
-           border-radius: 8px; background: #e8590c; color: #fff; cursor: pointer; }}
+           border-radius: 8px; background: {accent}; color: #fff; cursor: pointer; }}
   .error {{ color: #b42318; }} .note {{ color: #555; }}
 </style></head>
 <body><form method="post" action="/signin" id="signin-form">
