@@ -177,3 +177,37 @@ def test_access_files_reach_only_their_owner(signed_studio, tmp_path):
             response = client.get(f"/gradio_api/file={path}")
             assert response.status_code in (403, 404), (path, response.status_code)
             assert b"SQLite format" not in response.content
+
+
+def test_access_the_page_never_learns_the_data_folder(signed_studio, tmp_path):
+    """Pictures reach the page through Gradio's cache, never by their path in the data
+    folder (whose parent holds the database)."""
+    from PIL import Image
+
+    url, services = signed_studio.url, signed_studio.services
+    data_dir = str(services.settings.data_path)
+    picture = tmp_path / "dog.png"
+    Image.new("RGB", (8, 8), "blue").save(picture)
+    started = services.chat.send(None, "a dog", [str(picture)], model="ollama:llava:latest",
+                                 user="bob")
+    assert started.reply.settled.wait(10)
+    bob = sign_in(url, "bob")
+    config = bob.get("/config")
+    assert data_dir not in config.text
+    dependency = next(d for d in config.json()["dependencies"]
+                      if d.get("api_name") == "open_conversation")
+    session = uuid.uuid4().hex
+    by_id = {c["id"]: c for c in config.json()["components"]}
+    data = [started.chat_id if i == dependency["inputs"][0]
+            else by_id[i].get("props", {}).get("value") for i in dependency["inputs"]]
+    bob.post("/gradio_api/queue/join", json={"data": data, "fn_index": dependency["id"],
+                                            "session_hash": session}).raise_for_status()
+    seen = ""
+    with bob.stream("GET", "/gradio_api/queue/data", params={"session_hash": session},
+                    timeout=10) as stream:
+        for line in stream.iter_lines():
+            seen += line
+            if "process_completed" in line:
+                break
+    assert "a dog" in seen and "gradio_api/file=" in seen  # the picture went out, by cache
+    assert data_dir not in seen
