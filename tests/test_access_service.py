@@ -92,3 +92,18 @@ def test_access_change_password(access):
 def test_access_files_only_for_their_owner(access):
     assert access.may_read_file("bob", Path("/d/outputs/bob-1.png"))
     assert not access.may_read_file("bob", Path("/d/outputs/ann-1.png"))
+
+
+def test_access_admins_manage_people_and_it_is_audited(access):
+    access.add_user("ann", "cy", "cy-password-1", admin=False)
+    assert access.role_of("cy") == "user"
+    token = access.sign_in("cy", "cy-password-1")
+    access.reset_password("ann", "cy", "cy-password-2")
+    assert access.user_for(token) is None
+    with pytest.raises(InvalidInput, match="can't remove yourself"):
+        access.remove_user("ann", "ann")
+    access.remove_user("ann", "cy")
+    assert access.role_of("cy") is None
+    actions = [(e.user, e.action, e.detail) for e in access.audit.recent(10)]
+    assert ("ann", "remove user", "cy") in actions and ("ann", "add user", "cy (user)") in actions
+    assert not any("password-" in detail for _, _, detail in actions)

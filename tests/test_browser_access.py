@@ -167,3 +167,17 @@ def test_browser_access_a_session_ending_under_an_open_page_says_so(locked_studi
     page.wait_for_selector("#signed-out-banner:has-text('You are signed out')")
     page.wait_for_function(
         "() => document.querySelector('#chat-input textarea').value.includes('before noticing')")
+
+
+def test_browser_access_an_admin_adds_a_person_in_settings(locked_studio, fresh_page):
+    page = fresh_page
+    sign_in(page, locked_studio, "ann")
+    page.get_by_role("tab", name="Settings").click()
+    page.wait_for_selector("#users-table:has-text('bob')")
+    page.wait_for_selector("#audit-table:has-text('sign-in')")
+    name = f"cy{uuid.uuid4().hex[:6]}"
+    page.fill("#person-name input", name)
+    page.fill("#person-password input", "cy-password-1")
+    page.click("#person-add")
+    page.wait_for_selector(f"#users-table:has-text('{name}')")
+    assert page.input_value("#person-password input") == ""

@@ -137,6 +137,26 @@ class Access:
         self.users.set_password(name, new)
         self.audit.record(name, "password changed")
 
+    # -- managing people (admins) -----------------------------------------------------
+
+    def add_user(self, by: str, name: str, password: str, *, admin: bool) -> None:
+        """An admin adds someone. Raises ``InvalidInput`` for a bad name or password."""
+        user = self.users.add(name, password, admin=admin)
+        self.audit.record(by, "add user", f"{user.name} ({user.role})")
+
+    def remove_user(self, by: str, name: str) -> None:
+        """An admin removes someone (their sessions end; what they made is kept)."""
+        if name == by:
+            raise InvalidInput("You can't remove yourself.",
+                               hint="Ask another admin, or use `studio users remove` on the server.")
+        self.users.remove(name)
+        self.audit.record(by, "remove user", name)
+
+    def reset_password(self, by: str, name: str, password: str) -> None:
+        """An admin sets someone's password (their sessions end)."""
+        self.users.set_password(name, password)
+        self.audit.record(by, "set password", name)
+
     # -- internals --------------------------------------------------------------------
 
     def _paused(self, keys: tuple[str, ...]) -> int:

@@ -55,6 +55,8 @@ EVENTS: dict[str, dict[str, str]] = {
         "on_load", "on_refresh", "on_run", "on_stop", "make_vote.<locals>.on_vote", "on_open")},
     "studio.ui.settings": {
         "render.<locals>.on_password": USER, "render.<locals>.on_audit": ADMIN,
+        "render.<locals>.on_add_person": ADMIN, "render.<locals>.on_reset_person": ADMIN,
+        "render.<locals>.on_remove_person": ADMIN,
         # on_users fills the admin part for admins only (it checks the role itself).
         "render.<locals>.on_users": USER},
 }

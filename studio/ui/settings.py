@@ -66,11 +66,20 @@ def render(services) -> SimpleNamespace:
                                 elem_id="password-repeat")
             change = gr.Button("Change password", elem_id="password-change")
         with gr.Group(visible=False) as admin_part:
-            gr.Markdown("### People who may sign in\nAdd, remove and reset people with "
-                        "`studio users add NAME [--admin]`, `studio users remove NAME`, "
-                        "`studio users passwd NAME` on the server.")
+            gr.Markdown("### People who may sign in\n(Also on the server: `studio users add "
+                        "NAME [--admin]`, `remove NAME`, `passwd NAME`.)")
             users_table = gr.Dataframe(headers=USER_HEADERS, interactive=False,
                                        elem_id="users-table")
+            with gr.Row():
+                person = gr.Textbox(label="Name", max_lines=1, elem_id="person-name")
+                person_pw = gr.Textbox(label="Password (8 characters or more)", type="password",
+                                       elem_id="person-password")
+                person_admin = gr.Checkbox(label="Admin", value=False, elem_id="person-admin")
+            with gr.Row():
+                add_person = gr.Button("Add", size="sm", elem_id="person-add")
+                reset_person = gr.Button("Set this password", size="sm", elem_id="person-reset")
+                remove_person = gr.Button("Remove", size="sm", variant="stop",
+                                          elem_id="person-remove")
             gr.Markdown("### Audit log\nSign-ins and admin actions, newest first "
                         f"(kept {settings.audit_days} days, STUDIO_AUDIT_DAYS).")
             audit_refresh = gr.Button("⟳ Refresh", size="sm", elem_id="audit-refresh")
@@ -100,6 +109,28 @@ def render(services) -> SimpleNamespace:
     def on_audit():
         return audit_rows()
 
+    def people() -> list[list[str]]:
+        return [[u.name, u.role] for u in access.users.list()]
+
+    @ui_errors
+    def on_add_person(name, password, admin, request: gr.Request = None):
+        access.add_user(page_user(request), (name or "").strip(), password or "",
+                        admin=bool(admin))
+        gr.Info(f"Added {name.strip()}.")
+        return people(), "", "", False
+
+    @ui_errors
+    def on_reset_person(name, password, admin, request: gr.Request = None):
+        access.reset_password(page_user(request), (name or "").strip(), password or "")
+        gr.Info(f"New password set for {name.strip()}; their sessions ended.")
+        return people(), name, "", admin
+
+    @ui_errors
+    def on_remove_person(name, password, admin, request: gr.Request = None):
+        access.remove_user(page_user(request), (name or "").strip())
+        gr.Info(f"Removed {name.strip()}. What they made is kept.")
+        return people(), "", password, False
+
     @ui_errors
     def on_password(current_pw, new_pw, repeat_pw, request: gr.Request = None):
         access.change_password(page_user(request), current_pw or "", new_pw or "",
@@ -113,5 +144,10 @@ def render(services) -> SimpleNamespace:
     change.click(on_password, [current, new, repeat], [current, new, repeat],
                  api_visibility="private")
     audit_refresh.click(on_audit, None, [audit_table], api_visibility="private")
+    person_in, person_out = [person, person_pw, person_admin], [users_table, person, person_pw,
+                                                               person_admin]
+    add_person.click(on_add_person, person_in, person_out, api_visibility="private")
+    reset_person.click(on_reset_person, person_in, person_out, api_visibility="private")
+    remove_person.click(on_remove_person, person_in, person_out, api_visibility="private")
     return SimpleNamespace(open_fn=on_users, open_outputs=[account, admin_part, users_table,
                                                            audit_table, settings_table])
