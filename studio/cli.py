@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> None:
 def users_main(argv: list[str]) -> int:
     """`studio users ...`; returns the exit status (2 with one sentence on stderr on error)."""
     from .access.audit import Audit
-    from .access.sessions import Sessions
     from .access.users import Users
     from .config import Settings
     from .errors import StudioError
@@ -95,8 +94,7 @@ def users_main(argv: list[str]) -> int:
             audit.record("cli", "remove user", args.name)
             print(f"Removed {args.name}; their sessions ended. What they made is kept.")
         elif args.verb == "passwd":
-            users.set_password(args.name, read_password(args.name))
-            Sessions(store, lifetime_s=settings.session_days * 86400).end_all(args.name)
+            users.set_password(args.name, read_password(args.name))  # ends their sessions
             audit.record("cli", "set password", args.name)
             print(f"New password set for {args.name}; their sessions ended.")
     except StudioError as exc:

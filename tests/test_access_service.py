@@ -84,9 +84,12 @@ def test_access_change_password(access):
     with pytest.raises(InvalidInput, match="differ"):
         access.change_password("bob", "bob-password-1", "new-password-2", "new-password-3")
     other_device = access.sign_in("bob", "bob-password-1", address="a")
-    access.change_password("bob", "bob-password-1", "new-password-2", "new-password-2")
+    this_device = access.sign_in("bob", "bob-password-1", address="b")
+    access.change_password("bob", "bob-password-1", "new-password-2", "new-password-2",
+                           session=this_device)
     assert access.users.verify("bob", "new-password-2") is not None
     assert access.user_for(other_device) is None
+    assert access.user_for(this_device) == "bob"  # the device that changed it stays in
 
 
 def test_access_files_only_for_their_owner(access):

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, free_port, running_fake_ollama, start_studio, s
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = {"ann": "ann-password-1", "bob": "bob-password-1"}
+PASSWORD = {"ann": "ann-password-1", "bob": "bob-password-1", "dee": "dee-password-1"}
 
 
 def add_user(data_dir, name: str, admin: bool) -> None:
@@ -32,6 +32,7 @@ def locked_studio(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("locked")
     add_user(tmp / "data", "ann", True)
     add_user(tmp / "data", "bob", False)
+    add_user(tmp / "data", "dee", False)
     ollama = running_fake_ollama()
     running = start_studio(tmp, ollama.url)
     running.ollama = ollama
@@ -181,3 +182,22 @@ def test_browser_access_an_admin_adds_a_person_in_settings(locked_studio, fresh_
     page.click("#person-add")
     page.wait_for_selector(f"#users-table:has-text('{name}')")
     assert page.input_value("#person-password input") == ""
+
+
+def test_browser_access_a_new_password_keeps_this_device_signed_in(locked_studio, fresh_page):
+    page = fresh_page
+    sign_in(page, locked_studio, "dee")
+    page.get_by_role("tab", name="Settings").click()
+    page.click("#password-box")
+    page.fill("#password-current input", PASSWORD["dee"])
+    page.fill("#password-new input", "dee-password-2")
+    page.fill("#password-repeat input", "dee-password-2")
+    page.click("#password-change")
+    page.wait_for_selector("text=Password changed.")
+    page.reload()
+    page.wait_for_selector("#chat-input textarea")  # still signed in here
+    page.goto(locked_studio.url + "signout")
+    page.fill("#username", "dee")
+    page.fill("#password", "dee-password-2")
+    page.click("#signin-button")
+    page.wait_for_selector("#chat-input textarea")

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
-from ..store.access import AccessStore
+from ..store.access import AccessStore, stamp
 from ..store.db import Store
 
 
@@ -32,7 +31,7 @@ class Audit:
 
     def record(self, user: str, action: str, detail: str = "", address: str = "") -> None:
         now = self._clock()
-        self._rows.add_audit(at=_stamp(now), user=user or "", action=action,
+        self._rows.add_audit(at=stamp(now), user=user or "", action=action,
                              detail=(detail or "")[:500], address=address or "")
         if now - self._last_prune > 3600:  # keep the table to its days without a timer
             self._last_prune = now
@@ -44,8 +43,4 @@ class Audit:
     def prune(self) -> int:
         if self._keep_s <= 0:
             return 0
-        return self._rows.delete_audit_before(_stamp(self._clock() - self._keep_s))
-
-
-def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self._rows.delete_audit_before(stamp(self._clock() - self._keep_s))

@@ -124,8 +124,10 @@ class Access:
     def is_admin(self, name: str | None) -> bool:
         return self.role_of(name) == ADMIN
 
-    def change_password(self, name: str, current: str, new: str, repeat: str) -> None:
-        """The signed-in user's own password. Raises ``InvalidInput`` with what to fix."""
+    def change_password(self, name: str, current: str, new: str, repeat: str, *,
+                        session: str | None = None) -> None:
+        """The signed-in user's own password; their other sessions end, ``session`` (this
+        device's token) stays. Raises ``InvalidInput`` with what to fix."""
         if self.users.get(name) is None:
             raise InvalidInput("Passwords can be changed once sign-in is on.",
                                hint="Add users with `studio users add NAME`.")
@@ -134,7 +136,7 @@ class Access:
         if self.users.verify(name, current) is None:
             self.audit.record(name, "password change failed", "wrong current password")
             raise InvalidInput("The current password is wrong.")
-        self.users.set_password(name, new)
+        self.users.set_password(name, new, keep_session=session)
         self.audit.record(name, "password changed")
 
     # -- managing people (admins) -----------------------------------------------------

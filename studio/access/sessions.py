@@ -3,13 +3,11 @@ sessions survive a restart and a copy of the database signs nobody in. No gradio
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
-from datetime import datetime, timezone
 from typing import Callable
 
-from ..store.access import AccessStore
+from ..store.access import AccessStore, seconds_of, stamp, token_hash
 from ..store.db import Store
 from .users import User
 
@@ -26,8 +24,8 @@ class Sessions:
     def start(self, user_name: str, *, address: str = "", user_agent: str = "") -> str:
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        self._rows.add_session(_hash(token), user_name, created_at=_stamp(now),
-                               expires_at=_stamp(now + self._lifetime), address=address,
+        self._rows.add_session(token_hash(token), user_name, created_at=stamp(now),
+                               expires_at=stamp(now + self._lifetime), address=address,
                                user_agent=user_agent)
         return token
 
@@ -35,36 +33,23 @@ class Sessions:
         """The session's user; None when the token is unknown or expired or the user gone."""
         if not token:
             return None
-        key = _hash(token)
+        key = token_hash(token)
         row = self._rows.session(key)
         now = self._clock()
         if row is None:
             return None
-        if row["expires_at"] <= _stamp(now):
+        if row["expires_at"] <= stamp(now):
             self._rows.delete_session(key)
             return None
-        if _parse(row["last_seen"]) < now - TOUCH_EVERY_S:
-            self._rows.touch_session(key, _stamp(now))
+        if seconds_of(row["last_seen"]) < now - TOUCH_EVERY_S:
+            self._rows.touch_session(key, stamp(now))
         return User(row["user"], row["role"])
 
     def end(self, token: str) -> None:
-        self._rows.delete_session(_hash(token))
+        self._rows.delete_session(token_hash(token))
 
     def end_all(self, user_name: str) -> int:
         return self._rows.delete_sessions(user_name)
 
     def prune(self) -> int:
-        return self._rows.delete_expired_sessions(_stamp(self._clock()))
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc).timestamp()
+        return self._rows.delete_expired_sessions(stamp(self._clock()))

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
-from ..store.access import AccessStore
+from ..store.access import AccessStore, token_hash
 from ..store.db import Store
 from .passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 
@@ -55,13 +55,15 @@ class Users:
                                hint="Make someone else an admin first.")
         self._rows.delete_user(user.name)
 
-    def set_password(self, name: str, password: str) -> None:
-        """A new password; every session of that person ends (other devices sign in again)."""
+    def set_password(self, name: str, password: str, *, keep_session: str | None = None) -> None:
+        """A new password; every session of that person ends (other devices sign in again),
+        except ``keep_session`` (the token of the device that changed it)."""
         user = self._require(name)
         check_password(password)
         self._rows.update_user(user.name, password_hash=hash_password(password),
                                password_changed_at=self._rows.store._now())
-        self._rows.delete_sessions(user.name)
+        self._rows.delete_sessions(user.name,
+                                   keep=token_hash(keep_session) if keep_session else None)
 
     def set_role(self, name: str, admin: bool) -> None:
         user = self._require(name)

@@ -6,9 +6,27 @@ rules (who may, names, passwords) are in ``studio.access``. No gradio imports he
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timezone
 from typing import Any
 
 from .db import Store
+
+STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def stamp(seconds: float) -> str:
+    """Epoch seconds as the UTC text these tables keep (sorts as time does)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime(STAMP)
+
+
+def token_hash(token: str) -> str:
+    """What the sessions table keeps of a token: its SHA-256, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def seconds_of(text: str) -> float:
+    return datetime.strptime(text, STAMP).replace(tzinfo=timezone.utc).timestamp()
 
 # Tables whose rows carry their user; what existed before sign-in belonged to "owner".
 OWNED_TABLES = ("conversations", "usage", "budget_charges", "image_jobs", "images",

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ..access.web import SESSION_COOKIE
 from ..config import Settings
 from .common import page_user, ui_errors
 
@@ -133,8 +134,9 @@ def render(services) -> SimpleNamespace:
 
     @ui_errors
     def on_password(current_pw, new_pw, repeat_pw, request: gr.Request = None):
+        token = request.cookies.get(SESSION_COOKIE) if request is not None else None
         access.change_password(page_user(request), current_pw or "", new_pw or "",
-                               repeat_pw or "")
+                               repeat_pw or "", session=token)
         gr.Info("Password changed. Your other devices are signed out.")
         return "", "", ""
 
