@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["users"]:
         raise SystemExit(users_main(argv[1:]))
+    if argv[:1] == ["keys"]:
+        raise SystemExit(keys_main(argv[1:]))
     parser = argparse.ArgumentParser(prog="studio", description="Run Hephaestus Studio.")
     parser.add_argument("--host", help="address to bind (0.0.0.0 for the LAN; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8189)")
@@ -99,6 +101,51 @@ def users_main(argv: list[str]) -> int:
             print(f"New password set for {args.name}; their sessions ended.")
     except StudioError as exc:
         print(f"studio users: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def keys_main(argv: list[str]) -> int:
+    """`studio keys add USER NAME | list USER | revoke USER ID`: API keys for /v1."""
+    from .access.keys import ApiKeys
+    from .access.users import Users
+    from .config import Settings
+    from .errors import InvalidInput, StudioError
+    from .store.db import Store
+
+    parser = argparse.ArgumentParser(prog="studio keys", description="API keys for /v1.")
+    parser.add_argument("--data-dir", help="where the database lives")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="make a key (printed once)")
+    add.add_argument("user")
+    add.add_argument("name", help="what uses it, e.g. laptop")
+    listing = verbs.add_parser("list", help="a user's keys")
+    listing.add_argument("user")
+    revoke = verbs.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("user")
+    revoke.add_argument("id", type=int)
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["STUDIO_DATA_DIR"] = args.data_dir
+    try:
+        store = Store.open(Settings.from_env().db_path)
+        if Users(store).get(args.user) is None:
+            raise InvalidInput(f"There is no user called {args.user}.",
+                               hint="`studio users add NAME` first.")
+        keys = ApiKeys(store)
+        if args.verb == "add":
+            key, secret = keys.create(args.user, args.name)
+            print(f"Key {key.id} ({key.name}) for {args.user}; it is shown only now:\n{secret}")
+        elif args.verb == "list":
+            for key in keys.list(args.user):
+                state = "revoked" if key.revoked else f"last used {key.last_used or 'never'}"
+                print(f"{key.id}\t{key.name}\t{key.prefix}…\t{state}")
+        elif not keys.revoke(args.user, args.id):
+            raise InvalidInput(f"{args.user} has no live key {args.id}.")
+        else:
+            print(f"Revoked key {args.id} of {args.user}.")
+    except StudioError as exc:
+        print(f"studio keys: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from .access.audit import Audit
 from .access.exposure import Exposure, exposure
 from .access.files import FileOwners
+from .access.keys import ApiKeys
 from .access.limits import Limits
 from .access.service import Access
 from .access.sessions import Sessions
@@ -64,6 +65,7 @@ class Services:
     root: Path
     store: Store
     access: Access  # who is calling, and may they (sign-in, sessions, roles, audit)
+    keys: ApiKeys  # per-user API keys for /v1
     exposure: Exposure  # whether sign-in is on, and the warning when the owner runs open
     ollama: OllamaClient
     openrouter: OpenRouterClient | None
@@ -175,6 +177,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
 
     return Services(
         settings=settings, root=root, store=store, access=access, exposure=exposed,
+        keys=ApiKeys(store),
         ollama=ollama, openrouter=openrouter,
         comfyui=comfyui, catalog=catalog, router=router, budget=budget, accounting=accounting,
         models=chat_models, replies=replies, chat=chat,

@@ -161,3 +161,28 @@ def test_cli_users_add_list_passwd_remove(tmp_path):
 def test_cli_users_never_take_a_password_on_the_command_line(tmp_path):
     done = run_cli("add", "ann", "ann-password-1", data_dir=tmp_path)
     assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+
+
+def run_keys(*args, data_dir):
+    return subprocess.run([sys.executable, "-m", "studio.cli", "keys", "--data-dir",
+                           str(data_dir), *args],
+                          text=True, capture_output=True, cwd=ROOT, timeout=60)
+
+
+def test_cli_keys_add_list_revoke(tmp_path):
+    from studio.access.keys import ApiKeys
+
+    assert run_cli("add", "bob", stdin="bob-password-1\n", data_dir=tmp_path).returncode == 0
+    added = run_keys("add", "bob", "laptop", data_dir=tmp_path)
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip().splitlines()[-1]
+    assert secret.startswith("hs-")
+    store = Store.open(tmp_path / "studio.db")
+    assert ApiKeys(store).user_for(secret) == ("bob", "laptop")
+    assert secret not in "\n".join(store.db.iterdump())  # only its hash is kept
+    listed = run_keys("list", "bob", data_dir=tmp_path).stdout
+    assert "laptop" in listed and secret not in listed
+    assert run_keys("revoke", "bob", "1", data_dir=tmp_path).returncode == 0
+    assert ApiKeys(store).user_for(secret) is None
+    nobody = run_keys("add", "nobody", "x", data_dir=tmp_path)
+    assert nobody.returncode == 2 and "no user called nobody" in nobody.stderr

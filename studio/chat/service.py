@@ -185,6 +185,23 @@ class ChatService:
             history.truncate_after(seq)
             return self._start(history, model_id, messages, options, user, False, release)
 
+    def complete(self, messages: Sequence[ChatMessage], *, model: str,
+                 options: ChatOptions | None = None, user: str) -> LiveReply:
+        """A reply with no history (the API): the same refusals and the same path to the
+        model (GPU policy, router, fallbacks, budget, usage) as a chat turn; nothing is
+        written but its usage. Raises like ``send``."""
+        messages = list(messages)
+        model_id = self._check("\n".join(m.content for m in messages), model, (),
+                               attached=any(m.images for m in messages))
+        self._router.admit(model_id, messages, options, user=user)
+        with self._admitted(user) as release:
+            return self._replies.start(str(model_id), messages, options or ChatOptions(),
+                                       user=user, on_finish=lambda _snap: release())
+
+    def stop_reply(self, reply: LiveReply) -> bool:
+        """Stop one reply (the API's client went away); what it wrote is kept."""
+        return self._replies.stop(reply.reply_id)
+
     def stop(self, chat_id: str | None, *, user: str) -> bool:
         """Stop the reply streaming in the chat; what it wrote is kept. False if none was."""
         if chat_id is None:
@@ -348,8 +365,10 @@ class ChatService:
                     shutil.rmtree(self._uploads_dir / key, ignore_errors=True)
             self._incognito[history.chat_id] = (history, now)
 
-    def _check(self, text: str, model: str, images: Iterable[str]) -> ModelId:
-        """The refusals every turn shares; raises ``InvalidInput``."""
+    def _check(self, text: str, model: str, images: Iterable[str], *,
+               attached: bool = False) -> ModelId:
+        """The refusals every turn shares; raises ``InvalidInput``. ``images`` are files to
+        check; ``attached`` says images came another way (the API sends their bytes)."""
         if len(text) > self._max_chars:
             raise InvalidInput(f"This message is {len(text):,} characters; the limit is "
                                f"{self._max_chars:,} (STUDIO_MAX_MESSAGE_CHARS).",
@@ -365,7 +384,7 @@ class ChatService:
                                    hint="Attach a PNG, JPEG, WebP or GIF.")
             # Decodable and within the megapixel limit: no decompression bomb reaches a model.
             check_input_image(path, self._max_megapixels)
-        if images and not self._supports_images(model_id):
+        if (images or attached) and not self._supports_images(model_id):
             hint = ("Pick a cloud model marked 'images' in the Model list (such as OpenAI: "
                     "GPT-4o-mini), or remove the attachment." if model_id.is_cloud else
                     "Pick a vision model such as llava or llama3.2-vision, "

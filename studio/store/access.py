@@ -121,6 +121,41 @@ class AccessStore:
             return self.db.execute("DELETE FROM sessions WHERE expires_at <= ?",
                                    [now]).rowcount
 
+    # -- API keys
+
+    def add_key(self, *, user: str, name: str, key_hash: str, prefix: str) -> int:
+        with self._lock:
+            return self.db.execute(
+                "INSERT INTO api_keys (user, name, key_hash, prefix, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [user, name, key_hash, prefix, self.store._now()]).lastrowid
+
+    def key_owner(self, key_hash: str) -> tuple[int, str] | None:
+        """(key id, user) of a live key, None when unknown or revoked."""
+        with self._lock:
+            row = self.db.execute("SELECT id, user FROM api_keys WHERE key_hash = ? AND "
+                                  "revoked_at IS NULL", [key_hash]).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def touch_key(self, key_id: int) -> None:
+        with self._lock:
+            self.db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?",
+                            [self.store._now(), key_id])
+
+    def keys(self, user: str) -> list[dict]:
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id, name, prefix, created_at, last_used, revoked_at FROM api_keys "
+                "WHERE user = ? ORDER BY id", [user]).fetchall()
+        return [dict(zip(("id", "name", "prefix", "created_at", "last_used", "revoked_at"), r))
+                for r in rows]
+
+    def revoke_key(self, user: str, key_id: int) -> bool:
+        with self._lock:
+            return self.db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user = ? AND "
+                "revoked_at IS NULL", [self.store._now(), key_id, user]).rowcount > 0
+
     # -- audit
 
     def add_audit(self, *, at: str, user: str, action: str, detail: str, address: str) -> None:

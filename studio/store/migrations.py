@@ -447,3 +447,18 @@ def m008_create_access_tables(db: Database) -> None:
         pk="id", not_null=["at", "user", "action", "detail", "address"],
         defaults={"detail": "", "address": ""})
     db["audit"].create_index(["at"])
+
+
+@migrations()
+def m009_create_api_keys(db: Database) -> None:
+    # The API (issue 11): keys per user. Only a SHA-256 of each key is kept (a copy of the
+    # database calls nothing); the prefix lets a person tell their keys apart in a list.
+    db["api_keys"].create(
+        {"id": int, "user": str, "name": str, "key_hash": str, "prefix": str,
+         "created_at": str, "last_used": str, "revoked_at": str},
+        pk="id",
+        foreign_keys=[ForeignKey("api_keys", "user", "users", "name", on_delete="CASCADE")],
+        not_null=["user", "name", "key_hash", "prefix", "created_at"],
+        defaults={"name": ""})
+    db["api_keys"].create_index(["key_hash"], unique=True)
+    db["api_keys"].create_index(["user"])

@@ -1,0 +1,277 @@
+"""The OpenAI-compatible API under ``/v1``, served by the studio itself: models and chat
+completions (streamed or not), authenticated with per-user keys (``Authorization: Bearer``).
+
+A completion goes through ``ChatService.complete``, the very path of the Chat tab: the same
+refusals, GPU policy, router (fallbacks, retries, budgets) and usage accounting, as the key's
+user. Errors come in OpenAI's shape with the studio's sentence as the message; never a
+traceback or a secret. No gradio imports here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
+                      LimitReached, ModelNotFound, NotFound, StudioError)
+from ..events import ChatMessage, ChatOptions
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL = 0.02  # seconds between streamed chunks at most (coalescing, like the page)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str, *, param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.param, self.code, self.headers = param, code, headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": self.message, "type": self.kind,
+                                       "param": self.param, "code": self.code}},
+                            status_code=self.status, headers=self.headers)
+
+
+def from_studio(exc: StudioError) -> ApiError:
+    """The status and shape an OpenAI client handles for each studio refusal."""
+    text = str(exc)
+    if isinstance(exc, LimitReached):
+        return ApiError(429, text, "rate_limit_exceeded", headers={"Retry-After": "60"})
+    if isinstance(exc, BudgetExceeded):
+        return ApiError(402, text, "insufficient_quota", code="budget_exceeded")
+    if isinstance(exc, (ModelNotFound, NotFound)):
+        return ApiError(404, text, "invalid_request_error", param="model",
+                        code="model_not_found")
+    if isinstance(exc, InvalidInput):
+        unknown = "not a model from the list" in text or "doesn't name a backend" in text
+        return ApiError(404 if unknown else 400, text, "invalid_request_error",
+                        param="model" if unknown or "model" in text.lower() else None,
+                        code="model_not_found" if unknown else None)
+    if isinstance(exc, BackendUnavailable):
+        return ApiError(503, text, "api_error", code="backend_unavailable")
+    if isinstance(exc, BackendRejected):
+        return ApiError(502, text, "api_error", code="backend_error")
+    return ApiError(502, text, "api_error")
+
+
+class OpenAIApi:
+    """Routes over ``services`` (chat, models, keys)."""
+
+    def __init__(self, chat, models, keys) -> None:
+        self.chat = chat
+        self.models = models
+        self.keys = keys
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/models", self.list_models, methods=["GET"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"])]
+
+    # -- routes -----------------------------------------------------------------------
+
+    async def list_models(self, request: Request) -> Response:
+        try:
+            self._user(request)
+            choices, _problems = await asyncio.to_thread(self.models.choices)
+        except ApiError as err:
+            return err.response()
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_id, "object": "model", "created": 0,
+             "owned_by": model_id.split(":", 1)[0], "name": label}
+            for label, model_id in choices]})
+
+    async def chat_completions(self, request: Request) -> Response:
+        try:
+            user, _key = self._user(request)
+            body = await _json(request)
+            messages = _messages(body.get("messages"))
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise ApiError(400, "'model' is required: a model id from GET /v1/models.",
+                               "invalid_request_error", param="model")
+            options = _options(body)
+            reply = await asyncio.to_thread(self.chat.complete, messages, model=model,
+                                            options=options, user=user)
+        except ApiError as err:
+            return err.response()
+        except StudioError as exc:
+            return from_studio(exc).response()
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._stream(reply, completion_id, usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return await self._whole(reply, completion_id)
+
+    # -- answers ----------------------------------------------------------------------
+
+    async def _whole(self, reply, completion_id: str) -> Response:
+        try:
+            await asyncio.to_thread(reply.wait_finished, None)
+        except asyncio.CancelledError:
+            self.chat.stop_reply(reply)
+            raise
+        snap = reply.snapshot()
+        if snap.status == "error":
+            return ApiError(502, snap.error, "api_error").response()
+        return JSONResponse({
+            "id": completion_id, "object": "chat.completion", "created": int(time.time()),
+            "model": _answered(snap),
+            "choices": [{"index": 0, "finish_reason": _finish_reason(snap),
+                         "message": {"role": "assistant", "content": snap.text}}],
+            "usage": _usage(snap)})
+
+    async def _stream(self, reply, completion_id: str, include_usage: bool
+                      ) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        sent = 0
+        version = -1
+        first = True
+        try:
+            while True:
+                snap = await asyncio.to_thread(reply.wait_newer, version, 15.0)
+                version = snap.version
+                if len(snap.text) > sent or first:
+                    delta: dict[str, Any] = {"content": snap.text[sent:]}
+                    if first:
+                        delta["role"] = "assistant"
+                    first = False
+                    sent = len(snap.text)
+                    yield _chunk(completion_id, created, snap, delta, None)
+                if snap.done:
+                    break
+                await asyncio.sleep(FOLLOW_INTERVAL)
+            if snap.status == "error" or (snap.status == "partial" and snap.error):
+                yield _sse({"error": {"message": snap.error, "type": "api_error"}})
+            else:
+                yield _chunk(completion_id, created, snap, {}, _finish_reason(snap))
+            if include_usage:
+                yield _sse({"id": completion_id, "object": "chat.completion.chunk",
+                            "created": created, "model": _answered(snap), "choices": [],
+                            "usage": _usage(snap)})
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not reply.snapshot().done:  # the client went away: stop generating upstream
+                self.chat.stop_reply(reply)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _user(self, request: Request) -> tuple[str, str]:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        found = self.keys.user_for(secret.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
+                           "`studio keys add USER NAME`) and send it as "
+                           "'Authorization: Bearer <key>'.", "invalid_request_error",
+                           code="invalid_api_key")
+        return found
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "The request body isn't JSON.", "invalid_request_error") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", "invalid_request_error")
+    return body
+
+
+def _messages(raw: Any) -> list[ChatMessage]:
+    """OpenAI messages to the studio's: text parts joined, data-URL images decoded."""
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "'messages' must be a non-empty list.", "invalid_request_error",
+                       param="messages")
+    out = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict) or message.get("role") not in (
+                "system", "developer", "user", "assistant"):
+            raise ApiError(400, f"messages[{i}] needs a role of system, user or assistant.",
+                           "invalid_request_error", param=f"messages[{i}].role")
+        role = "system" if message["role"] == "developer" else message["role"]
+        content = message.get("content") or ""
+        texts, images = [], []
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text":
+                    texts.append(str(part.get("text") or ""))
+                elif kind == "image_url":
+                    images.append(_image(part.get("image_url"), i))
+                else:
+                    raise ApiError(400, f"messages[{i}] has a content part of type {kind!r}; "
+                                   "text and image_url are understood.",
+                                   "invalid_request_error", param=f"messages[{i}].content")
+        else:
+            raise ApiError(400, f"messages[{i}].content must be text or a list of parts.",
+                           "invalid_request_error", param=f"messages[{i}].content")
+        out.append(ChatMessage(role, "\n".join(texts), tuple(images)))
+    return out
+
+
+def _image(value: Any, index: int) -> bytes:
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        raise ApiError(400, f"messages[{index}]: images must be data URLs "
+                       "(data:image/png;base64,...); the studio fetches no links.",
+                       "invalid_request_error", param=f"messages[{index}].content")
+    try:
+        return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+    except ValueError:
+        raise ApiError(400, f"messages[{index}]: the image's base64 doesn't decode.",
+                       "invalid_request_error", param=f"messages[{index}].content") from None
+
+
+def _options(body: dict) -> ChatOptions:
+    def number(name: str, kind):
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(400, f"'{name}' must be a number.", "invalid_request_error",
+                           param=name)
+        return kind(value)
+
+    max_tokens = number("max_completion_tokens", int) or number("max_tokens", int)
+    return ChatOptions(temperature=number("temperature", float), top_p=number("top_p", float),
+                       seed=number("seed", int), max_tokens=max_tokens)
+
+
+def _usage(snap) -> dict:
+    prompt = snap.usage.prompt_tokens or 0
+    completion = snap.usage.completion_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _answered(snap) -> str:
+    """The id of the model that answered (a fallback's, when one stood in)."""
+    return f"{snap.backend}:{snap.answered_by}" if snap.backend else snap.answered_by
+
+
+def _finish_reason(snap) -> str:
+    return "length" if snap.usage.done_reason == "length" else "stop"
+
+
+def _chunk(completion_id: str, created: int, snap, delta: dict, finish: str | None) -> bytes:
+    return _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                 "model": _answered(snap),
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def _sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
