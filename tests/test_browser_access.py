@@ -201,3 +201,29 @@ def test_browser_access_a_new_password_keeps_this_device_signed_in(locked_studio
     page.fill("#password", "dee-password-2")
     page.click("#signin-button")
     page.wait_for_selector("#chat-input textarea")
+
+
+def test_browser_access_a_user_makes_and_revokes_an_api_key(locked_studio, fresh_page):
+    import httpx
+
+    page = fresh_page
+    sign_in(page, locked_studio, "bob")
+    page.get_by_role("tab", name="Settings").click()
+    page.click("#keys-box")
+    page.fill("#key-name input", "home assistant")
+    page.click("#key-make")
+    box = "#key-secret textarea, #key-secret input"
+    page.wait_for_function(
+        "(s) => { const b = document.querySelector(s); return b && b.value.startsWith('hs-'); }",
+        arg=box)
+    secret = page.input_value(box)
+    models = httpx.get(locked_studio.url + "v1/models", headers={"Authorization": f"Bearer {secret}"})
+    assert models.status_code == 200
+    page.wait_for_selector("#keys-table:has-text('home assistant')")
+    db = sqlite_utils.Database(locked_studio.data_dir / "studio.db")
+    number = str(db.execute("select id from api_keys where name = 'home assistant'").fetchone()[0])
+    page.fill("#key-id input", number)
+    page.click("#key-revoke")
+    page.wait_for_selector("#keys-table:has-text('revoked')")
+    assert httpx.get(locked_studio.url + "v1/models",
+                     headers={"Authorization": f"Bearer {secret}"}).status_code == 401

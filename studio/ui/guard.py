@@ -57,6 +57,7 @@ EVENTS: dict[str, dict[str, str]] = {
         "render.<locals>.on_password": USER, "render.<locals>.on_audit": ADMIN,
         "render.<locals>.on_add_person": ADMIN, "render.<locals>.on_reset_person": ADMIN,
         "render.<locals>.on_remove_person": ADMIN,
+        "render.<locals>.on_make_key": USER, "render.<locals>.on_revoke_key": USER,
         # on_users fills the admin part for admins only (it checks the role itself).
         "render.<locals>.on_users": USER},
 }

@@ -16,9 +16,11 @@ import gradio as gr
 
 from ..access.web import SESSION_COOKIE
 from ..config import Settings
+from ..errors import InvalidInput
 from .common import page_user, ui_errors
 
 AUDIT_HEADERS = ["When (UTC)", "Who", "What", "Detail", "From"]
+KEY_HEADERS = ["Number", "Name", "Starts with", "Made", "Last used", "State"]
 USER_HEADERS = ["Name", "Role"]
 
 
@@ -52,6 +54,7 @@ def account_markdown(name: str, role: str | None, sign_in: bool) -> str:
 def render(services) -> SimpleNamespace:
     """Build the tab; returns what app.py calls when the tab opens (``open_fn``)."""
     access = services.access
+    keys = services.keys
     settings = services.settings
 
     with gr.Column():
@@ -66,6 +69,22 @@ def render(services) -> SimpleNamespace:
             repeat = gr.Textbox(label="New password again", type="password",
                                 elem_id="password-repeat")
             change = gr.Button("Change password", elem_id="password-change")
+        with gr.Accordion("Your API keys (for /v1: scripts, editors, tools)", open=False,
+                          elem_id="keys-box"):
+            keys_table = gr.Dataframe(headers=KEY_HEADERS, interactive=False,
+                                      elem_id="keys-table")
+            with gr.Row():
+                key_name = gr.Textbox(label="What uses it", placeholder="laptop",
+                                      max_lines=1, elem_id="key-name")
+                make_key = gr.Button("Make a key", size="sm", elem_id="key-make")
+            new_key = gr.Textbox(label="Your new key: copy it now, it is shown only once",
+                                 visible=False, interactive=False, buttons=["copy"],
+                                 elem_id="key-secret")
+            with gr.Row():
+                key_id = gr.Number(label="Key number", precision=0, minimum=1,
+                                   elem_id="key-id")
+                revoke_key = gr.Button("Revoke", size="sm", variant="stop",
+                                       elem_id="key-revoke")
         with gr.Group(visible=False) as admin_part:
             gr.Markdown("### People who may sign in\n(Also on the server: `studio users add "
                         "NAME [--admin]`, `remove NAME`, `passwd NAME`.)")
@@ -101,14 +120,37 @@ def render(services) -> SimpleNamespace:
         name = page_user(request)
         role = access.role_of(name)
         text = account_markdown(name, role, access.sign_in_required())
+        mine = key_rows(name) if access.users.get(name) is not None else []
         if role != "admin":
-            return text, gr.update(visible=False), [], [], []
+            return text, gr.update(visible=False), [], [], [], mine
         users = [[u.name, u.role] for u in access.users.list()]
         return (text, gr.update(visible=True), users, audit_rows(),
-                settings_rows(settings))
+                settings_rows(settings), mine)
 
     def on_audit():
         return audit_rows()
+
+    def key_rows(user: str) -> list[list]:
+        return [[k.id, k.name, k.prefix + "…", k.created_at[:16].replace("T", " "),
+                 (k.last_used or "never")[:16].replace("T", " "),
+                 "revoked" if k.revoked else "live"] for k in keys.list(user)]
+
+    @ui_errors
+    def on_make_key(name, request: gr.Request = None):
+        user = page_user(request)
+        _key, secret = keys.create(user, name or "")
+        access.audit.record(user, "make api key", (name or "").strip())
+        return key_rows(user), "", gr.update(value=secret, visible=True)
+
+    @ui_errors
+    def on_revoke_key(number, request: gr.Request = None):
+        user = page_user(request)
+        if not number or not keys.revoke(user, int(number)):
+            raise InvalidInput("You have no live key with that number.",
+                               hint="The table above lists your keys.")
+        access.audit.record(user, "revoke api key", str(int(number)))
+        gr.Info("Key revoked: it no longer works.")
+        return key_rows(user), None, gr.update(value="", visible=False)
 
     def people() -> list[list[str]]:
         return [[u.name, u.role] for u in access.users.list()]
@@ -151,5 +193,10 @@ def render(services) -> SimpleNamespace:
     add_person.click(on_add_person, person_in, person_out, api_visibility="private")
     reset_person.click(on_reset_person, person_in, person_out, api_visibility="private")
     remove_person.click(on_remove_person, person_in, person_out, api_visibility="private")
+    make_key.click(on_make_key, [key_name], [keys_table, key_name, new_key],
+                   api_visibility="private")
+    revoke_key.click(on_revoke_key, [key_id], [keys_table, key_id, new_key],
+                     api_visibility="private")
     return SimpleNamespace(open_fn=on_users, open_outputs=[account, admin_part, users_table,
-                                                           audit_table, settings_table])
+                                                           audit_table, settings_table,
+                                                           keys_table])
