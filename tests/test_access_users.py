@@ -186,3 +186,22 @@ def test_cli_keys_add_list_revoke(tmp_path):
     assert ApiKeys(store).user_for(secret) is None
     nobody = run_keys("add", "nobody", "x", data_dir=tmp_path)
     assert nobody.returncode == 2 and "no user called nobody" in nobody.stderr
+
+
+def test_access_tables_reach_their_schema_and_a_rerun_changes_nothing(tmp_path):
+    store = Store.open(tmp_path / "studio.db")
+    db = store.db
+    assert db["users"].columns_dict == {"name": str, "role": str, "password_hash": str,
+                                        "created_at": str, "password_changed_at": str}
+    assert db["sessions"].columns_dict == {"token_hash": str, "user": str, "created_at": str,
+                                           "last_seen": str, "expires_at": str, "address": str,
+                                           "user_agent": str}
+    assert db["audit"].columns_dict == {"id": int, "at": str, "user": str, "action": str,
+                                        "detail": str, "address": str}
+    assert db["api_keys"].columns_dict == {"id": int, "user": str, "name": str, "key_hash": str,
+                                           "prefix": str, "created_at": str, "last_used": str,
+                                           "revoked_at": str}
+    store.close()
+    again = Store.open(tmp_path / "studio.db")  # applying the migrations twice is a no-op
+    assert again.db["users"].columns_dict["role"] is str
+    again.close()

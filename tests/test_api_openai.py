@@ -138,4 +138,5 @@ def test_api_usage_is_the_keys_user(api):
     client(api).chat.completions.create(model="ollama:llama3.2:latest",
                                         messages=[{"role": "user", "content": "hi"}])
     ledger = api["services"].accounting.ledger
-    assert {r.user for r in ledger.usage_records(limit=50)} == {"bob"}
+    rows = ledger.usage_records(limit=50)
+    assert {r.user for r in rows} == {"bob"} and {r.via for r in rows} == {"api: laptop"}

@@ -92,7 +92,7 @@ class OpenAIApi:
 
     async def chat_completions(self, request: Request) -> Response:
         try:
-            user, _key = self._user(request)
+            user, key_name = self._user(request)
             body = await _json(request)
             messages = _messages(body.get("messages"))
             model = body.get("model")
@@ -101,7 +101,8 @@ class OpenAIApi:
                                "invalid_request_error", param="model")
             options = _options(body)
             reply = await asyncio.to_thread(self.chat.complete, messages, model=model,
-                                            options=options, user=user)
+                                            options=options, user=user,
+                                            via=f"api: {key_name}")
         except ApiError as err:
             return err.response()
         except StudioError as exc:

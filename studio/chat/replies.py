@@ -50,6 +50,7 @@ class ReplySnapshot:
     backend: str
     answered_by: str
     version: int
+    via: str = ""  # how the request came in: "" from a page, "api: <key name>"
 
     @property
     def done(self) -> bool:
@@ -62,6 +63,7 @@ class LiveReply(Live):
     conversation_id: str | None
     message_id: int | None
     model_id: str
+    via: str = ""
     started: float = field(default_factory=time.monotonic)
     text_parts: list[str] = field(default_factory=list)
     thinking_parts: list[str] = field(default_factory=list)
@@ -90,7 +92,7 @@ class LiveReply(Live):
             status=self.status, error=self.error,
             ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
-            answered_by=self.answered_by or self.model_id, version=self.version)
+            answered_by=self.answered_by or self.model_id, version=self.version, via=self.via)
 
 
 class ReplyManager:
@@ -114,15 +116,16 @@ class ReplyManager:
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
-              user: str = "owner",
+              user: str = "owner", via: str = "",
               on_progress: Callable[[ReplySnapshot], None] | None = None,
               on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
         """Start generating; returns at once. With ``message_id`` the reply is stored there.
+        ``via`` says how the request came in (kept with its usage).
 
         ``on_progress`` gets a snapshot as often as a stored reply is flushed (``flush_every``),
         for callers that keep the text elsewhere (the arena), so a restart loses little."""
         reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
-                          message_id=message_id, model_id=model_id)
+                          message_id=message_id, model_id=model_id, via=via)
         self._replies.add(reply.reply_id, reply)
         thread = threading.Thread(target=self._run,
                                   args=(reply, list(messages), options, user, on_progress,

@@ -186,7 +186,7 @@ class ChatService:
             return self._start(history, model_id, messages, options, user, False, release)
 
     def complete(self, messages: Sequence[ChatMessage], *, model: str,
-                 options: ChatOptions | None = None, user: str) -> LiveReply:
+                 options: ChatOptions | None = None, user: str, via: str = "") -> LiveReply:
         """A reply with no history (the API): the same refusals and the same path to the
         model (GPU policy, router, fallbacks, budget, usage) as a chat turn; nothing is
         written but its usage. Raises like ``send``."""
@@ -196,7 +196,7 @@ class ChatService:
         self._router.admit(model_id, messages, options, user=user)
         with self._admitted(user) as release:
             return self._replies.start(str(model_id), messages, options or ChatOptions(),
-                                       user=user, on_finish=lambda _snap: release())
+                                       user=user, via=via, on_finish=lambda _snap: release())
 
     def stop_reply(self, reply: LiveReply) -> bool:
         """Stop one reply (the API's client went away); what it wrote is kept."""

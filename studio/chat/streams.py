@@ -90,6 +90,6 @@ def record_usage(accounting: "Accounting") -> Callable[["ReplySnapshot", str], N
         accounting.record_chat(user, backend, model, snap.usage,
                                duration_s=snap.elapsed_ms / 1000,
                                conversation_id=snap.conversation_id,
-                               message_id=snap.message_id)
+                               message_id=snap.message_id, via=snap.via)
 
     return record

@@ -37,7 +37,7 @@ PERIODS = {"today": "Today", "week": "This week", "month": "This month"}
 CSV_COLUMNS = ("id", "time", "created_at_utc", "day", "user", "backend", "model", "kind",
                "prompt_tokens", "completion_tokens", "images", "duration_s", "cost_usd",
                "cost_is_estimate", "energy_kwh", "energy_cost_usd", "gpu_watts",
-               "conversation_id", "message_id", "job_id")
+               "conversation_id", "message_id", "job_id", "via")
 _CSV_PAGE = 5000
 
 Clock = Callable[[], datetime]
@@ -237,8 +237,8 @@ class Accounting:
 
     def record_chat(self, user: str, backend: str, model: str, usage: Usage,
                     duration_s: float | None = None, conversation_id: str | None = None,
-                    message_id: int | None = None, *, watts: float | None = None
-                    ) -> UsageRecord:
+                    message_id: int | None = None, *, watts: float | None = None,
+                    via: str = "") -> UsageRecord:
         """Account one chat reply and return the stored row.
 
         Cloud: ``usage.cost_usd`` as reported (``usage.cost_is_estimate`` kept), else catalogue
@@ -257,7 +257,7 @@ class Accounting:
                                   usage.completion_tokens)
                 estimate = cost is not None
         row = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   conversation_id=conversation_id, message_id=message_id)
+                   conversation_id=conversation_id, message_id=message_id, via=via)
         return self._record(user, backend, model, "chat", duration_s, cost, estimate, watts, row)
 
     def record_image(self, user: str, backend: str, model: str, duration_s: float | None, *,
@@ -435,7 +435,7 @@ class Accounting:
 
 _RECORD_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                   "completion_tokens", "images", "duration_s", "cost_usd", "energy_kwh",
-                  "energy_cost", "gpu_watts", "conversation_id", "message_id", "job_id")
+                  "energy_cost", "gpu_watts", "conversation_id", "message_id", "job_id", "via")
 
 
 def local_time(record: UsageRecord, tz: tzinfo | None) -> str:
@@ -450,7 +450,8 @@ def csv_row(record: UsageRecord, tz: tzinfo | None) -> list[Any]:
               record.backend, record.model, record.kind, record.prompt_tokens,
               record.completion_tokens, record.images, record.duration_s, record.cost_usd,
               int(record.cost_is_estimate), record.energy_kwh, record.energy_cost,
-              record.gpu_watts, record.conversation_id, record.message_id, record.job_id]
+              record.gpu_watts, record.conversation_id, record.message_id, record.job_id,
+              record.via]
     return ["" if value is None else value for value in values]
 
 

@@ -462,3 +462,10 @@ def m009_create_api_keys(db: Database) -> None:
         defaults={"name": ""})
     db["api_keys"].create_index(["key_hash"], unique=True)
     db["api_keys"].create_index(["user"])
+
+
+@migrations()
+def m010_add_via_to_usage(db: Database) -> None:
+    # How a request came in: "" from the pages, "api: <key name>" through /v1 (issue 11),
+    # so Costs tells a script's spend from a person's.
+    db["usage"].add_column("via", str, not_null_default="")

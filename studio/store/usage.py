@@ -18,7 +18,7 @@ from .db import Store, _reject_unknown
 USAGE_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                 "completion_tokens", "images", "duration_s", "cost_usd", "cost_is_estimate",
                 "energy_kwh", "energy_cost", "gpu_watts", "conversation_id", "message_id",
-                "job_id")
+                "job_id", "via")
 _USAGE_SUMS = """count(*) AS requests, total(prompt_tokens) AS prompt_tokens,
     total(completion_tokens) AS completion_tokens, total(images) AS images,
     total(duration_s) AS duration_s, total(cost_usd) AS cost_usd,
@@ -49,6 +49,7 @@ class UsageRecord:
     conversation_id: str | None
     message_id: int | None
     job_id: str | None
+    via: str = ""  # "" from a page, "api: <key name>" through /v1
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ def recent_frame(records, tz) -> pd.DataFrame:
     rows = []
     for r in records:
         cost = format_usd(r.cost_usd, zero="$0")
-        rows.append([local_time(r, tz), r.user, r.backend, r.model, r.kind,
+        kind = f"{r.kind} ({r.via})" if r.via else r.kind
+        rows.append([local_time(r, tz), r.user, r.backend, r.model, kind,
                      r.prompt_tokens, r.completion_tokens,
                      None if r.duration_s is None else round(r.duration_s, 1),
                      f"~{cost}" if r.cost_is_estimate else cost,
