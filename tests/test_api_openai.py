@@ -140,3 +140,57 @@ def test_api_usage_is_the_keys_user(api):
     ledger = api["services"].accounting.ledger
     rows = ledger.usage_records(limit=50)
     assert {r.user for r in rows} == {"bob"} and {r.via for r in rows} == {"api: laptop"}
+
+
+# -- the Ollama-compatible surface, with the official ollama client -----------------------------
+
+
+def ollama_client(api, key=None):
+    import ollama
+
+    return ollama.Client(host=api["base"].removesuffix("/v1"),
+                         headers={"Authorization": f"Bearer {key or api['key']}"})
+
+
+def test_api_ollama_lists_the_picker_models(api):
+    names = [m.model for m in ollama_client(api).list().models]
+    assert names[:2] == ["ollama:llama3.2:latest", "ollama:llava:latest"]
+
+
+def test_api_ollama_chat_streams_and_answers_whole(api):
+    api["ollama"].queue_reply(api["ollama"].make_tokens(20), delay=0.005)
+    parts = list(ollama_client(api).chat(model="ollama:llama3.2:latest", stream=True,
+                                         messages=[{"role": "user", "content": "count"}],
+                                         options={"temperature": 0.3}))
+    assert "".join(p.message.content for p in parts) == "".join(api["ollama"].make_tokens(20))
+    assert parts[-1].done and parts[-1].eval_count == 20
+    assert api["ollama"].requests_to("/api/chat")[-1].json["options"]["temperature"] == 0.3
+    api["ollama"].queue_reply("whole answer")
+    whole = ollama_client(api).chat(model="ollama:llama3.2:latest",
+                                    messages=[{"role": "user", "content": "hi"}])
+    assert whole.message.content == "whole answer" and whole.done
+
+
+def test_api_ollama_errors_are_its_shape(api):
+    import ollama
+
+    with pytest.raises(ollama.ResponseError) as no_key:
+        ollama_client(api, "hs-wrong").list()
+    assert no_key.value.status_code == 401
+    with pytest.raises(ollama.ResponseError) as unknown:
+        ollama_client(api).chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    assert unknown.value.status_code == 404 and "not a model from the list" in unknown.value.error
+
+
+def test_api_a_client_that_goes_away_stops_the_reply_upstream(api):
+    fake = api["ollama"]
+    fake.client_gone.clear()
+    before = fake.disconnects
+    fake.queue_reply(fake.make_tokens(400), delay=0.02)
+    stream = client(api).chat.completions.create(
+        model="ollama:llama3.2:latest", stream=True,
+        messages=[{"role": "user", "content": "a long story"}])
+    got = [next(stream) for _ in range(3)]
+    assert got[0].choices[0].delta.role == "assistant"
+    stream.close()
+    assert fake.client_gone.wait(10) and fake.disconnects == before + 1

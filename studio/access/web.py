@@ -37,6 +37,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FILE_PREFIXES = ("/gradio_api/file=", "/file=")
 # Open without a session: the two pages, and Gradio's own call to itself when it starts
 # (it runs the app's start-up events once, then answers False).
+# The Ollama-compatible routes (studio/api/ollama.py), which check their own keys.
+API_PATHS = frozenset({"/api/version", "/api/tags", "/api/chat"})
 OPEN_PATHS = frozenset({"/signin", "/signout", "/favicon.ico", "/gradio_api/startup-events"})
 
 
@@ -91,8 +93,8 @@ class AccessGate:
                               else self._signout(scope))
             await _send(response, scope, receive, send)
             return
-        if path == "/v1" or path.startswith("/v1/"):
-            await self.app(scope, receive, send)  # the API checks its own keys
+        if path == "/v1" or path.startswith("/v1/") or path in API_PATHS:
+            await self.app(scope, receive, send)  # the APIs check their own keys
             return
         token = _cookie(headers, SESSION_COOKIE)
         required = self.authority.sign_in_required()

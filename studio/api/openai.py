@@ -24,11 +24,9 @@ from starlette.routing import Route
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
                       LimitReached, ModelNotFound, NotFound, StudioError)
 from ..events import ChatMessage, ChatOptions
+from .common import answered_by, deltas, key_user
 
 log = logging.getLogger(__name__)
-
-FOLLOW_INTERVAL = 0.02  # seconds between streamed chunks at most (coalescing, like the page)
-
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str, *, param: str | None = None,
@@ -128,7 +126,7 @@ class OpenAIApi:
             return ApiError(502, snap.error, "api_error").response()
         return JSONResponse({
             "id": completion_id, "object": "chat.completion", "created": int(time.time()),
-            "model": _answered(snap),
+            "model": answered_by(snap),
             "choices": [{"index": 0, "finish_reason": _finish_reason(snap),
                          "message": {"role": "assistant", "content": snap.text}}],
             "usage": _usage(snap)})
@@ -136,42 +134,28 @@ class OpenAIApi:
     async def _stream(self, reply, completion_id: str, include_usage: bool
                       ) -> AsyncIterator[bytes]:
         created = int(time.time())
-        sent = 0
-        version = -1
         first = True
-        try:
-            while True:
-                snap = await asyncio.to_thread(reply.wait_newer, version, 15.0)
-                version = snap.version
-                if len(snap.text) > sent or first:
-                    delta: dict[str, Any] = {"content": snap.text[sent:]}
-                    if first:
-                        delta["role"] = "assistant"
-                    first = False
-                    sent = len(snap.text)
-                    yield _chunk(completion_id, created, snap, delta, None)
-                if snap.done:
-                    break
-                await asyncio.sleep(FOLLOW_INTERVAL)
-            if snap.status == "error" or (snap.status == "partial" and snap.error):
-                yield _sse({"error": {"message": snap.error, "type": "api_error"}})
-            else:
-                yield _chunk(completion_id, created, snap, {}, _finish_reason(snap))
-            if include_usage:
-                yield _sse({"id": completion_id, "object": "chat.completion.chunk",
-                            "created": created, "model": _answered(snap), "choices": [],
-                            "usage": _usage(snap)})
-            yield b"data: [DONE]\n\n"
-        finally:
-            if not reply.snapshot().done:  # the client went away: stop generating upstream
-                self.chat.stop_reply(reply)
+        async for snap, piece in deltas(self.chat, reply):
+            if piece or first:
+                delta: dict[str, Any] = {"content": piece}
+                if first:
+                    delta["role"] = "assistant"
+                first = False
+                yield _chunk(completion_id, created, snap, delta, None)
+        if snap.status == "error" or (snap.status == "partial" and snap.error):
+            yield _sse({"error": {"message": snap.error, "type": "api_error"}})
+        else:
+            yield _chunk(completion_id, created, snap, {}, _finish_reason(snap))
+        if include_usage:
+            yield _sse({"id": completion_id, "object": "chat.completion.chunk",
+                        "created": created, "model": answered_by(snap), "choices": [],
+                        "usage": _usage(snap)})
+        yield b"data: [DONE]\n\n"
 
     # -- helpers ----------------------------------------------------------------------
 
     def _user(self, request: Request) -> tuple[str, str]:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        found = self.keys.user_for(secret.strip()) if scheme.lower() == "bearer" else None
+        found = key_user(self.keys, request)
         if found is None:
             raise ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
                            "`studio keys add USER NAME`) and send it as "
@@ -259,18 +243,13 @@ def _usage(snap) -> dict:
             "total_tokens": prompt + completion}
 
 
-def _answered(snap) -> str:
-    """The id of the model that answered (a fallback's, when one stood in)."""
-    return f"{snap.backend}:{snap.answered_by}" if snap.backend else snap.answered_by
-
-
 def _finish_reason(snap) -> str:
     return "length" if snap.usage.done_reason == "length" else "stop"
 
 
 def _chunk(completion_id: str, created: int, snap, delta: dict, finish: str | None) -> bytes:
     return _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                 "model": _answered(snap),
+                 "model": answered_by(snap),
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
 

@@ -15,6 +15,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ..access.web import AccessGate
+from ..api.ollama import OllamaApi
 from ..api.openai import OpenAIApi
 from ..ops.status import status_html
 from .common import OWNER
@@ -111,8 +112,9 @@ def launch_kwargs(services) -> dict:
                 allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
-                app_kwargs={"middleware": [gate], "routes": OpenAIApi(
-                    services.chat, services.models, services.keys).routes()},
+                app_kwargs={"middleware": [gate], "routes": [
+                    *OpenAIApi(services.chat, services.models, services.keys).routes(),
+                    *OllamaApi(services.chat, services.models, services.keys).routes()]},
                 run_history=False,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,

@@ -1,0 +1,41 @@
+"""What both APIs share: the key check, the model that answered, and following a reply as
+text deltas (stopping it upstream when the client goes away). No gradio imports here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from starlette.requests import Request
+
+FOLLOW_INTERVAL = 0.02  # seconds between streamed pieces at most (coalescing, like the page)
+
+
+def key_user(keys, request: Request) -> tuple[str, str] | None:
+    """(user, key name) for the request's ``Authorization: Bearer`` key, None without one."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    return keys.user_for(secret.strip()) if scheme.lower() == "bearer" else None
+
+
+def answered_by(snap) -> str:
+    """The id of the model that answered (a fallback's, when one stood in)."""
+    return f"{snap.backend}:{snap.answered_by}" if snap.backend else snap.answered_by
+
+
+async def deltas(chat, reply) -> AsyncIterator[tuple[object, str]]:
+    """(snapshot, new text) as the reply grows; the last snapshot is done. A client that
+    goes away (the iterator closed early) stops the reply, like the Stop button."""
+    sent, version = 0, -1
+    try:
+        while True:
+            snap = await asyncio.to_thread(reply.wait_newer, version, 15.0)
+            version = snap.version
+            piece = snap.text[sent:]
+            sent = len(snap.text)
+            yield snap, piece
+            if snap.done:
+                return
+            await asyncio.sleep(FOLLOW_INTERVAL)
+    finally:
+        if not reply.snapshot().done:
+            chat.stop_reply(reply)
