@@ -29,7 +29,7 @@ def test_users_passwords_are_salted_hashes(store):
     first, second = hash_password("same password"), hash_password("same password")
     assert first != second and "same password" not in first
     assert verify_password(first, "same password") and not verify_password(first, "other")
-    Users(store).add("ann", "ann-password-1")
+    Users(store).add("ann", "ann-password-1", admin=True)
     stored = store.db.execute("SELECT password_hash FROM users").fetchone()[0]
     assert stored.startswith("$argon2id$") and "ann-password-1" not in stored
 
@@ -76,7 +76,6 @@ def test_users_first_admin_inherits_what_was_made_before_sign_in(store):
                                  spec={}, items=[])
     CloudStore(store).create_arena_run("p", ["ollama:a", "ollama:b"], user="owner")
     users = Users(store)
-    users.add("bob", "bob-password-1")  # a plain user inherits nothing
     assert store.get_conversation(conv.id).user == "owner"
     users.add("ann", "ann-password-1", admin=True)
     for table in ("conversations", "image_jobs", "arena_runs"):
@@ -86,7 +85,7 @@ def test_users_first_admin_inherits_what_was_made_before_sign_in(store):
 
 
 def test_sessions_keep_only_a_hash_and_expire(store):
-    Users(store).add("ann", "ann-password-1")
+    Users(store).add("ann", "ann-password-1", admin=True)
     clock = Clock()
     sessions = Sessions(store, lifetime_s=3600, clock=clock)
     token = sessions.start("ann", address="10.0.0.7")
@@ -113,7 +112,7 @@ def test_sessions_end_with_a_new_password_or_the_user(store):
 
 def test_sessions_survive_a_restart(tmp_path):
     store = Store.open(tmp_path / "studio.db")
-    Users(store).add("ann", "ann-password-1")
+    Users(store).add("ann", "ann-password-1", admin=True)
     token = Sessions(store, lifetime_s=3600).start("ann")
     store.close()
     again = Store.open(tmp_path / "studio.db")
@@ -172,6 +171,8 @@ def run_keys(*args, data_dir):
 def test_cli_keys_add_list_revoke(tmp_path):
     from studio.access.keys import ApiKeys
 
+    assert run_cli("add", "ann", "--admin", stdin="ann-password-1\n",
+                   data_dir=tmp_path).returncode == 0
     assert run_cli("add", "bob", stdin="bob-password-1\n", data_dir=tmp_path).returncode == 0
     added = run_keys("add", "bob", "laptop", data_dir=tmp_path)
     assert added.returncode == 0, added.stderr
@@ -205,3 +206,22 @@ def test_access_tables_reach_their_schema_and_a_rerun_changes_nothing(tmp_path):
     again = Store.open(tmp_path / "studio.db")  # applying the migrations twice is a no-op
     assert again.db["users"].columns_dict["role"] is str
     again.close()
+
+
+def test_users_a_removed_persons_things_never_pass_to_a_new_one_of_that_name(store):
+    users = Users(store)
+    users.add("ann", "ann-password-1", admin=True)
+    users.add("bob", "bob-password-1")
+    conv = store.create_conversation("bob's secret", user="bob")
+    users.remove("bob")
+    kept = store.get_conversation(conv.id).user
+    assert kept.startswith("bob (removed ") and store.list_conversations(user="bob") == []
+    users.add("bob", "bob-password-2")
+    assert store.list_conversations(user="bob") == []
+
+
+def test_users_the_first_person_is_an_admin(store):
+    with pytest.raises(InvalidInput, match="first person must be an admin"):
+        Users(store).add("bob", "bob-password-1")
+    with pytest.raises(InvalidInput, match="not 'owner' or 'cli'"):
+        Users(store).add("cli", "cli-password-1", admin=True)

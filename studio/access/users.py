@@ -17,6 +17,7 @@ from .passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 
 ADMIN, USER = "admin", "user"
 BEFORE_SIGN_IN = "owner"  # the user of everything made while there was no sign-in
+RESERVED = {BEFORE_SIGN_IN, "cli"}  # "cli" is who the audit log names for the command line
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 MIN_PASSWORD = 8
 
@@ -42,6 +43,9 @@ class Users:
         if (taken := self._rows.user(name)) is not None:  # names ignore case
             raise InvalidInput(f"There is already a user called {taken['name']}.",
                                hint="Pick another name, or `studio users passwd` for theirs.")
+        if not admin and self._rows.count_users(ADMIN) == 0:
+            raise InvalidInput("The first person must be an admin, or nobody could manage the "
+                               "studio once sign-in is on.", hint="Add them with --admin.")
         first_admin = admin and self._rows.count_users(ADMIN) == 0
         self._rows.add_user(name, ADMIN if admin else USER, hash_password(password),
                             claim_from=BEFORE_SIGN_IN if first_admin else None)
@@ -53,7 +57,8 @@ class Users:
         if user.is_admin and self._rows.count_users(ADMIN) == 1:
             raise InvalidInput(f"{user.name} is the last admin.",
                                hint="Make someone else an admin first.")
-        self._rows.delete_user(user.name)
+        self._rows.delete_user(user.name,
+                               keep_as=f"{user.name} (removed {self._rows.store._now()[:16]})")
 
     def set_password(self, name: str, password: str, *, keep_session: str | None = None) -> None:
         """A new password; every session of that person ends (other devices sign in again),
@@ -112,10 +117,10 @@ class Users:
 
 def check_name(name: str) -> str:
     name = (name or "").strip()
-    if not NAME.fullmatch(name) or name.lower() == BEFORE_SIGN_IN:
+    if not NAME.fullmatch(name) or name.lower() in RESERVED:
         raise InvalidInput(f"{name!r} can't be a user name.",
                            hint="Use 1-32 letters, digits, '.', '_' or '-', starting with a "
-                                "letter or digit (and not 'owner').")
+                                "letter or digit (not 'owner' or 'cli').")
     return name
 
 

@@ -80,8 +80,14 @@ class AccessStore:
             return self.db.execute(f"UPDATE users SET {assignments} WHERE name = ?",
                                    [*fields.values(), name]).rowcount > 0
 
-    def delete_user(self, name: str) -> bool:
-        with self._lock:
+    def delete_user(self, name: str, *, keep_as: str) -> bool:
+        """Delete the user (their sessions and keys go with them). What they made stays,
+        renamed ``keep_as`` in the same transaction, so sums still add up and someone given
+        the name later inherits none of it."""
+        with self._lock, self.db.atomic():
+            for table in OWNED_TABLES:
+                self.db.execute(f"UPDATE {table} SET user = ? WHERE user = ?", [keep_as, name])
+            self.db.execute("UPDATE image_jobs SET lane = ? WHERE lane = ?", [keep_as, name])
             return self.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount > 0
 
     # -- sessions
