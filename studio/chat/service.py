@@ -348,8 +348,8 @@ class ChatService:
                     self._incognito[chat_id] = (found[0], time.monotonic())
                     return found[0]
             raise NotFound(GONE, hint="Incognito chats are forgotten when their page moves on.")
-        conv = self._store.get_conversation(chat_id)
-        if conv is None or conv.user != user:
+        conv = self._store.get_conversation(chat_id, user=user)
+        if conv is None:
             raise NotFound(GONE)
         return StoredHistory(self._store, conv, user=user)
 

@@ -190,9 +190,13 @@ class Store:
                 f"VALUES ({', '.join(':' + name for name in row)})", row)
         return _to_conversation(row)
 
-    def get_conversation(self, conv_id: str) -> Conversation | None:
+    def get_conversation(self, conv_id: str, *, user: str | None = None) -> Conversation | None:
+        """The conversation; with ``user``, only if it is theirs (another's is None, the
+        same as a missing one)."""
+        mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
         with self._lock:
-            rows = self._select("SELECT * FROM conversations WHERE id = ?", [conv_id])
+            rows = self._select(f"SELECT * FROM conversations WHERE id = ? {mine}",
+                                [conv_id, *params])
         return _to_conversation(rows[0]) if rows else None
 
     def list_conversations(self, *, user: str | None = None, limit: int = 100,
