@@ -469,3 +469,9 @@ def m010_add_via_to_usage(db: Database) -> None:
     # How a request came in: "" from the pages, "api: <key name>" through /v1 (issue 11),
     # so Costs tells a script's spend from a person's.
     db["usage"].add_column("via", str, not_null_default="")
+
+
+@migrations()
+def m011_index_arena_runs_by_user(db: Database) -> None:
+    # Each person's comparisons are listed apart since sign-in (issue 10).
+    db["arena_runs"].create_index(["user", "created_at"])
