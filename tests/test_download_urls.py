@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from studio.access.urls import AddressRefused, UrlGuard, guarded_client
-from studio.models.downloads import DownloadManager
+from studio.access.urls import AddressRefused, UrlGuard
+from studio.models.downloads import DownloadManager, guarded_client_factory
 from studio.models.files import plan_download
 from tests.conftest import free_port
 
@@ -98,7 +98,7 @@ def test_urls_a_redirect_to_loopback_is_refused(server):
     port = server.rsplit(":", 1)[1]
     Files.target = f"http://127.0.0.1:{port}/secret"
     guard = UrlGuard(["localhost"])
-    with guarded_client(guard) as client, pytest.raises(AddressRefused) as refused:
+    with guarded_client_factory(guard)() as client, pytest.raises(AddressRefused) as refused:
         client.get(f"http://localhost:{port}/hop")
     assert "secret" not in str(refused.value) and port not in str(refused.value)
 

@@ -19,11 +19,9 @@ from typing import Callable, Iterable
 from ..errors import InvalidInput
 from .audit import Audit
 from .sessions import Sessions
-from .users import Users
+from .users import ADMIN, Users
 from .web import SignInRefused, netloc
 
-OWNER = "owner"  # the one user while sign-in is off
-ADMIN, USER = "admin", "user"
 MAX_FAILURES = 5  # failed sign-ins per address (or name) in FAILURE_WINDOW_S before a pause
 FAILURE_WINDOW_S = 600.0
 WRONG = "Wrong name or password."

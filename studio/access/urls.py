@@ -3,7 +3,7 @@
 A link must be ``http``/``https`` and its host must resolve to public addresses: loopback,
 link-local, private, unique-local, unspecified, multicast and reserved ones are refused
 (IPv4, IPv6 and IPv4-mapped IPv6), unless the host is in STUDIO_DOWNLOAD_ALLOW_HOSTS (a NAS
-on the LAN is a real case). ``guarded_client`` checks every request it sends, so every
+on the LAN is a real case). ``GuardedTransport`` checks every request a client sends, so every
 redirect hop is checked too. Refusals never say what answered where. No gradio imports.
 
 Left open: the connection resolves the name again after the check, so a name whose DNS
@@ -23,7 +23,6 @@ from ..errors import InvalidInput
 
 Resolver = Callable[[str, int], list[str]]
 ALLOW_SETTING = "STUDIO_DOWNLOAD_ALLOW_HOSTS"
-MAX_REDIRECTS = 5
 
 
 class AddressRefused(InvalidInput):
@@ -116,9 +115,3 @@ class GuardedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
-
-
-def guarded_client(guard: UrlGuard, **kwargs) -> httpx.Client:
-    """An ``httpx.Client`` that follows at most ``MAX_REDIRECTS`` redirects, each checked."""
-    return httpx.Client(transport=GuardedTransport(guard), follow_redirects=True,
-                        max_redirects=MAX_REDIRECTS, **kwargs)
