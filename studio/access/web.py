@@ -18,8 +18,6 @@ The signed-in name is left in ``scope["state"]["studio_user"]`` for Gradio's
 from __future__ import annotations
 
 import html
-import json
-import logging
 import os
 import re
 from pathlib import Path
@@ -30,7 +28,6 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "studio_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

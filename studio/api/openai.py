@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -26,7 +25,6 @@ from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, Inval
 from ..events import ChatMessage, ChatOptions
 from .common import answered_by, deltas, key_user
 
-log = logging.getLogger(__name__)
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str, *, param: str | None = None,
