@@ -24,6 +24,18 @@ class ChatThinking:
 
 
 @dataclass(frozen=True)
+class ChatToolCall:
+    """The model asks the caller to run a tool: OpenAI's shape, ``arguments`` a JSON text.
+
+    Only API callers send tools; the reply ends after its calls (finish reason
+    ``tool_calls``) and the caller sends the results back as ``role="tool"`` messages."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatNotice:
     """Something the reply should say about itself, e.g. a fallback to another model."""
 
@@ -64,9 +76,12 @@ class ChatDone:
 class ChatMessage:
     """One message sent to a backend: role, text and optional images (raw bytes)."""
 
-    role: str
+    role: str  # system | user | assistant | tool
     content: str
     images: tuple[bytes, ...] = ()
+    tool_calls: tuple[ChatToolCall, ...] = ()  # on an assistant message that called tools
+    tool_call_id: str | None = None  # on a tool message: the call it answers
+    name: str | None = None  # on a tool message: the tool that produced ``content``
 
 
 @dataclass(frozen=True)
@@ -79,3 +94,8 @@ class ChatOptions:
     seed: int | None = None
     max_tokens: int | None = None
     think: bool | None = None
+    stop: tuple[str, ...] | None = None
+    # OpenAI's shape: {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}
+    response_format: dict | None = None
+    tools: tuple[dict, ...] | None = None  # OpenAI's (and Ollama's) function tools
+    tool_choice: str | dict | None = None  # "auto" | "none" | "required" | a named function

@@ -12,6 +12,7 @@ Knows nothing about what the work is. No gradio imports here.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,37 @@ class Live:
         with self.cond:
             return bool(self.cond.wait_for(predicate, timeout=timeout))
 
+    async def wait_until_async(self, predicate: Callable[[], Any], timeout: float) -> bool:
+        """``wait_until`` for asyncio code: waits on the event loop, holding no thread, so
+        many followers (API streams) cost no thread each."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        waker = _LoopWaker(loop, woken)
+        self.watch(waker)  # type: ignore[arg-type]
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                with self.cond:
+                    if predicate():
+                        return True
+                # A notify after the check schedules woken.set() behind this clear().
+                woken.clear()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(woken.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self.unwatch(waker)  # type: ignore[arg-type]
+
+    async def wait_newer_async(self, version: int, timeout: float) -> Any:
+        """``wait_newer`` for asyncio code; returns the snapshot then."""
+        await self.wait_until_async(
+            lambda: self.version > version or self.finished is not None, timeout)
+        return self.snapshot()
+
     def wait_finished(self, timeout: float | None) -> bool:
         """Block until the work ended; False when ``timeout`` passed first."""
         return self.wait_until(lambda: self.finished is not None, timeout)
@@ -78,6 +110,20 @@ class Live:
     def unwatch(self, event: threading.Event) -> None:
         with self.cond:
             self._woken.discard(event)
+
+
+class _LoopWaker:
+    """Stands in for a ``threading.Event`` among a ``Live``'s watchers: a change on a
+    worker thread sets an ``asyncio.Event`` on its loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        self._loop, self._event = loop, event
+
+    def set(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            pass
 
 
 T = TypeVar("T", bound=Live)

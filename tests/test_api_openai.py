@@ -14,6 +14,7 @@ from PIL import Image
 
 from studio.config import Settings
 from tests.conftest import free_port, running_fake_ollama
+from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +34,23 @@ def api(tmp_path_factory):
     ApiKeys(store).revoke("bob", 2)
     store.close()
     ollama = running_fake_ollama()
+    ollama.add_model("qwen3:8b", family="qwen3", parameter_size="8.2B",
+                     capabilities=("completion", "tools", "thinking"))
+    cloud = FakeOpenRouter().start()
     services = build_services(Settings.from_env(
-        {"STUDIO_DATA_DIR": str(data), "OLLAMA_HOST": ollama.url}, dotenv_path=None))
+        {"STUDIO_DATA_DIR": str(data), "OLLAMA_HOST": ollama.url,
+         "OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": cloud.url}, dotenv_path=None))
     demo = build_app(services)
     demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
     base = url.rstrip("/") + "/v1"
-    yield {"base": base, "key": key, "revoked": revoked, "ollama": ollama, "services": services}
+    yield {"base": base, "key": key, "revoked": revoked, "ollama": ollama, "cloud": cloud,
+           "services": services}
     demo.close()
     services.images.close()
     ollama.stop()
+    cloud.stop()
 
 
 def client(api, key=None) -> openai.OpenAI:
@@ -52,7 +59,8 @@ def client(api, key=None) -> openai.OpenAI:
 
 def test_api_models_are_the_picker_list(api):
     ids = [m.id for m in client(api).models.list()]
-    assert ids[:2] == ["ollama:llama3.2:latest", "ollama:llava:latest"]
+    assert ids[:3] == ["ollama:llama3.2:latest", "ollama:llava:latest", "ollama:qwen3:8b"]
+    assert "openrouter:openai/gpt-4o-mini" in ids
 
 
 @pytest.mark.parametrize("which", ["none", "wrong", "revoked"])
@@ -124,12 +132,23 @@ def test_api_bad_requests_name_the_field(api):
                 "url": "data:image/png;base64,iVBORw0KGgo="}}]}])
 
 
-def test_api_a_failure_upstream_is_502_with_the_studios_sentence(api):
-    with pytest.raises(openai.APIStatusError) as failure:
+def test_api_a_model_ollama_lacks_is_404_with_the_studios_sentence(api):
+    with pytest.raises(openai.NotFoundError) as failure:
         client(api).chat.completions.create(model="ollama:not-pulled:latest",
                                             messages=[{"role": "user", "content": "hi"}])
-    assert failure.value.status_code == 502
     assert "not-pulled" in failure.value.message and "ollama pull" in failure.value.message
+    assert "Traceback" not in failure.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_api_a_failure_upstream_is_502_before_any_text_streamed_or_not(api, stream):
+    for _ in range(3):  # the router tries a 500 three times
+        api["ollama"].queue_reply("never", error_after=0, error="the runner crashed")
+    with pytest.raises(openai.APIStatusError) as failure:
+        client(api).chat.completions.create(model="ollama:llama3.2:latest", stream=stream,
+                                            messages=[{"role": "user", "content": "hi"}])
+    assert failure.value.status_code == 502  # the status line says it, even for a stream
+    assert "the runner crashed" in failure.value.message
     assert "Traceback" not in failure.value.message
 
 
@@ -154,7 +173,8 @@ def ollama_client(api, key=None):
 
 def test_api_ollama_lists_the_picker_models(api):
     names = [m.model for m in ollama_client(api).list().models]
-    assert names[:2] == ["ollama:llama3.2:latest", "ollama:llava:latest"]
+    assert names[:3] == ["ollama:llama3.2:latest", "ollama:llava:latest", "ollama:qwen3:8b"]
+    assert "openrouter:openai/gpt-4o-mini" in names
 
 
 def test_api_ollama_chat_streams_and_answers_whole(api):

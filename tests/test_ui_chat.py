@@ -64,7 +64,8 @@ def test_ui_chat_snapshot_overlays_stored_turn():
                                               seed=None, max_tokens=None, think=False)),
 ])
 def test_ui_chat_collect_options(args, expected):
-    assert vars(collect_options(*args)) == expected
+    assert vars(collect_options(*args)) == {**expected, "stop": None, "response_format": None,
+                                            "tools": None, "tool_choice": None}
 
 
 def test_ui_app_builds_without_launching(settings, tmp_path):

@@ -28,7 +28,7 @@ async def deltas(chat, reply) -> AsyncIterator[tuple[object, str]]:
     sent, version = 0, -1
     try:
         while True:
-            snap = await asyncio.to_thread(reply.wait_newer, version, 15.0)
+            snap = await reply.wait_newer_async(version, 15.0)
             version = snap.version
             piece = snap.text[sent:]
             sent = len(snap.text)

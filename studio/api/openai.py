@@ -1,5 +1,6 @@
 """The OpenAI-compatible API under ``/v1``, served by the studio itself: models and chat
-completions (streamed or not), authenticated with per-user keys (``Authorization: Bearer``).
+completions (streamed or not; tools, stop sequences and JSON mode passed through to the
+backend), authenticated with per-user keys (``Authorization: Bearer``).
 
 A completion goes through ``ChatService.complete``, the very path of the Chat tab: the same
 refusals, GPU policy, router (fallbacks, retries, budgets) and usage accounting, as the key's
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
                       LimitReached, ModelNotFound, NotFound, StudioError)
-from ..events import ChatMessage, ChatOptions
+from ..events import ChatMessage, ChatOptions, ChatToolCall
 from .common import answered_by, deltas, key_user
 
 
@@ -56,9 +57,34 @@ def from_studio(exc: StudioError) -> ApiError:
                         code="model_not_found" if unknown else None)
     if isinstance(exc, BackendUnavailable):
         return ApiError(503, text, "api_error", code="backend_unavailable")
+    if isinstance(exc, BackendRejected) and exc.status == 400:  # e.g. "does not support tools"
+        return ApiError(400, text, "invalid_request_error")
     if isinstance(exc, BackendRejected):
         return ApiError(502, text, "api_error", code="backend_error")
     return ApiError(502, text, "api_error")
+
+
+def failure(reply) -> ApiError:
+    """The error a reply that produced nothing ended with, as the API answers it."""
+    exc = getattr(reply, "failure", None)
+    snap = reply.snapshot()
+    return from_studio(exc) if exc is not None else ApiError(502, snap.error, "api_error")
+
+
+async def refused(chat, reply) -> ApiError | None:
+    """Wait for the reply's first sign of life; the error when it failed before writing
+    anything, so a stream's status line can still say so (429, 400, 503...). Waiting costs
+    nothing: the first piece goes out the moment it arrives."""
+    try:
+        await reply.wait_until_async(lambda: reply.text_parts or reply.thinking_parts
+                                     or reply.tool_calls or reply.finished is not None, 600.0)
+    except asyncio.CancelledError:
+        chat.stop_reply(reply)
+        raise
+    snap = reply.snapshot()
+    if snap.status == "error" and not snap.text:
+        return failure(reply)
+    return None
 
 
 class OpenAIApi:
@@ -104,6 +130,9 @@ class OpenAIApi:
         except StudioError as exc:
             return from_studio(exc).response()
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        failed = await refused(self.chat, reply)
+        if failed is not None:  # nothing was written: answer with the error's own status
+            return failed.response()
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._stream(reply, completion_id, usage),
@@ -115,18 +144,18 @@ class OpenAIApi:
 
     async def _whole(self, reply, completion_id: str) -> Response:
         try:
-            await asyncio.to_thread(reply.wait_finished, None)
+            await reply.wait_until_async(lambda: reply.finished is not None, 24 * 3600.0)
         except asyncio.CancelledError:
             self.chat.stop_reply(reply)
             raise
         snap = reply.snapshot()
         if snap.status == "error":
-            return ApiError(502, snap.error, "api_error").response()
+            return failure(reply).response()
         return JSONResponse({
             "id": completion_id, "object": "chat.completion", "created": int(time.time()),
             "model": answered_by(snap),
             "choices": [{"index": 0, "finish_reason": _finish_reason(snap),
-                         "message": {"role": "assistant", "content": snap.text}}],
+                         "message": _message(snap)}],
             "usage": _usage(snap)})
 
     async def _stream(self, reply, completion_id: str, include_usage: bool
@@ -140,6 +169,9 @@ class OpenAIApi:
                     delta["role"] = "assistant"
                 first = False
                 yield _chunk(completion_id, created, snap, delta, None)
+        if snap.tool_calls:
+            yield _chunk(completion_id, created, snap, {"tool_calls": [
+                {"index": i, **call} for i, call in enumerate(_calls(snap))]}, None)
         if snap.status == "error" or (snap.status == "partial" and snap.error):
             yield _sse({"error": {"message": snap.error, "type": "api_error"}})
         else:
@@ -177,13 +209,24 @@ def _messages(raw: Any) -> list[ChatMessage]:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "'messages' must be a non-empty list.", "invalid_request_error",
                        param="messages")
-    out = []
+    out: list[ChatMessage] = []
+    names: dict[str, str] = {}  # tool call id -> tool name (Ollama wants the name back)
     for i, message in enumerate(raw):
         if not isinstance(message, dict) or message.get("role") not in (
-                "system", "developer", "user", "assistant"):
-            raise ApiError(400, f"messages[{i}] needs a role of system, user or assistant.",
-                           "invalid_request_error", param=f"messages[{i}].role")
+                "system", "developer", "user", "assistant", "tool"):
+            raise ApiError(400, f"messages[{i}] needs a role of system, user, assistant "
+                           "or tool.", "invalid_request_error", param=f"messages[{i}].role")
         role = "system" if message["role"] == "developer" else message["role"]
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise ApiError(400, f"messages[{i}] is a tool result without 'tool_call_id'.",
+                               "invalid_request_error", param=f"messages[{i}].tool_call_id")
+            out.append(ChatMessage("tool", _text(message.get("content"), i),
+                                   tool_call_id=call_id, name=names.get(call_id)))
+            continue
+        calls = _tool_calls(message.get("tool_calls"), i) if role == "assistant" else ()
+        names.update((call.id, call.name) for call in calls)
         content = message.get("content") or ""
         texts, images = [], []
         if isinstance(content, str):
@@ -202,8 +245,40 @@ def _messages(raw: Any) -> list[ChatMessage]:
         else:
             raise ApiError(400, f"messages[{i}].content must be text or a list of parts.",
                            "invalid_request_error", param=f"messages[{i}].content")
-        out.append(ChatMessage(role, "\n".join(texts), tuple(images)))
+        out.append(ChatMessage(role, "\n".join(texts), tuple(images), tool_calls=calls))
     return out
+
+
+def _text(content: Any, index: int) -> str:
+    """A tool result's content: text, or text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         for p in content):
+        return "\n".join(str(p.get("text") or "") for p in content)
+    raise ApiError(400, f"messages[{index}].content must be text.", "invalid_request_error",
+                   param=f"messages[{index}].content")
+
+
+def _tool_calls(raw: Any, index: int) -> tuple[ChatToolCall, ...]:
+    """An assistant message's earlier tool calls, as the client sends them back."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ApiError(400, f"messages[{index}].tool_calls must be a list.",
+                       "invalid_request_error", param=f"messages[{index}].tool_calls")
+    calls = []
+    for call in raw:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ApiError(400, f"messages[{index}].tool_calls needs each call's "
+                           "function name.", "invalid_request_error",
+                           param=f"messages[{index}].tool_calls")
+        arguments = function.get("arguments")
+        calls.append(ChatToolCall(id=str(call.get("id") or ""), name=function["name"],
+                                  arguments=arguments if isinstance(arguments, str)
+                                  else json.dumps(arguments or {})))
+    return tuple(calls)
 
 
 def _image(value: Any, index: int) -> bytes:
@@ -230,8 +305,65 @@ def _options(body: dict) -> ChatOptions:
         return kind(value)
 
     max_tokens = number("max_completion_tokens", int) or number("max_tokens", int)
+    n = body.get("n")
+    if n not in (None, 1):
+        raise ApiError(400, "'n' must be 1: the studio writes one answer per request "
+                       "(send several requests for more).", "invalid_request_error", param="n")
     return ChatOptions(temperature=number("temperature", float), top_p=number("top_p", float),
-                       seed=number("seed", int), max_tokens=max_tokens)
+                       seed=number("seed", int), max_tokens=max_tokens, stop=_stop(body),
+                       response_format=_response_format(body.get("response_format")),
+                       tools=_tools(body.get("tools")), tool_choice=_tool_choice(body))
+
+
+def _stop(body: dict) -> tuple[str, ...] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) \
+            or len(stops) > 4:
+        raise ApiError(400, "'stop' must be a string or a list of up to 4 strings.",
+                       "invalid_request_error", param="stop")
+    return tuple(stops) or None
+
+
+def _response_format(value: Any) -> dict | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if value is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and isinstance(value.get("json_schema"), dict) \
+            and isinstance(value["json_schema"].get("schema"), dict):
+        return {"type": "json_schema", "json_schema": value["json_schema"]}
+    raise ApiError(400, "'response_format' must be {\"type\": \"text\"}, {\"type\": "
+                   "\"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": "
+                   "{\"name\": ..., \"schema\": {...}}}.", "invalid_request_error",
+                   param="response_format")
+
+
+def _tools(value: Any) -> tuple[dict, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(t, dict) and t.get("type") == "function"
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str) for t in value):
+        raise ApiError(400, "'tools' must be a list of {\"type\": \"function\", \"function\": "
+                       "{\"name\", \"description\", \"parameters\"}}.",
+                       "invalid_request_error", param="tools")
+    return tuple(value) or None
+
+
+def _tool_choice(body: dict) -> str | dict | None:
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        return choice
+    raise ApiError(400, "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                   "{\"type\": \"function\", \"function\": {\"name\": ...}}.",
+                   "invalid_request_error", param="tool_choice")
 
 
 def _usage(snap) -> dict:
@@ -242,7 +374,23 @@ def _usage(snap) -> dict:
 
 
 def _finish_reason(snap) -> str:
+    if snap.tool_calls:
+        return "tool_calls"
     return "length" if snap.usage.done_reason == "length" else "stop"
+
+
+def _message(snap) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": snap.text or (
+        None if snap.tool_calls else "")}
+    if snap.tool_calls:
+        message["tool_calls"] = _calls(snap)
+    return message
+
+
+def _calls(snap) -> list[dict]:
+    return [{"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for call in snap.tool_calls]
 
 
 def _chunk(completion_id: str, created: int, snap, delta: dict, finish: str | None) -> bytes:

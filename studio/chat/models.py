@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import StudioError
+from ..errors import NotFound, StudioError
 from ..model_id import ModelId
 
 if TYPE_CHECKING:
@@ -40,6 +40,12 @@ class ChatModels:
         backend that couldn't be asked (it contributes nothing then)."""
         from ..costs.catalog import picker_choices
 
+        local, cloud, problems = self.listing()
+        return picker_choices(local, cloud), problems
+
+    def listing(self) -> tuple[list, list["CloudModel"], list[str]]:
+        """Ollama's installed models (``ModelInfo``), the cloud catalog, and a sentence for
+        each backend that couldn't be asked."""
         local, cloud, problems = [], [], []
         try:
             local = self._ollama.list_models()
@@ -49,4 +55,23 @@ class ChatModels:
             cloud = self.cloud()
         except StudioError as exc:
             problems.append(f"Cloud models are not listed: {exc}")
-        return picker_choices(local, cloud), problems
+        return local, cloud, problems
+
+    def describe(self, model: ModelId) -> dict:
+        """What a model is and can do, in the shape of Ollama's ``/api/show``: Ollama's own
+        answer for a local model, what the catalog knows for a cloud one. Raises
+        ``ModelNotFound``/``NotFound`` for a model that isn't there."""
+        if model.backend == "ollama":
+            return self._ollama.show(model.name)
+        found = self._catalog.get(model.name) if self._catalog is not None else None
+        if found is None:
+            raise NotFound(f"{model} is not in the cloud catalog.",
+                           hint="GET /api/tags lists the models you can use.")
+        capabilities = ["completion"] + (["vision"] if found.supports_images else [])
+        return {"capabilities": capabilities, "template": "", "parameters": "",
+                "modelfile": "", "license": "",
+                "details": {"parent_model": "", "format": "", "family": model.backend,
+                            "families": [model.backend], "parameter_size": "",
+                            "quantization_level": ""},
+                "model_info": {"general.architecture": model.backend,
+                               f"{model.backend}.context_length": found.context_length or 0}}

@@ -20,7 +20,8 @@ from typing import Callable, Iterator, Sequence
 
 from ..errors import StudioError
 from ..model_id import ModelId
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
+from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
+                      ChatToolCall, Usage)
 from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ReplySnapshot:
     answered_by: str
     version: int
     via: str = ""  # how the request came in: "" from a page, "api: <key name>"
+    tool_calls: tuple[ChatToolCall, ...] = ()  # tools the model asked an API caller to run
 
     @property
     def done(self) -> bool:
@@ -68,6 +70,7 @@ class LiveReply(Live):
     text_parts: list[str] = field(default_factory=list)
     thinking_parts: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    tool_calls: list[ChatToolCall] = field(default_factory=list)
     status: str = "streaming"
     error: str = ""
     first_token: float | None = None
@@ -75,6 +78,7 @@ class LiveReply(Live):
     backend: str = ""
     answered_by: str = ""
     fallback_reason: str = ""  # why another model answered than the one asked for
+    failure: StudioError | None = None  # what ended it, for callers that map errors (the API)
     cancel: threading.Event = field(default_factory=threading.Event)
     # Set once the worker is all done: the reply stored, accounted and its on_finish run.
     settled: threading.Event = field(default_factory=threading.Event)
@@ -92,7 +96,8 @@ class LiveReply(Live):
             status=self.status, error=self.error,
             ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
-            answered_by=self.answered_by or self.model_id, version=self.version, via=self.via)
+            answered_by=self.answered_by or self.model_id, version=self.version, via=self.via,
+            tool_calls=tuple(self.tool_calls))
 
 
 class ReplyManager:
@@ -221,6 +226,9 @@ class ReplyManager:
                         if event.text:
                             reply.thinking_parts.append(event.text)
                             self._mark_first_token(reply)
+                    elif isinstance(event, ChatToolCall):
+                        reply.tool_calls.append(event)
+                        self._mark_first_token(reply)
                     elif isinstance(event, ChatNotice):
                         reply.notices.append(event.text)
                     elif isinstance(event, ChatDone):
@@ -239,6 +247,7 @@ class ReplyManager:
                             log.exception("on_progress hook failed for reply %s", reply.reply_id)
             self._finish(reply, "complete", "")
         except StudioError as exc:
+            reply.failure = exc
             self._finish(reply, "partial" if reply.text_parts else "error", str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker thread must always settle its reply
             log.exception("reply %s failed", reply.reply_id)

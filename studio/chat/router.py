@@ -15,6 +15,7 @@ No gradio imports; nothing runs at import time.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
@@ -24,12 +25,13 @@ from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tok
                     reply_cost, to_decimal)
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking
+from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
+                      ChatToolCall)
 from ..model_id import CLOUD_BACKENDS, ModelId
 
 DEFAULT_MAX_TOKENS = 1024
 
-ChatEvent = ChatDelta | ChatThinking | ChatNotice | ChatDone
+ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatDone
 
 
 class ChatBackend(Protocol):
@@ -210,7 +212,7 @@ class Router:
             raise _CannotAnswer(err)
         cloud = backend_name in self.cloud_backends
         prices = self.prices(model_id) if cloud else None
-        prompt_tokens = estimate_messages_tokens(m.content for m in messages)
+        prompt_tokens = estimate_messages_tokens(_prompt_texts(messages, options))
         reservation = None
         if cloud and self.budget is not None:
             estimate = self._estimate(prices, messages, options)
@@ -241,6 +243,8 @@ class Router:
                             return
                         if isinstance(event, (ChatDelta, ChatThinking)):
                             streamed_chars += len(event.text)
+                        elif isinstance(event, ChatToolCall):
+                            streamed_chars += len(event.name) + len(event.arguments)
                         yield event
                 except StudioError as err:
                     if started:
@@ -291,7 +295,7 @@ class Router:
     def _estimate(self, prices: ModelPrices | None, messages: Sequence[ChatMessage],
                   options: ChatOptions | None) -> Decimal | None:
         """What a request could cost at most: its prompt, and the reply's token limit."""
-        prompt_tokens = estimate_messages_tokens(m.content for m in messages)
+        prompt_tokens = estimate_messages_tokens(_prompt_texts(messages, options))
         images = sum(len(m.images) for m in messages)
         max_tokens = (options.max_tokens if options and options.max_tokens
                       else self.default_max_tokens)
@@ -313,6 +317,14 @@ class _CannotAnswer(Exception):
     def __init__(self, error: StudioError):
         super().__init__(str(error))
         self.error = error
+
+
+def _prompt_texts(messages: Sequence[ChatMessage], options: ChatOptions | None) -> list[str]:
+    """What a request sends as prompt: the messages, their tool calls and the tools offered."""
+    texts = [m.content + "".join(c.name + c.arguments for c in m.tool_calls) for m in messages]
+    if options is not None and options.tools:
+        texts.append(json.dumps(list(options.tools)))
+    return texts
 
 
 def _cost_of(done: ChatDone) -> Decimal | None:

@@ -12,7 +12,9 @@ No gradio imports here, and nothing happens at import time.
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -27,7 +29,7 @@ from ..errors import (
     StreamInterrupted,
     StudioError,
 )
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, Usage
+from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall, Usage
 
 # /api/version is the "is it up?" probe: it should fail fast, not wait out a model load.
 VERSION_TIMEOUT = 5.0
@@ -248,14 +250,18 @@ class OllamaClient:
         StreamInterrupted; the pieces already yielded stay valid.
         """
         request = {"model": model, "stream": True,
-                   "messages": [{"role": m.role, "content": m.content, "images": list(m.images)}
-                                for m in messages]}
+                   "messages": [_ollama_message(m) for m in messages]}
         request["options"] = _ollama_options(options) or None
-        if options is not None and options.think is not None:
-            request["think"] = options.think
+        if options is not None:
+            if options.think is not None:
+                request["think"] = options.think
+            if options.tools and options.tool_choice != "none":
+                request["tools"] = list(options.tools)
+            request["format"] = _ollama_format(options.response_format)
         stream = self._ollama.chat(**request)
         received = False
         final = None
+        calls = 0
         try:
             for part in stream:
                 if part.message.thinking:
@@ -264,6 +270,13 @@ class OllamaClient:
                 if part.message.content:
                     received = True
                     yield ChatDelta(part.message.content)
+                for call in part.message.tool_calls or ():
+                    received = True
+                    calls += 1
+                    yield ChatToolCall(id=getattr(call, "id", None) or f"call_{uuid.uuid4().hex[:24]}",
+                                       name=call.function.name,
+                                       arguments=json.dumps(dict(call.function.arguments or {}),
+                                                            ensure_ascii=False))
                 if part.done:
                     final = part
         except _ERRORS as exc:
@@ -352,8 +365,40 @@ def _ollama_options(options: ChatOptions | None) -> dict:
     if options is None:
         return {}
     names = {"temperature": options.temperature, "top_p": options.top_p, "num_ctx": options.num_ctx,
-             "seed": options.seed, "num_predict": options.max_tokens}
+             "seed": options.seed, "num_predict": options.max_tokens,
+             "stop": list(options.stop) if options.stop else None}
     return {key: value for key, value in names.items() if value is not None}
+
+
+def _ollama_message(message: ChatMessage) -> dict:
+    """A ``ChatMessage`` as Ollama's: tool calls with their arguments as an object, a tool
+    result with the tool's name (``tool_name``)."""
+    out: dict = {"role": message.role, "content": message.content, "images": list(message.images)}
+    if message.tool_calls:
+        out["tool_calls"] = [{"function": {"name": call.name,
+                                           "arguments": _arguments(call.arguments)}}
+                             for call in message.tool_calls]
+    if message.role == "tool" and message.name:
+        out["tool_name"] = message.name
+    return out
+
+
+def _arguments(text: str) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ollama_format(response_format: dict | None) -> str | dict | None:
+    """OpenAI's ``response_format`` as Ollama's ``format``: "json", or the JSON schema."""
+    kind = (response_format or {}).get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or "json"
+    return None
 
 
 def _ms(nanoseconds: int | None) -> float | None:

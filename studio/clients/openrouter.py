@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported for real on first use, see _openai()
 
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, Usage
+from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall, Usage
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
                                ProviderError, RateLimited, as_float, build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
@@ -109,6 +109,7 @@ class OpenRouterClient:
         usage: Any = None
         finish_reason: str | None = None
         first_token_at: float | None = None
+        calls: dict[int, dict[str, str]] = {}  # tool calls come in fragments, by index
         with stream:
             try:
                 for chunk in stream:
@@ -124,6 +125,14 @@ class OpenRouterClient:
                         if delta is not None and delta.content:
                             first_token_at = first_token_at or self._clock()
                             yield ChatDelta(delta.content)
+                        for piece in (delta.tool_calls or ()) if delta is not None else ():
+                            first_token_at = first_token_at or self._clock()
+                            call = calls.setdefault(piece.index or 0,
+                                                    {"id": "", "name": "", "arguments": ""})
+                            call["id"] = piece.id or call["id"]
+                            if piece.function is not None:
+                                call["name"] += piece.function.name or ""
+                                call["arguments"] += piece.function.arguments or ""
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
                         if choice.finish_reason == "error":
@@ -138,6 +147,10 @@ class OpenRouterClient:
             raise StreamInterrupted(
                 f"OpenRouter's stream for '{answered_model}' ended before the reply was complete.",
                 hint="The text so far is kept; try again.")
+        for index in sorted(calls):
+            call = calls[index]
+            yield ChatToolCall(id=call["id"] or f"call_{index}", name=call["name"],
+                               arguments=call["arguments"] or "{}")
         yield ChatDone(backend=BACKEND, model=answered_model,
                        usage=self._usage(usage, finish_reason, started, first_token_at))
 

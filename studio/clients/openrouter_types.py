@@ -137,10 +137,16 @@ def build_chat_request(model: str, messages: Sequence[ChatMessage],
     }
     extra_body: dict[str, Any] = {"usage": {"include": True}}
     if options is not None:
-        for name in ("temperature", "top_p", "seed", "max_tokens"):
+        for name in ("temperature", "top_p", "seed", "max_tokens", "response_format"):
             value = getattr(options, name)
             if value is not None:
                 request[name] = value
+        if options.stop:
+            request["stop"] = list(options.stop)
+        if options.tools:
+            request["tools"] = list(options.tools)
+            if options.tool_choice is not None:
+                request["tool_choice"] = options.tool_choice
         if options.think is not None:
             extra_body["reasoning"] = {"enabled": options.think}
     request["extra_body"] = extra_body
@@ -148,7 +154,16 @@ def build_chat_request(model: str, messages: Sequence[ChatMessage],
 
 
 def message_to_openai(message: ChatMessage) -> dict[str, Any]:
-    """A ``ChatMessage`` as an OpenAI chat message; images become ``data:`` URL content parts."""
+    """A ``ChatMessage`` as an OpenAI chat message; images become ``data:`` URL content parts,
+    tool calls and tool results keep their ids."""
+    if message.tool_calls:
+        return {"role": message.role, "content": message.content or None,
+                "tool_calls": [{"id": call.id, "type": "function",
+                                "function": {"name": call.name, "arguments": call.arguments}}
+                               for call in message.tool_calls]}
+    if message.role == "tool":
+        return {"role": "tool", "content": message.content,
+                "tool_call_id": message.tool_call_id or ""}
     if not message.images:
         return {"role": message.role, "content": message.content}
     parts: list[dict[str, Any]] = []

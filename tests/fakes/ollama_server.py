@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -55,6 +56,23 @@ def split_tokens(text: str) -> list[str]:
     ['You ', 'said: ', 'hi ', 'there']
     """
     return re.findall(r"\s*\S+\s*", text)
+
+
+def stop_at(tokens: list[str], stops: Sequence[str]) -> list[str]:
+    """The tokens up to the first stop sequence, which is left out (as Ollama does)."""
+    text = "".join(tokens)
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    if cut < 0:
+        return tokens
+    kept, length = [], 0
+    for token in tokens:
+        if length + len(token) > cut:
+            if cut > length:
+                kept.append(token[:cut - length])
+            break
+        kept.append(token)
+        length += len(token)
+    return kept
 
 
 def go_json(obj: Any) -> bytes:
@@ -117,6 +135,7 @@ class ReplyPlan:
     error_after: int | None = None
     status_error: tuple[int, str] | None = None
     error: str = DEFAULT_STREAM_ERROR
+    tool_calls: list[tuple[str, dict]] | None = None
 
     def delay_before(self, index: int) -> float:
         if isinstance(self.delay, (int, float)):
@@ -311,7 +330,8 @@ class FakeOllama:
     def queue_reply(self, tokens: list[str] | str, *, thinking: list[str] | None = None,
                     delay: float | Sequence[float] = 0.0, cut_after: int | None = None,
                     error_after: int | None = None, status_error: tuple[int, str] | None = None,
-                    error: str = DEFAULT_STREAM_ERROR) -> None:
+                    error: str = DEFAULT_STREAM_ERROR,
+                    tool_calls: Sequence[tuple[str, dict]] | None = None) -> None:
         """Queue how the next /api/chat or /api/generate request is answered (FIFO).
 
         ``tokens``: answer fragments (a string is split into words). ``thinking``: thinking
@@ -320,11 +340,14 @@ class FakeOllama:
         connection after N answer tokens (no final chunk, no end of the chunked body).
         ``error_after=N``: after N answer tokens send ``{"error": error}`` and end the stream
         (N=0 before any output: HTTP 500 with a JSON body, as Ollama does). ``status_error``:
-        answer (status, message) at once instead of streaming.
+        answer (status, message) at once instead of streaming. ``tool_calls``: (name,
+        arguments) the model calls after its text, whole, in one ``done: false`` chunk as
+        Ollama sends them (only when the request offered tools).
         """
         plan = ReplyPlan(split_tokens(tokens) if isinstance(tokens, str) else list(tokens),
                          None if thinking is None else list(thinking), delay, cut_after,
-                         error_after, status_error, error)
+                         error_after, status_error, error,
+                         None if tool_calls is None else list(tool_calls))
         with self._lock:
             self._plans.append(plan)
 
@@ -653,6 +676,8 @@ class _Handler(BaseHTTPRequestHandler):
         can_think = "thinking" in (model.capabilities or ())
         if not can_think and think not in (None, False):
             return self._send_json(400, {"error": f"{json.dumps(name)} does not support thinking"})
+        if body.get("tools") and "tools" not in (model.capabilities or ()):
+            return self._send_json(400, {"error": f"{name} does not support tools"})
         options = body.get("options") or {}
         self.fake._load(model, keep_alive, options.get("num_ctx"))
         t_loaded = time.perf_counter_ns()
@@ -668,6 +693,8 @@ class _Handler(BaseHTTPRequestHandler):
         limit = options.get("num_predict")
         if isinstance(limit, int) and 0 <= limit < len(tokens):
             tokens, done_reason = tokens[:limit], "length"
+        tokens = stop_at(tokens, options.get("stop") or ())
+        calls = (plan.tool_calls or []) if body.get("tools") and not generate else []
         stream = body.get("stream") is not False
         self.fake._stream_opened()
         try:
@@ -675,6 +702,13 @@ class _Handler(BaseHTTPRequestHandler):
             text = self._play(plan, name, generate, thinking, tokens, stream=stream)
             if text is None:
                 return
+            message_calls = [{"id": f"call_{uuid.uuid4().hex[:8]}",
+                              "function": {"index": i, "name": n, "arguments": args}}
+                             for i, (n, args) in enumerate(calls)]
+            if stream and message_calls:
+                self._send_line({**self._reply(name, generate),
+                                 "message": {"role": "assistant", "content": "",
+                                             "tool_calls": message_calls}})
             t_end = time.perf_counter_ns()
             metrics = {"total_duration": max(1, t_end - self.t_start),
                        "load_duration": max(1, t_loaded - self.t_start),
@@ -697,6 +731,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._end_stream()
             else:  # Ollama collects the stream: the final object with the whole text in it
                 whole = self._reply(name, generate, text[1], text[0])
+                if message_calls:
+                    whole["message"]["tool_calls"] = message_calls
                 self._send_json(200, {**final, **{k: whole[k] for k in ("message", "response", "thinking")
                                                   if k in whole}})
         finally:

@@ -17,11 +17,13 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 from urllib.parse import parse_qs, urlsplit
+
+from .ollama_server import stop_at
 
 PREFIX = "/api/v1"
 DEFAULT_KEY = "sk-or-v1-fake-0123456789abcdef"
@@ -97,6 +99,7 @@ class Reply:
     cost: float | None = None
     prompt_tokens: int = 10
     comments: int = 1
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -179,7 +182,8 @@ class FakeOpenRouter:
                     retry_after: float | None = None, message: str | None = None,
                     metadata: dict[str, Any] | None = None, usage_shape: str = "empty_choices",
                     model: str | None = None, reasoning: Sequence[str] = (),
-                    cost: float | None = None, prompt_tokens: int = 10, comments: int = 1) -> None:
+                    cost: float | None = None, prompt_tokens: int = 10, comments: int = 1,
+                    tool_calls: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         """Script the next chat completion.
 
         ``tokens``: content pieces, one per chunk. ``delay``: seconds before the response starts.
@@ -191,7 +195,10 @@ class FakeOpenRouter:
         when ``retry_after`` is given. ``usage_shape``: "empty_choices" (usage chunk with
         ``choices: []``) or "one_choice" (usage on a last chunk with one empty delta).
         ``model``: the model the chunks report (default: the one requested). ``cost``: the
-        usage cost (default: computed from the catalogue prices).
+        usage cost (default: computed from the catalogue prices). ``tool_calls``: (name,
+        arguments) the model calls after its text when the request offered tools, streamed
+        as OpenAI does (the id and name first, the arguments JSON in pieces), finish reason
+        ``tool_calls``. A request's ``stop`` sequences cut the text before the first one.
         """
         if usage_shape not in ("empty_choices", "one_choice"):
             raise ValueError(f"usage_shape must be 'empty_choices' or 'one_choice', not {usage_shape!r}")
@@ -206,7 +213,7 @@ class FakeOpenRouter:
                 cut_after=cut_after, cut_mode=cut_mode, error_mid_stream=error_mid_stream,
                 status=status, retry_after=retry_after, message=message, metadata=metadata,
                 usage_shape=usage_shape, model=model, reasoning=list(reasoning), cost=cost,
-                prompt_tokens=prompt_tokens, comments=comments))
+                prompt_tokens=prompt_tokens, comments=comments, tool_calls=list(tool_calls)))
 
     def fail_next(self, path: str, status: int, message: str | None = None,
                   retry_after: float | None = None) -> None:
@@ -359,6 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.status is not None:
             return self._send_error(reply.status, reply.message, reply.metadata, reply.retry_after)
+        stops = body.get("stop") or []
+        reply = replace(reply, tokens=stop_at(reply.tokens, [stops] if isinstance(stops, str)
+                                               else stops),
+                        tool_calls=reply.tool_calls if body.get("tools") else [])
         gen_id = self.fake._new_generation_id()
         model = reply.model or body["model"]
         completion_tokens = len(reply.tokens) + len(reply.reasoning)
@@ -381,10 +392,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(reply, gen_id, model, usage)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.tokens),
                                    "reasoning": "".join(reply.reasoning) or None}
+        finish = "stop"
+        if reply.tool_calls:
+            finish = "tool_calls"
+            message["tool_calls"] = [
+                {"id": f"call_{i}_{gen_id}", "type": "function", "index": i,
+                 "function": {"name": name, "arguments": json.dumps(args)}}
+                for i, (name, args) in enumerate(reply.tool_calls)]
         self._send_json(200, {
             "id": gen_id, "provider": "FakeProvider", "model": model,
             "object": "chat.completion", "created": int(time.time()),
-            "choices": [{"index": 0, "finish_reason": "stop", "native_finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish, "native_finish_reason": finish,
                          "message": message}],
             "usage": usage,
         }, {"X-Generation-Id": gen_id})
@@ -415,13 +433,24 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             last = i == len(tokens) - 1
             finish = "stop" if last and reply.usage_shape == "empty_choices" and not (
-                reply.error_mid_stream or reply.cut_after is not None) else None
+                reply.error_mid_stream or reply.cut_after is not None or reply.tool_calls) else None
             delta = {"content": piece} if i or reply.reasoning else {"role": "assistant", "content": piece}
             self._event(chunk(delta, finish))
         if reply.cut_after is not None:
             if reply.cut_mode == "eof":
                 self._chunk(b"")  # the chunked terminator: a clean end, but no usage, no [DONE]
             return  # "abort": the socket closes without the terminator
+        for i, (name, args) in enumerate(reply.tool_calls):
+            text = json.dumps(args)
+            last = i == len(reply.tool_calls) - 1
+            self._event(chunk({"role": "assistant", "content": None, "tool_calls": [
+                {"index": i, "id": f"call_{i}_{gen_id}", "type": "function",
+                 "function": {"name": name, "arguments": ""}}]}))
+            pieces = [text[j:j + 7] for j in range(0, len(text), 7)]
+            for k, piece in enumerate(pieces):
+                end = last and k == len(pieces) - 1 and reply.usage_shape == "empty_choices"
+                self._event(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]},
+                                  "tool_calls" if end else None))
         if reply.error_mid_stream is not None:
             self._event(chunk({"content": ""}, "error", error=reply.error_mid_stream))
             self._chunk(b"")
@@ -429,7 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.usage_shape == "empty_choices":
             self._event({**base, "choices": [], "usage": usage})
         else:
-            self._event(chunk({"content": ""}, "stop", usage=usage))
+            self._event(chunk({"content": ""}, "tool_calls" if reply.tool_calls else "stop",
+                              usage=usage))
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
 
