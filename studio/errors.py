@@ -58,4 +58,9 @@ class NotFound(StudioError):
 
 
 class LimitReached(StudioError):
-    """A per-user limit (requests, tokens, images, replies at once) says not now."""
+    """A per-user limit (requests, tokens, images, replies at once) says not now;
+    ``retry_after`` is how many seconds until it would say yes, when that is known."""
+
+    def __init__(self, message: str, *, hint: str = "", retry_after: float | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after

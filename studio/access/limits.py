@@ -59,19 +59,20 @@ class Limits:
                     wait = MINUTE - (now - times[0])
                     raise LimitReached(
                         f"You have sent {len(times)} chat messages in the last minute, the "
-                        f"limit (STUDIO_LIMIT_CHAT_PER_MINUTE); try again in {_seconds(wait)}.")
+                        f"limit (STUDIO_LIMIT_CHAT_PER_MINUTE); try again in {_seconds(wait)}.",
+                        retry_after=wait)
             if used is not None and used >= self.tokens_per_day:
                 left = (day_ends - self._now(day_ends.tzinfo)).total_seconds()
                 raise LimitReached(
                     f"You have used {used:,} tokens today; the limit is "
                     f"{self.tokens_per_day:,} a day (STUDIO_LIMIT_TOKENS_PER_DAY). It resets "
-                    f"at midnight (in {_duration(left)}).")
+                    f"at midnight (in {_duration(left)}).", retry_after=left)
             running = self._replies.get(user, 0)
             if self.concurrent_replies and running >= self.concurrent_replies:
                 raise LimitReached(
                     f"{running} of your replies are still being written; the limit is "
                     f"{self.concurrent_replies} at once (STUDIO_LIMIT_CONCURRENT_REPLIES).",
-                    hint="Wait for one to finish, or press Stop.")
+                    hint="Wait for one to finish, or press Stop.", retry_after=5)
             if self.chat_per_minute:
                 self._chats[user].append(now)
             self._replies[user] = running + 1
@@ -108,7 +109,8 @@ class Limits:
                     f"This job would make {count} image{'s' if count != 1 else ''}; you have "
                     f"{left} of {self.images_per_hour} left this hour "
                     f"(STUDIO_LIMIT_IMAGES_PER_HOUR). More are allowed in {_duration(wait)}.",
-                    hint="Make fewer images per job, or wait." if count > left else "")
+                    hint="Make fewer images per job, or wait." if count > left else "",
+                    retry_after=wait)
             made.append((now, count))
 
 

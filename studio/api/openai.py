@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -44,7 +45,9 @@ def from_studio(exc: StudioError) -> ApiError:
     """The status and shape an OpenAI client handles for each studio refusal."""
     text = str(exc)
     if isinstance(exc, LimitReached):
-        return ApiError(429, text, "rate_limit_exceeded", headers={"Retry-After": "60"})
+        wait = exc.retry_after if exc.retry_after is not None else 60
+        return ApiError(429, text, "rate_limit_exceeded",
+                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
     if isinstance(exc, BudgetExceeded):
         return ApiError(402, text, "insufficient_quota", code="budget_exceeded")
     if isinstance(exc, (ModelNotFound, NotFound)):

@@ -428,6 +428,7 @@ class FakeOllama:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # Go's listener takes the system's backlog; 5 drops bursts
     block_on_close = False  # FakeOllama.stop closes and joins the connection threads itself
     fake: FakeOllama
 
