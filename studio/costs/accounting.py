@@ -262,11 +262,12 @@ class Accounting:
 
     def record_image(self, user: str, backend: str, model: str, duration_s: float | None, *,
                      images: int = 1, job_id: str | None = None,
-                     cost_usd: float | Decimal | None = None, watts: float | None = None
-                     ) -> UsageRecord:
+                     cost_usd: float | Decimal | None = None, watts: float | None = None,
+                     via: str = "") -> UsageRecord:
         """Account one image job (``images`` pictures) like a chat reply: local jobs get the
         GPU energy of ``duration_s``; cloud ones ``cost_usd``, else the catalogue's per-image
-        price (flagged as an estimate), else unknown."""
+        price (flagged as an estimate), else unknown. ``via``: "" from a page, "api: <key
+        name>" through /v1."""
         cost, estimate = None, False
         if backend in self.cloud_backends:
             cost = to_decimal(cost_usd)
@@ -274,7 +275,7 @@ class Accounting:
                 cost = reply_cost(self.prices(f"{backend}:{model}"), 0, 0, images=images)
                 estimate = cost is not None
         return self._record(user, backend, model, "image", duration_s, cost, estimate, watts,
-                            dict(images=images, job_id=job_id))
+                            dict(images=images, job_id=job_id, via=via))
 
     def _record(self, user: str, backend: str, model: str, kind: str,
                 duration_s: float | None, cost: Decimal | None, estimate: bool,

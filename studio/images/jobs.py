@@ -164,10 +164,12 @@ class ImageJobs:
         return template, planned
 
     def submit(self, request: ImageRequest, *, user: str = "owner", lane: str | None = None,
-               prepared: tuple[workflows.Template, list[dict]] | None = None) -> LiveJob:
+               prepared: tuple[workflows.Template, list[dict]] | None = None,
+               via: str = "") -> LiveJob:
         """Check, store and schedule a job; returns at once (the work runs on threads).
 
         ``prepared`` is what ``prepare(request)`` returned, when the caller checked first.
+        ``via`` says how it came in ("" from a page, "api: <key name>"), kept with its usage.
         """
         template, planned = prepared or self.prepare(request)
         if self.limits is not None:  # the last refusal: booked at once, before anything is stored
@@ -186,7 +188,7 @@ class ImageJobs:
             user=user, lane=lane or user, workflow=template.name, title=title,
             spec={"prompts": request.all_prompts, "seeds": request.seeds,
                   "sweep_param": request.sweep_param, "sweep_values": list(request.sweep_values),
-                  "style": request.style, "seed": request.seed},
+                  "style": request.style, "seed": request.seed, "via": via},
             items=items)
         live = self._register(job)
         item_ids = [item.id for item in self.store.job_items(job.id)]
@@ -322,7 +324,7 @@ class ImageJobs:
             self._order += 1
             live = LiveJob(job_id=job.id, user=job.user, lane=job.lane, title=job.title,
                            workflow=job.workflow, total=job.total, created_at=job.created_at,
-                           order=self._order)
+                           order=self._order, via=str((job.spec or {}).get("via") or ""))
             return self._jobs.add(job.id, live)
 
     def _dispatch(self) -> None:
@@ -422,7 +424,7 @@ class ImageJobs:
             try:
                 self.on_job_finished(FinishedJob(live.job_id, live.user, live.workflow,
                                                  live.model, status, counts.get("images", 0),
-                                                 live.gpu_seconds))
+                                                 live.gpu_seconds, live.via))
             except Exception:  # noqa: BLE001 - accounting must never break image jobs
                 log.exception("on_job_finished hook failed for job %s", live.job_id)
         with live.cond:
@@ -494,7 +496,7 @@ def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, out
             return
         accounting.record_image(finished.user, "comfyui", finished.model or finished.workflow,
                                 finished.gpu_seconds, images=finished.images,
-                                job_id=finished.job_id)
+                                job_id=finished.job_id, via=finished.via)
 
     jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles,
                      uploads_dir=uploads_dir, inflight=settings.image_inflight,

@@ -81,6 +81,7 @@ class LiveJob(Live):
     total: int
     created_at: str
     order: int  # submission order, for fairness ties
+    via: str = ""  # how it came in: "" from a page, "api: <key name>" through /v1
     status: str = "queued"
     done: int = 0
     failed: int = 0
@@ -131,6 +132,7 @@ class FinishedJob:
     status: str
     images: int
     gpu_seconds: float
+    via: str = ""
 
 
 def snapshot_from_db(job: ImageJob, images: Sequence[ShownImage], counts: Mapping[str, int]

@@ -28,6 +28,7 @@ from ..presets import StylePreset, apply_style
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKFLOW = "sd15_txt2img"  # what the Images tab and /v1/images start on
 MAX_JOB_ITEMS = 500  # images (ComfyUI prompts) per job
 MAX_SEEDS = 100
 MAX_BATCH_SIZE = 64

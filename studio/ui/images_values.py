@@ -16,14 +16,14 @@ from PIL import Image
 
 from ..errors import StudioError
 from ..images.files import check_input_image
-from ..images.plans import FORM_PARAMS, ImageRequest, form_defaults, parse_sweep
+from ..images.plans import (DEFAULT_WORKFLOW, FORM_PARAMS, ImageRequest, form_defaults,
+                            parse_sweep)
 from ..images.workflows import Template
 from ..images.live_job import JobSnapshot
 from ..store.images import GalleryImage, GalleryPage
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKFLOW = "sd15_txt2img"
 FALLBACK_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim"]
 FALLBACK_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple"]
 
