@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import socket
 import struct
 
 import httpx
@@ -43,6 +44,13 @@ def cloud_client(fake_openrouter):
     client = OpenRouterClient(DEFAULT_KEY, fake_openrouter.url, timeout=5)
     yield client
     client.close()
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 # -- the fake Ollama's /api/embed, raw --------------------------------------------------------
@@ -119,15 +127,6 @@ def test_ollama_embed_unreachable(closed_port_url):
     client = OllamaClient(closed_port_url, timeout=2)
     with pytest.raises(BackendUnavailable, match="ollama serve"):
         client.embed(EMBEDDER, ["x"])
-
-
-@pytest.fixture
-def closed_port_url():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 # -- the fake OpenRouter's /embeddings and OpenRouterClient.embed -----------------------------

@@ -15,6 +15,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ..access.web import AccessGate
+from ..api.embeddings import EmbeddingsApi
 from ..api.ollama import OllamaApi
 from ..api.openai import OpenAIApi
 from ..ops.status import status_html
@@ -114,7 +115,8 @@ def launch_kwargs(services) -> dict:
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
                 app_kwargs={"middleware": [gate], "routes": [
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
-                    *OllamaApi(services.chat, services.models, services.keys).routes()]},
+                    *OllamaApi(services.chat, services.models, services.keys).routes(),
+                    *EmbeddingsApi(services.embeddings, services.keys).routes()]},
                 run_history=False,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
