@@ -1,7 +1,8 @@
 """Typed events that chat backends stream, shared by every chat client and the router.
 
 A chat stream is an iterator of these; the last one is always ``ChatDone`` unless the
-stream raises a ``StudioError``. Pure data: no I/O, no gradio.
+stream raises a ``StudioError``. ``EmbedResult`` is the whole answer of an embedding request.
+Pure data: no I/O, no gradio.
 """
 
 from __future__ import annotations
@@ -99,3 +100,14 @@ class ChatOptions:
     response_format: dict | None = None
     tools: tuple[dict, ...] | None = None  # OpenAI's (and Ollama's) function tools
     tool_choice: str | dict | None = None  # "auto" | "none" | "required" | a named function
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Vectors for a list of texts, one per text in the same order, and the backend's figures
+    (``None`` = not reported): tokens read, what it cost (cloud) and how long it took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+    cost_usd: float | None = None
+    total_ms: float | None = None

@@ -23,6 +23,7 @@ from .access.sessions import Sessions
 from .access.urls import UrlGuard
 from .access.users import Users
 from .chat.arena import Arena
+from .chat.embeddings import Embeddings
 from .chat.models import ChatModels
 from .chat.replies import ReplyManager
 from .chat.router import Router
@@ -77,6 +78,7 @@ class Services:
     models: ChatModels  # what a chat can pick, and what each model reads
     replies: ReplyManager  # chat replies that outlive the page
     chat: ChatService  # the Chat tab's (and the API's) verbs
+    embeddings: Embeddings  # vectors for texts (the API's /v1/embeddings and /api/embed)
     arena: Arena
     presets: list[ChatPreset]
     status: StatusBoard
@@ -181,6 +183,9 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         ollama=ollama, openrouter=openrouter,
         comfyui=comfyui, catalog=catalog, router=router, budget=budget, accounting=accounting,
         models=chat_models, replies=replies, chat=chat,
+        embeddings=Embeddings(router.backends, accounting=accounting, budget=budget,
+                              limits=limits, prices=prices, in_use=in_use,
+                              max_chars=settings.max_message_chars),
         arena=Arena(arena_replies, cloud_store,
                     names=catalog.display_name if catalog is not None else None),
         presets=load_chat_presets(root / "presets" / "chat"),

@@ -34,8 +34,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FILE_PREFIXES = ("/gradio_api/file=", "/file=")
 # Open without a session: the two pages, and Gradio's own call to itself when it starts
 # (it runs the app's start-up events once, then answers False).
-# The Ollama-compatible routes (studio/api/ollama.py), which check their own keys.
-API_PATHS = frozenset({"/api/version", "/api/tags", "/api/show", "/api/chat", "/api/generate"})
+# The Ollama-compatible routes (studio/api/ollama.py, embeddings.py), which check their own keys.
+API_PATHS = frozenset({"/api/version", "/api/tags", "/api/show", "/api/chat", "/api/generate",
+                       "/api/embed", "/api/embeddings"})
 OPEN_PATHS = frozenset({"/signin", "/signout", "/favicon.ico", "/gradio_api/startup-events"})
 
 

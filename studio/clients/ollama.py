@@ -1,4 +1,4 @@
-"""The Ollama backend: installed and loaded models, model facts, and streamed chat.
+"""The Ollama backend: installed and loaded models, model facts, streamed chat, embeddings.
 
 Built on the official ``ollama`` package (``ollama.Client``). What it can't ask for
 (``GET /api/version``, and ``/api/show``'s ``projector_info``, which its ShowResponse drops)
@@ -25,11 +25,13 @@ from ..errors import (
     BackendRejected,
     BackendUnavailable,
     GenerationFailed,
+    InvalidInput,
     ModelNotFound,
     StreamInterrupted,
     StudioError,
 )
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall, Usage
+from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall,
+                      EmbedResult, Usage)
 
 # /api/version is the "is it up?" probe: it should fail fast, not wait out a model load.
 VERSION_TIMEOUT = 5.0
@@ -201,6 +203,29 @@ class OllamaClient:
             self._ollama.chat(model=model, messages=[], keep_alive=0)
         except _ERRORS as exc:
             raise self._translate(exc, model=model) from exc
+
+    def embed(self, model: str, inputs: list[str], *, dimensions: int | None = None
+              ) -> EmbedResult:
+        """One vector per text of ``inputs``, in order (POST /api/embed; Ollama L2-normalises
+        them). ``dimensions`` asks for shorter vectors (servers that predate it ignore it).
+
+        Raises ModelNotFound when ``model`` is not installed, InvalidInput when it is not an
+        embedding model (Ollama answers 501 "this model does not support embeddings"),
+        BackendRejected for other refusals, BackendUnavailable when Ollama can't be reached.
+        """
+        try:
+            answer = self._ollama.embed(model=model, input=list(inputs), dimensions=dimensions)
+        except ollama.ResponseError as exc:
+            if exc.status_code in (400, 501) and "does not support" in exc.error:
+                raise InvalidInput(f"The model '{model}' can't make embeddings: {exc.error}.",
+                                   hint="Pick an embedding model, e.g. nomic-embed-text "
+                                        "(`ollama pull nomic-embed-text`).") from exc
+            raise self._translate(exc, model=model) from exc
+        except _ERRORS as exc:
+            raise self._translate(exc, model=model) from exc
+        return EmbedResult(vectors=[[float(x) for x in vector] for vector in answer.embeddings],
+                           prompt_tokens=answer.prompt_eval_count,
+                           total_ms=_ms(answer.total_duration))
 
     def pull(self, model: str) -> Iterator[PullProgress]:
         """Pull ``model`` from the registry, yielding each status line as it arrives.

@@ -1,5 +1,5 @@
-"""OpenRouter client: streamed chat through the official ``openai`` client, plus the
-OpenRouter-only endpoints (``/models`` with prices, ``/key``, ``/credits``) through one
+"""OpenRouter client: streamed chat and embeddings through the official ``openai`` client,
+plus the OpenRouter-only endpoints (``/models`` with prices, ``/key``, ``/credits``) through one
 ``httpx.Client`` owned by the instance.
 
 It owns the sending and receiving of docs/protocols.md section 3 and turns every failure into
@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # imported for real on first use, see _openai()
 
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
-from ..events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall, Usage
+from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall,
+                      EmbedResult, Usage)
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
                                ProviderError, RateLimited, as_float, build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
@@ -168,6 +169,42 @@ class OpenRouterClient:
             total_ms=(ended - started) * 1000, tokens_per_s=tokens_per_s,
             cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
             cost_is_estimate=False, done_reason=finish_reason)
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    def embed(self, model: str, inputs: list[str], *, dimensions: int | None = None
+              ) -> EmbedResult:
+        """One vector per text of ``inputs``, in order, from ``POST /embeddings`` (OpenAI's
+        shape), with OpenRouter's token count and ``usage.cost`` when it sends one.
+
+        Raises ``NoApiKey``, ``BadApiKey``, ``OutOfCredit``, ``RateLimited``,
+        ``ProviderError``, ``ModelNotFound``, ``BackendRejected`` (also for an answer without
+        one vector per text) and ``BackendUnavailable``, as ``chat_stream`` does before its
+        first piece.
+        """
+        client = self._require_client()
+        extra = {} if dimensions is None else {"dimensions": dimensions}
+        started = self._clock()
+        try:
+            # "float" said out loud: left out, the openai client asks for base64 and decodes it.
+            answer = client.embeddings.create(model=model, input=list(inputs),
+                                              encoding_format="float", **extra)
+        except _openai().APIError as err:
+            raise self._error_from_openai(err, model) from err
+        error = (answer.model_extra or {}).get("error")
+        rows = sorted(answer.data or [], key=lambda row: row.index)
+        if error or len(rows) != len(inputs):
+            detail = (detail_suffix(error, self._api_key) if isinstance(error, dict)
+                      else f" ({len(rows)} vectors for {len(inputs)} texts)")
+            raise BackendRejected(f"OpenRouter answered the embeddings of '{model}' without "
+                                  f"one vector per text{detail}.",
+                                  hint="Try again, or pick another embedding model.")
+        usage = answer.usage
+        cost = getattr(usage, "cost", None)
+        return EmbedResult(vectors=[[float(x) for x in row.embedding] for row in rows],
+                           prompt_tokens=getattr(usage, "prompt_tokens", None),
+                           cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
+                           total_ms=(self._clock() - started) * 1000)
 
     # -- OpenRouter-only endpoints ------------------------------------------------------------
 

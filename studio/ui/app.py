@@ -15,6 +15,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ..access.web import AccessGate
+from ..api.embeddings import EmbeddingsApi
 from ..api.images import ImagesApi
 from ..api.ollama import OllamaApi
 from ..api.openai import OpenAIApi
@@ -115,8 +116,10 @@ def launch_kwargs(services) -> dict:
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
                 app_kwargs={"middleware": [gate], "routes": [
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
-                    *ImagesApi(services.images, services.keys, data, services.gpu_coordinator).routes(),
-                    *OllamaApi(services.chat, services.models, services.keys).routes()]},
+                    *ImagesApi(services.images, services.keys, data,
+                               services.gpu_coordinator).routes(),
+                    *OllamaApi(services.chat, services.models, services.keys).routes(),
+                    *EmbeddingsApi(services.embeddings, services.keys).routes()]},
                 run_history=False,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,

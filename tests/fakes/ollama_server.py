@@ -13,7 +13,11 @@ standalone for manual testing::
 
     python -m tests.fakes.ollama_server --port 11434 --models llama3.2,llava --delay 0.05
 
-Not covered: /api/embed, /api/create, /api/push, blobs, tools, structured output, logprobs.
+``POST /api/embed`` answers with deterministic unit vectors (``embedding_of``) for models that
+have the "embedding" capability (``add_model(name, capabilities=("embedding",))``).
+
+Not covered: the deprecated /api/embeddings, /api/create, /api/push, blobs, tools, structured
+output, logprobs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
+import struct
 import select
 import socket
 import sys
@@ -42,6 +48,10 @@ FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)  # Go's max time.Duration:
 TEMPLATE = "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
 PARAMETERS = 'stop                           "<|start_header_id|>"\nstop                           "<|eot_id|>"'
 LICENSE = "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT (fake text for tests)"
+EMBED_DIMENSIONS = 8  # the length of every vector the fake makes (real models: 384 to 4096)
+# What a real server answers for a model without an embedding head: the runner's 501, passed
+# through /api/embed (runner/ollamarunner/runner.go embeddings(), server/routes.go EmbedHandler).
+NOT_AN_EMBEDDING_MODEL = (501, "this model does not support embeddings")
 
 
 def make_tokens(n: int) -> list[str]:
@@ -122,6 +132,20 @@ def parse_keep_alive(value: Any) -> float | None:
         if parts and "".join(n + u for n, u in parts) == rest:
             return sign * sum(float(n) * _UNIT_S[u] for n, u in parts)
     raise ValueError(f"time: invalid duration {json.dumps(str(value))}")
+
+
+def embedding_of(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector for ``text`` (from its SHA-256), in float32 steps as Go's
+    []float32 holds them; cut to ``dimensions`` and normalised again, as Ollama does.
+
+    >>> v = embedding_of("hello")
+    >>> len(v), round(sum(x * x for x in v), 5), v == embedding_of("hello"), v == embedding_of("hi")
+    (8, 1.0, True, False)
+    """
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(byte - 127.5) / 127.5 for byte in digest[:min(dimensions, EMBED_DIMENSIONS)]]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", x / norm))[0] for x in raw]
 
 
 @dataclass
@@ -814,6 +838,45 @@ class _Handler(BaseHTTPRequestHandler):
         fake._install(source, name)
         yield {"status": "success"}
 
+    def _embed(self, raw: bytes) -> None:
+        """/api/embed: Ollama's checks in EmbedHandler's order, then one vector per input."""
+        body = self._require_body(raw)
+        if body is None:
+            return
+        name = body.get("model") or ""
+        if not name:
+            return self._send_json(400, {"error": "model is required"})
+        given = body.get("input")
+        if isinstance(given, str):
+            texts = [given] if given else []
+        elif isinstance(given, list) and all(isinstance(t, str) for t in given):
+            texts = list(given)
+        elif given is None:
+            texts = []
+        else:
+            return self._send_json(400, {"error": "invalid input type"})
+        model = self.fake._find(name)
+        if model is None:
+            return self._send_json(404, {"error": f"model '{name}' not found"})
+        try:
+            keep_alive = parse_keep_alive(body.get("keep_alive"))
+        except ValueError as exc:
+            return self._send_json(400, {"error": str(exc)})
+        self.fake._load(model, keep_alive, (body.get("options") or {}).get("num_ctx"))
+        t_loaded = time.perf_counter_ns()
+        if not texts:  # an empty input only loads the model
+            return self._send_json(200, {"model": name, "embeddings": []})
+        if model.capabilities is not None and "embedding" not in model.capabilities:
+            status, message = NOT_AN_EMBEDDING_MODEL
+            return self._send_json(status, {"error": message})
+        dimensions = body.get("dimensions")
+        size = dimensions if isinstance(dimensions, int) and dimensions > 0 else EMBED_DIMENSIONS
+        self._send_json(200, {
+            "model": name, "embeddings": [embedding_of(text, size) for text in texts],
+            "total_duration": max(1, time.perf_counter_ns() - self.t_start),
+            "load_duration": max(1, t_loaded - self.t_start),
+            "prompt_eval_count": sum(len(text.split()) + 2 for text in texts)})
+
 
 ROUTES = {
     ("GET", "/"): _Handler._root, ("HEAD", "/"): _Handler._root,
@@ -826,6 +889,7 @@ ROUTES = {
     ("POST", "/api/pull"): _Handler._pull,
     ("DELETE", "/api/delete"): _Handler._delete,
     ("POST", "/api/copy"): _Handler._copy,
+    ("POST", "/api/embed"): _Handler._embed,
 }
 
 

@@ -3,17 +3,22 @@
 The official ``openai`` client and plain httpx talk to it unchanged. It serves
 ``POST /api/v1/chat/completions`` (JSON or SSE with ``: OPENROUTER PROCESSING`` comments,
 ``data:`` chunks, a usage chunk with ``cost`` in either shape, ``data: [DONE]``),
-``GET /api/v1/models``, ``/key``, ``/credits`` (403 unless the key is a management key) and
-``/generation?id=``. It checks the Bearer key and records every request.
+``POST /api/v1/embeddings`` (OpenAI's list shape, float or base64, for the models in
+``embedding_models``), ``GET /api/v1/models``, ``/key``, ``/credits`` (403 unless the key is a
+management key) and ``/generation?id=``. It checks the Bearer key and records every request.
 
 A test queues per-request outcomes for chat completions with ``queue_reply`` (text, a status
 error with OpenRouter's error body, a mid-stream error chunk, a cut connection), then inspects
-``requests``. Failures on the other endpoints are queued with ``fail_next``.
+``requests``. Failures on the other endpoints (embeddings included) are queued with
+``fail_next``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
 import threading
 import time
 from collections import deque
@@ -23,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from .ollama_server import stop_at
+from .ollama_server import embedding_of, stop_at
 
 PREFIX = "/api/v1"
 DEFAULT_KEY = "sk-or-v1-fake-0123456789abcdef"
@@ -64,6 +69,12 @@ DEFAULT_MODELS: list[dict[str, Any]] = [
                          "is_moderated": True},
         "per_request_limits": None, "supported_parameters": ["tools", "temperature"],
     },
+]
+
+# Embedding models live apart from GET /models, as on OpenRouter (its text-model list).
+DEFAULT_EMBEDDING_MODELS: list[dict[str, Any]] = [
+    {"id": "openai/text-embedding-3-small", "name": "OpenAI: Text Embedding 3 Small",
+     "pricing": {"prompt": "0.00000002", "completion": "0"}},
 ]
 
 ERROR_TYPES = {
@@ -130,6 +141,7 @@ class FakeOpenRouter:
             "expires_at": None,
         }
         self.credits_data = credits_data or {"total_credits": 100.5, "total_usage": 25.75}
+        self.embedding_models = list(DEFAULT_EMBEDDING_MODELS)
         self.requests: list[RecordedRequest] = []
         self.generations: dict[str, dict[str, Any]] = {}
         self._replies: deque[Reply] = deque()
@@ -143,7 +155,7 @@ class FakeOpenRouter:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> "FakeOpenRouter":
-        handler = type("Handler", (_Handler,), {"fake": self})
+        handler = type("Handler", (_EmbeddingRoutes,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval, and tests stop many servers.
@@ -217,7 +229,8 @@ class FakeOpenRouter:
 
     def fail_next(self, path: str, status: int, message: str | None = None,
                   retry_after: float | None = None) -> None:
-        """Make the next GET of ``path`` (e.g. "/models") answer ``status`` with an error body."""
+        """Make the next request to ``path`` (e.g. "/models", "/embeddings") answer ``status``
+        with an error body."""
         with self._lock:
             self._failures.setdefault(PREFIX + path, deque()).append((status, message, retry_after))
 
@@ -466,3 +479,42 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _format_seconds(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+class _EmbeddingRoutes(_Handler):
+    """``POST /embeddings`` beside the chat routes of ``_Handler``."""
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path != PREFIX + "/embeddings":
+            return super().do_POST()
+        path, _, body = self._record()
+        if not self._authorized():
+            return
+        failure = self.fake._next_failure(path)
+        if failure:
+            return self._send_error(failure[0], failure[1], retry_after=failure[2])
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return self._send_error(400, 'Input required: specify "model"')
+        model = next((m for m in self.fake.embedding_models if m["id"] == body["model"]), None)
+        if model is None:
+            return self._send_error(400, f"{body['model']} is not a valid model ID",
+                                    {"availability": {"code": "model_not_found"}})
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not texts or not all(
+                isinstance(t, str) and t for t in texts):
+            return self._send_error(400, "Input must be a non-empty string or a list of them")
+        size = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 1536
+        base64_wanted = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector: Any = embedding_of(text, size)
+            if base64_wanted:
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(max(1, math.ceil(len(text) / 4)) for text in texts)
+        cost = float(tokens * Decimal(str(model["pricing"].get("prompt", 0))))
+        self._send_json(200, {
+            "id": self.fake._new_generation_id(), "object": "list", "data": data,
+            "model": model["id"], "provider": "FakeProvider",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "cost": cost}})
