@@ -70,25 +70,28 @@ class Live:
     async def wait_until_async(self, predicate: Callable[[], Any], timeout: float) -> bool:
         """``wait_until`` for asyncio code: waits on the event loop, holding no thread, so
         many followers (API streams) cost no thread each."""
+        with self.cond:  # the common case for a fast stream: no waiting at all
+            if predicate():
+                return True
         loop = asyncio.get_running_loop()
-        woken = asyncio.Event()
-        waker = _LoopWaker(loop, woken)
+        waker = _LoopWaker(loop)
         self.watch(waker)  # type: ignore[arg-type]
         deadline = loop.time() + timeout
         try:
             while True:
+                # A notify after this check wakes the future made before it.
+                waker.arm()
                 with self.cond:
                     if predicate():
                         return True
-                # A notify after the check schedules woken.set() behind this clear().
-                woken.clear()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
+                timer = loop.call_later(remaining, waker.wake)
                 try:
-                    await asyncio.wait_for(woken.wait(), remaining)
-                except TimeoutError:
-                    pass
+                    await waker.future
+                finally:
+                    timer.cancel()
         finally:
             self.unwatch(waker)  # type: ignore[arg-type]
 
@@ -114,14 +117,25 @@ class Live:
 
 class _LoopWaker:
     """Stands in for a ``threading.Event`` among a ``Live``'s watchers: a change on a
-    worker thread sets an ``asyncio.Event`` on its loop."""
+    worker thread resolves a future on the waiting coroutine's loop (a plain future and a
+    timer: no task per wait, which matters at one wait per streamed piece)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
-        self._loop, self._event = loop, event
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future = loop.create_future()
 
-    def set(self) -> None:
+    def arm(self) -> None:
+        """A fresh future to wait on (called on the loop, before checking the state)."""
+        if self.future.done():
+            self.future = self._loop.create_future()
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def set(self) -> None:  # from the worker thread, as threading.Event.set
         try:
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self.wake)
         except RuntimeError:  # the loop closed: nobody is waiting any more
             pass
 

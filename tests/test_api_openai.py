@@ -214,3 +214,17 @@ def test_api_a_client_that_goes_away_stops_the_reply_upstream(api):
     assert got[0].choices[0].delta.role == "assistant"
     stream.close()
     assert fake.client_gone.wait(10) and fake.disconnects == before + 1
+
+
+def test_api_ollama_apps_take_the_key_from_the_environment_or_the_url(api, monkeypatch):
+    """Apps on the official client read OLLAMA_API_KEY; others may only take a URL, whose
+    password (HTTP Basic, as httpx and browsers send it) is the key."""
+    import ollama
+
+    root = api["base"].removesuffix("/v1")
+    monkeypatch.setenv("OLLAMA_API_KEY", api["key"])
+    assert "ollama:llama3.2:latest" in [m.model for m in ollama.Client(host=root).list().models]
+    address = root.replace("http://", "")
+    assert httpx.get(f"http://phone:{api['key']}@{address}/api/tags").status_code == 200
+    assert httpx.get(f"http://phone:hs-wrong@{address}/api/tags").status_code == 401
+    assert httpx.get(f"{root}/api/tags", headers={"Authorization": "Basic !!"}).status_code == 401

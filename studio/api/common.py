@@ -4,6 +4,7 @@ text deltas (stopping it upstream when the client goes away). No gradio imports 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import AsyncIterator
 
 from starlette.requests import Request
@@ -12,9 +13,20 @@ FOLLOW_INTERVAL = 0.02  # seconds between streamed pieces at most (coalescing, l
 
 
 def key_user(keys, request: Request) -> tuple[str, str] | None:
-    """(user, key name) for the request's ``Authorization: Bearer`` key, None without one."""
+    """(user, key name) for the request's key, None without a live one. The key comes as
+    ``Authorization: Bearer <key>``, or as the password of HTTP Basic auth, which is what
+    clients send for a host written ``http://user:<key>@studio:8189`` (Ollama apps that
+    can't set headers)."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    return keys.user_for(secret.strip()) if scheme.lower() == "bearer" else None
+    scheme, secret = scheme.lower(), secret.strip()
+    if scheme == "basic":
+        try:
+            secret = base64.b64decode(secret, validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+    elif scheme != "bearer":
+        return None
+    return keys.user_for(secret)
 
 
 def answered_by(snap) -> str:
