@@ -6,6 +6,7 @@ the fixture by name (test_catalog's ``fake_openrouter``)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -144,6 +145,17 @@ def studio(tmp_path_factory, session_ollama):
     running.ollama = session_ollama
     yield running
     stop_studio(running)
+
+
+def require_tool(path: str, package: str) -> str:
+    """The path of a tool the owner runs (caddy, promtool, docker-compose...). Missing: the
+    test fails in CI (scripts/test.sh installs it) and is skipped elsewhere."""
+    found = path if os.path.isabs(path) and os.access(path, os.X_OK) else shutil.which(path)
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{path} is not installed: scripts/test.sh must install {package} in CI")
+    pytest.skip(f"{path} is not installed (apt-get install {package})")
 
 
 @pytest.fixture(scope="session")
