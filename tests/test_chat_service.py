@@ -360,3 +360,18 @@ def test_chat_attachments_must_be_real_images_within_the_megapixel_limit(chat, s
         with pytest.raises(InvalidInput, match=message):
             chat.send(None, "look", [str(path)], model=VISION, user="owner")
     assert database(store) == []
+
+
+def test_service_says_which_requests_it_admits_without_io(store, tmp_path, ollama):
+    from studio.access.limits import Limits
+    from studio.events import ChatMessage
+
+    chat = make_service(store, tmp_path, ollama)
+    text, picture = [ChatMessage("user", "hi")], [ChatMessage("user", "hi", (b"png",))]
+    assert chat.admits_at_once(LOCAL, text, user="bob")
+    assert not chat.admits_at_once(CLOUD, text, user="bob")  # a budget to read
+    assert not chat.admits_at_once(LOCAL, picture, user="bob")  # an image to inspect
+    chat._limits = Limits(chat_per_minute=5)
+    assert not chat.admits_at_once(LOCAL, text, user="bob")  # bob's role not known yet
+    chat._limits.admit_chat("bob")()
+    assert chat.admits_at_once(LOCAL, text, user="bob")

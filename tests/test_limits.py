@@ -77,6 +77,25 @@ def test_limits_admins_are_not_limited():
         limits.admit_images("ann", 3)
 
 
+def test_limits_remember_roles_briefly_and_say_when_the_store_is_needed():
+    asked, now = [], [0.0]
+    limits = Limits(chat_per_minute=5, clock=lambda: now[0],
+                    exempt=lambda user: asked.append(user) or user == "ann")
+    assert limits.needs_store("bob")  # never seen: the role must be read
+    limits.admit_chat("bob")()
+    limits.admit_chat("bob")()
+    assert asked == ["bob"] and not limits.needs_store("bob")
+    now[0] += 11  # roles are remembered for ten seconds, then read again
+    assert limits.needs_store("bob")
+    limits.admit_chat("bob")
+    assert asked == ["bob", "bob"]
+    daily = Limits(tokens_per_day=100, tokens_today=lambda user: (0, datetime.now()),
+                   exempt=lambda user: user == "ann", clock=lambda: now[0])
+    daily.admit_chat("bob")()
+    daily.admit_chat("ann")()
+    assert daily.needs_store("bob") and not daily.needs_store("ann")  # bob's tokens are counted
+
+
 def burst(n: int, call) -> tuple[int, int]:
     """Run ``call`` from ``n`` threads released at once; (passed, refused)."""
     start = threading.Barrier(n)

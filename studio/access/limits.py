@@ -16,6 +16,7 @@ from typing import Callable
 from ..errors import LimitReached
 
 MINUTE, HOUR = 60.0, 3600.0
+ROLE_MEMORY_S = 10.0  # who is exempt (an admin) is asked of the store at most this often
 
 
 class Limits:
@@ -37,14 +38,38 @@ class Limits:
         self._clock = clock
         self._now = now
         self._lock = threading.Lock()
+        self._roles: dict[str, tuple[float, bool]] = {}  # user -> (until, exempt)
         self._chats: dict[str, deque[float]] = {}
         self._images: dict[str, deque[tuple[float, int]]] = {}
         self._replies: dict[str, int] = {}
 
+    def needs_store(self, user: str) -> bool:
+        """Whether admitting ``user``'s next chat reads the store (their role not known
+        lately, or a daily token limit to count): callers on an event loop then admit on a
+        worker thread, so a busy store never stalls the loop."""
+        with self._lock:
+            known = self._roles.get(user)
+            fresh = known is not None and known[0] > self._clock()
+        return not fresh or bool(self.tokens_per_day and self._tokens_today is not None
+                                 and not known[1])
+
+    def _is_exempt(self, user: str) -> bool:
+        """``exempt(user)``, remembered for ``ROLE_MEMORY_S`` (a new admin's limits lift
+        within seconds; every request no longer asks the store)."""
+        now = self._clock()
+        with self._lock:
+            known = self._roles.get(user)
+            if known is not None and known[0] > now:
+                return known[1]
+        exempt = bool(self._exempt(user))
+        with self._lock:
+            self._roles[user] = (now + ROLE_MEMORY_S, exempt)
+        return exempt
+
     def admit_chat(self, user: str) -> Callable[[], None]:
         """Book one chat request and one reply slot; returns what frees the slot when the
         reply ends. Raises ``LimitReached`` (nothing booked) when a limit says no."""
-        if self._exempt(user):
+        if self._is_exempt(user):
             return _nothing
         used = None
         if self.tokens_per_day and self._tokens_today is not None:
@@ -94,7 +119,7 @@ class Limits:
     def admit_images(self, user: str, count: int) -> None:
         """Book ``count`` images for ``user``; raises ``LimitReached`` (nothing booked) when
         they would pass the hourly limit."""
-        if self._exempt(user) or not self.images_per_hour:
+        if not self.images_per_hour or self._is_exempt(user):
             return
         with self._lock:
             now = self._clock()

@@ -29,6 +29,15 @@ def key_user(keys, request: Request) -> tuple[str, str] | None:
     return keys.user_for(secret)
 
 
+async def start_reply(chat, messages, *, model: str, options, user: str, via: str):
+    """``chat.complete`` from the event loop: in place when it needs no I/O (a local model,
+    limits known), else on a worker thread. Raises like ``complete``."""
+    if chat.admits_at_once(model, messages, user=user):
+        return chat.complete(messages, model=model, options=options, user=user, via=via)
+    return await asyncio.to_thread(chat.complete, messages, model=model, options=options,
+                                   user=user, via=via)
+
+
 def answered_by(snap) -> str:
     """The id of the model that answered (a fallback's, when one stood in)."""
     return f"{snap.backend}:{snap.answered_by}" if snap.backend else snap.answered_by

@@ -24,7 +24,7 @@ from ..costs.catalog import picker_choices
 from ..errors import StudioError
 from ..events import ChatMessage, ChatOptions, ChatToolCall
 from ..model_id import ModelId
-from .common import answered_by, deltas, key_user
+from .common import answered_by, deltas, key_user, start_reply
 from .openai import ApiError, failure, from_studio, refused
 
 VERSION = "0.12.6"  # what /api/version answers: tools check for a recent Ollama
@@ -95,9 +95,9 @@ class OllamaApi:
             if generate and not messages:  # Ollama loads the model and says so
                 return JSONResponse({"model": model, "created_at": _now(), "response": "",
                                      "done": True, "done_reason": "load"})
-            reply = await asyncio.to_thread(
-                self.chat.complete, messages, model=model, options=_options(body), user=user,
-                via=f"api: {key_name}")
+            reply = await start_reply(self.chat, messages, model=model,
+                                      options=_options(body), user=user,
+                                      via=f"api: {key_name}")
         except ApiError as err:
             return _error(err)
         except StudioError as exc:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
                       LimitReached, ModelNotFound, NotFound, StudioError)
 from ..events import ChatMessage, ChatOptions, ChatToolCall
-from .common import answered_by, deltas, key_user
+from .common import answered_by, deltas, key_user, start_reply
 
 
 class ApiError(Exception):
@@ -125,9 +125,8 @@ class OpenAIApi:
                 raise ApiError(400, "'model' is required: a model id from GET /v1/models.",
                                "invalid_request_error", param="model")
             options = _options(body)
-            reply = await asyncio.to_thread(self.chat.complete, messages, model=model,
-                                            options=options, user=user,
-                                            via=f"api: {key_name}")
+            reply = await start_reply(self.chat, messages, model=model, options=options,
+                                      user=user, via=f"api: {key_name}")
         except ApiError as err:
             return err.response()
         except StudioError as exc:

@@ -198,6 +198,19 @@ class ChatService:
             return self._replies.start(str(model_id), messages, options or ChatOptions(),
                                        user=user, via=via, on_finish=lambda _snap: release())
 
+    def admits_at_once(self, model: str, messages: Sequence[ChatMessage], *, user: str
+                       ) -> bool:
+        """Whether ``complete`` would do no I/O before starting: a local model, no images
+        to inspect, no budget to read, limits known without the store. An event loop may
+        then call it in place (a thread hop costs a millisecond or more on a busy box) and
+        must otherwise call it on a worker thread."""
+        try:
+            local = ModelId.parse(model).is_local
+        except InvalidInput:
+            return True  # refused at once, without I/O
+        return local and not any(m.images for m in messages) and (
+            self._limits is None or not self._limits.needs_store(user))
+
     def stop_reply(self, reply: LiveReply) -> bool:
         """Stop one reply (the API's client went away); what it wrote is kept."""
         return self._replies.stop(reply.reply_id)
