@@ -154,6 +154,11 @@ class Settings:
                                     "comma-separated (e.g. https://ai.example.com when the "
                                     "proxy rewrites the Host header); requests from any other "
                                     "site are refused.")
+    cookie_domain: str = _setting("STUDIO_COOKIE_DOMAIN", "",
+                                  "Domain of the sign-in cookie, e.g. example.com when the studio "
+                                  "is ai.example.com and Caddy lets admins into ComfyUI at "
+                                  "comfyui.example.com (the cookie must reach both); empty = "
+                                  "the studio's own host only.")
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load
@@ -226,6 +231,10 @@ class Settings:
             raise ConfigError(f"GRADIO_SERVER_PORT must be between 1 and 65535 (got {self.port}).")
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.accent_color):
             raise ConfigError(f"STUDIO_ACCENT_COLOR must look like #rrggbb (got {self.accent_color!r}).")
+        if self.cookie_domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+",
+                                                   self.cookie_domain):
+            raise ConfigError("STUDIO_COOKIE_DOMAIN must be a domain name such as example.com, "
+                              f"with no scheme, port or path (got {self.cookie_domain!r}).")
 
     @property
     def ollama_url(self) -> str:

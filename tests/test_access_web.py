@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,13 @@ def door(tmp_path):
                             Route("/gradio_api/file={path:path}", file_route)],
                     middleware=[Middleware(AccessGate, authority=authority, data_dir=data,
                                            brand="Test Studio")])
+    with serving(app) as url:
+        yield url, authority, data
+
+
+@contextmanager
+def serving(app):
+    """``app`` under uvicorn on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -85,10 +93,11 @@ def door(tmp_path):
     while not server.started:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    yield url, authority, data
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
 
 
 def signed_in(url, name="bob"):

@@ -31,6 +31,7 @@ def test_config_reads_gradio_server_variables():
     ({"GRADIO_SERVER_PORT": "70000"}, "GRADIO_SERVER_PORT must be between 1 and 65535"),
     ({"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE must be a bool"),
     ({"STUDIO_ACCENT_COLOR": "orange"}, "STUDIO_ACCENT_COLOR must look like #rrggbb"),
+    ({"STUDIO_COOKIE_DOMAIN": "https://example.com"}, "STUDIO_COOKIE_DOMAIN must be a domain"),
 ])
 def test_config_invalid_value_names_the_variable(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

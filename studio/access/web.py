@@ -11,6 +11,11 @@ For every request it answers, before Gradio sees it:
   server applies before this runs).
 - **Files.** Gradio's file route never serves the database, and serves a file of the data
   folder only to its owner; every answer carries ``X-Content-Type-Options: nosniff``.
+- **ComfyUI behind Caddy.** ``/auth/admin`` answers Caddy's ``forward_auth`` for ComfyUI's
+  own host: 200 for a signed-in admin, 403 for anyone else signed in, 401 for a visitor.
+  Caddy sends it a copy of the browser's request (its Cookie, Origin and Host, plus
+  X-Forwarded-Method/-Uri/-Host), so the other-origin check above guards ComfyUI too. The
+  cookie reaches ComfyUI's host when STUDIO_COOKIE_DOMAIN names the domain both share.
 The signed-in name is left in ``scope["state"]["studio_user"]`` for Gradio's
 ``auth_dependency`` (``request.username`` in handlers). No gradio imports here.
 """
@@ -26,7 +31,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse,
+                                 RedirectResponse, Response)
 
 
 SESSION_COOKIE = "studio_session"
@@ -38,6 +44,8 @@ FILE_PREFIXES = ("/gradio_api/file=", "/file=")
 API_PATHS = frozenset({"/api/version", "/api/tags", "/api/show", "/api/chat", "/api/generate",
                        "/api/embed", "/api/embeddings"})
 OPEN_PATHS = frozenset({"/signin", "/signout", "/favicon.ico", "/gradio_api/startup-events"})
+# Caddy's forward_auth asks here before it lets a request through to ComfyUI (deploy/Caddyfile).
+ADMIN_CHECK_PATH = "/auth/admin"
 
 
 class Authority(Protocol):
@@ -54,6 +62,8 @@ class Authority(Protocol):
 
     def may_read_file(self, user: str, path: Path) -> bool: ...
 
+    def is_admin(self, name: str | None) -> bool: ...
+
     def session_seconds(self) -> int: ...
 
     def origin_allowed(self, netloc: str) -> bool: ...  # other sites the owner allowed
@@ -65,16 +75,18 @@ class SignInRefused(Exception):
 
 class AccessGate:
     """Pure ASGI middleware (streams pass through untouched). ``origins`` are extra allowed
-    origins; ``brand`` names the studio on the sign-in page."""
+    origins; ``brand`` names the studio on the sign-in page; ``cookie_domain`` (e.g.
+    ``example.com``) is the session cookie's Domain when the studio is reached under it."""
 
     def __init__(self, app, *, authority: Authority, data_dir: str | Path, brand: str = "Studio",
-                 accent: str = "#e8590c", owner: str = "owner") -> None:
+                 accent: str = "#e8590c", owner: str = "owner", cookie_domain: str = "") -> None:
         self.app = app
         self.authority = authority
         self.data_dir = Path(data_dir).resolve()
         self.brand = brand
         self.accent = accent if re.fullmatch(r"#[0-9a-fA-F]{6}", accent) else "#e8590c"
         self.owner = owner  # the one user when sign-in is off
+        self.cookie_domain = cookie_domain.strip().strip(".").lower()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -90,6 +102,11 @@ class AccessGate:
             response = await (self._signin(scope, receive) if path == "/signin"
                               else self._signout(scope))
             await _send(response, scope, receive, send)
+            return
+        if path == ADMIN_CHECK_PATH:
+            # Answered here, before the sign-in redirect below: that would send the browser
+            # to /signin on ComfyUI's host, which asks here again.
+            await _send(self._admin_check(headers), scope, receive, send)
             return
         if path == "/v1" or path.startswith("/v1/") or path in API_PATHS:
             await self.app(scope, receive, send)  # the APIs check their own keys
@@ -153,11 +170,46 @@ class AccessGate:
         return JSONResponse({"error": "Sign in first: this studio needs a name and password.",
                              "signin": "/signin"}, status_code=401)
 
+    def _admin_check(self, headers: Headers) -> Response:
+        """Caddy's question for ComfyUI's host: may this browser in? Only an admin may."""
+        no_store = {"Cache-Control": "no-store"}
+        required = self.authority.sign_in_required()
+        user = self.authority.user_for(_cookie(headers, SESSION_COOKIE)) if required else self.owner
+        if user is None:
+            return PlainTextResponse("Sign in to the studio as an admin to open ComfyUI.",
+                                     status_code=401, headers=no_store)
+        if required and not self.authority.is_admin(user):
+            return PlainTextResponse("Only an admin can open ComfyUI. Ask whoever runs the "
+                                     "studio, or sign in there as an admin.",
+                                     status_code=403, headers=no_store)
+        return Response(status_code=200, headers={**no_store, "X-Studio-User": user})
+
+    def _domain_for(self, headers: Headers) -> str | None:
+        """STUDIO_COOKIE_DOMAIN when this request's host lies under it, else None (a cookie
+        for this host only): a browser drops a cookie whose Domain doesn't match the host,
+        and the studio is also opened by its LAN address."""
+        if not self.cookie_domain:
+            return None
+        return self.cookie_domain if self._under_domain(_host(headers)) else None
+
+    def _under_domain(self, host: str) -> bool:
+        domain = self.cookie_domain
+        return bool(domain) and (host == domain or host.endswith("." + domain))
+
+    def _next(self, target: str) -> str:
+        """Where to go after signing in: a path on this site, or a page of another host under
+        STUDIO_COOKIE_DOMAIN (ComfyUI's, which sent the visitor here); never another site."""
+        parts = urlsplit(target)
+        if (parts.scheme in ("http", "https") and parts.hostname
+                and self._under_domain(parts.hostname.lower()) and "\\" not in target):
+            return target
+        return _local_path(target)
+
     # -- the two pages ----------------------------------------------------------------
 
     async def _signin(self, scope, receive) -> Response:
         request = Request(scope, receive)
-        nxt = _local_path(request.query_params.get("next", "/"))
+        nxt = self._next(request.query_params.get("next", "/"))
         if not self.authority.sign_in_required():
             return RedirectResponse(nxt, status_code=303)
         if request.method != "POST":
@@ -166,7 +218,7 @@ class AccessGate:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         name = (form.get("username") or [""])[0].strip()
         password = (form.get("password") or [""])[0]
-        nxt = _local_path((form.get("next") or [nxt])[0])
+        nxt = self._next((form.get("next") or [nxt])[0])
         try:
             token = self.authority.sign_in(name, password, address=_address(scope),
                                            user_agent=request.headers.get("user-agent", ""))
@@ -175,15 +227,18 @@ class AccessGate:
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(SESSION_COOKIE, token, max_age=self.authority.session_seconds(),
                             httponly=True, samesite="lax", path="/",
-                            secure=scope.get("scheme") == "https")
+                            secure=scope.get("scheme") == "https",
+                            domain=self._domain_for(request.headers))
         return response
 
     async def _signout(self, scope) -> Response:
         headers = Headers(scope=scope)
         self.authority.sign_out(_cookie(headers, SESSION_COOKIE), address=_address(scope))
         response = RedirectResponse("/signin?out=1", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
-                               secure=scope.get("scheme") == "https")
+        # Both the host's own cookie and the domain's one, if the setting is on.
+        for domain in {None, self._domain_for(headers)}:
+            response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
+                                   secure=scope.get("scheme") == "https", domain=domain)
         return response
 
     def _page(self, nxt: str, *, error: str = "", note: str = "", name: str = "",
@@ -209,6 +264,12 @@ def _cookie(headers: Headers, name: str) -> str | None:
         if key == name:
             return value or None
     return None
+
+
+def _host(headers: Headers) -> str:
+    """The host the browser asked for, without the port ('' for an IPv6 literal)."""
+    host = (headers.get("x-forwarded-host") or headers.get("host") or "").strip().lower()
+    return "" if host.startswith("[") else host.split(",")[0].strip().rsplit(":", 1)[0]
 
 
 def _address(scope) -> str:

@@ -107,7 +107,7 @@ def launch_kwargs(services) -> dict:
     js = (services.root / "assets" / "studio.js").read_text(encoding="utf-8")
     data = services.data_dir
     gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
-                      accent=s.accent_color, owner=OWNER)
+                      accent=s.accent_color, owner=OWNER, cookie_domain=s.cookie_domain)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
                 # Only these folders, and the front door serves a file of them to its owner
                 # alone; the database beside them is never served.

@@ -118,6 +118,7 @@ class RecordedRequest:
     query: dict[str, str]
     json: Any = None
     form: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -355,7 +356,8 @@ class FakeComfyUI:
 
     @web.middleware
     async def _record(self, request: web.Request, handler):
-        record = RecordedRequest(request.method, request.path, dict(request.query))
+        record = RecordedRequest(request.method, request.path, dict(request.query),
+                                 headers=dict(request.headers))
         if request.content_type == "application/json" and request.can_read_body:
             try:
                 record.json = json.loads(await request.read() or b"null")
