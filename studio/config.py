@@ -154,6 +154,10 @@ class Settings:
                                     "comma-separated (e.g. https://ai.example.com when the "
                                     "proxy rewrites the Host header); requests from any other "
                                     "site are refused.")
+    metrics_token: str = _setting("STUDIO_METRICS_TOKEN", "",
+                                  "Bearer token Prometheus (/metrics) and dashboards "
+                                  "(/status.json) must send; empty = they are open without "
+                                  "sign-in and answer 403 once sign-in is on.", secret=True)
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load
