@@ -159,6 +159,10 @@ class Settings:
                                   "is ai.example.com and Caddy lets admins into ComfyUI at "
                                   "comfyui.example.com (the cookie must reach both); empty = "
                                   "the studio's own host only.")
+    metrics_token: str = _setting("STUDIO_METRICS_TOKEN", "",
+                                  "Bearer token Prometheus (/metrics) and dashboards "
+                                  "(/status.json) must send; empty = they are open without "
+                                  "sign-in and answer 403 once sign-in is on.", secret=True)
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load

@@ -42,6 +42,8 @@ from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
 from .models.pulls import PullManager
+from .ops.metrics import StudioMetrics
+from .ops.readings import Operations
 from .ops.status import StatusBoard
 from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
@@ -89,6 +91,8 @@ class Services:
     pulls: PullManager
     downloads: DownloadManager
     images: ImageJobs
+    metrics: StudioMetrics  # /metrics: the event counters (fed by the hooks below)
+    operations: Operations  # what /readyz, /status.json and /metrics read at request time
 
     @property
     def data_dir(self) -> Path:
@@ -154,12 +158,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         policy=settings.gpu_policy, vram_overrides=parse_vram_overrides(settings.vram_per_family),
         gpu=gpu, ollama=ollama, comfyui=comfyui, log=models_store, busy_models=in_use.names)
     streams = ChatStreams(router, in_use=in_use, coordinator=coordinator, gpu=gpu)
+    metrics = StudioMetrics()
+    settled = record_usage(accounting, observe=metrics.observe_reply)
     chat_models = ChatModels(ollama, catalog)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
     # are accounted by the same hook; the arena asks for exact models and stores its own.
-    replies = ReplyManager(streams.open, store, on_settled=record_usage(accounting))
-    arena_replies = ReplyManager(partial(streams.open, exact=True),
-                                 on_settled=record_usage(accounting))
+    replies = ReplyManager(streams.open, store, on_settled=settled)
+    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=settled)
 
     limits = Limits(chat_per_minute=settings.limit_chat_per_minute,
                     tokens_per_day=settings.limit_tokens_per_day,
@@ -176,6 +181,12 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                     session_days=settings.session_days,
                     origins=settings.allowed_origins.split(","),
                     file_owner=FileOwners(data, FileOwnerStore(store), chat.owner_of).owner)
+    status = StatusBoard(settings)
+    pulls = PullManager(ollama.pull)
+    downloads = DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts))
+    images = build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
+                              outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
+                              limits=limits, observe=metrics.observe_image_job)
 
     return Services(
         settings=settings, root=root, store=store, access=access, exposure=exposed,
@@ -189,12 +200,12 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         arena=Arena(arena_replies, cloud_store,
                     names=catalog.display_name if catalog is not None else None),
         presets=load_chat_presets(root / "presets" / "chat"),
-        status=StatusBoard(settings), gpu=gpu, gpu_coordinator=coordinator,
-        models_in_use=in_use, models_store=models_store, pulls=PullManager(ollama.pull),
-        downloads=DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts)),
-        images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
-                                outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
-                                limits=limits))
+        status=status, gpu=gpu, gpu_coordinator=coordinator,
+        models_in_use=in_use, models_store=models_store, pulls=pulls, downloads=downloads,
+        images=images, metrics=metrics,
+        operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
+                              budget=budget, replies=replies, images=images, pulls=pulls,
+                              downloads=downloads, outputs_dir=outputs))
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

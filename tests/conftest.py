@@ -129,6 +129,31 @@ def stop_studio(studio: RunningStudio) -> None:
         studio.process.kill()
 
 
+@dataclass
+class InProcessStudio:
+    url: str  # http://127.0.0.1:<port>, no trailing slash
+    services: object
+    demo: object
+
+    def close(self) -> None:
+        self.demo.close()
+        self.services.images.close()
+
+
+def launch_in_process(env: dict, *, nvml: object | None = None) -> InProcessStudio:
+    """The studio's services and UI in this process on a free loopback port (Gradio's
+    server in a thread), built from ``env`` alone (no .env file)."""
+    from studio.services import build_services
+    from studio.ui.app import build_app, launch_kwargs
+
+    services = build_services(Settings.from_env(env, dotenv_path=None), nvml=nvml)
+    demo = build_app(services)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            **{**launch_kwargs(services), "server_port": free_port()})
+    return InProcessStudio(url.rstrip("/"), services, demo)
+
+
 @pytest.fixture(scope="session")
 def session_ollama():
     fake = running_fake_ollama()

@@ -56,6 +56,9 @@ class FakeAuthority:
         return seen in self.origins
 
 
+OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/status.json")
+
+
 def whoami(request):
     return JSONResponse({"user": request.scope.get("state", {}).get("studio_user"),
                          "method": request.method})
@@ -75,7 +78,8 @@ def door(tmp_path):
     authority = FakeAuthority()
     app = Starlette(routes=[Route("/", whoami), Route("/gradio_api/queue/join", whoami,
                                                       methods=["POST"]),
-                            Route("/gradio_api/file={path:path}", file_route)],
+                            Route("/gradio_api/file={path:path}", file_route),
+                            *(Route(path, whoami) for path in OPS_PATHS)],
                     middleware=[Middleware(AccessGate, authority=authority, data_dir=data,
                                            brand="Test Studio")])
     with serving(app) as url:
@@ -194,3 +198,16 @@ def test_door_without_sign_in_everyone_is_the_owner(door):
     authority.required = False
     assert httpx.get(url + "/").json()["user"] == "owner"
     assert httpx.get(url + "/signin").status_code == 303
+
+
+@pytest.mark.parametrize("path", OPS_PATHS)
+def test_door_lets_health_and_metrics_through_without_a_session(door, path):
+    url, _, _ = door
+    response = httpx.get(url + path)
+    assert response.status_code == 200 and response.json()["method"] == "GET"
+
+
+def test_door_still_refuses_a_path_next_to_them(door):
+    url, _, _ = door
+    assert httpx.get(url + "/metrics/x").status_code == 401
+    assert httpx.get(url + "/healthz2").status_code == 401

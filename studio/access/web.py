@@ -9,6 +9,8 @@ For every request it answers, before Gradio sees it:
   The session cookie is HttpOnly, SameSite=Lax, and Secure when the request came over HTTPS
   (behind Caddy: X-Forwarded-Proto, believed only from STUDIO_TRUSTED_PROXIES, which the
   server applies before this runs).
+- **Health and metrics.** ``/healthz`` and ``/readyz`` are open; ``/metrics`` and
+  ``/status.json`` pass through to their own ``STUDIO_METRICS_TOKEN`` check.
 - **Files.** Gradio's file route never serves the database, and serves a file of the data
   folder only to its owner; every answer carries ``X-Content-Type-Options: nosniff``.
 - **ComfyUI behind Caddy.** ``/auth/admin`` answers Caddy's ``forward_auth`` for ComfyUI's
@@ -38,12 +40,16 @@ from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse,
 SESSION_COOKIE = "studio_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FILE_PREFIXES = ("/gradio_api/file=", "/file=")
-# Open without a session: the two pages, and Gradio's own call to itself when it starts
-# (it runs the app's start-up events once, then answers False).
 # The Ollama-compatible routes (studio/api/ollama.py, embeddings.py), which check their own keys.
 API_PATHS = frozenset({"/api/version", "/api/tags", "/api/show", "/api/chat", "/api/generate",
                        "/api/embed", "/api/embeddings"})
-OPEN_PATHS = frozenset({"/signin", "/signout", "/favicon.ico", "/gradio_api/startup-events"})
+# Open without a session: the two pages, Gradio's own call to itself when it starts (it runs
+# the app's start-up events once, then answers False), and the health checks for compose and
+# Uptime Kuma (studio/ops/health.py: nothing secret in them).
+OPEN_PATHS = frozenset({"/signin", "/signout", "/favicon.ico", "/gradio_api/startup-events",
+                        "/healthz", "/readyz"})
+# For Prometheus and dashboards, which check STUDIO_METRICS_TOKEN themselves (ops/metrics.py).
+TOKEN_PATHS = frozenset({"/metrics", "/status.json"})
 # Caddy's forward_auth asks here before it lets a request through to ComfyUI (deploy/Caddyfile).
 ADMIN_CHECK_PATH = "/auth/admin"
 
@@ -108,8 +114,8 @@ class AccessGate:
             # to /signin on ComfyUI's host, which asks here again.
             await _send(self._admin_check(headers), scope, receive, send)
             return
-        if path == "/v1" or path.startswith("/v1/") or path in API_PATHS:
-            await self.app(scope, receive, send)  # the APIs check their own keys
+        if path == "/v1" or path.startswith("/v1/") or path in API_PATHS or path in TOKEN_PATHS:
+            await self.app(scope, receive, send)  # the APIs check their own keys or tokens
             return
         token = _cookie(headers, SESSION_COOKIE)
         required = self.authority.sign_in_required()

@@ -53,6 +53,9 @@ class ReplySnapshot:
     version: int
     via: str = ""  # how the request came in: "" from a page, "api: <key name>"
     tool_calls: tuple[ChatToolCall, ...] = ()  # tools the model asked an API caller to run
+    # The StudioError class that ended the reply ("" when none did), for the error metrics:
+    # a name from the code, never the message.
+    failure_kind: str = ""
 
     @property
     def done(self) -> bool:
@@ -79,6 +82,7 @@ class LiveReply(Live):
     answered_by: str = ""
     fallback_reason: str = ""  # why another model answered than the one asked for
     failure: StudioError | None = None  # what ended it, for callers that map errors (the API)
+    failure_kind: str = ""  # its class name, or "UnexpectedError" (the error metrics)
     cancel: threading.Event = field(default_factory=threading.Event)
     # Set once the worker is all done: the reply stored, accounted and its on_finish run.
     settled: threading.Event = field(default_factory=threading.Event)
@@ -97,7 +101,8 @@ class LiveReply(Live):
             ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
             answered_by=self.answered_by or self.model_id, version=self.version, via=self.via,
-            tool_calls=tuple(self.tool_calls))
+            tool_calls=tuple(self.tool_calls),
+            failure_kind=self.failure_kind)
 
 
 class ReplyManager:
@@ -248,9 +253,11 @@ class ReplyManager:
             self._finish(reply, "complete", "")
         except StudioError as exc:
             reply.failure = exc
+            reply.failure_kind = type(exc).__name__
             self._finish(reply, "partial" if reply.text_parts else "error", str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker thread must always settle its reply
             log.exception("reply %s failed", reply.reply_id)
+            reply.failure_kind = "UnexpectedError"
             self._finish(reply, "partial" if reply.text_parts else "error",
                          f"Unexpected error while generating ({type(exc).__name__}). "
                          "The studio log has the details.")

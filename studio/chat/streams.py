@@ -18,6 +18,7 @@ from ..model_id import ModelId
 
 if TYPE_CHECKING:
     from ..costs.accounting import Accounting
+    from ..store.usage import UsageRecord
     from ..models.gpu import GpuMonitor
     from ..models.gpu_coordinator import GpuCoordinator, ModelsInUse
     from .replies import ReplySnapshot
@@ -75,21 +76,26 @@ class ChatStreams:
         return result.message if result.outcome in ("done", "failed", "skipped") else None
 
 
-def record_usage(accounting: "Accounting") -> Callable[["ReplySnapshot", str], None]:
+def record_usage(accounting: "Accounting", *,
+                 observe: "Callable[[ReplySnapshot, UsageRecord | None], None] | None" = None
+                 ) -> Callable[["ReplySnapshot", str], None]:
     """The ``on_settled`` hook of a ``ReplyManager``: one usage row per reply that produced
-    anything (tokens, cost, energy) for the Costs tab."""
+    anything (tokens, cost, energy) for the Costs tab. ``observe(snapshot, row)`` then sees
+    every settled reply, with its usage row or None (the metrics: O(1) per reply)."""
 
     def record(snap: "ReplySnapshot", user: str) -> None:
-        if snap.status == "error" and not snap.text:
-            return
-        if snap.backend:
-            backend, model = snap.backend, snap.answered_by
-        else:  # the stream ended before saying who answered: the model asked for
-            asked = ModelId.parse(snap.answered_by)
-            backend, model = asked.backend, asked.name
-        accounting.record_chat(user, backend, model, snap.usage,
-                               duration_s=snap.elapsed_ms / 1000,
-                               conversation_id=snap.conversation_id,
-                               message_id=snap.message_id, via=snap.via)
+        row = None
+        if not (snap.status == "error" and not snap.text):
+            if snap.backend:
+                backend, model = snap.backend, snap.answered_by
+            else:  # the stream ended before saying who answered: the model asked for
+                asked = ModelId.parse(snap.answered_by)
+                backend, model = asked.backend, asked.name
+            row = accounting.record_chat(user, backend, model, snap.usage,
+                                         duration_s=snap.elapsed_ms / 1000,
+                                         conversation_id=snap.conversation_id,
+                                         message_id=snap.message_id, via=snap.via)
+        if observe is not None:
+            observe(snap, row)
 
     return record

@@ -108,6 +108,11 @@ class ImageJobs:
                     for event in live.inflight.values():
                         event.set()
 
+    def queue_depth(self) -> int:
+        """Images asked for and not finished yet: waiting for their turn or in ComfyUI."""
+        with self._cond:
+            return sum(len(live.pending) + len(live.inflight) for live in self._jobs.items())
+
     def path(self, relative: str) -> str:
         return str(self.outputs_dir / relative)
 
@@ -478,10 +483,12 @@ class ImageJobs:
 
 
 def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, outputs_dir: Path,
-                     uploads_dir: Path, accounting=None, limits=None) -> ImageJobs:
+                     uploads_dir: Path, accounting=None, limits=None,
+                     observe: Callable[[FinishedJob], None] | None = None) -> ImageJobs:
     """The image service, started (called by build_services). Each finished job with
     images is accounted through ``accounting.record_image`` (user, model, GPU seconds,
-    image count) when ``accounting`` is given."""
+    image count) when ``accounting`` is given; ``observe`` then sees every finished job
+    (the metrics)."""
     from ..presets import load_style_presets
 
     library = WorkflowLibrary(root / "workflows", settings.data_path / "workflows")
@@ -492,11 +499,13 @@ def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, out
         styles = []
 
     def record_image_job(finished: FinishedJob) -> None:
-        if accounting is None or not finished.images:
-            return
-        accounting.record_image(finished.user, "comfyui", finished.model or finished.workflow,
-                                finished.gpu_seconds, images=finished.images,
-                                job_id=finished.job_id, via=finished.via)
+        if accounting is not None and finished.images:
+            accounting.record_image(finished.user, "comfyui",
+                                    finished.model or finished.workflow, finished.gpu_seconds,
+                                    images=finished.images, job_id=finished.job_id,
+                                    via=finished.via)
+        if observe is not None:
+            observe(finished)
 
     jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles,
                      uploads_dir=uploads_dir, inflight=settings.image_inflight,

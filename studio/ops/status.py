@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from typing import Callable
 
@@ -28,6 +28,15 @@ class BackendStatus:
     # ComfyUI has no sign-in, so its address never reaches the page (issue 3); the strip
     # names the setting instead. Ollama and OpenRouter are shown with their URL.
     public: bool = True
+    latency_ms: float | None = None  # how long the probe took to answer; None when unsent
+
+    @property
+    def up(self) -> bool:
+        return self.state == "reachable"
+
+    @property
+    def configured(self) -> bool:
+        return self.state != "not configured"
 
     @property
     def shown_url(self) -> str:
@@ -37,6 +46,7 @@ class BackendStatus:
 def _probe(name: str, url: str, path: str, advice: str, timeout: float,
            headers: dict | None = None, version_of: Callable[[httpx.Response], str] | None = None
            ) -> BackendStatus:
+    started = time.monotonic()
     try:
         resp = httpx.get(url.rstrip("/") + path, timeout=timeout, headers=headers or {})
     except httpx.TimeoutException:
@@ -44,18 +54,20 @@ def _probe(name: str, url: str, path: str, advice: str, timeout: float,
     except httpx.HTTPError as exc:
         return BackendStatus(name, "unreachable", url, f"connection failed ({type(exc).__name__})",
                              advice)
+    latency = round((time.monotonic() - started) * 1000, 1)
     if resp.status_code == 401:
         return BackendStatus(name, "unreachable", url, "the key was refused (401)",
-                             "Check OPENROUTER_API_KEY.")
+                             "Check OPENROUTER_API_KEY.", latency_ms=latency)
     if resp.status_code >= 400:
-        return BackendStatus(name, "unreachable", url, f"answered HTTP {resp.status_code}", advice)
+        return BackendStatus(name, "unreachable", url, f"answered HTTP {resp.status_code}", advice,
+                             latency_ms=latency)
     detail = ""
     if version_of is not None:
         try:
             detail = version_of(resp)
         except Exception:  # noqa: BLE001 - a version string is cosmetic
             detail = ""
-    return BackendStatus(name, "reachable", url, detail, "")
+    return BackendStatus(name, "reachable", url, detail, "", latency_ms=latency)
 
 
 def check_ollama(settings: Settings, timeout: float = 1.5) -> BackendStatus:
@@ -68,8 +80,7 @@ def check_comfyui(settings: Settings, timeout: float = 1.5) -> BackendStatus:
     status = _probe("ComfyUI", settings.comfyui_url, "/system_stats",
                   "Start ComfyUI (`python main.py --listen`), or set COMFYUI_URL.", timeout,
                   version_of=lambda r: "v" + r.json()["system"]["comfyui_version"])
-    return BackendStatus(status.name, status.state, status.url, status.detail, status.advice,
-                         public=False)
+    return replace(status, public=False)
 
 
 def check_openrouter(settings: Settings, timeout: float = 3.0) -> BackendStatus:

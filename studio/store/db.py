@@ -164,6 +164,18 @@ class Store:
         with self._lock:
             self.db.close()
 
+    def ping(self, timeout: float = 2.0) -> bool:
+        """True when the database answers a ``SELECT 1`` within ``timeout`` seconds (the
+        lock may be held by a long write); False when it is closed, broken or busy."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            return self.db.execute("SELECT 1").fetchone() == (1,)
+        except sqlite3.Error:
+            return False
+        finally:
+            self._lock.release()
+
     # Conversations
 
     def create_conversation(self, title: str = "New chat", *, model: str = "",

@@ -19,6 +19,8 @@ from ..api.embeddings import EmbeddingsApi
 from ..api.images import ImagesApi
 from ..api.ollama import OllamaApi
 from ..api.openai import OpenAIApi
+from ..ops.health import HealthApi
+from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
 from .common import OWNER
 from .guard import secure_events
@@ -119,7 +121,11 @@ def launch_kwargs(services) -> dict:
                     *ImagesApi(services.images, services.keys, data,
                                services.gpu_coordinator).routes(),
                     *OllamaApi(services.chat, services.models, services.keys).routes(),
-                    *EmbeddingsApi(services.embeddings, services.keys).routes()]},
+                    *EmbeddingsApi(services.embeddings, services.keys).routes(),
+                    *HealthApi(services.operations, token=s.metrics_token,
+                               sign_in_required=services.access.sign_in_required).routes(),
+                    *MetricsApi(services.metrics, services.operations, token=s.metrics_token,
+                                sign_in_required=services.access.sign_in_required).routes()]},
                 run_history=False,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
