@@ -21,7 +21,7 @@ from tests.conftest import ROOT, free_port, launch_in_process, require_tool, run
 from tests.test_gpu import RTX_3090, FakeNvml
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "studio.json"
 TOKEN = "prometheus-test-token-0123456789"
 # What Grafana would put in for its variables over a short test.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "1s"}
