@@ -42,6 +42,7 @@ from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
 from .models.pulls import PullManager
+from .ops.data_lock import DataLock
 from .ops.status import StatusBoard
 from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
@@ -89,6 +90,7 @@ class Services:
     pulls: PullManager
     downloads: DownloadManager
     images: ImageJobs
+    data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
 
     @property
     def data_dir(self) -> Path:
@@ -113,9 +115,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     Nothing here touches the network: clients connect on first use, so the studio starts
     and history stays browsable with every backend down (image jobs a previous run left in
     ComfyUI are picked up, which asks ComfyUI only if there are any). Raises StudioError
-    when the data directory can't be written, and ConfigError when the studio would be
-    reachable from other machines with nobody able to sign in. ``nvml`` stands in for pynvml (tests).
+    when the data directory can't be written (DataFolderBusy while `studio restore` writes
+    into it), and ConfigError when the studio would be reachable from other machines with
+    nobody able to sign in.
+    ``nvml`` stands in for pynvml (tests).
     """
+    # Before the database opens: a restore may be writing into the folder right now.
+    data_lock = DataLock.for_studio(settings.data_path)
     store = Store.open(settings.db_path)  # says so in a sentence when the folder can't be written
     users = Users(store)
     exposed = exposure(host=settings.host, share=settings.share, users=users.count(),
@@ -194,7 +200,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         downloads=DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts)),
         images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
                                 outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
-                                limits=limits))
+                                limits=limits),
+        data_lock=data_lock)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:
