@@ -154,6 +154,16 @@ class Settings:
                                     "comma-separated (e.g. https://ai.example.com when the "
                                     "proxy rewrites the Host header); requests from any other "
                                     "site are refused.")
+    backup_dir: str = _setting("STUDIO_BACKUP_DIR", "",
+                               "Folder for scheduled backups of the data folder (database, "
+                               "uploads, outputs, exports); empty = no scheduled backups. "
+                               "`studio backup DEST` makes one by hand.")
+    backup_every_hours: float = _setting("STUDIO_BACKUP_EVERY_HOURS", 24.0,
+                                         "Hours between scheduled backups into "
+                                         "STUDIO_BACKUP_DIR.")
+    backup_keep: int = _setting("STUDIO_BACKUP_KEEP", 7,
+                                "Scheduled backups kept in STUDIO_BACKUP_DIR; older ones are "
+                                "deleted.")
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load
@@ -226,6 +236,12 @@ class Settings:
             raise ConfigError(f"GRADIO_SERVER_PORT must be between 1 and 65535 (got {self.port}).")
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.accent_color):
             raise ConfigError(f"STUDIO_ACCENT_COLOR must look like #rrggbb (got {self.accent_color!r}).")
+        if self.backup_every_hours <= 0:
+            raise ConfigError("STUDIO_BACKUP_EVERY_HOURS must be more than 0 (got "
+                              f"{self.backup_every_hours:g}); leave STUDIO_BACKUP_DIR empty to "
+                              "turn scheduled backups off.")
+        if self.backup_keep < 1:
+            raise ConfigError(f"STUDIO_BACKUP_KEEP must be at least 1 (got {self.backup_keep}).")
 
     @property
     def ollama_url(self) -> str:

@@ -42,6 +42,7 @@ from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
 from .models.pulls import PullManager
+from .ops.backup import BackupSchedule, build_backup_schedule
 from .ops.data_lock import DataLock
 from .ops.status import StatusBoard
 from .presets import ChatPreset, load_chat_presets
@@ -91,6 +92,7 @@ class Services:
     downloads: DownloadManager
     images: ImageJobs
     data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
+    backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
 
     @property
     def data_dir(self) -> Path:
@@ -117,7 +119,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     ComfyUI are picked up, which asks ComfyUI only if there are any). Raises StudioError
     when the data directory can't be written (DataFolderBusy while `studio restore` writes
     into it), and ConfigError when the studio would be reachable from other machines with
-    nobody able to sign in.
+    nobody able to sign in. Scheduled backups start when STUDIO_BACKUP_DIR is set.
     ``nvml`` stands in for pynvml (tests).
     """
     # Before the database opens: a restore may be writing into the folder right now.
@@ -201,7 +203,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         images=build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
                                 outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
                                 limits=limits),
-        data_lock=data_lock)
+        data_lock=data_lock, backups=build_backup_schedule(settings))
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:
