@@ -26,7 +26,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
