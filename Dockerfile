@@ -38,8 +38,8 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && chmod 0755 /usr/local/bin/studio \
     && groupadd --gid 1000 studio \
     && useradd --uid 1000 --gid studio --create-home --shell /usr/sbin/nologin studio \
-    && mkdir -p /data /comfyui/models \
-    && chown studio:studio /data /comfyui/models
+    && mkdir -p /data /comfyui/models /backups \
+    && chown studio:studio /data /comfyui/models /backups
 WORKDIR /app
 COPY app.py ./
 COPY studio ./studio

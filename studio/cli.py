@@ -7,6 +7,10 @@ configuration; then app.py is run as a script.
 `studio users add NAME [--admin] | remove NAME | passwd NAME | list` manages who may sign
 in. A password is read from a prompt (twice) at a terminal, else one line from stdin;
 never from the command line. Only the database is opened: no backend is contacted.
+
+`studio backup DEST` copies the data folder (safe while the studio runs) into a new folder,
+or a .tar.gz when DEST ends so; `studio restore SRC [--force]` checks a backup and puts it
+into a stopped studio's (or a new) data folder. Both take `--data-dir`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(users_main(argv[1:]))
     if argv[:1] == ["keys"]:
         raise SystemExit(keys_main(argv[1:]))
+    if argv[:1] == ["backup"]:
+        raise SystemExit(backup_main(argv[1:]))
+    if argv[:1] == ["restore"]:
+        raise SystemExit(backup_main(argv[1:], restore=True))
     parser = argparse.ArgumentParser(prog="studio", description="Run Hephaestus Studio.")
     parser.add_argument("--host", help="address to bind (0.0.0.0 for the LAN; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8189)")
@@ -147,6 +155,51 @@ def keys_main(argv: list[str]) -> int:
     except StudioError as exc:
         print(f"studio keys: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def backup_main(argv: list[str], *, restore: bool = False) -> int:
+    """`studio backup DEST` or (``restore``) `studio restore SRC [--force]`; returns 0 after
+    a summary on stdout, or 2 with one sentence on stderr."""
+    from .config import Settings
+    from .errors import StudioError
+    from .ops.backup import make_backup, restore_backup
+
+    prog = "studio restore" if restore else "studio backup"
+    parser = argparse.ArgumentParser(prog=prog, description=(
+        "Put a backup into a stopped studio's data folder." if restore
+        else "Back up the data folder; safe while the studio runs."))
+    if restore:
+        parser.add_argument("path", metavar="SRC",
+                            help="a backup folder or .tar.gz made by `studio backup`")
+        parser.add_argument("--force", action="store_true",
+                            help="restore even though a studio seems to run on the folder")
+    else:
+        parser.add_argument("path", metavar="DEST",
+                            help="a new folder, or a file name ending in .tar.gz")
+    parser.add_argument("--data-dir", help="the data folder (default: STUDIO_DATA_DIR)")
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["STUDIO_DATA_DIR"] = args.data_dir
+    try:
+        data = Settings.from_env().data_path
+        if restore:
+            restored = restore_backup(args.path, data, force=args.force)
+            lines = [f"Restored {restored.files} files into {restored.data_dir}."]
+            if restored.set_aside:
+                lines.append(f"What the folder held before is in {restored.set_aside}; delete "
+                             "it once the studio looks right.")
+            lines.append("Start the studio: it brings the database up to date as it starts.")
+        else:
+            made = make_backup(data, args.path)
+            lines = [f"Backed up {made.files} files ({made.bytes / 1e6:.1f} MB) into {made.path}."]
+            if made.skipped:
+                lines.append(f"{len(made.skipped)} files were deleted while being copied and "
+                             "are not in it.")
+    except StudioError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -163,6 +163,16 @@ class Settings:
                                   "Bearer token Prometheus (/metrics) and dashboards "
                                   "(/status.json) must send; empty = they are open without "
                                   "sign-in and answer 403 once sign-in is on.", secret=True)
+    backup_dir: str = _setting("STUDIO_BACKUP_DIR", "",
+                               "Folder for scheduled backups of the data folder (database, "
+                               "uploads, outputs, exports); empty = no scheduled backups. "
+                               "`studio backup DEST` makes one by hand.")
+    backup_every_hours: float = _setting("STUDIO_BACKUP_EVERY_HOURS", 24.0,
+                                         "Hours between scheduled backups into "
+                                         "STUDIO_BACKUP_DIR.")
+    backup_keep: int = _setting("STUDIO_BACKUP_KEEP", 7,
+                                "Scheduled backups kept in STUDIO_BACKUP_DIR; older ones are "
+                                "deleted.")
 
     def __post_init__(self) -> None:
         self.fallback_chains  # noqa: B018 - a malformed STUDIO_FALLBACKS stops the app at load
@@ -239,6 +249,12 @@ class Settings:
                                                    self.cookie_domain):
             raise ConfigError("STUDIO_COOKIE_DOMAIN must be a domain name such as example.com, "
                               f"with no scheme, port or path (got {self.cookie_domain!r}).")
+        if self.backup_every_hours <= 0:
+            raise ConfigError("STUDIO_BACKUP_EVERY_HOURS must be more than 0 (got "
+                              f"{self.backup_every_hours:g}); leave STUDIO_BACKUP_DIR empty to "
+                              "turn scheduled backups off.")
+        if self.backup_keep < 1:
+            raise ConfigError(f"STUDIO_BACKUP_KEEP must be at least 1 (got {self.backup_keep}).")
 
     @property
     def ollama_url(self) -> str:

@@ -44,6 +44,8 @@ from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_over
 from .models.pulls import PullManager
 from .ops.metrics import StudioMetrics
 from .ops.readings import Operations
+from .ops.backup import BackupSchedule, build_backup_schedule
+from .ops.data_lock import DataLock
 from .ops.status import StatusBoard
 from .presets import ChatPreset, load_chat_presets
 from .store.cloud import CloudStore
@@ -93,6 +95,8 @@ class Services:
     images: ImageJobs
     metrics: StudioMetrics  # /metrics: the event counters (fed by the hooks below)
     operations: Operations  # what /readyz, /status.json and /metrics read at request time
+    data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
+    backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
 
     @property
     def data_dir(self) -> Path:
@@ -117,9 +121,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     Nothing here touches the network: clients connect on first use, so the studio starts
     and history stays browsable with every backend down (image jobs a previous run left in
     ComfyUI are picked up, which asks ComfyUI only if there are any). Raises StudioError
-    when the data directory can't be written, and ConfigError when the studio would be
-    reachable from other machines with nobody able to sign in. ``nvml`` stands in for pynvml (tests).
+    when the data directory can't be written (DataFolderBusy while `studio restore` writes
+    into it), and ConfigError when the studio would be reachable from other machines with
+    nobody able to sign in. Scheduled backups start when STUDIO_BACKUP_DIR is set.
+    ``nvml`` stands in for pynvml (tests).
     """
+    # Before the database opens: a restore may be writing into the folder right now.
+    data_lock = DataLock.for_studio(settings.data_path)
     store = Store.open(settings.db_path)  # says so in a sentence when the folder can't be written
     users = Users(store)
     exposed = exposure(host=settings.host, share=settings.share, users=users.count(),
@@ -205,7 +213,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         images=images, metrics=metrics,
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,
-                              downloads=downloads, outputs_dir=outputs))
+                              downloads=downloads, outputs_dir=outputs),
+        data_lock=data_lock, backups=build_backup_schedule(settings))
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

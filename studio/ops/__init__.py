@@ -1,2 +1,2 @@
-"""Operations: the backend status strip (and, to come, health, metrics and backups).
-No gradio imports."""
+"""Operations: the backend status strip, backups and restores, the data folder's lock
+(and, to come, health and metrics). No gradio imports."""
