@@ -183,7 +183,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                        max_message_chars=settings.max_message_chars,
                        supports_images=chat_models.supports_images, prices=prices,
                        budget=budget, default_max_tokens=router.default_max_tokens,
-                       max_megapixels=settings.max_input_megapixels, limits=limits)
+                       max_megapixels=settings.max_input_megapixels, limits=limits,
+                       on_refused=metrics.observe_refusal)
     access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
                     Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
                     session_days=settings.session_days,

@@ -407,3 +407,11 @@ def test_read_gpus_falls_back_to_psutil_for_process_names(monkeypatch):
     device = read_gpus(FakeNvml([RTX_3090])).devices[0]
 
     assert [p.name for p in device.processes] == ["/usr/bin/ollama", "proc777"]
+
+
+def test_gpu_monitor_readings_for_scrapes_stay_out_of_the_chart():
+    monitor = GpuMonitor(FakeNvml([RTX_3090]))
+    assert monitor.sample(record=False).available
+    assert monitor.history() == [] and monitor.latest().available
+    monitor.sample()
+    assert len(monitor.history()) == 1

@@ -14,6 +14,7 @@ from studio.errors import BackendUnavailable
 from studio.events import ChatDelta, ChatDone, ChatOptions, Usage
 from studio.images.live_job import FinishedJob
 from studio.models.gpu import GpuDevice, GpuReading
+from tests.test_chat_service import database, ollama  # noqa: F401 - fixtures
 from studio.ops.metrics import StudioMetrics
 from tests.test_ops_health import readings
 
@@ -116,3 +117,24 @@ def test_metrics_are_fed_by_the_settled_hook_of_real_replies():
                   error="BackendUnavailable") == 1
     assert sample(metrics, "studio_tokens_total", backend="ollama", model="llama3.2:latest",
                   direction="out") == 1
+
+
+def test_metrics_count_requests_the_chat_service_refuses(store, tmp_path, ollama):  # noqa: F811
+    from studio.access.limits import Limits
+    from studio.errors import InvalidInput, LimitReached
+    from studio.events import ChatMessage
+    from tests.test_chat_service import LOCAL, make_service
+
+    metrics = StudioMetrics()
+    chat = make_service(store, tmp_path, ollama)
+    chat._on_refused = metrics.observe_refusal
+    chat._limits = Limits(chat_per_minute=1)
+    with pytest.raises(InvalidInput):
+        chat.complete([ChatMessage("user", "hi")], model="nonsense", user="bob", via="api: k")
+    chat.complete([ChatMessage("user", "hi")], model=LOCAL, user="bob", via="api: k")
+    with pytest.raises(LimitReached):
+        chat.send(None, "again", model=LOCAL, user="bob")
+    assert sample(metrics, "studio_errors_total", kind="api", error="InvalidInput") == 1
+    assert sample(metrics, "studio_errors_total", kind="chat_page", error="LimitReached") == 1
+    assert sample(metrics, "studio_requests_total", kind="api") == 1  # the one refused
+    assert sample(metrics, "studio_requests_total", kind="chat_page") == 1

@@ -14,6 +14,7 @@ exactly like a missing one. No gradio imports here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, StudioError
 from ..events import ChatMessage, ChatOptions
 from ..images.files import check_input_image
 from ..model_id import ModelId
@@ -75,6 +76,25 @@ class ChatListEntry:
     snippet: str = ""  # a matching message's words, for a search hit
 
 
+def _counted(method):
+    """Tell ``on_refused`` of a refusal (a StudioError raised before a reply started)."""
+
+    @functools.wraps(method)
+    def counted(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StudioError as exc:
+            if self._on_refused is not None:
+                kind = "api" if kwargs.get("via", "").startswith("api") else "chat_page"
+                try:
+                    self._on_refused(kind, exc)
+                except Exception:  # noqa: BLE001 - counting must never change the answer
+                    log.exception("on_refused hook failed")
+            raise
+
+    return counted
+
+
 class ChatService:
     """Conversation turns over the store (or memory, incognito) and the reply manager.
 
@@ -88,7 +108,8 @@ class ChatService:
                  prices: Callable[[str], "ModelPrices | None"] | None = None,
                  budget: "Budget | None" = None,
                  default_max_tokens: int = 1024, max_megapixels: float = 16.0,
-                 limits: "Limits | None" = None) -> None:
+                 limits: "Limits | None" = None,
+                 on_refused: Callable[[str, StudioError], None] | None = None) -> None:
         self._store = store
         self._replies = replies
         self._router = router
@@ -101,6 +122,9 @@ class ChatService:
         self._default_max_tokens = default_max_tokens
         self._max_megapixels = max_megapixels
         self._limits = limits
+        # Told of every request refused before a reply started (metrics): "chat_page" or
+        # "api", and the refusal.
+        self._on_refused = on_refused
         self._lock = threading.Lock()
         self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
         # Incognito attachments left by the last run belong to chats that are gone.
@@ -109,6 +133,7 @@ class ChatService:
 
     # -- the turn verbs ---------------------------------------------------------------
 
+    @_counted
     def send(self, chat_id: str | None, text: str, files: Sequence[str | Path] = (), *,
              model: str, system_prompt: str = "", options: ChatOptions | None = None,
              user: str, incognito: bool = False) -> Started:
@@ -139,6 +164,7 @@ class ChatService:
             history.add_user(text, saved)
             return self._start(history, model_id, messages, options, user, created, release)
 
+    @_counted
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
               options: ChatOptions | None = None, user: str) -> Started | None:
         """Regenerate the answer to the last user message; None when there is none.
@@ -160,6 +186,7 @@ class ChatService:
             history.truncate_after(last.seq)
             return self._start(history, model_id, messages, options, user, False, release)
 
+    @_counted
     def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
              system_prompt: str = "", options: ChatOptions | None = None,
              user: str) -> Started | None:
@@ -185,6 +212,7 @@ class ChatService:
             history.truncate_after(seq)
             return self._start(history, model_id, messages, options, user, False, release)
 
+    @_counted
     def complete(self, messages: Sequence[ChatMessage], *, model: str,
                  options: ChatOptions | None = None, user: str, via: str = "") -> LiveReply:
         """A reply with no history (the API): the same refusals and the same path to the

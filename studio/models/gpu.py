@@ -319,12 +319,14 @@ class GpuMonitor:
         self._history: deque[GpuReading] = deque(maxlen=history_size)
         self._latest: GpuReading | None = None
 
-    def sample(self) -> GpuReading:
-        """Take a reading, add it to the history when available, and return it."""
+    def sample(self, *, record: bool = True) -> GpuReading:
+        """Take a reading, add it to the chart's history when available (unless ``record``
+        is False: a scrape or a status poll must not thin out the chart's interval), and
+        return it."""
         with self._lock:
             reading = self._sample_locked()
             self._latest = reading
-            if reading.available:
+            if reading.available and record:
                 self._history.append(reading)
             return reading
 

@@ -74,8 +74,9 @@ class StudioMetrics:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("studio_requests", "Replies and image jobs, by kind "
                                 "(chat_page, api, image).", ["kind"], registry=registry)
-        self.errors = Counter("studio_errors", "Replies that ended in an error, by kind and "
-                              "StudioError class.", ["kind", "error"], registry=registry)
+        self.errors = Counter("studio_errors", "Requests refused, and replies that ended in "
+                              "an error, by kind and StudioError class.", ["kind", "error"],
+                              registry=registry)
         self.ttft = Histogram("studio_time_to_first_token_seconds", "Seconds from the start "
                               "of a reply to its first token.", ["backend", "model"],
                               buckets=TTFT_BUCKETS, registry=registry)
@@ -113,6 +114,12 @@ class StudioMetrics:
         self.tokens.labels(*labels, "in").inc(usage.prompt_tokens or 0)
         self.tokens.labels(*labels, "out").inc(usage.completion_tokens or 0)
         self.cost.labels(*labels).inc(max(float(row.cost_usd or 0), 0.0) if row else 0.0)
+
+    def observe_refusal(self, kind: str, exc: Exception) -> None:
+        """A request refused before a reply started (a limit, a budget, bad input, an
+        unknown model): a request, and an error of its class."""
+        self.requests.labels(kind).inc()
+        self.errors.labels(kind, error_label(type(exc).__name__)).inc()
 
     def observe_image_job(self, finished) -> None:
         """An image job ended (``build_image_jobs``'s ``observe``): a ``FinishedJob``."""

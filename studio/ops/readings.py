@@ -85,7 +85,7 @@ class Operations:
         caps = tuple(c for c in self._budget.budget_status().caps if c.scope == "all")
         free, total = _disk(self._outputs_dir)
         return Readings(
-            store=self.store(), backends=self.backends(), gpu=self._gpu.sample(),
+            store=self.store(), backends=self.backends(), gpu=self._gpu.sample(record=False),
             spend_today_usd=spend.total_usd, cloud_today_usd=spend.cloud_usd,
             budget_caps=caps, image_queue=self._images.queue_depth(),
             active_replies=self._replies.active_count(),
