@@ -181,6 +181,19 @@ def test_app_image_to_text_only_model_is_refused_before_sending(studio, client, 
     assert len(studio.ollama.requests_to("/api/chat")) == before
 
 
+def test_app_refusal_is_one_log_line_without_traceback(studio, client, tmp_path):
+    from gradio_client import handle_file
+
+    start = len(studio.log())
+    with pytest.raises(Exception, match="can't read images"):
+        client.predict({"text": "log?", "files": [handle_file(str(png_file(tmp_path)))]},
+                       MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
+    written = studio.log()[start:]
+    assert [line for line in written.splitlines() if "can't read images" in line] == [
+        line for line in written.splitlines() if "refused in on_send" in line]
+    assert "refused in on_send" in written and "Traceback" not in written
+
+
 def test_app_incognito_chat_is_never_stored(studio, client):
     marker = uuid.uuid4().hex
     studio.ollama.queue_reply("secret reply")
