@@ -10,6 +10,7 @@ import pytest
 import sqlite_utils
 from gradio_client import Client
 
+from studio.ui.chat_handlers import EMPTY_MESSAGE
 from tests.fakes.ollama_server import make_tokens
 
 MODEL = "ollama:llama3.2:latest"
@@ -78,9 +79,20 @@ def test_app_missing_model_says_how_to_pull(studio, client):
     assert stored_reply(studio, "hello ghost")["status"] == "error"
 
 
-def test_app_empty_message_is_ignored(studio, client):
+@pytest.mark.parametrize("call", ["predict", "submit"])
+def test_app_empty_message_answers_with_the_chat_unchanged_and_a_warning(studio, client, call):
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply("first answer")
+    shown = client.submit(*send_args(f"first {marker}"), api_name="/send").result(timeout=30)[0]
     before = db(studio)["messages"].count
-    client.submit(*send_args("   "), api_name="/send").result(timeout=30)
+    if call == "predict":
+        result = client.predict(*send_args("   "), api_name="/send")
+    else:
+        result = client.submit(*send_args(" \n\t "), api_name="/send").result(timeout=30)
+    chatbot, stats, _conv, last_open = result
+    assert chatbot == shown and answer_of(chatbot) == "first answer"
+    assert stats == EMPTY_MESSAGE
+    assert last_open == stored_reply(studio, marker)["conversation_id"]
     assert db(studio)["messages"].count == before
 
 

@@ -211,6 +211,14 @@ def test_browser_a_refused_message_stays_in_the_box(tmp_path, session_ollama, pa
         stop_studio(small)
 
 
+def test_browser_an_empty_message_warns_and_stays_in_the_box(studio, page):
+    open_studio(page, studio)
+    send(page, "   ")
+    page.wait_for_selector("text=the message is empty", timeout=20_000)
+    assert page.input_value("#chat-input textarea") == "   "
+    assert not page.query_selector("#chatbot .message")
+
+
 def pick_model(page, search: str, label_part: str) -> None:
     page.click("#model-picker input")
     page.fill("#model-picker input", search)
