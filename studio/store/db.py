@@ -17,6 +17,7 @@ so "most recently updated" has no ties between writes made through it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlite_utils import Database
 
@@ -224,6 +225,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes (of any store module) as one: all of them, or none when one fails.
+        Holds the store's lock throughout, so keep what runs inside short."""
+        with self._lock, self.db.atomic():
+            yield
 
     def ping(self, timeout: float = 2.0) -> bool:
         """True when the database answers a ``SELECT 1`` within ``timeout`` seconds (the
