@@ -45,6 +45,11 @@ class StreamInterrupted(GenerationFailed):
     """The connection dropped in the middle of a streamed reply."""
 
 
+class StorageFailed(StudioError):
+    """The studio's own data couldn't be saved or read: the disk is full, it reported an I/O
+    error, or another program kept the database locked. What was being saved is not saved."""
+
+
 class BudgetExceeded(StudioError):
     """A cloud request would go over a configured spending cap."""
 

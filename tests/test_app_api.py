@@ -10,6 +10,7 @@ import pytest
 import sqlite_utils
 from gradio_client import Client
 
+from studio.ui.chat_handlers import EMPTY_MESSAGE
 from tests.fakes.ollama_server import make_tokens
 
 MODEL = "ollama:llama3.2:latest"
@@ -78,9 +79,20 @@ def test_app_missing_model_says_how_to_pull(studio, client):
     assert stored_reply(studio, "hello ghost")["status"] == "error"
 
 
-def test_app_empty_message_is_ignored(studio, client):
+@pytest.mark.parametrize("call", ["predict", "submit"])
+def test_app_empty_message_answers_with_the_chat_unchanged_and_a_warning(studio, client, call):
+    marker = uuid.uuid4().hex[:8]
+    studio.ollama.queue_reply("first answer")
+    shown = client.submit(*send_args(f"first {marker}"), api_name="/send").result(timeout=30)[0]
     before = db(studio)["messages"].count
-    client.submit(*send_args("   "), api_name="/send").result(timeout=30)
+    if call == "predict":
+        result = client.predict(*send_args("   "), api_name="/send")
+    else:
+        result = client.submit(*send_args(" \n\t "), api_name="/send").result(timeout=30)
+    chatbot, stats, _conv, last_open = result
+    assert chatbot == shown and answer_of(chatbot) == "first answer"
+    assert stats == EMPTY_MESSAGE
+    assert last_open == stored_reply(studio, marker)["conversation_id"]
     assert db(studio)["messages"].count == before
 
 
@@ -179,6 +191,19 @@ def test_app_image_to_text_only_model_is_refused_before_sending(studio, client, 
         client.predict({"text": "see?", "files": [handle_file(str(png_file(tmp_path)))]},
                        MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
     assert len(studio.ollama.requests_to("/api/chat")) == before
+
+
+def test_app_refusal_is_one_log_line_without_traceback(studio, client, tmp_path):
+    from gradio_client import handle_file
+
+    start = len(studio.log())
+    with pytest.raises(Exception, match="can't read images"):
+        client.predict({"text": "log?", "files": [handle_file(str(png_file(tmp_path)))]},
+                       MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
+    written = studio.log()[start:]
+    assert [line for line in written.splitlines() if "can't read images" in line] == [
+        line for line in written.splitlines() if "refused in on_send" in line]
+    assert "refused in on_send" in written and "Traceback" not in written
 
 
 def test_app_incognito_chat_is_never_stored(studio, client):

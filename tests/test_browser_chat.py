@@ -8,6 +8,7 @@ import uuid
 import pytest
 import sqlite_utils
 
+from tests.conftest import free_port
 from tests.fakes.ollama_server import make_tokens
 
 pytestmark = pytest.mark.browser
@@ -211,6 +212,14 @@ def test_browser_a_refused_message_stays_in_the_box(tmp_path, session_ollama, pa
         stop_studio(small)
 
 
+def test_browser_an_empty_message_warns_and_stays_in_the_box(studio, page):
+    open_studio(page, studio)
+    send(page, "   ")
+    page.wait_for_selector("text=the message is empty", timeout=20_000)
+    assert page.input_value("#chat-input textarea") == "   "
+    assert not page.query_selector("#chatbot .message")
+
+
 def pick_model(page, search: str, label_part: str) -> None:
     page.click("#model-picker input")
     page.fill("#model-picker input", search)
@@ -253,3 +262,23 @@ def test_browser_image_for_a_text_model_comes_back_to_the_box(studio, page, tmp_
         "() => document.querySelector('#chat-input textarea').value === 'describe it'")
     assert page.query_selector("#chat-input .thumbnail-item, #chat-input img")
     assert len(studio.ollama.requests_to("/api/chat")) == before
+
+
+def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, session_ollama, page):
+    from tests.conftest import launch_in_process
+    from tests.test_store import fill_disk
+
+    running = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                 "OLLAMA_HOST": session_ollama.url,
+                                 "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"})
+    try:
+        open_studio(page, running)
+        fill_disk(running.services.store)
+        typed = "a question worth keeping " * 400
+        send(page, typed)
+        page.wait_for_selector("text=The disk holding the studio's data", timeout=20_000)
+        page.wait_for_function(
+            "(t) => document.querySelector('#chat-input textarea').value === t", arg=typed)
+        assert not page.query_selector("#chatbot .message")
+    finally:
+        running.close()

@@ -5,6 +5,7 @@ a refusal must leave the database exactly as it was, and each user sees only the
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,10 @@ from studio.clients.openrouter import OpenRouterClient
 from studio.config import Settings
 from studio.costs.accounting import Accounting
 from studio.costs.budget import Budget
-from studio.errors import BudgetExceeded, InvalidInput, NotFound
+from studio.errors import BudgetExceeded, InvalidInput, NotFound, StorageFailed
 from studio.events import ChatOptions, Usage
 from studio.models.gpu_coordinator import ModelsInUse
+from studio.store.db import storage_fault
 from studio.store.usage import UsageStore
 from tests.fakes.openrouter_server import DEFAULT_KEY
 
@@ -140,6 +142,38 @@ def test_chat_send_refusals_write_nothing(chat, store, tmp_path, kwargs, message
         chat.send(None, kwargs["text"], files, model=kwargs["model"], user="owner")
     assert database(store) == []
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_chat_send_on_a_full_disk_writes_nothing_not_even_the_new_chat(store, tmp_path, ollama):
+    from tests.test_store import fill_disk
+
+    chat = make_service(store, tmp_path, ollama, max_chars=100_000)
+    fill_disk(store)
+    with pytest.raises(StorageFailed, match="is full"):
+        chat.send(None, "a long first question " * 2000, model=LOCAL, user="owner")
+    assert database(store) == []
+
+
+def full_disk_for_replies(store, monkeypatch):
+    """The next reply's placeholder can't be written, as on a disk that just filled up."""
+    def add_message(*args, **kwargs):
+        raise storage_fault(sqlite3.OperationalError("database or disk is full"))
+    monkeypatch.setattr(store, "add_message", add_message)
+
+
+@pytest.mark.parametrize("verb", ["retry", "edit"])
+def test_chat_retry_and_edit_on_a_full_disk_keep_the_old_turns(chat, store, fake_ollama,
+                                                               monkeypatch, verb):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    before = database(store)
+    full_disk_for_replies(store, monkeypatch)
+    with pytest.raises(StorageFailed):
+        if verb == "retry":
+            chat.retry(chat_id, model=LOCAL, user="owner")
+        else:
+            chat.edit(chat_id, store.messages(chat_id)[0].seq, "changed", model=LOCAL,
+                      user="owner")
+    assert database(store) == before
 
 
 # -- retry and edit ----------------------------------------------------------------------------

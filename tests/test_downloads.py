@@ -489,3 +489,65 @@ def test_disk_space_reports_free_bytes(models_dir):
     space = disk_space(models_dir)
 
     assert 0 <= space.free <= space.total
+
+
+# ------------------------------------------------------------------ links out of the folder
+
+@pytest.fixture
+def outside(tmp_path, models_dir):
+    """A folder beside the models folder, linked in as models/loras (loras itself removed)
+    and holding a file that a download or delete must never reach."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.safetensors").write_bytes(b"x" * 40)
+    (models_dir / "loras").rmdir()
+    (models_dir / "loras").symlink_to(elsewhere, target_is_directory=True)
+    return elsewhere
+
+
+def test_plan_download_refuses_a_folder_linked_outside(server, models_dir, outside):
+    with pytest.raises(InvalidInput, match="'loras' is a link to .*outside the models folder"):
+        plan_download(server.url("/model.safetensors"), "loras", "new.safetensors", models_dir,
+                      FOLDERS)
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.safetensors"]
+
+
+def test_delete_model_file_refuses_a_folder_linked_outside(models_dir, outside):
+    with pytest.raises(InvalidInput, match="outside the models folder"):
+        delete_model_file(models_dir, "loras", "precious.safetensors", FOLDERS)
+    assert (outside / "precious.safetensors").exists()
+
+
+def test_delete_model_file_refuses_a_file_linked_outside(models_dir, tmp_path):
+    precious = tmp_path / "precious.bin"
+    precious.write_bytes(b"keep")
+    (models_dir / "vae" / "linked.pt").symlink_to(precious)
+    with pytest.raises(InvalidInput, match="model file 'linked.pt' is a link"):
+        delete_model_file(models_dir, "vae", "linked.pt", FOLDERS)
+    assert precious.read_bytes() == b"keep"
+
+
+def test_download_refuses_a_folder_linked_outside_after_planning(server, models_dir, tmp_path):
+    plan = plan_for(server, models_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (models_dir / "checkpoints").rmdir()
+    (models_dir / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    job = make_job(plan)
+    job.run()
+    assert job.progress().state == "failed" and "outside the models folder" in job.progress().message
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_models_folder_that_is_itself_a_link_is_fine(server, tmp_path, models_dir):
+    linked = tmp_path / "models-link"
+    linked.symlink_to(models_dir, target_is_directory=True)
+    job = make_job(plan_for(server, linked))
+    job.run()
+    assert job.progress().state == "done"
+    assert (models_dir / "checkpoints" / "model.safetensors").read_bytes() == PAYLOAD
+
+
+def test_folder_usage_skips_a_folder_linked_outside(models_dir, outside):
+    (models_dir / "vae" / "v.pt").write_bytes(b"x" * 3)
+    assert folder_usage(models_dir) == {"checkpoints": 0, "vae": 3}

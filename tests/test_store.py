@@ -1,12 +1,14 @@
 import os
 import re
+import sqlite3
 import threading
 
 import pytest
 
-from studio.errors import InvalidInput, StudioError
+from studio.errors import InvalidInput, StorageFailed, StudioError
 from studio.store.migrations import migrations
-from studio.store.db import Conversation, Message, SearchHit, Store, fts_match_query
+from studio.store.db import (Conversation, Message, SearchHit, Store, fts_match_query,
+                             storage_fault)
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -643,3 +645,57 @@ def test_store_returns_dataclasses(store):
 
     assert isinstance(store.list_conversations()[0], Conversation)
     assert isinstance(store.messages(conv.id)[0], Message)
+
+
+# -- faults of the disk ------------------------------------------------------------------------
+
+def fill_disk(store: Store) -> None:
+    """A real SQLITE_FULL from now on: the file may not grow by one more page."""
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_store_full_disk_is_a_sentence_and_writes_nothing(tmp_path):
+    store = Store.open(tmp_path / "studio.db")
+    conv = store.create_conversation("kept", user="owner")
+    fill_disk(store)
+    with pytest.raises(StorageFailed, match=r"data \(STUDIO_DATA_DIR\) is full") as failure:
+        store.add_message(conv.id, "user", "a long question " * 2000)
+    assert "still on the page" in str(failure.value)
+    assert isinstance(failure.value, sqlite3.OperationalError)  # sqlite-utils still rolls back
+    assert store.messages(conv.id) == []
+    assert store.ping()
+    store.close()
+
+
+def test_store_lock_held_by_another_program_is_a_sentence(tmp_path):
+    store = Store.open(tmp_path / "studio.db")
+    store.db.execute("PRAGMA busy_timeout = 50")  # the default 5 s, shortened for the test
+    other = sqlite3.connect(tmp_path / "studio.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. a sqlite3 shell in the middle of a change
+    try:
+        with pytest.raises(StorageFailed, match="Another program kept the studio's database "
+                                                "locked"):
+            store.create_conversation("waits", user="owner")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.create_conversation("now", user="owner").title == "now"
+    store.close()
+
+
+@pytest.mark.parametrize("words, sentence", [
+    ("database or disk is full", "is full"),
+    ("disk I/O error", "reported an I/O error"),
+    ("database is locked", "kept the studio's database locked for 5 seconds"),
+])
+def test_storage_fault_names_the_fault_from_sqlites_words(words, sentence):
+    fault = storage_fault(sqlite3.OperationalError(words))
+    assert isinstance(fault, StorageFailed) and sentence in str(fault)
+
+
+def test_storage_fault_leaves_other_errors_alone():
+    assert storage_fault(sqlite3.OperationalError("no such table: nope")) is None
+    with pytest.raises(sqlite3.OperationalError, match="no such table") as raised:
+        Store.memory().db.execute("SELECT * FROM nope")
+    assert not isinstance(raised.value, StudioError)

@@ -83,3 +83,33 @@ def test_ui_app_builds_without_launching(settings, tmp_path):
     assert str(settings.data_path) not in kwargs["allowed_paths"]
     assert str(settings.data_path / "outputs") in kwargs["allowed_paths"]
     assert str(settings.db_path) in kwargs["blocked_paths"]
+
+
+def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path, fake_ollama):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from studio.clients.ollama import OllamaClient
+    from studio.ui.chat_handlers import ChatPage
+    from studio.ui.chat_values import new_session
+    from tests.test_chat_service import LOCAL, done, make_service
+    from tests.test_store import fill_disk
+
+    chat = make_service(store, tmp_path, OllamaClient(fake_ollama.url, timeout=10),
+                        max_chars=100_000)
+    page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.01)))
+    fake_ollama.queue_reply("first answer")
+    first = chat.send(None, "first question", model=LOCAL, user="owner")
+    done(first)
+    before = store.messages(first.chat_id)
+    fill_disk(store)
+    typed = "my long question " * 2000
+    sess = {**new_session(), "chat_id": first.chat_id}
+    with pytest.raises(gr.Error) as shown:
+        list(page.on_send({"text": typed, "files": []}, sess, LOCAL, "", False, 0.8, 0.9, 0, -1,
+                          0, "auto"))
+    assert shown.value.message.startswith("The disk holding the studio's data")
+    assert "still on the page" in shown.value.message
+    assert store.messages(first.chat_id) == before

@@ -470,3 +470,15 @@ def test_ui_models_unused_report_lists_files_in_subfolders_without_offering_them
     keys = [value for _label, value in pick["choices"]]
     assert len(keys) == 1 and keys[0].endswith("checkpoints/sd_xl_base_1.0.safetensors")
     assert "1 file(s) in subfolders are listed only" in note
+
+
+def test_ui_models_disk_files_skip_a_folder_linked_outside(tmp_path):
+    from studio.ui.models_data import comfy_disk_files
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.safetensors").write_bytes(b"x")
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    (tmp_path / "models" / "vae" / "v.pt").write_bytes(b"x")
+    (tmp_path / "models" / "loras").symlink_to(elsewhere, target_is_directory=True)
+    assert list(comfy_disk_files(str(tmp_path / "models"))) == ["vae/v.pt"]

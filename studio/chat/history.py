@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -106,6 +107,10 @@ class History(ABC):
         """A reply into turn ``seq`` ended. Stored replies are written by the reply itself
         (``ReplyManager``), so only a history of its own needs to keep ``snap``."""
 
+    def writing(self):
+        """A context in which a turn's writes land together or not at all."""
+        return nullcontext()
+
 
 class StoredHistory(History):
     """A conversation in the store; ``conversation_id`` None until its first message."""
@@ -126,6 +131,18 @@ class StoredHistory(History):
         if self.conversation_id is None:
             return []
         return [turn_from_message(m) for m in self._store.messages(self.conversation_id)]
+
+    @contextmanager
+    def writing(self):
+        """One transaction: when a write fails (a full disk), none of the turn's writes stay,
+        not even the new conversation."""
+        before = self.conversation_id
+        try:
+            with self._store.transaction():
+                yield
+        except BaseException:
+            self.conversation_id = before
+            raise
 
     def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
         if self.conversation_id is None:

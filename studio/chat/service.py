@@ -157,12 +157,15 @@ class ChatService:
         self._router.admit(model_id, messages, options, user=user)
         created = history.stored and history.conversation_id is None
         with self._admitted(user) as release:
-            history.begin(title=title_from(text), model=model_id,
-                          system_prompt=system_prompt or "")
-            self._keep(history)
-            saved = tuple(self._save_upload(history.chat_id, f) for f in files)
-            history.add_user(text, saved)
-            return self._start(history, model_id, messages, options, user, created, release)
+            with history.writing():
+                history.begin(title=title_from(text), model=model_id,
+                              system_prompt=system_prompt or "")
+                self._keep(history)
+                saved = tuple(self._save_upload(history.chat_id, f) for f in files)
+                history.add_user(text, saved)
+                placeholder = history.add_placeholder(model_id)
+            return self._start(history, placeholder, model_id, messages, options, user, created,
+                               release)
 
     @_counted
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
@@ -182,9 +185,12 @@ class ChatService:
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         with self._admitted(user) as release:
-            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-            history.truncate_after(last.seq)
-            return self._start(history, model_id, messages, options, user, False, release)
+            with history.writing():
+                history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+                history.truncate_after(last.seq)
+                placeholder = history.add_placeholder(model_id)
+            return self._start(history, placeholder, model_id, messages, options, user, False,
+                               release)
 
     @_counted
     def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
@@ -207,10 +213,13 @@ class ChatService:
                                     read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         with self._admitted(user) as release:
-            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-            history.set_text(seq, text or "")
-            history.truncate_after(seq)
-            return self._start(history, model_id, messages, options, user, False, release)
+            with history.writing():
+                history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+                history.set_text(seq, text or "")
+                history.truncate_after(seq)
+                placeholder = history.add_placeholder(model_id)
+            return self._start(history, placeholder, model_id, messages, options, user, False,
+                               release)
 
     @_counted
     def complete(self, messages: Sequence[ChatMessage], *, model: str,
@@ -469,11 +478,10 @@ class ChatService:
             release()
             raise
 
-    def _start(self, history: History, model_id: ModelId, messages: list[ChatMessage],
-               options: ChatOptions | None, user: str, created: bool,
-               release: Callable[[], None]) -> Started:
-        placeholder = history.add_placeholder(model_id)
-
+    def _start(self, history: History, placeholder: Turn, model_id: ModelId,
+               messages: list[ChatMessage], options: ChatOptions | None, user: str,
+               created: bool, release: Callable[[], None]) -> Started:
+        """Start the reply into ``placeholder``, written with the turn (``History.writing``)."""
         def finished(snap: ReplySnapshot) -> None:
             release()
             history.settle(placeholder.seq, snap)

@@ -206,6 +206,7 @@ class Download(Live):
     # -- the work
 
     def _transfer(self) -> None:
+        self.plan.check_inside()
         try:
             self.plan.target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:

@@ -67,7 +67,29 @@ def model_path(models_dir: str | os.PathLike, folder: str, filename: str,
     path = os.path.abspath(os.path.join(root, folder, filename))
     if os.path.dirname(os.path.dirname(path)) != root:  # belt and braces over the checks above
         raise InvalidInput(f"{filename!r} would land outside the models folder {root}.")
+    check_inside(root, Path(path), Path(path + PART_SUFFIX))
     return Path(path)
+
+
+def is_inside(models_dir: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether ``path``, with every symlink on the way resolved, is in ``models_dir`` (itself
+    resolved: a models folder that is a link as a whole, as in docker setups, is fine)."""
+    root = os.path.realpath(models_dir)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def check_inside(models_dir: str | os.PathLike, *paths: Path) -> None:
+    """Refuse (InvalidInput) when a link takes the folder of ``paths`` or one of them out of
+    ``models_dir``: a symlinked folder or file there must not let a download or a delete
+    reach another part of the disk. Called when a download is planned and again as it starts."""
+    for path in (paths[0].parent, *paths):
+        if not is_inside(models_dir, path):
+            what = "folder" if path == paths[0].parent else "file"
+            raise InvalidInput(
+                f"The model {what} {path.name!r} is a link to {os.path.realpath(path)}, outside "
+                f"the models folder {os.path.realpath(models_dir)}; the studio only writes and "
+                "deletes inside it.",
+                hint="Replace the link with a real folder, or manage that file on its own disk.")
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,11 @@ class DownloadPlan:
     @property
     def part(self) -> Path:
         return self.target.with_name(self.target.name + PART_SUFFIX)
+
+    def check_inside(self) -> None:
+        """Refuse (InvalidInput) when a link made since planning takes the folder, the file
+        or its ``.part`` out of the models folder (``model_path`` put the folder right under it)."""
+        check_inside(self.target.parent.parent, self.target, self.part)
 
 
 def _filename_from_url(url: str) -> str:
@@ -161,7 +188,7 @@ def folder_usage(models_dir: str | os.PathLike) -> dict[str, int]:
                            hint="Check the models folder setting points at ComfyUI's 'models'.")
     usage: dict[str, int] = {}
     for entry in sorted(root.iterdir()):
-        if not entry.is_dir():
+        if not entry.is_dir() or not is_inside(root, entry):  # a link out counts elsewhere
             continue
         total = 0
         for dirpath, _dirs, files in os.walk(entry):

@@ -17,6 +17,8 @@ so "most recently updated" has no ties between writes made through it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -26,11 +28,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlite_utils import Database
 
-from ..errors import InvalidInput, StudioError
+from ..errors import InvalidInput, StorageFailed, StudioError
 from .migrations import migrations
 
 MESSAGE_STATUSES = ("complete", "partial", "error", "streaming")
@@ -42,6 +44,66 @@ _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", 
 _BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
 _SNIPPET_WORDS = 12
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 3, 8, 14, 26
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL = 5, 6, 10, 13
+_STILL_THERE = "what you typed is still on the page."
+# SQLite's faults of the disk or of another program, by primary result code, with the words
+# SQLite uses for them (Python before 3.11 gives only the words).
+_FAULTS = {
+    _SQLITE_FULL: ("database or disk is full",
+                   "The disk holding the studio's data (STUDIO_DATA_DIR) is full, so this "
+                   "wasn't saved.", f"Free some space there and try again; {_STILL_THERE}"),
+    _SQLITE_IOERR: ("disk I/O error",
+                    "The disk holding the studio's data (STUDIO_DATA_DIR) reported an I/O "
+                    "error, so this wasn't saved.",
+                    f"Check that disk (dmesg, a loose cable or USB drive); {_STILL_THERE}"),
+    _SQLITE_BUSY: ("database is locked",
+                   f"Another program kept the studio's database locked for "
+                   f"{_BUSY_TIMEOUT_MS // 1000} seconds, so this wasn't saved.",
+                   "Close whatever else has studio.db open (a sqlite3 shell, a sync or backup "
+                   f"tool) and try again; {_STILL_THERE}"),
+    _SQLITE_LOCKED: ("database table is locked",
+                     "The studio's database was busy with another change, so this wasn't saved.",
+                     f"Try again; {_STILL_THERE}"),
+}
+
+
+class StoreFault(StorageFailed, sqlite3.OperationalError):
+    """SQLite's OperationalError for a full or failing disk or a lock that outlasted the busy
+    timeout, with a sentence. Still an ``sqlite3.Error``, so sqlite-utils' rollbacks and
+    every ``except sqlite3.Error`` (``ping``, backups) treat it as before."""
+
+
+def storage_fault(err: sqlite3.OperationalError) -> StoreFault | None:
+    """The sentence for ``err`` when it is a fault of the disk or a lock; None otherwise."""
+    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
+    text = str(err)
+    for fault_code, (words, message, hint) in _FAULTS.items():
+        if code == fault_code or (not code and words in text):
+            return StoreFault(message, hint=hint)
+    return None
+
+
+def _faults_as_sentences(method):
+    @functools.wraps(method)
+    def run(self, *args):
+        try:
+            return method(self, *args)
+        except sqlite3.OperationalError as err:
+            fault = None if isinstance(err, StoreFault) else storage_fault(err)
+            if fault is None:
+                raise
+            raise fault from err
+    return run
+
+
+class _Connection(sqlite3.Connection):
+    """The studio's connection: SQLite's faults of the disk arrive as ``StoreFault``
+    sentences, from every statement and commit of every store module (they all use it)."""
+
+    execute = _faults_as_sentences(sqlite3.Connection.execute)
+    executemany = _faults_as_sentences(sqlite3.Connection.executemany)
+    executescript = _faults_as_sentences(sqlite3.Connection.executescript)
+    commit = _faults_as_sentences(sqlite3.Connection.commit)
 
 
 @dataclass(frozen=True)
@@ -128,7 +190,7 @@ class Store:
             raise _file_not_writable(path)
         conn = None
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False)
+            conn = sqlite3.connect(str(path), check_same_thread=False, factory=_Connection)
             db = Database(conn)
             _configure(db, wal=True)
             migrations.apply(db)
@@ -155,7 +217,7 @@ class Store:
     @classmethod
     def memory(cls) -> Store:
         """A fresh, migrated in-memory store (for tests)."""
-        db = Database(sqlite3.connect(":memory:", check_same_thread=False))
+        db = Database(sqlite3.connect(":memory:", check_same_thread=False, factory=_Connection))
         _configure(db, wal=False)
         migrations.apply(db)
         return cls(db)
@@ -163,6 +225,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes (of any store module) as one: all of them, or none when one fails.
+        Holds the store's lock throughout, so keep what runs inside short."""
+        with self._lock, self.db.atomic():
+            yield
 
     def ping(self, timeout: float = 2.0) -> bool:
         """True when the database answers a ``SELECT 1`` within ``timeout`` seconds (the

@@ -32,6 +32,7 @@ DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "m
 # which delayed the first token behind it: bench/bench_chat.py); a slow model's page shows
 # the sent message this much later, which nobody notices.
 FIRST_UPDATE_WAIT_S = 0.05
+EMPTY_MESSAGE = "Nothing was sent: the message is empty. Type something or attach an image first."
 
 
 def stats_text(snap: ReplySnapshot) -> str:
@@ -161,9 +162,13 @@ class ChatPage:
                 num_ctx, seed, max_tokens, think_mode, request: gr.Request = None):
         """Send the message; yields (session, chatbot, stats, stop, conv_list, last_open)."""
         text, files = split_message(message)
-        if not text.strip() and not files:
-            return  # an empty message is ignored
         user = page_user(request)
+        if not text.strip() and not files:
+            # The usual outputs, unchanged, and a warning: returning nothing handed API
+            # callers (gradio_client) None for the chatbot and every other output.
+            gr.Warning(EMPTY_MESSAGE)
+            yield self.unchanged(sess, user, EMPTY_MESSAGE)
+            return
         view = self.views.claim(request)
         if bool(incognito) != sess["incognito"]:
             self.chat.end(sess.get("chat_id"))
@@ -181,6 +186,15 @@ class ChatPage:
                 conv = self.list_update(user, "", started.chat_id)
             listed = listed or phase != "first"
             yield sess_out, rows, stats, stop, conv, last_open
+
+    def unchanged(self, sess: dict, user: str, line: str):
+        """on_send's outputs for a message not sent: the page's chat as it is, ``line`` under it."""
+        try:
+            turns = self.chat.turns(sess.get("chat_id"), user=user)
+        except NotFound:  # deleted in another tab meanwhile
+            turns = []
+        last_open = "" if sess.get("incognito") else (sess.get("chat_id") or "")
+        return sess, chatbot_value(turns)[0], line, gr.skip(), gr.skip(), last_open
 
     def on_stop(self, sess, request: gr.Request = None):
         try:

@@ -21,7 +21,8 @@ UNEXPECTED = "Something unexpected failed ({name}). The studio log has the detai
 
 
 def ui_errors(fn=None, *, scrub: Callable[[str], str] | None = None):
-    """Show StudioError messages as gr.Error; log anything else and show a short pointer.
+    """Show StudioError messages as gr.Error, logged as one line without a traceback; log
+    anything else with its traceback and show a short pointer to the log.
 
     ``scrub`` rewrites each StudioError message first (the Images tab cuts ComfyUI's address
     out of them): ``@ui_errors(scrub=...)``.
@@ -33,9 +34,10 @@ def ui_errors(fn=None, *, scrub: Callable[[str], str] | None = None):
         if isinstance(exc, gr.Error):
             return exc
         if isinstance(exc, StudioError):
-            return gr.Error(scrub(str(exc)) if scrub is not None else str(exc))
+            return refusal(scrub(str(exc)) if scrub is not None else str(exc), fn.__name__)
         log.exception("handler %s failed", fn.__name__)
-        return gr.Error(UNEXPECTED.format(name=type(exc).__name__))
+        # Already logged with its traceback just above: Gradio needn't print it again.
+        return gr.Error(UNEXPECTED.format(name=type(exc).__name__), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -53,6 +55,14 @@ def ui_errors(fn=None, *, scrub: Callable[[str], str] | None = None):
         except Exception as exc:  # noqa: BLE001
             raise convert(exc) from exc
     return wrapper
+
+
+def refusal(message: str, where: str = "") -> gr.Error:
+    """An expected refusal (a StudioError's sentence, a page's own check) as gr.Error, logged
+    as one line. Gradio prints a full traceback for every gr.Error unless told not to, which
+    buried the log's real bugs under "this model reads no images"."""
+    log.info("refused%s: %s", f" in {where}" if where else "", message)
+    return gr.Error(message, print_exception=False)
 
 
 def page_user(request: gr.Request | None) -> str:

@@ -20,6 +20,8 @@ from typing import Callable
 import gradio as gr
 from gradio.context import LocalContext
 
+from .common import refusal
+
 USER, ADMIN = "user", "admin"
 REFUSED = "Only an admin can do this. Ask whoever runs this studio."
 SIGNED_OUT = "You are signed out. Reload the page and sign in again."
@@ -130,9 +132,9 @@ def checked(fn: Callable, needed: str, role_of: Callable[[str | None], str | Non
         user = current_user()
         role = role_of(user)
         if role is None:
-            raise gr.Error(SIGNED_OUT)
+            raise refusal(SIGNED_OUT, action)
         if needed == ADMIN and role != ADMIN:
-            raise gr.Error(REFUSED)
+            raise refusal(REFUSED, action)
         if audit is not None:
             request = LocalContext.request.get(None)
             client = getattr(request, "client", None)

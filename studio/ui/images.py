@@ -19,7 +19,7 @@ from ..errors import StudioError
 from ..images.runner import scrub
 from ..images.plans import SWEEPABLE
 from ..images.validation import server_problems
-from .common import PageViews, merge_updates, ui_errors, unique, user_of
+from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
 from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, comfyui_banner,
                             comfyui_choices, custom_workflow_note, default_workflow,
                             favourite_label, file_path, gallery_filter_choices, gallery_value,
@@ -402,7 +402,7 @@ def render(services) -> SimpleNamespace:
         user = user_of(request)[0]
         image = store.get_image(image_id, user=user) if image_id is not None else None
         if image is None:
-            raise gr.Error("Pick an image in the gallery first.")
+            raise refusal("Pick an image in the gallery first.")
         image = store.set_favourite(image.id, not image.favourite, user=user)
         gr.Info("Kept as a favourite: retention will never delete it." if image.favourite
                 else "No longer a favourite.")
@@ -422,7 +422,7 @@ def render(services) -> SimpleNamespace:
         image = (store.get_image(image_id, user=user_of(request)[0])
                  if image_id is not None else None)
         if image is None:
-            raise gr.Error("Pick an image in the gallery first.")
+            raise refusal("Pick an image in the gallery first.")
         updates: dict[Any, Any] = {}
         if image.workflow in library.templates():
             merge_updates(updates, workflow_updates(image.workflow, comfy or {}))

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import InvalidInput, StudioError
 from ..live import wait_any
-from ..models.files import REFUSED_FOLDERS, disk_space, folder_usage
+from ..models.files import REFUSED_FOLDERS, disk_space, folder_usage, is_inside
 from ..models.gpu import format_bytes
 from .models_values import cancel_choices, disk_markdown, jobs_html, ollama_frame
 
@@ -67,8 +67,9 @@ def comfy_disk_files(models_dir: str) -> dict[str, tuple[int, float]]:
     if not models_dir or not os.path.isdir(models_dir):
         return found
     for entry in os.scandir(models_dir):
-        if not entry.is_dir() or entry.name in REFUSED_FOLDERS:
-            continue
+        if not entry.is_dir() or entry.name in REFUSED_FOLDERS or not is_inside(models_dir,
+                                                                                entry.path):
+            continue  # a folder linked out of the models folder is not the studio's to list
         for dirpath, _dirs, names in os.walk(entry.path):
             for name in names:
                 if name.endswith(".part") or name.startswith("."):
