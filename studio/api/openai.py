@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
-                      LimitReached, ModelNotFound, NotFound, StudioError)
+                      LimitReached, ModelNotFound, NotFound, StorageFailed, StudioError)
 from ..events import ChatMessage, ChatOptions, ChatToolCall
 from .common import answered_by, deltas, key_user, start_reply
 
@@ -60,6 +60,8 @@ def from_studio(exc: StudioError) -> ApiError:
                         code="model_not_found" if unknown else None)
     if isinstance(exc, BackendUnavailable):
         return ApiError(503, text, "api_error", code="backend_unavailable")
+    if isinstance(exc, StorageFailed):  # the disk is full or the database busy: try later
+        return ApiError(503, text, "api_error", code="storage_unavailable")
     if isinstance(exc, BackendRejected) and exc.status == 400:  # e.g. "does not support tools"
         return ApiError(400, text, "invalid_request_error")
     if isinstance(exc, BackendRejected):
