@@ -282,3 +282,55 @@ def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, sessio
         assert not page.query_selector("#chatbot .message")
     finally:
         running.close()
+
+
+def mid_reply(page, studio) -> list[str]:
+    """A new chat whose first reply (60 tokens, about 2.4 s) is streaming; its tokens."""
+    open_studio(page, studio)
+    tokens = make_tokens(60)
+    studio.ollama.queue_reply(tokens, delay=0.04)
+    send(page, f"long answer please {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, tokens[2].strip())
+    return tokens
+
+
+def queued_chips(page) -> str:
+    chips = page.query_selector("#queued")
+    return chips.inner_text() if chips and chips.is_visible() else ""
+
+
+def test_browser_message_sent_during_a_reply_is_queued_then_answered(studio, page):
+    marker = uuid.uuid4().hex[:8]
+    tokens = mid_reply(page, studio)
+    studio.ollama.queue_reply(f"Answer to the queued one {marker}.")
+    send(page, f"and then this {marker}")
+    page.wait_for_function(
+        "(m) => { const q = document.querySelector('#queued');"
+        " return q && q.offsetParent !== null && q.innerText.includes('Queued: and then this ' + m); }",
+        arg=marker, timeout=10_000)
+    assert tokens[-1].strip() not in chat_text(page)  # shown as waiting while the reply runs
+    assert page.input_value("#chat-input textarea") == ""
+    wait_chat_contains(page, f"Answer to the queued one {marker}.", timeout=30_000)
+    page.wait_for_function("() => { const q = document.querySelector('#queued');"
+                           " return !q || q.offsetParent === null; }")
+    assert chat_text(page).index(tokens[-1].strip()) < chat_text(page).index(f"and then this {marker}")
+    row = stored(studio, marker)
+    assert row["status"] == "complete" and row["content"] == f"Answer to the queued one {marker}."
+
+
+def test_browser_queued_message_taken_back_before_it_goes(studio, page):
+    marker = uuid.uuid4().hex[:8]
+    tokens = mid_reply(page, studio)
+    before = len(studio.ollama.requests_to("/api/chat"))
+    send(page, f"on second thought {marker}")
+    page.click(f"#queued label:has-text('{marker}')", timeout=10_000)
+    page.wait_for_function(
+        "(m) => document.querySelector('#chat-input textarea').value === 'on second thought ' + m",
+        arg=marker, timeout=10_000)
+    assert not queued_chips(page)
+    wait_chat_contains(page, tokens[-1].strip(), timeout=30_000)
+    wait_chat_contains(page, "tok/s")
+    assert len(studio.ollama.requests_to("/api/chat")) == before
+    assert f"on second thought {marker}" not in chat_text(page)
+    assert not stored(studio, marker)
+    assert page.input_value("#chat-input textarea") == f"on second thought {marker}"

@@ -168,6 +168,16 @@ class ChatService:
                                release)
 
     @_counted
+    def check(self, text: str, files: Sequence[str | Path] = (), *, model: str) -> None:
+        """The refusals a message meets whatever the chat's state (empty, too long, no or an
+        unknown model, a file that isn't a fitting image); raises ``InvalidInput``. A page
+        asks before queueing a message, so a message that could never go is refused while
+        its text can still go back into the box."""
+        if not (text or "").strip() and not files:
+            raise InvalidInput("The message is empty.", hint="Type something or attach an image.")
+        self._check(text or "", model, tuple(str(f) for f in files))
+
+    @_counted
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
               options: ChatOptions | None = None, user: str) -> Started | None:
         """Regenerate the answer to the last user message; None when there is none.

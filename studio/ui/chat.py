@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .chat_handlers import DEFAULT_PARAMS, STOP_LABEL, ChatPage
+from .chat_handlers import DEFAULT_PARAMS, QUEUE_LABEL, STOP_LABEL, ChatPage
 from .chat_values import new_session
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
@@ -68,6 +68,11 @@ def render(services) -> SimpleNamespace:
                     elem_id="chat-input", scale=8, max_lines=12)
                 stop_btn = gr.Button(STOP_LABEL, variant="stop", elem_id="stop-btn", scale=1,
                                      min_width=70, visible=False)
+            # Messages sent while this page's reply streams wait here, one chip each, and go
+            # in order as each reply completes; a click takes one back into the box.
+            queue_view = gr.Radio(choices=[], value=None, visible=False, elem_id="queued",
+                                  elem_classes=["queued"], container=False, show_label=True,
+                                  label=QUEUE_LABEL)
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; page.on_send checks it.
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",
@@ -106,7 +111,8 @@ def render(services) -> SimpleNamespace:
     preset_dd.change(page.on_preset, [preset_dd], [system_box, temperature, top_p, num_ctx, seed,
                                               max_tokens], api_visibility="private")
 
-    open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open]
+    open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open,
+                queue_view]
     conv_list.input(page.on_open, [conv_list, session], open_out, api_visibility="private",
                     concurrency_limit=None, concurrency_id="chat-open")
     # The same action for API callers: a Radio only accepts ids its page was shown.
@@ -114,32 +120,38 @@ def render(services) -> SimpleNamespace:
     open_id.submit(page.on_open, [open_id, session], open_out, api_name="open_conversation",
                    concurrency_limit=None, concurrency_id="chat-open")
 
-    send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open]
+    send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open, queue_view]
     # The page hands its message over in the browser: a js-only step moves it into a hidden
     # box and empties the one on screen, then page.on_send reads the hidden box. The box on
     # screen is neither an input nor an output of the long send event; when it was, Gradio
     # put the emptied value back when the reply ended, wiping a question typed meanwhile.
     # No server round trip is added before the reply starts. API callers call `/send`
     # with the message directly. A refused message goes back into the box (if still empty).
+    # Sending while this page's reply streams must reach on_send (trigger_mode="multiple";
+    # Gradio's default "once" silently skipped it, emptying the box): on_send queues it.
     outgoing = gr.MultimodalTextbox(visible=False, elem_id="outgoing-message")
     chat_input.submit(
         None, [chat_input], [outgoing, chat_input], js=TAKE_MESSAGE_JS,
         api_visibility="private", queue=False, show_progress="hidden").then(
         page.on_send, [outgoing, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
-        show_progress="hidden").failure(
+        show_progress="hidden", trigger_mode="multiple").failure(
         None, [outgoing, chat_input], [chat_input], js=GIVE_BACK_MESSAGE_JS,
         api_visibility="private", queue=False, show_progress="hidden")
+    queue_view.input(page.on_take_back, [queue_view, chat_input], [queue_view, chat_input],
+                     api_visibility="private", concurrency_limit=None,
+                     concurrency_id="chat-queue", show_progress="hidden")
     stop_btn.click(page.on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
-    reply_out = [session, chatbot, stats_md, stop_btn, conv_list]
+    reply_out = [session, chatbot, stats_md, stop_btn, conv_list, queue_view]
     chatbot.retry(page.on_retry, [session, model_dd, system_box, *params], reply_out,
                   api_visibility="private", concurrency_limit=None, concurrency_id="chat-retry",
                   show_progress="hidden")
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden")
-    new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open]
+    new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
+               queue_view]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")
     # The Chatbot's own trash button starts a new chat too (nothing is deleted).
     chatbot.clear(page.on_new, [incognito, session], new_out, api_visibility="private")

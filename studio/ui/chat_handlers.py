@@ -3,23 +3,28 @@ returns into component values. ``studio/ui/chat.py`` lays the tab out and wires 
 can call them without a browser (pass ``request=None``: the page's user is then "owner").
 
 The service does every write and every refusal; nothing here touches the store. Per-page
-state is the small dict of ``chat_values.new_session``.
+state is the small dict of ``chat_values.new_session``, plus the messages a page sent while
+its own reply streamed (``chat_queue.PageQueues``, kept on the server per page: they go one
+by one as each reply completes, and are lost on a page reload).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 import gradio as gr
 
 from ..chat.conversations import stats_line
 from ..chat.history import turn_with_snapshot
-from ..chat.replies import ReplySnapshot
+from ..chat.replies import STOPPED_BY_USER, ReplySnapshot
 from ..chat.service import OpenChat, Started
-from ..errors import NotFound
+from ..errors import NotFound, StudioError
 from ..model_id import ModelId
 from ..presets import apply_preset
-from .chat_values import chatbot_value, collect_options, new_session, split_message
+from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
+from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
+                          queued_label, split_message)
 from .common import PageViews, model_choices, page_user, ui_errors
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,17 @@ DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "m
 # the sent message this much later, which nobody notices.
 FIRST_UPDATE_WAIT_S = 0.05
 EMPTY_MESSAGE = "Nothing was sent: the message is empty. Type something or attach an image first."
+# How long the page waits, after a reply's last token, for it to be stored in full before
+# deciding on the queue (a queued message's prompt includes that answer); the store write
+# follows the last token by milliseconds.
+SETTLE_WAIT_S = 10.0
+QUEUE_LABEL = ("Queued messages go when the reply ends · click one to take it back "
+               "into the box")
+
+
+def page_of(request: gr.Request | None) -> str | None:
+    """The page (Gradio's session hash) a request came from; None without one."""
+    return getattr(request, "session_hash", None) if request is not None else None
 
 
 def stats_text(snap: ReplySnapshot) -> str:
@@ -59,6 +75,7 @@ class ChatPage:
         # Which follower owns each page's chatbot: opening another chat (or a new one) makes
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
+        self.queues = PageQueues()
 
     # -- values -----------------------------------------------------------------------
 
@@ -68,6 +85,12 @@ class ChatPage:
                    for e in entries]
         value = selected if selected in {e.chat_id for e in entries} else None
         return gr.update(choices=choices, value=value)
+
+    def queue_update(self, page: str | None):
+        """The chips of the page's waiting messages (hidden when there are none)."""
+        items = self.queues.items(page)
+        return gr.update(choices=[(queued_label(i.message, i.held), i.id) for i in items],
+                         value=None, visible=bool(items), label=QUEUE_LABEL)
 
     def follow(self, sess: dict, reply, view, user: str):
         """Yield (rows, index, snapshot) as the live reply grows, while ``view`` holds."""
@@ -104,6 +127,66 @@ class ChatPage:
                 yield sess, rows, stats, STOP_LABEL, chat_id, "middle"
             first = False
 
+    def replies(self, sess: dict, started: Started, view, user: str, page: str | None,
+                token: str):
+        """Stream ``started``, then each message the page queued meanwhile, in order, as
+        each reply completes. Yields (sess, rows, stats, stop, conv_list, last_open, queue).
+
+        After a reply that did not complete (failed, stopped, the page left the chat), the
+        waiting messages are held, not sent; a queued message the service refuses is held
+        with the refusal's sentence. ``page``/``token`` come from ``PageQueues.begin``.
+        Each reply's last update waits until the queue is decided, so it carries the queue
+        as it then is (an API caller's result is that update)."""
+        listed = not started.created
+        told = False  # whether PageQueues has heard that the page's reply is over
+        try:
+            while True:
+                last_open = started.chat_id if not sess["incognito"] else ""
+                final = None
+                for sess, rows, stats, stop, conv, phase in self.stream(sess, started, view,
+                                                                         user):
+                    # A new chat joins the sidebar with the second update, not the first:
+                    # the list costs a query and a rebuilt component, which the first token
+                    # would wait for.
+                    if not listed and phase == "middle":
+                        conv = self.list_update(user, "", started.chat_id)
+                    listed = listed or phase != "first"
+                    if phase in ("last", "only"):
+                        final = (sess, rows, stats, stop, conv, last_open)
+                    else:  # plain None in between: Gradio diffs it to nothing (``stream``)
+                        yield (sess, rows, stats, stop, conv, last_open,
+                               None if phase == "middle" else self.queue_update(page))
+                snap = started.reply.snapshot()
+                if snap.done:  # a queued message's prompt must include this answer
+                    started.reply.settled.wait(SETTLE_WAIT_S)
+                reason = (LEFT if not self.views.holds(view) else
+                          STOPPED if snap.error == STOPPED_BY_USER else
+                          FAILED if snap.done else CLOSED)
+                item = self.queues.ended(page, token, reason=reason, completed=(
+                    snap.status == "complete" and self.views.holds(view)))
+                told = item is None
+                refusal = None
+                if item is not None:
+                    text, files = split_message(item.message)
+                    try:
+                        started = self.chat.send(
+                            sess["chat_id"], text, files, model=item.model,
+                            system_prompt=item.system_prompt, options=item.options,
+                            user=user, incognito=sess["incognito"])
+                    except StudioError as exc:
+                        self.queues.refused(page, token, item, str(exc))
+                        told, refusal = True, exc
+                if final is not None:
+                    yield (*final, self.queue_update(page))
+                if refusal is not None:
+                    gr.Warning(f"A queued message was not sent: {refusal}")
+                if told:
+                    return
+                listed = True
+        finally:
+            if not told:  # the page went away mid-reply: hold what waits, free the page
+                self.queues.ended(page, token, completed=False, reason=CLOSED)
+
     # -- handlers ---------------------------------------------------------------------
 
     @ui_errors
@@ -129,20 +212,22 @@ class ChatPage:
         Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
         view = self.views.claim(request)
         user = page_user(request)
+        page = page_of(request)
+        self.queues.leave(page)
         if not chat_id:
             yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
-                   gr.skip(), gr.skip(), gr.skip())
+                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page))
             return
         try:
             opened = self.chat.open(chat_id, user=user)
         except NotFound as exc:
             gr.Warning(str(exc))
             yield (new_session(), [], "", gr.update(visible=False), "", self.list_update(user),
-                   gr.skip(), "")
+                   gr.skip(), "", self.queue_update(page))
             return
-        yield from self.show(opened, sess, view, user)
+        yield from self.show(opened, sess, view, user, page)
 
-    def show(self, opened: OpenChat, sess: dict, view, user: str):
+    def show(self, opened: OpenChat, sess: dict, view, user: str, page: str | None = None):
         """The updates of ``on_open`` for a chat the service opened."""
         if sess.get("incognito"):
             self.chat.end(sess.get("chat_id"))  # the page leaves its incognito chat
@@ -150,42 +235,62 @@ class ChatPage:
         rows, sess["index"] = chatbot_value(opened.turns)
         live = opened.live
         yield (sess, rows, "", gr.update(visible=live is not None), opened.title, gr.skip(),
-               opened.model_id or gr.skip(), opened.chat_id)
+               opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page))
         if live is not None:
             for rows, index, snap in self.follow(sess, live, view, user):
                 sess["index"] = index
                 yield (sess, rows, stats_text(snap), gr.update(visible=not snap.done),
-                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
     @ui_errors
     def on_send(self, message, sess, model_id, system_prompt, incognito, temperature, top_p,
                 num_ctx, seed, max_tokens, think_mode, request: gr.Request = None):
-        """Send the message; yields (session, chatbot, stats, stop, conv_list, last_open)."""
+        """Send the message, or queue it while this page's reply is still streaming.
+        Yields (session, chatbot, stats, stop, conv_list, last_open, queue)."""
         text, files = split_message(message)
         user = page_user(request)
         if not text.strip() and not files:
             # The usual outputs, unchanged, and a warning: returning nothing handed API
             # callers (gradio_client) None for the chatbot and every other output.
             gr.Warning(EMPTY_MESSAGE)
-            yield self.unchanged(sess, user, EMPTY_MESSAGE)
+            yield (*self.unchanged(sess, user, EMPTY_MESSAGE), gr.skip())
             return
-        view = self.views.claim(request)
-        if bool(incognito) != sess["incognito"]:
-            self.chat.end(sess.get("chat_id"))
-            sess = new_session(incognito=bool(incognito))
+        page, token = page_of(request), uuid.uuid4().hex
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
-        started = self.chat.send(
-            sess["chat_id"], text, files, model=model_id or "", system_prompt=system_prompt or "",
-            options=options, user=user, incognito=sess["incognito"])
-        listed = not started.created
-        last_open = started.chat_id if not sess["incognito"] else ""
-        for sess_out, rows, stats, stop, conv, phase in self.stream(sess, started, view, user):
-            # A new chat joins the sidebar with the second update, not the first: the list
-            # costs a query and a rebuilt component, which the first token would wait for.
-            if not listed and phase == "middle":
-                conv = self.list_update(user, "", started.chat_id)
-            listed = listed or phase != "first"
-            yield sess_out, rows, stats, stop, conv, last_open
+        item = Queued.new({"text": text, "files": files}, model=model_id or "",
+                          system_prompt=system_prompt or "", options=options)
+        if not self.queues.begin(page, token, item):
+            # Queued: this page's reply goes on untouched (its view isn't claimed). A message
+            # that could never go is refused now, while its text can go back into the box.
+            try:
+                self.chat.check(text, files, model=model_id or "")
+            except StudioError:
+                self.queues.take(page, item.id)
+                raise
+            yield (*[gr.skip()] * 6, self.queue_update(page))
+            return
+        try:
+            view = self.views.claim(request)
+            if bool(incognito) != sess["incognito"]:
+                self.chat.end(sess.get("chat_id"))
+                sess = new_session(incognito=bool(incognito))
+            started = self.chat.send(
+                sess["chat_id"], text, files, model=model_id or "",
+                system_prompt=system_prompt or "", options=options, user=user,
+                incognito=sess["incognito"])
+        except BaseException:
+            self.queues.ended(page, token, completed=False)  # refused: the page is free
+            raise
+        yield from self.replies(sess, started, view, user, page, token)
+
+    def on_take_back(self, item_id, box, request: gr.Request = None):
+        """A queued message clicked: it leaves the queue and goes back into the box (after
+        what is there). Yields nothing new when it was sent meanwhile.
+        Returns (queue, box)."""
+        page = page_of(request)
+        item = self.queues.take(page, item_id) if item_id else None
+        return self.queue_update(page), (merge_into_box(box, item.message)
+                                         if item is not None else gr.skip())
 
     def unchanged(self, sess: dict, user: str, line: str):
         """on_send's outputs for a message not sent: the page's chat as it is, ``line`` under it."""
@@ -210,8 +315,16 @@ class ChatPage:
                                   system_prompt=system_prompt or "",
                                   options=collect_options(*param_values), user=user)
         if started is not None:
-            for update in self.stream(sess, started, self.views.claim(request), user):
-                yield update[:5]
+            yield from self.own_replies(sess, started, request, user)
+
+    def own_replies(self, sess: dict, started: Started, request, user: str):
+        """``replies`` for a retry or an edit: the page waits for them like for a send.
+        Yields (sess, rows, stats, stop, conv_list, queue)."""
+        page, token = page_of(request), uuid.uuid4().hex
+        self.queues.begin(page, token)
+        for update in self.replies(sess, started, self.views.claim(request), user, page,
+                                   token):
+            yield (*update[:5], update[6])
 
     @ui_errors
     def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
@@ -226,17 +339,17 @@ class ChatPage:
                                  model=model_id or "", system_prompt=system_prompt or "",
                                  options=collect_options(*param_values), user=user)
         if started is not None:
-            for update in self.stream(sess, started, self.views.claim(request), user):
-                yield update[:5]
+            yield from self.own_replies(sess, started, request, user)
 
     def on_new(self, incognito, sess=None, request: gr.Request = None):
         """A new chat (button, the chatbot's trash icon, the incognito switch). Nothing is
         deleted; an incognito chat being left is forgotten."""
         self.views.claim(request)
+        self.queues.leave(page_of(request))
         if sess and sess.get("incognito"):
             self.chat.end(sess.get("chat_id"))
         return (new_session(bool(incognito)), [], "", gr.update(visible=False), "",
-                gr.update(value=None), "")
+                gr.update(value=None), "", self.queue_update(page_of(request)))
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
@@ -286,9 +399,9 @@ class ChatPage:
             opened = None
         if opened is None:
             yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), self.list_update(user),
-                   models, gr.skip())
+                   models, gr.skip(), gr.skip())
             return
-        updates = self.show(opened, sess, self.views.claim(request), user)
+        updates = self.show(opened, sess, self.views.claim(request), user, page_of(request))
         first = list(next(updates))
         first[5] = self.list_update(user, "", last_id)
         choices = models.get("choices", []) if isinstance(models, dict) else []

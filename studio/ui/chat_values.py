@@ -78,3 +78,35 @@ def collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode) -
         seed=int(seed) if seed is not None and int(seed) >= 0 else None,
         max_tokens=int(max_tokens) if max_tokens else None,
         think={"on": True, "off": False}.get(think_mode))
+
+
+def queued_label(message: dict, held: str = "") -> str:
+    """The chip of a message waiting to be sent (``held``: why it is not going by itself).
+
+    >>> queued_label({"text": "and  in French?", "files": []})
+    'Queued: and in French? ✕'
+    >>> queued_label({"text": "", "files": ["/t/a.png"]}, held="you stopped the reply")
+    'Not sent (you stopped the reply): (1 image) ✕'
+    """
+    text, files = split_message(message)
+    words = " ".join(text.split())
+    short = words if len(words) <= 80 else words[:79] + "…"
+    if files:
+        pictures = f"({len(files)} image{'s' if len(files) > 1 else ''})"
+        short = f"{short} {pictures}" if short else pictures
+    return f"Not sent ({held}): {short} ✕" if held else f"Queued: {short} ✕"
+
+
+def merge_into_box(box, message: dict) -> dict:
+    """The box's value with a taken-back ``message`` in it: the message alone when the box
+    is empty, else after what is there (a blank line between), so nothing typed is lost.
+
+    >>> merge_into_box({"text": "", "files": []}, {"text": "later", "files": []})
+    {'text': 'later', 'files': []}
+    >>> merge_into_box({"text": "now", "files": ["a"]}, {"text": "later", "files": ["b"]})
+    {'text': 'now\\n\\nlater', 'files': ['a', 'b']}
+    """
+    text, files = split_message(box)
+    more_text, more_files = split_message(message)
+    joined = f"{text}\n\n{more_text}" if text.strip() and more_text else (text + more_text)
+    return {"text": joined, "files": [*files, *more_files]}
