@@ -195,6 +195,7 @@ class Store:
             "params": json.dumps(params or {}),
             "pinned": 0,
         }
+        row = _storable(row)
         with self._lock:
             row["created_at"] = row["updated_at"] = self._now()
             self.db.execute(
@@ -257,6 +258,7 @@ class Store:
             values["params"] = json.dumps(values["params"] or {})
         if "pinned" in values:
             values["pinned"] = int(bool(values["pinned"]))
+        values = _storable(values)
         assignments = ", ".join(f"{name} = :{name}" for name in values)
         with self._lock:
             cursor = self.db.execute(
@@ -298,6 +300,7 @@ class Store:
             "model": model, "backend": backend, "status": status, "error": error,
             "meta": json.dumps(meta or {}), **stats,
         }
+        row = _storable(row)
         with self._lock, self.db.atomic():
             row["created_at"] = row["updated_at"] = now = self._now()
             touched = self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
@@ -327,6 +330,7 @@ class Store:
             values["meta"] = json.dumps(values["meta"] or {})
         if "images" in values:
             values["images"] = json.dumps([str(p) for p in values["images"]])
+        values = _storable(values)
         with self._lock:
             values["updated_at"] = self._now()
             assignments = ", ".join(f"{name} = :{name}" for name in values)
@@ -436,14 +440,36 @@ def fts_match_query(text: str) -> str:
     ''
     """
     # Control characters (a NUL ends the FTS5 string early) become spaces; lone
-    # surrogates can't be encoded for SQLite at all.
-    text = text.encode("utf-8", "replace").decode("utf-8")
+    # surrogates can't be encoded for SQLite at all, so they read as stored text does.
+    text = storable_text(text)
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     words = [word for word in text.split() if any(_is_token_char(ch) for ch in word)]
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]
     if quoted:
         quoted[-1] += "*"
     return " AND ".join(quoted)
+
+
+def storable_text(text: str) -> str:
+    """``text`` with lone surrogates (which SQLite can't store as UTF-8) made U+FFFD.
+
+    A page or an API client that splits an emoji in two sends one; the rest of the text
+    is kept as it was.
+
+    >>> storable_text("ok " + chr(0xD83D)) == "ok " + chr(0xFFFD)
+    True
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # UTF-16 joins a valid pair into its character and replaces the lone halves.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: storable_text(value) if isinstance(value, str) else value
+            for key, value in row.items()}
 
 
 def _is_token_char(ch: str) -> bool:
