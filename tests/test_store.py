@@ -28,7 +28,7 @@ def test_store_open_creates_directory_and_migrates(tmp_path):
     ("journal_mode", "wal"),
     ("synchronous", 1),  # NORMAL
     ("foreign_keys", 1),
-    ("busy_timeout", 10000),
+    ("busy_timeout", 5000),
 ])
 def test_store_open_configures_connection(tmp_path, pragma, expected):
     store = Store.open(tmp_path / "studio.db")

@@ -40,9 +40,7 @@ STAT_FIELDS = ("prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", 
 _CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned")
 _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", "backend",
                    "meta", *STAT_FIELDS)
-# Long enough to outwait another process's commit (a second studio during a restart, a
-# backup's copy): writes are short, so only something stuck holds the file this long.
-_BUSY_TIMEOUT_MS = 10_000
+_BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
 _SNIPPET_WORDS = 12
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 3, 8, 14, 26
 
@@ -99,68 +97,33 @@ class SearchHit:
     updated_at: str
 
 
-class DatabaseBusy(StudioError, sqlite3.OperationalError):
-    """Another process held the database file past the busy timeout (still an
-    ``sqlite3.OperationalError``, so code that handles those goes on working)."""
-
-
 class StudioDatabase(Database):
-    """sqlite-utils' Database, made safe for a second process on the same file.
+    """sqlite-utils' Database whose ``atomic()`` begins IMMEDIATE, so a second process on
+    the same file (a restart overlapping the old studio, a backup) is waited for.
 
-    ``atomic()`` begins IMMEDIATE: a transaction that reads before it writes would
-    otherwise find, at its first write, that another process wrote since its read, and
-    SQLite answers that with "database is locked" at once, without waiting out the busy
-    timeout. Taking the write lock up front waits like any other write. And when the
-    wait runs out after all, the error is a ``DatabaseBusy`` sentence, not SQLite's words.
+    A deferred transaction that reads before it writes finds, at its first write, that
+    another process wrote since its read; SQLite answers "database is locked" at once,
+    without waiting out the busy timeout. Taking the write lock up front waits like any
+    single write does. Nested blocks keep sqlite-utils' savepoints.
     """
-
-    def __init__(self, conn: sqlite3.Connection, *, path: str = ""):
-        super().__init__(conn)
-        self.path = path
 
     @contextlib.contextmanager
     def atomic(self):
-        if self.conn.in_transaction:  # nested: sqlite-utils' savepoints
+        if self.conn.in_transaction:
             with super().atomic():
                 yield self
             return
-        with self._busy_as_sentence():
-            self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
         except BaseException:
             self.rollback()
             raise
         try:
-            with self._busy_as_sentence():
-                self.conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
         except BaseException:
             self.rollback()
             raise
-
-    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
-        with self._busy_as_sentence():
-            return super().execute(sql, parameters)
-
-    @contextlib.contextmanager
-    def _busy_as_sentence(self):
-        try:
-            yield
-        except sqlite3.OperationalError as err:
-            if isinstance(err, DatabaseBusy) or not _is_busy(err):
-                raise
-            where = f"The database {self.path}" if self.path else "The database"
-            raise DatabaseBusy(
-                f"{where} stayed locked by another program for {_BUSY_TIMEOUT_MS // 1000} "
-                "seconds, so this change was not saved.",
-                hint="Is a second studio, a backup or a database tool holding it? "
-                     "Try again in a moment.") from err
-
-
-def _is_busy(err: sqlite3.OperationalError) -> bool:
-    # SQLITE_BUSY (5) and SQLITE_LOCKED (6); Python before 3.11 only has the message.
-    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
-    return code in (5, 6) or "database is locked" in str(err)
 
 
 class Store:
@@ -196,9 +159,8 @@ class Store:
             raise _file_not_writable(path)
         conn = None
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False,
-                                   timeout=_BUSY_TIMEOUT_MS / 1000)
-            db = StudioDatabase(conn, path=str(path))
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            db = StudioDatabase(conn)
             _configure(db, wal=True)
             # One write transaction around them all: a second studio starting at the same
             # moment waits here, then finds nothing pending, instead of applying them twice.
