@@ -8,6 +8,7 @@ No gradio imports, no I/O at import time.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -219,9 +220,7 @@ class Settings:
         """
         values: dict[str, str] = {}
         if dotenv_path and os.path.isfile(dotenv_path):
-            from dotenv import dotenv_values
-
-            values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+            values.update(_read_dotenv(dotenv_path))
         values.update(os.environ if env is None else env)
         kwargs = {}
         for f in fields(cls):
@@ -304,7 +303,25 @@ def _env_name(field_name: str) -> str:
     return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
 
 
+def _read_dotenv(path: str) -> dict[str, str]:
+    """The variables a ``.env`` file sets; ConfigError naming the file when it can't be read."""
+    from dotenv import dotenv_values
+
+    try:
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except UnicodeDecodeError as err:  # python-dotenv reads UTF-8 only
+        raise ConfigError(f"The settings file {path} is not UTF-8 text (byte {err.start} "
+                          "can't be read).", hint="Save it as UTF-8.") from err
+    except OSError as err:
+        raise ConfigError(f"The settings file {path} can't be read: {err.strerror}.") from err
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
 def _convert(env: str, raw: str, kind: type):
+    """``raw`` as a setting of type ``kind``. Numbers must be finite and not negative: no
+    setting means anything below 0, and nan or inf would only fail later, far from here."""
     try:
         if kind is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -313,9 +330,15 @@ def _convert(env: str, raw: str, kind: type):
                 return False
             raise ValueError(raw)
         if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
+            number = int(raw)
+        elif kind is float:
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+        else:
+            return raw
     except ValueError:
-        raise ConfigError(f"{env} must be a {kind.__name__} (got {raw!r}).") from None
-    return raw
+        raise ConfigError(f"{env} must be {_KIND_WORDS[kind]} (got {raw!r}).") from None
+    if number < 0:
+        raise ConfigError(f"{env} must be 0 or more (got {raw!r}).")
+    return number

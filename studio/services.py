@@ -128,6 +128,12 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     """
     # Before the database opens: a restore may be writing into the folder right now.
     data_lock = DataLock.for_studio(settings.data_path)
+    if data_lock.others:  # a restart overlapping the old process, or a second studio
+        log.warning(
+            "Another studio (process %s) is already running on %s. Both write the database "
+            "safely, but each runs its own image queue, backup schedule and per-user limits: "
+            "stop the older one once this one is up, or give each its own STUDIO_DATA_DIR.",
+            ", ".join(data_lock.others), settings.data_path)
     store = Store.open(settings.db_path)  # says so in a sentence when the folder can't be written
     users = Users(store)
     exposed = exposure(host=settings.host, share=settings.share, users=users.count(),

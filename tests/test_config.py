@@ -27,11 +27,15 @@ def test_config_reads_gradio_server_variables():
 
 @pytest.mark.parametrize("env, message", [
     ({"COMFYUI_URL": "localhost:8188"}, "COMFYUI_URL must start with http:// or https://"),
-    ({"GRADIO_SERVER_PORT": "eighty"}, "GRADIO_SERVER_PORT must be a int"),
+    ({"GRADIO_SERVER_PORT": "eighty"}, "GRADIO_SERVER_PORT must be a whole number"),
     ({"GRADIO_SERVER_PORT": "70000"}, "GRADIO_SERVER_PORT must be between 1 and 65535"),
-    ({"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE must be a bool"),
+    ({"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE must be true or false"),
     ({"STUDIO_ACCENT_COLOR": "orange"}, "STUDIO_ACCENT_COLOR must look like #rrggbb"),
     ({"STUDIO_COOKIE_DOMAIN": "https://example.com"}, "STUDIO_COOKIE_DOMAIN must be a domain"),
+    ({"STUDIO_REQUEST_TIMEOUT": "nan"}, "STUDIO_REQUEST_TIMEOUT must be a number (got 'nan')"),
+    ({"STUDIO_BUDGET_DAILY_USD": "inf"}, "STUDIO_BUDGET_DAILY_USD must be a number"),
+    ({"STUDIO_REQUEST_TIMEOUT": "-5"}, "STUDIO_REQUEST_TIMEOUT must be 0 or more (got '-5')"),
+    ({"STUDIO_LIMIT_CHAT_PER_MINUTE": "-1"}, "STUDIO_LIMIT_CHAT_PER_MINUTE must be 0 or more"),
 ])
 def test_config_invalid_value_names_the_variable(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -44,6 +48,13 @@ def test_config_dotenv_file_is_read_and_environment_wins(tmp_path):
     s = Settings.from_env({"STUDIO_BRAND_NAME": "Env wins"}, dotenv_path=str(dotenv))
     assert s.ollama_url == "http://gpu-box:11434"
     assert s.brand_name == "Env wins"
+
+
+def test_config_dotenv_file_that_is_not_utf8_is_named(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"STUDIO_BRAND_NAME=Caf\xe9\n")  # saved as Latin-1 by an old editor
+    with pytest.raises(ConfigError, match=re.escape(f"The settings file {dotenv} is not UTF-8")):
+        Settings.from_env({}, dotenv_path=str(dotenv))
 
 
 def test_config_secret_is_not_in_repr():

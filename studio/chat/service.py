@@ -29,6 +29,7 @@ from ..errors import InvalidInput, NotFound, StudioError
 from ..events import ChatMessage, ChatOptions
 from ..images.files import check_input_image
 from ..model_id import ModelId
+from ..store.db import storable_text
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
 from .replies import LiveReply, ReplyManager, ReplySnapshot
@@ -144,7 +145,8 @@ class ChatService:
         that isn't an image, an image for a text-only model, a reply still being written),
         ``BudgetExceeded`` and ``NotFound``, all before anything is written.
         """
-        text = text or ""
+        # A lone surrogate (an emoji split by a client) reads the same stored or incognito.
+        text = storable_text(text or "")
         files = tuple(str(f) for f in files)
         if not text.strip() and not files:
             raise InvalidInput("The message is empty.", hint="Type something or attach an image.")
@@ -217,8 +219,9 @@ class ChatService:
         target = next((t for t in past if t.seq == seq and t.role == "user"), None)
         if target is None:
             return None
-        model_id = self._check(text or "", model, target.images)
-        edited = replace(target, content=text or "")
+        text = storable_text(text or "")
+        model_id = self._check(text, model, target.images)
+        edited = replace(target, content=text)
         messages = backend_messages(system_prompt, [*(t for t in past if t.seq < seq), edited],
                                     read_image=_read)
         self._router.admit(model_id, messages, options, user=user)

@@ -53,6 +53,9 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 SIDECAR_SUFFIX = ".params.json"
+# A ComfyUI graph nests about four deep (graph, node, inputs, a link); an upload nested far
+# deeper is not one, and copying or dumping it would run out of stack.
+MAX_WORKFLOW_DEPTH = 32
 MAX_SEED = 2**32 - 1  # what most UIs show; ComfyUI itself accepts up to 2**64 - 1
 
 
@@ -228,12 +231,18 @@ def coerce_param(name: str, value: Any) -> Any:
     20
     >>> coerce_param("cfg", "7")
     7.0
+    >>> coerce_param("seed", 2**63 + 1)
+    9223372036854775809
     """
     kind = PARAM_TYPES.get(name, type(value))
     try:
         if kind is int:
             if isinstance(value, bool):
                 raise ValueError(value)
+            if isinstance(value, int):
+                return value  # exact: a seed past 2**53 would lose digits through float
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)
             number = float(value)
             if not number.is_integer():
                 raise ValueError(value)
@@ -247,7 +256,7 @@ def coerce_param(name: str, value: Any) -> Any:
             return number
         if kind is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         raise InvalidInput(f"{name} must be {'a whole number' if kind is int else 'a number'} "
                            f"(got {value!r}).") from None
     return value
@@ -267,6 +276,7 @@ def is_ui_format(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("nodes"), list)
 
 
+_TOO_DEEP = object()
 _EXPORT_HINT = ("In ComfyUI choose Workflow → Export (API) (older versions: enable "
                 "\"Dev mode options\" in the settings, then use \"Save (API Format)\") and "
                 "upload that file.")
@@ -285,6 +295,11 @@ def parse_workflow_json(text: str | bytes) -> dict:
         detail = (f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
                   if isinstance(exc, json.JSONDecodeError) else str(exc))
         raise InvalidInput(f"That workflow file isn't valid JSON ({detail}).") from exc
+    except RecursionError:  # brackets nested thousands deep: the parser's stack gives out
+        obj = _TOO_DEEP
+    if obj is _TOO_DEEP or _nested_deeper_than(obj, MAX_WORKFLOW_DEPTH):
+        raise InvalidInput(f"That workflow file nests its JSON more than {MAX_WORKFLOW_DEPTH} "
+                           "levels deep, which no ComfyUI workflow does.", hint=_EXPORT_HINT)
     if is_ui_format(obj):
         raise InvalidInput("That file is a ComfyUI UI workflow (the \"Save\" format), which "
                            "ComfyUI can't run through its API.", hint=_EXPORT_HINT)
@@ -294,9 +309,25 @@ def parse_workflow_json(text: str | bytes) -> dict:
         raise InvalidInput("That JSON isn't a ComfyUI workflow: expected an object of nodes, "
                            "each with \"class_type\" and \"inputs\".", hint=_EXPORT_HINT)
     for node_id, node in obj.items():
+        if not isinstance(node["class_type"], str) or not node["class_type"]:
+            raise InvalidInput(f"Node {node_id!r} of that workflow has no node type name "
+                               f"(its class_type is {node['class_type']!r}).")
         if not isinstance(node.get("inputs", {}), dict):
-            raise InvalidInput(f"Node {node_id} of that workflow has malformed inputs.")
+            raise InvalidInput(f"Node {node_id!r} of that workflow has malformed inputs.")
     return obj
+
+
+def _nested_deeper_than(obj: Any, limit: int) -> bool:
+    """Whether lists and dicts in ``obj`` nest more than ``limit`` deep (no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 # --------------------------------------------------------------------------- detection
@@ -318,7 +349,8 @@ def is_link(value: Any) -> bool:
 
 def node_order(node_id: str):
     """Sort key for node ids: numeric ids in number order, then the others by name."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    # isdigit alone lets "²" through, which int() refuses.
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() else (1, 0, node_id)
 
 
 def detect_inputs(graph: Mapping[str, Any]) -> dict[str, tuple[Target, ...]]:

@@ -40,7 +40,12 @@ def _check_component(value: str, what: str) -> str:
     if any(ord(c) < 32 or c == "\x7f" for c in value):
         raise InvalidInput(f"The {what} {value!r} contains control characters.",
                            hint="Use ordinary letters, digits, '-', '_' and '.'.")
-    if len(value.encode("utf-8")) > 255:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, from a client that split an emoji
+        raise InvalidInput(f"The {what} {value!r} holds characters no file name can have.",
+                           hint="Use ordinary letters, digits, '-', '_' and '.'.") from None
+    if size > 255:
         raise InvalidInput(f"The {what} is longer than the 255 bytes a file name may have.",
                            hint="Use a shorter name.")
     return value
@@ -127,8 +132,12 @@ def plan_download(url: str, folder: str, filename: str | None,
     the final name is refused unless ``overwrite``. Raises InvalidInput with a sentence.
     """
     url = (url or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # "http://[::1", or a host that NFKC turns into '/' or '#'
+        hostname = None
+    if not hostname or parts.scheme.lower() not in ("http", "https"):
         raise InvalidInput(f"Only http:// and https:// links can be downloaded (got {url!r}).",
                            hint="Copy the file's direct download link, e.g. Hugging Face's "
                                 "'resolve/main/...' link.")

@@ -4,8 +4,9 @@ The studio takes a shared lock (``flock``) on the file at start and keeps it whi
 process lives; the kernel lets it go when the process ends, however it ends, so a crash
 leaves no stale lock. A restore asks for an exclusive lock: it gets it only when no
 studio runs on the folder, and while it holds it no studio can start there. Several
-studios (or tests) in one folder share the lock; that is not this module's question.
-No gradio imports here.
+studios (or tests) in one folder share the lock: the database is safe with two writers
+(``store/db.py``), but a studio that starts beside another learns so (``others``) and says
+so, since each runs its own image queue and backup schedule. No gradio imports here.
 """
 
 from __future__ import annotations
@@ -30,18 +31,35 @@ class DataLock:
     def __init__(self, handle, path: Path):
         self._handle = handle
         self.path = path
+        # Process ids of other studios that held the lock when this one took it (as they
+        # wrote them; one may have ended since). Empty when this studio started alone.
+        self.others: tuple[str, ...] = ()
 
     @classmethod
     def for_studio(cls, data_dir: str | Path) -> "DataLock":
-        """The running studio's shared lock. Raises DataFolderBusy while a restore runs."""
-        lock = cls._take(data_dir, fcntl.LOCK_SH)
+        """The running studio's shared lock; ``others`` names studios already running on
+        the folder. Raises DataFolderBusy while a restore runs."""
+        lock = cls._take(data_dir, fcntl.LOCK_EX)  # only granted when nobody else holds it
+        alone = lock is not None
+        try:
+            if alone:
+                fcntl.flock(lock._handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            else:
+                lock = cls._take(data_dir, fcntl.LOCK_SH)
+        except BlockingIOError:  # a restore took it in the moment the lock changed mode
+            lock.release()
+            lock = None
         if lock is None:
             raise DataFolderBusy(f"A restore is writing into {data_dir}; the studio can't "
                                  "start on it now.",
                                  hint="Wait for `studio restore` to finish, then start again.")
-        lock._handle.seek(0)
-        lock._handle.truncate()
-        lock._handle.write(f"{os.getpid()}\n")  # for a person looking: which process, roughly
+        if alone:
+            lock._handle.seek(0)
+            lock._handle.truncate()
+        else:
+            lock.others = _pids(lock.path)
+        # For a person looking, and for the next studio: which processes, roughly.
+        lock._handle.write(f"{os.getpid()}\n")
         lock._handle.flush()
         return lock
 
@@ -50,11 +68,8 @@ class DataLock:
         """The lock a restore holds; raises DataFolderBusy when a studio runs on the folder."""
         lock = cls._take(data_dir, fcntl.LOCK_EX)
         if lock is None:
-            try:
-                pid = (Path(data_dir) / LOCK_FILE).read_text(encoding="ascii").strip()
-            except (OSError, UnicodeError):
-                pid = ""
-            who = f" (process {pid})" if pid.isdigit() else ""
+            pids = _pids(Path(data_dir) / LOCK_FILE)
+            who = f" (process {', '.join(pids)})" if pids else ""
             raise DataFolderBusy(f"A studio is running on {data_dir}{who}.",
                                  hint="Stop it first (docker compose stop studio, or Ctrl+C), "
                                       "then restore; --force restores anyway.")
@@ -92,3 +107,12 @@ def _open(path: Path):
         raise StudioError(f"The data directory {path.parent} is not writable.",
                           hint="Set STUDIO_DATA_DIR to a folder you can write to, or fix its "
                                "permissions.") from err
+
+
+def _pids(path: Path) -> tuple[str, ...]:
+    """The process ids written in a lock file, oldest first ('' lines and junk left out)."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeError):
+        return ()
+    return tuple(line.strip() for line in text.splitlines() if line.strip().isdigit())

@@ -158,8 +158,38 @@ class SearchHit:
     updated_at: str
 
 
+class StudioDatabase(Database):
+    """sqlite-utils' Database whose ``atomic()`` begins IMMEDIATE, so a second process on
+    the same file (a restart overlapping the old studio, a backup) is waited for.
+
+    A deferred transaction that reads before it writes finds, at its first write, that
+    another process wrote since its read; SQLite answers "database is locked" at once,
+    without waiting out the busy timeout. Taking the write lock up front waits like any
+    single write does. Nested blocks keep sqlite-utils' savepoints.
+    """
+
+    @contextlib.contextmanager
+    def atomic(self):
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
 class Store:
-    """Conversations and messages in one SQLite file. Safe to share between threads."""
+    """Conversations and messages in one SQLite file. Safe to share between threads,
+    and between processes on one file (a restart overlapping the old studio, a backup)."""
 
     def __init__(self, db: Database):
         """Wrap an already configured and migrated database; use ``open`` or ``memory``."""
@@ -191,9 +221,12 @@ class Store:
         conn = None
         try:
             conn = sqlite3.connect(str(path), check_same_thread=False, factory=_Connection)
-            db = Database(conn)
+            db = StudioDatabase(conn)
             _configure(db, wal=True)
-            migrations.apply(db)
+            # One write transaction around them all: a second studio starting at the same
+            # moment waits here, then finds nothing pending, instead of applying them twice.
+            with db.atomic():
+                migrations.apply(db)
         except sqlite3.DatabaseError as err:
             if conn is not None:
                 conn.close()
@@ -217,7 +250,8 @@ class Store:
     @classmethod
     def memory(cls) -> Store:
         """A fresh, migrated in-memory store (for tests)."""
-        db = Database(sqlite3.connect(":memory:", check_same_thread=False, factory=_Connection))
+        db = StudioDatabase(sqlite3.connect(":memory:", check_same_thread=False,
+                                            factory=_Connection))
         _configure(db, wal=False)
         migrations.apply(db)
         return cls(db)
@@ -264,6 +298,7 @@ class Store:
             "params": json.dumps(params or {}),
             "pinned": 0,
         }
+        row = _storable(row)
         with self._lock:
             row["created_at"] = row["updated_at"] = self._now()
             self.db.execute(
@@ -326,6 +361,7 @@ class Store:
             values["params"] = json.dumps(values["params"] or {})
         if "pinned" in values:
             values["pinned"] = int(bool(values["pinned"]))
+        values = _storable(values)
         assignments = ", ".join(f"{name} = :{name}" for name in values)
         with self._lock:
             cursor = self.db.execute(
@@ -367,6 +403,7 @@ class Store:
             "model": model, "backend": backend, "status": status, "error": error,
             "meta": json.dumps(meta or {}), **stats,
         }
+        row = _storable(row)
         with self._lock, self.db.atomic():
             row["created_at"] = row["updated_at"] = now = self._now()
             touched = self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
@@ -396,6 +433,7 @@ class Store:
             values["meta"] = json.dumps(values["meta"] or {})
         if "images" in values:
             values["images"] = json.dumps([str(p) for p in values["images"]])
+        values = _storable(values)
         with self._lock:
             values["updated_at"] = self._now()
             assignments = ", ".join(f"{name} = :{name}" for name in values)
@@ -505,14 +543,36 @@ def fts_match_query(text: str) -> str:
     ''
     """
     # Control characters (a NUL ends the FTS5 string early) become spaces; lone
-    # surrogates can't be encoded for SQLite at all.
-    text = text.encode("utf-8", "replace").decode("utf-8")
+    # surrogates can't be encoded for SQLite at all, so they read as stored text does.
+    text = storable_text(text)
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     words = [word for word in text.split() if any(_is_token_char(ch) for ch in word)]
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]
     if quoted:
         quoted[-1] += "*"
     return " AND ".join(quoted)
+
+
+def storable_text(text: str) -> str:
+    """``text`` with lone surrogates (which SQLite can't store as UTF-8) made U+FFFD.
+
+    A page or an API client that splits an emoji in two sends one; the rest of the text
+    is kept as it was.
+
+    >>> storable_text("ok " + chr(0xD83D)) == "ok " + chr(0xFFFD)
+    True
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # UTF-16 joins a valid pair into its character and replaces the lone halves.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: storable_text(value) if isinstance(value, str) else value
+            for key, value in row.items()}
 
 
 def _is_token_char(ch: str) -> bool:
