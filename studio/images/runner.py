@@ -167,14 +167,22 @@ class ItemRunner:
 
     def _store_results(self, live: LiveJob, item: JobItem, prompt_id: str,
                        refs: Sequence[ImageRef], timings: Timings) -> None:
-        """Copy each image into the data dir and record it; followers see each at once."""
+        """Copy each image into the data dir and record it; followers see each at once.
+
+        An image already in the gallery for this prompt (a studio killed half way through a
+        batch stored it, then restarted) is counted, not fetched and stored again."""
         started = time.monotonic()
         live.update_progress(item.id, state="storing")
         params = item.params
         model = params.get("checkpoint") or graph_model(item.graph)
+        kept = {image.comfy_filename for image in self.store.images_of_job(live.job_id)
+                if image.item_id == item.id and image.comfy_prompt_id == prompt_id}
         stored = 0
         try:
             for ref in refs:
+                if ref.filename in kept:
+                    stored += 1
+                    continue
                 data = self.client.view(ref)
                 saved = save_output(self.outputs_dir, data)
                 try:
