@@ -275,9 +275,11 @@ def fake():
 def make_jobs(tmp_path, store):
     made = []
 
-    def make(fake_server, **kwargs) -> ImageJobs:
+    def make(fake_server, *, client: dict | None = None, **kwargs) -> ImageJobs:
+        """``client``: ComfyUIClient settings other than the defaults below."""
         client = ComfyUIClient(fake_server.url if fake_server else "http://127.0.0.1:9",
-                               timeout=5, run_timeout=30, poll_interval=0.02)
+                               **{"timeout": 5, "run_timeout": 30, "poll_interval": 0.02,
+                                  **(client or {})})
         kwargs.setdefault("styles", STYLES)
         jobs = ImageJobs(client, ImageStore(store), tmp_path / "outputs",
                          WorkflowLibrary(ROOT / "workflows", tmp_path / "custom"),

@@ -29,7 +29,7 @@ from ..errors import BackendRejected, BackendUnavailable, GenerationFailed
 from .comfyui_job import _Job
 from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, Executing,
                             ExecutionFailed, GenerationTimeout, HistoryEntry, ImageRef, JobLost,
-                            Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
+                            NoAnswer, Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
                             Queued, QueuedPrompt, RunResult, Started, SystemStats, Timings,
                             UploadedImage, error_sentence, prompt_rejected)
 
@@ -75,9 +75,11 @@ class ComfyUIClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise BackendUnavailable(f"ComfyUI at {self.shown_as} didn't answer {method} {path} "
-                                     f"within {self.timeout:g} s.",
-                                     hint="It may be busy loading a model; try again.") from exc
+            raise NoAnswer(f"ComfyUI at {self.shown_as} didn't answer {method} {path} "
+                           f"within {self.timeout:g} s.",
+                           hint="It is running but busy or stuck (loading a big model, or a "
+                                "node that hangs); its console window shows which. Try again "
+                                "once it answers.") from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"Can't reach ComfyUI at {self.shown_as}.", hint=START_HINT) from exc
         if response.status_code >= 400 and not (path == "/prompt" and response.status_code == 400):
@@ -316,7 +318,7 @@ class ComfyUIClient:
 
 # The client's types live in comfyui_types; callers import them from here.
 __all__ = ["ComfyUIClient", "Cached", "Cancelled", "Device", "Done", "Event", "Executing",
-           "ExecutionFailed", "GenerationTimeout", "HistoryEntry", "ImageRef", "JobLost",
+           "ExecutionFailed", "GenerationTimeout", "HistoryEntry", "ImageRef", "JobLost", "NoAnswer",
            "Preview", "Progress", "PromptRejected", "PromptStatus", "QueueItem", "QueueState",
            "Queued", "QueuedPrompt", "RunResult", "Started", "SystemStats", "Timings",
            "UploadedImage"]

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Union
 
 from PIL import Image
 
-from ..errors import BackendRejected, GenerationFailed
+from ..errors import BackendRejected, BackendUnavailable, GenerationFailed
 
 START_HINT = "Is it running? Start it with `python main.py --listen 127.0.0.1`."
 
@@ -44,6 +44,11 @@ class ExecutionFailed(GenerationFailed):
         self.exception_type = exception_type
         self.exception_message = exception_message
         self.traceback = traceback
+
+
+class NoAnswer(BackendUnavailable):
+    """ComfyUI took the connection but didn't answer within the request timeout: it runs,
+    but is busy or stuck, so "start it" would be the wrong advice."""
 
 
 class GenerationTimeout(GenerationFailed):

@@ -28,7 +28,7 @@ from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinkin
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
                                ProviderError, RateLimited, as_float, build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
-                               parse_retry_after)
+                               parse_retry_after, wait_words)
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +316,13 @@ class OpenRouterClient:
                                hint=f"Add credits at {CREDITS_URL} or pick a local model.",
                                status=status)
         if status == 429:
+            retry_after = parse_retry_after(headers)
+            # Said when it is long enough to matter: the router waits out short ones itself.
+            wait = (f"OpenRouter asks to wait {wait_words(retry_after)}; try again then, or "
+                    "pick another model." if retry_after and retry_after >= 10
+                    else "Wait a moment and try again, or pick another model.")
             return RateLimited(f"OpenRouter is rate limiting requests for {subject}{detail}.",
-                               hint="Wait a moment and try again, or pick another model.",
-                               status=status, retry_after=parse_retry_after(headers))
+                               hint=wait, status=status, retry_after=retry_after)
         if status == 408 or status >= 500:
             return ProviderError(f"OpenRouter's provider failed for {subject}{detail}.",
                                  hint="Try again in a moment, or pick another model.",

@@ -192,6 +192,20 @@ def image_mime(image: bytes) -> str:
 # -- reading errors and headers --------------------------------------------------------------
 
 
+def wait_words(seconds: float) -> str:
+    """A Retry-After as a person reads it.
+
+    >>> wait_words(12), wait_words(120), wait_words(4000)
+    ('12 s', '2 minutes', 'about 1 hour')
+    """
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} minutes"
+    hours = round(seconds / 3600)
+    return f"about {hours} hour{'s' if hours != 1 else ''}"
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``."""
     lowered = {k.lower(): v for k, v in headers.items()}

@@ -358,6 +358,7 @@ class ImageJobs:
         live = min((j for j in waiting if j.lane == lane), key=lambda j: j.order)
         self._served += 1
         self._last_served[lane] = self._served
+        live.slots += 1
         return live, live.pending.popleft()
 
     def _refresh_waiting_locked(self) -> None:
@@ -379,6 +380,7 @@ class ImageJobs:
         finally:
             with self._cond:
                 self._running -= 1
+                live.slots -= 1
                 self._refresh_waiting_locked()
                 self._cond.notify_all()
             self._maybe_finish(live)
@@ -399,7 +401,7 @@ class ImageJobs:
 
     def _maybe_finish(self, live: LiveJob) -> None:
         with self._cond:
-            if live.pending:
+            if live.pending or live.slots:
                 return
             with live.cond:
                 if live.inflight or live.finishing or live.status not in ("queued", "running"):
@@ -463,6 +465,7 @@ class ImageJobs:
         for item in sent:
             with self._cond:
                 self._running += 1
+                live.slots += 1
             threading.Thread(target=self._resume_slot, args=(live, item),
                              name=f"image-resume-{item.id}", daemon=True).start()
         if not sent:
@@ -476,6 +479,7 @@ class ImageJobs:
         finally:
             with self._cond:
                 self._running -= 1
+                live.slots -= 1
                 self._cond.notify_all()
             self._maybe_finish(live)
 

@@ -96,6 +96,10 @@ class LiveJob(Live):
     model: str = ""
     pending: deque = field(default_factory=deque)  # item ids not sent (scheduler's lock)
     inflight: dict[int, threading.Event] = field(default_factory=dict)  # item id -> cancel
+    # Items handed to a worker thread that hasn't returned yet (scheduler's lock). Until the
+    # thread registers its item in ``inflight`` this is the only trace of it, and a job
+    # finished in that gap would be stored "done" with an image still to come.
+    slots: int = 0
     cancel_requested: bool = False
     finishing: bool = False
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
-                               GenerationTimeout, ImageRef, Preview, Progress, Queued, Started,
-                               Timings)
+                               GenerationTimeout, ImageRef, NoAnswer, Preview, Progress, Queued,
+                               Started, Timings)
 from ..errors import BackendRejected, BackendUnavailable, StudioError
 from ..store.images import ImageStore, JobItem
 from .files import save_output
@@ -143,13 +143,20 @@ class ItemRunner:
                     continue
             self._fail(live, item, "ComfyUI's event stream ended without a result.")
         except BackendUnavailable as exc:
-            message = self.public(f"{exc.message} {START_COMFYUI}")
+            # Down: say how to start it. Running but not answering: say so (its own hint).
+            message = self.public(str(exc) if isinstance(exc, NoAnswer)
+                                  else f"{exc.message} {START_COMFYUI}")
             self._fail(live, item, message)
             self.abandon_pending(live, "Not made: " + message)
+        except GenerationTimeout:
+            # Stopped, so the sentence can say so: ComfyUI doesn't spend the GPU on an image
+            # nobody will store.
+            self._cancel_quietly(prompt_id)
+            timeout = self.item_timeout or self.client.run_timeout
+            self._fail(live, item, f"ComfyUI didn't finish this image within {timeout:g} s, "
+                                   "so the studio cancelled it.")
         except StudioError as exc:
             self._fail(live, item, self.public(str(exc)))
-            if isinstance(exc, GenerationTimeout):
-                self._cancel_quietly(prompt_id)
         except Exception as exc:  # noqa: BLE001 - the job must settle whatever happens
             log.exception("image item %s of job %s failed", item.id, live.job_id)
             self._fail(live, item, f"Unexpected error while making this image "
@@ -167,14 +174,22 @@ class ItemRunner:
 
     def _store_results(self, live: LiveJob, item: JobItem, prompt_id: str,
                        refs: Sequence[ImageRef], timings: Timings) -> None:
-        """Copy each image into the data dir and record it; followers see each at once."""
+        """Copy each image into the data dir and record it; followers see each at once.
+
+        An image already in the gallery for this prompt (a studio killed half way through a
+        batch stored it, then restarted) is counted, not fetched and stored again."""
         started = time.monotonic()
         live.update_progress(item.id, state="storing")
         params = item.params
         model = params.get("checkpoint") or graph_model(item.graph)
+        kept = {image.comfy_filename for image in self.store.images_of_job(live.job_id)
+                if image.item_id == item.id and image.comfy_prompt_id == prompt_id}
         stored = 0
         try:
             for ref in refs:
+                if ref.filename in kept:
+                    stored += 1
+                    continue
                 data = self.client.view(ref)
                 saved = save_output(self.outputs_dir, data)
                 try:

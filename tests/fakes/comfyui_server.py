@@ -14,8 +14,11 @@ graph embedded in the ``prompt`` text chunk like SaveImage. Nodes with a ``steps
 (KSampler, the recorded SlowProgress test node) send progress steps and JPEG previews.
 
 Controls for tests: ``step_delay``, ``fail_next(node_id, message)``,
-``drop_ws_after(steps)``, ``pause_after_step(n)`` / ``wait_paused()`` / ``resume()``,
-``wait_idle()``, and ``requests`` (every HTTP request received).
+``drop_ws_after(steps)``, ``pause_after_step(n, job=k)`` / ``wait_paused()`` / ``resume()``,
+``fail_http(path, status)`` (aiohttp's own 500 page, as when a ComfyUI route raises),
+``hang_http(path)`` / ``release_hung()`` (a server that takes the request and never answers,
+as a ComfyUI whose event loop is blocked does), ``wait_idle()``, and ``requests`` (every
+HTTP request received).
 
 Standalone: ``python -m tests.fakes.comfyui_server --port 8188``.
 """
@@ -153,6 +156,7 @@ class _NodeFailed(Exception):
 @dataclass
 class _RunState:
     job: _Job
+    number: int = 0  # 1 = the first job this server ran
     nodes: dict[str, dict] = field(default_factory=dict)  # progress_state map
     executed: list[str] = field(default_factory=list)
     outputs: dict[str, dict] = field(default_factory=dict)
@@ -205,7 +209,10 @@ class FakeComfyUI:
         self._fail_next: dict[str, tuple[str, str, int | None]] = {}
         self._drop_after: tuple[int, bool] | None = None
         self._refuse_ws: set[str] = set()
-        self._pause_steps: set[int] = set()
+        self._pause_steps: list[tuple[int, int | None]] = []  # (step, job number or None)
+        self._jobs_run = 0  # jobs taken off the queue since start (pause_after_step's job=)
+        self._http_faults: list[list] = []  # [path, "fail" | "hang", status, times left]
+        self._hung: asyncio.Event | None = None
         self._resume: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._interrupt = False
@@ -254,6 +261,7 @@ class FakeComfyUI:
     async def _setup(self, sock: socket.socket) -> None:
         self._resume = asyncio.Event()
         self._wake = asyncio.Event()
+        self._hung = asyncio.Event()
         app = web.Application(middlewares=[self._record], client_max_size=100 * 1024 * 1024)
         routes = [
             ("GET", "/ws", self._ws_handler), ("GET", "/prompt", self._get_prompt),
@@ -276,6 +284,7 @@ class FakeComfyUI:
         self._worker_task = asyncio.get_running_loop().create_task(self._worker())
 
     async def _shutdown(self) -> None:
+        self._hung.set()  # else runner.cleanup() waits for hung handlers (60 s)
         self._worker_task.cancel()
         closing = [asyncio.ensure_future(s.ws.close()) for s in list(self._sockets.values())]
         if closing:
@@ -302,12 +311,26 @@ class FakeComfyUI:
         """
         self._drop_after = (steps, reconnect)
 
-    def pause_after_step(self, step: int) -> None:
-        """Hold the next progress node after it sent step ``step`` (0 = before the first).
+    def pause_after_step(self, step: int, *, job: int | None = None) -> None:
+        """Hold the next progress node after it sent step ``step`` (0 = before the first);
+        with ``job=k``, only in the k-th job this server runs (1 = the first since start).
 
         ``paused`` is set while held; ``resume()`` or an interrupt lets it go on.
         """
-        self._pause_steps.add(step)
+        self._pause_steps.append((step, job))
+
+    def fail_http(self, path: str, status: int = 500, *, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``path`` (or below it: "/history" covers
+        "/history/{id}"; the "/api" twin too) with ``status`` and aiohttp's plain error page."""
+        self._http_faults.append([path, "fail", status, times])
+
+    def hang_http(self, path: str, *, times: int = 1) -> None:
+        """Take the next ``times`` requests to ``path`` and never answer them, until
+        ``release_hung()`` or ``stop()`` (then they get a 503)."""
+        self._http_faults.append([path, "hang", 503, times])
+
+    def release_hung(self) -> None:
+        self._call(self._hung.set)
 
     def wait_paused(self, timeout: float = 5.0) -> bool:
         return self.paused.wait(timeout)
@@ -367,7 +390,24 @@ class FakeComfyUI:
         with self._seen:
             self.requests.append(record)
             self._seen.notify_all()
+        fault = self._take_fault(request.path)
+        if fault is not None:
+            kind, status = fault
+            if kind == "hang":
+                await self._hung.wait()
+            return web.Response(status=status, content_type="text/plain",
+                                text=f"{status} {_REASONS.get(status, 'Error')}\n\n"
+                                     "Server got itself in trouble")
         return await handler(request)
+
+    def _take_fault(self, path: str) -> tuple[str, int] | None:
+        bare = path[4:] if path.startswith("/api/") else path
+        for fault in self._http_faults:
+            target, kind, status, times = fault
+            if times > 0 and (bare == target or bare.startswith(target.rstrip("/") + "/")):
+                fault[3] -= 1
+                return kind, status
+        return None
 
     @staticmethod
     async def _json_body(request: web.Request) -> Any:
@@ -769,7 +809,8 @@ class FakeComfyUI:
                 self._wake.clear()
                 await self._wake.wait()
             job = self._pending.pop(0)
-            self._running = run = _RunState(job)
+            self._jobs_run += 1
+            self._running = run = _RunState(job, number=self._jobs_run)
             await self._status()
             status = await self._execute(run)
             if self._aborting:  # restart(): the job is forgotten, as if the process died
@@ -934,8 +975,10 @@ class FakeComfyUI:
         return None, image
 
     async def _maybe_pause(self, run: _RunState, step: int) -> None:
-        if step in self._pause_steps:
-            self._pause_steps.discard(step)
+        match = next((p for p in self._pause_steps if p[0] == step and p[1] in (None, run.number)),
+                     None)
+        if match is not None:
+            self._pause_steps.remove(match)
             self._resume.clear()
             with self._seen:
                 self.paused.set()
@@ -1046,6 +1089,9 @@ class FakeComfyUI:
             self.files[(kind, subfolder, name)] = buf.getvalue()
             refs.append({"filename": name, "subfolder": subfolder, "type": kind})
         return refs
+
+
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 def _node_state(pid: str, nid: str, value, total, state: str) -> dict:
