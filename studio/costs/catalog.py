@@ -250,8 +250,13 @@ class Catalog:
                 self._refreshing = None
             return
         with self._lock:
-            self._store_locked(fetched)
-            self._refreshing = None
+            try:
+                self._store_locked(fetched)
+            except Exception:  # noqa: BLE001 - e.g. the studio closed its store meanwhile
+                log.warning("The refreshed cloud model list couldn't be saved; the saved one "
+                            "stays in use.", exc_info=True)
+            finally:
+                self._refreshing = None
 
     def _failed_recently_locked(self) -> bool:
         return self._failed_at is not None and self._clock() - self._failed_at < self._retry_s
