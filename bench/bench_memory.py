@@ -86,14 +86,16 @@ def growth(samples: list[float], every: int) -> float | None:
     return statistics.median(steps) * 100 / every if steps else None
 
 
-def chat_turns(fake, studio, http, n: int, every: int) -> list[float]:
+def chat_turns(fake, studio, http, n: int, every: int, one_page: bool) -> list[float]:
     from gradio_client import Client
 
     client = Client(studio.url, verbose=False, download_files=False)
     page = find_page_event(studio, http)
     samples = [studio.rss_mb()]
     for i in range(n):
-        if i % TURNS_PER_PAGE == 0:
+        if i % TURNS_PER_PAGE == 0 and one_page:
+            client.predict("", api_name="/open_conversation")  # "+ New chat" on the same page
+        elif i % TURNS_PER_PAGE == 0:
             client.reset_session()  # a new page: new gr.State, a new conversation
             open_page(studio, http, page, client.session_hash)
         fake.queue(REPLY_TOKENS)
@@ -132,6 +134,10 @@ def report(title: str, samples: list[float], every: int, baseline: float) -> str
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a fifth of the counts")
+    ap.add_argument("--one-page", action="store_true",
+                    help="chat on one page session (a new chat every 10 turns, not a new page)")
+    ap.add_argument("--max-pages", type=int,
+                    help="STUDIO_MAX_PAGE_SESSIONS for the studio (default: its own default)")
     args = ap.parse_args(argv)
     import httpx
 
@@ -142,6 +148,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as data:
         seed_gallery(data, IMAGES)
         studio, baseline = make_apps(fake.url, data)
+        if args.max_pages:
+            studio.env["STUDIO_MAX_PAGE_SESSIONS"] = str(args.max_pages)
         try:
             # The bare Gradio chat app's RSS after start: the floor any Gradio app pays.
             baseline.start()
@@ -152,7 +160,7 @@ def main(argv=None) -> int:
             time.sleep(3)
             t0 = time.perf_counter()
             with httpx.Client(timeout=30) as http:
-                chat = chat_turns(fake, studio, http, turns, every)
+                chat = chat_turns(fake, studio, http, turns, every, args.one_page)
             chat_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             gallery = gallery_loads(studio, loads, every, pages)
@@ -167,8 +175,9 @@ def main(argv=None) -> int:
     print("| run | start | every sample | total growth | growth per 100 after warm-up | "
           "bare Gradio app at start |")
     print("|---|---|---|---|---|---|")
-    print(report(f"{turns} chat turns via gradio_client `/send` ({chat_s:.0f} s)", chat, every,
-                 base_rss))
+    pages_note = "one page" if args.one_page else f"a new page every {TURNS_PER_PAGE}"
+    print(report(f"{turns} chat turns via gradio_client `/send`, {pages_note} ({chat_s:.0f} s)",
+                 chat, every, base_rss))
     print(report(f"{loads} gallery loads via `/open_gallery`, {IMAGES} images ({gallery_s:.0f} s)",
                  gallery, every, base_rss))
     return 0
