@@ -62,6 +62,9 @@ class Settings:
                                       "Seconds to wait for a backend before giving up.")
     max_message_chars: int = _setting("STUDIO_MAX_MESSAGE_CHARS", 2_000_000,
                                       "Longest chat message accepted, in characters.")
+    max_page_sessions: int = _setting("STUDIO_MAX_PAGE_SESSIONS", 500,
+                                      "Open pages whose state the server keeps (about 0.6 MB "
+                                      "each); past this the least recently used is forgotten.")
     stream_interval: float = _setting("STUDIO_STREAM_INTERVAL", 0.05,
                                       "Seconds between UI updates while a reply streams.")
     budget_daily_usd: float = _setting("STUDIO_BUDGET_DAILY_USD", 0.0,
@@ -254,6 +257,9 @@ class Settings:
                               "turn scheduled backups off.")
         if self.backup_keep < 1:
             raise ConfigError(f"STUDIO_BACKUP_KEEP must be at least 1 (got {self.backup_keep}).")
+        if self.max_page_sessions < 1:
+            raise ConfigError("STUDIO_MAX_PAGE_SESSIONS must be at least 1 "
+                              f"(got {self.max_page_sessions}).")
 
     @property
     def ollama_url(self) -> str:

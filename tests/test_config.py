@@ -30,6 +30,7 @@ def test_config_reads_gradio_server_variables():
     ({"GRADIO_SERVER_PORT": "eighty"}, "GRADIO_SERVER_PORT must be a whole number"),
     ({"GRADIO_SERVER_PORT": "70000"}, "GRADIO_SERVER_PORT must be between 1 and 65535"),
     ({"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE must be true or false"),
+    ({"STUDIO_MAX_PAGE_SESSIONS": "0"}, "STUDIO_MAX_PAGE_SESSIONS must be at least 1 (got 0)"),
     ({"STUDIO_ACCENT_COLOR": "orange"}, "STUDIO_ACCENT_COLOR must look like #rrggbb"),
     ({"STUDIO_COOKIE_DOMAIN": "https://example.com"}, "STUDIO_COOKIE_DOMAIN must be a domain"),
     ({"STUDIO_REQUEST_TIMEOUT": "nan"}, "STUDIO_REQUEST_TIMEOUT must be a number (got 'nan')"),

@@ -78,6 +78,8 @@ def test_ui_app_builds_without_launching(settings, tmp_path):
     assert {"send", "stop", "search", "open_conversation"} <= names
     kwargs = launch_kwargs(services)
     assert kwargs["run_history"] is False and kwargs["server_port"] == 8189
+    # Gradio keeps each page's state until this many pages (10,000 by default: gigabytes).
+    assert kwargs["state_session_capacity"] == settings.max_page_sessions == 500
     # Never the data folder wholesale (it holds the database): only the file folders, which
     # the front door serves to their owners, and the database is blocked outright.
     assert str(settings.data_path) not in kwargs["allowed_paths"]

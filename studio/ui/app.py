@@ -111,6 +111,9 @@ def launch_kwargs(services) -> dict:
     gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
                       accent=s.accent_color, owner=OWNER, cookie_domain=s.cookie_domain)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
+                # Gradio keeps every page's state (a copy of each component's config, ~0.6 MB
+                # here) until 10,000 pages by default: gigabytes for a long-running studio.
+                state_session_capacity=s.max_page_sessions,
                 # Only these folders, and the front door serves a file of them to its owner
                 # alone; the database beside them is never served.
                 allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
