@@ -210,3 +210,13 @@ def test_replies_follow_first_wait_gives_up_for_a_slow_model():
     finally:
         first.set()
         rest.set()
+
+
+def test_replies_only_the_newest_finished_replies_are_kept_in_memory():
+    done = ChatDone("ollama", "m", Usage(completion_tokens=1))
+    manager = ReplyManager(scripted(ChatDelta("x" * 1000), done), keep_count=5)
+    replies = [run_to_end(manager)[0] for _ in range(12)]
+    live = manager.start("ollama:m", [ChatMessage("user", "hi")], ChatOptions())  # forgets old
+    assert live.settled.wait(5)
+    kept = [r for r in replies if manager.get(r.reply_id) is not None]
+    assert kept == replies[-5:]  # the newest finished ones, which a page may still ask for

@@ -114,7 +114,7 @@ class ReplyManager:
     """
 
     def __init__(self, stream_fn: StreamFn, store=None, *, flush_every: float = 1.0,
-                 keep_finished: float = 600.0,
+                 keep_finished: float = 600.0, keep_count: int = 256,
                  on_settled: Callable[[ReplySnapshot, str], None] | None = None):
         self._stream_fn = stream_fn
         self._store = store
@@ -122,7 +122,10 @@ class ReplyManager:
         # the place usage accounting hooks in, for stored and incognito replies alike.
         self._on_settled = on_settled
         self._flush_every = flush_every
-        self._replies: Registry[LiveReply] = Registry(keep_s=keep_finished)
+        # Finished replies stay findable for a while (a page reopening the chat, a late
+        # follower), but at most ``keep_count`` of them: their text is in the store, and a
+        # busy studio kept ~10 KB per turn for ten minutes (bench/bench_memory.py).
+        self._replies: Registry[LiveReply] = Registry(keep=keep_count, keep_s=keep_finished)
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
