@@ -41,7 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_chat import (MODEL, ROOT, App, FakeProcess, free_port, log,  # noqa: E402
+from bench_chat import (MODEL, App, FakeProcess, free_port, log,  # noqa: E402
                         machine)
 
 STUDIO_MODEL = f"ollama:{MODEL}"

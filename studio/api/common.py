@@ -1,15 +1,64 @@
-"""What both APIs share: the key check, the model that answered, and following a reply as
-text deltas (stopping it upstream when the client goes away). No gradio imports here."""
+"""What the APIs share: the error they answer with, the key check, the JSON body, the model
+that answered, and following a reply as text deltas (stopping it upstream when the client
+goes away). No gradio imports here."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import AsyncIterator
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 FOLLOW_INTERVAL = 0.02  # seconds between streamed pieces at most (coalescing, like the page)
+
+
+class ApiError(Exception):
+    """A refusal in OpenAI's error shape (``response()``); the Ollama routes send just the
+    message (``{"error": ...}``) with the same status."""
+
+    def __init__(self, status: int, message: str, kind: str, *, param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.param, self.code, self.headers = param, code, headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": self.message, "type": self.kind,
+                                       "param": self.param, "code": self.code}},
+                            status_code=self.status, headers=self.headers)
+
+
+def require_key(keys, request: Request, *, ollama: bool = False) -> tuple[str, str]:
+    """(user, key name) for the request's live key; raises the 401 each API's clients
+    expect (``ollama``: Ollama's wording) when there is none."""
+    found = key_user(keys, request)
+    if found is not None:
+        return found
+    if ollama:
+        raise ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer "
+                       "<key>' (make one in Settings).", "unauthorized")
+    raise ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
+                   "`studio keys add USER NAME`) and send it as "
+                   "'Authorization: Bearer <key>'.", "invalid_request_error",
+                   code="invalid_api_key")
+
+
+async def json_body(request: Request, *, ollama: bool = False) -> dict:
+    """The request's JSON object; raises a 400 in each API's words otherwise."""
+    raw = await request.body()
+    kind = "invalid_request" if ollama else "invalid_request_error"
+    if ollama and not raw.strip():
+        raise ApiError(400, "missing request body", kind)  # Ollama's own words
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "The request body isn't JSON.", kind) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", kind)
+    return body
 
 
 def key_user(keys, request: Request) -> tuple[str, str] | None:

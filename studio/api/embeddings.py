@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import struct
 import time
@@ -25,9 +24,9 @@ from starlette.routing import Route
 
 from ..errors import InvalidInput, StudioError
 from ..model_id import ModelId
-from .common import key_user
+from .common import ApiError, json_body, require_key
 from .ollama import _error as ollama_error
-from .openai import ApiError, _json, from_studio
+from .openai import from_studio
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class EmbeddingsApi:
 
     async def openai_embeddings(self, request: Request) -> Response:
         try:
-            user, key_name = self._user(request, openai=True)
-            body = await _json(request)
+            user, key_name = require_key(self.keys, request)
+            body = await json_body(request)
             model = _model(body)
             texts = _openai_input(body.get("input"))
             encoding = body.get("encoding_format") or "float"
@@ -75,8 +74,8 @@ class EmbeddingsApi:
     async def ollama_embed(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            user, key_name = self._user(request, openai=False)
-            body = await _ollama_json(request)
+            user, key_name = require_key(self.keys, request, ollama=True)
+            body = await json_body(request, ollama=True)
             model = _model(body)
             texts = _ollama_input(body.get("input"))
             if not texts:  # Ollama's way to load a model: nothing to embed, nothing sent
@@ -97,8 +96,8 @@ class EmbeddingsApi:
     async def ollama_embeddings(self, request: Request) -> Response:
         """The deprecated ``{"model", "prompt"}`` -> ``{"embedding": [...]}``."""
         try:
-            user, key_name = self._user(request, openai=False)
-            body = await _ollama_json(request)
+            user, key_name = require_key(self.keys, request, ollama=True)
+            body = await json_body(request, ollama=True)
             model = _model(body)
             prompt = body.get("prompt")
             if prompt is not None and not isinstance(prompt, str):
@@ -136,18 +135,6 @@ class EmbeddingsApi:
                            f"dimensions (it answered {len(result.vectors[0])}).",
                            "invalid_request_error", param="dimensions")
         return result
-
-    def _user(self, request: Request, *, openai: bool) -> tuple[str, str]:
-        found = key_user(self.keys, request)
-        if found is not None:
-            return found
-        if openai:
-            raise ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
-                           "`studio keys add USER NAME`) and send it as "
-                           "'Authorization: Bearer <key>'.", "invalid_request_error",
-                           code="invalid_api_key")
-        raise ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer "
-                       "<key>' (make one in Settings).", "unauthorized")
 
 
 def _model(body: dict) -> str:
@@ -205,13 +192,3 @@ def _dimensions(raw: Any) -> int | None:
 def _base64(vector: list[float]) -> str:
     """Little-endian float32 bytes in base64, which the openai client decodes."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-async def _ollama_json(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(400, "The request body isn't JSON.", "invalid_request") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", "invalid_request")
-    return body

@@ -20,7 +20,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import mimetypes
 import os
@@ -40,8 +39,8 @@ from ..errors import InvalidInput, StudioError
 from ..images.plans import DEFAULT_WORKFLOW, MAX_SEEDS, ImageRequest, form_defaults
 from ..images.runner import START_COMFYUI
 from ..images.workflows import MAX_SEED, Template
-from .common import key_user
-from .openai import ApiError, from_studio
+from .common import ApiError, json_body, require_key
+from .openai import from_studio
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +267,8 @@ class ImagesApi:
 
     async def generations(self, request: Request) -> Response:
         try:
-            user, key_name = self._user(request)
-            body = await _json(request)
+            user, key_name = require_key(self.keys, request)
+            body = await json_body(request)
             ask = parse_generation(body, self.images.library)
             # Also the check that ComfyUI is there: the node catalogue is cached, this isn't.
             ask = with_stand_ins(ask, await asyncio.to_thread(self.images.comfyui_lists))
@@ -311,11 +310,13 @@ class ImagesApi:
                                                            query.get("expires"), query.get("sig")):
                 image = None
         else:
-            found = key_user(self.keys, request)
-            if found is None and request.headers.get("authorization"):
-                return _no_key().response()
-            image = (await asyncio.to_thread(store.get_image, image_id, user=found[0])
-                     if found else None)
+            image = None
+            if request.headers.get("authorization"):  # a wrong key is a 401, as elsewhere
+                try:
+                    user, _key_name = require_key(self.keys, request)
+                except ApiError as err:
+                    return err.response()
+                image = await asyncio.to_thread(store.get_image, image_id, user=user)
         path = self._file(image) if image is not None else None
         if path is None:
             return ApiError(404, f"There is no image {image_id} you may see. Links last "
@@ -327,12 +328,6 @@ class ImagesApi:
                             headers={"Cache-Control": "private, max-age=3600"})
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _user(self, request: Request) -> tuple[str, str]:
-        found = key_user(self.keys, request)
-        if found is None:
-            raise _no_key()
-        return found
 
     def _make_room(self, template: Template) -> None:
         """Ask the GPU policy for room, as the Images tab does; advice only, never a refusal."""
@@ -379,20 +374,3 @@ class ImagesApi:
             return {"b64_json": base64.b64encode(data).decode()}
         base = str(request.base_url).rstrip("/")
         return {"url": f"{base}/v1/images/files/{shown.id}?{self.signer.query(shown.id, user)}"}
-
-
-def _no_key() -> ApiError:
-    return ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
-                    "`studio keys add USER NAME`) and send it as "
-                    "'Authorization: Bearer <key>'.", "invalid_request_error",
-                    code="invalid_api_key")
-
-
-async def _json(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise _bad("The request body isn't JSON.", None) from None
-    if not isinstance(body, dict):
-        raise _bad("The request body must be a JSON object.", None)
-    return body

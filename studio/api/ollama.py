@@ -24,8 +24,8 @@ from ..costs.catalog import picker_choices
 from ..errors import StudioError
 from ..events import ChatMessage, ChatOptions, ChatToolCall
 from ..model_id import ModelId
-from .common import answered_by, deltas, key_user, start_reply
-from .openai import ApiError, failure, from_studio, refused
+from .common import ApiError, answered_by, deltas, json_body, require_key, start_reply
+from .openai import failure, from_studio, refused
 
 VERSION = "0.12.6"  # what /api/version answers: tools check for a recent Ollama
 
@@ -48,7 +48,7 @@ class OllamaApi:
 
     async def tags(self, request: Request) -> Response:
         try:
-            self._user(request)
+            require_key(self.keys, request, ollama=True)
         except ApiError as err:
             return _error(err)
         local, cloud, _problems = await asyncio.to_thread(self.models.listing)
@@ -58,8 +58,8 @@ class OllamaApi:
 
     async def show(self, request: Request) -> Response:
         try:
-            self._user(request)
-            body = await _body(request)
+            require_key(self.keys, request, ollama=True)
+            body = await json_body(request, ollama=True)
             name = body.get("model") or body.get("name")
             if not isinstance(name, str) or not name:
                 raise ApiError(400, "model is required", "invalid_request")
@@ -86,8 +86,8 @@ class OllamaApi:
 
     async def _answer(self, request: Request, *, generate: bool) -> Response:
         try:
-            user, key_name = self._user(request)
-            body = await _body(request)
+            user, key_name = require_key(self.keys, request, ollama=True)
+            body = await json_body(request, ollama=True)
             model = body.get("model")
             if not isinstance(model, str) or not model:
                 raise ApiError(400, "model is required", "invalid_request")
@@ -130,29 +130,9 @@ class OllamaApi:
         else:
             yield _line(_last(snap, "", generate))
 
-    def _user(self, request: Request) -> tuple[str, str]:
-        found = key_user(self.keys, request)
-        if found is None:
-            raise ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer "
-                           "<key>' (make one in Settings).", "unauthorized")
-        return found
-
 
 def _error(err: ApiError) -> JSONResponse:
     return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
-
-
-async def _body(request: Request) -> dict:
-    raw = await request.body()
-    if not raw.strip():
-        raise ApiError(400, "missing request body", "invalid_request")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "The request body isn't JSON.", "invalid_request") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", "invalid_request")
-    return body
 
 
 def _tag(model_id: str, info) -> dict:

@@ -25,20 +25,7 @@ from starlette.routing import Route
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
                       LimitReached, ModelNotFound, NotFound, StorageFailed, StudioError)
 from ..events import ChatMessage, ChatOptions, ChatToolCall
-from .common import answered_by, deltas, key_user, start_reply
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str, *, param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-        self.param, self.code, self.headers = param, code, headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": self.kind,
-                                       "param": self.param, "code": self.code}},
-                            status_code=self.status, headers=self.headers)
+from .common import ApiError, answered_by, deltas, json_body, require_key, start_reply
 
 
 def from_studio(exc: StudioError) -> ApiError:
@@ -108,7 +95,7 @@ class OpenAIApi:
 
     async def list_models(self, request: Request) -> Response:
         try:
-            self._user(request)
+            require_key(self.keys, request)
             choices, _problems = await asyncio.to_thread(self.models.choices)
         except ApiError as err:
             return err.response()
@@ -119,8 +106,8 @@ class OpenAIApi:
 
     async def chat_completions(self, request: Request) -> Response:
         try:
-            user, key_name = self._user(request)
-            body = await _json(request)
+            user, key_name = require_key(self.keys, request)
+            body = await json_body(request)
             messages = _messages(body.get("messages"))
             model = body.get("model")
             if not isinstance(model, str) or not model:
@@ -185,28 +172,6 @@ class OpenAIApi:
                         "created": created, "model": answered_by(snap), "choices": [],
                         "usage": _usage(snap)})
         yield b"data: [DONE]\n\n"
-
-    # -- helpers ----------------------------------------------------------------------
-
-    def _user(self, request: Request) -> tuple[str, str]:
-        found = key_user(self.keys, request)
-        if found is None:
-            raise ApiError(401, "Incorrect or missing API key. Make one in Settings (or with "
-                           "`studio keys add USER NAME`) and send it as "
-                           "'Authorization: Bearer <key>'.", "invalid_request_error",
-                           code="invalid_api_key")
-        return found
-
-
-async def _json(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(400, "The request body isn't JSON.", "invalid_request_error") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", "invalid_request_error")
-    return body
-
 
 def _messages(raw: Any) -> list[ChatMessage]:
     """OpenAI messages to the studio's: text parts joined, data-URL images decoded."""
