@@ -55,10 +55,9 @@ class ApiKeys:
         found = self._rows.key_owner(token_hash(secret))
         if found is None:
             return None
-        key_id, user = found
+        key_id, user, name = found
         now = time.monotonic()
         if now - self._touched.get(key_id, -1e9) > TOUCH_EVERY_S:
             self._touched[key_id] = now
             self._rows.touch_key(key_id)
-        name = next((k.name for k in self.list(user) if k.id == key_id), "")
         return user, name

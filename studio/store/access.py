@@ -136,12 +136,12 @@ class AccessStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 [user, name, key_hash, prefix, self.store._now()]).lastrowid
 
-    def key_owner(self, key_hash: str) -> tuple[int, str] | None:
-        """(key id, user) of a live key, None when unknown or revoked."""
+    def key_owner(self, key_hash: str) -> tuple[int, str, str] | None:
+        """(key id, user, key name) of a live key, None when unknown or revoked."""
         with self._lock:
-            row = self.db.execute("SELECT id, user FROM api_keys WHERE key_hash = ? AND "
+            row = self.db.execute("SELECT id, user, name FROM api_keys WHERE key_hash = ? AND "
                                   "revoked_at IS NULL", [key_hash]).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     def touch_key(self, key_id: int) -> None:
         with self._lock:
