@@ -345,7 +345,10 @@ class ImagesApi:
         Raises ApiError 504 (the job cancelled) after ``wait_s``."""
         deadline = time.monotonic() + self.wait_s
         try:
-            while not await asyncio.to_thread(live.wait_finished, DISCONNECT_POLL):
+            # On the event loop: a thread each would let a few waiting requests fill the
+            # loop's small thread pool, which every other API request needs.
+            while not await live.wait_until_async(lambda: live.finished is not None,
+                                                  DISCONNECT_POLL):
                 if await request.is_disconnected():
                     log.info("API image job %s cancelled: the client went away", live.job_id)
                     self.images.cancel(live.job_id, user=live.user)
