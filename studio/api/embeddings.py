@@ -24,9 +24,8 @@ from starlette.routing import Route
 
 from ..errors import InvalidInput, StudioError
 from ..model_id import ModelId
-from .common import ApiError, json_body, require_key
+from .common import ApiError, from_studio, json_body, require_key
 from .ollama import _error as ollama_error
-from .openai import from_studio
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,7 @@ from ..errors import InvalidInput, StudioError
 from ..images.plans import DEFAULT_WORKFLOW, MAX_SEEDS, ImageRequest, form_defaults
 from ..images.runner import START_COMFYUI
 from ..images.workflows import MAX_SEED, Template
-from .common import ApiError, json_body, require_key
-from .openai import from_studio
+from .common import ApiError, from_studio, json_body, require_key
 
 log = logging.getLogger(__name__)
 

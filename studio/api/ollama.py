@@ -24,8 +24,8 @@ from ..costs.catalog import picker_choices
 from ..errors import StudioError
 from ..events import ChatMessage, ChatOptions, ChatToolCall
 from ..model_id import ModelId
-from .common import ApiError, answered_by, deltas, json_body, require_key, start_reply
-from .openai import failure, from_studio, refused
+from .common import (ApiError, answered_by, deltas, failure, from_studio, json_body,
+                     refused, require_key, start_reply)
 
 VERSION = "0.12.6"  # what /api/version answers: tools check for a recent Ollama
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -22,61 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, InvalidInput,
-                      LimitReached, ModelNotFound, NotFound, StorageFailed, StudioError)
+from ..errors import StudioError
 from ..events import ChatMessage, ChatOptions, ChatToolCall
-from .common import ApiError, answered_by, deltas, json_body, require_key, start_reply
-
-
-def from_studio(exc: StudioError) -> ApiError:
-    """The status and shape an OpenAI client handles for each studio refusal."""
-    text = str(exc)
-    if isinstance(exc, LimitReached):
-        wait = exc.retry_after if exc.retry_after is not None else 60
-        return ApiError(429, text, "rate_limit_exceeded",
-                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
-    if isinstance(exc, BudgetExceeded):
-        return ApiError(402, text, "insufficient_quota", code="budget_exceeded")
-    if isinstance(exc, (ModelNotFound, NotFound)):
-        return ApiError(404, text, "invalid_request_error", param="model",
-                        code="model_not_found")
-    if isinstance(exc, InvalidInput):
-        unknown = "not a model from the list" in text or "doesn't name a backend" in text
-        return ApiError(404 if unknown else 400, text, "invalid_request_error",
-                        param="model" if unknown or "model" in text.lower() else None,
-                        code="model_not_found" if unknown else None)
-    if isinstance(exc, BackendUnavailable):
-        return ApiError(503, text, "api_error", code="backend_unavailable")
-    if isinstance(exc, StorageFailed):  # the disk is full or the database busy: try later
-        return ApiError(503, text, "api_error", code="storage_unavailable")
-    if isinstance(exc, BackendRejected) and exc.status == 400:  # e.g. "does not support tools"
-        return ApiError(400, text, "invalid_request_error")
-    if isinstance(exc, BackendRejected):
-        return ApiError(502, text, "api_error", code="backend_error")
-    return ApiError(502, text, "api_error")
-
-
-def failure(reply) -> ApiError:
-    """The error a reply that produced nothing ended with, as the API answers it."""
-    exc = getattr(reply, "failure", None)
-    snap = reply.snapshot()
-    return from_studio(exc) if exc is not None else ApiError(502, snap.error, "api_error")
-
-
-async def refused(chat, reply) -> ApiError | None:
-    """Wait for the reply's first sign of life; the error when it failed before writing
-    anything, so a stream's status line can still say so (429, 400, 503...). Waiting costs
-    nothing: the first piece goes out the moment it arrives."""
-    try:
-        await reply.wait_until_async(lambda: reply.text_parts or reply.thinking_parts
-                                     or reply.tool_calls or reply.finished is not None, 600.0)
-    except asyncio.CancelledError:
-        chat.stop_reply(reply)
-        raise
-    snap = reply.snapshot()
-    if snap.status == "error" and not snap.text:
-        return failure(reply)
-    return None
+from .common import (ApiError, answered_by, deltas, failure, from_studio, json_body,
+                     refused, require_key, start_reply)
 
 
 class OpenAIApi:
