@@ -174,6 +174,7 @@ class App:
     port: int = 0
     proc: subprocess.Popen | None = None
     log: object = None
+    cwd: str = ROOT  # the checkout it runs from (bench_long_chat.py runs an older one too)
 
     @property
     def url(self) -> str:
@@ -187,7 +188,7 @@ class App:
         env = {**self.env, "GRADIO_SERVER_PORT": str(self.port)}
         self.log = tempfile.TemporaryFile()
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, stdout=self.log,
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = t0 + timeout
         with httpx.Client(timeout=2.0) as http:

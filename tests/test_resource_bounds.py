@@ -1,5 +1,6 @@
 """Resource bounds: a 10 MB pasted prompt is refused without freezing the page, and a
-conversation of 5,000 messages opens, shows its last message and scrolls to its first.
+conversation of 5,000 messages opens on its newest messages and "Load earlier" reaches its
+first.
 
 The handler test calls ``ChatPage.on_send`` directly against the fake Ollama; the browser
 tests run headless chromium against ``python app.py`` (the session studio of conftest)."""
@@ -12,11 +13,14 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+import sqlite_utils
 
+from studio.chat.window import MOST, OPEN
 from studio.config import Settings
 from studio.services import build_services
 from studio.ui.chat_handlers import ChatPage
 from studio.ui.chat_values import new_session
+from tests.long_chat import make_long_chat
 
 MODEL = "ollama:llama3.2:latest"
 TEN_MB = 10 * 1024 * 1024
@@ -96,33 +100,9 @@ def test_bounds_browser_a_pasted_10_mb_prompt_is_refused_and_the_page_stays_usab
     assert page.input_value("#chat-input textarea") == ""
 
 
-def make_long_chat(data_dir, n: int, marker: str) -> str:
-    """A conversation of n messages written straight into the store's database (bulk insert)."""
-    from studio.store.db import Store
-
-    store = Store.open(data_dir / "studio.db")
-    try:
-        conv = store.create_conversation(f"long {marker}", model=MODEL)
-        stamp = store._now()
-        rows = [{"conversation_id": conv.id, "seq": i + 1,
-                 "role": "user" if i % 2 == 0 else "assistant",
-                 "content": f"{marker} message {i + 1}: " + "words in a line " * 4,
-                 "thinking": "", "images": "[]", "model": MODEL, "backend": "ollama",
-                 "status": "complete", "error": "", "meta": "{}",
-                 "created_at": stamp, "updated_at": stamp} for i in range(n)]
-        with store.db.atomic():
-            store.db["messages"].insert_all(rows, batch_size=1000)
-        store.touch_conversation(conv.id)
-        return conv.id
-    finally:
-        store.close()
-
-
-@pytest.mark.browser
-def test_bounds_browser_a_5000_message_chat_opens_and_scrolls_to_its_first_message(studio, page):
-    marker = f"long{uuid.uuid4().hex[:6]}"
-    make_long_chat(studio.data_dir, LONG_CHAT, marker)
-    open_studio(page, studio)
+def show_long_chat(page, marker: str) -> float:
+    """Find the chat titled "long <marker>" in the sidebar and open it; seconds until its
+    newest message shows."""
     page.fill("#conv-search input, #conv-search textarea", f"long {marker}")
     page.wait_for_function(
         "(m) => { const l = document.querySelector('#conv-list');"
@@ -130,13 +110,54 @@ def test_bounds_browser_a_5000_message_chat_opens_and_scrolls_to_its_first_messa
         arg=marker)
     t0 = time.monotonic()
     page.click(f"#conv-list label:has-text('{marker}')")
-    last = f"{marker} message {LONG_CHAT}:"
     page.wait_for_function("(t) => document.querySelector('#chatbot').innerText.includes(t)",
-                           arg=last, timeout=60_000)  # a bound, not a figure: see -s
-    print(f"5,000-message chat shown in {time.monotonic() - t0:.1f} s")
-    page.get_by_text(last).last.scroll_into_view_if_needed()
-    assert page.get_by_text(last).last.is_visible()
-    # Scroll to the top: the first message becomes visible.
+                           arg=f"{marker} message {LONG_CHAT}:", timeout=60_000)
+    return time.monotonic() - t0
+
+
+@pytest.mark.browser
+def test_bounds_browser_a_5000_message_chat_opens_on_its_newest_and_loads_earlier_to_the_first(
+        studio, page):
+    marker = f"long{uuid.uuid4().hex[:6]}"
+    chat_id = make_long_chat(studio.data_dir, LONG_CHAT, marker)
+    open_studio(page, studio)
+    print(f"5,000-message chat: its newest messages shown in {show_long_chat(page, marker):.1f} s")
+    last = page.get_by_text(f"{marker} message {LONG_CHAT}:").last
+    last.scroll_into_view_if_needed()
+    assert last.is_visible()
+    # Only the newest are drawn; the first is a click of "Load earlier" away, page by page.
+    assert page.locator("#chatbot .message").count() <= 2 * OPEN
+    assert page.get_by_text(f"{marker} message 1:").count() == 0
+    earlier = page.locator("#load-earlier")
+    assert "(4,900 more)" in earlier.inner_text()
+    clicks = 0
+    while earlier.is_visible():
+        label = earlier.inner_text()
+        earlier.click()
+        page.wait_for_function(
+            "(l) => { const b = document.querySelector('#load-earlier');"
+            " return !b || b.offsetParent === null || b.innerText !== l; }", arg=label,
+            timeout=30_000)
+        clicks += 1
+        assert clicks <= 30
+        assert page.locator("#chatbot .message").count() <= 2 * MOST
     first = page.get_by_text(f"{marker} message 1:", exact=False).first
     first.scroll_into_view_if_needed(timeout=15_000)
     assert first.is_visible()
+    assert page.locator("#load-newer").is_visible()
+    # A new message goes at the end of the chat, which the page then shows, and is stored once.
+    studio.ollama.queue_reply("The answer after 5,000.")
+    page.fill("#chat-input textarea", f"after {marker}")
+    page.press("#chat-input textarea", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#chatbot').innerText.includes('The answer after 5,000.')",
+        timeout=30_000)
+    shown = page.locator("#chatbot").inner_text()
+    assert f"{marker} message {LONG_CHAT}:" in shown and f"{marker} message 1:" not in shown
+    assert not page.locator("#load-newer").is_visible()
+    db = sqlite_utils.Database(studio.data_dir / "studio.db")
+    rows = list(db.query("select seq, role, content from messages where conversation_id = ? "
+                         "and seq > ? order by seq", [chat_id, LONG_CHAT]))
+    assert [(r["seq"], r["role"]) for r in rows] == [(LONG_CHAT + 1, "user"),
+                                                      (LONG_CHAT + 2, "assistant")]
+    assert rows[0]["content"] == f"after {marker}" and rows[1]["content"] == "The answer after 5,000."

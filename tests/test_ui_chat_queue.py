@@ -15,7 +15,7 @@ import pytest
 
 from studio.config import Settings
 from studio.services import build_services
-from studio.ui.chat_handlers import ChatPage
+from studio.ui.chat_handlers import QUEUE_LABEL, ChatPage
 from studio.ui.chat_queue import FAILED, STOPPED
 from studio.ui.chat_values import new_session
 from tests.fakes.ollama_server import make_tokens
@@ -52,9 +52,15 @@ def mid_reply(page, fake_ollama, tokens=None, **plan):
     return first, next(first)[0]
 
 
+def queue_of(update) -> dict:
+    """The queue's update in a handler's update (found by its label: its position differs
+    between send, retry and new)."""
+    return next(u for u in update if isinstance(u, dict) and u.get("label") == QUEUE_LABEL)
+
+
 def chips(update) -> list[str]:
-    """The queue's chip labels in an update (the last item of every send update)."""
-    return [label for label, _id in update[-1]["choices"]]
+    """The queue's chip labels in an update."""
+    return [label for label, _id in queue_of(update)["choices"]]
 
 
 def stored_turns(page, sess) -> list[tuple[str, str]]:
@@ -87,7 +93,7 @@ def test_queue_message_sent_during_a_reply_waits_then_goes_in_order(page, fake_o
 def test_queue_taken_back_goes_into_the_box_and_is_never_sent(page, fake_ollama):
     first, sess = mid_reply(page, fake_ollama)
     queued = list(send(page, "second thoughts", sess))[0]
-    item_id = queued[-1]["choices"][0][1]
+    item_id = queue_of(queued)["choices"][0][1]
 
     queue, box = page.on_take_back(item_id, {"text": "", "files": []}, request=request())
     assert box == {"text": "second thoughts", "files": []}
@@ -99,7 +105,7 @@ def test_queue_taken_back_goes_into_the_box_and_is_never_sent(page, fake_ollama)
 
 def test_queue_taken_back_keeps_what_the_box_holds(page, fake_ollama):
     first, sess = mid_reply(page, fake_ollama)
-    item_id = list(send(page, "later", sess))[0][-1]["choices"][0][1]
+    item_id = queue_of(list(send(page, "later", sess))[0])["choices"][0][1]
     _queue, box = page.on_take_back(item_id, {"text": "typing now", "files": []},
                                     request=request())
     assert box["text"] == "typing now\n\nlater"

@@ -79,8 +79,13 @@ class History(ABC):
     stored: bool
 
     @abstractmethod
-    def turns(self) -> list[Turn]:
-        """The turns in order, as last written (a streaming reply shows what was flushed)."""
+    def turns(self, first: int | None = None, last: int | None = None) -> list[Turn]:
+        """The turns in order, as last written (a streaming reply shows what was flushed);
+        only those with ``first`` <= seq <= ``last`` when given."""
+
+    @abstractmethod
+    def seqs(self) -> list[int]:
+        """Every turn's seq, ascending (cheap: no text is read)."""
 
     @abstractmethod
     def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
@@ -127,10 +132,14 @@ class StoredHistory(History):
     def chat_id(self) -> str | None:  # type: ignore[override]
         return self.conversation_id
 
-    def turns(self) -> list[Turn]:
+    def turns(self, first: int | None = None, last: int | None = None) -> list[Turn]:
         if self.conversation_id is None:
             return []
-        return [turn_from_message(m) for m in self._store.messages(self.conversation_id)]
+        return [turn_from_message(m) for m in self._store.messages(self.conversation_id,
+                                                                   first=first, last=last)]
+
+    def seqs(self) -> list[int]:
+        return self._store.message_seqs(self.conversation_id) if self.conversation_id else []
 
     @contextmanager
     def writing(self):
@@ -163,7 +172,7 @@ class StoredHistory(History):
             backend=model.backend))
 
     def set_text(self, seq: int, text: str) -> None:
-        target = next(t for t in self.turns() if t.seq == seq)
+        target = next(t for t in self.turns(seq, seq) if t.seq == seq)
         self._store.update_message(target.message_id, content=text)
 
     def truncate_after(self, seq: int) -> None:
@@ -182,9 +191,14 @@ class IncognitoHistory(History):
         self._turns: list[Turn] = []
         self._lock = threading.Lock()
 
-    def turns(self) -> list[Turn]:
+    def turns(self, first: int | None = None, last: int | None = None) -> list[Turn]:
         with self._lock:
-            return list(self._turns)
+            return [t for t in self._turns if (first is None or t.seq >= first)
+                    and (last is None or t.seq <= last)]
+
+    def seqs(self) -> list[int]:
+        with self._lock:
+            return [t.seq for t in self._turns]
 
     def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
         pass

@@ -33,6 +33,7 @@ from ..store.db import storable_text
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
 from .replies import LiveReply, ReplyManager, ReplySnapshot
+from .window import WHOLE, Window, around, counts, newest
 
 if TYPE_CHECKING:
     from ..access.limits import Limits
@@ -59,15 +60,33 @@ class Started:
 
 
 @dataclass(frozen=True)
+class ChatView:
+    """Part of a conversation as a page shows it: the turns of ``window`` (a live reply
+    overlaid), how many come before and after them, and the reply streaming in the chat."""
+
+    turns: list[Turn]
+    live: LiveReply | None
+    window: Window = WHOLE
+    earlier: int = 0
+    later: int = 0
+
+
+@dataclass(frozen=True)
 class OpenChat:
-    """A conversation as a page opens it: its turns (a live reply overlaid) and the reply
-    still streaming in it, if any."""
+    """A conversation as a page opens it: its title and model, and what the page shows."""
 
     chat_id: str
     title: str
     model_id: str | None
-    turns: list[Turn]
-    live: LiveReply | None
+    view: ChatView
+
+    @property
+    def turns(self) -> list[Turn]:
+        return self.view.turns
+
+    @property
+    def live(self) -> LiveReply | None:
+        return self.view.live
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class ChatListEntry:
     chat_id: str
     title: str
     snippet: str = ""  # a matching message's words, for a search hit
+    message_id: int | None = None  # that message, for a search hit
 
 
 def _counted(method):
@@ -274,8 +294,12 @@ class ChatService:
 
     # -- reading ----------------------------------------------------------------------
 
-    def open(self, chat_id: str, *, user: str) -> OpenChat:
-        """A conversation with its turns; raises ``NotFound`` for a missing or foreign one."""
+    def open(self, chat_id: str, *, user: str, newest_n: int | None = None,
+             at_message: int | None = None) -> OpenChat:
+        """A conversation with its turns: all of them, or with ``newest_n`` only the newest
+        that many, or with ``at_message`` (a search hit's message id) too ``newest_n`` that
+        end with that message and its answer (the newest ones when it is among them).
+        Raises ``NotFound`` for a missing or foreign chat."""
         history = self._history(chat_id, user)
         if isinstance(history, StoredHistory):
             conv = history.conversation
@@ -283,8 +307,24 @@ class ChatService:
             model_id = str(ModelId(conv.backend or "ollama", conv.model)) if conv.model else None
         else:
             title, model_id = "Incognito chat", None
+        window, seqs = WHOLE, None
+        if newest_n:
+            seqs = history.seqs()
+            window = newest(seqs, newest_n)
+            hit = self._store.get_message(at_message) if at_message and history.stored else None
+            if (hit is not None and hit.conversation_id == history.conversation_id
+                    and window[0] is not None and hit.seq < window[0]):
+                window = around(seqs, hit.seq, newest_n)
         return OpenChat(chat_id=chat_id, title=title, model_id=model_id,
-                        turns=self._overlaid(history), live=self._live(history))
+                        view=self._view(history, window, seqs))
+
+    def view(self, chat_id: str, *, user: str, window: Window = WHOLE) -> ChatView:
+        """The turns of ``window`` (see ``chat/window.py``) and the counts around them."""
+        return self._view(self._history(chat_id, user), window)
+
+    def seqs(self, chat_id: str | None, *, user: str) -> list[int]:
+        """Every message number of the chat, ascending; [] for a new chat."""
+        return self._history(chat_id, user).seqs() if chat_id else []
 
     def turns(self, chat_id: str | None, *, user: str) -> list[Turn]:
         """The chat's turns, a reply still streaming shown as it is now; [] for a new chat."""
@@ -311,7 +351,8 @@ class ChatService:
                 continue
             seen.add(hit.conversation_id)
             snippet = hit.snippet if hit.snippet and hit.message_id is not None else ""
-            entries.append(ChatListEntry(hit.conversation_id, hit.title or "Untitled", snippet))
+            entries.append(ChatListEntry(hit.conversation_id, hit.title or "Untitled", snippet,
+                                         hit.message_id if snippet else None))
         return entries
 
     def cost_hint(self, chat_id: str | None, text: str, model: str, max_tokens: int | None, *,
@@ -468,8 +509,18 @@ class ChatService:
         reply = self._replies.get(history.reply_id) if history.reply_id else None
         return reply if reply is not None and not reply.snapshot().done else None
 
-    def _overlaid(self, history: History) -> list[Turn]:
-        turns = history.turns()
+    def _view(self, history: History, window: Window, seqs: list[int] | None = None
+              ) -> ChatView:
+        if window == WHOLE:
+            turns = self._overlaid(history)
+            return ChatView(turns, self._live(history))
+        seqs = history.seqs() if seqs is None else seqs
+        earlier, later = counts(seqs, window)
+        return ChatView(self._overlaid(history, window), self._live(history), window,
+                        earlier, later)
+
+    def _overlaid(self, history: History, window: Window = WHOLE) -> list[Turn]:
+        turns = history.turns(*window)
         out = []
         for turn in turns:
             if turn.status == "streaming":

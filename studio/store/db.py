@@ -447,12 +447,23 @@ class Store:
         with self._lock:
             return self._get_message(message_id)
 
-    def messages(self, conv_id: str) -> list[Message]:
-        """The conversation's messages in order (by seq); [] for an unknown id."""
+    def messages(self, conv_id: str, *, first: int | None = None,
+                 last: int | None = None) -> list[Message]:
+        """The conversation's messages in order (by seq), only those with ``first`` <= seq
+        <= ``last`` when given; [] for an unknown id."""
         with self._lock:
-            rows = self._select("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq",
-                                [conv_id])
+            rows = self._select(
+                "SELECT * FROM messages WHERE conversation_id = ? AND seq >= ? AND seq <= ? "
+                "ORDER BY seq", [conv_id, -1 if first is None else first,
+                                 2**62 if last is None else last])
         return [_to_message(row) for row in rows]
+
+    def message_seqs(self, conv_id: str) -> list[int]:
+        """The seq of each of the conversation's messages, ascending (a long chat's page
+        works out which part to show from these, then reads only that part)."""
+        with self._lock:
+            return [row[0] for row in self.db.execute(
+                "SELECT seq FROM messages WHERE conversation_id = ? ORDER BY seq", [conv_id])]
 
     def delete_messages_from(self, conv_id: str, seq: int) -> int:
         """Delete the messages with seq >= ``seq`` (regenerate, edit-and-resend).

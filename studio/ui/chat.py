@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .chat_handlers import DEFAULT_PARAMS, QUEUE_LABEL, STOP_LABEL, ChatPage
+from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, NEWER_LABEL, QUEUE_LABEL,
+                            STOP_LABEL, ChatPage)
 from .chat_values import new_session
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
@@ -56,11 +57,15 @@ def render(services) -> SimpleNamespace:
 
     with gr.Row(equal_height=False, elem_id="chat-row"):
         with gr.Column(scale=4, min_width=320):
+            # A long chat opens on its newest messages; these bring the rest in pages.
+            earlier_btn = gr.Button(EARLIER_LABEL, size="sm", visible=False,
+                                    elem_id="load-earlier")
             chatbot = gr.Chatbot(elem_id="chatbot", height="62vh", editable="user",
                                  buttons=["copy", "copy_all"], feedback_options=None,
                                  placeholder="Pick a model and say hello.",
                                  layout="bubble", show_label=False,
                                  group_consecutive_messages=False)
+            newer_btn = gr.Button(NEWER_LABEL, size="sm", visible=False, elem_id="load-newer")
             with gr.Row(elem_id="composer"):
                 chat_input = gr.MultimodalTextbox(
                     placeholder="Message… (Enter to send, Shift+Enter for a new line)",
@@ -111,8 +116,9 @@ def render(services) -> SimpleNamespace:
     preset_dd.change(page.on_preset, [preset_dd], [system_box, temperature, top_p, num_ctx, seed,
                                               max_tokens], api_visibility="private")
 
+    window_out = [earlier_btn, newer_btn]
     open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open,
-                queue_view]
+                queue_view, *window_out]
     conv_list.input(page.on_open, [conv_list, session], open_out, api_visibility="private",
                     concurrency_limit=None, concurrency_id="chat-open")
     # The same action for API callers: a Radio only accepts ids its page was shown.
@@ -120,7 +126,8 @@ def render(services) -> SimpleNamespace:
     open_id.submit(page.on_open, [open_id, session], open_out, api_name="open_conversation",
                    concurrency_limit=None, concurrency_id="chat-open")
 
-    send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open, queue_view]
+    send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open, queue_view,
+                *window_out]
     # The page hands its message over in the browser: a js-only step moves it into a hidden
     # box and empties the one on screen, then page.on_send reads the hidden box. The box on
     # screen is neither an input nor an output of the long send event; when it was, Gradio
@@ -143,7 +150,7 @@ def render(services) -> SimpleNamespace:
                      concurrency_id="chat-queue", show_progress="hidden")
     stop_btn.click(page.on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
-    reply_out = [session, chatbot, stats_md, stop_btn, conv_list, queue_view]
+    reply_out = [session, chatbot, stats_md, stop_btn, conv_list, queue_view, *window_out]
     chatbot.retry(page.on_retry, [session, model_dd, system_box, *params], reply_out,
                   api_visibility="private", concurrency_limit=None, concurrency_id="chat-retry",
                   show_progress="hidden")
@@ -151,7 +158,7 @@ def render(services) -> SimpleNamespace:
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden")
     new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
-               queue_view]
+               queue_view, *window_out]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")
     # The Chatbot's own trash button starts a new chat too (nothing is deleted).
     chatbot.clear(page.on_new, [incognito, session], new_out, api_visibility="private")
@@ -163,9 +170,14 @@ def render(services) -> SimpleNamespace:
     delete_btn.click(lambda: gr.update(visible=True), None, [confirm_delete_btn],
                      api_visibility="private", queue=False)
     confirm_delete_btn.click(page.on_delete, [session],
-                             [session, chatbot, stats_md, conv_list, rename_box],
+                             [session, chatbot, stats_md, conv_list, rename_box, *window_out],
                              api_visibility="private").then(lambda: gr.update(visible=False), None, [confirm_delete_btn],
                                     api_visibility="private", queue=False)
+    earlier_btn.click(page.on_earlier, [session], [session, chatbot, *window_out],
+                      api_name="load_earlier", concurrency_limit=None,
+                      concurrency_id="chat-window")
+    newer_btn.click(page.on_newer, [session], [session, chatbot, *window_out],
+                    api_name="load_newer", concurrency_limit=None, concurrency_id="chat-window")
     export_md_btn.click(page.on_export_markdown, [session], [export_file],
                         api_name="export_markdown")
     export_json_btn.click(page.on_export_json, [session], [export_file], api_name="export_json")

@@ -18,8 +18,9 @@ import gradio as gr
 from ..chat.conversations import stats_line
 from ..chat.history import turn_with_snapshot
 from ..chat.replies import STOPPED_BY_USER, ReplySnapshot
-from ..chat.service import OpenChat, Started
-from ..errors import NotFound, StudioError
+from ..chat.service import ChatView, OpenChat, Started
+from ..chat.window import OPEN, earlier, later, newest
+from ..errors import InvalidInput, NotFound, StudioError
 from ..model_id import ModelId
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
@@ -44,6 +45,31 @@ EMPTY_MESSAGE = "Nothing was sent: the message is empty. Type something or attac
 SETTLE_WAIT_S = 10.0
 QUEUE_LABEL = ("Queued messages go when the reply ends · click one to take it back "
                "into the box")
+EARLIER_LABEL = "↑ Load earlier messages"
+NEWER_LABEL = "↓ Load newer messages"
+BUSY_WINDOW = ("Earlier and newer messages can be loaded once the reply being written in "
+               "this chat has finished.")
+RETRY_HIDDEN = "↻ redoes this chat's last answer, which is further down than this view shows."
+
+
+def window_labels(shown: ChatView) -> tuple[str, str]:
+    """The "Load earlier" and "Load newer" buttons' labels for what a page shows."""
+    return (f"{EARLIER_LABEL} ({shown.earlier:,} more)" if shown.earlier else EARLIER_LABEL,
+            f"{NEWER_LABEL} ({shown.later:,} more)" if shown.later else NEWER_LABEL)
+
+
+def window_buttons(shown: ChatView | None) -> tuple:
+    """Updates of the two buttons: each shown only when there is something to load."""
+    if shown is None:
+        return gr.update(visible=False), gr.update(visible=False)
+    before, after = window_labels(shown)
+    return (gr.update(value=before, visible=shown.earlier > 0),
+            gr.update(value=after, visible=shown.later > 0))
+
+
+def with_window(sess: dict, shown: ChatView) -> dict:
+    """The page's session showing ``shown`` (its window's first and last seq)."""
+    return {**sess, "first": shown.window[0], "last": shown.window[1]}
 
 
 def page_of(request: gr.Request | None) -> str | None:
@@ -81,7 +107,9 @@ class ChatPage:
 
     def list_update(self, user: str, query: str = "", selected: str | None = None):
         entries = self.chat.conversations(user=user, query=query)
-        choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""), e.chat_id)
+        # A hit on a message opens the chat at that message (``on_open``).
+        choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""),
+                    f"{e.chat_id}@{e.message_id}" if e.message_id else e.chat_id)
                    for e in entries]
         value = selected if selected in {e.chat_id for e in entries} else None
         return gr.update(choices=choices, value=value)
@@ -93,44 +121,54 @@ class ChatPage:
                          value=None, visible=bool(items), label=QUEUE_LABEL)
 
     def follow(self, sess: dict, reply, view, user: str):
-        """Yield (rows, index, snapshot) as the live reply grows, while ``view`` holds."""
-        turns = self.chat.turns(sess["chat_id"], user=user)
-        base, last = turns[:-1], turns[-1]
+        """Yield (rows, index, snapshot, shown) as the live reply grows, while ``view``
+        holds. The page shows from its window's first message to the newest."""
+        shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
+        base, last = shown.turns[:-1], shown.turns[-1]
         for snap in self.chat.follow(reply, interval=self.settings.stream_interval,
                                      first_wait=FIRST_UPDATE_WAIT_S):
             if not self.views.holds(view):
                 return
             rows, index = chatbot_value(base + [turn_with_snapshot(last, snap)])
-            yield rows, index, snap
+            yield rows, index, snap, shown
 
     def stream(self, sess: dict, started: Started, view, user: str):
-        """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase).
+        """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase,
+        earlier, newer) (the last two: the window's buttons).
 
         Only the first and last updates touch the Stop button and the sidebar. The ones in
         between repeat plain values, which Gradio diffs to nothing: a gr.update or gr.skip
         makes Gradio rebuild that component for every update, and that cost dominated the
         server's CPU per streamed update (bench/bench_chat.py)."""
+        if sess.get("chat_id") != started.chat_id:
+            sess = {**sess, "first": None, "last": None}
+        elif sess.get("last") is not None:
+            # The page showed older messages: a new turn shows with the newest ones.
+            sess = {**sess, "first": newest(self.chat.seqs(started.chat_id, user=user))[0],
+                    "last": None}
         sess = {**sess, "chat_id": started.chat_id}
         stored = not sess["incognito"]
         first = True
-        for rows, index, snap in self.follow(sess, started.reply, view, user):
+        for rows, index, snap, shown in self.follow(sess, started.reply, view, user):
             sess["index"] = index
             stats = stats_text(snap)
             chat_id = sess["chat_id"] if stored else None
+            buttons = window_buttons(shown) if first or snap.done else window_labels(shown)
             if snap.done:
                 conv = self.list_update(user, "", chat_id) if stored else chat_id
                 yield sess, rows, stats, gr.update(visible=False), conv, \
-                    "only" if first else "last"
+                    "only" if first else "last", *buttons
             elif first:
-                yield sess, rows, stats, gr.update(visible=True), chat_id, "first"
+                yield sess, rows, stats, gr.update(visible=True), chat_id, "first", *buttons
             else:
-                yield sess, rows, stats, STOP_LABEL, chat_id, "middle"
+                yield sess, rows, stats, STOP_LABEL, chat_id, "middle", *buttons
             first = False
 
     def replies(self, sess: dict, started: Started, view, user: str, page: str | None,
                 token: str):
         """Stream ``started``, then each message the page queued meanwhile, in order, as
-        each reply completes. Yields (sess, rows, stats, stop, conv_list, last_open, queue).
+        each reply completes. Yields (sess, rows, stats, stop, conv_list, last_open, queue,
+        earlier, newer).
 
         After a reply that did not complete (failed, stopped, the page left the chat), the
         waiting messages are held, not sent; a queued message the service refuses is held
@@ -143,8 +181,8 @@ class ChatPage:
             while True:
                 last_open = started.chat_id if not sess["incognito"] else ""
                 final = None
-                for sess, rows, stats, stop, conv, phase in self.stream(sess, started, view,
-                                                                         user):
+                for sess, rows, stats, stop, conv, phase, *buttons in self.stream(
+                        sess, started, view, user):
                     # A new chat joins the sidebar with the second update, not the first:
                     # the list costs a query and a rebuilt component, which the first token
                     # would wait for.
@@ -155,7 +193,7 @@ class ChatPage:
                         final = (sess, rows, stats, stop, conv, last_open)
                     else:  # plain None in between: Gradio diffs it to nothing (``stream``)
                         yield (sess, rows, stats, stop, conv, last_open,
-                               None if phase == "middle" else self.queue_update(page))
+                               None if phase == "middle" else self.queue_update(page), *buttons)
                 snap = started.reply.snapshot()
                 if snap.done:  # a queued message's prompt must include this answer
                     started.reply.settled.wait(SETTLE_WAIT_S)
@@ -177,7 +215,7 @@ class ChatPage:
                         self.queues.refused(page, token, item, str(exc))
                         told, refusal = True, exc
                 if final is not None:
-                    yield (*final, self.queue_update(page))
+                    yield (*final, self.queue_update(page), *buttons)
                 if refusal is not None:
                     gr.Warning(f"A queued message was not sent: {refusal}")
                 if told:
@@ -214,16 +252,19 @@ class ChatPage:
         user = page_user(request)
         page = page_of(request)
         self.queues.leave(page)
+        # A search hit on a message is "<chat id>@<message id>": the chat opens at it.
+        chat_id, _, at = str(chat_id or "").partition("@")
         if not chat_id:
             yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
-                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page))
+                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page), *window_buttons(None))
             return
         try:
-            opened = self.chat.open(chat_id, user=user)
+            opened = self.chat.open(chat_id, user=user, newest_n=OPEN,
+                                    at_message=int(at) if at.isdigit() else None)
         except NotFound as exc:
             gr.Warning(str(exc))
             yield (new_session(), [], "", gr.update(visible=False), "", self.list_update(user),
-                   gr.skip(), "", self.queue_update(page))
+                   gr.skip(), "", self.queue_update(page), *window_buttons(None))
             return
         yield from self.show(opened, sess, view, user, page)
 
@@ -231,16 +272,42 @@ class ChatPage:
         """The updates of ``on_open`` for a chat the service opened."""
         if sess.get("incognito"):
             self.chat.end(sess.get("chat_id"))  # the page leaves its incognito chat
-        sess = {**new_session(), "chat_id": opened.chat_id}
+        sess = with_window({**new_session(), "chat_id": opened.chat_id}, opened.view)
         rows, sess["index"] = chatbot_value(opened.turns)
         live = opened.live
         yield (sess, rows, "", gr.update(visible=live is not None), opened.title, gr.skip(),
-               opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page))
+               opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page),
+               *window_buttons(opened.view))
         if live is not None:
-            for rows, index, snap in self.follow(sess, live, view, user):
+            for rows, index, snap, _shown in self.follow(sess, live, view, user):
                 sess["index"] = index
                 yield (sess, rows, stats_text(snap), gr.update(visible=not snap.done),
-                       gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                       *[gr.skip()] * 7)
+
+    @ui_errors
+    def on_earlier(self, sess, request: gr.Request = None):
+        """"Load earlier messages": a page more before what the chat shows (the newest
+        go past ``window.MOST``). Returns (session, chatbot, earlier, newer)."""
+        return self.move(sess, earlier, request)
+
+    @ui_errors
+    def on_newer(self, sess, request: gr.Request = None):
+        """"Load newer messages": a page more after what the chat shows."""
+        return self.move(sess, later, request)
+
+    def move(self, sess: dict, step, request):
+        user = page_user(request)
+        chat_id = sess.get("chat_id")
+        if not chat_id:
+            return gr.skip(), gr.skip(), *window_buttons(None)
+        window = step(self.chat.seqs(chat_id, user=user), (sess.get("first"), sess.get("last")))
+        shown = self.chat.view(chat_id, user=user, window=window)
+        if shown.live is not None:  # its follower owns the chatbot until the reply ends
+            gr.Warning(BUSY_WINDOW)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        sess = with_window(sess, shown)
+        rows, sess["index"] = chatbot_value(shown.turns)
+        return sess, rows, *window_buttons(shown)
 
     @ui_errors
     def on_send(self, message, sess, model_id, system_prompt, incognito, temperature, top_p,
@@ -253,7 +320,7 @@ class ChatPage:
             # The usual outputs, unchanged, and a warning: returning nothing handed API
             # callers (gradio_client) None for the chatbot and every other output.
             gr.Warning(EMPTY_MESSAGE)
-            yield (*self.unchanged(sess, user, EMPTY_MESSAGE), gr.skip())
+            yield (*self.unchanged(sess, user, EMPTY_MESSAGE), *[gr.skip()] * 3)
             return
         page, token = page_of(request), uuid.uuid4().hex
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
@@ -267,7 +334,7 @@ class ChatPage:
             except StudioError:
                 self.queues.take(page, item.id)
                 raise
-            yield (*[gr.skip()] * 6, self.queue_update(page))
+            yield (*[gr.skip()] * 6, self.queue_update(page), gr.skip(), gr.skip())
             return
         try:
             view = self.views.claim(request)
@@ -294,8 +361,10 @@ class ChatPage:
 
     def unchanged(self, sess: dict, user: str, line: str):
         """on_send's outputs for a message not sent: the page's chat as it is, ``line`` under it."""
+        chat_id = sess.get("chat_id")
         try:
-            turns = self.chat.turns(sess.get("chat_id"), user=user)
+            turns = self.chat.view(chat_id, user=user, window=(sess.get("first"), sess.get(
+                "last"))).turns if chat_id else []
         except NotFound:  # deleted in another tab meanwhile
             turns = []
         last_open = "" if sess.get("incognito") else (sess.get("chat_id") or "")
@@ -311,6 +380,9 @@ class ChatPage:
     def on_retry(self, sess, model_id, system_prompt, *param_values, request: gr.Request = None):
         """Regenerate the last answer (the chatbot's ↻ button)."""
         user = page_user(request)
+        if sess.get("last") is not None:
+            raise InvalidInput(RETRY_HIDDEN, hint=f'Press "{NEWER_LABEL}" until it shows, '
+                                                  "then press ↻ again.")
         started = self.chat.retry(sess.get("chat_id"), model=model_id or "",
                                   system_prompt=system_prompt or "",
                                   options=collect_options(*param_values), user=user)
@@ -324,7 +396,7 @@ class ChatPage:
         self.queues.begin(page, token)
         for update in self.replies(sess, started, self.views.claim(request), user, page,
                                    token):
-            yield (*update[:5], update[6])
+            yield (*update[:5], *update[6:])
 
     @ui_errors
     def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
@@ -335,6 +407,8 @@ class ChatPage:
             return
         user = page_user(request)
         text = edit.value if isinstance(edit.value, str) else str(edit.value)
+        # The edit drops every turn after it, so the page shows from its window's start on.
+        sess = {**sess, "last": None}
         started = self.chat.edit(sess.get("chat_id"), sess["index"][idx], text,
                                  model=model_id or "", system_prompt=system_prompt or "",
                                  options=collect_options(*param_values), user=user)
@@ -349,7 +423,8 @@ class ChatPage:
         if sess and sess.get("incognito"):
             self.chat.end(sess.get("chat_id"))
         return (new_session(bool(incognito)), [], "", gr.update(visible=False), "",
-                gr.update(value=None), "", self.queue_update(page_of(request)))
+                gr.update(value=None), "", self.queue_update(page_of(request)),
+                *window_buttons(None))
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
@@ -366,10 +441,11 @@ class ChatPage:
     def on_delete(self, sess, request: gr.Request = None):
         user = page_user(request)
         if sess["incognito"] or not sess.get("chat_id"):
-            return new_session(sess["incognito"]), [], "", self.list_update(user), ""
+            return (new_session(sess["incognito"]), [], "", self.list_update(user), "",
+                    *window_buttons(None))
         self.chat.delete(sess["chat_id"], user=user)
         gr.Info("Conversation deleted.")
-        return new_session(), [], "", self.list_update(user), ""
+        return new_session(), [], "", self.list_update(user), "", *window_buttons(None)
 
     @ui_errors
     def on_export(self, sess, kind, request: gr.Request = None):
@@ -394,12 +470,12 @@ class ChatPage:
         user = page_user(request)
         models = self.on_refresh_models(None)
         try:
-            opened = self.chat.open(last_id, user=user) if last_id else None
+            opened = self.chat.open(last_id, user=user, newest_n=OPEN) if last_id else None
         except NotFound:
             opened = None
         if opened is None:
             yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), self.list_update(user),
-                   models, gr.skip(), gr.skip())
+                   models, gr.skip(), gr.skip(), gr.skip(), gr.skip())
             return
         updates = self.show(opened, sess, self.views.claim(request), user, page_of(request))
         first = list(next(updates))

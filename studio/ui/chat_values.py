@@ -12,8 +12,9 @@ from ..events import ChatOptions
 
 def new_session(incognito: bool = False) -> dict:
     """Per-page state: the open chat's id (None until its first message), whether it is
-    incognito, and for each chatbot row the turn seq it shows (for edits)."""
-    return {"chat_id": None, "incognito": incognito, "index": []}
+    incognito, for each chatbot row the turn seq it shows (for edits), and the seqs of the
+    first and last turn shown (None: from the oldest / to the newest; ``chat/window.py``)."""
+    return {"chat_id": None, "incognito": incognito, "index": [], "first": None, "last": None}
 
 
 def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:

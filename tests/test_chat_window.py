@@ -1,0 +1,219 @@
+"""A long chat opens on its newest messages and brings the rest in pages.
+
+The pure window arithmetic (``studio/chat/window.py``), then ``ChatPage`` handlers called as
+plain functions against the fake Ollama on a 1,000-message chat written through the store:
+loading earlier reaches the first message; edit, retry, send, the reply follower of a
+reopened page, export and a search hit all work on a partial view.
+"""
+
+from __future__ import annotations
+
+import doctest
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from studio.chat import window as window_module
+from studio.chat.window import MOST, OPEN, PAGE, around, counts, earlier, later, newest
+from studio.config import Settings
+from studio.services import build_services
+from studio.ui.chat_handlers import ChatPage
+from studio.ui.chat_values import new_session
+from tests.long_chat import make_long_chat
+
+MODEL = "ollama:llama3.2:latest"
+N = 1000
+
+
+def request(session: str = "page-1") -> SimpleNamespace:
+    return SimpleNamespace(session_hash=session, username=None, client=None)
+
+
+# ------------------------------------------------------------------ the arithmetic
+
+def test_window_doctests_pass():
+    assert doctest.testmod(window_module).failed == 0
+
+
+@pytest.mark.parametrize("seqs, n, expected", [
+    ([], 5, (None, None)), ([1, 2, 3], 5, (None, None)), ([1, 2, 3], 3, (None, None)),
+    ([1, 2, 3, 4], 3, (2, None)), ([2, 5, 9, 11], 2, (9, None))])
+def test_window_newest(seqs, n, expected):
+    assert newest(seqs, n) == expected
+
+
+def test_window_earlier_steps_reach_the_first_and_never_show_more_than_most():
+    seqs = list(range(1, 5001))
+    window, steps = newest(seqs), 0
+    while counts(seqs, window)[0]:
+        window = earlier(seqs, window)
+        start, stop = counts(seqs, window)
+        assert 0 < 5000 - start - stop <= MOST
+        steps += 1
+    assert window[0] is None and steps == -(-(5000 - OPEN) // PAGE)
+    # ... and later steps come back to the newest, open towards new messages.
+    while window[1] is not None:
+        window = later(seqs, window)
+    assert counts(seqs, window)[1] == 0
+
+
+def test_window_around_ends_with_the_message_and_its_answer():
+    seqs = list(range(1, 1001))
+    assert around(seqs, 41, 10) == (33, 42)
+    assert around(seqs, 999, 10) == (991, None)
+    assert around(seqs, 1, 10) == (None, 2)
+
+
+# ------------------------------------------------------------------ the page
+
+@pytest.fixture
+def services(tmp_path, fake_ollama):
+    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                  "OLLAMA_HOST": fake_ollama.url}, dotenv_path=None)
+    services = build_services(settings)
+    yield services
+    services.store.close()
+
+
+@pytest.fixture
+def page(services):
+    return ChatPage(services)
+
+
+@pytest.fixture
+def long_chat(services):
+    return make_long_chat(services.settings.db_path.parent, N, "old")
+
+
+def texts(rows) -> list[str]:
+    return [r["content"] for r in rows if isinstance(r["content"], str) and r["content"]]
+
+
+def number(text: str) -> int:
+    """The message number in make_long_chat's text: 'old message 17: words…' -> 17."""
+    return int(text.split("message ", 1)[1].split(":", 1)[0])
+
+
+def opened(page, value, sess=None, req=None):
+    updates = list(page.on_open(value, sess or new_session(), request=req or request()))
+    return updates[0]
+
+
+def test_page_a_long_chat_opens_on_its_newest_messages(page, long_chat):
+    sess, rows, *_rest, earlier_btn, newer_btn = opened(page, long_chat)
+    assert [number(t) for t in texts(rows)] == list(range(N - OPEN + 1, N + 1))
+    assert earlier_btn["visible"] is True and "(900 more)" in earlier_btn["value"]
+    assert newer_btn["visible"] is False
+    assert (sess["first"], sess["last"]) == (N - OPEN + 1, None)
+
+
+def test_page_load_earlier_reaches_the_first_message(page, long_chat):
+    sess = opened(page, long_chat)[0]
+    shown = []
+    for _ in range(20):
+        sess, rows, earlier_btn, newer_btn = page.on_earlier(sess, request=request())
+        shown.append(len(texts(rows)))
+        if not earlier_btn["visible"]:
+            break
+    assert number(texts(rows)[0]) == 1
+    assert max(shown) <= MOST
+    assert newer_btn["visible"] is True  # the newest went past MOST: they come back in pages
+    while newer_btn["visible"]:
+        sess, rows, earlier_btn, newer_btn = page.on_newer(sess, request=request())
+    assert number(texts(rows)[-1]) == N and sess["last"] is None
+
+
+def test_page_edit_after_loading_earlier_changes_the_message_shown(page, services, long_chat,
+                                                                    fake_ollama):
+    sess = opened(page, long_chat)[0]
+    sess, rows, *_ = page.on_earlier(sess, request=request())
+    row = next(i for i, r in enumerate(rows) if r["role"] == "user")
+    seq = sess["index"][row]
+    assert number(rows[row]["content"]) == seq  # the row shows the stored message seq
+    fake_ollama.queue_reply("A new answer.")
+    edit = gr.EditData(None, {"index": row, "value": "edited question",
+                                 "previous_value": rows[row]["content"]})
+    updates = list(page.on_edit(edit, sess, MODEL, "", 0.8, 0.9, 0, -1, 0, "auto",
+                                request=request()))
+    final_rows = updates[-1][1]
+    assert texts(final_rows)[-2:] == ["edited question", "A new answer."]
+    stored = services.store.messages(long_chat)
+    assert len(stored) == seq + 1
+    assert [m.content for m in stored[-2:]] == ["edited question", "A new answer."]
+    # The model saw the history before the edited message, then the edit.
+    prompt = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert prompt[-1]["content"] == "edited question" and number(prompt[-2]["content"]) == seq - 1
+
+
+def test_page_send_after_loading_earlier_appends_once_and_shows_the_newest(page, services,
+                                                                          long_chat, fake_ollama):
+    sess = opened(page, long_chat)[0]
+    for _ in range(5):
+        sess, *_ = page.on_earlier(sess, request=request())
+    assert sess["last"] is not None
+    fake_ollama.queue_reply("Answer at the end.")
+    updates = list(page.on_send({"text": "a new question", "files": []}, sess, MODEL, "", False,
+                                0.8, 0.9, 0, -1, 0, "auto", request=request()))
+    sess, rows = updates[-1][:2]
+    assert texts(rows)[-2:] == ["a new question", "Answer at the end."]
+    assert number(texts(rows)[-3]) == N and len(texts(rows)) == OPEN
+    assert sess["last"] is None and updates[-1][-1]["visible"] is False
+    stored = services.store.messages(long_chat)
+    assert len(stored) == N + 2
+    assert [m.content for m in stored].count("a new question") == 1
+
+
+def test_page_retry_of_a_hidden_answer_is_refused_in_a_sentence(page, long_chat, fake_ollama):
+    sess = opened(page, long_chat)[0]
+    for _ in range(5):
+        sess, *_ = page.on_earlier(sess, request=request())
+    with pytest.raises(gr.Error, match="last answer, which is further down"):
+        list(page.on_retry(sess, MODEL, "", 0.8, 0.9, 0, -1, 0, "auto", request=request()))
+    assert fake_ollama.requests_to("/api/chat") == []
+
+
+def test_page_retry_on_the_newest_messages_redoes_the_last_answer(page, services, long_chat,
+                                                                 fake_ollama):
+    sess = opened(page, long_chat)[0]
+    fake_ollama.queue_reply("Another go.")
+    updates = list(page.on_retry(sess, MODEL, "", 0.8, 0.9, 0, -1, 0, "auto",
+                                 request=request()))
+    assert texts(updates[-1][1])[-1] == "Another go." and len(texts(updates[-1][1])) == OPEN
+    assert services.store.messages(long_chat)[-1].content == "Another go."
+    assert len(services.store.messages(long_chat)) == N
+
+
+def test_page_reopened_while_a_reply_streams_follows_it_on_the_newest(page, services, long_chat,
+                                                                     fake_ollama):
+    fake_ollama.queue_reply(["Slow ", "answer."], delay=[0.3, 0.3])
+    services.chat.send(long_chat, "question at the end", model=MODEL, user="owner")
+    updates = list(page.on_open(long_chat, new_session(), request=request("page-2")))
+    first_rows, last_rows = updates[0][1], updates[-1][1]
+    assert texts(first_rows)[-1] == "question at the end" or \
+        texts(first_rows)[-2] == "question at the end"
+    assert texts(last_rows)[-2:] == ["question at the end", "Slow answer."]
+    assert number(texts(last_rows)[0]) == N + 2 - OPEN + 1
+    # Loading earlier waits for the reply: while it streams the page says so.
+    fake_ollama.queue_reply(["More."], delay=[1.0])
+    sess = updates[-1][0]
+    services.chat.send(long_chat, "one more", model=MODEL, user="owner")
+    assert page.on_earlier(sess, request=request("page-2")) == (gr.skip(),) * 4
+
+
+def test_page_export_after_a_partial_open_has_the_whole_chat(page, long_chat):
+    sess = opened(page, long_chat)[0]
+    path = page.on_export_markdown(sess, request=request())["value"]
+    body = open(path, encoding="utf-8").read()
+    assert "old message 1:" in body and f"old message {N}:" in body
+
+
+def test_page_search_hit_opens_the_chat_at_that_old_message(page, long_chat):
+    # "41" is not the last word, so it is matched whole (the last one also as a prefix).
+    update = page.on_search("message 41 words", request=request())
+    value = next(v for label, v in update["choices"] if "[41]" in label and "@" in v)
+    sess, rows, *_rest, earlier_btn, newer_btn = opened(page, value)
+    numbers = [number(t) for t in texts(rows)]
+    assert numbers[-2:] == [41, 42] and len(numbers) == 42  # the hit and its answer, last
+    assert earlier_btn["visible"] is False and newer_btn["visible"] is True
+    assert sess["last"] == 42
