@@ -11,6 +11,9 @@ import sys
 # Gradio reads these at import: no telemetry or version checks from a homelab box.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Gradio records every queued event for its /monitoring page (off here: launch_kwargs) and
+# keeps the last 10,000 (~320 bytes each, ~3 MB) before it forgets any: keep a few only.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 from studio.config import Settings  # noqa: E402
 from studio.errors import StudioError  # noqa: E402
