@@ -7,8 +7,12 @@ tests run headless chromium against ``python app.py`` (the session studio of con
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -161,3 +165,28 @@ def test_bounds_browser_a_5000_message_chat_opens_on_its_newest_and_loads_earlie
     assert [(r["seq"], r["role"]) for r in rows] == [(LONG_CHAT + 1, "user"),
                                                       (LONG_CHAT + 2, "assistant")]
     assert rows[0]["content"] == f"after {marker}" and rows[1]["content"] == "The answer after 5,000."
+
+
+# ------------------------------------------------------------------ memory bounds
+
+def test_bounds_the_sidebar_list_a_page_is_sent_holds_at_most_200_chats(chat_page, services):
+    """Gradio keeps, per page, a copy of the last list it sent that page (to check the
+    choice it sends back): that copy grows with a user's chats up to this bound, then stops
+    (docs/benchmarks.md, "Memory over time")."""
+    for i in range(205):
+        services.store.create_conversation(f"chat {i}")
+    choices = chat_page.list_update("owner")["choices"]
+    assert len(choices) == 200
+    assert choices[0][0] == "chat 204"
+
+
+def test_bounds_gradio_keeps_100_events_for_its_monitoring_page(tmp_path):
+    """app.py sets GRADIO_ANALYTICS_MAX_EVENTS before Gradio builds its queue: Gradio's
+    record of queued events (for /monitoring, which the studio turns off) stops at 100."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "STUDIO_"))}
+    env.update(STUDIO_DATA_DIR=str(tmp_path / "data"), OLLAMA_HOST="http://127.0.0.1:9")
+    out = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.demo._queue.ANALYTICS_MAX_EVENTS)"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
+        timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "100", out.stderr[-2000:]
