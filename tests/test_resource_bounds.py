@@ -190,3 +190,37 @@ def test_bounds_gradio_keeps_100_events_for_its_monitoring_page(tmp_path):
         cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
         timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "100", out.stderr[-2000:]
+
+
+def test_bounds_reopening_the_gallery_keeps_no_component_copies(tmp_path, fake_ollama):
+    """Gradio 6.31 keeps, per page, every copy of a component that an update replaced once
+    that copy is an event's input (``Blocks.preprocess_data``). The gallery sent its two
+    filter lists with every opening, so each one left two dropdowns behind; now the lists go
+    through a hidden box whose change event alone updates them: 20 opens keep as many
+    component objects as one."""
+    import gc
+
+    from gradio_client import Client
+
+    from tests.conftest import launch_in_process
+
+    studio = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                "OLLAMA_HOST": fake_ollama.url,
+                                "COMFYUI_URL": "http://127.0.0.1:9"})
+    try:
+        client = Client(studio.url, verbose=False, analytics_enabled=False)
+
+        def dropdowns() -> int:
+            gc.collect()
+            return sum(1 for o in gc.get_objects() if type(o) is gr.Dropdown)
+
+        for _ in range(2):
+            opened = client.predict("", None, None, 1, api_name="/open_gallery")
+        before = dropdowns()
+        for _ in range(20):
+            client.predict("", None, None, 1, api_name="/open_gallery")
+        assert dropdowns() == before
+        assert "All workflows" in opened[-1]  # the filter lists' choices, for the hidden box
+        client.close()
+    finally:
+        studio.close()

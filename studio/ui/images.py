@@ -9,6 +9,7 @@ handed to Gradio, and error messages have ComfyUI's address replaced (``images.s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -225,9 +226,21 @@ def render(services) -> SimpleNamespace:
         return (gallery_value(result, jobs.thumb_path), page_label(result) or "No images yet.",
                 result.page, [image.id for image in result.images])
 
-    def filter_updates(user) -> tuple:
-        workflows, models = gallery_filter_choices(*store.gallery_filters(user=user))
-        return gr.update(choices=workflows), gr.update(choices=models)
+    def filter_choices(user) -> str:
+        """The filter lists' choices as a plain value for ``filters_key``.
+
+        The open event hands them to a hidden box, whose change event alone updates the
+        two dropdowns, so they are replaced only when their choices change: each
+        ``gr.update`` (even ``gr.skip()``) replaces a dropdown in Gradio's state of the page,
+        and Gradio 6.31 keeps every replaced one for the page's life once it is an event's
+        input (``Blocks.preprocess_data`` files it under its new id): two dropdowns (~7 KB)
+        were left behind by every opening of the gallery."""
+        return json.dumps(gallery_filter_choices(*store.gallery_filters(user=user)))
+
+    def on_filters(key):
+        workflows, models = json.loads(key) if key else ([], [])
+        return (gr.update(choices=[tuple(c) for c in workflows]),
+                gr.update(choices=[tuple(c) for c in models]))
 
     # Which follower writes into each page's progress area: following another job (or
     # generating again) makes the old follower stop, while its job goes on on the server.
@@ -374,7 +387,7 @@ def render(services) -> SimpleNamespace:
 
     def on_gallery_open(query, workflow, model, page, request: gr.Request = None):
         user = user_of(request)[0]
-        return (*gallery_outputs(query, workflow, model, page, user), *filter_updates(user))
+        return (*gallery_outputs(query, workflow, model, page, user), filter_choices(user))
 
     def on_prev(query, workflow, model, page, request: gr.Request = None):
         return gallery_outputs(query, workflow, model, (page or 1) - 1, user_of(request)[0])
@@ -472,7 +485,10 @@ def render(services) -> SimpleNamespace:
                          concurrency_id="images-custom")
 
     gallery_in = [search_box, wf_filter, model_filter, page_no]
-    gallery_tab.select(on_gallery_open, gallery_in, [*gallery_out, wf_filter, model_filter],
+    filters_key = gr.Textbox(visible=False, elem_id="gallery-filters-key")
+    filters_key.change(on_filters, [filters_key], [wf_filter, model_filter], **private,
+                       concurrency_id="images-gallery-filters", show_progress="hidden")
+    gallery_tab.select(on_gallery_open, gallery_in, [*gallery_out, filters_key],
                        api_name="open_gallery", concurrency_limit=None,
                        concurrency_id="images-gallery-open", show_progress="hidden")
     reset_page = [search_box, wf_filter, model_filter, gr.State(1)]
