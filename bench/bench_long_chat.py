@@ -133,7 +133,8 @@ def main(argv=None) -> int:
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"A {MESSAGES:,}-message chat opened from the sidebar in headless chromium; "
           f"median of {args.runs} opens (each run's figure in brackets).")
-    print('| checkout | click → newest message shown | messages drawn | "Load earlier" click |')
+    print('| checkout | click → newest message shown | `.message` elements in the page | '
+          '"Load earlier" click |')
     print("|---|---|---|---|")
     for name, r in results:
         opens = " · ".join(f"{s:.1f}" for s in r["open_s"])
