@@ -30,6 +30,8 @@ from .chat.router import Router
 from .chat.service import ChatService
 from .chat.streams import ChatStreams, record_usage
 from .clients.comfyui import ComfyUIClient
+from .backends.health import HealthChecker
+from .backends.ollama_hosts import OllamaHosts, build_ollama
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
 from .config import Settings
@@ -72,7 +74,7 @@ class Services:
     access: Access  # who is calling, and may they (sign-in, sessions, roles, audit)
     keys: ApiKeys  # per-user API keys for /v1
     exposure: Exposure  # whether sign-in is on, and the warning when the owner runs open
-    ollama: OllamaClient
+    ollama: OllamaClient | OllamaHosts  # OllamaHosts when OLLAMA_HOST lists several
     openrouter: OpenRouterClient | None
     comfyui: ComfyUIClient
     catalog: Catalog | None
@@ -97,6 +99,7 @@ class Services:
     operations: Operations  # what /readyz, /status.json and /metrics read at request time
     data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
     backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
+    ollama_health: HealthChecker | None = None  # the hosts' health, when OLLAMA_HOST lists several
 
     @property
     def data_dir(self) -> Path:
@@ -148,9 +151,14 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     if cloud_store.mark_interrupted_arena(RESTART_REASON):
         log.warning("Arena answers cut off by the last shutdown were kept as partial")
 
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
+    ollama, ollama_health = build_ollama(settings.ollama_hosts, timeout=settings.request_timeout,
+                                         health_interval=settings.health_interval)
+    if len(settings.comfyui_hosts) > 1:
+        log.warning("COMFYUI_URL lists %d hosts; images go to the first, %s. Spreading image "
+                    "jobs over several ComfyUI hosts is not built yet.",
+                    len(settings.comfyui_hosts), settings.comfyui_hosts[0].name)
     # ComfyUI has no sign-in: its address never reaches a page, a message or the log.
-    comfyui = ComfyUIClient(settings.comfyui_url, shown_as=COMFYUI_PLACE)
+    comfyui = ComfyUIClient(settings.comfyui_first_url, shown_as=COMFYUI_PLACE)
     openrouter = _openrouter(settings, settings.request_timeout)
     # The catalog has its own client with a short timeout: page loads may wait on its fetch.
     catalog = (Catalog(_openrouter(settings, min(settings.request_timeout, 20.0)).list_models,
@@ -221,7 +229,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,
                               downloads=downloads, outputs_dir=outputs),
-        data_lock=data_lock, backups=build_backup_schedule(settings))
+        data_lock=data_lock, backups=build_backup_schedule(settings), ollama_health=ollama_health)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

@@ -109,15 +109,17 @@ class PullProgress:
 class OllamaClient:
     """Talks to one Ollama server; safe to share between threads."""
 
-    def __init__(self, host: str, *, timeout: float = 300.0):
+    def __init__(self, host: str, *, timeout: float = 300.0, key: str = ""):
         """``host`` is already normalised (``http://127.0.0.1:11434``); ``timeout`` is the
-        longest wait, in seconds, for any single read (including between streamed tokens)."""
+        longest wait, in seconds, for any single read (including between streamed tokens);
+        ``key``, when set, goes as a bearer token (an Ollama behind a proxy that asks)."""
         self.url = host.rstrip("/")
         self.timeout = timeout
         self._connect_timeout = min(CONNECT_TIMEOUT, timeout)
         timeouts = httpx.Timeout(timeout, connect=self._connect_timeout)
-        self._ollama = ollama.Client(host=self.url, timeout=timeouts)
-        self._http = httpx.Client(base_url=self.url, timeout=timeouts)
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._ollama = ollama.Client(host=self.url, timeout=timeouts, headers=headers)
+        self._http = httpx.Client(base_url=self.url, timeout=timeouts, headers=headers)
         self._vision: dict[str, bool] = {}
         self._vision_lock = threading.Lock()
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..costs.budget import CapStatus
 from ..models.gpu import GpuReading
-from .status import BackendStatus
+from .status import BackendStatus, backend_key
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,6 @@ class Operations:
             active_pulls=len(self._pulls.active()),
             active_downloads=sum(1 for d in self._downloads.list() if not d.finished),
             disk_free_bytes=free, disk_total_bytes=total)
-
-
-def backend_key(status: BackendStatus) -> str:
-    """The short name used in JSON keys and metric labels: "ollama", "comfyui", "openrouter"."""
-    return status.name.lower()
 
 
 def _disk(path: Path) -> tuple[int | None, int | None]:

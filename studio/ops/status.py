@@ -29,6 +29,12 @@ class BackendStatus:
     # names the setting instead. Ollama and OpenRouter are shown with their URL.
     public: bool = True
     latency_ms: float | None = None  # how long the probe took to answer; None when unsent
+    host: str = ""  # the host's name when the engine has several (OLLAMA_HOST lists them)
+
+    @property
+    def label(self) -> str:
+        """"Ollama", or "Ollama desk" for one of several hosts."""
+        return f"{self.name} {self.host}" if self.host else self.name
 
     @property
     def up(self) -> bool:
@@ -70,14 +76,25 @@ def _probe(name: str, url: str, path: str, advice: str, timeout: float,
     return BackendStatus(name, "reachable", url, detail, "", latency_ms=latency)
 
 
-def check_ollama(settings: Settings, timeout: float = 1.5) -> BackendStatus:
-    return _probe("Ollama", settings.ollama_url, "/api/version",
-                  "Start it with `ollama serve`, or set OLLAMA_HOST.", timeout,
-                  version_of=lambda r: "v" + r.json()["version"])
+def check_ollama(settings: Settings, timeout: float = 1.5) -> BackendStatus | list[BackendStatus]:
+    """One status, or one per host when OLLAMA_HOST lists several."""
+    hosts = settings.ollama_hosts
+
+    def probe(h) -> BackendStatus:
+        return replace(_probe("Ollama", h.url, "/api/version",
+                              "Start it with `ollama serve`, or set OLLAMA_HOST.", timeout,
+                              headers={"Authorization": f"Bearer {h.key}"} if h.key else None,
+                              version_of=lambda r: "v" + r.json()["version"]),
+                       host=h.name if len(hosts) > 1 else "")
+
+    if len(hosts) == 1:
+        return probe(hosts[0])
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="status") as pool:
+        return list(pool.map(probe, hosts))
 
 
 def check_comfyui(settings: Settings, timeout: float = 1.5) -> BackendStatus:
-    status = _probe("ComfyUI", settings.comfyui_url, "/system_stats",
+    status = _probe("ComfyUI", settings.comfyui_first_url, "/system_stats",
                   "Start ComfyUI (`python main.py --listen`), or set COMFYUI_URL.", timeout,
                   version_of=lambda r: "v" + r.json()["system"]["comfyui_version"])
     return replace(status, public=False)
@@ -110,13 +127,22 @@ class StatusBoard:
         with self._lock:
             if not fresh and self._cached and time.monotonic() - self._cached[0] < self._ttl:
                 return self._cached[1]
-            results = list(self._pool.map(lambda check: check(self._settings), self._checks))
+            results = []
+            for found in self._pool.map(lambda check: check(self._settings), self._checks):
+                results.extend(found if isinstance(found, list) else [found])
             self._cached = (time.monotonic(), results)
             return results
 
     def invalidate(self) -> None:
         with self._lock:
             self._cached = None
+
+
+def backend_key(status: BackendStatus) -> str:
+    """The short name used in JSON keys, metric labels and the strip: "ollama", "comfyui",
+    "openrouter", or "ollama:desk" for one of several Ollama hosts."""
+    key = status.name.lower()
+    return f"{key}:{status.host}" if status.host else key
 
 
 _DOT = {"reachable": "ok", "unreachable": "down", "not configured": "off"}
@@ -127,15 +153,15 @@ def status_html(statuses: list[BackendStatus]) -> str:
     pills = []
     for s in statuses:
         cls = _DOT.get(s.state, "off")
-        tip = f"{s.name} at {s.shown_url}: {s.state}" + (f" ({s.detail})" if s.detail else "")
+        tip = f"{s.label} at {s.shown_url}: {s.state}" + (f" ({s.detail})" if s.detail else "")
         if s.state != "reachable" and s.advice:
             tip += f". {s.advice}"
-        text = f"<b>{escape(s.name)}</b> {escape(s.state)}"
+        text = f"<b>{escape(s.label)}</b> {escape(s.state)}"
         if s.state == "reachable" and s.detail:
             text += f" <span class='muted'>{escape(s.detail)}</span>"
         if s.advice and s.state != "reachable":
             text += f"<span class='advice'> — {escape(s.advice)}</span>"
         pills.append(f"<span class='pill {cls}' title='{escape(tip, quote=True)}' "
-                     f"data-backend='{escape(s.name.lower())}' data-state='{escape(s.state)}'>"
+                     f"data-backend='{escape(backend_key(s))}' data-state='{escape(s.state)}'>"
                      f"<i></i>{text}</span>")
     return "<div class='status-strip'>" + "".join(pills) + "</div>"
