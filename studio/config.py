@@ -51,9 +51,16 @@ class Settings:
     comfyui_url: str = _setting("COMFYUI_URL", "http://127.0.0.1:8188",
                                 "ComfyUI server (a list is accepted; only the first is used "
                                 "for now).", holds_keys=True)
+    openai_servers: str = _setting("STUDIO_OPENAI_SERVERS", "",
+                                   "OpenAI-compatible local servers (llama.cpp's llama-server, "
+                                   "vLLM, LM Studio, SGLang), comma-separated "
+                                   "[name=]http://box:8080/v1 [weight=N] [key=SECRET]; their "
+                                   "models appear as local:<name> (empty = none).",
+                                   holds_keys=True)
     health_interval: float = _setting("STUDIO_HEALTH_INTERVAL", 10.0,
                                       "Seconds between health checks of each host when "
-                                      "OLLAMA_HOST lists several.")
+                                      "OLLAMA_HOST lists several, and of the servers in "
+                                      "STUDIO_OPENAI_SERVERS.")
     openrouter_api_key: str = _setting("OPENROUTER_API_KEY", "",
                                        "OpenRouter key for cloud models; empty = cloud off.",
                                        secret=True)
@@ -253,6 +260,7 @@ class Settings:
         for hosts, env in ((self.ollama_hosts, "OLLAMA_HOST"), (self.comfyui_hosts, "COMFYUI_URL")):
             if not hosts:
                 raise ConfigError(f"{env} names no host; give at least one address.")
+        self.openai_server_hosts  # noqa: B018 - parsed now, so a bad entry stops the start
         if not self.health_interval > 0:
             raise ConfigError("STUDIO_HEALTH_INTERVAL must be more than 0 seconds "
                               f"(got {self.health_interval:g}).")
@@ -282,6 +290,10 @@ class Settings:
     @property
     def comfyui_hosts(self) -> tuple[HostSpec, ...]:
         return parse_hosts("COMFYUI_URL", self.comfyui_url)
+
+    @property
+    def openai_server_hosts(self) -> tuple[HostSpec, ...]:
+        return parse_hosts("STUDIO_OPENAI_SERVERS", self.openai_servers)
 
     @property
     def comfyui_first_url(self) -> str:

@@ -31,6 +31,7 @@ from .chat.service import ChatService
 from .chat.streams import ChatStreams, record_usage
 from .clients.comfyui import ComfyUIClient
 from .backends.health import HealthChecker
+from .backends.local_servers import LocalServers, build_local_servers
 from .backends.ollama_hosts import OllamaHosts, build_ollama
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
@@ -100,6 +101,8 @@ class Services:
     data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
     backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
     ollama_health: HealthChecker | None = None  # the hosts' health, when OLLAMA_HOST lists several
+    local_servers: LocalServers | None = None  # STUDIO_OPENAI_SERVERS (None when empty)
+    local_health: HealthChecker | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -153,6 +156,9 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
 
     ollama, ollama_health = build_ollama(settings.ollama_hosts, timeout=settings.request_timeout,
                                          health_interval=settings.health_interval)
+    local_servers, local_health = build_local_servers(
+        settings.openai_server_hosts, timeout=settings.request_timeout,
+        health_interval=settings.health_interval)
     if len(settings.comfyui_hosts) > 1:
         log.warning("COMFYUI_URL lists %d hosts; images go to the first, %s. Spreading image "
                     "jobs over several ComfyUI hosts is not built yet.",
@@ -169,7 +175,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     # Without a key the cloud backend is still there, so a cloud model says "set
     # OPENROUTER_API_KEY" (before any request) and can fall back like any failure.
     router = Router({"ollama": ollama,
-                     "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)},
+                     "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url),
+                     **({"local": local_servers} if local_servers is not None else {})},
                     fallbacks=settings.fallback_chains, budget=budget, prices=prices)
     accounting = Accounting(UsageStore(store), settings, prices=prices)
 
@@ -229,7 +236,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,
                               downloads=downloads, outputs_dir=outputs),
-        data_lock=data_lock, backups=build_backup_schedule(settings), ollama_health=ollama_health)
+        data_lock=data_lock, backups=build_backup_schedule(settings), ollama_health=ollama_health,
+        local_servers=local_servers, local_health=local_health)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

@@ -20,42 +20,22 @@ first host's error, a sentence, is raised as with one host.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..clients.ollama import ModelInfo, OllamaClient, PullProgress, RunningModel
-from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
+from ..errors import (BackendUnavailable, ModelNotFound,
                       StudioError)
-from ..events import ChatMessage, ChatNotice, ChatOptions
+from ..events import ChatMessage, ChatOptions
 from .pool import HostPool
-from .probes import Clients
+from .health import HealthChecker
+from .probes import Clients, ollama_clients, ollama_probe
+from .routing import moves_on, routed_stream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def moves_on(err: StudioError) -> bool:
-    """Whether another host may succeed where this one failed before the first token: the
-    host is unreachable, broke off, erred on its side, or lacks the model. A refusal of
-    the request itself (a bad option, an image for a text model) would be refused anywhere."""
-    if isinstance(err, (BackendUnavailable, GenerationFailed, ModelNotFound)):
-        return True
-    status = getattr(err, "status", None)
-    return isinstance(err, BackendRejected) and status is not None and status >= 500
-
-
-def sticky_key(model: str, messages: Sequence[ChatMessage]) -> str | None:
-    """A conversation's key for stickiness: its model and first message (after the system
-    prompt), which every later turn of it repeats."""
-    if not messages:
-        return None
-    first = messages[0].content
-    if messages[0].role == "system" and len(messages) > 1:
-        first += "\0" + messages[1].content
-    return hashlib.sha256(f"{model}\0{first}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class OllamaHosts:
@@ -194,57 +174,15 @@ class OllamaHosts:
     def chat_stream(self, model: str, messages: Sequence[ChatMessage],
                     options: ChatOptions | None = None) -> Iterator:
         """Stream from the best host; before the first piece, move on to the next host."""
-        key = sticky_key(model, messages)
-        tried: list[str] = []
-        failures: list[tuple[str, StudioError]] = []
-        while True:
-            order = self.pool.order(model, sticky=key, exclude=tried)
-            if not order:
-                break
-            spec = order[0]
-            tried.append(spec.name)
-            started = False
-            with self.pool.use(spec.name):
-                stream = self._clients.get(spec).chat_stream(model, messages, options)
-                try:
-                    for event in stream:
-                        if not started:
-                            started = True
-                            self.pool.succeeded(spec.name, model)
-                            if key is not None:
-                                self.pool.remember(key, spec.name)
-                            if failures:
-                                yield ChatNotice(self._moved_notice(failures, spec.name))
-                        yield event
-                    return
-                except StudioError as err:
-                    if started or not moves_on(err):
-                        raise
-                    failures.append((spec.name, err))
-                    if not isinstance(err, ModelNotFound):
-                        self.pool.failed(spec.name, str(err))
-                    log.warning("Ollama host %s couldn't answer for %s: %s", spec.name, model, err)
-                finally:
-                    stream.close()
-        if failures:
-            raise failures[0][1]
-        raise ModelNotFound(f"No Ollama host has the model '{model}'.",
-                            hint="Pull it in the Models tab.")
-
-    @staticmethod
-    def _moved_notice(failures: list[tuple[str, StudioError]], answered_by: str) -> str:
-        failed = "; ".join(f"{name}: {err.message}" for name, err in failures)
-        return f"Answered by the Ollama host {answered_by}: {failed}"
+        return routed_stream(self.pool, self._clients.get, "Ollama", model, messages, options)
 
 
 def build_ollama(hosts, *, timeout: float, health_interval: float,
                  probe_timeout: float = 5.0) -> tuple[OllamaClient | OllamaHosts,
-                                                      "HealthChecker | None"]:
+                                                      HealthChecker | None]:
     """The studio's Ollama: a plain client for one host; for several, an ``OllamaHosts``
     and its health checker (started: its first round runs in the background)."""
     from ..models.pulls import full_model_name
-    from .health import HealthChecker
-    from .probes import ollama_clients, ollama_probe
 
     if len(hosts) == 1:
         return OllamaClient(hosts[0].url, timeout=timeout, key=hosts[0].key), None

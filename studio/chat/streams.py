@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..errors import StudioError
 from ..events import ChatMessage, ChatNotice, ChatOptions
-from ..model_id import ModelId
+from ..model_id import OLLAMA, ModelId
 
 if TYPE_CHECKING:
     from ..costs.accounting import Accounting
@@ -62,7 +62,7 @@ class ChatStreams:
         without NVML readings: nothing could be known then, and each message would pay for
         two Ollama calls and a ComfyUI probe."""
         coordinator = self._coordinator
-        if not model.is_local or coordinator is None or coordinator.policy == "off":
+        if model.backend != OLLAMA or coordinator is None or coordinator.policy == "off":
             return None
         if self._gpu is None or not self._gpu.sample().available:
             return None

@@ -23,10 +23,11 @@ if TYPE_CHECKING:  # imported for real on first use, see _openai()
 
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall,
+from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking,
                       EmbedResult, Usage)
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
-                               ProviderError, RateLimited, as_float, build_chat_request,
+                               ProviderError, RateLimited, StreamPieces, as_float,
+                               build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
                                parse_retry_after, wait_words)
 
@@ -109,8 +110,7 @@ class OpenRouterClient:
         answered_model = model
         usage: Any = None
         finish_reason: str | None = None
-        first_token_at: float | None = None
-        calls: dict[int, dict[str, str]] = {}  # tool calls come in fragments, by index
+        pieces = StreamPieces(self._clock)
         with stream:
             try:
                 for chunk in stream:
@@ -118,22 +118,7 @@ class OpenRouterClient:
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
-                        delta = choice.delta
-                        reasoning = getattr(delta, "reasoning", None) if delta else None
-                        if isinstance(reasoning, str) and reasoning:
-                            first_token_at = first_token_at or self._clock()
-                            yield ChatThinking(reasoning)
-                        if delta is not None and delta.content:
-                            first_token_at = first_token_at or self._clock()
-                            yield ChatDelta(delta.content)
-                        for piece in (delta.tool_calls or ()) if delta is not None else ():
-                            first_token_at = first_token_at or self._clock()
-                            call = calls.setdefault(piece.index or 0,
-                                                    {"id": "", "name": "", "arguments": ""})
-                            call["id"] = piece.id or call["id"]
-                            if piece.function is not None:
-                                call["name"] += piece.function.name or ""
-                                call["arguments"] += piece.function.arguments or ""
+                        yield from pieces.events(choice.delta)
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
                         if choice.finish_reason == "error":
@@ -148,12 +133,9 @@ class OpenRouterClient:
             raise StreamInterrupted(
                 f"OpenRouter's stream for '{answered_model}' ended before the reply was complete.",
                 hint="The text so far is kept; try again.")
-        for index in sorted(calls):
-            call = calls[index]
-            yield ChatToolCall(id=call["id"] or f"call_{index}", name=call["name"],
-                               arguments=call["arguments"] or "{}")
+        yield from pieces.tool_calls()
         yield ChatDone(backend=BACKEND, model=answered_model,
-                       usage=self._usage(usage, finish_reason, started, first_token_at))
+                       usage=self._usage(usage, finish_reason, started, pieces.first_at))
 
     def _usage(self, usage: Any, finish_reason: str | None, started: float,
                first_token_at: float | None) -> Usage:

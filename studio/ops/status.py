@@ -93,6 +93,23 @@ def check_ollama(settings: Settings, timeout: float = 1.5) -> BackendStatus | li
         return list(pool.map(probe, hosts))
 
 
+def check_local_servers(settings: Settings, timeout: float = 1.5) -> list[BackendStatus]:
+    """One status per server in STUDIO_OPENAI_SERVERS (none when it is empty)."""
+    hosts = settings.openai_server_hosts
+
+    def probe(h) -> BackendStatus:
+        return replace(_probe("Local server", h.url, "/models",
+                              "Start it, or check its address in STUDIO_OPENAI_SERVERS.",
+                              timeout,
+                              headers={"Authorization": f"Bearer {h.key}"} if h.key else None),
+                       host=h.name)
+
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="status") as pool:
+        return list(pool.map(probe, hosts))
+
+
 def check_comfyui(settings: Settings, timeout: float = 1.5) -> BackendStatus:
     status = _probe("ComfyUI", settings.comfyui_first_url, "/system_stats",
                   "Start ComfyUI (`python main.py --listen`), or set COMFYUI_URL.", timeout,
@@ -115,7 +132,7 @@ class StatusBoard:
 
     def __init__(self, settings: Settings, *, ttl: float = 10.0,
                  checks: tuple[Callable[[Settings], BackendStatus], ...] = (
-                     check_ollama, check_comfyui, check_openrouter)):
+                     check_ollama, check_comfyui, check_openrouter, check_local_servers)):
         self._settings = settings
         self._ttl = ttl
         self._checks = checks
@@ -140,8 +157,9 @@ class StatusBoard:
 
 def backend_key(status: BackendStatus) -> str:
     """The short name used in JSON keys, metric labels and the strip: "ollama", "comfyui",
-    "openrouter", or "ollama:desk" for one of several Ollama hosts."""
-    key = status.name.lower()
+    "openrouter"; "ollama:desk" for one of several Ollama hosts, "local_server:big" for a
+    server of STUDIO_OPENAI_SERVERS."""
+    key = status.name.lower().replace(" ", "_")
     return f"{key}:{status.host}" if status.host else key
 
 
