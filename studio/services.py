@@ -176,9 +176,11 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     settled = record_usage(accounting, observe=metrics.observe_reply)
     chat_models = ChatModels(ollama, catalog)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
-    # are accounted by the same hook; the arena asks for exact models and stores its own.
+    # are accounted by the same hook, each under its own use; the arena asks for exact
+    # models and stores its own.
     replies = ReplyManager(streams.open, store, on_settled=settled)
-    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=settled)
+    arena_settled = record_usage(accounting, observe=metrics.observe_reply, source="arena")
+    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=arena_settled)
 
     limits = Limits(chat_per_minute=settings.limit_chat_per_minute,
                     tokens_per_day=settings.limit_tokens_per_day,

@@ -322,3 +322,24 @@ def test_arena_answer_text_is_stored_while_it_streams_so_a_restart_keeps_it(stor
         assert all(a.content.startswith("first") for a in answers)
     finally:
         release.set()
+
+
+def test_arena_spend_is_recorded_as_arena_not_chat(tmp_path, fake_ollama):
+    from studio.config import Settings
+    from studio.services import build_services
+
+    with FakeOpenRouter() as fake_openrouter:
+        fake_ollama.queue_reply(["Local ", "reply."])
+        fake_openrouter.queue_reply(["Cloud ", "reply."], cost=0.0042)
+        services = build_services(Settings.from_env(
+            {"STUDIO_DATA_DIR": str(tmp_path), "OLLAMA_HOST": fake_ollama.url,
+             "OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": fake_openrouter.url},
+            dotenv_path=None))
+        try:
+            finish(services.arena, services.arena.start("Say something", [LOCAL, CLOUD]))
+            rows = services.accounting.recent()
+        finally:
+            services.images.close()
+    assert sorted((r.backend, r.source) for r in rows) == [("ollama", "arena"),
+                                                           ("openrouter", "arena")]
+    assert [s.source for s in services.accounting.spend_per_source("today")] == ["arena"]

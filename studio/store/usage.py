@@ -18,7 +18,7 @@ from .db import Store, _reject_unknown
 USAGE_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                 "completion_tokens", "images", "duration_s", "cost_usd", "cost_is_estimate",
                 "energy_kwh", "energy_cost", "gpu_watts", "conversation_id", "message_id",
-                "job_id", "via")
+                "job_id", "via", "source")
 _USAGE_SUMS = """count(*) AS requests, total(prompt_tokens) AS prompt_tokens,
     total(completion_tokens) AS completion_tokens, total(images) AS images,
     total(duration_s) AS duration_s, total(cost_usd) AS cost_usd,
@@ -50,6 +50,7 @@ class UsageRecord:
     message_id: int | None
     job_id: str | None
     via: str = ""  # "" from a page, "api: <key name>" through /v1
+    source: str = "chat"  # what it was for: "chat", "arena", "images" or "api"
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,13 @@ class UsageStore:
             "backend, model", "cost_usd DESC, energy_cost DESC, requests DESC, backend, model",
             start_day, end_day, user=user)]
 
+    def usage_by_source(self, start_day: str, end_day: str, *, user: str | None = None
+                        ) -> list[tuple[str, UsageSums]]:
+        """(source, totals) for the days between the two (inclusive), costliest first."""
+        return [(row[0], _to_sums(row[1:])) for row in self._grouped(
+            "source", "cost_usd DESC, energy_cost DESC, source", start_day, end_day,
+            user=user)]
+
     def usage_by_user(self, start_day: str, end_day: str) -> list[tuple[str, UsageSums]]:
         """(user, totals) for the days between the two (inclusive), costliest first."""
         return [(row[0], _to_sums(row[1:])) for row in self._grouped(
@@ -192,12 +200,14 @@ class UsageStore:
     def usage_records(self, *, backend: str | None = None, model_contains: str | None = None,
                       user: str | None = None, start_day: str | None = None,
                       end_day: str | None = None, limit: int | None = 100,
-                      before_id: int | None = None) -> list[UsageRecord]:
+                      before_id: int | None = None, source: str | None = None
+                      ) -> list[UsageRecord]:
         """Usage rows matching every filter given, newest first (by id). ``model_contains``
         matches part of the model name, ignoring case; days are inclusive. ``before_id``
         pages on: the rows older than that id. ``limit=None`` returns them all."""
         clauses, params = [], []
         for clause, value in (("backend = ?", backend), ("user = ?", user),
+                              ("source = ?", source),
                               ("day >= ?", start_day), ("day <= ?", end_day),
                               ("id < ?", before_id)):
             if value is not None:
