@@ -36,6 +36,7 @@ from .config import Settings
 from .costs.accounting import Accounting
 from .costs.budget import Budget
 from .costs.catalog import Catalog
+from .costs.generation_costs import GenerationCosts
 from .images.jobs import ImageJobs, build_image_jobs
 from .images.runner import COMFYUI_PLACE
 from .models.downloads import DownloadManager
@@ -97,6 +98,8 @@ class Services:
     operations: Operations  # what /readyz, /status.json and /metrics read at request time
     data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
     backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
+    # Asks OpenRouter what a cut-off reply cost (None without a key).
+    generation_costs: GenerationCosts | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -163,7 +166,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     router = Router({"ollama": ollama,
                      "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)},
                     fallbacks=settings.fallback_chains, budget=budget, prices=prices)
-    accounting = Accounting(UsageStore(store), settings, prices=prices)
+    # A cloud reply cut off before its usage report is billed all the same: ask what it cost.
+    generation_costs = (GenerationCosts(UsageStore(store), openrouter.generation_cost)
+                        if openrouter is not None else None)
+    accounting = Accounting(UsageStore(store), settings, prices=prices,
+                            ask_cost=generation_costs.ask if generation_costs else None)
+    if generation_costs is not None:
+        generation_costs.resume(accounting.today())
 
     gpu = GpuMonitor(nvml)
     models_store = ModelsStore(store)
@@ -223,7 +232,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,
                               downloads=downloads, outputs_dir=outputs),
-        data_lock=data_lock, backups=build_backup_schedule(settings))
+        data_lock=data_lock, backups=build_backup_schedule(settings),
+        generation_costs=generation_costs)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

@@ -76,7 +76,7 @@ def test_usage_migration_creates_usage_and_charges_tables():
         "kind": str, "prompt_tokens": int, "completion_tokens": int, "images": int,
         "duration_s": float, "cost_usd": float, "cost_is_estimate": int, "energy_kwh": float,
         "energy_cost": float, "gpu_watts": float, "conversation_id": str, "message_id": int,
-        "job_id": str, "via": str, "source": str}
+        "job_id": str, "via": str, "source": str, "generation_id": str}
     assert {tuple(i.columns) for i in db["usage"].indexes} >= {
         ("day",), ("user", "day"), ("backend", "day"), ("model", "day")}
     assert db["budget_charges"].columns_dict == {

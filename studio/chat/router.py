@@ -25,15 +25,15 @@ from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, ReplyCost, bound_mess
                              estimate_messages_tokens, reply_cost, to_decimal)
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
-                      ChatToolCall)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
+                      ChatThinking, ChatToolCall, Usage)
 from ..model_id import CLOUD_BACKENDS, ModelId
 
 DEFAULT_MAX_TOKENS = 1024
 # The shortest reply worth a cloud request (see ``Budget.reserve_reply``).
 MIN_REPLY_TOKENS = 64
 
-ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatDone
+ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatGeneration | ChatDone
 
 
 class ChatBackend(Protocol):
@@ -244,10 +244,16 @@ class Router:
             while True:
                 attempt += 1
                 stream = backend.chat_stream(model, messages, options)
+                generation: ChatGeneration | None = None
                 try:
                     for event in stream:
-                        if not started and notice:
-                            yield ChatNotice(notice)
+                        if isinstance(event, ChatGeneration):
+                            # Passed on with the first piece: until then a retry or a
+                            # fallback may still replace this request.
+                            generation = event
+                            continue
+                        if not started:
+                            yield from _opening(notice, generation)
                         started = True
                         if isinstance(event, ChatDone):
                             done = self._finish(event, prices, reason)
@@ -275,9 +281,10 @@ class Router:
                     if close is not None:
                         close()
                 # The backend ended without ChatDone: close the reply ourselves.
-                done = ChatDone(backend=backend_name, model=model, fallback_reason=reason)
-                if not started and notice:
-                    yield ChatNotice(notice)
+                done = ChatDone(backend=backend_name, model=model, fallback_reason=reason,
+                                usage=Usage(generation_id=generation and generation.id))
+                if not started:
+                    yield from _opening(notice, generation)
                 started = True
                 if reservation is not None:
                     finished = True
@@ -335,6 +342,14 @@ class _CannotAnswer(Exception):
     def __init__(self, error: StudioError):
         super().__init__(str(error))
         self.error = error
+
+
+def _opening(notice: str | None, generation: "ChatGeneration | None") -> Iterator[ChatEvent]:
+    """What goes before a reply's first piece: the notice, then the backend's id for it."""
+    if notice:
+        yield ChatNotice(notice)
+    if generation is not None:
+        yield generation
 
 
 def _prompt_texts(messages: Sequence[ChatMessage], options: ChatOptions | None) -> list[str]:

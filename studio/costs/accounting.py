@@ -240,13 +240,17 @@ class Accounting:
     ``studio.gpu``); when it gives None, ``settings.gpu_watts`` is used. ``prices`` maps a
     ``backend:model`` id to its ``ModelPrices`` (``studio.catalog.Catalog.prices`` fits) for
     cloud replies that come without a cost. ``clock`` gives an aware local ``datetime``.
-    Raises ``ConfigError`` for a negative electricity price or wattage.
+    ``ask_cost(row_id, generation_id, model_id)`` (``GenerationCosts.ask``) is told about a
+    cloud reply that came without a reported cost but with a generation id: the row is an
+    estimate (or unknown) until the cloud says. Raises ``ConfigError`` for a negative
+    electricity price or wattage.
     """
 
     def __init__(self, ledger: UsageStore, settings: Settings, *,
                  power_reader: PowerReader | None = None, prices: PriceLookup | None = None,
                  clock: Clock = local_now,
-                 cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> None:
+                 cloud_backends: Iterable[str] = CLOUD_BACKENDS,
+                 ask_cost: Callable[[int, str, str], None] | None = None) -> None:
         check_non_negative(settings, ("energy_price_kwh", "gpu_watts"))
         self.ledger = ledger
         self.settings = settings
@@ -254,6 +258,7 @@ class Accounting:
         self.prices = prices or (lambda model_id: None)
         self.clock = clock
         self.cloud_backends = frozenset(cloud_backends)
+        self.ask_cost = ask_cost
 
     # -- recording -------------------------------------------------------------------------
 
@@ -272,17 +277,26 @@ class Accounting:
         """
         if duration_s is None and usage.total_ms is not None:
             duration_s = usage.total_ms / 1000
-        cost, estimate = None, False
+        cost, estimate, ask = None, False, False
         if backend in self.cloud_backends:
             cost, estimate = to_decimal(usage.cost_usd), usage.cost_is_estimate
             if cost is None:
                 cost = reply_cost(self.prices(f"{backend}:{model}"), usage.prompt_tokens,
                                   usage.completion_tokens)
                 estimate = cost is not None
+            # No reported cost (a cut-off or stopped stream): billed all the same, so the
+            # cloud is asked; until it answers the row is an estimate, even with no figure.
+            ask = (usage.cost_usd is None and bool(usage.generation_id)
+                   and self.ask_cost is not None)
+            estimate = estimate or ask
         row = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                    conversation_id=conversation_id, message_id=message_id, via=via,
-                   source=_source(source, via))
-        return self._record(user, backend, model, "chat", duration_s, cost, estimate, watts, row)
+                   source=_source(source, via), generation_id=usage.generation_id)
+        record = self._record(user, backend, model, "chat", duration_s, cost, estimate, watts,
+                              row)
+        if ask:
+            self.ask_cost(record.id, usage.generation_id, f"{backend}:{model}")
+        return record
 
     def record_image(self, user: str, backend: str, model: str, duration_s: float | None, *,
                      images: int = 1, job_id: str | None = None,
@@ -470,7 +484,7 @@ class Accounting:
 _RECORD_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                   "completion_tokens", "images", "duration_s", "cost_usd", "energy_kwh",
                   "energy_cost", "gpu_watts", "conversation_id", "message_id", "job_id", "via",
-                  "source")
+                  "source", "generation_id")
 
 
 def local_time(record: UsageRecord, tz: tzinfo | None) -> str:

@@ -487,3 +487,10 @@ def m012_add_source_to_usage(db: Database) -> None:
     db.execute("UPDATE usage SET source = CASE WHEN via LIKE 'api:%' THEN 'api' "
                "WHEN kind = 'image' THEN 'images' ELSE 'chat' END")
     db["usage"].create_index(["source", "day"])
+
+
+@migrations()
+def m013_add_generation_id_to_usage(db: Database) -> None:
+    # OpenRouter's id of a cloud reply ("gen-…", issue 14): a reply cut off before its usage
+    # report is billed all the same, and its cost can be asked for by this id afterwards.
+    db["usage"].add_column("generation_id", str)

@@ -147,10 +147,12 @@ def use_text(record) -> str:
 
 
 def recent_frame(records, tz) -> pd.DataFrame:
-    """The recent-requests table; an estimated cost is marked with a leading ~."""
+    """The recent-requests table; an estimated cost is marked with a leading ~ (a cut-off
+    reply's, before the provider has said what it billed: "~asked of the provider")."""
     rows = []
     for r in records:
-        cost = format_usd(r.cost_usd, zero="$0")
+        cost = format_usd(r.cost_usd, zero="$0",
+                          unknown="asked of the provider" if r.cost_is_estimate else "unknown")
         rows.append([local_time(r, tz), r.user, use_text(r), r.backend, r.model,
                      r.prompt_tokens, r.completion_tokens,
                      None if r.duration_s is None else round(r.duration_s, 1),
