@@ -21,8 +21,9 @@ from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, ReplyCost, bound_messages_tokens,
-                             estimate_messages_tokens, reply_cost, to_decimal)
+from ..costs.pricing import (CHARS_PER_TOKEN, MIN_REPLY_TOKENS, ModelPrices, ReplyCost,
+                             bound_messages_tokens, estimate_messages_tokens, reply_cost,
+                             to_decimal)
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
 from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
@@ -30,8 +31,6 @@ from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNoti
 from ..model_id import CLOUD_BACKENDS, ModelId
 
 DEFAULT_MAX_TOKENS = 1024
-# The shortest reply worth a cloud request (see ``Budget.reserve_reply``).
-MIN_REPLY_TOKENS = 64
 
 ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatGeneration | ChatDone
 

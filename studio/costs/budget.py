@@ -17,7 +17,7 @@ from decimal import Decimal
 from .accounting import (OWNER, Clock, as_float, as_usd, check_non_negative, local_now,
                          setting_decimal, utc_stamp)
 from ..config import Settings
-from .pricing import ReplyCost, format_usd, format_usd_apart
+from .pricing import MIN_REPLY_TOKENS, ReplyCost, format_usd, format_usd_apart
 from ..errors import BudgetExceeded
 from ..store.usage import UsageStore
 
@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 
 WARN_FRACTION = Decimal("0.8")
 LEVELS = ("ok", "warning", "exceeded")
-# The shortest reply worth sending a request for: when a cap leaves room for fewer tokens,
-# the request is refused before it goes out (issue 14).
-MIN_REPLY_TOKENS = 64
 
 
 @dataclass(frozen=True)

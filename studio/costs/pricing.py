@@ -23,6 +23,9 @@ TOKENS_PER_REQUEST = 3
 # Amounts below this are shown as a bound ("<$0.00000001"), not as a rounded zero: a
 # hundredth of a micro-dollar is below one token of the cheapest priced model.
 SMALLEST_SHOWN = Decimal("0.00000001")
+# The shortest reply worth sending a cloud request for: when a budget cap leaves room for
+# fewer tokens, the request is refused before it goes out (issue 14).
+MIN_REPLY_TOKENS = 64
 # Amounts below a cent get this many significant digits (at least): $0.0042, $0.000083.
 SIGNIFICANT_DIGITS = 2
 
