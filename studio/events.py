@@ -37,6 +37,15 @@ class ChatToolCall:
 
 
 @dataclass(frozen=True)
+class ChatGeneration:
+    """The backend's own id for this reply (OpenRouter's ``gen-…``), sent before its first
+    piece: when the stream ends without a usage report (cut off, stopped), what the reply
+    cost can still be asked for by this id (``costs/generation_costs.py``)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
 class ChatNotice:
     """Something the reply should say about itself, e.g. a fallback to another model."""
 
@@ -57,6 +66,7 @@ class Usage:
     cost_usd: float | None = None
     cost_is_estimate: bool = False
     done_reason: str | None = None
+    generation_id: str | None = None  # the backend's id for the reply (see ChatGeneration)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from .config import Settings
 from .costs.accounting import Accounting
 from .costs.budget import Budget
 from .costs.catalog import Catalog
+from .costs.generation_costs import GenerationCosts
 from .images.jobs import ImageJobs, build_image_jobs
 from .images.runner import COMFYUI_PLACE
 from .models.downloads import DownloadManager
@@ -103,6 +104,8 @@ class Services:
     ollama_health: HealthChecker | None = None  # the hosts' health, when OLLAMA_HOST lists several
     local_servers: LocalServers | None = None  # STUDIO_OPENAI_SERVERS (None when empty)
     local_health: HealthChecker | None = None
+    # Asks OpenRouter what a cut-off reply cost (None without a key).
+    generation_costs: GenerationCosts | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -178,7 +181,13 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                      "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url),
                      **({"local": local_servers} if local_servers is not None else {})},
                     fallbacks=settings.fallback_chains, budget=budget, prices=prices)
-    accounting = Accounting(UsageStore(store), settings, prices=prices)
+    # A cloud reply cut off before its usage report is billed all the same: ask what it cost.
+    generation_costs = (GenerationCosts(UsageStore(store), openrouter.generation_cost)
+                        if openrouter is not None else None)
+    accounting = Accounting(UsageStore(store), settings, prices=prices,
+                            ask_cost=generation_costs.ask if generation_costs else None)
+    if generation_costs is not None:
+        generation_costs.resume(accounting.today())
 
     gpu = GpuMonitor(nvml)
     models_store = ModelsStore(store)
@@ -191,9 +200,11 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     settled = record_usage(accounting, observe=metrics.observe_reply)
     chat_models = ChatModels(ollama, catalog)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
-    # are accounted by the same hook; the arena asks for exact models and stores its own.
+    # are accounted by the same hook, each under its own use; the arena asks for exact
+    # models and stores its own.
     replies = ReplyManager(streams.open, store, on_settled=settled)
-    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=settled)
+    arena_settled = record_usage(accounting, observe=metrics.observe_reply, source="arena")
+    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=arena_settled)
 
     limits = Limits(chat_per_minute=settings.limit_chat_per_minute,
                     tokens_per_day=settings.limit_tokens_per_day,
@@ -237,7 +248,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                               budget=budget, replies=replies, images=images, pulls=pulls,
                               downloads=downloads, outputs_dir=outputs),
         data_lock=data_lock, backups=build_backup_schedule(settings), ollama_health=ollama_health,
-        local_servers=local_servers, local_health=local_health)
+        local_servers=local_servers, local_health=local_health, generation_costs=generation_costs)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

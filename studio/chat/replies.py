@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 from ..errors import StudioError
 from ..model_id import ModelId
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
-                      ChatToolCall, Usage)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
+                      ChatThinking, ChatToolCall, Usage)
 from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
@@ -239,8 +239,11 @@ class ReplyManager:
                         self._mark_first_token(reply)
                     elif isinstance(event, ChatNotice):
                         reply.notices.append(event.text)
+                    elif isinstance(event, ChatGeneration):
+                        reply.usage = replace(reply.usage, generation_id=event.id)
                     elif isinstance(event, ChatDone):
-                        reply.usage = event.usage
+                        reply.usage = (event.usage if event.usage.generation_id else replace(
+                            event.usage, generation_id=reply.usage.generation_id))
                         reply.backend = event.backend
                         reply.answered_by = event.model
                         reply.fallback_reason = event.fallback_reason or ""

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # imported for real on first use, see _openai()
 
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking,
-                      EmbedResult, Usage)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatOptions,
+                      ChatThinking, EmbedResult, Usage)
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
                                ProviderError, RateLimited, StreamPieces, as_float,
                                build_chat_request,
@@ -90,7 +90,8 @@ class OpenRouterClient:
                     ) -> Iterator[ChatDelta | ChatThinking | ChatDone]:
         """Stream a reply from ``model`` (an OpenRouter id such as ``openai/gpt-4o-mini``).
 
-        Yields ``ChatThinking`` (from ``delta.reasoning``) and ``ChatDelta`` pieces, then one
+        Yields ``ChatGeneration`` (OpenRouter's ``gen-…`` id, once, before the first piece),
+        ``ChatThinking`` (from ``delta.reasoning``) and ``ChatDelta`` pieces, then one
         ``ChatDone`` naming the model that actually answered, with OpenRouter's token counts and
         cost. Raises ``NoApiKey``, ``BadApiKey``, ``OutOfCredit``, ``RateLimited``,
         ``ProviderError``, ``ModelNotFound``, ``BackendRejected``, ``BackendUnavailable``
@@ -108,6 +109,7 @@ class OpenRouterClient:
             raise self._error_from_openai(err, model) from err
 
         answered_model = model
+        generation_id: str | None = None
         usage: Any = None
         finish_reason: str | None = None
         pieces = StreamPieces(self._clock)
@@ -115,6 +117,9 @@ class OpenRouterClient:
             try:
                 for chunk in stream:
                     answered_model = chunk.model or answered_model
+                    if generation_id is None and chunk.id:
+                        generation_id = chunk.id
+                        yield ChatGeneration(generation_id)
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
@@ -135,10 +140,11 @@ class OpenRouterClient:
                 hint="The text so far is kept; try again.")
         yield from pieces.tool_calls()
         yield ChatDone(backend=BACKEND, model=answered_model,
-                       usage=self._usage(usage, finish_reason, started, pieces.first_at))
+                       usage=self._usage(usage, finish_reason, started, pieces.first_at,
+                                         generation_id))
 
     def _usage(self, usage: Any, finish_reason: str | None, started: float,
-               first_token_at: float | None) -> Usage:
+               first_token_at: float | None, generation_id: str | None) -> Usage:
         ended = self._clock()
         prompt_tokens = getattr(usage, "prompt_tokens", None)
         completion_tokens = getattr(usage, "completion_tokens", None)
@@ -150,7 +156,7 @@ class OpenRouterClient:
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             total_ms=(ended - started) * 1000, tokens_per_s=tokens_per_s,
             cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
-            cost_is_estimate=False, done_reason=finish_reason)
+            cost_is_estimate=False, done_reason=finish_reason, generation_id=generation_id)
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -220,6 +226,19 @@ class OpenRouterClient:
                 "the key's own usage and limit are under key info.")
         return Credits(total_credits=as_float(data.get("total_credits")),
                        total_usage=as_float(data.get("total_usage")))
+
+    def generation_cost(self, generation_id: str) -> float | None:
+        """What OpenRouter billed for the generation ``generation_id`` (``GET
+        /generation?id=``, its ``total_cost`` in USD), or None while OpenRouter doesn't know
+        it yet: it answers 404 for a few seconds after a completion (protocols.md 3.7).
+        Raises ``StudioError``s like the other endpoints for other failures."""
+        try:
+            data = self._get("/generation", params={"id": generation_id}).get("data") or {}
+        except BackendRejected as err:
+            if err.status == 404:
+                return None
+            raise
+        return as_float(data.get("total_cost"))
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..costs.budget import CapStatus
 from ..models.gpu import GpuReading
-from .status import BackendStatus, backend_key
+from .status import BackendStatus
 
 
 @dataclass(frozen=True)

@@ -475,3 +475,22 @@ def m010_add_via_to_usage(db: Database) -> None:
 def m011_index_arena_runs_by_user(db: Database) -> None:
     # Each person's comparisons are listed apart since sign-in (issue 10).
     db["arena_runs"].create_index(["user", "created_at"])
+
+
+@migrations()
+def m012_add_source_to_usage(db: Database) -> None:
+    # What a cost was for (issue 14): "chat", "arena", "images" or "api", so Costs tells
+    # them apart and filters by them ("kind" says chat reply or image job; an API request
+    # can be either). Rows from before: API use from their `via`, image jobs from their
+    # kind, the rest as chat (arena replies were recorded as chat and can't be told apart).
+    db["usage"].add_column("source", str, not_null_default="chat")
+    db.execute("UPDATE usage SET source = CASE WHEN via LIKE 'api:%' THEN 'api' "
+               "WHEN kind = 'image' THEN 'images' ELSE 'chat' END")
+    db["usage"].create_index(["source", "day"])
+
+
+@migrations()
+def m013_add_generation_id_to_usage(db: Database) -> None:
+    # OpenRouter's id of a cloud reply ("gen-…", issue 14): a reply cut off before its usage
+    # report is billed all the same, and its cost can be asked for by this id afterwards.
+    db["usage"].add_column("generation_id", str)

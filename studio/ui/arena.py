@@ -2,7 +2,8 @@
 
 Thin layer over ``services.arena`` (``studio.arena``): the answers are generated on server
 threads, this tab only follows them. Each column shows one answer with its time to first
-token, speed, tokens and cost; a blind run hides which model wrote what until the vote.
+token, speed, tokens and cost; a blind run hides which model wrote what, those figures and
+why an answer failed until the vote (``studio.chat.arena.BLIND_FIGURES``).
 Below: the win table per model and the past comparisons.
 """
 
