@@ -54,13 +54,14 @@ CLOUD = "openrouter:openai/gpt-4o-mini"
 
 
 def make_chat(store, tmp_path, *, ollama_url: str = "http://127.0.0.1:9",
-              openrouter_url: str = "http://127.0.0.1:9", sleeps: list | None = None):
+              openrouter_url: str = "http://127.0.0.1:9", sleeps=None):
     """The chat service as build_services wires it, over the given backends; the router's
-    retry waits are recorded in ``sleeps`` (when given) instead of slept."""
+    retry waits are recorded in ``sleeps`` (when given: a list, or a callable that sleeps)
+    instead of slept."""
     ollama = OllamaClient(ollama_url, timeout=5)
     openrouter = OpenRouterClient(DEFAULT_KEY, openrouter_url, timeout=5)
     router = Router({"ollama": ollama, "openrouter": openrouter},
-                    sleep=sleeps.append if sleeps is not None else time.sleep)
+                    sleep=time.sleep if sleeps is None else getattr(sleeps, "append", sleeps))
     replies = ReplyManager(ChatStreams(router, in_use=ModelsInUse()).open, store,
                            flush_every=0.05)
     return ChatService(store, replies, router, uploads_dir=tmp_path / "uploads",
@@ -208,6 +209,87 @@ def test_faults_openrouter_429_with_retry_after_is_waited_out_then_answers(store
     assert (shown.status, shown.text, shown.error) == ("complete", "fine now", "")
     assert (stored.status, stored.content, stored.backend) == ("complete", "fine now",
                                                                "openrouter")
+
+
+class HeldWaits:
+    """The router's ``sleep``: records each wait and holds it until the test lets it go, so
+    the test can look at the page while the studio waits to retry."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._asked = threading.Semaphore(0)
+        self._go = threading.Semaphore(0)
+
+    def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self._asked.release()
+        assert self._go.acquire(timeout=WAIT), "the test never let the wait go"
+
+    def reached(self) -> None:
+        assert self._asked.acquire(timeout=WAIT), "the router never waited"
+
+    def release(self) -> None:
+        self._go.release()
+
+
+def chat_page(chat):
+    """The Chat tab's handlers over ``chat`` (no browser; the page's user is "owner")."""
+    from types import SimpleNamespace
+
+    from studio.ui.chat_handlers import ChatPage
+
+    return ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.01)))
+
+
+def page_send(page, text: str, model: str):
+    """on_send as the page calls it (a generator of its updates)."""
+    from studio.ui.chat_values import new_session
+
+    return page.on_send({"text": text, "files": []}, new_session(), model, "", False, 0.8, 0.9,
+                        0, -1, 0, "auto")
+
+
+def shown_reply(update) -> tuple[str, str]:
+    """(the reply's text as the chatbot shows it, the line under the chat) of an on_send
+    update (the rows after the answer are its collapsed figures)."""
+    _sess, rows, stats, *_ = update
+    answer = [r for r in rows if r["role"] == "assistant" and not r.get("metadata")]
+    return (answer[-1]["content"] if answer else ""), stats
+
+
+@pytest.mark.parametrize("answers, lines", [
+    ([dict(status=429, retry_after=8)],
+     ["OpenRouter is busy (429); trying again in 8 s (2 of 3)…"]),
+    ([dict(status=502), dict(status=502)],
+     ["OpenRouter answered 502; trying again in 1 s (2 of 3)…",
+      "OpenRouter answered 502; trying again in 2 s (3 of 3)…"]),
+], ids=["429", "502-twice"])
+def test_faults_openrouter_retry_waits_show_in_the_reply_then_give_way_to_it(
+        store, tmp_path, openrouter, answers, lines):
+    waits = HeldWaits()
+    chat = make_chat(store, tmp_path, openrouter_url=openrouter.url, sleeps=waits)
+    for answer in answers:
+        openrouter.queue_reply(**answer)
+    openrouter.queue_reply(["fine ", "now"])
+    page = chat_page(chat)
+    updates = page_send(page, "hi", CLOUD)
+    update = next(updates)
+    for line in lines:
+        waits.reached()  # the studio waits to retry: the page says so, as it happens
+        while line not in shown_reply(update)[0]:
+            update = next(updates)
+        text, stats = shown_reply(update)
+        assert text == f"_{line}_" and stats == line
+        waits.release()
+    *_, last = updates
+    text, stats = shown_reply(last)
+    assert text == "fine now" and "trying again" not in stats  # replaced by the reply
+    assert len(openrouter.chat_requests) == len(lines) + 1
+    [conversation] = store.list_conversations(user="owner")
+    stored = store.messages(conversation.id)[-1]
+    assert (stored.status, stored.content, stored.error) == ("complete", "fine now", "")
+    assert "trying again" not in repr(stored)  # nothing of the wait is stored
 
 
 def test_faults_openrouter_429_with_a_long_retry_after_says_how_long_to_wait(store, tmp_path,
