@@ -7,6 +7,7 @@ import io
 import re
 import json
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -207,6 +208,11 @@ def test_read_png_metadata_parses_json_and_never_evaluates(tmp_path):
 def test_save_output_keeps_png_bytes_and_writes_thumbnail(tmp_path):
     data = png_bytes((640, 480), text={"prompt": '{"a": 1}'})
     saved = save_output(tmp_path, data)
+    # Under hidden pending names until the gallery row is stored, then named.
+    assert not (tmp_path / saved.path).exists() and not (tmp_path / saved.thumb).exists()
+    assert image_files.pending_path(tmp_path, saved.path).read_bytes() == data
+    image_files.commit_output(tmp_path, saved)
+    assert not list(tmp_path.rglob(".*"))
     assert (tmp_path / saved.path).read_bytes() == data
     assert read_png_metadata(tmp_path / saved.path) == {"prompt": {"a": 1}}
     with Image.open(tmp_path / saved.thumb) as thumb:
@@ -494,7 +500,7 @@ def test_jobs_input_that_is_not_an_image_is_refused_before_upload(fake, make_job
 
 def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path, monkeypatch):
     calls = []
-    real = image_files.write_atomic
+    real = image_files._write
 
     def flaky(path, data):
         calls.append(path)
@@ -502,7 +508,7 @@ def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(image_files, "write_atomic", flaky)
+    monkeypatch.setattr(image_files, "_write", flaky)
     jobs = make_jobs(fake)
     final = finish(jobs, jobs.submit(small()))[-1]
     assert final.status == "failed" and "No space left on device" in final.error
