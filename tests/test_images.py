@@ -327,15 +327,41 @@ def test_jobs_generate_stores_image_with_metadata_and_thumbnail(fake, make_jobs,
 
 
 def test_jobs_followers_see_steps_nodes_and_previews(fake, make_jobs):
-    fake.step_delay = 0.01
+    # ComfyUI holds after steps 1, 3 and 5 until a follower has seen that step with a new
+    # preview. Running freely, a busy box coalesced the follower's snapshots (a follower
+    # sees the latest state, not every change) and this flaked about 1 run in 4.
+    for step in (1, 3, 5):
+        fake.pause_after_step(step)
     jobs = make_jobs(fake)
-    snaps = finish(jobs, jobs.submit(small(steps=6)))
+    live = jobs.submit(small(steps=6))
+    snaps: list = []
+    grew = threading.Condition()
+
+    def follow() -> None:
+        for snap in jobs.follow(live, interval=0, timeout=WAIT * 2):
+            with grew:
+                snaps.append(snap)
+                grew.notify_all()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    preview = 0
+    for step in (1, 3, 5):
+        assert fake.wait_paused(WAIT)
+        with grew:
+            assert grew.wait_for(lambda: any(
+                s.current and s.current.step == step and s.preview_version > preview
+                for s in snaps), WAIT), f"no follower saw step {step} with its preview"
+            preview = snaps[-1].preview_version
+        fake.resume()
+    follower.join(WAIT * 2)
+    assert snaps[-1].status == "done"
     steps = [s.current.step for s in snaps if s.current and s.current.node_class == "KSampler"]
-    assert len(set(steps)) >= 3 and steps == sorted(steps) and max(steps) <= 6
+    assert {1, 3, 5} <= set(steps) and steps == sorted(steps) and max(steps) <= 6
     assert any(s.current and s.current.node == "3" for s in snaps)
     previews = [s for s in snaps if s.preview is not None]
     assert previews and isinstance(previews[-1].preview, Image.Image)
-    assert len({s.preview_version for s in previews}) > 1
+    assert len({s.preview_version for s in previews}) >= 3
 
 
 def test_jobs_batch_with_sweep_makes_every_combination(fake, make_jobs):
