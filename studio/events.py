@@ -53,6 +53,15 @@ class ChatNotice:
 
 
 @dataclass(frozen=True)
+class ChatRetrying:
+    """The backend failed before the reply began and the router waits to try again: a line
+    the reply shows while it waits ("OpenRouter is busy (429); trying again in 8 s…"), gone
+    once text arrives. Never stored: it says what is happening, not what was answered."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Usage:
     """Figures a backend reports about one reply. ``None`` means "not reported"."""
 

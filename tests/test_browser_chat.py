@@ -284,6 +284,32 @@ def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, sessio
         running.close()
 
 
+def test_browser_a_picture_attached_on_a_full_disk_stays_in_the_box(tmp_path, session_ollama,
+                                                                    page, monkeypatch):
+    from tests.conftest import launch_in_process
+    from tests.test_chat_service import full_uploads_disk
+
+    data = tmp_path / "data"
+    running = launch_in_process({"STUDIO_DATA_DIR": str(data),
+                                 "OLLAMA_HOST": session_ollama.url,
+                                 "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"})
+    try:
+        open_with_picture(page, running, tmp_path, "llava", (30, 200, 30))
+        full_uploads_disk(monkeypatch, data / "uploads")
+        before = len(session_ollama.requests_to("/api/chat"))
+        typed = f"what is this green square? {uuid.uuid4().hex[:6]}"
+        send(page, typed)
+        page.wait_for_selector("text=The disk holding the studio's data", timeout=20_000)
+        page.wait_for_function(
+            "(t) => document.querySelector('#chat-input textarea').value === t", arg=typed)
+        assert page.query_selector("#chat-input img, #chat-input .thumbnail-item")
+        assert not page.query_selector("#chatbot .message")
+        assert len(session_ollama.requests_to("/api/chat")) == before
+        assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]
+    finally:
+        running.close()
+
+
 def mid_reply(page, studio) -> list[str]:
     """A new chat whose first reply (60 tokens, about 2.4 s) is streaming; its tokens."""
     open_studio(page, studio)

@@ -4,7 +4,9 @@ a refusal must leave the database exactly as it was, and each user sees only the
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -159,6 +161,42 @@ def full_disk_for_replies(store, monkeypatch):
     def add_message(*args, **kwargs):
         raise storage_fault(sqlite3.OperationalError("database or disk is full"))
     monkeypatch.setattr(store, "add_message", add_message)
+
+
+def full_uploads_disk(monkeypatch, uploads_dir: Path) -> None:
+    """Copies into ``uploads_dir`` fail part way with ENOSPC, as on a disk that just filled
+    up; every other copy (Gradio's own uploads) goes on as usual."""
+    real = shutil.copyfile
+
+    def copyfile(src, dst, *args, **kwargs):
+        if Path(dst).resolve().is_relative_to(Path(uploads_dir).resolve()):
+            Path(dst).write_bytes(b"\x89PNG half")  # what fitted before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-chat", "second-turn"])
+def test_chat_send_with_a_picture_on_a_full_disk_is_the_disk_sentence_and_writes_nothing(
+        store, tmp_path, fake_ollama, ollama, monkeypatch, earlier):
+    chat = make_service(store, tmp_path, ollama)
+    chat_id = None
+    if earlier:
+        fake_ollama.queue_reply("first answer")
+        first = chat.send(None, "first question", model=VISION, user="owner")
+        done(first)
+        chat_id = first.chat_id
+    before = database(store)
+    full_uploads_disk(monkeypatch, tmp_path / "uploads")
+    with pytest.raises(StorageFailed) as failure:
+        chat.send(chat_id, "what is this?", [picture(tmp_path)], model=VISION, user="owner")
+    assert str(failure.value) == (
+        "The disk holding the studio's data (STUDIO_DATA_DIR) is full, so this wasn't saved. "
+        "Free some space there and try again; what you typed is still on the page.")
+    assert database(store) == before
+    assert not [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]  # no half copy
+    assert len(fake_ollama.requests_to("/api/chat")) == (1 if earlier else 0)
 
 
 @pytest.mark.parametrize("verb", ["retry", "edit"])

@@ -7,6 +7,7 @@ import io
 import re
 import json
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -207,6 +208,11 @@ def test_read_png_metadata_parses_json_and_never_evaluates(tmp_path):
 def test_save_output_keeps_png_bytes_and_writes_thumbnail(tmp_path):
     data = png_bytes((640, 480), text={"prompt": '{"a": 1}'})
     saved = save_output(tmp_path, data)
+    # Under hidden pending names until the gallery row is stored, then named.
+    assert not (tmp_path / saved.path).exists() and not (tmp_path / saved.thumb).exists()
+    assert image_files.pending_path(tmp_path, saved.path).read_bytes() == data
+    image_files.commit_output(tmp_path, saved)
+    assert not list(tmp_path.rglob(".*"))
     assert (tmp_path / saved.path).read_bytes() == data
     assert read_png_metadata(tmp_path / saved.path) == {"prompt": {"a": 1}}
     with Image.open(tmp_path / saved.thumb) as thumb:
@@ -321,15 +327,41 @@ def test_jobs_generate_stores_image_with_metadata_and_thumbnail(fake, make_jobs,
 
 
 def test_jobs_followers_see_steps_nodes_and_previews(fake, make_jobs):
-    fake.step_delay = 0.01
+    # ComfyUI holds after steps 1, 3 and 5 until a follower has seen that step with a new
+    # preview. Running freely, a busy box coalesced the follower's snapshots (a follower
+    # sees the latest state, not every change) and this flaked about 1 run in 4.
+    for step in (1, 3, 5):
+        fake.pause_after_step(step)
     jobs = make_jobs(fake)
-    snaps = finish(jobs, jobs.submit(small(steps=6)))
+    live = jobs.submit(small(steps=6))
+    snaps: list = []
+    grew = threading.Condition()
+
+    def follow() -> None:
+        for snap in jobs.follow(live, interval=0, timeout=WAIT * 2):
+            with grew:
+                snaps.append(snap)
+                grew.notify_all()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    preview = 0
+    for step in (1, 3, 5):
+        assert fake.wait_paused(WAIT)
+        with grew:
+            assert grew.wait_for(lambda: any(
+                s.current and s.current.step == step and s.preview_version > preview
+                for s in snaps), WAIT), f"no follower saw step {step} with its preview"
+            preview = snaps[-1].preview_version
+        fake.resume()
+    follower.join(WAIT * 2)
+    assert snaps[-1].status == "done"
     steps = [s.current.step for s in snaps if s.current and s.current.node_class == "KSampler"]
-    assert len(set(steps)) >= 3 and steps == sorted(steps) and max(steps) <= 6
+    assert {1, 3, 5} <= set(steps) and steps == sorted(steps) and max(steps) <= 6
     assert any(s.current and s.current.node == "3" for s in snaps)
     previews = [s for s in snaps if s.preview is not None]
     assert previews and isinstance(previews[-1].preview, Image.Image)
-    assert len({s.preview_version for s in previews}) > 1
+    assert len({s.preview_version for s in previews}) >= 3
 
 
 def test_jobs_batch_with_sweep_makes_every_combination(fake, make_jobs):
@@ -494,7 +526,7 @@ def test_jobs_input_that_is_not_an_image_is_refused_before_upload(fake, make_job
 
 def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path, monkeypatch):
     calls = []
-    real = image_files.write_atomic
+    real = image_files._write
 
     def flaky(path, data):
         calls.append(path)
@@ -502,7 +534,7 @@ def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(image_files, "write_atomic", flaky)
+    monkeypatch.setattr(image_files, "_write", flaky)
     jobs = make_jobs(fake)
     final = finish(jobs, jobs.submit(small()))[-1]
     assert final.status == "failed" and "No space left on device" in final.error

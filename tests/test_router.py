@@ -342,7 +342,13 @@ def test_router_falls_back_once_retries_are_used_up():
     events = list(router.chat_stream(CLOUD, HELLO))
     assert sleeps == [1.0, 2.0]
     assert len(cloud.calls) == 3
-    assert "provider failed (502)" in events[0].text
+    # Each wait is said before it is waited; then the switch, then the fallback's reply.
+    assert [type(e).__name__ for e in events[:3]] == ["ChatRetrying", "ChatRetrying",
+                                                      "ChatNotice"]
+    assert [e.text for e in events[:2]] == [
+        "OpenRouter answered 502; trying again in 1 s (2 of 3)…",
+        "OpenRouter answered 502; trying again in 2 s (3 of 3)…"]
+    assert "provider failed (502)" in events[2].text
     assert events[-1].backend == "ollama"
 
 

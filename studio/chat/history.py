@@ -43,6 +43,7 @@ class Turn:
     cost_usd: float | None = None
     notices: tuple[str, ...] = ()
     message_id: int | None = None
+    retrying: str = ""  # a live reply's "trying again" line (never stored)
 
 
 def turn_from_message(m: "Message") -> Turn:
@@ -63,7 +64,7 @@ def turn_with_snapshot(turn: Turn, snap: "ReplySnapshot") -> Turn:
                    ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
                    prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                    total_ms=snap.elapsed_ms if snap.done else None, cost_usd=u.cost_usd,
-                   notices=snap.notices)
+                   notices=snap.notices, retrying=snap.retrying)
 
 
 class History(ABC):

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import StudioError
 from ..model_id import ModelId
 from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
-                      ChatThinking, ChatToolCall, Usage)
+                      ChatRetrying, ChatThinking, ChatToolCall, Usage)
 from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class ReplySnapshot:
     # The StudioError class that ended the reply ("" when none did), for the error metrics:
     # a name from the code, never the message.
     failure_kind: str = ""
+    # While the router waits to retry: what failed and when it tries again ("" otherwise).
+    # Shown in place of the answer until text arrives; never stored.
+    retrying: str = ""
 
     @property
     def done(self) -> bool:
@@ -83,6 +86,7 @@ class LiveReply(Live):
     fallback_reason: str = ""  # why another model answered than the one asked for
     failure: StudioError | None = None  # what ended it, for callers that map errors (the API)
     failure_kind: str = ""  # its class name, or "UnexpectedError" (the error metrics)
+    retrying: str = ""  # the router's line while it waits to retry (ChatRetrying)
     cancel: threading.Event = field(default_factory=threading.Event)
     # Set once the worker is all done: the reply stored, accounted and its on_finish run.
     settled: threading.Event = field(default_factory=threading.Event)
@@ -102,14 +106,15 @@ class LiveReply(Live):
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
             answered_by=self.answered_by or self.model_id, version=self.version, via=self.via,
             tool_calls=tuple(self.tool_calls),
-            failure_kind=self.failure_kind)
+            failure_kind=self.failure_kind,
+            retrying=self.retrying if self.status == "streaming" else "")
 
 
 class ReplyManager:
     """Starts replies on background threads and lets any request follow them.
 
     ``stream_fn(model_id, messages, options)`` yields ChatDelta / ChatThinking /
-    ChatNotice / ChatDone and raises StudioError on failure. ``store`` may be None
+    ChatNotice / ChatRetrying / ChatDone and raises StudioError on failure. ``store`` may be None
     (incognito replies are never written).
     """
 
@@ -198,7 +203,8 @@ class ReplyManager:
         deadline = time.monotonic() + timeout
         if first_wait > 0:
             reply.wait_until(lambda: reply.text_parts or reply.thinking_parts
-                             or reply.notices or reply.finished is not None, first_wait)
+                             or reply.notices or reply.retrying
+                             or reply.finished is not None, first_wait)
         version = -1
         while True:
             snap = reply.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
@@ -226,7 +232,11 @@ class ReplyManager:
                 with reply.cond:
                     if reply.status != "streaming":
                         break
-                    if isinstance(event, ChatDelta):
+                    if not isinstance(event, ChatNotice):
+                        reply.retrying = ""  # the wait is over: text (or the end) came
+                    if isinstance(event, ChatRetrying):
+                        reply.retrying = event.text
+                    elif isinstance(event, ChatDelta):
                         if event.text:
                             reply.text_parts.append(event.text)
                             self._mark_first_token(reply)

@@ -5,7 +5,8 @@ The ``Router`` streams from the backend the id names. Before the first piece of 
 it may retry (429 and 5xx, with backoff, honouring ``Retry-After``) and fall back along a
 configured chain (say, a local model to a cloud one when Ollama is down). Once text has
 streamed, an error goes to the caller, who keeps the partial text: a reply never silently
-restarts on another model. A switch is announced with a ``ChatNotice`` before the new
+restarts on another model. Each wait before a retry is announced with a ``ChatRetrying``
+line (what failed, when the next try comes), so the person sees why nothing arrives yet. A switch is announced with a ``ChatNotice`` before the new
 model's first piece, and the final ``ChatDone`` carries ``fallback_reason``.
 
 It depends only on the ``ChatBackend`` protocol (any object with ``chat_stream``) and on the
@@ -16,6 +17,7 @@ No gradio imports; nothing runs at import time.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
@@ -27,12 +29,16 @@ from ..costs.pricing import (CHARS_PER_TOKEN, MIN_REPLY_TOKENS, ModelPrices, Rep
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
 from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
-                      ChatThinking, ChatToolCall, Usage)
+                      ChatRetrying, ChatThinking, ChatToolCall, Usage)
 from ..model_id import CLOUD_BACKENDS, ModelId
 
 DEFAULT_MAX_TOKENS = 1024
 
-ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatGeneration | ChatDone
+ChatEvent = (ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatGeneration | ChatRetrying
+             | ChatDone)
+
+# How a retry line names a backend.
+BACKEND_NAMES = {"ollama": "Ollama", "openrouter": "OpenRouter", "local": "The local server"}
 
 
 class ChatBackend(Protocol):
@@ -139,6 +145,30 @@ def fallback_chain(model_id: str, fallbacks: Mapping[str, Sequence[str]]) -> lis
     return chain
 
 
+def retry_line(backend: str, err: StudioError, wait: float, attempt: int,
+               max_attempts: int) -> str:
+    """What the reply shows while the router waits ``wait`` seconds after failed try
+    ``attempt`` (1-based) of ``max_attempts``.
+
+    >>> retry_line("openrouter", BackendRejected("x", status=429), 8, 1, 3)
+    'OpenRouter is busy (429); trying again in 8 s (2 of 3)…'
+    >>> retry_line("openrouter", BackendRejected("x", status=502), 1.2, 2, 3)
+    'OpenRouter answered 502; trying again in 2 s (3 of 3)…'
+    >>> retry_line("ollama", StreamInterrupted("cut"), 1, 1, 3)
+    'Ollama dropped the connection before the reply began; trying again in 1 s (2 of 3)…'
+    """
+    name = BACKEND_NAMES.get(backend, backend)
+    status = getattr(err, "status", None)
+    if status == 429:
+        what = f"{name} is busy (429)"
+    elif isinstance(status, int):
+        what = f"{name} answered {status}"
+    else:
+        what = f"{name} dropped the connection before the reply began"
+    seconds = max(1, math.ceil(wait))
+    return f"{what}; trying again in {seconds} s ({attempt + 1} of {max_attempts})…"
+
+
 def switch_notice(to_model_id: str, from_model_id: str, reason: str) -> str:
     """``Switched to X because Y`` as the reply shows it."""
     return f"Switched to {to_model_id} because {from_model_id} couldn't answer: {_sentence(reason)}"
@@ -178,8 +208,8 @@ class Router:
                     ) -> Iterator[ChatEvent]:
         """Stream a reply for ``model_id`` (``backend:model``).
 
-        Yields ``ChatNotice`` (only when a fallback answers, before its first piece),
-        ``ChatThinking``/``ChatDelta`` pieces, then ``ChatDone`` (with ``fallback_reason`` set
+        Yields ``ChatRetrying`` before each wait for a retry, ``ChatNotice`` (only when a
+        fallback answers, before its first piece), ``ChatThinking``/``ChatDelta`` pieces, then ``ChatDone`` (with ``fallback_reason`` set
         after a switch). Raises the backend's ``StudioError`` when it can't fall back, the
         error mid-stream once text has been yielded, ``NoModelAnswered`` when the whole chain
         failed, and ``InvalidInput`` for a malformed model id.
@@ -240,7 +270,13 @@ class Router:
         finished = False
         try:
             attempt = 0
+            retry: tuple[StudioError, float] | None = None
             while True:
+                if retry is not None:  # said first, then waited: the page shows why
+                    yield ChatRetrying(retry_line(backend_name, retry[0], retry[1], attempt,
+                                                  self.retry.max_attempts))
+                    self.sleep(retry[1])
+                    retry = None
                 attempt += 1
                 stream = backend.chat_stream(model, messages, options)
                 generation: ChatGeneration | None = None
@@ -273,7 +309,7 @@ class Router:
                         if is_retryable(err) else None
                     if wait is None:
                         raise _CannotAnswer(err) from err
-                    self.sleep(wait)
+                    retry = (err, wait)
                     continue
                 finally:
                     close = getattr(stream, "close", None)

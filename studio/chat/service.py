@@ -14,6 +14,7 @@ exactly like a missing one. No gradio imports here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -29,7 +30,7 @@ from ..errors import InvalidInput, NotFound, StudioError
 from ..events import ChatMessage, ChatOptions
 from ..images.files import check_input_image
 from ..model_id import ModelId
-from ..store.db import storable_text
+from ..store.db import file_fault, storable_text
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
 from .replies import LiveReply, ReplyManager, ReplySnapshot
@@ -162,8 +163,8 @@ class ChatService:
             with history.writing():
                 history.begin(title=title_from(text), model=model_id,
                               system_prompt=system_prompt or "")
+                saved = self._save_uploads(history.chat_id, files)
                 self._keep(history)
-                saved = tuple(self._save_upload(history.chat_id, f) for f in files)
                 history.add_user(text, saved)
                 placeholder = history.add_placeholder(model_id)
             return self._start(history, placeholder, model_id, messages, options, user, created,
@@ -507,13 +508,30 @@ class ChatService:
             history.reply_id = reply.reply_id
         return Started(chat_id=history.chat_id, reply=reply, created=created)
 
-    def _save_upload(self, chat_id: str, path: str) -> str:
-        src = Path(path)
+    def _save_uploads(self, chat_id: str, paths: Sequence[str]) -> tuple[str, ...]:
+        """Copy a message's attachments into ``uploads/<chat id>/``; their new paths.
+
+        All or none: when one copy fails, the copies made are removed. A full disk (or an
+        I/O error) raises ``StorageFailed`` with the sentence the database's faults use,
+        so the page keeps what was typed and attached."""
         dest_dir = self._uploads_dir / chat_id
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}"
-        shutil.copyfile(src, dest)
-        return str(dest)
+        saved: list[Path] = []
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                src = Path(path)
+                saved.append(dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}")
+                shutil.copyfile(src, saved[-1])
+        except OSError as err:
+            for copy in saved:
+                copy.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                dest_dir.rmdir()  # only when empty: a new chat's folder, now never used
+            fault = file_fault(err)
+            if fault is None:
+                raise
+            raise fault from err
+        return tuple(str(p) for p in saved)
 
 
 def _no_slot() -> None:

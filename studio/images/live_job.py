@@ -102,6 +102,9 @@ class LiveJob(Live):
     slots: int = 0
     cancel_requested: bool = False
     finishing: bool = False
+    # Gallery images of this job already accounted when it finished once before: a job
+    # reopened at start-up (an image left for it, ``ImageJobs.start``) books only the rest.
+    booked_images: int = 0
 
     def _snapshot_locked(self) -> JobSnapshot:
         current = None

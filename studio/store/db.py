@@ -18,6 +18,7 @@ so "most recently updated" has no ties between writes made through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -81,6 +82,17 @@ def storage_fault(err: sqlite3.OperationalError) -> StoreFault | None:
         if code == fault_code or (not code and words in text):
             return StoreFault(message, hint=hint)
     return None
+
+
+def file_fault(err: OSError) -> StorageFailed | None:
+    """The same sentences for a file the studio writes into its data folder (an attachment
+    copied in): a full disk or over quota, or an I/O error. None for any other OSError."""
+    code = {errno.ENOSPC: _SQLITE_FULL, errno.EDQUOT: _SQLITE_FULL,
+            errno.EIO: _SQLITE_IOERR}.get(err.errno or 0)
+    if code is None:
+        return None
+    _words, message, hint = _FAULTS[code]
+    return StorageFailed(message, hint=hint)
 
 
 def _faults_as_sentences(method):

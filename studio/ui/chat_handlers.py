@@ -55,7 +55,7 @@ def stats_text(snap: ReplySnapshot) -> str:
     """The line under the chat while a reply streams, then its figures."""
     if not snap.done:
         if not (snap.text or snap.thinking):
-            return "Waiting for the first token…"
+            return snap.retrying or "Waiting for the first token…"
         return f"Generating with {ModelId.parse(snap.model_id).name}…"
     u = snap.usage
     return stats_line(ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,

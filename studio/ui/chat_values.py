@@ -20,7 +20,7 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:
     """Chatbot messages for the turns, and for each chatbot row the turn seq it shows.
 
     A reply shows as: notices and thinking (collapsible), the answer, then a collapsed
-    line of figures. The answer's text is the last growing piece while it streams, so
+    line of figures. Before its first words, a reply the router is retrying shows why. The answer's text is the last growing piece while it streams, so
     Gradio's diff sends only the new characters to the browser.
     """
     rows: list[dict] = []
@@ -49,6 +49,8 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int]]:
         note = status_note(t.status, t.error)
         if note:
             text = f"{text}\n\n{note}" if text else note
+        elif streaming and not text and t.retrying:
+            text = f"_{t.retrying}_"  # replaced by the answer's first words
         if text or streaming:
             add({"role": "assistant", "content": text}, t.seq)
         if not streaming:
