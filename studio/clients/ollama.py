@@ -169,6 +169,13 @@ class OllamaClient:
             "model_info": dict(info.modelinfo or {}),
         }
 
+    def capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What ``model`` can do, as ``/api/show`` reports it ("completion", "embedding",
+        "vision", "tools", "thinking", "insert"...); None from a server before v0.6.4, which
+        doesn't say. Raises ModelNotFound when it is not installed."""
+        info = self._show(model)
+        return None if info.capabilities is None else tuple(info.capabilities)
+
     def supports_vision(self, model: str) -> bool:
         """Whether ``model`` accepts images; asked once per model name, then remembered."""
         with self._vision_lock:

@@ -475,3 +475,19 @@ def m010_add_via_to_usage(db: Database) -> None:
 def m011_index_arena_runs_by_user(db: Database) -> None:
     # Each person's comparisons are listed apart since sign-in (issue 10).
     db["arena_runs"].create_index(["user", "created_at"])
+
+
+@migrations()
+def m012_create_local_models(db: Database) -> None:
+    # The last list of Ollama models and what each can do (issue 14): a page opened while
+    # Ollama is down, after a restart too, still offers them (marked unreachable) so a
+    # configured fallback can answer, and /api/show is asked once per model digest.
+    # capabilities is a JSON list, NULL when the server doesn't report them (before v0.6.4).
+    db["local_models"].create(
+        {"name": str, "digest": str, "size": int, "family": str, "parameter_size": str,
+         "quantization": str, "modified_at": str, "capabilities": str, "listed_at": str},
+        pk="name",
+        not_null=["digest", "size", "family", "parameter_size", "quantization",
+                  "modified_at", "listed_at"],
+        defaults={"digest": "", "size": 0, "family": "", "parameter_size": "",
+                  "quantization": "", "modified_at": ""})
