@@ -85,3 +85,20 @@ def test_chat_models_never_preselect_a_paid_model(client, store, cloud_models, e
 
     assert set(PAID) <= set(picker.values)
     assert picker.default == expected
+
+
+def test_chat_models_page_keeps_a_picked_model_and_says_when_it_went(client, store):
+    from types import SimpleNamespace
+
+    from studio.ui.chat_handlers import ChatPage
+
+    models = chat_models(client, store)
+    page = ChatPage(SimpleNamespace(chat=None, models=models, presets=[],
+                                    settings=SimpleNamespace(default_model="llava")))
+    picker = models.picker(page.preferred_model())
+
+    kept = page.picker_update(picker, "ollama:llama3.2:latest")
+    assert kept["value"] == "ollama:llama3.2:latest" and kept["choices"] == picker.choices
+    with pytest.warns(UserWarning, match="ollama:gone:latest is no longer offered.*llava"):
+        gone = page.picker_update(picker, "ollama:gone:latest")
+    assert gone["value"] == "ollama:llava:latest"  # STUDIO_DEFAULT_MODEL

@@ -21,6 +21,7 @@ from ..chat.replies import STOPPED_BY_USER, ReplySnapshot
 from ..chat.service import OpenChat, Started
 from ..errors import NotFound, StudioError
 from ..model_id import ModelId
+from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
@@ -196,9 +197,10 @@ class ChatPage:
         return self.picker_update(model_picker(self.models, self.preferred_model()), current)
 
     def preferred_model(self) -> str:
-        """STUDIO_DEFAULT_MODEL as a model id ("" when unset)."""
-        default = self.settings.default_model
-        return str(ModelId("ollama", default)) if default else ""
+        """STUDIO_DEFAULT_MODEL as a model id ("" when unset); "llama3.2" names the model
+        Ollama lists as "llama3.2:latest"."""
+        default = (self.settings.default_model or "").strip()
+        return str(ModelId("ollama", full_model_name(default))) if default else ""
 
     def picker_update(self, picker, current, *, warn: bool = True):
         """The model picker showing ``picker`` (``ChatModels.picker``): ``current`` stays
