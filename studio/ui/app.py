@@ -22,7 +22,7 @@ from ..api.openai import OpenAIApi
 from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
-from .common import OWNER, model_picker
+from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab
@@ -82,12 +82,13 @@ def build_app(services) -> gr.Blocks:
             return status_html(services.status.statuses())
 
         # The Chat and Arena pickers follow the model list (pulls, deletes, Ollama going
-        # down or up, from any page, the API or the command line): each page keeps the
+        # down or up, from any page or `ollama pull` on the server): each page keeps the
         # version of the list it shows and gets new choices only when the studio's differs.
         # LocalModels asks Ollama at most once per 10 s for all pages together.
         models_seen = gr.State(-1)
         pickers = [chat_parts.model_dd, arena_parts.models_dd]
 
+        @ui_errors
         def on_models(seen, chat_model, arena_models):
             if services.models.version() == seen:
                 return gr.skip(), gr.skip(), gr.skip()

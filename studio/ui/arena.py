@@ -141,7 +141,8 @@ def render(services) -> SimpleNamespace:
 
     def on_load(request: gr.Request = None):
         user = page_user(request)
-        return (gr.update(choices=model_picker(services.models).choices),
+        # The Chat tab's load on the same page already warns about a backend that's down.
+        return (gr.update(choices=model_picker(services.models, warn=False).choices),
                 score_frame(arena.scores(user=user)), history_update(user))
 
     @ui_errors
