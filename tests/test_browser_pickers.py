@@ -1,7 +1,8 @@
 """The model pickers and the Chat tab's phone layout in a real browser (issue 14): a model
 pulled in the Models tab reaches the Chat and Arena pickers without a reload, an embedding
-model never does, and at 390 x 844 the box spans the screen, the picker is in view and
-nothing runs off the edge."""
+model never does; after a restart with Ollama down the last known local models are still
+offered, marked unreachable; and at 390 x 844 the box spans the screen, the picker is in
+view and nothing runs off the edge."""
 
 from __future__ import annotations
 
@@ -91,3 +92,41 @@ def test_browser_chat_fits_a_phone(studio, phone_page):
     assert layout["scrollWidth"] <= width
     assert layout["pills"] and max(layout["pills"]) <= width  # the status strip fits
     page.screenshot(path=str(studio.data_dir / "phone.png"))
+
+
+def test_browser_fresh_page_after_a_restart_with_ollama_down(tmp_path, browser_context):
+    """Ollama down and the studio restarted: the page still offers the local models Ollama
+    last listed, marked unreachable, and picks the local one, not the first (paid) cloud
+    model of the list."""
+    from tests.conftest import running_fake_ollama, start_studio, stop_studio
+    from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
+
+    fake = running_fake_ollama()
+    page = browser_context.new_page()
+    page.set_default_timeout(30_000)
+    picked = "() => (document.querySelector('#model-picker input') || {}).value"
+    try:
+        with FakeOpenRouter() as cloud:
+            env = {"OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": cloud.url}
+            studio = start_studio(tmp_path, fake.url, env)
+            try:
+                page.goto(studio.url)
+                page.wait_for_function(picked)
+            finally:
+                stop_studio(studio)
+            fake.stop()
+            studio = start_studio(tmp_path, fake.url, env)  # same data folder
+            try:
+                page.goto(studio.url)
+                page.wait_for_function(picked)
+                label = page.evaluate(picked)
+                options = option_texts(page, "#model-picker")
+            finally:
+                stop_studio(studio)
+    finally:
+        page.close()
+        fake.stop()
+
+    assert "llama3.2:latest" in label and "unreachable" in label
+    assert any("llava:latest" in t and "unreachable" in t for t in options)
+    assert any("Claude" in t for t in options)  # the cloud models are there, not picked
