@@ -75,7 +75,8 @@ class Settings:
                                "Logo file shown in the header (path, relative to the app).")
     accent_color: str = _setting("STUDIO_ACCENT_COLOR", "#e8590c", "Accent colour (#rrggbb).")
     default_model: str = _setting("STUDIO_DEFAULT_MODEL", "",
-                                  "Model picked when a chat starts (empty = first listed).")
+                                  "Ollama model picked when a chat starts, e.g. llama3.2 (empty = the "
+                                  "first local one; a paid cloud model is never picked for you).")
     request_timeout: float = _setting("STUDIO_REQUEST_TIMEOUT", 300.0,
                                       "Seconds to wait for a backend before giving up.")
     max_message_chars: int = _setting("STUDIO_MAX_MESSAGE_CHARS", 2_000_000,

@@ -45,6 +45,7 @@ from .images.runner import COMFYUI_PLACE
 from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
+from .models.local import LocalModels
 from .models.pulls import PullManager
 from .ops.metrics import StudioMetrics
 from .ops.readings import Operations
@@ -94,6 +95,7 @@ class Services:
     gpu_coordinator: GpuCoordinator  # the one-GPU policy other features call before work
     models_in_use: ModelsInUse  # Ollama models a reply streams from right now
     models_store: ModelsStore
+    local_models: LocalModels  # Ollama's models, what each can do, the last known list
     pulls: PullManager
     downloads: DownloadManager
     images: ImageJobs
@@ -198,7 +200,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     streams = ChatStreams(router, in_use=in_use, coordinator=coordinator, gpu=gpu)
     metrics = StudioMetrics()
     settled = record_usage(accounting, observe=metrics.observe_reply)
-    chat_models = ChatModels(ollama, catalog)
+    local_models = LocalModels(ollama, models_store)
+    chat_models = ChatModels(ollama, catalog, local_models)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
     # are accounted by the same hook, each under its own use; the arena asks for exact
     # models and stores its own.
@@ -223,7 +226,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                     origins=settings.allowed_origins.split(","),
                     file_owner=FileOwners(data, FileOwnerStore(store), chat.owner_of).owner)
     status = StatusBoard(settings)
-    pulls = PullManager(ollama.pull)
+    pulls = PullManager(ollama.pull, on_pulled=local_models.invalidate)
     downloads = DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts))
     images = build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
                               outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
@@ -242,7 +245,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                     names=catalog.display_name if catalog is not None else None),
         presets=load_chat_presets(root / "presets" / "chat"),
         status=status, gpu=gpu, gpu_coordinator=coordinator,
-        models_in_use=in_use, models_store=models_store, pulls=pulls, downloads=downloads,
+        models_in_use=in_use, models_store=models_store, local_models=local_models,
+        pulls=pulls, downloads=downloads,
         images=images, metrics=metrics,
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,

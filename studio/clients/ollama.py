@@ -171,6 +171,13 @@ class OllamaClient:
             "model_info": dict(info.modelinfo or {}),
         }
 
+    def capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What ``model`` can do, as ``/api/show`` reports it ("completion", "embedding",
+        "vision", "tools", "thinking", "insert"...); None from a server before v0.6.4, which
+        doesn't say. Raises ModelNotFound when it is not installed."""
+        info = self._show(model)
+        return None if info.capabilities is None else tuple(info.capabilities)
+
     def supports_vision(self, model: str) -> bool:
         """Whether ``model`` accepts images; asked once per model name, then remembered."""
         with self._vision_lock:
@@ -350,6 +357,13 @@ class OllamaClient:
             if exc.status_code == -1:  # an {"error": ...} line inside a stream
                 return GenerationFailed(f"Ollama reported an error while writing the reply: {exc.error}",
                                         hint=_RETRY_HINT)
+            if exc.status_code == 400 and model and any(
+                    f"does not support {what}" in exc.error for what in ("chat", "generate")):
+                # An embedding model asked to chat (Ollama's capability check).
+                return BackendRejected(f"'{model}' can't chat: Ollama says {exc.error}. It is "
+                                       "probably an embedding model, for the API's embeddings.",
+                                       hint="Pick a chat model; the Models tab says what each "
+                                            "model is for.", status=400)
             if exc.status_code == 404 and model:
                 return ModelNotFound(f"Model '{model}' is not installed in Ollama at {self.url}.",
                                      hint=f"Pull it with `ollama pull {model}` or from the Models tab.",

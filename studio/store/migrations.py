@@ -494,3 +494,19 @@ def m013_add_generation_id_to_usage(db: Database) -> None:
     # OpenRouter's id of a cloud reply ("gen-…", issue 14): a reply cut off before its usage
     # report is billed all the same, and its cost can be asked for by this id afterwards.
     db["usage"].add_column("generation_id", str)
+
+
+@migrations()
+def m014_create_local_models(db: Database) -> None:
+    # The last list of Ollama models and what each can do (issue 14): a page opened while
+    # Ollama is down, after a restart too, still offers them (marked unreachable) so a
+    # configured fallback can answer, and /api/show is asked once per model digest.
+    # capabilities is a JSON list, NULL when the server doesn't report them (before v0.6.4).
+    db["local_models"].create(
+        {"name": str, "digest": str, "size": int, "family": str, "parameter_size": str,
+         "quantization": str, "modified_at": str, "capabilities": str, "listed_at": str},
+        pk="name",
+        not_null=["digest", "size", "family", "parameter_size", "quantization",
+                  "modified_at", "listed_at"],
+        defaults={"digest": "", "size": 0, "family": "", "parameter_size": "",
+                  "quantization": "", "modified_at": ""})

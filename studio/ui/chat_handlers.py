@@ -21,11 +21,12 @@ from ..chat.replies import STOPPED_BY_USER, ReplySnapshot
 from ..chat.service import OpenChat, Started
 from ..errors import NotFound, StudioError
 from ..model_id import ModelId
+from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
                           queued_label, split_message)
-from .common import PageViews, model_choices, page_user, ui_errors
+from .common import PageViews, model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ EMPTY_MESSAGE = "Nothing was sent: the message is empty. Type something or attac
 # deciding on the queue (a queued message's prompt includes that answer); the store write
 # follows the last token by milliseconds.
 SETTLE_WAIT_S = 10.0
+GONE_MODEL = ("{model} is no longer offered (deleted, or it can't chat); the model picker "
+              "now shows {now}. Pick another one if you like.")
 QUEUE_LABEL = ("Queued messages go when the reply ends · click one to take it back "
                "into the box")
 
@@ -191,14 +194,22 @@ class ChatPage:
 
     @ui_errors
     def on_refresh_models(self, current):
-        choices = model_choices(self.models)
-        values = [c[1] for c in choices]
-        value = current if current in values else None
-        if value is None and values:
-            default = self.settings.default_model
-            preferred = str(ModelId("ollama", default)) if default else ""
-            value = preferred if preferred in values else values[0]
-        return gr.update(choices=choices, value=value)
+        return self.picker_update(model_picker(self.models, self.preferred_model()), current)
+
+    def preferred_model(self) -> str:
+        """STUDIO_DEFAULT_MODEL as a model id ("" when unset); "llama3.2" names the model
+        Ollama lists as "llama3.2:latest"."""
+        default = (self.settings.default_model or "").strip()
+        return str(ModelId("ollama", full_model_name(default))) if default else ""
+
+    def picker_update(self, picker, current, *, warn: bool = True):
+        """The model picker showing ``picker`` (``ChatModels.picker``): ``current`` stays
+        picked while it is offered; otherwise the picker's default (never a paid model),
+        and, when ``warn``, a warning that the one picked is gone."""
+        value = current if current in picker.values else picker.default
+        if warn and current and value != current:
+            gr.Warning(GONE_MODEL.format(model=current, now=value or "nothing"))
+        return gr.update(choices=picker.choices, value=value)
 
     def on_preset(self, key):
         preset = next((p for p in self.presets if p.key == key), None)

@@ -32,6 +32,7 @@ LAMBDA = "<lambda>"  # layout-only steps (show a confirm button, switch a timer)
 EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.app": {
         f"build_app.<locals>.{LAMBDA}": USER, "build_app.<locals>.on_status": USER,
+        "build_app.<locals>.on_tick": USER, "build_app.<locals>.on_models": USER,
     },
     "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
