@@ -201,7 +201,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     metrics = StudioMetrics()
     settled = record_usage(accounting, observe=metrics.observe_reply)
     local_models = LocalModels(ollama, models_store)
-    chat_models = ChatModels(ollama, catalog, local_models)
+    chat_models = ChatModels(ollama, catalog, local_models, servers=local_servers)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
     # are accounted by the same hook, each under its own use; the arena asks for exact
     # models and stores its own.

@@ -11,6 +11,7 @@ from studio.config import Settings
 from studio.errors import (BackendRejected, BackendUnavailable, ConfigError, ModelNotFound,
                            StreamInterrupted)
 from studio.events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions
+from studio.model_id import ModelId
 from studio.services import build_services
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -142,3 +143,24 @@ def test_a_bad_servers_entry_is_a_sentence(tmp_path):
     with pytest.raises(ConfigError, match="STUDIO_OPENAI_SERVERS: the address in entry"):
         Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path), "STUDIO_OPENAI_SERVERS": "box:8080"},
                           dotenv_path=None)
+
+
+def test_the_pickers_and_the_api_list_the_servers_models(two):
+    services, fakes = two
+    picker = services.models.picker()
+    assert (f"Local server · {MODEL}", f"local:{MODEL}") in picker.choices
+    assert picker.default != f"local:{MODEL}" or not [
+        v for v in picker.values if v.startswith("ollama:")]  # Ollama's own come first
+    choices, _problems = services.models.choices()
+    assert f"local:{MODEL}" in [v for _l, v in choices]
+    shown = services.models.describe(ModelId.parse(f"local:{MODEL}"))
+    assert shown["capabilities"] == ["completion"]
+
+    # a server that stops takes its models out of the pickers at the next health check,
+    # and the pickers' version moves so open pages refresh
+    before = services.models.version()
+    for fake in fakes.values():
+        fake.stop()
+    services.local_health.check_now()
+    assert f"local:{MODEL}" not in services.models.picker().values
+    assert services.models.version() != before

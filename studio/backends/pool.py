@@ -86,6 +86,7 @@ class HostPool:
         self._canonical = canonical
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self.models_version = 0  # goes up when a host's models or up/down state change
 
     # -- what is known
 
@@ -114,7 +115,7 @@ class HostPool:
         """A health check's result. A host that answers ends its cooldown."""
         with self._lock:
             v = self._views[name]
-            self._views[name] = replace(
+            new = replace(
                 v, up=up, latency_ms=latency_ms if up else None, problem="" if up else problem,
                 models=v.models if models is None else frozenset(map(self._canonical, models)),
                 loaded=(frozenset() if not up else v.loaded if loaded is None
@@ -122,6 +123,15 @@ class HostPool:
                 queue=v.queue if queue is None else queue,
                 cooling_until=0.0 if up else v.cooling_until,
                 checked_at=self._clock())
+            if (new.models, new.up) != (v.models, v.up):
+                self.models_version += 1
+            self._views[name] = new
+
+    def known_models(self) -> list[str]:
+        """Every model a host that isn't known to be down has listed, each once, sorted."""
+        with self._lock:
+            return sorted({m for v in self._views.values() if v.up is not False
+                           for m in v.models or ()})
 
     def failed(self, name: str, problem: str) -> None:
         """A request to ``name`` failed at the host (not at the model): leave it out of the

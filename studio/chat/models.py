@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import NotFound, StudioError
-from ..model_id import OLLAMA, OPENROUTER, ModelId
+from ..model_id import LOCAL, OLLAMA, OPENROUTER, ModelId
 from ..models.local import LocalModels
 
 if TYPE_CHECKING:
+    from ..backends.local_servers import LocalServers
     from ..clients.ollama import OllamaClient
     from ..clients.openrouter import CloudModel
     from ..costs.catalog import Catalog
 
 
 UNREACHABLE = " · unreachable"
+LOCAL_SERVER_PREFIX = "Local server · "
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,29 @@ class ChatModels:
     ``local`` is the known Ollama models (by default kept in memory only)."""
 
     def __init__(self, ollama: "OllamaClient", catalog: "Catalog | None" = None,
-                 local: LocalModels | None = None) -> None:
+                 local: LocalModels | None = None, servers: "LocalServers | None" = None) -> None:
         self._ollama = ollama
         self._catalog = catalog
         self._local = local if local is not None else LocalModels(ollama)
+        self._servers = servers  # STUDIO_OPENAI_SERVERS, None when there are none
 
     def version(self) -> int:
-        """The local list's version (``LocalModels.version``), asking Ollama first when its
-        last answer is older than LocalModels' TTL (once per TTL for all pages together)."""
-        return self._local.listing().version
+        """The local lists' version (``LocalModels.version``, plus the servers' models
+        version), asking Ollama first when its last answer is older than LocalModels' TTL
+        (once per TTL for all pages together). The servers' models come from their health
+        checks, so reading them costs no request."""
+        return self._local.listing().version + self._servers_version()
+
+    def _servers_version(self) -> int:
+        return self._servers.pool.models_version if self._servers is not None else 0
+
+    def server_models(self) -> list[str]:
+        """The models the OpenAI-compatible local servers list (their last health check)."""
+        return self._servers.pool.known_models() if self._servers is not None else []
+
+    def server_choices(self) -> list[tuple[str, str]]:
+        return [(f"{LOCAL_SERVER_PREFIX}{name}", str(ModelId(LOCAL, name)))
+                for name in sorted(self.server_models(), key=str.lower)]
 
     def supports_images(self, model: ModelId) -> bool:
         """Whether ``model`` reads images (Ollama's vision models, cloud models marked so)."""
@@ -108,11 +124,13 @@ class ChatModels:
         mark = "" if listing.reachable else UNREACHABLE
         local = [(LOCAL_PREFIX + m.label + mark, str(ModelId(OLLAMA, m.name)))
                  for m in sorted(listing.chat_models, key=lambda m: m.name.lower())]
+        local += self.server_choices()
         remote = picker_choices([], cloud)
         free = {str(ModelId(OPENROUTER, m.id)) for m in cloud if m.is_free}
         default = default_choice([v for _l, v in local],
                                  [v for _l, v in remote if v in free], preferred)
-        return Picker(local + remote, default, problems, listing.version)
+        return Picker(local + remote, default, problems,
+                      listing.version + self._servers_version())
 
     def choices(self) -> tuple[list[tuple[str, str]], list[str]]:
         """(label, model id) of every model the API offers (embedding models too, for
@@ -121,7 +139,8 @@ class ChatModels:
         from ..costs.catalog import picker_choices
 
         local, cloud, problems = self.listing()
-        return picker_choices(local, cloud), problems
+        choices = picker_choices(local, cloud)
+        return choices[:len(local)] + self.server_choices() + choices[len(local):], problems
 
     def listing(self) -> tuple[list, list["CloudModel"], list[str]]:
         """Ollama's installed models (``ModelInfo``), the cloud catalog, and a sentence for
@@ -144,15 +163,25 @@ class ChatModels:
         ``ModelNotFound``/``NotFound`` for a model that isn't there."""
         if model.backend == "ollama":
             return self._ollama.show(model.name)
+        if model.backend == LOCAL:
+            if model.name not in self.server_models():
+                raise NotFound(f"No local server lists {model.name}.",
+                               hint="GET /api/tags lists the models you can use.")
+            return _shown(model, ["completion"], None)
         found = self._catalog.get(model.name) if self._catalog is not None else None
         if found is None:
             raise NotFound(f"{model} is not in the cloud catalog.",
                            hint="GET /api/tags lists the models you can use.")
         capabilities = ["completion"] + (["vision"] if found.supports_images else [])
-        return {"capabilities": capabilities, "template": "", "parameters": "",
-                "modelfile": "", "license": "",
-                "details": {"parent_model": "", "format": "", "family": model.backend,
-                            "families": [model.backend], "parameter_size": "",
-                            "quantization_level": ""},
-                "model_info": {"general.architecture": model.backend,
-                               f"{model.backend}.context_length": found.context_length or 0}}
+        return _shown(model, capabilities, found.context_length)
+
+
+def _shown(model: ModelId, capabilities: list[str], context_length: int | None) -> dict:
+    """A model that isn't Ollama's, in the shape of Ollama's ``/api/show``."""
+    return {"capabilities": capabilities, "template": "", "parameters": "",
+            "modelfile": "", "license": "",
+            "details": {"parent_model": "", "format": "", "family": model.backend,
+                        "families": [model.backend], "parameter_size": "",
+                        "quantization_level": ""},
+            "model_info": {"general.architecture": model.backend,
+                           f"{model.backend}.context_length": context_length or 0}}

@@ -59,6 +59,7 @@ class FakeOpenAIServer:
         self._plans: deque[Plan] = deque()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set = set()
         self.port = 0
 
     @property
@@ -80,10 +81,18 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving, as a stopped server does: open (keep-alive) connections close too."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(2)
+            except OSError:
+                pass
 
     def queue_reply(self, text: str | list[str], *, delay: float = 0.0,
                     status: tuple[int, str] | None = None, cut_after: int | None = None) -> None:
@@ -109,6 +118,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server_fake._lock:
+            self.server_fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server_fake._lock:
+                self.server_fake._connections.discard(self.connection)
 
     # -- plumbing
 
