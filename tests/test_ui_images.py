@@ -229,22 +229,44 @@ def run(gen) -> list[tuple]:
     return list(gen)
 
 
-def test_ui_images_load_fills_lists_from_comfyui(ui):
+def test_ui_images_load_fills_lists_from_comfyui_and_leaves_values_alone(ui):
     services, parts = ui
-    by_id = updates_by_elem(parts.handlers.on_load())
+    updates = parts.handlers.on_load()
+    by_id = updates_by_elem(updates)
     assert "v1-5-pruned-emaonly.safetensors" in by_id["img-checkpoint"]["choices"]
-    assert by_id["img-workflow"]["value"] == "sd15_txt2img"
-    assert by_id["img-width"]["value"] == 512 and by_id["img-banner"] == ""
+    assert "value" not in by_id["img-workflow"] and by_id["img-banner"] == ""
+    # The reply may land after the person typed: it carries no form value (issue 14, 18).
+    assert not any("value" in u for u in updates.values() if isinstance(u, dict))
+    assert "img-width" not in by_id
+    assert by_id["img-workflow-forms"]["test_invert"]["values"]["width"] == 64
     assert ("Photo", "photo") in [tuple(c) for c in parts.components.style.choices]
 
 
-def test_ui_images_picking_sdxl_sets_1024_and_lora_shows_its_controls(ui):
+def test_ui_images_page_starts_with_the_default_workflow_form(ui):
     services, parts = ui
-    by_id = updates_by_elem(parts.handlers.on_workflow("sdxl_txt2img", {}))
-    assert by_id["img-width"]["value"] == 1024 and by_id["img-height"]["value"] == 1024
-    lora = {k: v for k, v in parts.handlers.on_workflow("txt2img_lora", {}).items()}
-    assert any(v.get("visible") is True for k, v in lora.items()
-               if getattr(k, "elem_id", None) == "img-lora")
+    c = parts.components
+    assert c.workflow.value == "sd15_txt2img" and c.width.value == 512 and c.steps.value == 20
+    assert c.checkpoint.value == "v1-5-pruned-emaonly.safetensors"
+    assert c.prompt.visible and not c.denoise.visible
+
+
+def test_ui_images_workflow_forms_set_sizes_and_show_each_workflows_inputs():
+    forms = values.workflow_forms(TEMPLATES, {"checkpoints": ["mine.ckpt"]}, PARAMS + (
+        "width", "height"))
+    assert forms["sdxl_txt2img"]["values"]["width"] == 1024
+    assert forms["sdxl_txt2img"]["values"]["checkpoint"] == "mine.ckpt"
+    assert forms["sdxl_txt2img"]["stock"]["checkpoint"] != "mine.ckpt"
+    assert forms["txt2img_lora"]["shown"]["lora_row"] is True
+    invert = forms["test_invert"]
+    assert invert["values"]["width"] == 64 and not invert["shown"]["prompt"]
+    assert not invert["shown"]["seed"] and not invert["shown"]["steps"]
+    assert "Fills:" in invert["info"]
+    json.dumps(forms)  # the page's table: plain JSON
+
+
+def test_ui_images_workflow_form_js_fills_every_part_it_is_given():
+    js = tab.workflow_form_js(["info", "width"])
+    assert js.startswith("(name, forms) =>") and '["info", "width"]' in js
 
 
 def test_ui_images_comfyui_down_banner_says_how_to_start_it(ui_down):
@@ -331,9 +353,19 @@ def test_ui_images_custom_workflow_upload(ui, tmp_path):
     services, parts = ui
     ui_format = tmp_path / "ui.json"
     ui_format.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    with pytest.raises(gr.Error) as info:
-        parts.handlers.on_workflow_upload(str(ui_format), {})
-    assert "UI workflow" in info.value.message and "Export (API)" in info.value.message
+    with pytest.warns(UserWarning) as warned:
+        refused = updates_by_elem(parts.handlers.on_workflow_upload(str(ui_format), {}))
+    # The sentence, the box emptied, nothing else touched (issue 14, item 19).
+    assert set(refused) == {"img-workflow-found", "img-workflow-upload"}
+    assert refused["img-workflow-upload"] is None
+    assert "UI workflow" in refused["img-workflow-found"]
+    assert "Export (API)" in refused["img-workflow-found"]
+    assert "UI workflow" in str(warned[0].message)
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text('{"1": ')
+    with pytest.warns(UserWarning):
+        refused = updates_by_elem(parts.handlers.on_workflow_upload(str(bad_json), {}))
+    assert "isn't valid JSON" in refused["img-workflow-found"]
     api = tmp_path / "portrait.json"
     api.write_text(json.dumps(services.images.library.get("sdxl_txt2img").graph))
     by_id = updates_by_elem(parts.handlers.on_workflow_upload(str(api), {}))

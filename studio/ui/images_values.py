@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from PIL import Image
 
@@ -217,6 +217,35 @@ def workflow_fields(template: Template, comfy: dict, params: Iterable[str]
         shown = param in accepts and (param != "denoise" or "input_image" in accepts)
         fields[param] = (shown, value)
     return fields
+
+
+# Form parts a workflow shows or hides, besides the parameter fields: the key the page's
+# table uses, and the parameter that decides it.
+FORM_TOGGLES = {"prompt": "prompt", "negative": "negative", "seed": "seed",
+                "lora_row": "lora_name", "input_group": "input_image"}
+
+
+def workflow_form(template: Template, comfy: dict, params: Iterable[str]) -> dict[str, Any]:
+    """What choosing ``template`` puts into the form, as JSON data the page applies itself
+    (``WORKFLOW_FORM_JS``, in the same browser event as the choice, so nothing typed after
+    it is overwritten by a late reply): ``values`` (a starting value per parameter of
+    ``params``; absent = leave the field), ``shown`` (per parameter and per
+    ``FORM_TOGGLES`` key), ``stock`` (the template's own checkpoint and LoRA, before one
+    ComfyUI lacks is replaced) and ``info`` (the Markdown under the picker)."""
+    fields = workflow_fields(template, comfy, params)
+    defaults = form_defaults(template)
+    return {"values": {p: value for p, (_, value) in fields.items() if value is not None},
+            "shown": {**{p: shown for p, (shown, _) in fields.items()},
+                      **{key: param in template.params for key, param in FORM_TOGGLES.items()}},
+            "stock": {p: defaults.get(p) for p in ("checkpoint", "lora_name")},
+            "info": workflow_info(template)}
+
+
+def workflow_forms(templates: Mapping[str, Template], comfy: dict, params: Iterable[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """``workflow_form`` of every workflow, by name: the page's table for the picker."""
+    params = tuple(params)
+    return {name: workflow_form(template, comfy, params) for name, template in templates.items()}
 
 
 def workflow_info(template: Template) -> str:
