@@ -83,6 +83,19 @@ def test_ui_images_details_show_every_parameter_and_escape_prompt_text():
     assert "ran 3.2 s" in text
 
 
+def test_ui_images_details_name_the_workflow_by_its_title():
+    """Issue 14, item 21: not the internal name custom_empty_invert_api."""
+    image = gallery_image(workflow="custom_empty_invert_api", seed=None, prompt="",
+                          params={"workflow_title": "empty invert api (custom)"})
+    assert "workflow empty invert api (custom)" in values.image_details(image)
+    assert "workflow Renamed" in values.image_details(image, "Renamed")
+    assert "custom\\_empty" not in values.image_details(image)
+    assert values.gallery_value(GalleryPage([image], 1, 1, 48), lambda i: "t")[0][1] == (
+        "empty invert api (custom)")
+    assert values.gallery_filter_choices(["custom_x"], [], {"custom_x": "X (custom)"})[0] == [
+        ("All workflows", ""), ("X (custom)", "custom_x")]
+
+
 def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
     page = GalleryPage([gallery_image(), gallery_image(id=2, params={"prompt_typed": "typed"})],
                        total=130, page=2, per_page=48)

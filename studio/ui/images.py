@@ -281,7 +281,8 @@ def render(services) -> SimpleNamespace:
                 result.page, [image.id for image in result.images])
 
     def filter_updates(user) -> tuple:
-        workflows, models = gallery_filter_choices(*store.gallery_filters(user=user))
+        titles = {name: t.title for name, t in library.templates().items() if t.title}
+        workflows, models = gallery_filter_choices(*store.gallery_filters(user=user), titles)
         return gr.update(choices=workflows), gr.update(choices=models)
 
     # Which follower writes into each page's progress area: following another job (or
@@ -297,9 +298,9 @@ def render(services) -> SimpleNamespace:
             if not views.holds(view):
                 return
             preview_value = gr.skip()
-            if snap.preview_version != shown_preview and snap.preview is not None:
+            if snap.preview_version != shown_preview:  # a new frame, or none (next image)
                 shown_preview = snap.preview_version
-                preview_value = preview_image(snap.preview)
+                preview_value = None if snap.preview is None else preview_image(snap.preview)
             results_value = gr.skip()
             if len(snap.images) != shown_images:
                 shown_images = len(snap.images)
@@ -453,7 +454,9 @@ def render(services) -> SimpleNamespace:
             return (gr.update(visible=False), None, "", None, None, gr.update(visible=False),
                     favourite_label(False))
         path = jobs.path(image.path)
-        return (gr.update(visible=True), path, image_details(image), gr.update(value=path),
+        template = library.templates().get(image.workflow)
+        details = image_details(image, template.title if template is not None else "")
+        return (gr.update(visible=True), path, details, gr.update(value=path),
                 image.id, gr.update(visible=False), favourite_label(image.favourite))
 
     def on_favourite(image_id, request: gr.Request = None):

@@ -103,7 +103,8 @@ def gallery_value(page: GalleryPage, thumb_of) -> list[tuple[str, str]]:
 
 
 def _caption(image: GalleryImage) -> str:
-    prompt = image.params.get("prompt_typed") or image.prompt or image.workflow
+    prompt = (image.params.get("prompt_typed") or image.prompt
+              or image.params.get("workflow_title") or image.workflow)
     return prompt if len(prompt) <= 60 else prompt[:59] + "…"
 
 
@@ -113,15 +114,18 @@ def page_label(page: GalleryPage) -> str:
     return f"Page {page.page} of {page.pages} · {page.total:,} image{'s' if page.total != 1 else ''}"
 
 
-def image_details(image: GalleryImage) -> str:
-    """Markdown describing a stored image: prompt, seed, every parameter, timings."""
+def image_details(image: GalleryImage, title: str = "") -> str:
+    """Markdown describing a stored image: prompt, seed, its workflow by ``title`` (else
+    the title it had when the image was made, else its file name), every parameter,
+    timings."""
     p = image.params
+    title = title or p.get("workflow_title") or image.workflow
     lines = [f"**Prompt:** {md_literal(image.prompt) or '—'}"]
     if image.negative:
         lines.append(f"**Negative:** {md_literal(image.negative)}")
     facts = [f"seed {image.seed}" if image.seed is not None else "",
              f"{image.width}×{image.height}" if image.width else "",
-             f"workflow {image.workflow}", f"model {image.model}" if image.model else "",
+             f"workflow {title}", f"model {image.model}" if image.model else "",
              f"style {p['style']}" if p.get("style") else ""]
     lines.append(" · ".join(md_literal(f) for f in facts if f))
     shown = [f"{k} {v}" for k, v in p.items() if k in FORM_PARAMS and k not in (
@@ -282,10 +286,13 @@ def reuse_values(image: GalleryImage, params: Iterable[str]) -> dict[str, Any]:
     return values
 
 
-def gallery_filter_choices(workflows: Iterable[str], models: Iterable[str]
+def gallery_filter_choices(workflows: Iterable[str], models: Iterable[str],
+                           titles: Mapping[str, str] | None = None
                            ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Choices of the gallery's workflow and model filters, "All" first."""
-    return ([("All workflows", "")] + [(w, w) for w in workflows],
+    """Choices of the gallery's workflow and model filters, "All" first; a workflow is
+    labelled with its title in ``titles`` when it has one."""
+    titles = titles or {}
+    return ([("All workflows", "")] + [(titles.get(w, w), w) for w in workflows],
             [("All models", "")] + [(m, m) for m in models])
 
 
