@@ -10,7 +10,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.conftest import start_studio, stop_studio
+from tests.conftest import ROOT, start_studio, stop_studio
 from tests.fakes.comfyui_server import FakeComfyUI
 
 pytestmark = pytest.mark.browser
@@ -211,3 +211,44 @@ def test_browser_images_rejected_workflow_upload_leaves_the_form_alone(images_st
     assert "saved-from-comfyui" not in page.inner_text("#img-workflow-upload")
     assert page.input_value("#img-prompt textarea") == "a fox I typed"
     assert page.input_value("#img-steps input") == "9"
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.click(f"#{elem_id} li[data-testid=dropdown-option]:has-text('{option}')")
+
+
+def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio, page,
+                                                                   tmp_path):
+    """Issue 14, items 20-21: a seedless upload's batch is refused, naming the missing
+    input; its seed is mapped in the tab; the batch then makes different images, and the
+    gallery names the workflow by its title."""
+    graph = tmp_path / f"empty_invert_{uuid.uuid4().hex[:6]}.json"
+    graph.write_text((ROOT / "workflows" / "test_invert.json").read_text())
+    open_images(page, images_studio)
+    page.click("#img-custom button:has-text('Custom workflow')")
+    page.set_input_files("#img-workflow-upload input[type=file]", str(graph))
+    page.wait_for_selector("#img-map", state="visible")
+    assert "no prompt or seed input yet" in page.inner_text("#img-map-info")
+    page.click("#img-batch button:has-text('Batch')")
+    page.fill("#img-seeds input", "3")
+    page.click("#img-generate")
+    page.get_by_text("has no seed input, so the 3 images of this batch would all be the "
+                     "same").wait_for()
+    pick(page, "img-map-seed", "color (")
+    page.click("#img-map-save")
+    page.wait_for_selector("#img-seed", state="visible")
+    page.fill("#img-seed input", "100")  # a colour, here: random ones pass its maximum
+    page.click("#img-generate")
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Done: 3 images.')", timeout=30_000)
+    srcs = page.eval_on_selector_all("#img-results img", "es => es.map(e => e.src)")
+    colours = {Image.open(io.BytesIO(page.request.get(src).body())).getpixel((0, 0))
+               for src in srcs}
+    assert len(colours) == 3
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_selector("#gal-grid img")
+    page.click("#gal-grid img")
+    page.wait_for_selector("#gal-full img")
+    title = graph.stem.replace("_", " ")
+    assert f"workflow {title} (custom)" in page.inner_text("#gal-meta")

@@ -387,6 +387,38 @@ def test_ui_images_custom_workflow_upload(ui, tmp_path):
     assert by_id["img-width"]["value"] == 1024
 
 
+def test_ui_images_map_an_uploads_inputs_in_the_tab(ui, tmp_path):
+    """Issue 14, item 20: map an imported workflow's inputs in the UI, not by hand."""
+    services, parts = ui
+    api = tmp_path / "empty_invert_api.json"
+    api.write_text(json.dumps(services.images.library.get("test_invert").graph))
+    uploaded = updates_by_elem(parts.handlers.on_workflow_upload(str(api), {}))
+    assert uploaded["img-map"]["visible"] is True
+    assert "no prompt or seed input yet" in uploaded["img-map-info"]
+    assert ("1 Solid colour: color (16711680)", "1.color") in uploaded["img-map-seed"]["choices"]
+    assert uploaded["img-map-seed"]["value"] == ""
+    assert uploaded["img-seed"]["visible"] is False
+    name = uploaded["img-workflow"]["value"]
+    mapping = dict(map_prompt="", map_negative="", map_seed="1.color", map_width="1.width",
+                   map_height="", map_steps="")
+    with pytest.warns(UserWarning, match="has no node '9'"):
+        refused = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **{
+            **mapping, "map_seed": "9.seed"}))
+    assert set(refused) == {"img-map-info"} and "⚠" in refused["img-map-info"]
+    saved = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **mapping))
+    assert saved["img-seed"]["visible"] is True and saved["img-width"]["value"] == 64
+    again = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **{
+        **mapping, "map_height": "1.height"}))
+    assert again["img-height"]["value"] == 64
+    assert "value" not in again["img-width"]  # shown before: what was typed stays
+    assert saved["img-map-seed"]["value"] == "1.color"
+    assert "seed" in saved["img-workflow-forms"][name]["shown"] and (
+        saved["img-workflow-forms"][name]["shown"]["seed"])
+    assert updates_by_elem(parts.handlers.on_inputs_panel("sd15_txt2img")) == {
+        "img-map": {"__type__": "update", "visible": False}}
+    assert updates_by_elem(parts.handlers.on_inputs_panel(name))["img-map"]["visible"]
+
+
 def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake_comfyui):
     services, parts = ui
     run(parts.handlers.on_generate(**form()))

@@ -42,7 +42,7 @@ EVENTS: dict[str, dict[str, str]] = {
         LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_generate",
         "on_gallery", "on_cancel", "on_follow", "on_jobs_refresh", "on_input_upload",
         "on_workflow_upload", "on_gallery_open", "on_favourite", "on_select", "on_delete",
-        "on_reuse", "on_prev", "on_next")},
+        "on_reuse", "on_prev", "on_next", "on_inputs_panel", "on_map_inputs")},
     "studio.ui.storage": {f"render.<locals>.{name}": ADMIN for name in (
         "on_retention_check", "on_retention_delete", "on_unused", "on_unused_delete_ask",
         "on_unused_delete", "on_delete_keep")},

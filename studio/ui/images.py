@@ -20,6 +20,7 @@ from ..errors import InvalidInput, StudioError
 from ..images.runner import scrub
 from ..images.plans import FORM_PARAMS, SWEEPABLE
 from ..images.validation import server_problems
+from . import images_inputs
 from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
 from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, comfyui_banner,
                             comfyui_choices, custom_workflow_note, default_workflow,
@@ -184,6 +185,7 @@ def render(services) -> SimpleNamespace:
                         workflow_file = gr.File(label="Workflow (.json or .png)",
                                                 file_count="single", elem_id="img-workflow-upload")
                         workflow_found = gr.Markdown("", elem_id="img-workflow-found")
+                        inputs_panel = images_inputs.render()
                 with gr.Column(scale=4, min_width=320):
                     progress = gr.HTML(progress_html(None), elem_id="img-progress", padding=False)
                     preview = gr.Image(label="Live preview", interactive=False, type="pil",
@@ -245,9 +247,10 @@ def render(services) -> SimpleNamespace:
         except StudioError as exc:
             return {}, jobs.public(str(exc))
 
-    def workflow_updates(name: str, comfy: dict) -> dict:
+    def workflow_updates(name: str, comfy: dict, *, only: frozenset | None = None) -> dict:
         """Form values and visibility for a workflow, set from the server (a reused image,
-        an uploaded workflow): the same as ``workflow_form_js`` does in the page."""
+        an uploaded workflow): the same as ``workflow_form_js`` does in the page, plus the
+        input mapping panel. ``only``: the fields whose value is set (None: all)."""
         try:
             template = library.get(name)
         except StudioError:
@@ -256,10 +259,14 @@ def render(services) -> SimpleNamespace:
         updates: dict[Any, Any] = {workflow_md: chosen["info"]}
         for key, component in form_parts.items():
             if key != "info":
-                value = chosen["values"].get(key)
+                value = chosen["values"].get(key) if only is None or key in only else None
                 updates[component] = gr.update(visible=chosen["shown"][key],
                                                **({} if value is None else {"value": value}))
-        return updates
+        return merge_updates(updates, mapping_panel(name))
+
+    def mapping_panel(name: str) -> dict:
+        """The input mapping panel: shown with its lists for an uploaded workflow."""
+        return inputs_panel.panel(library.get(name) if library.is_custom(name) else None)
 
     def table(comfy: dict) -> dict:
         """The page's table of workflow forms, with ComfyUI's lists."""
@@ -429,6 +436,28 @@ def render(services) -> SimpleNamespace:
                    workflow_found: note, workflow_file: None, workflow_table: table(comfy or {})}
         return merge_updates(updates, workflow_updates(template.name, comfy or {}))
 
+    def on_inputs_panel(name):
+        """A workflow was chosen: the mapping panel for it (hidden for built-in ones)."""
+        return mapping_panel(name)
+
+    @guarded
+    def on_map_inputs(workflow, comfy, **targets):
+        """Save which node inputs an upload's prompt, seed, size and steps fill. Fields
+        that appear get the workflow's values; those already shown keep what was typed.
+        A refusal is said in the panel, and nothing else changes."""
+        before = library.get(workflow).params
+        try:
+            template = library.map_inputs(workflow, {param: targets.get(f"map_{param}") or ""
+                                                     for param in images_inputs.MAPPABLE})
+        except InvalidInput as exc:
+            message = jobs.public(str(exc))
+            gr.Warning(message)
+            return {inputs_panel.note: f"⚠ {md_literal(message)}"}
+        gr.Info(f"Saved the inputs of {template.title}.")
+        updates = {workflow_table: table(comfy or {})}
+        return merge_updates(updates, workflow_updates(
+            workflow, comfy or {}, only=frozenset(template.params - before)))
+
     def on_gallery(query, workflow, model, page, request: gr.Request = None):
         return gallery_outputs(query, workflow, model, page, user_of(request)[0])
 
@@ -506,7 +535,7 @@ def render(services) -> SimpleNamespace:
     # listener has its own id, so a slow one never holds up another).
     private = dict(api_visibility="private", concurrency_limit=None)
     form_outputs = [lists, banner, workflow_dd, style_dd, workflow_table,
-                    *form_parts.values()]
+                    *form_parts.values(), *inputs_panel.outputs]
     lists_outputs = [lists, banner, workflow_dd, workflow_table, checkpoint_dd, lora_dd,
                      sampler_dd, scheduler_dd]
     # Choosing a workflow fills the form in the browser, at once.
@@ -515,6 +544,14 @@ def render(services) -> SimpleNamespace:
                      outputs=list(form_parts.values()), js=workflow_form_js(list(form_parts)),
                      **in_page)
     workflow_dd.input(**fill_form)
+    workflow_dd.input(on_inputs_panel, [workflow_dd], inputs_panel.outputs, **private,
+                      concurrency_id="images-inputs-panel", show_progress="hidden",
+                      trigger_mode="always_last")
+    inputs_panel.save_btn.click(
+        on_map_inputs, inputs_kwargs={"workflow": workflow_dd, "comfy": lists, **{
+            f"map_{param}": dropdown for param, dropdown in inputs_panel.dropdowns.items()}},
+        outputs=unique([workflow_table, *form_parts.values(), *inputs_panel.outputs]),
+        **private, concurrency_id="images-map-inputs")
     fix_models = dict(fn=None, inputs=[workflow_dd, workflow_table, checkpoint_dd, lora_dd],
                       outputs=[checkpoint_dd, lora_dd], js=MODELS_FIX_JS, **in_page)
     # No triggers = runs when a page loads (Gradio's gr.on).
@@ -574,9 +611,10 @@ def render(services) -> SimpleNamespace:
             on_input_upload=on_input_upload, on_workflow_upload=on_workflow_upload,
             on_gallery=on_gallery, on_select=on_select, on_delete=on_delete, on_reuse=on_reuse,
             on_favourite=on_favourite,
-            on_refresh=on_refresh, gallery_outputs=gallery_outputs),
+            on_refresh=on_refresh, on_inputs_panel=on_inputs_panel,
+            on_map_inputs=on_map_inputs, gallery_outputs=gallery_outputs),
         components=SimpleNamespace(**form, lists=lists, banner=banner, workflow_md=workflow_md,
                                    progress=progress, preview=preview, results=results,
-                                   workflow_table=workflow_table,
+                                   workflow_table=workflow_table, inputs_panel=inputs_panel,
                                    gallery=gallery, inner_tabs=inner_tabs, job_state=job_state))
 
