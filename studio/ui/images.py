@@ -181,7 +181,8 @@ def render(services) -> SimpleNamespace:
                     with gr.Accordion("Custom workflow", open=False, elem_id="img-custom"):
                         gr.Markdown("Upload a workflow saved with ComfyUI's **Export (API)**, or "
                                     "a PNG made by ComfyUI. The studio finds its prompt, seed, "
-                                    "size, steps and checkpoint inputs.")
+                                    "size, steps and checkpoint inputs; while an upload is "
+                                    "chosen, the lists below say which node input each fills.")
                         workflow_file = gr.File(label="Workflow (.json or .png)",
                                                 file_count="single", elem_id="img-workflow-upload")
                         workflow_found = gr.Markdown("", elem_id="img-workflow-found")
