@@ -539,13 +539,15 @@ def render(services) -> SimpleNamespace:
                     *form_parts.values(), *inputs_panel.outputs]
     lists_outputs = [lists, banner, workflow_dd, workflow_table, checkpoint_dd, lora_dd,
                      sampler_dd, scheduler_dd]
-    # Choosing a workflow fills the form in the browser, at once.
+    # Choosing a workflow fills the form in the browser, at once. On .select, not .input:
+    # Gradio also fires a dropdown's input event when a reply updates its choices, which
+    # refilled the form over what had been typed since.
     in_page = dict(api_visibility="private", queue=False, show_progress="hidden")
     fill_form = dict(fn=None, inputs=[workflow_dd, workflow_table],
                      outputs=list(form_parts.values()), js=workflow_form_js(list(form_parts)),
                      **in_page)
-    workflow_dd.input(**fill_form)
-    workflow_dd.input(on_inputs_panel, [workflow_dd], inputs_panel.outputs, **private,
+    workflow_dd.select(**fill_form)
+    workflow_dd.select(on_inputs_panel, [workflow_dd], inputs_panel.outputs, **private,
                       concurrency_id="images-inputs-panel", show_progress="hidden",
                       trigger_mode="always_last")
     inputs_panel.save_btn.click(
