@@ -313,7 +313,8 @@ def test_workflow_library_map_inputs_saves_a_sidecar_the_next_start_reads(tmp_pa
     ({"seed": "9.seed"}, "has no node '9' for its seed"),
     ({"seed": "1.noise"}, "node 1 (EmptyImage) has no input 'noise' for its seed"),
     ({"prompt": "2.image"}, "input 'image' of node 2 (ImageInvert) comes from another node"),
-    ({"prompt": "1.width"}, "input 'width' of node 1 (EmptyImage) holds 64, but the prompt is text"),
+    ({"prompt": "1.width"},
+     "input 'width' of node 1 (EmptyImage) holds 64, but the prompt is text"),
     ({"steps": "3.filename_prefix"}, "but the steps is a whole number"),
     ({"cfg": "1.width"}, "cfg can't be mapped by hand"),
 ])

@@ -278,7 +278,7 @@ def test_ui_images_workflow_forms_set_sizes_and_show_each_workflows_inputs():
 
 
 def test_ui_images_workflow_form_js_fills_every_part_it_is_given():
-    js = tab.workflow_form_js(["info", "width"])
+    js = values.workflow_form_js(["info", "width"])
     assert js.startswith("(name, forms) =>") and '["info", "width"]' in js
 
 

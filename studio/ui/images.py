@@ -9,7 +9,6 @@ handed to Gradio, and error messages have ComfyUI's address replaced (``images.s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,48 +21,16 @@ from ..images.plans import FORM_PARAMS, SWEEPABLE
 from ..images.validation import server_problems
 from . import images_inputs
 from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
-from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, comfyui_banner,
-                            comfyui_choices, custom_workflow_note, default_workflow,
+from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, MODELS_FIX_JS,
+                            comfyui_banner, comfyui_choices, custom_workflow_note, default_workflow,
                             favourite_label, file_path, gallery_filter_choices, gallery_value,
                             gpu_room_notice, image_details, input_image_note, jobs_choices,
                             md_literal, page_label, preview_image, progress_html,
-                            request_from_form, reuse_values, workflow_form, workflow_forms)
+                            request_from_form, reuse_values, workflow_form, workflow_form_js,
+                            workflow_forms)
 
 UPDATE_INTERVAL = 0.1  # seconds between page updates while a job runs
 PER_PAGE = 48
-
-
-def workflow_form_js(keys: list[str]) -> str:
-    """A browser function (workflow name, the page's table of workflow forms) -> one value
-    or update per form part in ``keys`` ("info" is the Markdown under the picker).
-
-    Choosing a workflow fills the form in the browser, in the same event as the choice:
-    a reply from the server could land after the person typed into the new form, and
-    overwrite what they typed (issue 14, item 18)."""
-    return f"""(name, forms) => {{
-  const form = (forms || {{}})[name];
-  if (!form) return undefined;
-  return {json.dumps(keys)}.map((key) => {{
-    if (key === "info") return form.info;
-    const update = {{__type__: "update", visible: !!form.shown[key]}};
-    if (form.values[key] !== undefined) update.value = form.values[key];
-    return update;
-  }});
-}}"""
-
-
-# After ComfyUI's lists arrive (page load, ⟳): a checkpoint or LoRA that ComfyUI doesn't
-# have becomes one it has, unless the person changed the field meanwhile.
-MODELS_FIX_JS = """(name, forms, checkpoint, lora) => {
-  const form = (forms || {})[name];
-  if (!form) return undefined;
-  const fix = (key, now) => {
-    const better = form.values[key];
-    const untouched = now === form.stock[key] || now === null || now === "";
-    return better !== undefined && better !== now && untouched ? better : undefined;
-  };
-  return [fix("checkpoint", checkpoint), fix("lora_name", lora)];
-}"""
 
 
 def render(services) -> SimpleNamespace:
@@ -124,7 +91,8 @@ def render(services) -> SimpleNamespace:
                     workflow_table = gr.JSON(forms, visible=False, elem_id="img-workflow-forms")
                     with gr.Row():
                         checkpoint_dd = gr.Dropdown(label="Checkpoint", choices=[], scale=4,
-                                                    allow_custom_value=True, elem_id="img-checkpoint",
+                                                    allow_custom_value=True,
+                                                    elem_id="img-checkpoint",
                                                     **initial("checkpoint"))
                         refresh_btn = gr.Button("⟳", size="sm", scale=0, min_width=40,
                                                 elem_id="img-refresh")

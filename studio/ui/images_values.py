@@ -1,11 +1,13 @@
 """Values for the Images tab's components: progress HTML, gallery items and captions, image
 details, the form read into an ``ImageRequest``, and what a workflow, a reused image or an
-uploaded workflow put into the form. Plain functions of the studio's own types; no
-components and no handlers here (``studio/ui/images.py`` builds the tab).
+uploaded workflow put into the form (with the browser functions that fill it in the page).
+Plain functions of the studio's own types; no components and no handlers here
+(``studio/ui/images.py`` builds the tab).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from html import escape
@@ -250,6 +252,39 @@ def workflow_forms(templates: Mapping[str, Template], comfy: dict, params: Itera
     """``workflow_form`` of every workflow, by name: the page's table for the picker."""
     params = tuple(params)
     return {name: workflow_form(template, comfy, params) for name, template in templates.items()}
+
+
+def workflow_form_js(keys: list[str]) -> str:
+    """A browser function (workflow name, the page's table of workflow forms) -> one value
+    or update per form part in ``keys`` ("info" is the Markdown under the picker).
+
+    Choosing a workflow fills the form in the browser, in the same event as the choice:
+    a reply from the server could land after the person typed into the new form, and
+    overwrite what they typed (issue 14, item 18)."""
+    return f"""(name, forms) => {{
+  const form = (forms || {{}})[name];
+  if (!form) return undefined;
+  return {json.dumps(keys)}.map((key) => {{
+    if (key === "info") return form.info;
+    const update = {{__type__: "update", visible: !!form.shown[key]}};
+    if (form.values[key] !== undefined) update.value = form.values[key];
+    return update;
+  }});
+}}"""
+
+
+# After ComfyUI's lists arrive (page load, ⟳): a checkpoint or LoRA that ComfyUI doesn't
+# have becomes one it has, unless the person changed the field meanwhile.
+MODELS_FIX_JS = """(name, forms, checkpoint, lora) => {
+  const form = (forms || {})[name];
+  if (!form) return undefined;
+  const fix = (key, now) => {
+    const better = form.values[key];
+    const untouched = now === form.stock[key] || now === null || now === "";
+    return better !== undefined && better !== now && untouched ? better : undefined;
+  };
+  return [fix("checkpoint", checkpoint), fix("lora_name", lora)];
+}"""
 
 
 def workflow_info(template: Template) -> str:
