@@ -193,8 +193,10 @@ class ImageJobs:
         for params in planned:
             graph = render_item(template, params)
             items.append(({**params, **effective_params(template, graph),
-                           "workflow": template.name}, graph))
-        title = (request.all_prompts[0] or template.title or template.name)[:120]
+                           "workflow": template.name,
+                           "workflow_title": template.title or template.name}, graph))
+        prompt = request.all_prompts[0] if "prompt" in template.params else ""
+        title = (prompt or template.title or template.name)[:120]
         job = self.store.create_job(
             user=user, lane=lane or user, workflow=template.name, title=title,
             spec={"prompts": request.all_prompts, "seeds": request.seeds,

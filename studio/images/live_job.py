@@ -157,6 +157,7 @@ def snapshot_from_db(job: ImageJob, images: Sequence[ShownImage], counts: Mappin
 
 def shown_image(image: GalleryImage, outputs_dir: Path) -> ShownImage:
     """How the page shows a stored image: absolute paths and a caption."""
-    caption = f"seed {image.seed}" if image.seed is not None else image.workflow
+    caption = (f"seed {image.seed}" if image.seed is not None
+               else image.params.get("workflow_title") or image.workflow)
     return ShownImage(image.id, str(outputs_dir / image.path), str(outputs_dir / image.thumb),
                       caption)

@@ -77,6 +77,9 @@ class ItemRunner:
                 return None
             live.inflight[item.id] = cancel
             live.progress[item.id] = ItemProgress(item.seq, state)
+            if live.preview is not None:  # the last image's last frame isn't this one's
+                live.preview = None
+                live.preview_version += 1
             if live.status == "queued":
                 live.status = "running"
             live.waiting_ahead = None
