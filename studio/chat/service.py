@@ -388,6 +388,15 @@ class ChatService:
         if not self._store.set_pinned(chat_id, pinned, user=user):
             raise NotFound(GONE)
 
+    def toggle_pinned(self, chat_id: str | None, *, user: str) -> bool:
+        """Pin the chat if it isn't, else unpin it; returns whether it is pinned now.
+        Raises like ``set_pinned``."""
+        conv = (self._store.get_conversation(chat_id, user=user)
+                if chat_id and not chat_id.startswith(INCOGNITO_PREFIX) else None)
+        pinned = not conv.pinned if conv is not None else True
+        self.set_pinned(chat_id, pinned, user=user)
+        return pinned
+
     def import_chats(self, path: str | Path, *, user: str) -> ImportReport:
         """Bring the chats of an Open WebUI export or ChatGPT's conversations.json (or its
         zip) at ``path`` into the user's history: each chat's shown branch, with its times and
