@@ -12,11 +12,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from studio.chat.imports import CHATGPT, OPEN_WEBUI, read_export
 from studio.chat.replies import ReplyManager
 from studio.chat.service import ChatService
-from studio.errors import InvalidInput
+from studio.errors import InvalidInput, StudioError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 OPEN_WEBUI_FILE = FIXTURES / "openwebui-chat-export.json"
@@ -186,3 +188,42 @@ def test_imports_are_bounded_in_size_even_inside_a_zip(chat, store, tmp_path):
     with pytest.raises(InvalidInput, match="unpacked; the limit is 1 MB"):
         chat.import_chats(bomb, user="owner")
     assert store.count_conversations() == 0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=20)
+KEYS = ["mapping", "current_node", "message", "parent", "author", "role", "content", "parts",
+        "content_type", "create_time", "chat", "history", "messages", "currentId", "parentId",
+        "timestamp", "created_at", "updated_at", "id", "title", "model", "files", "recipient"]
+
+
+def shaken(value, data):
+    """The fixture with some values swapped for anything JSON can hold, keys kept."""
+    if isinstance(value, dict):
+        return {k: (data.draw(JSON) if data.draw(st.integers(0, 9)) == 0 else shaken(v, data))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [shaken(v, data) for v in value]
+    return data.draw(JSON) if data.draw(st.integers(0, 4)) == 0 else value
+
+
+@settings(max_examples=60, deadline=2000, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), which=st.sampled_from([OPEN_WEBUI_FILE, CHATGPT_FILE]))
+def test_imports_any_damage_is_a_count_or_a_sentence(data, which):
+    export = shaken(json.loads(which.read_text()), data)
+    if data.draw(st.booleans()):
+        export = [{key: data.draw(JSON) for key in data.draw(st.sets(st.sampled_from(KEYS),
+                                                                    max_size=6))}]
+    try:
+        parsed = read_export(json.dumps(export).encode(), max_bytes=MB)
+    except StudioError as exc:
+        assert str(exc).endswith(".")
+        return
+    assert len(parsed.chats) + parsed.empty + parsed.unreadable <= max(len(export), 1)
+    for chat in parsed.chats:
+        assert chat.messages and all(m.role in ("user", "assistant") for m in chat.messages)
+        assert chat.created_at <= chat.updated_at

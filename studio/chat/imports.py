@@ -100,7 +100,12 @@ def _conversations_in_zip(data: bytes, max_bytes: int) -> bytes:
                 f"conversations.json in this zip is {member.file_size / 1e6:,.0f} MB unpacked; "
                 f"the limit is {max_bytes / 1e6:,.0f} MB (STUDIO_MAX_UPLOAD_MB).",
                 hint="Raise STUDIO_MAX_UPLOAD_MB, or split the export.")
-        return archive.read(member)
+        try:
+            return archive.read(member)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError):
+            # A bad checksum, an unknown compression, a password.
+            raise InvalidInput("conversations.json in this zip can't be unpacked.",
+                               hint="Unzip it yourself and import conversations.json.") from None
 
 
 def _read_all(export: list, source: str, read_one, now: datetime) -> ParsedExport:
@@ -253,16 +258,15 @@ def _iso(value, now: datetime, *, fallback: str | None = None) -> str:
     """Epoch seconds (or milliseconds, as some exports write) as the store's ISO text."""
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = None
-    if seconds is None or seconds <= 0:
+        if seconds > 1e11:  # milliseconds
+            seconds /= 1000
+        stamp = datetime.fromtimestamp(seconds, timezone.utc) if seconds > 0 else None
+    except (TypeError, ValueError, OverflowError, OSError):  # not a time, or out of range
+        stamp = None
+    if stamp is None:
         if fallback is not None:
             return fallback
         stamp = now
-    else:
-        if seconds > 1e11:  # milliseconds
-            seconds /= 1000
-        stamp = datetime.fromtimestamp(seconds, timezone.utc)
     stamp = stamp.astimezone(timezone.utc)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
