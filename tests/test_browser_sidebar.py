@@ -157,3 +157,29 @@ def test_browser_sidebar_import_reports_and_lists_the_chats(sidebar_studio, page
     page.click("#conv-list label:has-text('Weekend in Lisbon')")
     page.wait_for_function(
         "() => document.querySelector('#chatbot').innerText.includes('Pasteis de Belem')")
+
+
+def test_browser_sidebar_more_keeps_a_phone_s_sidebar_open(sidebar_studio, page):
+    db = sqlite_utils.Database(sidebar_studio.data_dir / "studio.db")
+    db["conversations"].insert_all(
+        {"id": f"phone{n:027d}", "title": f"phone chat {n}", "user": "owner", "pinned": 0,
+         "created_at": "2018-01-01T00:00:00.000Z", "updated_at": f"2018-01-01T00:{n // 60:02d}:"
+                                                                f"{n % 60:02d}.000Z"}
+        for n in range(201))  # more than a page, whatever else the studio holds
+    db.close()
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(sidebar_studio.url)
+    page.wait_for_selector("#conv-list label")
+    page.wait_for_function("() => !document.querySelector('#conv-sidebar').classList"
+                           ".contains('open')")  # a phone starts with the list closed
+    page.click("#conv-sidebar .toggle-button")
+    page.wait_for_function("() => document.querySelector('#conv-sidebar').classList"
+                           ".contains('open')")
+    before = len(chats_listed(page))
+
+    page.click("#conv-list label:has-text('More chats…')")
+    page.wait_for_function("(n) => [...document.querySelectorAll('#conv-list input')]"
+                           ".filter(i => !/^(group|more):/.test(i.value)).length > n",
+                           arg=before)
+    page.wait_for_timeout(300)  # longer than the phone script's 150 ms before it closes
+    assert "open" in page.get_attribute("#conv-sidebar", "class")
