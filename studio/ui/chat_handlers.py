@@ -77,7 +77,8 @@ class ChatPage:
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
         self.queues = PageQueues()
-        self.sidebars = Sidebars(services.chat)  # how far each page's list was paged
+        # How far each page's list was paged, for as many pages as Gradio keeps state for.
+        self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
 
     # -- values -----------------------------------------------------------------------
 
