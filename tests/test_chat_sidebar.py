@@ -89,7 +89,12 @@ def test_sidebar_pins_are_the_owner_s(chat, store):
         chat.set_pinned(theirs, True, user="bob")
     with pytest.raises(NotFound):
         chat.set_pinned("0" * 32, True, user="bob")
+    with pytest.raises(NotFound):
+        chat.toggle_pinned(theirs, user="bob")
     assert store.get_conversation(theirs).pinned is False
+    assert chat.conversation_page(user="bob").entries == []
+    assert chat.toggle_pinned(theirs, user="alice") is True
+    assert chat.toggle_pinned(theirs, user="alice") is False
 
 
 @pytest.mark.parametrize("chat_id", [None, "incognito-abc"])
