@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
+import gradio as gr
 import pytest
 
 from studio.chat.replies import ReplyManager
@@ -71,3 +72,31 @@ def test_sidebar_more_adds_a_page_and_a_refresh_keeps_the_depth(chat, store):
     assert chats_in(sidebars.more("page-1", "owner"))[-1] == ids[1]
     # Another page starts at the first page.
     assert len(chats_in(sidebars.refresh("page-2", "owner"))) == 3
+
+
+def test_sidebar_more_during_a_reply_leaves_the_reply_and_its_queue(tmp_path, fake_ollama):
+    from studio.config import Settings
+    from studio.services import build_services
+    from studio.ui.chat_handlers import ChatPage
+    from tests.fakes.ollama_server import make_tokens
+    from tests.test_ui_chat_queue import mid_reply, request, send, stored_turns
+
+    services = build_services(Settings.from_env(
+        {"STUDIO_DATA_DIR": str(tmp_path / "data"), "OLLAMA_HOST": fake_ollama.url},
+        dotenv_path=None))
+    page = ChatPage(services)
+    try:
+        first, sess = mid_reply(page, fake_ollama)
+        fake_ollama.queue_reply("Second answer.")
+        list(send(page, "second question", sess))  # waits for the first reply
+
+        [update] = list(page.on_open(MORE, sess, request=request()))
+
+        assert update[:5] == (gr.skip(),) * 5 and update[6:] == (gr.skip(),) * 3
+        assert sess["chat_id"] in [value for _, value in update[5]["choices"]]
+        rest = list(first)  # the page's stream went on to the end, then sent the queued one
+        assert "".join(make_tokens(6)) in str(rest[-1][1])
+        assert stored_turns(page, sess)[-2:] == [("user", "second question"),
+                                                 ("assistant", "Second answer.")]
+    finally:
+        services.store.close()

@@ -220,17 +220,17 @@ class ChatPage:
     def on_open(self, chat_id, sess, request: gr.Request = None):
         """Open a stored conversation; if a reply is still streaming there, follow it.
         Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
-        view = self.views.claim(request)
         user = page_user(request)
         page = page_of(request)
-        self.queues.leave(page)
         if isinstance(chat_id, str) and chat_id.startswith((GROUP, MORE)):
             # "More chats…" (or a heading, which the page doesn't let anyone pick): the list
-            # grows and the open chat stays as it is.
+            # grows; the open chat, a reply streaming into it and its queue go on untouched.
             listed = self.list_update(user, "", sess.get("chat_id"), page,
                                       more=chat_id == MORE)
             yield (*[gr.skip()] * 5, listed, gr.skip(), gr.skip(), gr.skip())
             return
+        view = self.views.claim(request)
+        self.queues.leave(page)
         if not chat_id:
             yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
                    gr.skip(), gr.skip(), gr.skip(), self.queue_update(page))
