@@ -10,7 +10,9 @@
   if (narrow()) setTimeout(closeSidebar, 50);
   document.addEventListener('click', (event) => {
     if (!narrow()) return;
-    if (event.target.closest('#conv-list label, #new-chat')) setTimeout(closeSidebar, 150);
+    // Not for "More chats…" (nor a heading): that grows the list, the person is still in it.
+    const chat = '#conv-list label:not(:has(input[value^="group:"], input[value="more:"]))';
+    if (event.target.closest(chat + ', #new-chat')) setTimeout(closeSidebar, 150);
   });
 
   // A session that ends while the page is open (signed out elsewhere, expired, password

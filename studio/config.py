@@ -77,6 +77,10 @@ class Settings:
     default_model: str = _setting("STUDIO_DEFAULT_MODEL", "",
                                   "Ollama model picked when a chat starts, e.g. llama3.2 (empty = the "
                                   "first local one; a paid cloud model is never picked for you).")
+    title_model: str = _setting("STUDIO_TITLE_MODEL", "",
+                                "Small Ollama model that titles each new chat after its first "
+                                "reply, e.g. llama3.2:1b (empty = titles are the question's "
+                                "first words).")
     request_timeout: float = _setting("STUDIO_REQUEST_TIMEOUT", 300.0,
                                       "Seconds to wait for a backend before giving up.")
     max_message_chars: int = _setting("STUDIO_MAX_MESSAGE_CHARS", 2_000_000,
@@ -279,6 +283,10 @@ class Settings:
                               "turn scheduled backups off.")
         if self.backup_keep < 1:
             raise ConfigError(f"STUDIO_BACKUP_KEEP must be at least 1 (got {self.backup_keep}).")
+        if self.title_model.split(":", 1)[0] in ("openrouter",):
+            raise ConfigError("STUDIO_TITLE_MODEL must be a local Ollama model such as "
+                              f"llama3.2:1b (got {self.title_model!r}): titles never go to "
+                              "the cloud.")
         if self.max_page_sessions < 1:
             raise ConfigError("STUDIO_MAX_PAGE_SESSIONS must be at least 1 "
                               f"(got {self.max_page_sessions}).")

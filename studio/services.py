@@ -29,6 +29,7 @@ from .chat.replies import ReplyManager
 from .chat.router import Router
 from .chat.service import ChatService
 from .chat.streams import ChatStreams, record_usage
+from .chat.titles import TitleWriter
 from .clients.comfyui import ComfyUIClient
 from .backends.health import HealthChecker
 from .backends.local_servers import LocalServers, build_local_servers
@@ -219,7 +220,9 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                        supports_images=chat_models.supports_images, prices=prices,
                        budget=budget, default_max_tokens=router.default_max_tokens,
                        max_megapixels=settings.max_input_megapixels, limits=limits,
-                       on_refused=metrics.observe_refusal)
+                       on_refused=metrics.observe_refusal,
+                       titles=TitleWriter(replies, store, settings.title_model),
+                       max_import_bytes=int(settings.max_upload_mb * 1024 * 1024))
     access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
                     Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
                     session_days=settings.session_days,

@@ -1,4 +1,5 @@
 import re
+import sqlite3
 
 import pytest
 from sqlite_utils import Database
@@ -9,6 +10,7 @@ from studio.store.db import Store
 CONVERSATION_COLUMNS = {
     "id": str, "title": str, "user": str, "model": str, "backend": str,
     "system_prompt": str, "params": str, "created_at": str, "updated_at": str, "pinned": int,
+    "title_source": str, "source": str, "source_id": str,
 }
 MESSAGE_COLUMNS = {
     "id": int, "conversation_id": str, "seq": int, "role": str, "content": str,
@@ -48,7 +50,33 @@ def test_migrations_create_listing_indexes(db):
     conversation_indexes = {tuple(i.columns) for i in db["conversations"].indexes}
     assert message_indexes[("conversation_id", "seq")] == 1
     assert {("updated_at",), ("user", "updated_at"), ("pinned", "updated_at"),
-            ("user", "pinned", "updated_at")} <= conversation_indexes
+            ("user", "pinned", "updated_at"), ("user", "pinned", "updated_at", "id")
+            } <= conversation_indexes
+
+
+def test_migrations_m012_keeps_old_titles_and_keys_imports_per_user(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m012_add_title_source_and_import_keys")
+    old["conversations"].insert({"id": "a" * 32, "title": "Renamed long ago",
+                                 "created_at": "2024-05-01T10:00:00.000Z",
+                                 "updated_at": "2024-05-01T10:00:00.000Z"})
+    old.close()
+    store = Store.open(path)
+
+    [conv] = store.list_conversations()
+    assert (conv.title, conv.title_source, conv.source) == ("Renamed long ago", "words", "")
+    # Chats of the studio's own (no source id) never collide; one import key per user.
+    for user, key in (("owner", ""), ("owner", ""), ("owner", "x"), ("guest", "x")):
+        store.db["conversations"].insert({"id": f"{user}{key}{len(store.list_conversations())}",
+                                          "title": "t", "user": user, "source": "chatgpt",
+                                          "source_id": key, "created_at": "2024",
+                                          "updated_at": "2024"})
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db["conversations"].insert({"id": "dup", "title": "t", "user": "owner",
+                                          "source": "chatgpt", "source_id": "x",
+                                          "created_at": "2024", "updated_at": "2024"})
+    store.close()
 
 
 def test_migrations_create_search_tables(db):

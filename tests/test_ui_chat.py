@@ -101,7 +101,8 @@ def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path,
     chat = make_service(store, tmp_path, OllamaClient(fake_ollama.url, timeout=10),
                         max_chars=100_000)
     page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
-                                    settings=SimpleNamespace(stream_interval=0.01)))
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                             max_page_sessions=500)))
     fake_ollama.queue_reply("first answer")
     first = chat.send(None, "first question", model=LOCAL, user="owner")
     done(first)

@@ -1,4 +1,5 @@
-"""Pure helpers over conversations: prompt assembly, titles, stats lines and exports.
+"""Pure helpers over conversations: prompt assembly, titles, date groups, stats lines and
+exports.
 
 Works on plain data (the store's Message dataclass or anything with the same
 attributes). No I/O except through the ``read_image`` callable passed in; no gradio.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
+from datetime import datetime, timedelta, tzinfo
 from typing import Callable, Iterable, Sequence
 
 from ..events import ChatMessage
@@ -30,6 +32,66 @@ def title_from(text: str, limit: int = 60) -> str:
         return line
     cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
     return cut + "…"
+
+
+TITLE_INSTRUCTIONS = (
+    "You name conversations. Reply with a title of 3 to 6 words saying what the "
+    "conversation below is about, in the language of the question. Reply with the title "
+    "only: no quotes, no final full stop, no emoji, no explanation.")
+_TITLE_EXCERPT_CHARS = 1500  # of the question and of the answer: enough to say the subject
+
+
+def title_messages(question: str, answer: str) -> list[ChatMessage]:
+    """What a small model is asked for a conversation's title: the instructions, then the
+    first question and answer (cut to their first 1,500 characters each)."""
+    excerpt = (f"Question:\n{(question or '')[:_TITLE_EXCERPT_CHARS]}\n\n"
+               f"Answer:\n{(answer or '')[:_TITLE_EXCERPT_CHARS]}")
+    return [ChatMessage("system", TITLE_INSTRUCTIONS), ChatMessage("user", excerpt)]
+
+
+def clean_title(reply: str) -> str:
+    """A model's reply as a title: its first non-empty line without a "Title:" label,
+    quotes, Markdown emphasis or a final full stop; '' when nothing is left.
+
+    >>> clean_title('Title: "Baking sourdough bread."\\nBecause the user asked...')
+    'Baking sourdough bread'
+    >>> clean_title("  **Rust lifetimes explained**  ")
+    'Rust lifetimes explained'
+    >>> clean_title("\\n \\n")
+    ''
+    """
+    line = next((ln.strip() for ln in (reply or "").splitlines() if ln.strip()), "")
+    if line.lower().startswith("title:"):
+        line = line[len("title:"):].strip()
+    line = line.strip("*_#`\"'“”‘’ ").rstrip(".").strip("*_`\"'“”‘’ ")
+    return title_from(line) if line else ""
+
+
+# The sidebar's date groups, in the order they show (pinned chats head the list).
+PINNED, TODAY, YESTERDAY, LAST_7_DAYS, OLDER = (
+    "Pinned", "Today", "Yesterday", "Last 7 days", "Older")
+
+
+def date_group(updated_at: str, now: datetime, zone: tzinfo) -> str:
+    """Which sidebar group a chat last active at ``updated_at`` (the store's ISO 8601 UTC
+    text) falls in, seen in time zone ``zone`` at ``now`` (aware): calendar days there,
+    so a chat from 23:30 is "Yesterday" just after midnight.
+
+    >>> from datetime import timezone
+    >>> now = datetime(2026, 3, 10, 0, 30, tzinfo=timezone.utc)
+    >>> [date_group(t, now, timezone.utc) for t in ("2026-03-10T00:10:00.000Z",
+    ...  "2026-03-09T23:30:00.000Z", "2026-03-03T08:00:00.000Z", "2026-03-02T23:59:00.000Z")]
+    ['Today', 'Yesterday', 'Last 7 days', 'Older']
+    """
+    when = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).astimezone(zone).date()
+    today = now.astimezone(zone).date()
+    if when >= today:
+        return TODAY
+    if when == today - timedelta(days=1):
+        return YESTERDAY
+    if when >= today - timedelta(days=7):
+        return LAST_7_DAYS
+    return OLDER
 
 
 def backend_messages(system_prompt: str, history: Iterable, *,

@@ -134,11 +134,12 @@ class ReplyManager:
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
-              user: str = "owner", via: str = "",
+              user: str = "owner", via: str = "", exact: bool = False,
               on_progress: Callable[[ReplySnapshot], None] | None = None,
               on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
         """Start generating; returns at once. With ``message_id`` the reply is stored there.
-        ``via`` says how the request came in (kept with its usage).
+        ``via`` says how the request came in (kept with its usage); ``exact`` asks for that
+        model only, no fallback (``ChatStreams.open``).
 
         ``on_progress`` gets a snapshot as often as a stored reply is flushed (``flush_every``),
         for callers that keep the text elsewhere (the arena), so a restart loses little."""
@@ -147,7 +148,7 @@ class ReplyManager:
         self._replies.add(reply.reply_id, reply)
         thread = threading.Thread(target=self._run,
                                   args=(reply, list(messages), options, user, on_progress,
-                                        on_finish),
+                                        on_finish, exact),
                                   name=f"reply-{reply.reply_id[:8]}", daemon=True)
         thread.start()
         return reply
@@ -221,11 +222,13 @@ class ReplyManager:
     # -- the worker ---------------------------------------------------------------------
 
     def _run(self, reply: LiveReply, messages: list[ChatMessage], options: ChatOptions,
-             user: str, on_progress, on_finish) -> None:
+             user: str, on_progress, on_finish, exact: bool = False) -> None:
         last_flush = time.monotonic()
         stream = None
         try:
-            stream = self._stream_fn(reply.model_id, messages, options, user=user)
+            # Only asked for when wanted: a stream_fn may not take the keyword.
+            stream = self._stream_fn(reply.model_id, messages, options, user=user,
+                                     **({"exact": True} if exact else {}))
             for event in stream:
                 if reply.cancel.is_set():
                     break

@@ -5,7 +5,8 @@ too long, a file that isn't an image, an image for a text-only model, a reply st
 written, a budget cap no fallback can take) and only then write: the user's turn, the
 placeholder the reply streams into, and the reply itself (through ``ReplyManager``, which
 also accounts its usage). ``open``, ``turns`` and ``follow`` read; ``stop``, ``rename``,
-``delete``, ``export`` and ``end`` finish the verbs a page needs. The Chat tab, the API,
+``delete``, ``export``, ``end``, ``set_pinned``, ``conversation_page`` and ``import_chats``
+finish the verbs a page needs. The Chat tab, the API,
 benchmarks and tests are all callers; none of them writes history itself.
 
 Every verb takes the calling ``user``; a conversation of another user is "not found",
@@ -33,6 +34,7 @@ from ..model_id import ModelId
 from ..store.db import file_fault, storable_text
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
+from .imports import ImportReport, read_export
 from .replies import LiveReply, ReplyManager, ReplySnapshot
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from ..costs.pricing import ModelPrices
     from ..store.db import Store
     from .router import Router
+    from .titles import TitleWriter
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,17 @@ class ChatListEntry:
     chat_id: str
     title: str
     snippet: str = ""  # a matching message's words, for a search hit
+    pinned: bool = False
+    updated_at: str = ""  # last activity, the store's ISO 8601 UTC text
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of a user's chats for the sidebar; ``more`` goes to ``conversation_page``
+    for the next one (None: this was the last)."""
+
+    entries: list[ChatListEntry]
+    more: str | None
 
 
 def _counted(method):
@@ -111,7 +125,9 @@ class ChatService:
                  budget: "Budget | None" = None,
                  default_max_tokens: int = 1024, max_megapixels: float = 16.0,
                  limits: "Limits | None" = None,
-                 on_refused: Callable[[str, StudioError], None] | None = None) -> None:
+                 on_refused: Callable[[str, StudioError], None] | None = None,
+                 titles: "TitleWriter | None" = None,
+                 max_import_bytes: int = 50 * 1024 * 1024) -> None:
         self._store = store
         self._replies = replies
         self._router = router
@@ -127,6 +143,8 @@ class ChatService:
         # Told of every request refused before a reply started (metrics): "chat_page" or
         # "api", and the refusal.
         self._on_refused = on_refused
+        self._titles = titles
+        self._max_import_bytes = max_import_bytes
         self._lock = threading.Lock()
         self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
         # Incognito attachments left by the last run belong to chats that are gone.
@@ -168,7 +186,7 @@ class ChatService:
                 history.add_user(text, saved)
                 placeholder = history.add_placeholder(model_id)
             return self._start(history, placeholder, model_id, messages, options, user, created,
-                               release)
+                               release, question=text)
 
     @_counted
     def check(self, text: str, files: Sequence[str | Path] = (), *, model: str) -> None:
@@ -315,6 +333,19 @@ class ChatService:
             entries.append(ChatListEntry(hit.conversation_id, hit.title or "Untitled", snippet))
         return entries
 
+    def conversation_page(self, *, user: str, more: str | None = None, limit: int = 200
+                          ) -> ConversationPage:
+        """A page of the user's stored chats, pinned first, then newest first; ``more`` (from
+        the previous page) continues after it. Raises ``InvalidInput`` for a ``more`` that
+        no page gave."""
+        after = _cursor_values(more) if more else None
+        rows = self._store.conversation_page(user=user, after=after, limit=limit + 1)
+        entries = [ChatListEntry(c.id, c.title or "Untitled", pinned=c.pinned,
+                                 updated_at=c.updated_at) for c in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return ConversationPage(entries, None if last is None else
+                                f"{int(last.pinned)}|{last.updated_at}|{last.id}")
+
     def cost_hint(self, chat_id: str | None, text: str, model: str, max_tokens: int | None, *,
                   user: str) -> list[str]:
         """Lines to show before a cloud prompt is sent: what it may cost, and where the
@@ -348,6 +379,53 @@ class ChatService:
         if history is None or not history.stored:
             raise InvalidInput("Only saved conversations can be renamed.")
         self._store.rename_conversation(chat_id, (title or "").strip() or "Untitled")
+
+    def set_pinned(self, chat_id: str | None, pinned: bool, *, user: str) -> None:
+        """Pin a stored chat to the top of the user's sidebar, or unpin it. Raises
+        ``InvalidInput`` for a chat not saved (yet), ``NotFound`` for another's."""
+        if not chat_id or chat_id.startswith(INCOGNITO_PREFIX):
+            raise InvalidInput("Only saved conversations can be pinned.",
+                               hint="Send a first message, or leave incognito.")
+        if not self._store.set_pinned(chat_id, pinned, user=user):
+            raise NotFound(GONE)
+
+    def toggle_pinned(self, chat_id: str | None, *, user: str) -> bool:
+        """Pin the chat if it isn't, else unpin it; returns whether it is pinned now.
+        Raises like ``set_pinned``."""
+        conv = (self._store.get_conversation(chat_id, user=user)
+                if chat_id and not chat_id.startswith(INCOGNITO_PREFIX) else None)
+        pinned = not conv.pinned if conv is not None else True
+        self.set_pinned(chat_id, pinned, user=user)
+        return pinned
+
+    def import_chats(self, path: str | Path, *, user: str) -> ImportReport:
+        """Bring the chats of an Open WebUI export or ChatGPT's conversations.json (or its
+        zip) at ``path`` into the user's history: each chat's shown branch, with its times and
+        model names. A chat imported before (by this user) is skipped, so importing a file
+        twice adds nothing. Raises ``InvalidInput`` for another file or one over the size
+        limit, before anything is written."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size > self._max_import_bytes:
+            raise InvalidInput(
+                f"This file is {size / 1e6:,.0f} MB; the limit is "
+                f"{self._max_import_bytes / 1e6:,.0f} MB (STUDIO_MAX_UPLOAD_MB).",
+                hint="Raise STUDIO_MAX_UPLOAD_MB, or split the export.")
+        parsed = read_export(path.read_bytes(), max_bytes=self._max_import_bytes)
+        known = self._store.imported_ids(parsed.source, user=user)
+        report = ImportReport.of(parsed)
+        for chat in parsed.chats:
+            if chat.source_id in known or self._store.import_conversation(
+                    user=user, source=parsed.source, source_id=chat.source_id,
+                    title=chat.title, created_at=chat.created_at,
+                    updated_at=chat.updated_at, messages=chat.messages) is None:
+                report.already += 1
+                continue
+            known.add(chat.source_id)
+            report.imported += 1
+            report.messages += len(chat.messages)
+        log.info("import for %s from %s: %s", user, parsed.source, report.summary())
+        return report
 
     def delete(self, chat_id: str, *, user: str) -> None:
         """Delete a stored conversation with its attachments (its reply is stopped first),
@@ -494,11 +572,15 @@ class ChatService:
 
     def _start(self, history: History, placeholder: Turn, model_id: ModelId,
                messages: list[ChatMessage], options: ChatOptions | None, user: str,
-               created: bool, release: Callable[[], None]) -> Started:
-        """Start the reply into ``placeholder``, written with the turn (``History.writing``)."""
+               created: bool, release: Callable[[], None], *, question: str = "") -> Started:
+        """Start the reply into ``placeholder``, written with the turn (``History.writing``).
+        A stored chat's first reply, once complete, has the chat titled (``TitleWriter``)."""
         def finished(snap: ReplySnapshot) -> None:
             release()
             history.settle(placeholder.seq, snap)
+            if created and self._titles is not None:
+                self._titles.after_first_reply(history.conversation_id, question, snap,
+                                               user=user)
 
         reply = self._replies.start(str(model_id), messages, options or ChatOptions(),
                                     conversation_id=history.conversation_id,
@@ -532,6 +614,16 @@ class ChatService:
                 raise
             raise fault from err
         return tuple(str(p) for p in saved)
+
+
+def _cursor_values(more: str) -> tuple[int, str, str]:
+    """(pinned, updated_at, id) of a ``ConversationPage.more``; ``InvalidInput`` otherwise."""
+    pinned, _, rest = more.partition("|")
+    updated_at, _, conv_id = rest.partition("|")
+    if pinned not in ("0", "1") or not updated_at or not conv_id:
+        raise InvalidInput("That list position is not one the studio gave.",
+                           hint="Reload the page to list your chats again.")
+    return int(pinned), updated_at, conv_id
 
 
 def _no_slot() -> None:

@@ -39,7 +39,8 @@ from .migrations import migrations
 MESSAGE_STATUSES = ("complete", "partial", "error", "streaming")
 STAT_FIELDS = ("prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "load_ms",
                "total_ms", "cost_usd")
-_CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned")
+_CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned",
+                        "title_source")
 _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", "backend",
                    "meta", *STAT_FIELDS)
 _BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
@@ -130,6 +131,18 @@ class Conversation:
     created_at: str
     updated_at: str
     pinned: bool
+    title_source: str = "words"  # who wrote the title: words | model | person | import
+    source: str = ""  # where an imported chat came from ("openwebui", "chatgpt"), else ""
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    """One message of a chat brought in from another tool, with its own time."""
+
+    role: str
+    content: str
+    created_at: str
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -350,11 +363,87 @@ class Store:
                                    params).fetchone()[0]
 
     def rename_conversation(self, conv_id: str, title: str) -> None:
-        """Set the title. Does not move the chat in the list (``updated_at`` is kept).
+        """Set the title a person chose (a generated title never replaces it). Does not
+        move the chat in the list (``updated_at`` is kept).
 
         Raises ``InvalidInput`` for a blank title, ``StudioError`` if the chat is gone.
         """
-        self.update_conversation(conv_id, title=title)
+        self.update_conversation(conv_id, title=title, title_source="person")
+
+    def set_generated_title(self, conv_id: str, title: str, *, user: str) -> bool:
+        """Replace the first-words title of the user's chat with ``title`` (written by a
+        model). False, changing nothing, when the chat is gone, not theirs, or its title was
+        already chosen by the person (or came with an import)."""
+        values = _storable({"title": _clean_title(title), "conv_id": conv_id, "user": user})
+        with self._lock:
+            return self.db.execute(
+                "UPDATE conversations SET title = :title, title_source = 'model' "
+                "WHERE id = :conv_id AND user = :user AND title_source = 'words'",
+                values).rowcount == 1
+
+    def set_pinned(self, conv_id: str, pinned: bool, *, user: str) -> bool:
+        """Pin or unpin the user's chat (pinned chats head the sidebar); ``updated_at`` is
+        kept. False when there is no such chat of theirs."""
+        with self._lock:
+            return self.db.execute(
+                "UPDATE conversations SET pinned = ? WHERE id = ? AND user = ?",
+                [int(bool(pinned)), conv_id, user]).rowcount == 1
+
+    def conversation_page(self, *, user: str, after: tuple[int, str, str] | None = None,
+                          limit: int = 200) -> list[Conversation]:
+        """One page of the user's sidebar: pinned chats first, then the most recently
+        updated, ties broken by id; ``after`` is the (pinned, updated_at, id) of the last
+        chat of the previous page.
+
+        Keyset paging: each page is one range walk of the index (user, pinned, updated_at,
+        id) that stops after ``limit`` rows, as fast for the 20,000th chat as for the first
+        (OFFSET walked every row it skipped). A chat that moves meanwhile (a new message)
+        shows on the first page, never twice on a later one.
+        """
+        bound, params = "", {"user": user, "limit": limit}
+        if after is not None:
+            bound = "AND (pinned, updated_at, id) < (:pinned, :updated_at, :id)"
+            params.update(pinned=int(after[0]), updated_at=after[1], id=after[2])
+        with self._lock:
+            rows = self._select(
+                f"SELECT * FROM conversations WHERE user = :user {bound} "
+                "ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT :limit", params)
+        return [_to_conversation(row) for row in rows]
+
+    def imported_ids(self, source: str, *, user: str) -> set[str]:
+        """The ids (in ``source``) of the chats the user already imported from there."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT source_id FROM conversations WHERE user = ? AND source = ? "
+                "AND source_id != ''", [user, source]).fetchall()
+        return {row[0] for row in rows}
+
+    def import_conversation(self, *, user: str, source: str, source_id: str, title: str,
+                            created_at: str, updated_at: str,
+                            messages: Iterable[ImportedMessage]) -> str | None:
+        """Store a chat brought in from another tool, with its own times, in one transaction.
+        Returns its new id, or None when the user already imported ``source_id`` from
+        ``source`` (nothing is written then)."""
+        conv_id = uuid.uuid4().hex
+        row = _storable({"id": conv_id, "title": _clean_title(title or "Imported chat"),
+                         "user": user, "title_source": "import", "source": source,
+                         "source_id": source_id, "created_at": created_at,
+                         "updated_at": updated_at})
+        rows = [_storable({"conversation_id": conv_id, "seq": seq, "role": m.role,
+                           "content": m.content, "model": m.model, "status": "complete",
+                           "created_at": m.created_at, "updated_at": m.created_at})
+                for seq, m in enumerate(messages, start=1)]
+        with self._lock, self.db.atomic():
+            inserted = self.db.execute(
+                f"INSERT OR IGNORE INTO conversations ({', '.join(row)}) "
+                f"VALUES ({', '.join(':' + name for name in row)})", row).rowcount
+            if not inserted:
+                return None
+            if rows:
+                self.db.conn.executemany(
+                    f"INSERT INTO messages ({', '.join(rows[0])}) "
+                    f"VALUES ({', '.join(':' + name for name in rows[0])})", rows)
+        return conv_id
 
     def update_conversation(self, conv_id: str, **fields: Any) -> None:
         """Change any of title, model, backend, system_prompt, params (dict), pinned (bool).
@@ -609,6 +698,7 @@ def _to_conversation(row: dict) -> Conversation:
         backend=row["backend"], system_prompt=row["system_prompt"],
         params=json.loads(row["params"]), created_at=row["created_at"],
         updated_at=row["updated_at"], pinned=bool(row["pinned"]),
+        title_source=row.get("title_source", "words"), source=row.get("source", ""),
     )
 
 

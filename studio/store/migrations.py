@@ -510,3 +510,22 @@ def m014_create_local_models(db: Database) -> None:
                   "modified_at", "listed_at"],
         defaults={"digest": "", "size": 0, "family": "", "parameter_size": "",
                   "quantization": "", "modified_at": ""})
+
+
+@migrations()
+def m015_add_title_source_and_import_keys(db: Database) -> None:
+    # Titles written by a small model (issue 14, item 16) must never replace one the person
+    # chose: each title says who wrote it ('words': the first words of the question,
+    # 'model', 'person', 'import'). Rows from before carry 'words'; no title is generated
+    # for them (only after a chat's first reply), so a past rename stays whatever it says.
+    db["conversations"].add_column("title_source", str, not_null_default="words")
+    # Imported chats (item 17) remember where they came from and their id there, so
+    # importing the same file twice adds nothing; one person's import never hides another's.
+    db["conversations"].add_column("source", str, not_null_default="")
+    db["conversations"].add_column("source_id", str, not_null_default="")
+    db.execute("CREATE UNIQUE INDEX idx_conversations_user_source_source_id "
+               "ON conversations (user, source, source_id) WHERE source_id != ''")
+    # The sidebar pages through every chat (issue 16) by keyset: (pinned, updated_at, id)
+    # after the last one shown. With id in the index each page is one index range walk that
+    # stops after a page, however deep, where OFFSET walked every row it skipped.
+    db["conversations"].create_index(["user", "pinned", "updated_at", "id"])

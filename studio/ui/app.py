@@ -137,11 +137,13 @@ def launch_kwargs(services) -> dict:
     js = (services.root / "assets" / "studio.js").read_text(encoding="utf-8")
     # Gradio scopes `css` to the page's content; the frame around it is styled unscoped.
     frame = (services.root / "assets" / "frame.css").read_text(encoding="utf-8")
+    # Before Gradio's own scripts, so the first request of the page already carries it.
+    zone_js = (services.root / "assets" / "timezone.js").read_text(encoding="utf-8")
     data = services.data_dir
     gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
                       accent=s.accent_color, owner=OWNER, cookie_domain=s.cookie_domain)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
-                head=f"<style>{frame}</style>",
+                head=f"<style>{frame}</style><script>{zone_js}</script>",
                 # Gradio keeps every page's state (a copy of each component's config, ~0.6 MB
                 # here) until 10,000 pages by default: gigabytes for a long-running studio.
                 state_session_capacity=s.max_page_sessions,

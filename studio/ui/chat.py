@@ -1,4 +1,5 @@
-"""The Chat tab: model picker, streamed replies with Stop, a conversation sidebar, presets.
+"""The Chat tab: model picker, streamed replies with Stop, a conversation sidebar (date
+groups, pins, "More chats…", imports from Open WebUI and ChatGPT), presets.
 
 Layout and wiring only. The handlers are ``ChatPage`` methods (``chat_handlers.py``) over
 ``services.chat``, which generates replies on server threads (they outlive the page) and
@@ -38,12 +39,14 @@ def render(services) -> SimpleNamespace:
         new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat", size="sm")
         search_box = gr.Textbox(placeholder="Search all chats…", show_label=False,
                                 elem_id="conv-search", container=False)
+        # Headings (Pinned, Today, …) and "More chats…" are choices too (chat_sidebar.py).
         conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
                              elem_classes=["conv-list"], container=False)
         with gr.Accordion("This chat", open=False, elem_id="conv-actions"):
             rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
             with gr.Row():
                 rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
+                pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn")
                 delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn")
             # A second, explicit press confirms: works the same on phones, no JS dialogs.
             confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
@@ -53,6 +56,14 @@ def render(services) -> SimpleNamespace:
                 export_json_btn = gr.Button("Export .json", size="sm", elem_id="export-json")
             export_file = gr.File(label="Export", visible=False, elem_id="export-file")
         incognito = gr.Checkbox(label="Incognito (not saved)", value=False, elem_id="incognito")
+        with gr.Accordion("Import chats", open=False, elem_id="import-chats"):
+            import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
+                                        "conversations.json or its .zip",
+                                  file_types=[".json", ".zip"], type="filepath",
+                                  elem_id="import-file")
+            import_report = gr.Markdown("Each chat comes with the branch you last saw, its "
+                                        "dates and models. Importing a file again adds "
+                                        "nothing.", elem_id="import-report")
 
     with gr.Row(equal_height=False, elem_id="chat-row"):
         with gr.Column(scale=4, min_width=320):
@@ -160,6 +171,10 @@ def render(services) -> SimpleNamespace:
                       concurrency_limit=None, concurrency_id="chat-search",
                       show_progress="hidden", trigger_mode="always_last")
     rename_btn.click(page.on_rename, [session, rename_box], [conv_list], api_visibility="private")
+    pin_btn.click(page.on_pin, [session], [conv_list], api_visibility="private")
+    import_file.upload(page.on_import, [import_file], [import_report, conv_list],
+                       api_visibility="private", concurrency_limit=None,
+                       concurrency_id="chat-import", show_progress_on=[import_report])
     delete_btn.click(lambda: gr.update(visible=True), None, [confirm_delete_btn],
                      api_visibility="private", queue=False)
     confirm_delete_btn.click(page.on_delete, [session],

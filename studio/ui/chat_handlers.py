@@ -24,6 +24,7 @@ from ..model_id import ModelId
 from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
+from .chat_sidebar import GROUP, MORE, Sidebars
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
                           queued_label, split_message)
 from .common import PageViews, model_picker, page_user, ui_errors
@@ -79,14 +80,22 @@ class ChatPage:
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
         self.queues = PageQueues()
+        # How far each page's list was paged, for as many pages as Gradio keeps state for.
+        self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
 
     # -- values -----------------------------------------------------------------------
 
-    def list_update(self, user: str, query: str = "", selected: str | None = None):
-        entries = self.chat.conversations(user=user, query=query)
-        choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""), e.chat_id)
-                   for e in entries]
-        value = selected if selected in {e.chat_id for e in entries} else None
+    def list_update(self, user: str, query: str = "", selected: str | None = None,
+                    page: str | None = None, *, more: bool = False):
+        """The sidebar: search hits for ``query``, else the page's chats in date groups
+        (as deep as it had paged; ``more`` adds the next page)."""
+        if query and query.strip():
+            entries = self.chat.conversations(user=user, query=query)
+            choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""), e.chat_id)
+                       for e in entries]
+        else:
+            choices = (self.sidebars.more if more else self.sidebars.refresh)(page, user)
+        value = selected if selected and any(v == selected for _, v in choices) else None
         return gr.update(choices=choices, value=value)
 
     def queue_update(self, page: str | None):
@@ -121,7 +130,8 @@ class ChatPage:
             stats = stats_text(snap)
             chat_id = sess["chat_id"] if stored else None
             if snap.done:
-                conv = self.list_update(user, "", chat_id) if stored else chat_id
+                conv = (self.list_update(user, "", chat_id, view[0] if view else None)
+                        if stored else chat_id)
                 yield sess, rows, stats, gr.update(visible=False), conv, \
                     "only" if first else "last"
             elif first:
@@ -152,7 +162,7 @@ class ChatPage:
                     # the list costs a query and a rebuilt component, which the first token
                     # would wait for.
                     if not listed and phase == "middle":
-                        conv = self.list_update(user, "", started.chat_id)
+                        conv = self.list_update(user, "", started.chat_id, page)
                     listed = listed or phase != "first"
                     if phase in ("last", "only"):
                         final = (sess, rows, stats, stop, conv, last_open)
@@ -221,9 +231,16 @@ class ChatPage:
     def on_open(self, chat_id, sess, request: gr.Request = None):
         """Open a stored conversation; if a reply is still streaming there, follow it.
         Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
-        view = self.views.claim(request)
         user = page_user(request)
         page = page_of(request)
+        if isinstance(chat_id, str) and chat_id.startswith((GROUP, MORE)):
+            # "More chats…" (or a heading, which the page doesn't let anyone pick): the list
+            # grows; the open chat, a reply streaming into it and its queue go on untouched.
+            listed = self.list_update(user, "", sess.get("chat_id"), page,
+                                      more=chat_id == MORE)
+            yield (*[gr.skip()] * 5, listed, gr.skip(), gr.skip(), gr.skip())
+            return
+        view = self.views.claim(request)
         self.queues.leave(page)
         if not chat_id:
             yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
@@ -233,8 +250,8 @@ class ChatPage:
             opened = self.chat.open(chat_id, user=user)
         except NotFound as exc:
             gr.Warning(str(exc))
-            yield (new_session(), [], "", gr.update(visible=False), "", self.list_update(user),
-                   gr.skip(), "", self.queue_update(page))
+            yield (new_session(), [], "", gr.update(visible=False), "",
+                   self.list_update(user, page=page), gr.skip(), "", self.queue_update(page))
             return
         yield from self.show(opened, sess, view, user, page)
 
@@ -364,23 +381,44 @@ class ChatPage:
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
-        return self.list_update(page_user(request), query)
+        return self.list_update(page_user(request), query, page=page_of(request))
 
     @ui_errors
     def on_rename(self, sess, title, request: gr.Request = None):
         user = page_user(request)
         self.chat.rename(sess.get("chat_id") if not sess["incognito"] else None, title,
                          user=user)
-        return self.list_update(user, "", sess["chat_id"])
+        return self.list_update(user, "", sess["chat_id"], page_of(request))
+
+    @ui_errors
+    def on_pin(self, sess, request: gr.Request = None):
+        """Pin the open chat to the top of the list, or unpin it. Returns the list."""
+        user = page_user(request)
+        chat_id = sess.get("chat_id") if not sess["incognito"] else None
+        pinned = self.chat.toggle_pinned(chat_id, user=user)
+        gr.Info("Pinned to the top of the list." if pinned else "Unpinned.")
+        return self.list_update(user, "", chat_id, page_of(request))
+
+    @ui_errors
+    def on_import(self, upload, request: gr.Request = None):
+        """Import an Open WebUI or ChatGPT export. Returns (report, list)."""
+        if not upload:
+            return gr.skip(), gr.skip()
+        user = page_user(request)
+        path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
+        report = self.chat.import_chats(path, user=user)
+        return ("\n".join(f"- {line}" for line in report.lines()),
+                self.list_update(user, page=page_of(request)))
 
     @ui_errors
     def on_delete(self, sess, request: gr.Request = None):
         user = page_user(request)
         if sess["incognito"] or not sess.get("chat_id"):
-            return new_session(sess["incognito"]), [], "", self.list_update(user), ""
+            return (new_session(sess["incognito"]), [], "",
+                    self.list_update(user, page=page_of(request)), "")
         self.chat.delete(sess["chat_id"], user=user)
         gr.Info("Conversation deleted.")
-        return new_session(), [], "", self.list_update(user), ""
+        return new_session(), [], "", self.list_update(user, page=page_of(request)), ""
 
     @ui_errors
     def on_export(self, sess, kind, request: gr.Request = None):
@@ -403,18 +441,19 @@ class ChatPage:
         """A page opens: fill the lists and reopen the conversation this browser had open,
         all in the first update (so the page is complete once the model list is filled)."""
         user = page_user(request)
+        self.sidebars.note_zone(page_of(request), request)
         models = self.on_refresh_models(None)
         try:
             opened = self.chat.open(last_id, user=user) if last_id else None
         except NotFound:
             opened = None
         if opened is None:
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), self.list_update(user),
-                   models, gr.skip(), gr.skip())
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   self.list_update(user, page=page_of(request)), models, gr.skip(), gr.skip())
             return
         updates = self.show(opened, sess, self.views.claim(request), user, page_of(request))
         first = list(next(updates))
-        first[5] = self.list_update(user, "", last_id)
+        first[5] = self.list_update(user, "", last_id, page_of(request))
         choices = models.get("choices", []) if isinstance(models, dict) else []
         if any(value == opened.model_id for _label, value in choices):
             models["value"] = opened.model_id
