@@ -94,7 +94,8 @@ def test_chat_models_page_keeps_a_picked_model_and_says_when_it_went(client, sto
 
     models = chat_models(client, store)
     page = ChatPage(SimpleNamespace(chat=None, models=models, presets=[],
-                                    settings=SimpleNamespace(default_model="llava")))
+                                    settings=SimpleNamespace(default_model="llava",
+                                                            max_page_sessions=10)))
     picker = models.picker(page.preferred_model())
 
     kept = page.picker_update(picker, "ollama:llama3.2:latest")
