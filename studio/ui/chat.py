@@ -150,6 +150,12 @@ def render(services) -> SimpleNamespace:
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden")
+    # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
+    # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
+    turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
+    turn_action.input(page.on_turn_action, [turn_action, session, model_dd, system_box, *params],
+                      reply_out, api_visibility="private", concurrency_limit=None,
+                      concurrency_id="chat-turn", show_progress="hidden")
     new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
                queue_view]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")

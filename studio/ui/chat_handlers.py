@@ -24,7 +24,7 @@ from ..model_id import ModelId
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
-                          queued_label, split_message)
+                          parse_turn_action, queued_label, split_message, typed_from_shown)
 from .common import PageViews, model_choices, page_user, ui_errors
 
 log = logging.getLogger(__name__)
@@ -329,17 +329,45 @@ class ChatPage:
     @ui_errors
     def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
                 request: gr.Request = None):
-        """Edit a user message and resend it: later turns are replaced by the new reply."""
+        """Edit a user message and resend it: the edited message is a new version of its
+        turn, with the new reply after it; the earlier one keeps its branch."""
         idx = edit.index if isinstance(edit.index, int) else edit.index[0]
-        if idx >= len(sess.get("index", [])):
+        index = sess.get("index", [])
+        if idx >= len(index) or index[idx] is None:  # a row of buttons: nothing to edit
             return
         user = page_user(request)
-        text = edit.value if isinstance(edit.value, str) else str(edit.value)
-        started = self.chat.edit(sess.get("chat_id"), sess["index"][idx], text,
+        # The box started from the text as shown (HTML-looking text escaped): undo that.
+        text = typed_from_shown(edit.value if isinstance(edit.value, str) else str(edit.value))
+        started = self.chat.edit(sess.get("chat_id"), index[idx], text,
                                  model=model_id or "", system_prompt=system_prompt or "",
                                  options=collect_options(*param_values), user=user)
         if started is not None:
             yield from self.own_replies(sess, started, request, user)
+
+    @ui_errors
+    def on_turn_action(self, action, sess, model_id, system_prompt, *param_values,
+                       request: gr.Request = None):
+        """A button under a turn (``chat_values.turn_tools``): ↻ answers it again as a new
+        version; ‹ › show the version before or after, with its later turns.
+        Yields (sess, rows, stats, stop, conv_list, queue)."""
+        parsed = parse_turn_action(action)
+        if parsed is None or not sess.get("chat_id"):
+            return
+        verb, seq = parsed
+        user = page_user(request)
+        if verb == "retry":
+            started = self.chat.retry(sess["chat_id"], seq=seq, model=model_id or "",
+                                      system_prompt=system_prompt or "",
+                                      options=collect_options(*param_values), user=user)
+            if started is not None:
+                yield from self.own_replies(sess, started, request, user)
+            return
+        turns = self.chat.show_version(sess["chat_id"], seq, -1 if verb == "prev" else 1,
+                                       user=user)
+        self.views.claim(request)  # what a follower of this page still sends is stale
+        rows, index = chatbot_value(turns)
+        yield ({**sess, "index": index}, rows, "", gr.skip(), gr.skip(),
+               self.queue_update(page_of(request)))
 
     def on_new(self, incognito, sess=None, request: gr.Request = None):
         """A new chat (button, the chatbot's trash icon, the incognito switch). Nothing is
