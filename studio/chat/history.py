@@ -94,16 +94,18 @@ class History(ABC):
         model and system prompt it now uses."""
 
     @abstractmethod
-    def add_user(self, text: str, images: tuple[str, ...], *,
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
                  version_of: Turn | None = None) -> Turn:
-        """Append the user's message, or with ``version_of`` (a user turn of the branch
-        shown) add it as that turn's new version (an edit), shown from now on."""
+        """Append the user's message after ``after`` (the branch's last turn, as the caller
+        read it; None for a chat's first), or with ``version_of`` (a user turn of the
+        branch shown) add it as that turn's new version (an edit), shown from now on."""
 
     @abstractmethod
-    def add_placeholder(self, model: ModelId, *, version_of: Turn | None = None) -> Turn:
-        """Append an empty assistant turn (status "streaming") for a reply to fill, or with
-        ``version_of`` (an assistant turn of the branch shown) add it as that turn's new
-        version (an answer again)."""
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
+        """Append an empty assistant turn (status "streaming") for a reply to fill after
+        ``after``, or with ``version_of`` (an assistant turn of the branch shown) add it as
+        that turn's new version (an answer again)."""
 
     def show_version(self, turn: Turn, step: int) -> bool:
         """Show the version ``step`` away (+1 later, -1 earlier) of ``turn``, with its later
@@ -160,23 +162,28 @@ class StoredHistory(History):
             self._store.update_conversation(self.conversation_id, model=model.name,
                                             backend=model.backend, system_prompt=system_prompt)
 
-    def add_user(self, text: str, images: tuple[str, ...], *,
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
                  version_of: Turn | None = None) -> Turn:
         return turn_from_message(self._store.add_message(
-            self.conversation_id, "user", text, images=images,
-            version_of=version_of.message_id if version_of is not None else None))
+            self.conversation_id, "user", text, images=images, **_place(after, version_of)))
 
-    def add_placeholder(self, model: ModelId, *, version_of: Turn | None = None) -> Turn:
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
         return turn_from_message(self._store.add_message(
             self.conversation_id, "assistant", "", status="streaming", model=model.name,
-            backend=model.backend,
-            version_of=version_of.message_id if version_of is not None else None))
+            backend=model.backend, **_place(after, version_of)))
 
     def show_version(self, turn: Turn, step: int) -> bool:
         if turn.versions < 2 or turn.message_id is None:
             return False
         shown = self._store.show_version(self.conversation_id, turn.message_id, step)
         return shown is not None and shown != turn.message_id
+
+
+def _place(after: Turn | None, version_of: Turn | None) -> dict:
+    """Where a stored message goes, as ``Store.add_message`` takes it."""
+    return {"after": after.message_id if after is not None else None,
+            "version_of": version_of.message_id if version_of is not None else None}
 
 
 class IncognitoHistory(History):
@@ -205,12 +212,13 @@ class IncognitoHistory(History):
             self._turns.append(turn)
             return turn
 
-    def add_user(self, text: str, images: tuple[str, ...], *,
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
                  version_of: Turn | None = None) -> Turn:
         self._drop_from(version_of)
         return self._append(role="user", content=text, images=images)
 
-    def add_placeholder(self, model: ModelId, *, version_of: Turn | None = None) -> Turn:
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
         self._drop_from(version_of)
         return self._append(role="assistant", content="", status="streaming", model=model.name,
                             backend=model.backend)

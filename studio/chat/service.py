@@ -166,8 +166,8 @@ class ChatService:
                               system_prompt=system_prompt or "")
                 self._keep(history)
                 saved = tuple(self._save_upload(history.chat_id, f) for f in files)
-                history.add_user(text, saved)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, saved, after=past[-1] if past else None)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, created,
                                release)
 
@@ -214,7 +214,9 @@ class ChatService:
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                placeholder = history.add_placeholder(model_id, version_of=answer)
+                placeholder = (history.add_placeholder(model_id, version_of=answer)
+                               if answer is not None
+                               else history.add_placeholder(model_id, after=question))
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
 
@@ -243,8 +245,8 @@ class ChatService:
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                history.add_user(text, target.images, version_of=target)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, target.images, version_of=target)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
 

@@ -405,11 +405,12 @@ class Store:
                     images: Iterable[str | os.PathLike] = (), status: str = "complete",
                     model: str = "", backend: str = "", error: str = "",
                     meta: dict | None = None, version_of: int | None = None,
-                    **stats: Any) -> Message:
-        """Append a message to the branch the chat shows (after its last message) and bump
-        the chat's updated_at; with ``version_of`` (a message id of this chat), add it as a
-        new version of that turn instead: beside it, with no later turns yet. Either way
-        the new message is the version shown from now on.
+                    after: int | None = None, **stats: Any) -> Message:
+        """Append a message to the branch the chat shows and bump the chat's updated_at:
+        after message ``after`` (of this chat) when given, which saves finding the end of
+        the branch, else after the branch's last message. With ``version_of`` (a message
+        id of this chat), add it as a new version of that turn instead: beside it, with no
+        later turns yet. Either way the new message is the version shown from now on.
 
         ``stats`` takes any of ``STAT_FIELDS``. Raises ``TypeError`` for an unknown
         stat, ``ValueError`` for an unknown status, ``StudioError`` if the
@@ -430,17 +431,18 @@ class Store:
                                       [now, conv_id])
             if touched.rowcount == 0:
                 raise _conversation_gone(conv_id)
-            if version_of is None:
+            if version_of is None and after is None:
                 shown = self._shown_ids(conv_id)
                 parent = shown[-1] if shown else None
             else:
+                known = version_of if version_of is not None else after
                 found = self.db.execute(
-                    "SELECT parent_id FROM messages WHERE id = ? AND conversation_id = ?",
-                    [version_of, conv_id]).fetchone()
+                    "SELECT parent_id, id FROM messages WHERE id = ? AND conversation_id = ?",
+                    [known, conv_id]).fetchone()
                 if found is None:
-                    raise StudioError(f"Message {version_of} no longer exists.",
+                    raise StudioError(f"Message {known} no longer exists.",
                                       hint="Reload the chat; nothing was saved.")
-                parent = found[0]
+                parent = found[0] if version_of is not None else found[1]
             # The new message is the version shown: its siblings step aside.
             self.db.execute("UPDATE messages SET active = 0 "
                             "WHERE conversation_id = ? AND parent_id IS ?", [conv_id, parent])
