@@ -380,3 +380,28 @@ def test_browser_queued_message_taken_back_before_it_goes(studio, page):
     assert f"on second thought {marker}" not in chat_text(page)
     assert not stored(studio, marker)
     assert page.input_value("#chat-input textarea") == f"on second thought {marker}"
+
+
+def test_browser_ollama_down_is_said_once_without_covering_the_status_strip(tmp_path, page):
+    from tests.conftest import start_studio, stop_studio
+
+    down = start_studio(tmp_path, f"http://127.0.0.1:{free_port()}")
+    try:
+        page.goto(down.url)
+        page.wait_for_selector("#status-strip [data-backend='ollama'][data-state='unreachable']")
+        # The Chat tab's picker says why it is empty, in place, on the same load.
+        page.wait_for_function(
+            "() => document.querySelector('#model-picker').innerText.includes(\"Can't reach Ollama\")")
+        page.click("button[role=tab]:has-text('Arena')")
+        page.wait_for_selector("#arena-models")
+        # No notice stacked over the strip: the strip and the picker say it already.
+        notices = page.locator(".toast-body").all_inner_texts()
+        assert not [n for n in notices if "Can't reach Ollama" in n]
+        # Asking again (⟳) still says it, once.
+        page.click("button[role=tab]:has-text('Chat')")
+        page.click("#refresh-models")
+        page.wait_for_selector(".toast-body:has-text(\"Can't reach Ollama\")")
+        assert len([n for n in page.locator(".toast-body").all_inner_texts()
+                    if "Can't reach Ollama" in n]) == 1
+    finally:
+        stop_studio(down)

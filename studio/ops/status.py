@@ -1,4 +1,5 @@
-"""Reachability of each backend, for the status strip: reachable / unreachable / not configured.
+"""Reachability of each backend, for the status strip: reachable / unreachable / key rejected /
+not configured.
 
 Checks run in parallel with short timeouts and are cached for a few seconds, so many open
 pages polling the strip cost the backends almost nothing. No gradio imports.
@@ -21,7 +22,7 @@ from ..config import Settings
 @dataclass(frozen=True)
 class BackendStatus:
     name: str
-    state: str  # reachable | unreachable | not configured
+    state: str  # reachable | unreachable | key rejected | not configured
     url: str
     detail: str  # version or what went wrong
     advice: str  # what to do, when not reachable
@@ -56,7 +57,8 @@ def _probe(name: str, url: str, path: str, advice: str, timeout: float,
                              advice)
     latency = round((time.monotonic() - started) * 1000, 1)
     if resp.status_code == 401:
-        return BackendStatus(name, "unreachable", url, "the key was refused (401)",
+        # It answered, so it is not "unreachable": the key is what to fix (issue 14).
+        return BackendStatus(name, "key rejected", url, "OpenRouter refused the key (401)",
                              "Check OPENROUTER_API_KEY.", latency_ms=latency)
     if resp.status_code >= 400:
         return BackendStatus(name, "unreachable", url, f"answered HTTP {resp.status_code}", advice,
@@ -119,7 +121,7 @@ class StatusBoard:
             self._cached = None
 
 
-_DOT = {"reachable": "ok", "unreachable": "down", "not configured": "off"}
+_DOT = {"reachable": "ok", "unreachable": "down", "key rejected": "down", "not configured": "off"}
 
 
 def status_html(statuses: list[BackendStatus]) -> str:

@@ -135,7 +135,8 @@ def render(services) -> SimpleNamespace:
 
     def on_load(request: gr.Request = None):
         user = page_user(request)
-        return (gr.update(choices=model_choices(services.models)),
+        # No notice on load: the status strip and the Chat tab's picker say it already.
+        return (gr.update(choices=model_choices(services.models, warn=False)),
                 score_frame(arena.scores(user=user)), history_update(user))
 
     @ui_errors

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .chat_handlers import DEFAULT_PARAMS, QUEUE_LABEL, STOP_LABEL, ChatPage
+from .chat_handlers import DEFAULT_PARAMS, MODEL_INFO, QUEUE_LABEL, STOP_LABEL, ChatPage
 from .chat_values import new_session
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
@@ -76,9 +76,7 @@ def render(services) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; page.on_send checks it.
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",
-                                   allow_custom_value=True, filterable=True,
-                                   info="Local models, then cloud ones with price per "
-                                        "million tokens. Type to search.")
+                                   allow_custom_value=True, filterable=True, info=MODEL_INFO)
             refresh_btn = gr.Button("⟳ Reload models", elem_id="refresh-models", size="sm")
             # What a cloud prompt will cost, and where the budget stands, before sending.
             cost_hint = gr.Markdown("", elem_id="cost-hint")

@@ -25,11 +25,12 @@ from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
                           parse_turn_action, queued_label, split_message, typed_from_shown)
-from .common import PageViews, model_choices, page_user, ui_errors
+from .common import PageViews, model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
 STOP_LABEL = "■ Stop"
+MODEL_INFO = "Local models, then cloud ones with price per million tokens. Type to search."
 DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "max_tokens": 0}
 
 # How long a new reply's first update waits for the first token. A fast model's first
@@ -191,14 +192,19 @@ class ChatPage:
 
     @ui_errors
     def on_refresh_models(self, current):
-        choices = model_choices(self.models)
+        return self.picker_update(current, warn=True)
+
+    def picker_update(self, current, *, warn: bool):
+        """The model picker's choices, value and help line (why models are missing, if
+        some are). ``warn``: also as a notice (⟳ pressed), not on a page load."""
+        choices, info = model_picker(self.models, MODEL_INFO, warn=warn)
         values = [c[1] for c in choices]
         value = current if current in values else None
         if value is None and values:
             default = self.settings.default_model
             preferred = str(ModelId("ollama", default)) if default else ""
             value = preferred if preferred in values else values[0]
-        return gr.update(choices=choices, value=value)
+        return gr.update(choices=choices, value=value, info=info)
 
     def on_preset(self, key):
         preset = next((p for p in self.presets if p.key == key), None)
@@ -420,7 +426,7 @@ class ChatPage:
         """A page opens: fill the lists and reopen the conversation this browser had open,
         all in the first update (so the page is complete once the model list is filled)."""
         user = page_user(request)
-        models = self.on_refresh_models(None)
+        models = self.picker_update(None, warn=False)  # the status strip says what is down
         try:
             opened = self.chat.open(last_id, user=user) if last_id else None
         except NotFound:

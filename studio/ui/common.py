@@ -131,10 +131,24 @@ class PageViews:
             return view is None or self._viewing.get(view[0]) == view[1]
 
 
-def model_choices(models) -> list[tuple[str, str]]:
+def model_choices(models, *, warn: bool = True) -> list[tuple[str, str]]:
     """(label, model id) for a picker from ``services.models``: local models first, then
-    cloud ones with prices. A backend that can't be asked shows a warning."""
+    cloud ones with prices. A backend that can't be asked shows a warning (``model_picker``)."""
+    return model_picker(models, "", warn=warn)[0]
+
+
+def model_picker(models, usual: str, *, warn: bool = True) -> tuple[list[tuple[str, str]], str]:
+    """A picker's choices (as ``model_choices``) and its help line: ``usual``, or why models
+    are missing (each backend that couldn't be asked). Each such sentence is also a
+    warning, unless ``warn`` is False: on a page load the status strip says it already,
+    and each tab's picker warning at once stacked the same notice over the strip.
+
+    >>> from types import SimpleNamespace
+    >>> model_picker(SimpleNamespace(choices=lambda: ([], ["Can't reach Ollama."])), "Pick.",
+    ...              warn=False)
+    ([], "⚠️ Can't reach Ollama.")
+    """
     choices, problems = models.choices()
-    for problem in problems:
+    for problem in problems if warn else ():
         gr.Warning(problem)
-    return choices
+    return choices, ("⚠️ " + " ".join(problems) if problems else usual)
