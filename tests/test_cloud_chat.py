@@ -272,7 +272,7 @@ def test_cloud_chat_text_only_model_refuses_an_image_before_sending(studio, clie
      ["OpenRouter at http://127.0.0.1", f"did not answer within {TIMEOUT_S} s",
       "raise STUDIO_REQUEST_TIMEOUT"]),
     ([dict(tokens=["kept ", "text ", "lost"], cut_after=2)], "partial",
-     ["Reply cut off", "The text so far is kept"]),
+     ["Reply cut off", "What arrived is kept; press ↻ to try again."]),
     ([dict(tokens=["kept ", "text "], error_mid_stream="Provider disconnected")], "partial",
      ["stopped the reply from 'openai/gpt-4o-mini' part way: Provider disconnected"]),
 ], ids=["401", "402", "429", "5xx", "timeout", "cut", "error-chunk"])

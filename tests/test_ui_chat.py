@@ -21,6 +21,7 @@ def test_ui_chat_rows_map_back_to_turns():
     assert rows[3] == {"role": "assistant", "content": "a cat"}
     assert "20.0 tok/s" in rows[4]["metadata"]["title"]
     assert "act-retry seq-2" in rows[5]["content"]  # the answer's buttons: no turn to edit
+    assert "title" not in rows[5]["metadata"]  # shown as a row, skipped as a box by readers
     assert index == [1, 1, 2, 2, 2, None]
 
 

@@ -84,8 +84,8 @@ def stats_line(*, ttft_ms: float | None, tokens_per_s: float | None,
 
 def status_note(status: str, error: str) -> str:
     """The line shown under a reply that did not complete, or '' for a complete one."""
-    if status == "partial":
-        return f"⚠️ **{PARTIAL_NOTE}.** {error} Press ↻ to retry."
+    if status == "partial":  # one instruction: the error says what happened, not what to do
+        return f"⚠️ **{PARTIAL_NOTE}.** {error} What arrived is kept; press ↻ to try again."
     if status == "error":
         return f"⚠️ **No reply.** {error} Press ↻ to retry."
     return ""

@@ -41,7 +41,7 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int | None]]:
             for path in t.images:
                 add({"role": "user", "content": {"path": path}}, t.seq)
             if tools:
-                add({"role": "user", "content": tools}, None)
+                add(tools_row("user", tools), None)
             continue
         streaming = t.status == "streaming"
         for note in t.notices:
@@ -67,8 +67,16 @@ def chatbot_value(turns: list[Turn]) -> tuple[list[dict], list[int | None]]:
                 add({"role": "assistant", "content": "",
                      "metadata": {"title": figures, "status": "done"}}, t.seq)
         if tools:
-            add({"role": "assistant", "content": tools}, None)
+            add(tools_row("assistant", tools), None)
     return rows, index
+
+
+def tools_row(role: str, tools: str) -> dict:
+    """A row of a turn's buttons. Its metadata has no title, so the Chatbot shows it as a
+    plain message, and readers of the chatbot value (``/send`` through gradio_client) that
+    skip metadata rows (thinking, figures) skip it too: the answer is still the last row
+    without metadata."""
+    return {"role": role, "content": tools, "metadata": {"status": "done"}}
 
 
 # A turn's buttons are HTML of our own in a row of their own (never inside what a person
