@@ -167,6 +167,29 @@ def test_browser_retry_keeps_each_answer_and_pages_between_them(studio, page):
     assert stored(studio, marker)["content"] == "Third draft."
 
 
+def test_browser_versions_page_on_a_phone_sized_screen(studio, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_studio(page, studio, new_chat=False)
+    # On a phone the sidebar starts closed, and closes again once a new chat is started.
+    page.click("#conv-sidebar .toggle-button")
+    page.click("#new-chat")
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')"
+                           " && !document.querySelector('#conv-sidebar.open')")
+    studio.ollama.queue_reply("Small one.")
+    send(page, f"phone {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, "Small one.")
+    studio.ollama.queue_reply("Small two.")
+    page.locator("#chatbot button.act-retry").last.click()
+    wait_chat_contains(page, "2/2")
+    pager = page.locator("#chatbot button.act-prev").last
+    box = pager.bounding_box()
+    assert box["width"] >= 28 and box["height"] >= 28  # a finger can hit it
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390  # on screen, not cut off
+    pager.click()
+    wait_chat_contains(page, "Small one.")
+    wait_chat_contains(page, "1/2")
+
+
 def test_browser_edit_keeps_the_earlier_branch(studio, page):
     open_studio(page, studio)
     marker = uuid.uuid4().hex[:8]
