@@ -208,7 +208,10 @@ def test_chat_stream_out_of_credit_points_at_the_credits_page(client, fake_openr
     fake_openrouter.queue_reply(status=402)
     with pytest.raises(OutOfCredit) as caught:
         list(client.chat_stream(MODEL, HELLO))
-    assert "https://openrouter.ai/credits" in caught.value.hint
+    # One address to add credit: the provider's own link is left out of the message.
+    assert str(caught.value).count("https://") == 1
+    assert "https://openrouter.ai/settings/credits" in caught.value.hint
+    assert "Insufficient credits." in str(caught.value)
 
 
 @pytest.mark.parametrize("status, retry_after", [(429, 7), (429, None), (503, 2.5)])

@@ -17,7 +17,7 @@ MESSAGE_COLUMNS = {
     "thinking": str, "images": str, "model": str, "backend": str, "status": str,
     "error": str, "prompt_tokens": int, "completion_tokens": int, "ttft_ms": float,
     "tokens_per_s": float, "load_ms": float, "total_ms": float, "cost_usd": float,
-    "meta": str, "created_at": str, "updated_at": str,
+    "meta": str, "created_at": str, "updated_at": str, "parent_id": int, "active": int,
 }
 
 
@@ -48,16 +48,18 @@ def test_migrations_create_listing_indexes(db):
 
     message_indexes = {tuple(i.columns): i.unique for i in db["messages"].indexes}
     conversation_indexes = {tuple(i.columns) for i in db["conversations"].indexes}
-    assert message_indexes[("conversation_id", "seq")] == 1
+    # Versions of a turn share its seq (m016), so the index on seq is no longer unique.
+    assert message_indexes[("conversation_id", "seq")] == 0
+    assert ("conversation_id", "parent_id") in message_indexes
     assert {("updated_at",), ("user", "updated_at"), ("pinned", "updated_at"),
             ("user", "pinned", "updated_at"), ("user", "pinned", "updated_at", "id")
             } <= conversation_indexes
 
 
-def test_migrations_m012_keeps_old_titles_and_keys_imports_per_user(tmp_path):
+def test_migrations_m015_keeps_old_titles_and_keys_imports_per_user(tmp_path):
     path = tmp_path / "studio.db"
     old = Database(path)
-    migrations.apply(old, stop_before="m012_add_title_source_and_import_keys")
+    migrations.apply(old, stop_before="m015_add_title_source_and_import_keys")
     old["conversations"].insert({"id": "a" * 32, "title": "Renamed long ago",
                                  "created_at": "2024-05-01T10:00:00.000Z",
                                  "updated_at": "2024-05-01T10:00:00.000Z"})
@@ -155,4 +157,32 @@ def test_migrations_upgraded_index_stays_in_sync(tmp_path):
     assert store.search("quince") == []
     assert [h.message_id for h in store.search("preserves")] == [None]
     assert [h.message_id for h in store.search("plum")] == [1]
+    store.close()
+
+
+def test_migrations_chats_before_versions_keep_their_turns_in_order(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m016_add_message_versions")
+    stamp = "2024-05-01T10:00:00.000Z"
+    old["conversations"].insert({"id": "a" * 32, "title": "Bread", "created_at": stamp,
+                                 "updated_at": stamp})
+    old["messages"].insert_all([
+        {"conversation_id": "a" * 32, "seq": seq, "role": role, "content": text,
+         "created_at": stamp, "updated_at": stamp}
+        for seq, role, text in [(1, "user", "How?"), (2, "assistant", "Knead."),
+                                (3, "user", "How long?"), (4, "assistant", "Ten minutes.")]])
+    old.close()
+
+    store = Store.open(path)
+    shown = store.messages("a" * 32)
+    assert [(m.seq, m.content, m.version, m.versions) for m in shown] == [
+        (1, "How?", 1, 1), (2, "Knead.", 1, 1), (3, "How long?", 1, 1),
+        (4, "Ten minutes.", 1, 1)]
+    assert [m.parent_id for m in shown] == [None, *(m.id for m in shown[:-1])]
+    # A new turn follows the old ones, and a new version of an old answer sits beside it.
+    store.add_message("a" * 32, "user", "And then?")
+    again = store.add_message("a" * 32, "assistant", "Fold it.", version_of=shown[1].id)
+    assert (again.seq, again.parent_id) == (2, shown[0].id)
+    assert [m.content for m in store.messages("a" * 32)] == ["How?", "Fold it."]
     store.close()

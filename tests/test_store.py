@@ -790,3 +790,40 @@ def test_storage_fault_leaves_other_errors_alone():
     with pytest.raises(sqlite3.OperationalError, match="no such table") as raised:
         Store.memory().db.execute("SELECT * FROM nope")
     assert not isinstance(raised.value, StudioError)
+
+
+# Versions of a turn (issue 14 item 6)
+
+
+def test_store_a_version_sits_beside_its_turn_and_is_shown(store):
+    conv = store.create_conversation("v")
+    question = store.add_message(conv.id, "user", "q")
+    first = store.add_message(conv.id, "assistant", "a1")
+    store.add_message(conv.id, "user", "later")
+    again = store.add_message(conv.id, "assistant", "a2", version_of=first.id)
+    assert (again.seq, again.parent_id) == (2, question.id)
+    assert [(m.content, m.version, m.versions) for m in store.messages(conv.id)] == [
+        ("q", 1, 1), ("a2", 2, 2)]
+    assert store.show_version(conv.id, again.id, -1) == first.id
+    assert [m.content for m in store.messages(conv.id)] == ["q", "a1", "later"]
+
+
+def test_store_show_version_stops_at_the_ends_and_stays_in_its_chat(store):
+    conv = store.create_conversation("v")
+    other = store.create_conversation("other")
+    store.add_message(conv.id, "user", "q")
+    first = store.add_message(conv.id, "assistant", "a1")
+    second = store.add_message(conv.id, "assistant", "a2", version_of=first.id)
+    assert store.show_version(conv.id, second.id, +1) == second.id
+    assert store.show_version(conv.id, first.id, -5) == first.id
+    assert store.show_version(other.id, first.id, +1) is None  # another chat's message
+    assert [m.content for m in store.messages(conv.id)] == ["q", "a1"]
+
+
+def test_store_a_version_of_another_chats_message_is_refused(store):
+    conv = store.create_conversation("v")
+    other = store.create_conversation("other")
+    mine = store.add_message(other.id, "user", "q")
+    with pytest.raises(StudioError, match="no longer exists"):
+        store.add_message(conv.id, "user", "x", version_of=mine.id)
+    assert store.messages(conv.id) == []

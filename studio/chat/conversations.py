@@ -146,8 +146,8 @@ def stats_line(*, ttft_ms: float | None, tokens_per_s: float | None,
 
 def status_note(status: str, error: str) -> str:
     """The line shown under a reply that did not complete, or '' for a complete one."""
-    if status == "partial":
-        return f"⚠️ **{PARTIAL_NOTE}.** {error} Press ↻ to retry."
+    if status == "partial":  # one instruction: the error says what happened, not what to do
+        return f"⚠️ **{PARTIAL_NOTE}.** {error} What arrived is kept; press ↻ to try again."
     if status == "error":
         return f"⚠️ **No reply.** {error} Press ↻ to retry."
     return ""
@@ -162,7 +162,10 @@ def _plain(obj) -> dict:
 
 
 def export_markdown(conversation, messages: Sequence) -> str:
-    """A readable Markdown transcript: title, model, then each turn with its figures."""
+    """A readable Markdown transcript: title, model, then each turn with its figures.
+
+    ``messages`` is the branch the chat shows; a turn with other versions says which one
+    this is ("version 2 of 3"). The other versions are not exported."""
     conv = _plain(conversation)
     lines = [f"# {conv.get('title') or 'Chat'}", ""]
     meta = [f"Model: {conv.get('model') or 'unknown'}"]
@@ -174,6 +177,9 @@ def export_markdown(conversation, messages: Sequence) -> str:
     for m in messages:
         m = _plain(m)
         who = "You" if m["role"] == "user" else "Assistant"
+        versions = m.get("versions") or 1
+        if versions > 1:
+            who += f" (version {m.get('version') or 1} of {versions})"
         lines += [f"## {who}", ""]
         if m.get("thinking"):
             lines += ["<details><summary>Thinking</summary>", "", m["thinking"], "", "</details>", ""]
@@ -194,7 +200,8 @@ def export_markdown(conversation, messages: Sequence) -> str:
 
 
 def export_json(conversation, messages: Sequence) -> str:
-    """The whole conversation as JSON: every stored field of every message."""
+    """The conversation as JSON: every stored field of each message of the branch shown
+    (with ``version``/``versions``; other versions are not exported)."""
     return json.dumps({"conversation": _plain(conversation),
                        "messages": [_plain(m) for m in messages]},
                       indent=2, ensure_ascii=False, default=str)

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
-from ..errors import StudioError
+from ..errors import StreamInterrupted, StudioError
 from ..model_id import ModelId
 from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
                       ChatRetrying, ChatThinking, ChatToolCall, Usage)
@@ -75,6 +75,7 @@ class LiveReply(Live):
     started: float = field(default_factory=time.monotonic)
     text_parts: list[str] = field(default_factory=list)
     thinking_parts: list[str] = field(default_factory=list)
+    pieces: int = 0  # answer and thinking pieces received: the token count of a cut-off reply
     notices: list[str] = field(default_factory=list)
     tool_calls: list[ChatToolCall] = field(default_factory=list)
     status: str = "streaming"
@@ -186,6 +187,7 @@ class ReplyManager:
             reply.status = "partial"
             reply.error = STOPPED_BY_USER
             reply.finished = time.monotonic()
+            _keep_figures_so_far(reply)
             reply.notify()
         self._persist(reply, final=True)
         return True
@@ -242,10 +244,12 @@ class ReplyManager:
                     elif isinstance(event, ChatDelta):
                         if event.text:
                             reply.text_parts.append(event.text)
+                            reply.pieces += 1
                             self._mark_first_token(reply)
                     elif isinstance(event, ChatThinking):
                         if event.text:
                             reply.thinking_parts.append(event.text)
+                            reply.pieces += 1
                             self._mark_first_token(reply)
                     elif isinstance(event, ChatToolCall):
                         reply.tool_calls.append(event)
@@ -273,7 +277,10 @@ class ReplyManager:
         except StudioError as exc:
             reply.failure = exc
             reply.failure_kind = type(exc).__name__
-            self._finish(reply, "partial" if reply.text_parts else "error", str(exc))
+            # A stream cut midway: what happened, without the client's "try again" (the
+            # page's note under the reply gives the one way to retry, its ↻).
+            said = exc.message if isinstance(exc, StreamInterrupted) else str(exc)
+            self._finish(reply, "partial" if reply.text_parts else "error", said)
         except Exception as exc:  # noqa: BLE001 - a worker thread must always settle its reply
             log.exception("reply %s failed", reply.reply_id)
             reply.failure_kind = "UnexpectedError"
@@ -312,6 +319,7 @@ class ReplyManager:
                 reply.status = status
                 reply.error = error
                 reply.finished = time.monotonic()
+                _keep_figures_so_far(reply)
             reply.notify()
 
     def _persist(self, reply: LiveReply, *, final: bool) -> None:
@@ -336,3 +344,16 @@ class ReplyManager:
             self._store.update_message(reply.message_id, **fields)
         except Exception:  # noqa: BLE001 - a deleted conversation must not kill the stream
             log.warning("could not store reply %s", reply.reply_id, exc_info=True)
+
+
+def _keep_figures_so_far(reply: LiveReply) -> None:
+    """A reply that ended before the backend's figures came (cut off, stopped) keeps what
+    is known: one token per piece received (Ollama streams one token a piece; cloud
+    providers about that) and their rate since the first. Called with ``reply.cond`` held.
+    Reported figures are never replaced, and no cost is made up (it needs the prompt's)."""
+    u = reply.usage
+    if u.completion_tokens is not None or not reply.pieces or reply.finished is None:
+        return
+    seconds = reply.finished - reply.first_token if reply.first_token is not None else 0.0
+    reply.usage = replace(u, completion_tokens=reply.pieces,
+                          tokens_per_s=reply.pieces / seconds if seconds > 0 else None)

@@ -4,9 +4,10 @@
 too long, a file that isn't an image, an image for a text-only model, a reply still being
 written, a budget cap no fallback can take) and only then write: the user's turn, the
 placeholder the reply streams into, and the reply itself (through ``ReplyManager``, which
-also accounts its usage). ``open``, ``turns`` and ``follow`` read; ``stop``, ``rename``,
-``delete``, ``export``, ``end``, ``set_pinned``, ``conversation_page`` and ``import_chats``
-finish the verbs a page needs. The Chat tab, the API,
+also accounts its usage). ``retry`` and ``edit`` add a version of a turn and keep the
+earlier ones; ``show_version`` pages between them. ``open``, ``turns`` and ``follow``
+read; ``stop``, ``rename``, ``delete``, ``export``, ``end``, ``set_pinned``,
+``conversation_page`` and ``import_chats`` finish the verbs a page needs. The Chat tab, the API,
 benchmarks and tests are all callers; none of them writes history itself.
 
 Every verb takes the calling ``user``; a conversation of another user is "not found",
@@ -183,8 +184,8 @@ class ChatService:
                               system_prompt=system_prompt or "")
                 saved = self._save_uploads(history.chat_id, files)
                 self._keep(history)
-                history.add_user(text, saved)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, saved, after=past[-1] if past else None)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, created,
                                release, question=text)
 
@@ -200,26 +201,40 @@ class ChatService:
 
     @_counted
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
-              options: ChatOptions | None = None, user: str) -> Started | None:
-        """Regenerate the answer to the last user message; None when there is none.
-        Raises like ``send``, before anything is deleted."""
+              options: ChatOptions | None = None, user: str, seq: int | None = None
+              ) -> Started | None:
+        """Answer a user message again: the answer at ``seq`` (an assistant turn of the
+        branch shown), or by default the last user message's. The new answer is a new
+        version of that turn, shown from now on; the earlier one is kept with its later
+        turns (``show_version`` pages back to it). The model is sent the branch shown up
+        to the question. None when there is no such turn. Raises like ``send``, before
+        anything is written."""
         if chat_id is None:
             return None
         history = self._history(chat_id, user)
         self._refuse_while_streaming(history)
         past = history.turns()
-        last = next((t for t in reversed(past) if t.role == "user"), None)
-        if last is None:
+        if seq is None:
+            question = next((t for t in reversed(past) if t.role == "user"), None)
+        else:
+            answer = next((t for t in past if t.seq == seq and t.role == "assistant"), None)
+            question = next((t for t in past if answer is not None and t.seq == seq - 1
+                             and t.role == "user"), None)
+        if question is None:
             return None
-        model_id = self._check(last.content, model, last.images)
-        kept = [t for t in past if t.seq <= last.seq]
+        answer = next((t for t in past if t.seq == question.seq + 1), None)
+        if answer is None and past[-1].seq != question.seq:
+            return None  # nothing answers it and it isn't last: no place for an answer
+        model_id = self._check(question.content, model, question.images)
+        kept = [t for t in past if t.seq <= question.seq]
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                history.truncate_after(last.seq)
-                placeholder = history.add_placeholder(model_id)
+                placeholder = (history.add_placeholder(model_id, version_of=answer)
+                               if answer is not None
+                               else history.add_placeholder(model_id, after=question))
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
 
@@ -227,9 +242,10 @@ class ChatService:
     def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
              system_prompt: str = "", options: ChatOptions | None = None,
              user: str) -> Started | None:
-        """Change user message ``seq`` and answer it again: the turns after it are replaced
-        by the new reply. None when ``seq`` is not a user message of this chat. Raises like
-        ``send``, before anything is changed."""
+        """Change user message ``seq`` and answer it again. The changed message is a new
+        version of that turn with the new reply after it; the earlier message keeps its
+        branch (``show_version`` pages back to it). None when ``seq`` is not a user
+        message of the branch shown. Raises like ``send``, before anything is written."""
         if chat_id is None:
             return None
         history = self._history(chat_id, user)
@@ -247,11 +263,27 @@ class ChatService:
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                history.set_text(seq, text or "")
-                history.truncate_after(seq)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, target.images, version_of=target)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
+
+    def show_version(self, chat_id: str | None, seq: int, step: int, *, user: str
+                     ) -> list[Turn]:
+        """Show another version of turn ``seq`` (``step`` +1 the next, -1 the one before),
+        with the later turns of its branch; the choice is stored, so a reload shows it.
+        Returns the chat's turns as now shown. Raises ``NotFound`` for a chat (or turn)
+        that isn't there and ``InvalidInput`` while a reply is being written in it."""
+        if chat_id is None:
+            raise NotFound("There is no earlier version to show in a new chat.")
+        history = self._history(chat_id, user)
+        self._refuse_while_streaming(history)
+        turn = next((t for t in history.turns() if t.seq == seq), None)
+        if turn is None:
+            raise NotFound("That message is no longer shown in this chat.",
+                           hint="Reopen the chat from the list.")
+        history.show_version(turn, step)
+        return self._overlaid(history)
 
     @_counted
     def complete(self, messages: Sequence[ChatMessage], *, model: str,

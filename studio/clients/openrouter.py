@@ -29,12 +29,14 @@ from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouter
                                ProviderError, RateLimited, StreamPieces, as_float,
                                build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
-                               parse_retry_after, wait_words)
+                               parse_retry_after, wait_words, without_links)
 
 log = logging.getLogger(__name__)
 
 BACKEND = "openrouter"
-CREDITS_URL = "https://openrouter.ai/credits"
+# Where OpenRouter sells credits now (its own 402 messages link here, or to /credits, which
+# redirects); the studio names this one only.
+CREDITS_URL = "https://openrouter.ai/settings/credits"
 NO_KEY = "No OpenRouter key. Set OPENROUTER_API_KEY (in .env or the environment) to use cloud models."
 
 
@@ -313,6 +315,10 @@ class OpenRouterClient:
             return BadApiKey(f"OpenRouter rejected the API key{detail}.",
                              hint="Check OPENROUTER_API_KEY.", status=status)
         if status == 402:
+            # OpenRouter's own text links a credits page too (not always this one): say
+            # what it says without its link, and give one place to add credit.
+            said = without_links(error_message(error, self._api_key))
+            detail = f" ({status}: {said})" if said else f" ({status})"
             return OutOfCredit(f"OpenRouter account is out of credit{detail}.",
                                hint=f"Add credits at {CREDITS_URL} or pick a local model.",
                                status=status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import time
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -249,6 +250,18 @@ def detail_suffix(error: Mapping[str, Any], secret: str) -> str:
     code = error.get("code")
     message = error_message(error, secret)
     return f": {message} (code {code})" if code is not None else f": {message}"
+
+
+def without_links(text: str) -> str:
+    """``text`` without the sentences that carry a web address.
+
+    >>> without_links("Insufficient credits. Add more using https://openrouter.ai/credits")
+    'Insufficient credits.'
+    >>> without_links("Needs more credits. To increase, visit https://x.ai/c and upgrade.")
+    'Needs more credits.'
+    """
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(s for s in sentences if not re.search(r"https?://", s)).strip()
 
 
 def redact(text: str, secret: str) -> str:

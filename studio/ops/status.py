@@ -1,4 +1,5 @@
-"""Reachability of each backend, for the status strip: reachable / unreachable / not configured.
+"""Reachability of each backend, for the status strip: reachable / unreachable / key rejected /
+not configured.
 
 Checks run in parallel with short timeouts and are cached for a few seconds, so many open
 pages polling the strip cost the backends almost nothing. No gradio imports.
@@ -21,7 +22,7 @@ from ..config import Settings
 @dataclass(frozen=True)
 class BackendStatus:
     name: str
-    state: str  # reachable | unreachable | not configured
+    state: str  # reachable | unreachable | key rejected | not configured
     url: str
     detail: str  # version or what went wrong
     advice: str  # what to do, when not reachable
@@ -50,8 +51,8 @@ class BackendStatus:
 
 
 def _probe(name: str, url: str, path: str, advice: str, timeout: float,
-           headers: dict | None = None, version_of: Callable[[httpx.Response], str] | None = None
-           ) -> BackendStatus:
+           headers: dict | None = None, version_of: Callable[[httpx.Response], str] | None = None,
+           key_advice: str = "Check OPENROUTER_API_KEY.") -> BackendStatus:
     started = time.monotonic()
     try:
         resp = httpx.get(url.rstrip("/") + path, timeout=timeout, headers=headers or {})
@@ -62,8 +63,9 @@ def _probe(name: str, url: str, path: str, advice: str, timeout: float,
                              advice)
     latency = round((time.monotonic() - started) * 1000, 1)
     if resp.status_code == 401:
-        return BackendStatus(name, "unreachable", url, "the key was refused (401)",
-                             "Check OPENROUTER_API_KEY.", latency_ms=latency)
+        # It answered, so it is not "unreachable": the key is what to fix (issue 14).
+        return BackendStatus(name, "key rejected", url, f"{name} refused the key (401)",
+                             key_advice, latency_ms=latency)
     if resp.status_code >= 400:
         return BackendStatus(name, "unreachable", url, f"answered HTTP {resp.status_code}", advice,
                              latency_ms=latency)
@@ -84,7 +86,8 @@ def check_ollama(settings: Settings, timeout: float = 1.5) -> BackendStatus | li
         return replace(_probe("Ollama", h.url, "/api/version",
                               "Start it with `ollama serve`, or set OLLAMA_HOST.", timeout,
                               headers={"Authorization": f"Bearer {h.key}"} if h.key else None,
-                              version_of=lambda r: "v" + r.json()["version"]),
+                              version_of=lambda r: "v" + r.json()["version"],
+                              key_advice="Check key= for it in OLLAMA_HOST."),
                        host=h.name if len(hosts) > 1 else "")
 
     if len(hosts) == 1:
@@ -101,7 +104,8 @@ def check_local_servers(settings: Settings, timeout: float = 1.5) -> list[Backen
         return replace(_probe("Local server", h.url, "/models",
                               "Start it, or check its address in STUDIO_OPENAI_SERVERS.",
                               timeout,
-                              headers={"Authorization": f"Bearer {h.key}"} if h.key else None),
+                              headers={"Authorization": f"Bearer {h.key}"} if h.key else None,
+                              key_advice="Check key= for it in STUDIO_OPENAI_SERVERS."),
                        host=h.name)
 
     if not hosts:
@@ -163,7 +167,7 @@ def backend_key(status: BackendStatus) -> str:
     return f"{key}:{status.host}" if status.host else key
 
 
-_DOT = {"reachable": "ok", "unreachable": "down", "not configured": "off"}
+_DOT = {"reachable": "ok", "unreachable": "down", "key rejected": "down", "not configured": "off"}
 
 
 def status_html(statuses: list[BackendStatus]) -> str:

@@ -43,6 +43,15 @@ _CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", 
                         "title_source")
 _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", "backend",
                    "meta", *STAT_FIELDS)
+# The branch a chat shows: from its first message, the shown (active) version of each turn.
+_SHOWN_BRANCH = """
+    WITH RECURSIVE shown(id, depth) AS (
+        SELECT id, 0 FROM messages
+        WHERE conversation_id = :conv AND parent_id IS NULL AND active = 1
+        UNION ALL
+        SELECT m.id, shown.depth + 1 FROM messages m JOIN shown ON m.parent_id = shown.id
+        WHERE m.conversation_id = :conv AND m.active = 1
+    )"""
 _BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
 _SNIPPET_WORDS = 12
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 3, 8, 14, 26
@@ -168,6 +177,13 @@ class Message:
     meta: dict
     created_at: str
     updated_at: str
+    # The message before this one on its branch (None for a chat's first message). The
+    # messages with the same parent are the versions of one turn (an answer again, an
+    # edited message); ``version`` is this one's place among them (1-based, oldest first)
+    # and ``versions`` how many there are, as read with the branch a chat shows.
+    parent_id: int | None = None
+    version: int = 1
+    versions: int = 1
 
 
 @dataclass(frozen=True)
@@ -489,12 +505,17 @@ class Store:
     def add_message(self, conv_id: str, role: str, content: str = "", *, thinking: str = "",
                     images: Iterable[str | os.PathLike] = (), status: str = "complete",
                     model: str = "", backend: str = "", error: str = "",
-                    meta: dict | None = None, **stats: Any) -> Message:
-        """Append a message (seq = last + 1, starting at 1) and bump the chat's updated_at.
+                    meta: dict | None = None, version_of: int | None = None,
+                    after: int | None = None, **stats: Any) -> Message:
+        """Append a message to the branch the chat shows and bump the chat's updated_at:
+        after message ``after`` (of this chat) when given, which saves finding the end of
+        the branch, else after the branch's last message. With ``version_of`` (a message
+        id of this chat), add it as a new version of that turn instead: beside it, with no
+        later turns yet. Either way the new message is the version shown from now on.
 
         ``stats`` takes any of ``STAT_FIELDS``. Raises ``TypeError`` for an unknown
         stat, ``ValueError`` for an unknown status, ``StudioError`` if the
-        conversation no longer exists.
+        conversation (or the message ``version_of``) no longer exists.
         """
         _reject_unknown("add_message", stats, STAT_FIELDS)
         _check_status(status)
@@ -511,12 +532,47 @@ class Store:
                                       [now, conv_id])
             if touched.rowcount == 0:
                 raise _conversation_gone(conv_id)
+            if version_of is None and after is None:
+                shown = self._shown_ids(conv_id)
+                parent = shown[-1] if shown else None
+            else:
+                known = version_of if version_of is not None else after
+                found = self.db.execute(
+                    "SELECT parent_id, id FROM messages WHERE id = ? AND conversation_id = ?",
+                    [known, conv_id]).fetchone()
+                if found is None:
+                    raise StudioError(f"Message {known} no longer exists.",
+                                      hint="Reload the chat; nothing was saved.")
+                parent = found[0] if version_of is not None else found[1]
+            # The new message is the version shown: its siblings step aside.
+            self.db.execute("UPDATE messages SET active = 0 "
+                            "WHERE conversation_id = ? AND parent_id IS ?", [conv_id, parent])
+            row["parent_id"] = parent
             cursor = self.db.execute(
                 f"INSERT INTO messages (seq, {', '.join(row)}) VALUES ("
-                "(SELECT coalesce(max(seq), 0) + 1 FROM messages"
-                " WHERE conversation_id = :conversation_id), "
+                "coalesce((SELECT seq FROM messages WHERE id = :parent_id), 0) + 1, "
                 f"{', '.join(':' + name for name in row)})", row)
             return self._get_message(cursor.lastrowid)
+
+    def show_version(self, conv_id: str, message_id: int, step: int) -> int | None:
+        """Show another version of the turn ``message_id`` (of chat ``conv_id``): ``step``
+        versions later (+1) or earlier (-1), stopping at the first and last. Returns the id
+        of the version now shown, or None when the message isn't in that chat."""
+        with self._lock, self.db.atomic():
+            found = self.db.execute(
+                "SELECT parent_id FROM messages WHERE id = ? AND conversation_id = ?",
+                [message_id, conv_id]).fetchone()
+            if found is None:
+                return None
+            siblings = [r[0] for r in self.db.execute(
+                "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? "
+                "ORDER BY id", [conv_id, found[0]])]
+            at = siblings.index(message_id)
+            chosen = siblings[max(0, min(len(siblings) - 1, at + step))]
+            self.db.execute("UPDATE messages SET active = (id = ?) "
+                            "WHERE conversation_id = ? AND parent_id IS ?",
+                            [chosen, conv_id, found[0]])
+            return chosen
 
     def update_message(self, message_id: int, **fields: Any) -> None:
         """Change any of content, thinking, images, status, error, model, backend,
@@ -549,11 +605,24 @@ class Store:
             return self._get_message(message_id)
 
     def messages(self, conv_id: str) -> list[Message]:
-        """The conversation's messages in order (by seq); [] for an unknown id."""
+        """The messages of the branch the chat shows, in order (by seq), each with its
+        ``version``/``versions``; [] for an unknown id. Other versions are left out."""
         with self._lock:
-            rows = self._select("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq",
-                                [conv_id])
+            rows = self._select(f"""
+                {_SHOWN_BRANCH}
+                SELECT m.*,
+                       (SELECT count(*) FROM messages v WHERE v.conversation_id = m.conversation_id
+                          AND v.parent_id IS m.parent_id) AS versions,
+                       (SELECT count(*) FROM messages v WHERE v.conversation_id = m.conversation_id
+                          AND v.parent_id IS m.parent_id AND v.id <= m.id) AS version
+                FROM shown JOIN messages m ON m.id = shown.id ORDER BY m.seq""",
+                {"conv": conv_id})
         return [_to_message(row) for row in rows]
+
+    def _shown_ids(self, conv_id: str) -> list[int]:
+        """The ids of the branch the chat shows, in order (call with the lock held)."""
+        return [row[0] for row in self.db.execute(
+            f"{_SHOWN_BRANCH} SELECT shown.id FROM shown", {"conv": conv_id})]
 
     def delete_messages_from(self, conv_id: str, seq: int) -> int:
         """Delete the messages with seq >= ``seq`` (regenerate, edit-and-resend).
@@ -710,7 +779,8 @@ def _to_message(row: dict) -> Message:
         status=row["status"], error=row["error"],
         **{name: row[name] for name in STAT_FIELDS},
         meta=json.loads(row["meta"]), created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], parent_id=row.get("parent_id"),
+        version=row.get("version") or 1, versions=row.get("versions") or 1,
     )
 
 

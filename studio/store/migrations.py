@@ -529,3 +529,26 @@ def m015_add_title_source_and_import_keys(db: Database) -> None:
     # after the last one shown. With id in the index each page is one index range walk that
     # stops after a page, however deep, where OFFSET walked every row it skipped.
     db["conversations"].create_index(["user", "pinned", "updated_at", "id"])
+
+
+@migrations()
+def m016_add_message_versions(db: Database) -> None:
+    # Answer versions (issue 14 item 6): ↻ and an edit keep the earlier answer or message as
+    # another version of the same turn, with its own later turns, like Open WebUI. Messages
+    # form a tree: parent_id is the message before this one on its branch (NULL for a
+    # chat's first message), and among the versions of a turn (messages with the same
+    # parent) the one with active = 1 is shown. The branch a chat shows follows the active
+    # version at every turn, so paging back to a version brings its later turns with it,
+    # and the choice survives a reload. seq stays the position in the branch (1-based), so
+    # versions share a seq and the old unique index goes.
+    db["messages"].add_column("parent_id", int)
+    db["messages"].add_column("active", int, not_null_default=1)
+    # Every chat so far is one branch: each message follows the one before it.
+    db.execute("""
+        UPDATE messages SET parent_id = (
+            SELECT p.id FROM messages p
+            WHERE p.conversation_id = messages.conversation_id AND p.seq = messages.seq - 1)""")
+    db.execute("DROP INDEX IF EXISTS idx_messages_conversation_id_seq")
+    db["messages"].create_index(["conversation_id", "seq"])
+    # Walking a branch down from its first message, and finding a turn's versions.
+    db["messages"].create_index(["conversation_id", "parent_id"])

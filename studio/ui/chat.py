@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .chat_handlers import DEFAULT_PARAMS, QUEUE_LABEL, STOP_LABEL, ChatPage
+from .chat_handlers import DEFAULT_PARAMS, MODEL_INFO, QUEUE_LABEL, STOP_LABEL, ChatPage
 from .chat_values import new_session
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
@@ -87,9 +87,7 @@ def render(services) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; page.on_send checks it.
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",
-                                   allow_custom_value=True, filterable=True,
-                                   info="Local models, then cloud ones with price per "
-                                        "million tokens. Type to search.")
+                                   allow_custom_value=True, filterable=True, info=MODEL_INFO)
             refresh_btn = gr.Button("⟳ Reload models", elem_id="refresh-models", size="sm")
             # What a cloud prompt will cost, and where the budget stands, before sending.
             cost_hint = gr.Markdown("", elem_id="cost-hint")
@@ -161,6 +159,12 @@ def render(services) -> SimpleNamespace:
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden")
+    # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
+    # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
+    turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
+    turn_action.input(page.on_turn_action, [turn_action, session, model_dd, system_box, *params],
+                      reply_out, api_visibility="private", concurrency_limit=None,
+                      concurrency_id="chat-turn", show_progress="hidden")
     new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
                queue_view]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")

@@ -26,12 +26,13 @@ from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_sidebar import GROUP, MORE, Sidebars
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
-                          queued_label, split_message)
+                          parse_turn_action, queued_label, split_message, typed_from_shown)
 from .common import PageViews, model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
 STOP_LABEL = "■ Stop"
+MODEL_INFO = "Local models, then cloud ones with price per million tokens. Type to search."
 DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "max_tokens": 0}
 
 # How long a new reply's first update waits for the first token. A fast model's first
@@ -215,11 +216,14 @@ class ChatPage:
     def picker_update(self, picker, current, *, warn: bool = True):
         """The model picker showing ``picker`` (``ChatModels.picker``): ``current`` stays
         picked while it is offered; otherwise the picker's default (never a paid model),
-        and, when ``warn``, a warning that the one picked is gone."""
+        and, when ``warn``, a warning that the one picked is gone. Its help line says why
+        models are missing, if some are (a page load shows no notice for that: the status
+        strip says it already, and a notice stacked over the strip)."""
         value = current if current in picker.values else picker.default
         if warn and current and value != current:
             gr.Warning(GONE_MODEL.format(model=current, now=value or "nothing"))
-        return gr.update(choices=picker.choices, value=value)
+        info = "⚠️ " + " ".join(picker.problems) if picker.problems else MODEL_INFO
+        return gr.update(choices=picker.choices, value=value, info=info)
 
     def on_preset(self, key):
         preset = next((p for p in self.presets if p.key == key), None)
@@ -357,17 +361,45 @@ class ChatPage:
     @ui_errors
     def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
                 request: gr.Request = None):
-        """Edit a user message and resend it: later turns are replaced by the new reply."""
+        """Edit a user message and resend it: the edited message is a new version of its
+        turn, with the new reply after it; the earlier one keeps its branch."""
         idx = edit.index if isinstance(edit.index, int) else edit.index[0]
-        if idx >= len(sess.get("index", [])):
+        index = sess.get("index", [])
+        if idx >= len(index) or index[idx] is None:  # a row of buttons: nothing to edit
             return
         user = page_user(request)
-        text = edit.value if isinstance(edit.value, str) else str(edit.value)
-        started = self.chat.edit(sess.get("chat_id"), sess["index"][idx], text,
+        # The box started from the text as shown (HTML-looking text escaped): undo that.
+        text = typed_from_shown(edit.value if isinstance(edit.value, str) else str(edit.value))
+        started = self.chat.edit(sess.get("chat_id"), index[idx], text,
                                  model=model_id or "", system_prompt=system_prompt or "",
                                  options=collect_options(*param_values), user=user)
         if started is not None:
             yield from self.own_replies(sess, started, request, user)
+
+    @ui_errors
+    def on_turn_action(self, action, sess, model_id, system_prompt, *param_values,
+                       request: gr.Request = None):
+        """A button under a turn (``chat_values.turn_tools``): ↻ answers it again as a new
+        version; ‹ › show the version before or after, with its later turns.
+        Yields (sess, rows, stats, stop, conv_list, queue)."""
+        parsed = parse_turn_action(action)
+        if parsed is None or not sess.get("chat_id"):
+            return
+        verb, seq = parsed
+        user = page_user(request)
+        if verb == "retry":
+            started = self.chat.retry(sess["chat_id"], seq=seq, model=model_id or "",
+                                      system_prompt=system_prompt or "",
+                                      options=collect_options(*param_values), user=user)
+            if started is not None:
+                yield from self.own_replies(sess, started, request, user)
+            return
+        turns = self.chat.show_version(sess["chat_id"], seq, -1 if verb == "prev" else 1,
+                                       user=user)
+        self.views.claim(request)  # what a follower of this page still sends is stale
+        rows, index = chatbot_value(turns)
+        yield ({**sess, "index": index}, rows, "", gr.skip(), gr.skip(),
+               self.queue_update(page_of(request)))
 
     def on_new(self, incognito, sess=None, request: gr.Request = None):
         """A new chat (button, the chatbot's trash icon, the incognito switch). Nothing is
@@ -442,7 +474,9 @@ class ChatPage:
         all in the first update (so the page is complete once the model list is filled)."""
         user = page_user(request)
         self.sidebars.note_zone(page_of(request), request)
-        models = self.on_refresh_models(None)
+        # No notice on load: the status strip says what is down, the picker's help line too.
+        models = self.picker_update(model_picker(self.models, self.preferred_model(), warn=False),
+                                    None, warn=False)
         try:
             opened = self.chat.open(last_id, user=user) if last_id else None
         except NotFound:
