@@ -239,7 +239,8 @@ def chat_page(chat):
     from studio.ui.chat_handlers import ChatPage
 
     return ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
-                                    settings=SimpleNamespace(stream_interval=0.01)))
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                            max_page_sessions=10)))
 
 
 def page_send(page, text: str, model: str):
