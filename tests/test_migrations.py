@@ -128,3 +128,58 @@ def test_migrations_upgraded_index_stays_in_sync(tmp_path):
     assert [h.message_id for h in store.search("preserves")] == [None]
     assert [h.message_id for h in store.search("plum")] == [1]
     store.close()
+
+
+def m011_file_with_history(path) -> None:
+    """A database as the studio left it before m012: a chat, its messages, one reply cut
+    off while streaming."""
+    old = Database(path)
+    migrations.apply(old, stop_before="m012_add_search_prefix_indexes")
+    old["conversations"].insert({"id": "a" * 32, "title": "Sourdough toast",
+                                 "created_at": "2024-05-01T10:00:00.000Z",
+                                 "updated_at": "2024-05-01T10:00:00.000Z"})
+    for seq, (role, content, status) in enumerate([
+            ("user", "sourdough toast or rye?", "complete"),
+            ("assistant", "Toast the sourdough.", "complete"),
+            ("assistant", "half a rep", "streaming")], start=1):
+        old["messages"].insert({"conversation_id": "a" * 32, "seq": seq, "role": role,
+                                "content": content, "status": status, "backend": "ollama",
+                                "model": "llama3.2:3b" if role == "assistant" else "",
+                                "created_at": f"2024-05-01T10:00:0{seq}.000Z",
+                                "updated_at": f"2024-05-01T10:00:0{seq}.000Z"})
+    old.close()
+
+
+def test_migrations_m012_rebuilds_search_with_prefix_indexes_once(tmp_path):
+    path = tmp_path / "studio.db"
+    m011_file_with_history(path)
+
+    store = Store.open(path)
+
+    assert "prefix='1 2 3'" in store.db["messages_fts"].schema
+    assert "prefix='1 2 3'" in store.db["conversations_fts"].schema
+    assert [h.message_id for h in store.search("sourdough t")] == [None, 2, 1]  # title first
+    new = store.add_message("a" * 32, "user", "tomato on top?")  # the triggers still index
+    assert [h.message_id for h in store.search("to")][:2] == [None, new.id]
+    store.close()
+    applied = [m.name for m in migrations.applied(Database(path))]
+    assert applied.count("m012_add_search_prefix_indexes") == 1
+    Store.open(path).close()  # opening again rebuilds nothing
+    assert [m.name for m in migrations.applied(Database(path))] == applied
+
+
+def test_migrations_m013_start_up_and_model_use_read_indexes(tmp_path):
+    path = tmp_path / "studio.db"
+    m011_file_with_history(path)
+    store = Store.open(path)
+
+    def plan(sql: str) -> str:
+        return " ".join(str(row[-1]) for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+
+    assert "USING INDEX messages_streaming" in plan(
+        "UPDATE messages SET status = 'partial' WHERE status = 'streaming'")
+    from studio.store.models import _LAST_OLLAMA_USES
+    model_plan = plan(_LAST_OLLAMA_USES)
+    assert "SCAN messages" not in model_plan and "messages_model_use" in model_plan
+    assert store.mark_interrupted_streams("cut off") == 1
+    store.close()
