@@ -24,7 +24,7 @@ from ..model_id import ModelId
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
-                          queued_label, split_message)
+                          no_match_note, queued_label, split_message)
 from .common import PageViews, model_choices, page_user, ui_errors
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,10 @@ class ChatPage:
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
-        return self.list_update(page_user(request), query)
+        """The chats matching ``query`` and, when there are none, a line that says so."""
+        listing = self.list_update(page_user(request), query)
+        note = no_match_note(query, bool(listing["choices"]))
+        return listing, gr.update(value=note, visible=bool(note))
 
     @ui_errors
     def on_rename(self, sess, title, request: gr.Request = None):
