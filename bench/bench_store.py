@@ -60,6 +60,9 @@ def parse_args() -> argparse.Namespace:
                         help="folder that keeps the built history between runs")
     parser.add_argument("--studio", type=Path, default=ROOT,
                         help="the checkout whose studio package is measured")
+    parser.add_argument("--database", type=Path,
+                        help="measure this file as it is (no build, copy or upgrade figure): "
+                             "quick reruns on a copy an earlier run upgraded")
     return parser.parse_args()
 
 
@@ -190,6 +193,12 @@ def main() -> None:
 
     print(f"studio from {args.studio.resolve()}; sqlite {sqlite3.sqlite_version}; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
+    if args.database:
+        store = Store.open(args.database)
+        run(store, args.database, args.runs, Store, ModelsStore)
+        store.close()
+        print(f"load {os.getloadavg()[0]:.2f}")
+        return
     base = args.cache / f"studio-bench-store-v2-{args.messages}.db"
     if not base.exists():
         print(f"Building {args.messages:,} messages into {base} (kept for later runs) …")

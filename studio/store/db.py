@@ -556,9 +556,10 @@ class Store:
         appear as typed (ASCII letters in any case); a search of only such words looks
         through the newest ``LITERAL_SCAN`` messages, so it stays as fast as the others.
         Any text is safe: FTS syntax in it is searched for literally, and blank text
-        gives []. Order: title matches first (most recently updated conversation first),
-        then message matches newest first (by message id, i.e. creation order), at most
-        ``limit`` hits in all.
+        gives []. Order: title matches first, newest first (by when the chat was made or
+        last renamed), then message matches newest first (by message id, i.e. creation
+        order), at most ``limit`` hits in all. Both walk their index newest-first and
+        stop at the limit, so a word in every chat costs no more than a rare one.
         """
         match, literals = search_words(query)
         if not (match or literals) or limit <= 0:
@@ -579,13 +580,16 @@ class Store:
                     FROM conversations_fts
                     JOIN conversations c ON c.id = conversations_fts.conversation_id
                     WHERE conversations_fts MATCH :match {user_clause}{contains("c.title")}
-                    ORDER BY c.updated_at DESC LIMIT :limit""", params)
+                    ORDER BY conversations_fts.rowid DESC LIMIT :limit""", params)
             else:
                 rows = self._select(f"""
                     SELECT c.id AS conversation_id, c.title, NULL AS message_id, NULL AS role,
                            c.title AS snippet, c.updated_at
-                    FROM conversations c WHERE 1 {user_clause}{contains("c.title")}
-                    ORDER BY c.updated_at DESC LIMIT :limit""", params)
+                    FROM conversations c
+                    -- "+c.user": walk the chats newest first and stop at the limit, rather
+                    -- than read every one of the user's chats to sort them.
+                    WHERE 1 {user_clause.replace("c.user", "+c.user")}{contains("c.title")}
+                    ORDER BY c.rowid DESC LIMIT :limit""", params)
             params["limit"] = limit - len(rows)
             if params["limit"] > 0 and match:
                 # ORDER BY the FTS rowid lets FTS5 walk its index newest-first and stop
@@ -607,7 +611,8 @@ class Store:
                 rows += self._select(f"""
                     SELECT m.conversation_id, c.title, m.id AS message_id, m.role,
                            m.content AS snippet, m.updated_at
-                    FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                    -- CROSS JOIN keeps messages outside: walk the newest by id and stop.
+                    FROM messages m CROSS JOIN conversations c ON c.id = m.conversation_id
                     WHERE m.id > (SELECT coalesce(max(id), 0) FROM messages) - :scan
                           {user_clause}{contains("m.content")}
                     ORDER BY m.id DESC LIMIT :limit""", params)
