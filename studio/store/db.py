@@ -47,8 +47,8 @@ _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", 
                    "meta", *STAT_FIELDS)
 _BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
 _SNIPPET_WORDS = 12
-# A search of symbols only ("🍕", "->") can't use the word index: it checks this many of
-# the newest messages (about 10 ms at a million messages; docs/benchmarks.md).
+# A search of symbols only ("🍕", "->") can't use the word index: it checks the titles of
+# this many of the newest chats and this many of the newest messages (docs/benchmarks.md).
 LITERAL_SCAN = 20_000
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 3, 8, 14, 26
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL = 5, 6, 10, 13
@@ -554,7 +554,7 @@ class Store:
         Every word must match; the last one also matches as a prefix ("pyth" finds
         "python"). Words of symbols that the index leaves out ("🍕", "C++", "->") must
         appear as typed (ASCII letters in any case); a search of only such words looks
-        through the newest ``LITERAL_SCAN`` messages, so it stays as fast as the others.
+        through the newest ``LITERAL_SCAN`` chats' titles and messages, so it stays fast.
         Any text is safe: FTS syntax in it is searched for literally, and blank text
         gives []. Order: title matches first, newest first (by when the chat was made or
         last renamed), then message matches newest first (by message id, i.e. creation
@@ -569,8 +569,11 @@ class Store:
                   **{f"literal{n}": literal for n, literal in enumerate(literals)}}
 
         def contains(column: str) -> str:
-            return "".join(f" AND instr(lower({column}), :literal{n}) > 0"
-                           for n in range(len(literals)))
+            # instr() reads the whole text (LIKE stops at a NUL); lower() copies it, so
+            # only for the words that have ASCII letters to fold ("C++", not "🍕").
+            return "".join(
+                f" AND instr({f'lower({column})' if _has_ascii_letter(literal) else column},"
+                f" :literal{n}) > 0" for n, literal in enumerate(literals))
 
         with self.snapshot():
             if match:
@@ -588,7 +591,8 @@ class Store:
                     FROM conversations c
                     -- "+c.user": walk the chats newest first and stop at the limit, rather
                     -- than read every one of the user's chats to sort them.
-                    WHERE 1 {user_clause.replace("c.user", "+c.user")}{contains("c.title")}
+                    WHERE c.rowid > (SELECT coalesce(max(rowid), 0) FROM conversations) - :scan
+                          {user_clause.replace("c.user", "+c.user")}{contains("c.title")}
                     ORDER BY c.rowid DESC LIMIT :limit""", params)
             params["limit"] = limit - len(rows)
             if params["limit"] > 0 and match:
@@ -754,6 +758,10 @@ def _is_literal(word: str) -> bool:
     start = next((n for n, ch in enumerate(word) if _is_token_char(ch)), None)
     return start is None or any(unicodedata.category(ch)[0] == "S" or ch == "#"
                                 for ch in word[start:])
+
+
+def _has_ascii_letter(text: str) -> bool:
+    return any(ch.isascii() and ch.isalpha() for ch in text)
 
 
 def _ascii_lower(text: str) -> str:
