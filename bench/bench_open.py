@@ -55,13 +55,16 @@ def fill(data_dir: Path) -> dict[int, str]:
     return ids
 
 
-def timed_call(app, http, ep, session: str) -> float:
+def timed_call(app, http, ep, session: str, sizes: list | None = None) -> float:
+    """Milliseconds from the join POST to the last message; each message's kind and
+    bytes go into ``sizes``."""
     started = time.perf_counter()
-    for _ in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
-                        trigger_id=ep.trigger_id, session=session,
-                        deadline=started + RUN_TIMEOUT_S, clock=time.perf_counter,
-                        what=app.name):
-        pass
+    for message in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
+                              trigger_id=ep.trigger_id, session=session,
+                              deadline=started + RUN_TIMEOUT_S, clock=time.perf_counter,
+                              what=app.name):
+        if sizes is not None:
+            sizes.append((message.kind, message.size))
     return (time.perf_counter() - started) * 1000
 
 
@@ -88,13 +91,16 @@ def main() -> None:
                     page = find_page_event(studio, http)
                     for size, chat_id in ids.items():
                         ep = find_endpoint(studio, http, "open_conversation", [chat_id])
-                        opened, cheapest = [], []
+                        opened, cheapest, sizes = [], [], []
                         for _ in range(args.runs):
                             session = uuid.uuid4().hex[:11]
                             open_page(studio, http, page, session)
-                            opened.append(timed_call(studio, http, ep, session))
+                            sizes.clear()
+                            opened.append(timed_call(studio, http, ep, session, sizes))
                             cheapest.append(timed_call(studio, http, page, session))
                         show(f"open a chat of {size} messages (queue route)", opened)
+                        print("    messages: " + ", ".join(f"{kind} {size:,} B"
+                                                         for kind, size in sizes))
                         show("  the cheapest event, same session (Gradio's round trip)",
                              cheapest)
             finally:
