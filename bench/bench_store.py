@@ -1,7 +1,8 @@
 """Benchmark: the store with a million messages (issue 16, item 5; issue 14, item 8).
 
 Run from the repository root:  ``python bench/bench_store.py``  (the first run builds the
-history, a few minutes on 2 cores, and keeps it in ``--cache``; later runs copy it).
+history, about 15 minutes on a busy 2-core box, and keeps it in ``--cache``; later runs
+copy it and upgrade the copy, about 5 minutes).
 ``--studio PATH`` imports the studio from another checkout, so the same script measures
 the code before a change: ``python bench/bench_store.py --studio /path/to/main``.
 It prints medians with the spread and never asserts timings.
