@@ -34,7 +34,8 @@ def test_app_start_unwritable_data_dir_is_a_clear_error(tmp_path):
 
 def test_app_start_bad_setting_names_the_variable(tmp_path):
     result = run_app_expecting_exit({"STUDIO_DATA_DIR": str(tmp_path), "COMFYUI_URL": "localhost:8188"})
-    assert result.returncode == 2 and "COMFYUI_URL must start with http://" in result.stderr
+    assert result.returncode == 2 and "COMFYUI_URL: the address in entry" in result.stderr \
+        and "must start with http://" in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ so "most recently updated" has no ties between writes made through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -42,9 +43,19 @@ from .migrations import migrations
 MESSAGE_STATUSES = ("complete", "partial", "error", "streaming")
 STAT_FIELDS = ("prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "load_ms",
                "total_ms", "cost_usd")
-_CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned")
+_CONVERSATION_FIELDS = ("title", "model", "backend", "system_prompt", "params", "pinned",
+                        "title_source")
 _MESSAGE_FIELDS = ("content", "thinking", "images", "status", "error", "model", "backend",
                    "meta", *STAT_FIELDS)
+# The branch a chat shows: from its first message, the shown (active) version of each turn.
+_SHOWN_BRANCH = """
+    WITH RECURSIVE shown(id, depth) AS (
+        SELECT id, 0 FROM messages
+        WHERE conversation_id = :conv AND parent_id IS NULL AND active = 1
+        UNION ALL
+        SELECT m.id, shown.depth + 1 FROM messages m JOIN shown ON m.parent_id = shown.id
+        WHERE m.conversation_id = :conv AND m.active = 1
+    )"""
 _BUSY_TIMEOUT_MS = 5000  # long enough to outwait another writer's commit
 _SNIPPET_WORDS = 12
 # A search of symbols only ("🍕", "->") can't use the word index: it checks the titles of
@@ -90,6 +101,17 @@ def storage_fault(err: sqlite3.OperationalError) -> StoreFault | None:
     return None
 
 
+def file_fault(err: OSError) -> StorageFailed | None:
+    """The same sentences for a file the studio writes into its data folder (an attachment
+    copied in): a full disk or over quota, or an I/O error. None for any other OSError."""
+    code = {errno.ENOSPC: _SQLITE_FULL, errno.EDQUOT: _SQLITE_FULL,
+            errno.EIO: _SQLITE_IOERR}.get(err.errno or 0)
+    if code is None:
+        return None
+    _words, message, hint = _FAULTS[code]
+    return StorageFailed(message, hint=hint)
+
+
 def _faults_as_sentences(method):
     @functools.wraps(method)
     def run(self, *args):
@@ -125,6 +147,18 @@ class Conversation:
     created_at: str
     updated_at: str
     pinned: bool
+    title_source: str = "words"  # who wrote the title: words | model | person | import
+    source: str = ""  # where an imported chat came from ("openwebui", "chatgpt"), else ""
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    """One message of a chat brought in from another tool, with its own time."""
+
+    role: str
+    content: str
+    created_at: str
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +184,13 @@ class Message:
     meta: dict
     created_at: str
     updated_at: str
+    # The message before this one on its branch (None for a chat's first message). The
+    # messages with the same parent are the versions of one turn (an answer again, an
+    # edited message); ``version`` is this one's place among them (1-based, oldest first)
+    # and ``versions`` how many there are, as read with the branch a chat shows.
+    parent_id: int | None = None
+    version: int = 1
+    versions: int = 1
 
 
 @dataclass(frozen=True)
@@ -416,11 +457,85 @@ class Store:
                                params).fetchone()[0]
 
     def rename_conversation(self, conv_id: str, title: str) -> None:
-        """Set the title. Does not move the chat in the list (``updated_at`` is kept).
+        """Set the title a person chose (a generated title never replaces it). Does not
+        move the chat in the list (``updated_at`` is kept).
 
         Raises ``InvalidInput`` for a blank title, ``StudioError`` if the chat is gone.
         """
-        self.update_conversation(conv_id, title=title)
+        self.update_conversation(conv_id, title=title, title_source="person")
+
+    def set_generated_title(self, conv_id: str, title: str, *, user: str) -> bool:
+        """Replace the first-words title of the user's chat with ``title`` (written by a
+        model). False, changing nothing, when the chat is gone, not theirs, or its title was
+        already chosen by the person (or came with an import)."""
+        values = _storable({"title": _clean_title(title), "conv_id": conv_id, "user": user})
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE conversations SET title = :title, title_source = 'model' "
+                "WHERE id = :conv_id AND user = :user AND title_source = 'words'",
+                values).rowcount == 1
+
+    def set_pinned(self, conv_id: str, pinned: bool, *, user: str) -> bool:
+        """Pin or unpin the user's chat (pinned chats head the sidebar); ``updated_at`` is
+        kept. False when there is no such chat of theirs."""
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE conversations SET pinned = ? WHERE id = ? AND user = ?",
+                [int(bool(pinned)), conv_id, user]).rowcount == 1
+
+    def conversation_page(self, *, user: str, after: tuple[int, str, str] | None = None,
+                          limit: int = 200) -> list[Conversation]:
+        """One page of the user's sidebar: pinned chats first, then the most recently
+        updated, ties broken by id; ``after`` is the (pinned, updated_at, id) of the last
+        chat of the previous page.
+
+        Keyset paging: each page is one range walk of the index (user, pinned, updated_at,
+        id) that stops after ``limit`` rows, as fast for the 20,000th chat as for the first
+        (OFFSET walked every row it skipped). A chat that moves meanwhile (a new message)
+        shows on the first page, never twice on a later one.
+        """
+        bound, params = "", {"user": user, "limit": limit}
+        if after is not None:
+            bound = "AND (pinned, updated_at, id) < (:pinned, :updated_at, :id)"
+            params.update(pinned=int(after[0]), updated_at=after[1], id=after[2])
+        rows = self._select(
+            f"SELECT * FROM conversations WHERE user = :user {bound} "
+            "ORDER BY pinned DESC, updated_at DESC, id DESC LIMIT :limit", params)
+        return [_to_conversation(row) for row in rows]
+
+    def imported_ids(self, source: str, *, user: str) -> set[str]:
+        """The ids (in ``source``) of the chats the user already imported from there."""
+        rows = self.db.execute(
+            "SELECT source_id FROM conversations WHERE user = ? AND source = ? "
+            "AND source_id != ''", [user, source]).fetchall()
+        return {row[0] for row in rows}
+
+    def import_conversation(self, *, user: str, source: str, source_id: str, title: str,
+                            created_at: str, updated_at: str,
+                            messages: Iterable[ImportedMessage]) -> str | None:
+        """Store a chat brought in from another tool, with its own times, in one transaction.
+        Returns its new id, or None when the user already imported ``source_id`` from
+        ``source`` (nothing is written then)."""
+        conv_id = uuid.uuid4().hex
+        row = _storable({"id": conv_id, "title": _clean_title(title or "Imported chat"),
+                         "user": user, "title_source": "import", "source": source,
+                         "source_id": source_id, "created_at": created_at,
+                         "updated_at": updated_at})
+        rows = [_storable({"conversation_id": conv_id, "seq": seq, "role": m.role,
+                           "content": m.content, "model": m.model, "status": "complete",
+                           "created_at": m.created_at, "updated_at": m.created_at})
+                for seq, m in enumerate(messages, start=1)]
+        with self.transaction():
+            inserted = self.db.execute(
+                f"INSERT OR IGNORE INTO conversations ({', '.join(row)}) "
+                f"VALUES ({', '.join(':' + name for name in row)})", row).rowcount
+            if not inserted:
+                return None
+            if rows:
+                self.db.conn.executemany(
+                    f"INSERT INTO messages ({', '.join(rows[0])}) "
+                    f"VALUES ({', '.join(':' + name for name in rows[0])})", rows)
+        return conv_id
 
     def update_conversation(self, conv_id: str, **fields: Any) -> None:
         """Change any of title, model, backend, system_prompt, params (dict), pinned (bool).
@@ -466,12 +581,17 @@ class Store:
     def add_message(self, conv_id: str, role: str, content: str = "", *, thinking: str = "",
                     images: Iterable[str | os.PathLike] = (), status: str = "complete",
                     model: str = "", backend: str = "", error: str = "",
-                    meta: dict | None = None, **stats: Any) -> Message:
-        """Append a message (seq = last + 1, starting at 1) and bump the chat's updated_at.
+                    meta: dict | None = None, version_of: int | None = None,
+                    after: int | None = None, **stats: Any) -> Message:
+        """Append a message to the branch the chat shows and bump the chat's updated_at:
+        after message ``after`` (of this chat) when given, which saves finding the end of
+        the branch, else after the branch's last message. With ``version_of`` (a message
+        id of this chat), add it as a new version of that turn instead: beside it, with no
+        later turns yet. Either way the new message is the version shown from now on.
 
         ``stats`` takes any of ``STAT_FIELDS``. Raises ``TypeError`` for an unknown
         stat, ``ValueError`` for an unknown status, ``StudioError`` if the
-        conversation no longer exists.
+        conversation (or the message ``version_of``) no longer exists.
         """
         _reject_unknown("add_message", stats, STAT_FIELDS)
         _check_status(status)
@@ -488,12 +608,47 @@ class Store:
                                       [now, conv_id])
             if touched.rowcount == 0:
                 raise _conversation_gone(conv_id)
+            if version_of is None and after is None:
+                shown = self._shown_ids(conv_id)
+                parent = shown[-1] if shown else None
+            else:
+                known = version_of if version_of is not None else after
+                found = self.db.execute(
+                    "SELECT parent_id, id FROM messages WHERE id = ? AND conversation_id = ?",
+                    [known, conv_id]).fetchone()
+                if found is None:
+                    raise StudioError(f"Message {known} no longer exists.",
+                                      hint="Reload the chat; nothing was saved.")
+                parent = found[0] if version_of is not None else found[1]
+            # The new message is the version shown: its siblings step aside.
+            self.db.execute("UPDATE messages SET active = 0 "
+                            "WHERE conversation_id = ? AND parent_id IS ?", [conv_id, parent])
+            row["parent_id"] = parent
             cursor = self.db.execute(
                 f"INSERT INTO messages (seq, {', '.join(row)}) VALUES ("
-                "(SELECT coalesce(max(seq), 0) + 1 FROM messages"
-                " WHERE conversation_id = :conversation_id), "
+                "coalesce((SELECT seq FROM messages WHERE id = :parent_id), 0) + 1, "
                 f"{', '.join(':' + name for name in row)})", row)
             return self._get_message(cursor.lastrowid)
+
+    def show_version(self, conv_id: str, message_id: int, step: int) -> int | None:
+        """Show another version of the turn ``message_id`` (of chat ``conv_id``): ``step``
+        versions later (+1) or earlier (-1), stopping at the first and last. Returns the id
+        of the version now shown, or None when the message isn't in that chat."""
+        with self.transaction():
+            found = self.db.execute(
+                "SELECT parent_id FROM messages WHERE id = ? AND conversation_id = ?",
+                [message_id, conv_id]).fetchone()
+            if found is None:
+                return None
+            siblings = [r[0] for r in self.db.execute(
+                "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? "
+                "ORDER BY id", [conv_id, found[0]])]
+            at = siblings.index(message_id)
+            chosen = siblings[max(0, min(len(siblings) - 1, at + step))]
+            self.db.execute("UPDATE messages SET active = (id = ?) "
+                            "WHERE conversation_id = ? AND parent_id IS ?",
+                            [chosen, conv_id, found[0]])
+            return chosen
 
     def update_message(self, message_id: int, **fields: Any) -> None:
         """Change any of content, thinking, images, status, error, model, backend,
@@ -525,10 +680,24 @@ class Store:
         return self._get_message(message_id)
 
     def messages(self, conv_id: str) -> list[Message]:
-        """The conversation's messages in order (by seq); [] for an unknown id."""
-        rows = self._select("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq",
-                            [conv_id])
+        """The messages of the branch the chat shows, in order (by seq), each with its
+        ``version``/``versions``; [] for an unknown id. Other versions are left out."""
+        rows = self._select(f"""
+            {_SHOWN_BRANCH}
+            SELECT m.*,
+                   (SELECT count(*) FROM messages v WHERE v.conversation_id = m.conversation_id
+                      AND v.parent_id IS m.parent_id) AS versions,
+                   (SELECT count(*) FROM messages v WHERE v.conversation_id = m.conversation_id
+                      AND v.parent_id IS m.parent_id AND v.id <= m.id) AS version
+            FROM shown JOIN messages m ON m.id = shown.id ORDER BY m.seq""",
+            {"conv": conv_id})
         return [_to_message(row) for row in rows]
+
+    def _shown_ids(self, conv_id: str) -> list[int]:
+        """The ids of the branch the chat shows, in order (call inside a transaction or
+        a snapshot when they must agree with other reads)."""
+        return [row[0] for row in self.db.execute(
+            f"{_SHOWN_BRANCH} SELECT shown.id FROM shown", {"conv": conv_id})]
 
     def delete_messages_from(self, conv_id: str, seq: int) -> int:
         """Delete the messages with seq >= ``seq`` (regenerate, edit-and-resend).
@@ -820,6 +989,7 @@ def _to_conversation(row: dict) -> Conversation:
         backend=row["backend"], system_prompt=row["system_prompt"],
         params=json.loads(row["params"]), created_at=row["created_at"],
         updated_at=row["updated_at"], pinned=bool(row["pinned"]),
+        title_source=row.get("title_source", "words"), source=row.get("source", ""),
     )
 
 
@@ -834,6 +1004,8 @@ def _to_message(row: dict) -> Message:
         **{name: row[name] for name in STAT_FIELDS},
         meta={} if row["meta"] == "{}" else json.loads(row["meta"]),
         created_at=row["created_at"], updated_at=row["updated_at"],
+        parent_id=row.get("parent_id"),
+        version=row.get("version") or 1, versions=row.get("versions") or 1,
     )
 
 

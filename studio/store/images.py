@@ -216,6 +216,12 @@ class ImageStore(StoreTables):
 
     # Gallery
 
+    def names_file(self, rel: str) -> bool:
+        """Whether a gallery row names ``rel`` (a path under outputs/) as its picture or
+        thumbnail: the start-up sweep of pending files asks this of each one."""
+        return self.db.execute("SELECT 1 FROM images WHERE path = ? OR thumb = ? LIMIT 1",
+                               [rel, rel]).fetchone() is not None
+
     def add_image(self, **fields: Any) -> GalleryImage:
         """Record one stored image (its files must already be in place) and index its prompt."""
         _reject_unknown("add_image", fields, _IMAGE_FIELDS)

@@ -1,8 +1,9 @@
-"""Store methods for the Models tab: the GPU-sharing action log and when models were last used.
+"""Store methods for the Models tab: the GPU-sharing action log, when models were last used,
+and the last list of Ollama models with what each can do.
 
 Wraps the studio's ``Store``: reads on the thread's own connection, writes in
 ``store.transaction()``, like ``db.py`` does; hands out plain dataclasses. Tables come
-from migration ``m005_create_models_tables``. Reads the chat and gallery tables only to learn
+from migrations ``m005_create_models_tables`` and ``m014_create_local_models``. Reads the chat and gallery tables only to learn
 when a model was last used. No gradio imports here; nothing runs at import time.
 """
 
@@ -19,7 +20,7 @@ ACTIONS = ("unload_ollama", "free_comfyui", "none")
 OUTCOMES = ("done", "failed", "asked", "declined", "skipped")
 BACKENDS = ("ollama", "comfyui")
 # The latest Ollama reply of each model, without reading every message: a skip scan of
-# the partial index messages_model_use (m013), one seek for the next model name and one
+# the partial index messages_model_use (m018), one seek for the next model name and one
 # for its newest reply, so the cost follows the number of models, not of messages.
 _LAST_OLLAMA_USES = """
     WITH RECURSIVE used(model) AS (
@@ -50,6 +51,22 @@ class GpuAction:
     free_bytes: int | None
     needed_bytes: int | None
     freed_bytes: int | None
+
+
+@dataclass(frozen=True)
+class LocalModelRow:
+    """One Ollama model as last listed. ``capabilities`` is None when the server didn't
+    report them; ``listed_at`` is when that list was saved."""
+
+    name: str
+    digest: str
+    size: int
+    family: str
+    parameter_size: str
+    quantization: str
+    modified_at: str
+    capabilities: tuple[str, ...] | None
+    listed_at: str = ""
 
 
 class ModelsStore:
@@ -145,3 +162,30 @@ class ModelsStore:
                 "SELECT 'comfyui', model, max(created_at) FROM images GROUP BY model"
             ).fetchall())
         return found
+
+    # The last list of Ollama models
+
+    def replace_local_models(self, models: Iterable[LocalModelRow]) -> str:
+        """Keep ``models`` as the last list of Ollama models (the previous one goes), in one
+        transaction; returns the time stamped on them."""
+        store = self._store
+        rows = [(m.name, m.digest, int(m.size), m.family, m.parameter_size, m.quantization,
+                 m.modified_at, None if m.capabilities is None else json.dumps(list(m.capabilities)))
+                for m in models]
+        with store.transaction():
+            listed = store._now()
+            store.db.execute("DELETE FROM local_models")
+            store.db.conn.executemany(
+                "INSERT INTO local_models (name, digest, size, family, parameter_size, "
+                "quantization, modified_at, capabilities, listed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(*row, listed) for row in rows])
+        return listed
+
+    def local_models(self) -> list[LocalModelRow]:
+        """The last saved list of Ollama models, by name ([] before Ollama was first asked)."""
+        store = self._store
+        rows = store.db.execute(
+            "SELECT name, digest, size, family, parameter_size, quantization, modified_at, "
+            "capabilities, listed_at FROM local_models ORDER BY name").fetchall()
+        return [LocalModelRow(*row[:7], None if row[7] is None else tuple(json.loads(row[7])),
+                              row[8]) for row in rows]

@@ -18,7 +18,7 @@ from .db import StoreTables, _reject_unknown
 USAGE_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                 "completion_tokens", "images", "duration_s", "cost_usd", "cost_is_estimate",
                 "energy_kwh", "energy_cost", "gpu_watts", "conversation_id", "message_id",
-                "job_id", "via")
+                "job_id", "via", "source", "generation_id")
 _USAGE_SUMS = """count(*) AS requests, total(prompt_tokens) AS prompt_tokens,
     total(completion_tokens) AS completion_tokens, total(images) AS images,
     total(duration_s) AS duration_s, total(cost_usd) AS cost_usd,
@@ -50,6 +50,8 @@ class UsageRecord:
     message_id: int | None
     job_id: str | None
     via: str = ""  # "" from a page, "api: <key name>" through /v1
+    source: str = "chat"  # what it was for: "chat", "arena", "images" or "api"
+    generation_id: str | None = None  # the cloud's id for the reply ("gen-…")
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,40 @@ class UsageStore(StoreTables):
                 f"INSERT INTO usage ({', '.join(values)}) "
                 f"VALUES ({', '.join(':' + name for name in values)})", values)
             if charge_model is not None:
-                self.db.execute(
-                    "DELETE FROM budget_charges WHERE id = (SELECT id FROM budget_charges "
-                    "WHERE user = ? AND state = 'settled' ORDER BY model = ? DESC, id LIMIT 1)",
-                    [values.get("user", "owner"), charge_model])
+                self._take_charge(values.get("user", "owner"), charge_model)
             return cursor.lastrowid
+
+    def set_usage_cost(self, row_id: int, cost_usd: float, *, charge_model: str) -> bool:
+        """The cloud said what the reply of row ``row_id`` cost: store it as reported (no
+        longer an estimate). A row that had no cost at all also takes over its request's
+        settled budget charge now, as ``add_usage`` does for one that came with a cost.
+        False when the row is gone or its cost was already reported."""
+        with self.store.transaction():
+            row = self.db.execute("SELECT user, cost_usd FROM usage WHERE id = ? AND "
+                                  "cost_is_estimate = 1", [row_id]).fetchone()
+            if row is None:
+                return False
+            self.db.execute("UPDATE usage SET cost_usd = ?, cost_is_estimate = 0 WHERE id = ?",
+                            [cost_usd, row_id])
+            if row[1] is None:
+                self._take_charge(row[0], charge_model)
+            return True
+
+    def usage_awaiting_cost(self, since_day: str) -> list[UsageRecord]:
+        """Rows since ``since_day`` whose cost is still an estimate and that have a
+        generation id to ask the cloud about, oldest first."""
+        rows = self.store._select(
+            "SELECT * FROM usage WHERE day >= ? AND cost_is_estimate = 1 AND "
+            "generation_id IS NOT NULL ORDER BY id", [since_day])
+        return [_to_usage(row) for row in rows]
+
+    def _take_charge(self, user: str, charge_model: str) -> None:
+        # The user's oldest settled charge, preferring one for that model: the row now
+        # carries that cost (see budget_charges in m003).
+        self.db.execute(
+            "DELETE FROM budget_charges WHERE id = (SELECT id FROM budget_charges "
+            "WHERE user = ? AND state = 'settled' ORDER BY model = ? DESC, id LIMIT 1)",
+            [user, charge_model])
 
     def usage_sums(self, since: Mapping[str, str], *, user: str | None = None
                    ) -> dict[str, UsageSums]:
@@ -159,6 +190,13 @@ class UsageStore(StoreTables):
             "backend, model", "cost_usd DESC, energy_cost DESC, requests DESC, backend, model",
             start_day, end_day, user=user)]
 
+    def usage_by_source(self, start_day: str, end_day: str, *, user: str | None = None
+                        ) -> list[tuple[str, UsageSums]]:
+        """(source, totals) for the days between the two (inclusive), costliest first."""
+        return [(row[0], _to_sums(row[1:])) for row in self._grouped(
+            "source", "cost_usd DESC, energy_cost DESC, source", start_day, end_day,
+            user=user)]
+
     def usage_by_user(self, start_day: str, end_day: str) -> list[tuple[str, UsageSums]]:
         """(user, totals) for the days between the two (inclusive), costliest first."""
         return [(row[0], _to_sums(row[1:])) for row in self._grouped(
@@ -184,12 +222,14 @@ class UsageStore(StoreTables):
     def usage_records(self, *, backend: str | None = None, model_contains: str | None = None,
                       user: str | None = None, start_day: str | None = None,
                       end_day: str | None = None, limit: int | None = 100,
-                      before_id: int | None = None) -> list[UsageRecord]:
+                      before_id: int | None = None, source: str | None = None
+                      ) -> list[UsageRecord]:
         """Usage rows matching every filter given, newest first (by id). ``model_contains``
         matches part of the model name, ignoring case; days are inclusive. ``before_id``
         pages on: the rows older than that id. ``limit=None`` returns them all."""
         clauses, params = [], []
         for clause, value in (("backend = ?", backend), ("user = ?", user),
+                              ("source = ?", source),
                               ("day >= ?", start_day), ("day <= ?", end_day),
                               ("id < ?", before_id)):
             if value is not None:
