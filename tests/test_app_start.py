@@ -57,7 +57,7 @@ def test_app_start_history_browsable_with_every_backend_down(studio_all_down):
     client = Client(running.url, verbose=False, analytics_enabled=False)
     opened = client.predict(conv_id, api_name="/open_conversation")
     assert "About 4 hours at 24 °C." in str(opened)
-    found = client.predict("sourdough", api_name="/search")
+    found, _note = client.predict("sourdough", api_name="/search")
     assert [label for label, _ in found["choices"]] == ["Old sourdough notes"]
     client.close()
 

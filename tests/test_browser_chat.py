@@ -114,7 +114,7 @@ def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
     open_studio(page, studio)
     marker = f"zebra{uuid.uuid4().hex[:6]}"
     studio.ollama.queue_reply(["Stripes ", "are ", "unique."])
-    send(page, f"Tell me about the {marker}")
+    send(page, f"Tell me about the {marker} 🦓")
     wait_chat_contains(page, "Stripes are unique.")
     page.reload()
     page.wait_for_selector("#conv-list")
@@ -130,6 +130,15 @@ def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
         arg=marker)
     page.click(f"#conv-list label:has-text('{marker}')")
     wait_chat_contains(page, "Stripes are unique.")
+    # An emoji is found too, and a search that finds nothing says so (issue 14, item 8).
+    page.fill("#conv-search input, #conv-search textarea", "🦄")
+    page.wait_for_function(
+        "() => { const n = document.querySelector('#conv-search-note');"
+        " return n && n.innerText.includes('No chats match “🦄”'); }")
+    page.fill("#conv-search input, #conv-search textarea", "🦓")
+    page.wait_for_function(
+        "(m) => document.querySelector('#conv-list').innerText.includes(m)", arg=marker)
+    assert not page.is_visible("#conv-search-note")
 
 
 def wait_chat_lacks(page, text: str) -> None:

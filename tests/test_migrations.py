@@ -186,3 +186,60 @@ def test_migrations_chats_before_versions_keep_their_turns_in_order(tmp_path):
     assert (again.seq, again.parent_id) == (2, shown[0].id)
     assert [m.content for m in store.messages("a" * 32)] == ["How?", "Fold it."]
     store.close()
+
+
+def m016_file_with_history(path) -> None:
+    """A database as the studio left it before m017: a chat, its messages, one reply cut
+    off while streaming."""
+    old = Database(path)
+    migrations.apply(old, stop_before="m017_add_search_prefix_indexes")
+    old["conversations"].insert({"id": "a" * 32, "title": "Sourdough toast",
+                                 "created_at": "2024-05-01T10:00:00.000Z",
+                                 "updated_at": "2024-05-01T10:00:00.000Z"})
+    parent_id = None  # one branch: each message follows the one before it (m016)
+    for seq, (role, content, status) in enumerate([
+            ("user", "sourdough toast or rye?", "complete"),
+            ("assistant", "Toast the sourdough.", "complete"),
+            ("assistant", "half a rep", "streaming")], start=1):
+        parent_id = old["messages"].insert({
+            "conversation_id": "a" * 32, "seq": seq, "role": role, "parent_id": parent_id,
+            "content": content, "status": status, "backend": "ollama",
+            "model": "llama3.2:3b" if role == "assistant" else "",
+            "created_at": f"2024-05-01T10:00:0{seq}.000Z",
+            "updated_at": f"2024-05-01T10:00:0{seq}.000Z"}).last_pk
+    old.close()
+
+
+def test_migrations_m017_rebuilds_search_with_prefix_indexes_once(tmp_path):
+    path = tmp_path / "studio.db"
+    m016_file_with_history(path)
+
+    store = Store.open(path)
+
+    assert "prefix='1 2 3'" in store.db["messages_fts"].schema
+    assert "prefix='1 2 3'" in store.db["conversations_fts"].schema
+    assert [h.message_id for h in store.search("sourdough t")] == [None, 2, 1]  # title first
+    new = store.add_message("a" * 32, "user", "tomato on top?")  # the triggers still index
+    assert [h.message_id for h in store.search("to")][:2] == [None, new.id]
+    store.close()
+    applied = [m.name for m in migrations.applied(Database(path))]
+    assert applied.count("m017_add_search_prefix_indexes") == 1
+    Store.open(path).close()  # opening again rebuilds nothing
+    assert [m.name for m in migrations.applied(Database(path))] == applied
+
+
+def test_migrations_m018_start_up_and_model_use_read_indexes(tmp_path):
+    path = tmp_path / "studio.db"
+    m016_file_with_history(path)
+    store = Store.open(path)
+
+    def plan(sql: str) -> str:
+        return " ".join(str(row[-1]) for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+
+    assert "USING INDEX messages_streaming" in plan(
+        "UPDATE messages SET status = 'partial' WHERE status = 'streaming'")
+    from studio.store.models import _LAST_OLLAMA_USES
+    model_plan = plan(_LAST_OLLAMA_USES)
+    assert "SCAN messages" not in model_plan and "messages_model_use" in model_plan
+    assert store.mark_interrupted_streams("cut off") == 1
+    store.close()

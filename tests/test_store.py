@@ -716,6 +716,51 @@ def test_store_search_treats_syntax_characters_as_text(store, library, typed):
     assert len(store.search(typed)) >= 3
 
 
+@pytest.fixture
+def symbols(store):
+    """Chats whose words are symbols FTS5's tokenizer leaves out."""
+    food = store.create_conversation("🍕 plans")
+    friday = store.add_message(food.id, "user", "Friday night: 🍕 and a film")
+    code = store.create_conversation("Languages")
+    cpp = store.add_message(code.id, "user", "I write C++ templates every day")
+    store.add_message(code.id, "user", "c is fine, and so is C#")
+    arrow = store.add_message(code.id, "assistant", "Map a->b with a lambda")
+    guest = store.create_conversation("Guest food", user="guest")
+    store.add_message(guest.id, "user", "🍕 for the guest")
+    return {"food": food, "friday": friday, "cpp": cpp, "arrow": arrow}
+
+
+@pytest.mark.parametrize("typed, found", [
+    ("🍕", [("food", None, "[🍕] plans"), ("friday", "user", "Friday night: [🍕] and a film")]),
+    ("C++", [("cpp", "user", "I write [C++] templates every day")]),
+    ("c++", [("cpp", "user", "I write [C++] templates every day")]),
+    ("->", [("arrow", "assistant", "Map a[->]b with a lambda")]),
+    ("templates C++", [("cpp", "user", "I write C++ [templates] every day")]),
+    ("film 🍕", [("friday", "user", "Friday night: 🍕 and a [film]")]),
+])
+def test_store_search_finds_symbols_and_emoji(store, symbols, typed, found):
+    hits = store.search(typed, user="owner")
+
+    expected_ids = [(symbols[key].id if role is None else symbols[key].conversation_id,
+                     None if role is None else symbols[key].id, role, snippet)
+                    for key, role, snippet in found]
+    assert [(h.conversation_id, h.message_id, h.role, h.snippet) for h in hits] == expected_ids
+
+
+@pytest.mark.parametrize("typed", ["🍔", "F#", "<-", "🍕🍕"])
+def test_store_search_symbols_that_no_chat_holds_find_nothing(store, symbols, typed):
+    assert store.search(typed, user="owner") == []
+
+
+def test_store_search_symbols_look_through_the_newest_messages(store, symbols, monkeypatch):
+    import studio.store.db as db_module
+
+    monkeypatch.setattr(db_module, "LITERAL_SCAN", 2)  # the two newest messages only
+
+    assert [h.message_id for h in store.search("C++", user="owner")] == []
+    assert [h.message_id for h in store.search("->", user="owner")] == [symbols["arrow"].id]
+
+
 @pytest.mark.parametrize("typed, expected", [
     ("pyth", '"pyth"*'),
     ("python wheel", '"python" AND "wheel"*'),

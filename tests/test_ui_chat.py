@@ -170,3 +170,33 @@ def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path,
     assert shown.value.message.startswith("The disk holding the studio's data")
     assert "still on the page" in shown.value.message
     assert store.messages(first.chat_id) == before
+
+
+@pytest.mark.parametrize("typed, titles, note", [
+    ("🍕", ["Friday"], ""),
+    ("🦄", [], "No chats match “🦄”. Try fewer words, or the start of a word."),
+    ("", ["Guest food", "Friday"], ""),
+])
+def test_ui_chat_search_finds_emoji_and_says_when_nothing_matches(store, tmp_path, typed,
+                                                                   titles, note):
+    from types import SimpleNamespace
+
+    from studio.ui.chat_handlers import ChatPage
+    from studio.ui.chat_sidebar import GROUP, MORE
+    from tests.test_chat_service import make_service
+
+    chat = make_service(store, tmp_path, None)
+    friday = store.create_conversation("Friday", user="owner")
+    store.add_message(friday.id, "user", "pizza night 🍕")
+    store.create_conversation("Guest food", user="owner")
+    store.create_conversation("Not yours 🍕", user="guest")
+    page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                             max_page_sessions=500)))
+
+    listing, shown = page.on_search(typed, request=None)
+
+    chats = [label for label, value in listing["choices"]  # no headings (chat_sidebar.py)
+             if not value.startswith((GROUP, MORE))]
+    assert [label.split(" — ")[0] for label in chats] == titles
+    assert (shown["value"], shown["visible"]) == (note, bool(note))

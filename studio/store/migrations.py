@@ -552,3 +552,41 @@ def m016_add_message_versions(db: Database) -> None:
     db["messages"].create_index(["conversation_id", "seq"])
     # Walking a branch down from its first message, and finding a turn's versions.
     db["messages"].create_index(["conversation_id", "parent_id"])
+
+
+@migrations()
+def m017_add_search_prefix_indexes(db: Database) -> None:
+    # Issue 16: the last word of a search matches as a prefix, and without a prefix index
+    # FTS5 merges the postings of every word that starts with it before it can answer:
+    # "sourdough t" (the way to "sourdough toast") took 1.1-1.6 s over a million messages.
+    # Prefix indexes of 1 to 3 characters answer those lazily, newest first. Longer
+    # prefixes match few enough words to merge quickly. The rebuild reads every message
+    # once (docs/benchmarks.md has its time at a million); the insert/update/delete
+    # triggers name the table, so they keep working on the rebuilt one.
+    db.execute("DROP TABLE messages_fts")
+    db.execute("""
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
+        )""")
+    db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+    db.execute("DROP TABLE conversations_fts")
+    db.execute("""
+        CREATE VIRTUAL TABLE conversations_fts USING fts5(
+            conversation_id UNINDEXED, title,
+            tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
+        )""")
+    db.execute("INSERT INTO conversations_fts(conversation_id, title) "
+               "SELECT id, title FROM conversations")
+
+
+@migrations()
+def m018_index_streaming_and_model_use(db: Database) -> None:
+    # Issue 16: start-up looks for replies a restart cut off (status 'streaming'), and the
+    # Models tab for when each model last answered; both scanned every message. Partial
+    # indexes hold only the rows they ask about: the few replies streaming, and the
+    # assistant turns by (backend, model, created_at), so "last use of each model" is one
+    # index seek per model.
+    db.execute("CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'")
+    db.execute("CREATE INDEX messages_model_use ON messages (backend, model, created_at) "
+               "WHERE role = 'assistant'")

@@ -1,8 +1,8 @@
 """The usage ledger and the budget charges: what replies and image jobs cost, and the cloud
 requests still running.
 
-``UsageStore`` wraps the studio's ``Store`` (its connection and its ``RLock``, so it is safe
-to share between handler and generation threads like the Store itself) and adds the methods
+``UsageStore`` wraps the studio's ``Store`` (``StoreTables``, safe to share between handler
+and generation threads like the Store itself) and adds the methods
 for the ``usage`` and ``budget_charges`` tables (migration m003). What goes in them
 is decided by ``costs/accounting.py`` and ``costs/budget.py``. Callers get plain dataclasses,
 never rows. No gradio imports here.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .db import Store, _reject_unknown
+from .db import StoreTables, _reject_unknown
 
 USAGE_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                 "completion_tokens", "images", "duration_s", "cost_usd", "cost_is_estimate",
@@ -89,14 +89,8 @@ class CloudCommitments:
     reserved_month_user: float
 
 
-class UsageStore:
-    """The ``usage`` and ``budget_charges`` tables, on the connection (and under the lock)
-    of ``store``."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.db = store.db
-        self._lock = store._lock
+class UsageStore(StoreTables):
+    """The ``usage`` and ``budget_charges`` tables, on ``store``'s connections."""
 
     # Usage (written by accounting.py)
 
@@ -109,7 +103,7 @@ class UsageStore:
         """
         _reject_unknown("add_usage", row, USAGE_FIELDS)
         values = dict(row)
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             cursor = self.db.execute(
                 f"INSERT INTO usage ({', '.join(values)}) "
                 f"VALUES ({', '.join(':' + name for name in values)})", values)
@@ -122,7 +116,7 @@ class UsageStore:
         longer an estimate). A row that had no cost at all also takes over its request's
         settled budget charge now, as ``add_usage`` does for one that came with a cost.
         False when the row is gone or its cost was already reported."""
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             row = self.db.execute("SELECT user, cost_usd FROM usage WHERE id = ? AND "
                                   "cost_is_estimate = 1", [row_id]).fetchone()
             if row is None:
@@ -136,10 +130,9 @@ class UsageStore:
     def usage_awaiting_cost(self, since_day: str) -> list[UsageRecord]:
         """Rows since ``since_day`` whose cost is still an estimate and that have a
         generation id to ask the cloud about, oldest first."""
-        with self._lock:
-            rows = self.store._select(
-                "SELECT * FROM usage WHERE day >= ? AND cost_is_estimate = 1 AND "
-                "generation_id IS NOT NULL ORDER BY id", [since_day])
+        rows = self.store._select(
+            "SELECT * FROM usage WHERE day >= ? AND cost_is_estimate = 1 AND "
+            "generation_id IS NOT NULL ORDER BY id", [since_day])
         return [_to_usage(row) for row in rows]
 
     def _take_charge(self, user: str, charge_model: str) -> None:
@@ -178,9 +171,8 @@ class UsageStore:
         if user is not None:
             where += " AND user = :user"
             params["user"] = user
-        with self._lock:
-            values = self.db.execute(f"SELECT {', '.join(columns)} FROM usage WHERE {where}",
-                                     params).fetchone()
+        values = self.db.execute(f"SELECT {', '.join(columns)} FROM usage WHERE {where}",
+                                 params).fetchone()
         width = len(columns) // len(names)
         return {name: _to_sums(values[i * width:(i + 1) * width])
                 for i, name in enumerate(names)}
@@ -222,10 +214,9 @@ class UsageStore:
         if user is not None:
             where += " AND user = ?"
             params.append(user)
-        with self._lock:
-            row = self.db.execute(
-                f"SELECT {_USAGE_SUMS}, total(prompt_tokens IS NULL OR completion_tokens IS NULL) "
-                f"FROM usage WHERE {where}", params).fetchone()
+        row = self.db.execute(
+            f"SELECT {_USAGE_SUMS}, total(prompt_tokens IS NULL OR completion_tokens IS NULL) "
+            f"FROM usage WHERE {where}", params).fetchone()
         return _to_sums(row[:-1]), int(row[-1])
 
     def usage_records(self, *, backend: str | None = None, model_contains: str | None = None,
@@ -254,8 +245,7 @@ class UsageStore:
         if limit is not None:
             tail = " LIMIT ?"
             params.append(limit)
-        with self._lock:
-            rows = self.store._select(f"SELECT * FROM usage {where} ORDER BY id DESC{tail}", params)
+        rows = self.store._select(f"SELECT * FROM usage {where} ORDER BY id DESC{tail}", params)
         return [_to_usage(row) for row in rows]
 
     # Budget charges (see m003 for what they are)
@@ -263,7 +253,7 @@ class UsageStore:
     def open_budget_charge(self, *, created_at: str, day: str, user: str, model: str,
                            estimate_usd: float | None) -> int:
         """Record a cloud request about to go out, at its estimated cost; return the id."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "INSERT INTO budget_charges (created_at, day, user, model, state, estimate_usd) "
                 "VALUES (?, ?, ?, ?, 'open', ?)",
@@ -272,7 +262,7 @@ class UsageStore:
     def settle_budget_charge(self, charge_id: int, actual_usd: float | None) -> bool:
         """Mark an open charge finished at ``actual_usd`` (its estimate when None). False if
         it wasn't open (already settled or released)."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE budget_charges SET state = 'settled', "
                 "actual_usd = coalesce(?, estimate_usd, 0) WHERE id = ? AND state = 'open'",
@@ -280,14 +270,14 @@ class UsageStore:
 
     def release_budget_charge(self, charge_id: int) -> bool:
         """Drop an open charge (the request failed before costing anything)."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute("DELETE FROM budget_charges WHERE id = ? AND state = 'open'",
                                    [charge_id]).rowcount > 0
 
     def settle_stale_budget_charges(self) -> int:
         """At start-up: charges still open were cut off by a restart and may have been billed.
         Settle them at their estimate (the cautious guess); return how many."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE budget_charges SET state = 'settled', "
                 "actual_usd = coalesce(estimate_usd, 0) WHERE state = 'open'").rowcount
@@ -296,14 +286,14 @@ class UsageStore:
         """What cloud requests cost or may cost this day and month, overall and for ``user``.
 
         Reads ``usage`` and ``budget_charges`` under the store's lock, and ``add_usage``
-        swaps a settled charge for its usage row under the same lock, so a cost is never
-        seen twice or not at all.
+        swaps a settled charge for its usage row in one transaction, and the three sums read one
+        snapshot, so a cost is never seen twice or not at all.
         """
         sums = """total(CASE WHEN day >= :today THEN {v} END), total({v}),
                   total(CASE WHEN day >= :today AND user = :user THEN {v} END),
                   total(CASE WHEN user = :user THEN {v} END)"""
         params = {"today": today, "month": month_start, "user": user}
-        with self._lock:
+        with self.store.snapshot():
             used = self.db.execute(f"SELECT {sums.format(v='cost_usd')} FROM usage "
                                    "WHERE day >= :month", params).fetchone()
             settled = self.db.execute(f"SELECT {sums.format(v='actual_usd')} FROM budget_charges "
@@ -322,10 +312,9 @@ class UsageStore:
         if user is not None:
             where += " AND user = ?"
             params.append(user)
-        with self._lock:
-            return self.db.execute(
-                f"SELECT {keys}, {_USAGE_SUMS} FROM usage WHERE {where} "
-                f"GROUP BY {keys} ORDER BY {order}", params).fetchall()
+        return self.db.execute(
+            f"SELECT {keys}, {_USAGE_SUMS} FROM usage WHERE {where} "
+            f"GROUP BY {keys} ORDER BY {order}", params).fetchall()
 
 
 def _to_usage(row: dict) -> UsageRecord:

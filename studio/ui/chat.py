@@ -39,6 +39,7 @@ def render(services) -> SimpleNamespace:
         new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat", size="sm")
         search_box = gr.Textbox(placeholder="Search all chats…", show_label=False,
                                 elem_id="conv-search", container=False)
+        search_note = gr.Markdown("", visible=False, elem_id="conv-search-note")
         # Headings (Pinned, Today, …) and "More chats…" are choices too (chat_sidebar.py).
         conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
                              elem_classes=["conv-list"], container=False)
@@ -171,7 +172,7 @@ def render(services) -> SimpleNamespace:
     # The Chatbot's own trash button starts a new chat too (nothing is deleted).
     chatbot.clear(page.on_new, [incognito, session], new_out, api_visibility="private")
     incognito.input(page.on_new, [incognito, session], new_out, api_visibility="private")
-    search_box.change(page.on_search, [search_box], [conv_list], api_name="search",
+    search_box.change(page.on_search, [search_box], [conv_list, search_note], api_name="search",
                       concurrency_limit=None, concurrency_id="chat-search",
                       show_progress="hidden", trigger_mode="always_last")
     rename_btn.click(page.on_rename, [session, rename_box], [conv_list], api_visibility="private")

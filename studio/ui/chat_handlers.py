@@ -26,7 +26,8 @@ from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_sidebar import GROUP, MORE, Sidebars
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
-                          parse_turn_action, queued_label, split_message, typed_from_shown)
+                          no_match_note, parse_turn_action, queued_label, split_message,
+                          typed_from_shown)
 from .common import PageViews, model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
@@ -413,7 +414,11 @@ class ChatPage:
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
-        return self.list_update(page_user(request), query, page=page_of(request))
+        """The chats matching ``query`` (else the page's chats, as deep as it had paged)
+        and, when a search finds none, a line that says so."""
+        listing = self.list_update(page_user(request), query, page=page_of(request))
+        note = no_match_note(query, bool(listing["choices"]))
+        return listing, gr.update(value=note, visible=bool(note))
 
     @ui_errors
     def on_rename(self, sess, title, request: gr.Request = None):

@@ -257,3 +257,17 @@ def merge_into_box(box, message: dict) -> dict:
     more_text, more_files = split_message(message)
     joined = f"{text}\n\n{more_text}" if text.strip() and more_text else (text + more_text)
     return {"text": joined, "files": [*files, *more_files]}
+
+
+def no_match_note(query: str, found: bool) -> str:
+    """The line under the search box when a search finds no chat ('' otherwise).
+
+    >>> no_match_note("🦄 pizza", False)
+    'No chats match “🦄 pizza”. Try fewer words, or the start of a word.'
+    >>> no_match_note("pizza", True), no_match_note("  ", False)
+    ('', '')
+    """
+    typed = " ".join(query.split())
+    if found or not typed:
+        return ""
+    return f"No chats match “{typed}”. Try fewer words, or the start of a word."
