@@ -10,7 +10,8 @@ spend per day for 30 days, per model and per user for the month, the newest 100 
 all turned into the DataFrames and Markdown the components get) plus local versus cloud
 for one model (prices from an in-memory catalogue). OpenRouter's key/credit lookup is a
 network call, made by a separate listener, and is not part of the figure. The figures of
-single queries, of one ``Budget.reserve`` (run before every cloud request) and of a CSV
+single queries, of one ``Budget.reserve`` / ``reserve_reply`` (run before every cloud
+request; the latter also works out the reply's ``max_tokens`` under the caps) and of a CSV
 export of the month are printed beside it.
 
 The database is a real file (WAL, as ``Store.open`` makes it) in a temporary folder:
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from studio.costs.accounting import Accounting, UsageFilter  # noqa: E402
 from studio.costs.budget import Budget  # noqa: E402
+from studio.costs.pricing import ReplyCost  # noqa: E402
 from studio.config import Settings  # noqa: E402
 from studio.costs.pricing import ModelPrices  # noqa: E402
 from studio.store.db import Store  # noqa: E402
@@ -120,8 +122,10 @@ def main() -> None:
                   for m, p in prices.items()]
         catalog = SimpleNamespace(models=lambda: models,
                                   prices=lambda model_id: prices.get(model_id))
+        # The owner's view (an admin sees everyone's usage), as the tab opens for them.
         services = SimpleNamespace(store=store, settings=settings, accounting=accounting,
-                                   budget=budget, openrouter=None, catalog=catalog)
+                                   budget=budget, openrouter=None, catalog=catalog,
+                                   access=SimpleNamespace(is_admin=lambda name: True))
         no_filters = ("all", "", "", "", "")
 
         def open_tab():
@@ -131,6 +135,11 @@ def main() -> None:
 
         def reserve_and_release():
             budget.release(budget.reserve("owner", "openrouter:openai/gpt-4o-mini", None))
+
+        reply = ReplyCost.of(prices["openai/gpt-4o-mini"], 500, 1024)
+
+        def reserve_reply_and_release():
+            budget.release(budget.reserve_reply("owner", "openrouter:openai/gpt-4o-mini", reply))
 
         month_start = now.date().replace(day=1).isoformat()
         cases = [
@@ -143,7 +152,9 @@ def main() -> None:
             ("  newest 100 rows", lambda: accounting.recent(limit=100)),
             ("  local vs cloud, month", lambda: accounting.local_vs_cloud(
                 "month", "openai/gpt-4o-mini", prices["openai/gpt-4o-mini"])),
+            ("  spend per use, month", lambda: accounting.spend_per_source("month")),
             ("Budget.reserve + release (per cloud request)", reserve_and_release),
+            ("Budget.reserve_reply + release (per cloud chat)", reserve_reply_and_release),
             ("Recent rows filtered (openrouter, 'gpt', owner)", lambda: accounting.recent(
                 UsageFilter(backend="openrouter", model="gpt", user="owner"))),
             ("CSV export of this month", lambda: accounting.export_csv(

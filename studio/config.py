@@ -15,13 +15,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .backends.hosts import HostSpec, parse_hosts
 from .errors import ConfigError, InvalidInput
 from .model_id import ModelId
 
 
-def _setting(env: str, default, help: str, *, secret: bool = False):
-    return field(default=default, metadata={"env": env, "help": help, "secret": secret},
-                 repr=not secret)
+def _setting(env: str, default, help: str, *, secret: bool = False, holds_keys: bool = False):
+    """``holds_keys``: the value may hold ``key=SECRET`` (host lists): not in ``repr``, and
+    shown with its keys masked (``mask_keys``)."""
+    return field(default=default, metadata={"env": env, "help": help, "secret": secret,
+                                            "holds_keys": holds_keys},
+                 repr=not (secret or holds_keys))
 
 
 def default_data_dir() -> str:
@@ -41,8 +45,22 @@ class Settings:
                              "Where the SQLite file, exports and images live "
                              "(default ~/.local/share/hephaestus-studio).")
     ollama_host: str = _setting("OLLAMA_HOST", "http://127.0.0.1:11434",
-                                "Ollama server, same meaning as for the ollama CLI.")
-    comfyui_url: str = _setting("COMFYUI_URL", "http://127.0.0.1:8188", "ComfyUI server.")
+                                "Ollama server, same meaning as for the ollama CLI; several "
+                                "as a comma-separated list of [name=]address [weight=N] "
+                                "(docs/deploy.md, 'Several Ollama hosts').", holds_keys=True)
+    comfyui_url: str = _setting("COMFYUI_URL", "http://127.0.0.1:8188",
+                                "ComfyUI server (a list is accepted; only the first is used "
+                                "for now).", holds_keys=True)
+    openai_servers: str = _setting("STUDIO_OPENAI_SERVERS", "",
+                                   "OpenAI-compatible local servers (llama.cpp's llama-server, "
+                                   "vLLM, LM Studio, SGLang), comma-separated "
+                                   "[name=]http://box:8080/v1 [weight=N] [key=SECRET]; their "
+                                   "models appear as local:<name> (empty = none).",
+                                   holds_keys=True)
+    health_interval: float = _setting("STUDIO_HEALTH_INTERVAL", 10.0,
+                                      "Seconds between health checks of each host when "
+                                      "OLLAMA_HOST lists several, and of the servers in "
+                                      "STUDIO_OPENAI_SERVERS.")
     openrouter_api_key: str = _setting("OPENROUTER_API_KEY", "",
                                        "OpenRouter key for cloud models; empty = cloud off.",
                                        secret=True)
@@ -57,7 +75,12 @@ class Settings:
                                "Logo file shown in the header (path, relative to the app).")
     accent_color: str = _setting("STUDIO_ACCENT_COLOR", "#e8590c", "Accent colour (#rrggbb).")
     default_model: str = _setting("STUDIO_DEFAULT_MODEL", "",
-                                  "Model picked when a chat starts (empty = first listed).")
+                                  "Ollama model picked when a chat starts, e.g. llama3.2 (empty = the "
+                                  "first local one; a paid cloud model is never picked for you).")
+    title_model: str = _setting("STUDIO_TITLE_MODEL", "",
+                                "Small Ollama model that titles each new chat after its first "
+                                "reply, e.g. llama3.2:1b (empty = titles are the question's "
+                                "first words).")
     request_timeout: float = _setting("STUDIO_REQUEST_TIMEOUT", 300.0,
                                       "Seconds to wait for a backend before giving up.")
     max_message_chars: int = _setting("STUDIO_MAX_MESSAGE_CHARS", 2_000_000,
@@ -236,13 +259,16 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("ollama_host", "comfyui_url", "openrouter_base_url"):
-            value = getattr(self, name)
-            env = _env_name(name)
-            if name == "ollama_host":
-                continue  # the ollama client accepts bare host[:port]; see ollama_url
-            if not re.match(r"^https?://", value):
-                raise ConfigError(f"{env} must start with http:// or https:// (got {value!r}).")
+        if not re.match(r"^https?://", self.openrouter_base_url):
+            raise ConfigError("OPENROUTER_BASE_URL must start with http:// or https:// "
+                              f"(got {self.openrouter_base_url!r}).")
+        for hosts, env in ((self.ollama_hosts, "OLLAMA_HOST"), (self.comfyui_hosts, "COMFYUI_URL")):
+            if not hosts:
+                raise ConfigError(f"{env} names no host; give at least one address.")
+        self.openai_server_hosts  # noqa: B018 - parsed now, so a bad entry stops the start
+        if not self.health_interval > 0:
+            raise ConfigError("STUDIO_HEALTH_INTERVAL must be more than 0 seconds "
+                              f"(got {self.health_interval:g}).")
         if not (0 < self.port < 65536):
             raise ConfigError(f"GRADIO_SERVER_PORT must be between 1 and 65535 (got {self.port}).")
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.accent_color):
@@ -257,14 +283,36 @@ class Settings:
                               "turn scheduled backups off.")
         if self.backup_keep < 1:
             raise ConfigError(f"STUDIO_BACKUP_KEEP must be at least 1 (got {self.backup_keep}).")
+        if self.title_model.split(":", 1)[0] in ("openrouter",):
+            raise ConfigError("STUDIO_TITLE_MODEL must be a local Ollama model such as "
+                              f"llama3.2:1b (got {self.title_model!r}): titles never go to "
+                              "the cloud.")
         if self.max_page_sessions < 1:
             raise ConfigError("STUDIO_MAX_PAGE_SESSIONS must be at least 1 "
                               f"(got {self.max_page_sessions}).")
 
     @property
+    def ollama_hosts(self) -> tuple[HostSpec, ...]:
+        """OLLAMA_HOST's hosts, each address normalised the way the ollama CLI does."""
+        return parse_hosts("OLLAMA_HOST", self.ollama_host, normalise=normalize_ollama_host)
+
+    @property
+    def comfyui_hosts(self) -> tuple[HostSpec, ...]:
+        return parse_hosts("COMFYUI_URL", self.comfyui_url)
+
+    @property
+    def openai_server_hosts(self) -> tuple[HostSpec, ...]:
+        return parse_hosts("STUDIO_OPENAI_SERVERS", self.openai_servers)
+
+    @property
+    def comfyui_first_url(self) -> str:
+        """The first ComfyUI host's URL: the one images go to (one host for now)."""
+        return self.comfyui_hosts[0].url
+
+    @property
     def ollama_url(self) -> str:
-        """OLLAMA_HOST normalised the way the ollama CLI does: scheme and port 11434 added."""
-        return normalize_ollama_host(self.ollama_host)
+        """The first Ollama host's URL (scheme and port 11434 added, as the ollama CLI does)."""
+        return self.ollama_hosts[0].url
 
     @property
     def data_path(self) -> Path:

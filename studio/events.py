@@ -37,8 +37,26 @@ class ChatToolCall:
 
 
 @dataclass(frozen=True)
+class ChatGeneration:
+    """The backend's own id for this reply (OpenRouter's ``gen-…``), sent before its first
+    piece: when the stream ends without a usage report (cut off, stopped), what the reply
+    cost can still be asked for by this id (``costs/generation_costs.py``)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
 class ChatNotice:
     """Something the reply should say about itself, e.g. a fallback to another model."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatRetrying:
+    """The backend failed before the reply began and the router waits to try again: a line
+    the reply shows while it waits ("OpenRouter is busy (429); trying again in 8 s…"), gone
+    once text arrives. Never stored: it says what is happening, not what was answered."""
 
     text: str
 
@@ -57,6 +75,7 @@ class Usage:
     cost_usd: float | None = None
     cost_is_estimate: bool = False
     done_reason: str | None = None
+    generation_id: str | None = None  # the backend's id for the reply (see ChatGeneration)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from .errors import InvalidInput
 
 OLLAMA = "ollama"
 OPENROUTER = "openrouter"
-BACKENDS = (OLLAMA, OPENROUTER)
+LOCAL = "local"  # OpenAI-compatible local servers (STUDIO_OPENAI_SERVERS)
+BACKENDS = (OLLAMA, OPENROUTER, LOCAL)
 CLOUD_BACKENDS = frozenset({OPENROUTER})
 
 ID_HINT = "Model ids look like 'ollama:llama3.2:latest' or 'openrouter:openai/gpt-4o-mini'."
@@ -73,7 +74,7 @@ class ModelId:
 
     @property
     def is_local(self) -> bool:
-        return self.backend == OLLAMA
+        return self.backend in (OLLAMA, LOCAL)
 
     def __str__(self) -> str:
         return f"{self.backend}:{self.name}"

@@ -29,18 +29,24 @@ from .chat.replies import ReplyManager
 from .chat.router import Router
 from .chat.service import ChatService
 from .chat.streams import ChatStreams, record_usage
+from .chat.titles import TitleWriter
 from .clients.comfyui import ComfyUIClient
+from .backends.health import HealthChecker
+from .backends.local_servers import LocalServers, build_local_servers
+from .backends.ollama_hosts import OllamaHosts, build_ollama
 from .clients.ollama import OllamaClient
 from .clients.openrouter import OpenRouterClient
 from .config import Settings
 from .costs.accounting import Accounting
 from .costs.budget import Budget
 from .costs.catalog import Catalog
+from .costs.generation_costs import GenerationCosts
 from .images.jobs import ImageJobs, build_image_jobs
 from .images.runner import COMFYUI_PLACE
 from .models.downloads import DownloadManager
 from .models.gpu import GpuMonitor
 from .models.gpu_coordinator import GpuCoordinator, ModelsInUse, parse_vram_overrides
+from .models.local import LocalModels
 from .models.pulls import PullManager
 from .ops.metrics import StudioMetrics
 from .ops.readings import Operations
@@ -72,7 +78,7 @@ class Services:
     access: Access  # who is calling, and may they (sign-in, sessions, roles, audit)
     keys: ApiKeys  # per-user API keys for /v1
     exposure: Exposure  # whether sign-in is on, and the warning when the owner runs open
-    ollama: OllamaClient
+    ollama: OllamaClient | OllamaHosts  # OllamaHosts when OLLAMA_HOST lists several
     openrouter: OpenRouterClient | None
     comfyui: ComfyUIClient
     catalog: Catalog | None
@@ -90,6 +96,7 @@ class Services:
     gpu_coordinator: GpuCoordinator  # the one-GPU policy other features call before work
     models_in_use: ModelsInUse  # Ollama models a reply streams from right now
     models_store: ModelsStore
+    local_models: LocalModels  # Ollama's models, what each can do, the last known list
     pulls: PullManager
     downloads: DownloadManager
     images: ImageJobs
@@ -97,6 +104,11 @@ class Services:
     operations: Operations  # what /readyz, /status.json and /metrics read at request time
     data_lock: DataLock  # held while the process lives: `studio restore` sees the studio runs
     backups: BackupSchedule | None  # scheduled backups (None: STUDIO_BACKUP_DIR is empty)
+    ollama_health: HealthChecker | None = None  # the hosts' health, when OLLAMA_HOST lists several
+    local_servers: LocalServers | None = None  # STUDIO_OPENAI_SERVERS (None when empty)
+    local_health: HealthChecker | None = None
+    # Asks OpenRouter what a cut-off reply cost (None without a key).
+    generation_costs: GenerationCosts | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -148,9 +160,17 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     if cloud_store.mark_interrupted_arena(RESTART_REASON):
         log.warning("Arena answers cut off by the last shutdown were kept as partial")
 
-    ollama = OllamaClient(settings.ollama_url, timeout=settings.request_timeout)
+    ollama, ollama_health = build_ollama(settings.ollama_hosts, timeout=settings.request_timeout,
+                                         health_interval=settings.health_interval)
+    local_servers, local_health = build_local_servers(
+        settings.openai_server_hosts, timeout=settings.request_timeout,
+        health_interval=settings.health_interval)
+    if len(settings.comfyui_hosts) > 1:
+        log.warning("COMFYUI_URL lists %d hosts; images go to the first, %s. Spreading image "
+                    "jobs over several ComfyUI hosts is not built yet.",
+                    len(settings.comfyui_hosts), settings.comfyui_hosts[0].name)
     # ComfyUI has no sign-in: its address never reaches a page, a message or the log.
-    comfyui = ComfyUIClient(settings.comfyui_url, shown_as=COMFYUI_PLACE)
+    comfyui = ComfyUIClient(settings.comfyui_first_url, shown_as=COMFYUI_PLACE)
     openrouter = _openrouter(settings, settings.request_timeout)
     # The catalog has its own client with a short timeout: page loads may wait on its fetch.
     catalog = (Catalog(_openrouter(settings, min(settings.request_timeout, 20.0)).list_models,
@@ -161,9 +181,16 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     # Without a key the cloud backend is still there, so a cloud model says "set
     # OPENROUTER_API_KEY" (before any request) and can fall back like any failure.
     router = Router({"ollama": ollama,
-                     "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url)},
+                     "openrouter": openrouter or OpenRouterClient("", settings.openrouter_base_url),
+                     **({"local": local_servers} if local_servers is not None else {})},
                     fallbacks=settings.fallback_chains, budget=budget, prices=prices)
-    accounting = Accounting(UsageStore(store), settings, prices=prices)
+    # A cloud reply cut off before its usage report is billed all the same: ask what it cost.
+    generation_costs = (GenerationCosts(UsageStore(store), openrouter.generation_cost)
+                        if openrouter is not None else None)
+    accounting = Accounting(UsageStore(store), settings, prices=prices,
+                            ask_cost=generation_costs.ask if generation_costs else None)
+    if generation_costs is not None:
+        generation_costs.resume(accounting.today())
 
     gpu = GpuMonitor(nvml)
     models_store = ModelsStore(store)
@@ -174,11 +201,14 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     streams = ChatStreams(router, in_use=in_use, coordinator=coordinator, gpu=gpu)
     metrics = StudioMetrics()
     settled = record_usage(accounting, observe=metrics.observe_reply)
-    chat_models = ChatModels(ollama, catalog)
+    local_models = LocalModels(ollama, models_store)
+    chat_models = ChatModels(ollama, catalog, local_models, servers=local_servers)
     # Chat and arena replies alike go through `streams` (the GPU policy, the busy list) and
-    # are accounted by the same hook; the arena asks for exact models and stores its own.
+    # are accounted by the same hook, each under its own use; the arena asks for exact
+    # models and stores its own.
     replies = ReplyManager(streams.open, store, on_settled=settled)
-    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=settled)
+    arena_settled = record_usage(accounting, observe=metrics.observe_reply, source="arena")
+    arena_replies = ReplyManager(partial(streams.open, exact=True), on_settled=arena_settled)
 
     limits = Limits(chat_per_minute=settings.limit_chat_per_minute,
                     tokens_per_day=settings.limit_tokens_per_day,
@@ -190,14 +220,16 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                        supports_images=chat_models.supports_images, prices=prices,
                        budget=budget, default_max_tokens=router.default_max_tokens,
                        max_megapixels=settings.max_input_megapixels, limits=limits,
-                       on_refused=metrics.observe_refusal)
+                       on_refused=metrics.observe_refusal,
+                       titles=TitleWriter(replies, store, settings.title_model),
+                       max_import_bytes=int(settings.max_upload_mb * 1024 * 1024))
     access = Access(users, Sessions(store, lifetime_s=settings.session_days * 86400),
                     Audit(store, keep_days=settings.audit_days), no_auth=settings.no_auth,
                     session_days=settings.session_days,
                     origins=settings.allowed_origins.split(","),
                     file_owner=FileOwners(data, FileOwnerStore(store), chat.owner_of).owner)
     status = StatusBoard(settings)
-    pulls = PullManager(ollama.pull)
+    pulls = PullManager(ollama.pull, on_pulled=local_models.invalidate)
     downloads = DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts))
     images = build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
                               outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
@@ -216,12 +248,14 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
                     names=catalog.display_name if catalog is not None else None),
         presets=load_chat_presets(root / "presets" / "chat"),
         status=status, gpu=gpu, gpu_coordinator=coordinator,
-        models_in_use=in_use, models_store=models_store, pulls=pulls, downloads=downloads,
+        models_in_use=in_use, models_store=models_store, local_models=local_models,
+        pulls=pulls, downloads=downloads,
         images=images, metrics=metrics,
         operations=Operations(store=store, status=status, gpu=gpu, accounting=accounting,
                               budget=budget, replies=replies, images=images, pulls=pulls,
                               downloads=downloads, outputs_dir=outputs),
-        data_lock=data_lock, backups=build_backup_schedule(settings))
+        data_lock=data_lock, backups=build_backup_schedule(settings), ollama_health=ollama_health,
+        local_servers=local_servers, local_health=local_health, generation_costs=generation_costs)
 
 
 def _openrouter(settings: Settings, timeout: float) -> OpenRouterClient | None:

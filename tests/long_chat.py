@@ -17,7 +17,11 @@ def make_long_chat(data_dir, n: int, marker: str) -> str:
     try:
         conv = store.create_conversation(f"long {marker}", model=MODEL, backend="ollama")
         stamp = store._now()
-        rows = [{"conversation_id": conv.id, "seq": i + 1,
+        first = (store.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+                 + 1)
+        # Each message follows the one before it (parent_id): one branch, as a chat writes.
+        rows = [{"id": first + i, "parent_id": first + i - 1 if i else None,
+                 "conversation_id": conv.id, "seq": i + 1,
                  "role": "user" if i % 2 == 0 else "assistant",
                  "content": f"{marker} message {i + 1}: " + "words in a line " * 4,
                  "thinking": "", "images": "[]", "model": MODEL, "backend": "ollama",

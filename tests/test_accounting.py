@@ -76,7 +76,7 @@ def test_usage_migration_creates_usage_and_charges_tables():
         "kind": str, "prompt_tokens": int, "completion_tokens": int, "images": int,
         "duration_s": float, "cost_usd": float, "cost_is_estimate": int, "energy_kwh": float,
         "energy_cost": float, "gpu_watts": float, "conversation_id": str, "message_id": int,
-        "job_id": str, "via": str}
+        "job_id": str, "via": str, "source": str, "generation_id": str}
     assert {tuple(i.columns) for i in db["usage"].indexes} >= {
         ("day",), ("user", "day"), ("backend", "day"), ("model", "day")}
     assert db["budget_charges"].columns_dict == {
@@ -98,7 +98,64 @@ def test_usage_migration_upgrades_a_chat_only_database(tmp_path):
     store.close()
 
 
+def test_usage_migration_gives_old_rows_their_use(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m012_add_source_to_usage")
+    row = dict(created_at="2025-01-01T00:00:00.000Z", day="2025-01-01", user="owner",
+               backend="openrouter", model="m", cost_is_estimate=0)
+    old["usage"].insert_all([{**row, "kind": "chat", "via": ""},
+                             {**row, "kind": "image", "via": ""},
+                             {**row, "kind": "chat", "via": "api: laptop"},
+                             {**row, "kind": "image", "via": "api: laptop"}])
+    old.close()
+
+    store = Store.open(path)
+
+    assert [r.source for r in UsageStore(store).usage_records()][::-1] == [
+        "chat", "images", "api", "api"]
+    assert ("source", "day") in {tuple(i.columns) for i in store.db["usage"].indexes}
+    store.close()
+
+
 # -- recording -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("record, source", [
+    (lambda a: chat(a), "chat"),
+    (lambda a: chat(a, source="arena"), "arena"),
+    (lambda a: chat(a, "openrouter", "openai/gpt-4o-mini", via="api: laptop"), "api"),
+    (lambda a: chat(a, source="arena", via="api: laptop"), "api"),
+    (lambda a: a.record_image("owner", "comfyui", "sdxl", 4.0), "images"),
+    (lambda a: a.record_image("owner", "comfyui", "sdxl", 4.0, via="api: cli"), "api"),
+])
+def test_accounting_records_what_each_cost_was_for(accounting, record, source):
+    assert record(accounting).source == source
+    assert accounting.recent()[0].source == source
+
+
+def test_accounting_refuses_an_unknown_use(accounting):
+    with pytest.raises(ValueError, match="source must be one of"):
+        chat(accounting, source="chess")
+
+
+def test_accounting_spend_per_use_and_the_use_filter(accounting):
+    chat(accounting, "openrouter", "openai/gpt-4o-mini", cost=0.01)
+    chat(accounting, "openrouter", "openai/gpt-4o-mini", cost=0.03, source="arena")
+    chat(accounting, "openrouter", "openai/gpt-4o-mini", cost=0.02, via="api: laptop")
+    accounting.record_image("owner", "comfyui", "sdxl", 4.0)
+
+    spend = {s.source: s.spend.cloud_usd for s in accounting.spend_per_source("month")}
+    assert spend == {"arena": Decimal("0.03"), "api": Decimal("0.02"),
+                     "chat": Decimal("0.01"), "images": Decimal(0)}
+    assert [s.label for s in accounting.spend_per_source("month")][:2] == ["Arena", "API"]
+    assert [r.cost_usd for r in accounting.recent(UsageFilter.from_inputs(source="arena"))] == [
+        0.03]
+    assert [r.via for r in accounting.recent(UsageFilter.from_inputs(source="API"))] == [
+        "api: laptop"]
+    assert len(accounting.recent(UsageFilter.from_inputs(source="all"))) == 4
+    with pytest.raises(InvalidInput, match="'chess' isn't a use"):
+        UsageFilter.from_inputs(source="chess")
 
 
 def test_accounting_cloud_reply_keeps_the_reported_cost(accounting):
@@ -356,6 +413,7 @@ def test_accounting_export_csv_writes_filtered_rows(mixed, settings):
     assert [(r["model"], r["cost_usd"], r["energy_kwh"]) for r in rows] == [
         ("anthropic/claude-3.5-sonnet", "0.02", ""), ("openai/gpt-4o-mini", "0.01", "")]
     assert rows[1]["time"] == "2025-01-11 09:00:00"
+    assert {r["source"] for r in rows} == {"chat"}
     assert rows[1]["created_at_utc"] == "2025-01-11T14:00:00.000Z"
 
 

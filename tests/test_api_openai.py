@@ -159,6 +159,17 @@ def test_api_usage_is_the_keys_user(api):
     ledger = api["services"].accounting.ledger
     rows = ledger.usage_records(limit=50)
     assert {r.user for r in rows} == {"bob"} and {r.via for r in rows} == {"api: laptop"}
+    assert {r.source for r in rows} == {"api"}  # Costs tells API use apart, and filters it
+
+
+def test_api_a_requests_max_tokens_bounds_a_cloud_reply(api):
+    api["cloud"].queue_reply(["word "] * 300)
+    answer = client(api).chat.completions.create(
+        model="openrouter:openai/gpt-4o-mini", max_tokens=12,
+        messages=[{"role": "user", "content": "Write at length."}])
+    assert api["cloud"].last_chat.json["max_tokens"] == 12
+    assert answer.usage.completion_tokens == 12
+    assert answer.choices[0].message.content == "word " * 12
 
 
 # -- the Ollama-compatible surface, with the official ollama client -----------------------------

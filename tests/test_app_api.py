@@ -152,10 +152,11 @@ def test_app_stop_freezes_reply_as_partial(studio, client):
 def test_app_search_finds_conversation_with_fts_syntax_in_query(studio, client):
     marker = uuid.uuid4().hex[:10]
     client.submit(*send_args(f"find {marker} later"), api_name="/send").result(timeout=30)
-    found = client.predict(f'"{marker}*', api_name="/search")
+    found, note = client.predict(f'"{marker}*', api_name="/search")  # the list, the note
     labels = [label for label, _conv_id in found["choices"]]
     assert len(labels) == 1 and marker in labels[0]
-    assert client.predict('"', api_name="/search")["__type__"] == "update"  # no error
+    assert note["visible"] is False
+    assert client.predict('"', api_name="/search")[0]["__type__"] == "update"  # no error
 
 
 def png_file(tmp_path, name="cat.png"):

@@ -34,7 +34,8 @@ def test_app_start_unwritable_data_dir_is_a_clear_error(tmp_path):
 
 def test_app_start_bad_setting_names_the_variable(tmp_path):
     result = run_app_expecting_exit({"STUDIO_DATA_DIR": str(tmp_path), "COMFYUI_URL": "localhost:8188"})
-    assert result.returncode == 2 and "COMFYUI_URL must start with http://" in result.stderr
+    assert result.returncode == 2 and "COMFYUI_URL: the address in entry" in result.stderr \
+        and "must start with http://" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_app_start_history_browsable_with_every_backend_down(studio_all_down):
     client = Client(running.url, verbose=False, analytics_enabled=False)
     opened = client.predict(conv_id, api_name="/open_conversation")
     assert "About 4 hours at 24 °C." in str(opened)
-    found = client.predict("sourdough", api_name="/search")
+    found, _note = client.predict("sourdough", api_name="/search")
     assert [label for label, _ in found["choices"]] == ["Old sourdough notes"]
     client.close()
 

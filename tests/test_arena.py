@@ -68,6 +68,14 @@ def exact(router):
     return partial(ChatStreams(router, in_use=ModelsInUse()).open, exact=True)
 
 
+def wire_arena(store, fake_ollama, fake_openrouter):
+    """An arena over the real clients, talking to the fake servers."""
+    router = Router({"ollama": OllamaClient(fake_ollama.url, timeout=10),
+                     "openrouter": OpenRouterClient(DEFAULT_KEY, fake_openrouter.url,
+                                                    timeout=10)})
+    return Arena(ReplyManager(exact(router)), CloudStore(store))
+
+
 def finish(arena, run_id):
     views = list(arena.follow(run_id, interval=0))
     assert views and views[-1].done
@@ -122,6 +130,9 @@ def test_arena_blind_run_hides_names_until_the_vote(store):
     assert all(a.model_id is None and a.name is None for a in view.answers)
     assert [a.text for a in view.answers] == ["cloud ", "local "]
     assert "OPENAI" not in arena.history()[0].label and "blind" in arena.history()[0].label
+    assert [a.figures for a in view.answers] == [arena_module.BLIND_FIGURES[True]] * 2
+    assert [a.figures for a in arena.view(run_id).answers] == [
+        arena_module.BLIND_FIGURES[True]] * 2
     revealed = arena.vote(run_id, 1)
     assert [a.title for a in revealed.answers] == ["Model A: OPENAI/GPT-4O-MINI",
                                                    "Model B: LLAMA3.2:LATEST"]
@@ -192,7 +203,7 @@ def test_arena_never_falls_back_one_failure_does_not_spoil_the_others(store):
 
 def test_arena_honours_a_budget_attached_to_the_router_later(store):
     class Refuse:
-        def reserve(self, user, model_id, estimate):
+        def reserve_reply(self, user, model_id, cost, min_tokens=64):
             raise BudgetExceeded("The daily cloud budget of $1.00 is used up.")
 
     arena, router = make_arena(store, {"ollama": Backend("ollama"),
@@ -244,10 +255,7 @@ def test_arena_with_fake_ollama_and_fake_openrouter(store, fake_ollama):
     with FakeOpenRouter() as fake_openrouter:
         fake_ollama.queue_reply(["Local ", "reply."])
         fake_openrouter.queue_reply(["Cloud ", "reply."], cost=0.0042)
-        router = Router({"ollama": OllamaClient(fake_ollama.url, timeout=10),
-                         "openrouter": OpenRouterClient(DEFAULT_KEY, fake_openrouter.url,
-                                                        timeout=10)})
-        arena = Arena(ReplyManager(exact(router)), CloudStore(store))
+        arena = wire_arena(store, fake_ollama, fake_openrouter)
         view = finish(arena, arena.start("Say something", [LOCAL, CLOUD]))
     local, cloud = view.answers
     assert (local.text, cloud.text) == ("Local reply.", "Cloud reply.")
@@ -322,3 +330,56 @@ def test_arena_answer_text_is_stored_while_it_streams_so_a_restart_keeps_it(stor
         assert all(a.content.startswith("first") for a in answers)
     finally:
         release.set()
+
+
+def test_arena_spend_is_recorded_as_arena_not_chat(tmp_path, fake_ollama):
+    from studio.config import Settings
+    from studio.services import build_services
+
+    with FakeOpenRouter() as fake_openrouter:
+        fake_ollama.queue_reply(["Local ", "reply."])
+        fake_openrouter.queue_reply(["Cloud ", "reply."], cost=0.0042)
+        services = build_services(Settings.from_env(
+            {"STUDIO_DATA_DIR": str(tmp_path), "OLLAMA_HOST": fake_ollama.url,
+             "OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": fake_openrouter.url},
+            dotenv_path=None))
+        try:
+            finish(services.arena, services.arena.start("Say something", [LOCAL, CLOUD]))
+            rows = services.accounting.recent()
+        finally:
+            services.images.close()
+    assert sorted((r.backend, r.source) for r in rows) == [("ollama", "arena"),
+                                                           ("openrouter", "arena")]
+    assert [s.source for s in services.accounting.spend_per_source("today")] == ["arena"]
+
+
+def test_arena_blind_run_gives_nothing_away_that_differs_by_backend(store, fake_ollama):
+    # The issue: "local (no cloud cost)" against "$0.0014" told the models apart.
+    with FakeOpenRouter() as fake_openrouter:
+        fake_ollama.queue_reply(["Local ", "reply."])
+        fake_openrouter.queue_reply(["Cloud ", "reply."], cost=0.0014)
+        arena = wire_arena(store, fake_ollama, fake_openrouter)
+        run_id = arena.start("Say something", [LOCAL, CLOUD], blind=True)
+        views = list(arena.follow(run_id, interval=0))
+    hidden = [views[-1], arena.view(run_id)]
+    for view in [*views, *hidden]:
+        for answer in view.answers:
+            shown = " ".join([answer.title, answer.figures, answer.error])
+            for giveaway in ("local", "cloud cost", "$", "tok/s", " tokens ·", "first token",
+                             "llama", "gpt", "Ollama", "OpenRouter"):
+                assert giveaway not in shown, (giveaway, shown)
+    assert {a.figures for a in hidden[0].answers} == {arena_module.BLIND_FIGURES[True]}
+    revealed = arena.vote(run_id, None)
+    assert sorted(a.figures.rsplit(" · ", 1)[1] for a in revealed.answers) == [
+        "$0.0014", "local (no cloud cost)"]
+
+
+def test_arena_blind_run_hides_why_an_answer_failed_until_the_vote(store):
+    down = BackendUnavailable("Can't reach Ollama at http://127.0.0.1:11434.")
+    arena, _ = make_arena(store, {"ollama": Backend("ollama", error=down),
+                                  "openrouter": Backend("openrouter", "cloud")})
+    run_id = arena.start("Q", [LOCAL, CLOUD], blind=True)  # reversed: the local one is B
+    failed = finish(arena, run_id).answers[1]
+    assert failed.status == "error"
+    assert failed.error == "This model couldn't answer; why is shown after the vote."
+    assert "Ollama" in arena.vote(run_id, 0).answers[1].error

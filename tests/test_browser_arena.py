@@ -101,11 +101,16 @@ def test_browser_arena_blind_vote_reveals_names_and_counts_in_the_win_table(aren
     titles = text_of(page, "#arena-title-0") + text_of(page, "#arena-title-1")
     assert "Model A" in titles and "Model B" in titles
     assert LOCAL_LABEL not in titles and CLOUD_LABEL not in titles
+    # Nothing that differs by backend before the vote: no cost line, speed or tokens.
+    figures = text_of(page, "#arena-figures-0") + text_of(page, "#arena-figures-1")
+    assert "shown after the vote" in figures
+    assert "$" not in figures and "local" not in figures and "tok/s" not in figures
     # Vote for whichever column shows the cloud answer (the slots were shuffled).
     cloud_slot = 0 if "Cloud answer." in text_of(page, "#arena-answer-0") else 1
     page.click(f"#arena-vote-{cloud_slot}")
     wait_contains(page, f"#arena-title-{cloud_slot}", CLOUD_LABEL)
     assert "🏆" in text_of(page, f"#arena-title-{cloud_slot}")
+    wait_contains(page, f"#arena-figures-{cloud_slot}", "$0.002")
     assert LOCAL_LABEL in text_of(page, f"#arena-title-{1 - cloud_slot}")
     wait_contains(page, "#arena-status", "won")
     assert not page.is_visible("#arena-vote-0")
@@ -119,9 +124,10 @@ def test_browser_arena_blind_vote_reveals_names_and_counts_in_the_win_table(aren
                             [run["id"]]))
     assert answers[cloud_slot]["model_id"] == "openrouter:openai/gpt-4o-mini"
     assert answers[cloud_slot]["cost_usd"] == 0.002
-    # What the comparison cost is in the accounts (Costs tab, budgets) like any chat reply.
+    # What the comparison cost is in the accounts (Costs tab, budgets), as arena use.
     assert list(db.query("select * from usage where backend = 'openrouter' and "
-                         "model = 'openai/gpt-4o-mini' and cost_usd = 0.002"))
+                         "model = 'openai/gpt-4o-mini' and cost_usd = 0.002 and "
+                         "source = 'arena'"))
 
 
 def test_browser_arena_past_comparisons_can_be_reopened(arena_studio, page):

@@ -43,9 +43,9 @@ def send(page, text: str) -> None:
 
 def stored(studio, marker: str) -> dict:
     db = sqlite_utils.Database(studio.data_dir / "studio.db")
-    rows = list(db.query(
-        "select a.* from messages u join messages a on a.conversation_id = u.conversation_id "
-        "and a.seq = u.seq + 1 where u.role = 'user' and u.content like ?", [f"%{marker}%"]))
+    rows = list(db.query(  # the newest answer to the newest message with the marker
+        "select a.* from messages u join messages a on a.parent_id = u.id "
+        "where u.role = 'user' and u.content like ? order by u.id, a.id", [f"%{marker}%"]))
     return rows[-1] if rows else {}
 
 
@@ -114,7 +114,7 @@ def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
     open_studio(page, studio)
     marker = f"zebra{uuid.uuid4().hex[:6]}"
     studio.ollama.queue_reply(["Stripes ", "are ", "unique."])
-    send(page, f"Tell me about the {marker}")
+    send(page, f"Tell me about the {marker} 🦓")
     wait_chat_contains(page, "Stripes are unique.")
     page.reload()
     page.wait_for_selector("#conv-list")
@@ -130,22 +130,76 @@ def test_browser_reload_finds_conversation_in_sidebar_and_search(studio, page):
         arg=marker)
     page.click(f"#conv-list label:has-text('{marker}')")
     wait_chat_contains(page, "Stripes are unique.")
+    # An emoji is found too, and a search that finds nothing says so (issue 14, item 8).
+    page.fill("#conv-search input, #conv-search textarea", "🦄")
+    page.wait_for_function(
+        "() => { const n = document.querySelector('#conv-search-note');"
+        " return n && n.innerText.includes('No chats match “🦄”'); }")
+    page.fill("#conv-search input, #conv-search textarea", "🦓")
+    page.wait_for_function(
+        "(m) => document.querySelector('#conv-list').innerText.includes(m)", arg=marker)
+    assert not page.is_visible("#conv-search-note")
 
 
-def test_browser_regenerate_replaces_last_answer(studio, page):
+def wait_chat_lacks(page, text: str) -> None:
+    page.wait_for_function("(t) => !document.querySelector('#chatbot').innerText.includes(t)",
+                           arg=text)
+
+
+def test_browser_retry_keeps_each_answer_and_pages_between_them(studio, page):
     open_studio(page, studio)
     marker = uuid.uuid4().hex[:8]
     studio.ollama.queue_reply("First draft.")
     send(page, f"draft {marker}")
     wait_chat_contains(page, "First draft.")
-    studio.ollama.queue_reply("Second draft.")
-    page.locator("#chatbot button[aria-label='Retry']").last.click()
+    for text, shown in (("Second draft.", "2/2"), ("Third draft.", "3/3")):
+        studio.ollama.queue_reply(text)
+        page.locator("#chatbot button.act-retry").last.click()
+        wait_chat_contains(page, text)
+        wait_chat_contains(page, shown)
+    assert "First draft." not in chat_text(page)
+    # The model was asked the question alone, never with an earlier draft.
+    sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [m["content"] for m in sent] == [f"draft {marker}"]
+
+    page.click("#chatbot button.act-prev")
     wait_chat_contains(page, "Second draft.")
-    page.wait_for_function("() => !document.querySelector('#chatbot').innerText.includes('First draft.')")
-    assert stored(studio, marker)["content"] == "Second draft."
+    wait_chat_contains(page, "2/3")
+    assert "Third draft." not in chat_text(page)
+    page.reload()  # the browser reopens the chat, on the version it showed
+    page.wait_for_selector("#chat-input textarea")
+    wait_chat_contains(page, "Second draft.")
+    wait_chat_contains(page, "2/3")
+    page.click("#chatbot button.act-next")
+    wait_chat_contains(page, "Third draft.")
+    wait_chat_lacks(page, "Second draft.")
+    assert stored(studio, marker)["content"] == "Third draft."
 
 
-def test_browser_edit_and_resend_user_message(studio, page):
+def test_browser_versions_page_on_a_phone_sized_screen(studio, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_studio(page, studio, new_chat=False)
+    # On a phone the sidebar starts closed, and closes again once a new chat is started.
+    page.click("#conv-sidebar .toggle-button")
+    page.click("#new-chat")
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')"
+                           " && !document.querySelector('#conv-sidebar.open')")
+    studio.ollama.queue_reply("Small one.")
+    send(page, f"phone {uuid.uuid4().hex[:6]}")
+    wait_chat_contains(page, "Small one.")
+    studio.ollama.queue_reply("Small two.")
+    page.locator("#chatbot button.act-retry").last.click()
+    wait_chat_contains(page, "2/2")
+    pager = page.locator("#chatbot button.act-prev").last
+    box = pager.bounding_box()
+    assert box["width"] >= 28 and box["height"] >= 28  # a finger can hit it
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390  # on screen, not cut off
+    pager.click()
+    wait_chat_contains(page, "Small one.")
+    wait_chat_contains(page, "1/2")
+
+
+def test_browser_edit_keeps_the_earlier_branch(studio, page):
     open_studio(page, studio)
     marker = uuid.uuid4().hex[:8]
     studio.ollama.queue_reply("Answer to cats.")
@@ -157,11 +211,35 @@ def test_browser_edit_and_resend_user_message(studio, page):
     box.fill(f"tell me about dogs {marker}")
     page.locator("#chatbot button[aria-label='Submit']").first.click()
     wait_chat_contains(page, "Answer to dogs.")
+    wait_chat_contains(page, "2/2")
     assert "Answer to cats." not in chat_text(page)
-    row = stored(studio, marker)
-    assert row["content"] == "Answer to dogs."
     sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"]
-    assert sent[-1]["content"] == f"tell me about dogs {marker}"
+    assert [m["content"] for m in sent] == [f"tell me about dogs {marker}"]
+    assert stored(studio, marker)["content"] == "Answer to dogs."
+    # Paging back to the message as first written brings its answer back with it.
+    page.click("#chatbot button.act-prev")
+    wait_chat_contains(page, "Answer to cats.")
+    wait_chat_contains(page, f"tell me about cats {marker}")
+    wait_chat_contains(page, "1/2")
+    assert "Answer to dogs." not in chat_text(page)
+
+
+def test_browser_text_that_looks_like_html_shows_as_typed(studio, page):
+    open_studio(page, studio)
+    marker = uuid.uuid4().hex[:6]
+    typed = (f"<script>alert(1)</script> and <img src=x onerror=alert(2)> {marker} **bold**"
+             "\n\n```\ncode <b>kept</b>\n```")
+    studio.ollama.queue_reply(["Use ", "<b>tags</b> ", "like **this** and ", "`<i>`", "."])
+    send(page, typed)
+    wait_chat_contains(page, "like this and")
+    text = chat_text(page)
+    assert "<script>alert(1)</script>" in text and "<img src=x onerror=alert(2)>" in text
+    assert "Use <b>tags</b> like this and <i>." in text.replace("\n", "")
+    # Markdown and code still render, in the person's message and in the model's reply.
+    bold = page.locator("#chatbot strong").all_inner_texts()
+    assert "bold" in bold and "this" in bold
+    assert "code <b>kept</b>" in page.locator("#chatbot pre code").first.inner_text()
+    assert page.locator("#chatbot img[src='x'], #chatbot script").count() == 0
 
 
 def test_browser_preset_fills_system_prompt_and_is_sent(studio, page):
@@ -284,6 +362,32 @@ def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, sessio
         running.close()
 
 
+def test_browser_a_picture_attached_on_a_full_disk_stays_in_the_box(tmp_path, session_ollama,
+                                                                    page, monkeypatch):
+    from tests.conftest import launch_in_process
+    from tests.test_chat_service import full_uploads_disk
+
+    data = tmp_path / "data"
+    running = launch_in_process({"STUDIO_DATA_DIR": str(data),
+                                 "OLLAMA_HOST": session_ollama.url,
+                                 "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"})
+    try:
+        open_with_picture(page, running, tmp_path, "llava", (30, 200, 30))
+        full_uploads_disk(monkeypatch, data / "uploads")
+        before = len(session_ollama.requests_to("/api/chat"))
+        typed = f"what is this green square? {uuid.uuid4().hex[:6]}"
+        send(page, typed)
+        page.wait_for_selector("text=The disk holding the studio's data", timeout=20_000)
+        page.wait_for_function(
+            "(t) => document.querySelector('#chat-input textarea').value === t", arg=typed)
+        assert page.query_selector("#chat-input img, #chat-input .thumbnail-item")
+        assert not page.query_selector("#chatbot .message")
+        assert len(session_ollama.requests_to("/api/chat")) == before
+        assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]
+    finally:
+        running.close()
+
+
 def mid_reply(page, studio) -> list[str]:
     """A new chat whose first reply (60 tokens, about 2.4 s) is streaming; its tokens."""
     open_studio(page, studio)
@@ -334,3 +438,28 @@ def test_browser_queued_message_taken_back_before_it_goes(studio, page):
     assert f"on second thought {marker}" not in chat_text(page)
     assert not stored(studio, marker)
     assert page.input_value("#chat-input textarea") == f"on second thought {marker}"
+
+
+def test_browser_ollama_down_is_said_once_without_covering_the_status_strip(tmp_path, page):
+    from tests.conftest import start_studio, stop_studio
+
+    down = start_studio(tmp_path, f"http://127.0.0.1:{free_port()}")
+    try:
+        page.goto(down.url)
+        page.wait_for_selector("#status-strip [data-backend='ollama'][data-state='unreachable']")
+        # The Chat tab's picker says why it is empty, in place, on the same load.
+        page.wait_for_function(
+            "() => document.querySelector('#model-picker').innerText.includes(\"Can't reach Ollama\")")
+        page.click("button[role=tab]:has-text('Arena')")
+        page.wait_for_selector("#arena-models")
+        # No notice stacked over the strip: the strip and the picker say it already.
+        notices = page.locator(".toast-body").all_inner_texts()
+        assert not [n for n in notices if "Can't reach Ollama" in n]
+        # Asking again (⟳) still says it, once.
+        page.click("button[role=tab]:has-text('Chat')")
+        page.click("#refresh-models")
+        page.wait_for_selector(".toast-body:has-text(\"Can't reach Ollama\")")
+        assert len([n for n in page.locator(".toast-body").all_inner_texts()
+                    if "Can't reach Ollama" in n]) == 1
+    finally:
+        stop_studio(down)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import io
+import time
 import uuid
 
 import pytest
+from PIL import Image
 
-from tests.conftest import start_studio, stop_studio
+from tests.conftest import ROOT, start_studio, stop_studio
 from tests.fakes.comfyui_server import FakeComfyUI
 
 pytestmark = pytest.mark.browser
@@ -35,6 +38,53 @@ def open_images(page, studio) -> None:
     page.wait_for_function(
         "() => { const i = document.querySelector('#img-checkpoint input');"
         " return i && i.value.endsWith('.safetensors'); }")
+
+
+class HeldReplies:
+    """Holds every event the page sends to the server (Gradio's ``queue/join``, and
+    ``run/predict`` for unqueued ones) until ``release()``: replies that land late, made
+    certain instead of left to a busy machine."""
+
+    def __init__(self, page):
+        self.page = page
+        self.held = []
+        self.releasing = False
+        self.sent = 0  # held events whose request went through after the release
+        self.streams: dict = {}  # reply stream -> whether it ended after every event went
+        page.route("**/gradio_api/queue/join*", self._hold)
+        page.route("**/gradio_api/run/**", self._hold)
+        page.on("requestfinished", self._ended)
+        page.on("requestfailed", self._ended)  # Gradio aborts a stream it has done with
+
+    def _hold(self, route) -> None:
+        if self.releasing:
+            route.continue_()
+        else:
+            self.held.append(route)
+
+    def _ended(self, request) -> None:
+        if "/queue/data" in request.url:
+            self.streams[request] = self.sent >= len(self.held)
+        elif "/queue/join" in request.url or "/run/" in request.url:
+            self.sent += 1
+
+    def release(self, timeout_s: float = 30) -> None:
+        """Let the held events go and wait until the page has their replies: Gradio ends
+        a page's reply stream once none of its events is pending."""
+        assert self.held, "no event was held"
+        self.releasing = True
+        for route in self.held:
+            route.continue_()
+        deadline = time.monotonic() + timeout_s
+        while not any(self.streams.values()):
+            assert time.monotonic() < deadline, "the held events got no reply"
+            self.page.wait_for_timeout(50)
+
+
+def choose_workflow(page, text: str) -> None:
+    page.click("#img-workflow input")
+    page.fill("#img-workflow input", text)
+    page.click(f"#img-workflow li[data-testid=dropdown-option]:has-text('{text}')")
 
 
 def progress_step(page) -> int:
@@ -125,3 +175,85 @@ def images_studio_prompts(studio) -> list:
 
     return list(sqlite_utils.Database(studio.data_dir / "studio.db").query(
         "select id from image_job_items"))
+
+
+def test_browser_images_values_typed_right_after_choosing_a_workflow_win(images_studio, page):
+    """Issue 14, item 18: every reply (the page's load, the workflow's) lands after the
+    person picked "Test: invert" and typed 40 x 24; what they typed is what runs."""
+    held = HeldReplies(page)
+    page.goto(images_studio.url)
+    page.get_by_role("tab", name="Images").click()
+    page.wait_for_selector("#img-prompt textarea")
+    choose_workflow(page, "invert")
+    page.fill("#img-width input", "40")
+    page.fill("#img-height input", "24")
+    held.release()
+    assert page.input_value("#img-workflow input").startswith("Test: invert")
+    assert not page.is_visible("#img-prompt textarea")  # the invert workflow takes no prompt
+    assert (page.input_value("#img-width input"), page.input_value("#img-height input")) == (
+        "40", "24")
+    page.click("#img-generate")
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Done: 1 image.')", timeout=30_000)
+    picture = page.request.get(page.get_attribute("#img-results img", "src"))
+    assert Image.open(io.BytesIO(picture.body())).size == (40, 24)
+
+
+def test_browser_images_rejected_workflow_upload_leaves_the_form_alone(images_studio, page,
+                                                                       tmp_path):
+    """Issue 14, item 19: the sentence, nothing else: no red badges, the box emptied."""
+    ui_format = tmp_path / "saved-from-comfyui.json"
+    ui_format.write_text('{"nodes": [], "links": [], "version": 0.4}')
+    open_images(page, images_studio)
+    page.fill("#img-prompt textarea", "a fox I typed")
+    page.fill("#img-steps input", "9")
+    page.click("#img-custom button:has-text('Custom workflow')")
+    page.set_input_files("#img-workflow-upload input[type=file]", str(ui_format))
+    page.wait_for_function("() => document.querySelector('#img-workflow-found').innerText"
+                           ".includes('UI workflow')")
+    assert "Export (API)" in page.inner_text("#img-workflow-found")
+    assert page.locator("#img-tabs .error").count() == 0
+    assert "saved-from-comfyui" not in page.inner_text("#img-workflow-upload")
+    assert page.input_value("#img-prompt textarea") == "a fox I typed"
+    assert page.input_value("#img-steps input") == "9"
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.click(f"#{elem_id} li[data-testid=dropdown-option]:has-text('{option}')")
+
+
+def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio, page,
+                                                                   tmp_path):
+    """Issue 14, items 20-21: a seedless upload's batch is refused, naming the missing
+    input; its seed is mapped in the tab; the batch then makes different images, and the
+    gallery names the workflow by its title."""
+    graph = tmp_path / f"empty_invert_{uuid.uuid4().hex[:6]}.json"
+    graph.write_text((ROOT / "workflows" / "test_invert.json").read_text())
+    open_images(page, images_studio)
+    page.click("#img-custom button:has-text('Custom workflow')")
+    page.set_input_files("#img-workflow-upload input[type=file]", str(graph))
+    page.wait_for_selector("#img-map", state="visible")
+    assert "no prompt or seed input yet" in page.inner_text("#img-map-info")
+    page.click("#img-batch button:has-text('Batch')")
+    page.fill("#img-seeds input", "3")
+    page.click("#img-generate")
+    page.get_by_text("has no seed input, so the 3 images of this batch would all be the "
+                     "same").wait_for()
+    pick(page, "img-map-seed", "color (")
+    page.click("#img-map-save")
+    page.wait_for_selector("#img-seed", state="visible")
+    page.fill("#img-seed input", "100")  # a colour, here: random ones pass its maximum
+    page.click("#img-generate")
+    page.wait_for_function("() => document.querySelector('#img-progress').innerText"
+                           ".includes('Done: 3 images.')", timeout=30_000)
+    srcs = page.eval_on_selector_all("#img-results img", "es => es.map(e => e.src)")
+    colours = {Image.open(io.BytesIO(page.request.get(src).body())).getpixel((0, 0))
+               for src in srcs}
+    assert len(colours) == 3
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_selector("#gal-grid img")
+    page.click("#gal-grid img")
+    page.wait_for_selector("#gal-full img")
+    title = graph.stem.replace("_", " ")
+    assert f"workflow {title} (custom)" in page.inner_text("#gal-meta")

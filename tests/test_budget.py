@@ -298,7 +298,8 @@ def make_router(fake, budget, **backends):
 
 def test_budget_router_ten_requests_at_once_only_some_reach_openrouter(store, clock,
                                                                         fake_openrouter):
-    budget, accounting = make(store, clock, budget_daily_usd=1.0)
+    # $0.90 a day, $0.30 a request: three fit exactly, and nothing is left for a shorter one.
+    budget, accounting = make(store, clock, budget_daily_usd=0.9)
     for _ in range(10):
         fake_openrouter.queue_reply(["ok"], cost=0.30)
     router = make_router(fake_openrouter, budget)
@@ -324,14 +325,14 @@ def test_budget_router_ten_requests_at_once_only_some_reach_openrouter(store, cl
 
     assert (len(done), len(refused)) == (3, 7)
     assert len(fake_openrouter.chat_requests) == 3
-    assert "daily cloud budget of $1.00" in refused[0].message
+    assert "daily cloud budget of $0.90" in refused[0].message
     assert accounting.spend("today").cloud_usd == Decimal("0.9")
     assert committed(budget) == (Decimal("0.9"), 0)
 
 
 def test_budget_router_falls_back_to_local_when_over_budget(store, clock, fake_openrouter,
                                                             fake_ollama):
-    budget, accounting = make(store, clock, budget_daily_usd=1.0)
+    budget, accounting = make(store, clock, budget_daily_usd=0.9)
     fake_openrouter.queue_reply(["cloud"], cost=0.30)
     fake_openrouter.queue_reply(["cloud"], cost=0.30)
     fake_openrouter.queue_reply(["cloud"], cost=0.30)
@@ -350,9 +351,9 @@ def test_budget_router_falls_back_to_local_when_over_budget(store, clock, fake_o
 
     assert [backend for backend, _ in answered] == ["openrouter"] * 3 + ["ollama"]
     notice = answered[-1][1][0]
-    assert isinstance(notice, ChatNotice) and "daily cloud budget of $1.00" in notice.text
+    assert isinstance(notice, ChatNotice) and "daily cloud budget of $0.90" in notice.text
     assert len(fake_openrouter.chat_requests) == 3
-    assert budget.budget_status().level == "warning"
+    assert budget.budget_status().level == "exceeded"
     assert accounting.spend("today").requests == 4
 
 
@@ -366,3 +367,140 @@ def test_budget_router_releases_the_reservation_when_openrouter_fails(store, clo
         list(router.chat_stream(CLOUD, HELLO, MAX_1000))
 
     assert committed(budget) == (0, 0)
+
+
+# -- a cap is a guarantee: replies are held to what the reservation covers (issue 14) --------
+
+LONG_REPLY = ["word "] * 3000
+STORY = [ChatMessage("user", "Write a long story about the sea.")]
+
+
+def catalog_prices(fake):
+    """The fake catalogue's own prices, so the router reserves at what the fake bills."""
+    def prices(model_id):
+        model = fake._model(model_id.split(":", 1)[1])
+        return ModelPrices.from_openrouter(model["pricing"]) if model else None
+    return prices
+
+
+def catalog_router(fake, budget):
+    return Router({"openrouter": OpenRouterClient(DEFAULT_KEY, fake.url, timeout=30)},
+                  budget=budget, prices=catalog_prices(fake))
+
+
+def ask_at_once(router, accounting, requests):
+    """Send (user, model id) requests from one thread each, all at once; return the
+    finished replies and the refusals."""
+    start = threading.Barrier(len(requests))
+    done, refused = [], []
+
+    def ask(user, model_id):
+        start.wait(10)
+        try:
+            events = list(router.chat_stream(model_id, STORY, user=user))
+        except BudgetExceeded as err:
+            refused.append(err)
+            return
+        final = events[-1]
+        accounting.record_chat(user, final.backend, final.model, final.usage, 1.0)
+        done.append((user, events))
+
+    threads = [threading.Thread(target=ask, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return done, refused
+
+
+def test_budget_tiny_cap_holds_against_long_replies_sent_at_once(tmp_path, clock,
+                                                                 fake_openrouter):
+    # The issue: a $0.0001 daily cap, ten requests at once, 3,000-token replies.
+    from studio.store.db import Store
+
+    store = Store.open(tmp_path / "studio.db")
+    try:
+        budget, accounting = make(store, clock, budget_daily_usd=0.0001)
+        for _ in range(10):
+            fake_openrouter.queue_reply(LONG_REPLY)
+        router = catalog_router(fake_openrouter, budget)
+
+        done, refused = ask_at_once(router, accounting, [("owner", CLOUD)] * 10)
+
+        assert done and refused and len(done) + len(refused) == 10
+        sent = fake_openrouter.chat_requests
+        assert len(sent) == len(done)
+        assert all(isinstance(r.json.get("max_tokens"), int) for r in sent)
+        assert accounting.spend("today").cloud_usd <= Decimal("0.0001")
+        assert committed(budget)[0] <= Decimal("0.0001")
+        cut = [events for _, events in done if events[-1].usage.done_reason == "length"]
+        assert cut, "a 3,000-token reply fits in no $0.0001 budget: it must have been cut"
+    finally:
+        store.close()
+
+
+def test_budget_caps_per_user_and_overall_hold_for_many_users_at_once(tmp_path, clock,
+                                                                      fake_openrouter):
+    from studio.store.db import Store
+
+    store = Store.open(tmp_path / "studio.db")
+    try:
+        budget, accounting = make(store, clock, budget_daily_usd=0.0003,
+                                  budget_user_daily_usd=0.00012)
+        users = ["ann", "bob", "cy", "dee"]
+        for _ in range(16):
+            fake_openrouter.queue_reply(LONG_REPLY)
+        router = catalog_router(fake_openrouter, budget)
+
+        done, refused = ask_at_once(router, accounting, [(u, CLOUD) for u in users] * 4)
+
+        assert done and refused
+        assert accounting.spend("today").cloud_usd <= Decimal("0.0003")
+        for user in users:
+            assert accounting.spend("today", user=user).cloud_usd <= Decimal("0.00012"), user
+    finally:
+        store.close()
+
+
+def test_budget_reply_limit_is_what_the_cap_leaves_and_says_so(store, clock, fake_openrouter):
+    budget, accounting = make(store, clock, budget_daily_usd=0.0001)
+    fake_openrouter.queue_reply(LONG_REPLY)
+    router = catalog_router(fake_openrouter, budget)
+
+    events = list(router.chat_stream(CLOUD, STORY))
+
+    # 40 prompt tokens at most ($0.000006), then $0.0000006 a token: 156 tokens fit.
+    assert fake_openrouter.last_chat.json["max_tokens"] == 156
+    assert isinstance(events[0], ChatNotice)
+    assert events[0].text == ("This reply is limited to 156 tokens to stay within the daily "
+                              "cloud budget of $0.0001 ($0.0001 left today).")
+    assert events[-1].usage.done_reason == "length"
+    assert events[-1].usage.completion_tokens == 156
+
+
+def test_budget_request_max_tokens_is_the_upper_bound(store, clock, fake_openrouter):
+    budget, _ = make(store, clock, budget_daily_usd=1.0)
+    fake_openrouter.queue_reply(LONG_REPLY)
+    router = catalog_router(fake_openrouter, budget)
+
+    events = list(router.chat_stream(CLOUD, STORY, ChatOptions(max_tokens=20)))
+
+    assert fake_openrouter.last_chat.json["max_tokens"] == 20
+    assert not any(isinstance(e, ChatNotice) for e in events)
+    assert events[-1].usage.completion_tokens == 20
+
+
+def test_budget_refuses_before_sending_when_not_even_a_short_reply_fits(store, clock,
+                                                                        fake_openrouter):
+    budget, accounting = make(store, clock, budget_daily_usd=0.0001)
+    spend(accounting, 0.00006)
+    router = catalog_router(fake_openrouter, budget)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        list(router.chat_stream(CLOUD, STORY))
+
+    assert fake_openrouter.chat_requests == []
+    assert refused.value.message == (
+        "Even with a reply of at most 64 tokens, this request could cost $0.000044, more "
+        "than the $0.00004 left of the daily cloud budget of $0.0001 ($0.00006 spent or "
+        "reserved today).")

@@ -203,6 +203,20 @@ def test_picker_choices_group_local_then_cloud_with_prices_and_context(fake_open
     assert free == "Cloud · Meta: Llama 3.2 3B Instruct (free) · free · 131K ctx"
 
 
+@pytest.mark.parametrize("pricing, label", [
+    ({"prompt": "0.000001", "completion": "0.000001", "request": "0.005"},
+     "Cloud · Perplexity: Sonar · $1.00/M in · $1.00/M out · $0.005/request"),
+    ({"prompt": "0", "completion": "0", "request": "0.0000625"},
+     "Cloud · Perplexity: Sonar · free in · free out · $0.000063/request"),
+    ({"prompt": "0.000001", "completion": "0.000001", "request": "0"},
+     "Cloud · Perplexity: Sonar · $1.00/M in · $1.00/M out"),
+])
+def test_cloud_label_shows_a_per_request_price_where_the_catalog_has_one(pricing, label):
+    sonar = CloudModel.from_openrouter(OpenRouterModel(
+        "perplexity/sonar", "Perplexity: Sonar", None, ("text",), ("text",), pricing))
+    assert cloud_label(sonar) == label
+
+
 def test_cloud_label_says_when_the_price_is_unknown():
     unknown = CloudModel("a/b", "A: B", None, ("text",), ("text",), ModelPrices.unknown())
     assert cloud_label(unknown) == "Cloud · A: B · price unknown"

@@ -4,7 +4,9 @@ a refusal must leave the database exactly as it was, and each user sees only the
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -161,6 +163,42 @@ def full_disk_for_replies(store, monkeypatch):
     monkeypatch.setattr(store, "add_message", add_message)
 
 
+def full_uploads_disk(monkeypatch, uploads_dir: Path) -> None:
+    """Copies into ``uploads_dir`` fail part way with ENOSPC, as on a disk that just filled
+    up; every other copy (Gradio's own uploads) goes on as usual."""
+    real = shutil.copyfile
+
+    def copyfile(src, dst, *args, **kwargs):
+        if Path(dst).resolve().is_relative_to(Path(uploads_dir).resolve()):
+            Path(dst).write_bytes(b"\x89PNG half")  # what fitted before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-chat", "second-turn"])
+def test_chat_send_with_a_picture_on_a_full_disk_is_the_disk_sentence_and_writes_nothing(
+        store, tmp_path, fake_ollama, ollama, monkeypatch, earlier):
+    chat = make_service(store, tmp_path, ollama)
+    chat_id = None
+    if earlier:
+        fake_ollama.queue_reply("first answer")
+        first = chat.send(None, "first question", model=VISION, user="owner")
+        done(first)
+        chat_id = first.chat_id
+    before = database(store)
+    full_uploads_disk(monkeypatch, tmp_path / "uploads")
+    with pytest.raises(StorageFailed) as failure:
+        chat.send(chat_id, "what is this?", [picture(tmp_path)], model=VISION, user="owner")
+    assert str(failure.value) == (
+        "The disk holding the studio's data (STUDIO_DATA_DIR) is full, so this wasn't saved. "
+        "Free some space there and try again; what you typed is still on the page.")
+    assert database(store) == before
+    assert not [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]  # no half copy
+    assert len(fake_ollama.requests_to("/api/chat")) == (1 if earlier else 0)
+
+
 @pytest.mark.parametrize("verb", ["retry", "edit"])
 def test_chat_retry_and_edit_on_a_full_disk_keep_the_old_turns(chat, store, fake_ollama,
                                                                monkeypatch, verb):
@@ -179,24 +217,109 @@ def test_chat_retry_and_edit_on_a_full_disk_keep_the_old_turns(chat, store, fake
 # -- retry and edit ----------------------------------------------------------------------------
 
 
-def test_chat_retry_replaces_the_last_answer(chat, store, fake_ollama):
+def shown(chat, chat_id, user="owner") -> list[tuple[str, int, int]]:
+    """The branch a chat shows: (text, version, versions) per turn."""
+    return [(t.content, t.version, t.versions) for t in chat.turns(chat_id, user=user)]
+
+
+def test_chat_retry_keeps_every_answer_as_a_version(chat, store, fake_ollama):
     chat_id = a_chat_of_two_turns(chat, fake_ollama)
-    fake_ollama.queue_reply("a better answer")
-    started = chat.retry(chat_id, model=LOCAL, user="owner")
-    done(started)
-    assert [m.content for m in store.messages(chat_id)] == [
-        "first question", "first answer", "second question", "a better answer"]
+    for text in ("a better answer", "the best answer"):
+        fake_ollama.queue_reply(text)
+        done(chat.retry(chat_id, model=LOCAL, user="owner"))
+    assert shown(chat, chat_id) == [("first question", 1, 1), ("first answer", 1, 1),
+                                    ("second question", 1, 1), ("the best answer", 3, 3)]
+    # The model was asked the question with the branch shown, never an earlier answer to it.
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["first question", "first answer", "second question"]
+    chat.show_version(chat_id, 4, -1, user="owner")
+    assert shown(chat, chat_id)[-1] == ("a better answer", 2, 3)
+    chat.show_version(chat_id, 4, -1, user="owner")
+    chat.show_version(chat_id, 4, -1, user="owner")  # already the first: stays there
+    assert shown(chat, chat_id)[-1] == ("second answer", 1, 3)
 
 
-def test_chat_edit_replaces_the_turns_after_it(chat, store, fake_ollama):
+def test_chat_the_version_shown_is_kept_and_sent_as_context(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    fake_ollama.queue_reply("another first answer")
+    done(chat.retry(chat_id, seq=2, model=LOCAL, user="owner"))  # ↻ on an old turn
+    # A new answer to the first question starts a branch of its own: no later turns yet.
+    assert shown(chat, chat_id) == [("first question", 1, 1), ("another first answer", 2, 2)]
+    chat.show_version(chat_id, 2, -1, user="owner")
+    # Paging back brings the earlier answer's later turns with it, and a reload (the
+    # chat opened again) shows the same.
+    assert [t.content for t in chat.open(chat_id, user="owner").turns] == [
+        "first question", "first answer", "second question", "second answer"]
+    fake_ollama.queue_reply("third answer")
+    done(chat.send(chat_id, "third question", model=LOCAL, user="owner"))
+    sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["first question", "first answer", "second question",
+                                            "second answer", "third question"]
+    chat.show_version(chat_id, 2, +1, user="owner")
+    assert shown(chat, chat_id) == [("first question", 1, 1), ("another first answer", 2, 2)]
+
+
+def test_chat_edit_keeps_the_earlier_message_with_its_branch(chat, store, fake_ollama):
     chat_id = a_chat_of_two_turns(chat, fake_ollama)
     first_seq = store.messages(chat_id)[0].seq
     fake_ollama.queue_reply("edited answer")
     done(chat.edit(chat_id, first_seq, "an edited question", model=LOCAL, user="owner"))
-    assert [m.content for m in store.messages(chat_id)] == ["an edited question",
-                                                             "edited answer"]
+    assert shown(chat, chat_id) == [("an edited question", 2, 2), ("edited answer", 1, 1)]
     sent = fake_ollama.requests_to("/api/chat")[-1].json["messages"]
     assert [m["content"] for m in sent] == ["an edited question"]
+    chat.show_version(chat_id, first_seq, -1, user="owner")
+    assert shown(chat, chat_id) == [("first question", 1, 2), ("first answer", 1, 1),
+                                    ("second question", 1, 1), ("second answer", 1, 1)]
+
+
+def test_chat_each_version_is_accounted_once(store, tmp_path, ollama, fake_ollama, settings):
+    from studio.chat.streams import record_usage
+
+    chat = make_service(store, tmp_path, ollama)
+    chat._replies._on_settled = record_usage(Accounting(UsageStore(store), settings))
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    fake_ollama.queue_reply("again")
+    done(chat.retry(chat_id, model=LOCAL, user="owner"))
+    chat.show_version(chat_id, 4, -1, user="owner")
+    rows = list(store.db.execute("SELECT message_id FROM usage ORDER BY id"))
+    answers = [r[0] for r in store.db.execute(
+        "SELECT id FROM messages WHERE role = 'assistant' ORDER BY id")]
+    assert [r[0] for r in rows] == answers and len(answers) == 3
+
+
+def test_chat_export_has_the_branch_shown(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    fake_ollama.queue_reply("a better answer")
+    done(chat.retry(chat_id, model=LOCAL, user="owner"))
+    text = chat.export(chat_id, "md", user="owner").read_text()
+    assert "a better answer" in text and "second answer" not in text
+    assert "version 2 of 2" in text
+    data = json.loads(chat.export(chat_id, "json", user="owner").read_text())
+    assert [(m["content"], m["version"], m["versions"]) for m in data["messages"]][-1] == (
+        "a better answer", 2, 2)
+
+
+def test_chat_paging_is_refused_while_a_reply_streams(chat, store, fake_ollama):
+    chat_id = a_chat_of_two_turns(chat, fake_ollama)
+    fake_ollama.queue_reply("again")
+    done(chat.retry(chat_id, model=LOCAL, user="owner"))
+    fake_ollama.queue_reply(["slow "] * 200, delay=0.05)
+    started = chat.send(chat_id, "third question", model=LOCAL, user="owner")
+    try:
+        with pytest.raises(InvalidInput, match="still being written"):
+            chat.show_version(chat_id, 4, -1, user="owner")
+    finally:
+        chat.stop(chat_id, user="owner")
+        done(started)
+
+
+def test_chat_incognito_retry_replaces_the_answer(chat, fake_ollama):
+    fake_ollama.queue_reply("first")
+    started = chat.send(None, "q", model=LOCAL, user="owner", incognito=True)
+    done(started)
+    fake_ollama.queue_reply("second")
+    done(chat.retry(started.chat_id, model=LOCAL, user="owner"))
+    assert shown(chat, started.chat_id) == [("q", 1, 1), ("second", 1, 1)]
 
 
 @pytest.mark.parametrize("model, text, error", [
@@ -355,6 +478,7 @@ def test_chat_another_users_conversation_is_not_found(chat, store, fake_ollama):
                  lambda: chat.send(chat_id, "hi", model=LOCAL, user="bob"),
                  lambda: chat.retry(chat_id, model=LOCAL, user="bob"),
                  lambda: chat.edit(chat_id, 1, "x", model=LOCAL, user="bob"),
+                 lambda: chat.show_version(chat_id, 2, -1, user="bob"),
                  lambda: chat.stop(chat_id, user="bob"),
                  lambda: chat.rename(chat_id, "mine now", user="bob"),
                  lambda: chat.delete(chat_id, user="bob"),

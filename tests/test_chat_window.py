@@ -87,7 +87,9 @@ def long_chat(services):
 
 
 def texts(rows) -> list[str]:
-    return [r["content"] for r in rows if isinstance(r["content"], str) and r["content"]]
+    """The messages' texts, without the rows of buttons under the turns (↻, ‹ n/m ›)."""
+    return [r["content"] for r in rows if isinstance(r["content"], str) and r["content"]
+            and not r["content"].startswith('<span class="turn-tools">')]
 
 
 def number(text: str) -> int:
@@ -210,10 +212,53 @@ def test_page_export_after_a_partial_open_has_the_whole_chat(page, long_chat):
 
 def test_page_search_hit_opens_the_chat_at_that_old_message(page, long_chat):
     # "41" is not the last word, so it is matched whole (the last one also as a prefix).
-    update = page.on_search("message 41 words", request=request())
+    update, _note = page.on_search("message 41 words", request=request())
     value = next(v for label, v in update["choices"] if "[41]" in label and "@" in v)
     sess, rows, *_rest, earlier_btn, newer_btn = opened(page, value)
     numbers = [number(t) for t in texts(rows)]
     assert numbers[-2:] == [41, 42] and len(numbers) == 42  # the hit and its answer, last
     assert earlier_btn["visible"] is False and newer_btn["visible"] is True
     assert sess["last"] == 42
+
+
+def test_page_versions_inside_a_window_read_the_shown_branch_and_keep_the_start(
+        page, services, long_chat, fake_ollama):
+    sess = opened(page, long_chat)[0]
+    sess, rows, *_ = page.on_earlier(sess, request=request())
+    start = sess["first"]
+    row = next(i for i, r in enumerate(rows) if r["role"] == "user"
+               and sess["index"][i] is not None)
+    seq = sess["index"][row]
+    fake_ollama.queue_reply("A new answer.")
+    edit = gr.EditData(None, {"index": row, "value": "edited question",
+                              "previous_value": rows[row]["content"]})
+    list(page.on_edit(edit, sess, MODEL, "", 0.8, 0.9, 0, -1, 0, "auto", request=request()))
+    # Reopened, the chat shows the newest OPEN messages of the new (shorter) branch.
+    sess, rows, *_rest, earlier_btn, newer_btn = opened(page, long_chat)
+    assert texts(rows)[-2:] == ["edited question", "A new answer."]
+    assert len([s for s in sess["index"] if s is not None]) >= OPEN
+    assert sess["first"] == seq + 1 - OPEN + 1 and earlier_btn["visible"] is True
+    # Load earlier pages back along the shown branch down to the window start seen before.
+    while sess["first"] is not None and sess["first"] > start:
+        sess, rows, *_ = page.on_earlier(sess, request=request())
+    first = sess["first"]
+    # ‹ shows the old version with its 1,000-message branch, from the same window start.
+    updates = list(page.on_turn_action(f"prev {seq} 1", sess, MODEL, "", 0.8, 0.9, 0, -1, 0,
+                                       "auto", request=request()))
+    sess, rows, _stats, _stop, _conv, _queue, earlier_btn, newer_btn = updates[-1]
+    assert sess["first"] == first and number(texts(rows)[-1]) == N and sess["last"] is None
+    assert newer_btn["visible"] is False and earlier_btn["visible"] is (first is not None)
+    shown = [m.seq for m in services.store.messages(long_chat, first=first)]
+    assert [s for s in dict.fromkeys(s for s in sess["index"] if s is not None)] == shown
+    assert any('class="turn-version">1/2<' in r["content"] for i, r in enumerate(rows)
+               if sess["index"][i] is None)
+    # Retry by row after all that: the stored answer at that row gets a new version.
+    answer_row = max(i for i, s in enumerate(sess["index"]) if s is not None
+                     and rows[i]["role"] == "assistant")
+    answer_seq = sess["index"][answer_row]
+    fake_ollama.queue_reply("Answered again.")
+    updates = list(page.on_turn_action(f"retry {answer_seq} 2", sess, MODEL, "", 0.8, 0.9, 0,
+                                       -1, 0, "auto", request=request()))
+    assert texts(updates[-1][1])[-1] == "Answered again."
+    last = services.store.messages(long_chat)[-1]
+    assert last.seq == answer_seq == N and last.versions == 2

@@ -265,6 +265,17 @@ def test_ollama_think_on_model_without_thinking_is_rejected(fake_ollama, client)
     assert '"llama3.2" does not support thinking (HTTP 400)' in err.value.message
 
 
+def test_ollama_chat_with_an_embedding_model_says_pick_a_chat_model(fake_ollama, client):
+    fake_ollama.add_model("nomic-embed-text", family="nomic-bert", capabilities=("embedding",))
+    with pytest.raises(BackendRejected) as err:
+        list(client.chat_stream("nomic-embed-text", HELLO))
+    assert err.value.status == 400
+    assert str(err.value) == (
+        "'nomic-embed-text' can't chat: Ollama says \"nomic-embed-text\" does not support chat. "
+        "It is probably an embedding model, for the API's embeddings. Pick a chat model; the "
+        "Models tab says what each model is for.")
+
+
 def test_ollama_cut_stream_keeps_what_arrived(fake_ollama, client):
     fake_ollama.queue_reply(make_tokens(10), cut_after=4)
     received = []

@@ -13,7 +13,8 @@ from studio.clients.openrouter import (BadApiKey, NoApiKey, OpenRouterClient, Ou
                                        parse_retry_after)
 from studio.errors import (BackendRejected, BackendUnavailable, ModelNotFound, StreamInterrupted,
                            StudioError)
-from studio.events import ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking
+from studio.events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatOptions,
+                           ChatThinking)
 from tests.fakes.openrouter_server import DEFAULT_KEY, FakeOpenRouter
 from tests.streams import collect, text_of
 
@@ -49,6 +50,38 @@ def test_chat_stream_yields_deltas_then_done(client, fake_openrouter):
     assert done.usage.cost_usd == pytest.approx(0.0000042)
     assert done.usage.cost_is_estimate is False
     assert done.usage.done_reason == "stop"
+    # OpenRouter's id for the reply comes first (and again with the usage), so what a
+    # cut-off reply cost can be asked for by it.
+    assert events[0] == ChatGeneration(done.usage.generation_id)
+    assert done.usage.generation_id in fake_openrouter.generations
+
+
+def test_generation_cost_is_what_openrouter_billed_or_none_while_unknown(client,
+                                                                         fake_openrouter):
+    fake_openrouter.queue_reply(["a", "b", "c"], cost=0.0031)
+    fake_openrouter.generation_misses = 1
+    done = list(client.chat_stream(MODEL, HELLO))[-1]
+
+    assert client.generation_cost(done.usage.generation_id) is None  # not stored yet: 404
+    assert client.generation_cost(done.usage.generation_id) == 0.0031
+    assert client.generation_cost("gen-nobody") is None
+    lookup = fake_openrouter.requests[-1]
+    assert (lookup.method, lookup.path, lookup.query) == (
+        "GET", "/api/v1/generation", {"id": ["gen-nobody"]})
+    assert lookup.headers["authorization"] == f"Bearer {DEFAULT_KEY}"
+
+
+def test_generation_cost_of_a_cut_stream_counts_what_was_sent(client, fake_openrouter):
+    fake_openrouter.queue_reply(["w"] * 10, cut_after=4)
+    events = []
+    with pytest.raises(StreamInterrupted):
+        for event in client.chat_stream(MODEL, HELLO):
+            events.append(event)
+
+    generation = events[0]
+    assert isinstance(generation, ChatGeneration)
+    # 10 prompt tokens x $0.15/M + 4 sent tokens x $0.60/M
+    assert client.generation_cost(generation.id) == pytest.approx(0.0000039)
 
 
 @pytest.mark.parametrize("usage_shape", ["empty_choices", "one_choice"])
@@ -76,7 +109,7 @@ def test_chat_stream_reports_the_model_that_actually_answered(client, fake_openr
 def test_chat_stream_turns_reasoning_into_thinking(client, fake_openrouter):
     fake_openrouter.queue_reply(["42"], reasoning=["Let me ", "think."])
     events = list(client.chat_stream(MODEL, HELLO, ChatOptions(think=True)))
-    assert events[:3] == [ChatThinking("Let me "), ChatThinking("think."), ChatDelta("42")]
+    assert events[1:4] == [ChatThinking("Let me "), ChatThinking("think."), ChatDelta("42")]
     assert fake_openrouter.last_chat.json["reasoning"] == {"enabled": True}
 
 
@@ -175,7 +208,10 @@ def test_chat_stream_out_of_credit_points_at_the_credits_page(client, fake_openr
     fake_openrouter.queue_reply(status=402)
     with pytest.raises(OutOfCredit) as caught:
         list(client.chat_stream(MODEL, HELLO))
-    assert "https://openrouter.ai/credits" in caught.value.hint
+    # One address to add credit: the provider's own link is left out of the message.
+    assert str(caught.value).count("https://") == 1
+    assert "https://openrouter.ai/settings/credits" in caught.value.hint
+    assert "Insufficient credits." in str(caught.value)
 
 
 @pytest.mark.parametrize("status, retry_after", [(429, 7), (429, None), (503, 2.5)])

@@ -263,7 +263,7 @@ def test_cloud_chat_text_only_model_refuses_an_image_before_sending(studio, clie
     ([dict(status=401)], "error",
      ["OpenRouter rejected the API key (401: User not found.)", "Check OPENROUTER_API_KEY."]),
     ([dict(status=402)], "error",
-     ["OpenRouter account is out of credit", "Add credits at https://openrouter.ai/credits"]),
+     ["OpenRouter account is out of credit", "Add credits at https://openrouter.ai/settings/credits"]),
     ([dict(status=429, retry_after=0)] * 3, "error",
      ["OpenRouter is rate limiting requests for 'openai/gpt-4o-mini'", "Wait a moment"]),
     ([dict(status=503, retry_after=0)] * 3, "error",
@@ -272,7 +272,7 @@ def test_cloud_chat_text_only_model_refuses_an_image_before_sending(studio, clie
      ["OpenRouter at http://127.0.0.1", f"did not answer within {TIMEOUT_S} s",
       "raise STUDIO_REQUEST_TIMEOUT"]),
     ([dict(tokens=["kept ", "text ", "lost"], cut_after=2)], "partial",
-     ["Reply cut off", "The text so far is kept"]),
+     ["Reply cut off", "What arrived is kept; press ↻ to try again."]),
     ([dict(tokens=["kept ", "text "], error_mid_stream="Provider disconnected")], "partial",
      ["stopped the reply from 'openai/gpt-4o-mini' part way: Provider disconnected"]),
 ], ids=["401", "402", "429", "5xx", "timeout", "cut", "error-chunk"])

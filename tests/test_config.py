@@ -26,7 +26,11 @@ def test_config_reads_gradio_server_variables():
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"COMFYUI_URL": "localhost:8188"}, "COMFYUI_URL must start with http:// or https://"),
+    ({"COMFYUI_URL": "localhost:8188"}, "COMFYUI_URL: the address in entry 'localhost:8188' must "
+                                         "start with http:// or https://"),
+    ({"OLLAMA_HOST": "a=http://x:1 weight=0"}, "OLLAMA_HOST: weight in entry"),
+    ({"OLLAMA_HOST": " , "}, "OLLAMA_HOST names no host"),
+    ({"STUDIO_HEALTH_INTERVAL": "0"}, "STUDIO_HEALTH_INTERVAL must be more than 0"),
     ({"GRADIO_SERVER_PORT": "eighty"}, "GRADIO_SERVER_PORT must be a whole number"),
     ({"GRADIO_SERVER_PORT": "70000"}, "GRADIO_SERVER_PORT must be between 1 and 65535"),
     ({"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE must be true or false"),

@@ -48,6 +48,7 @@ def test_conversations_stats_line_leaves_out_unknown_parts():
 def test_conversations_status_note(status, expected):
     note = status_note(status, "Ollama went away.")
     assert (expected in note) if expected else note == ""
+    assert note.count("↻") == (1 if expected else 0)  # one way to retry, no second one
 
 
 def test_conversations_export_markdown_has_turns_and_partial_marker():

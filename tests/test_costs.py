@@ -6,7 +6,7 @@ import pytest
 from studio.costs import pricing as costs
 from studio.costs.pricing import (ModelPrices, energy_kwh,
                           estimate_messages_tokens, estimate_prompt_cost, estimate_tokens,
-                          format_price_per_million, format_usd, reply_cost, round_usd, to_decimal)
+                          format_price_per_million, format_usd, format_usd_apart, reply_cost, round_usd, to_decimal)
 
 D = Decimal
 GPT4O_MINI = ModelPrices.from_openrouter(
@@ -138,8 +138,11 @@ def test_round_usd_rounds_half_up(amount, places, expected):
     (D("0.12345"), "$0.1235"),
     (D("0.99996"), "$1.00"),
     (D("0.0001"), "$0.0001"),
-    (D("0.00009"), "<$0.0001"),
-    (D("0.0000001"), "<$0.0001"),
+    (D("0.00009"), "$0.00009"),
+    (D("0.0000834"), "$0.000083"),
+    (D("0.00000214"), "$0.0000021"),
+    (D("0.0000001"), "$0.0000001"),
+    (D("0.000000001"), "<$0.00000001"),
     (D("0"), "free"),
     (0, "free"),
     (0.0042, "$0.0042"),
@@ -150,6 +153,22 @@ def test_round_usd_rounds_half_up(amount, places, expected):
 ])
 def test_format_usd_shows_amounts_for_people(amount, text):
     assert format_usd(amount) == text
+
+
+@pytest.mark.parametrize("amounts, texts", [
+    ((D("0.00012"), D("0.000083")), ["$0.00012", "$0.000083"]),
+    ((D("0.000101"), D("0.0001")), ["$0.000101", "$0.0001"]),
+    ((D("0.0001234"), D("0.0001239")), ["$0.000123", "$0.000124"]),
+    ((D("0.5"), D("0.5")), ["$0.50", "$0.50"]),
+])
+def test_format_usd_apart_tells_different_amounts_apart(amounts, texts):
+    assert format_usd_apart(*amounts) == texts
+
+
+def test_budget_refusal_of_tiny_amounts_reads_as_numbers():
+    # The issue: "could cost up to <$0.0001, more than the <$0.0001 left".
+    cost, left = format_usd_apart(D("0.0000634"), D("0.0000412"))
+    assert (cost, left) == ("$0.000063", "$0.000041")
 
 
 def test_format_usd_labels_are_configurable():

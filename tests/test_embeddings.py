@@ -16,7 +16,7 @@ from studio.config import Settings
 from studio.costs.accounting import Accounting
 from studio.costs.budget import Budget
 from studio.costs.pricing import ModelPrices
-from studio.errors import BudgetExceeded, InvalidInput, LimitReached, ModelNotFound
+from studio.errors import BudgetExceeded, InvalidInput, LimitReached, ModelNotFound, StudioError
 from studio.events import Usage
 from studio.models.gpu_coordinator import ModelsInUse
 from studio.store.usage import UsageStore
@@ -137,6 +137,19 @@ def test_embeddings_cloud_budget_is_checked_first(parts):
         service.embed(CLOUD, ["x" * 40], user="bob", via="")  # ~10 tokens = $0.01 > $0.001 left
     assert len(parts["openrouter"].requests) == before
     service.embed(LOCAL, ["x" * 40], user="bob", via="")  # local work is not capped
+
+
+def test_embeddings_cloud_request_is_reserved_then_settled_or_released(parts, store):
+    prices = {CLOUD: ModelPrices(prompt=Decimal("0.00000002"), completion=Decimal(0))}
+    service = parts["make"](prices=prices.get)
+    result = service.embed(CLOUD, ["hello there"], user="bob", via="api: laptop")
+    # The row carries the cost and has taken over its request's charge.
+    assert store.db["budget_charges"].count == 0
+    assert parts["accounting"].spend("today").cloud_usd == Decimal(str(result.cost_usd))
+    parts["openrouter"].fail_next("/embeddings", 500)
+    with pytest.raises(StudioError):
+        service.embed(CLOUD, ["hello again"], user="bob", via="api: laptop")
+    assert store.db["budget_charges"].count == 0  # released: it cost nothing
 
 
 def test_embeddings_pass_dimensions(parts):

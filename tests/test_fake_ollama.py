@@ -134,6 +134,19 @@ def test_fake_think_on_model_without_thinking_is_400(fake_ollama):
     assert response.json() == {"error": '"llama3.2" does not support thinking'}
 
 
+@pytest.mark.parametrize("path, body, what", [
+    ("/api/chat", {"model": "nomic-embed-text", "messages": [{"role": "user", "content": "hi"}]},
+     "chat"),
+    ("/api/chat", {"model": "nomic-embed-text", "messages": []}, "chat"),  # a load, too
+    ("/api/generate", {"model": "nomic-embed-text", "prompt": "hi"}, "generate"),
+])
+def test_fake_embedding_model_refuses_chat_with_400(fake_ollama, path, body, what):
+    fake_ollama.add_model("nomic-embed-text", family="nomic-bert", capabilities=("embedding",))
+    response = httpx.post(fake_ollama.url + path, json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": f'"nomic-embed-text" does not support {what}'}
+
+
 @pytest.mark.parametrize("path, body", [
     ("/api/chat", {"model": "ghost", "messages": []}),
     ("/api/generate", {"model": "ghost", "prompt": "hi"}),

@@ -54,13 +54,14 @@ CLOUD = "openrouter:openai/gpt-4o-mini"
 
 
 def make_chat(store, tmp_path, *, ollama_url: str = "http://127.0.0.1:9",
-              openrouter_url: str = "http://127.0.0.1:9", sleeps: list | None = None):
+              openrouter_url: str = "http://127.0.0.1:9", sleeps=None):
     """The chat service as build_services wires it, over the given backends; the router's
-    retry waits are recorded in ``sleeps`` (when given) instead of slept."""
+    retry waits are recorded in ``sleeps`` (when given: a list, or a callable that sleeps)
+    instead of slept."""
     ollama = OllamaClient(ollama_url, timeout=5)
     openrouter = OpenRouterClient(DEFAULT_KEY, openrouter_url, timeout=5)
     router = Router({"ollama": ollama, "openrouter": openrouter},
-                    sleep=sleeps.append if sleeps is not None else time.sleep)
+                    sleep=time.sleep if sleeps is None else getattr(sleeps, "append", sleeps))
     replies = ReplyManager(ChatStreams(router, in_use=ModelsInUse()).open, store,
                            flush_every=0.05)
     return ChatService(store, replies, router, uploads_dir=tmp_path / "uploads",
@@ -210,6 +211,88 @@ def test_faults_openrouter_429_with_retry_after_is_waited_out_then_answers(store
                                                                "openrouter")
 
 
+class HeldWaits:
+    """The router's ``sleep``: records each wait and holds it until the test lets it go, so
+    the test can look at the page while the studio waits to retry."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._asked = threading.Semaphore(0)
+        self._go = threading.Semaphore(0)
+
+    def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self._asked.release()
+        assert self._go.acquire(timeout=WAIT), "the test never let the wait go"
+
+    def reached(self) -> None:
+        assert self._asked.acquire(timeout=WAIT), "the router never waited"
+
+    def release(self) -> None:
+        self._go.release()
+
+
+def chat_page(chat):
+    """The Chat tab's handlers over ``chat`` (no browser; the page's user is "owner")."""
+    from types import SimpleNamespace
+
+    from studio.ui.chat_handlers import ChatPage
+
+    return ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                            max_page_sessions=10)))
+
+
+def page_send(page, text: str, model: str):
+    """on_send as the page calls it (a generator of its updates)."""
+    from studio.ui.chat_values import new_session
+
+    return page.on_send({"text": text, "files": []}, new_session(), model, "", False, 0.8, 0.9,
+                        0, -1, 0, "auto")
+
+
+def shown_reply(update) -> tuple[str, str]:
+    """(the reply's text as the chatbot shows it, the line under the chat) of an on_send
+    update (the rows after the answer are its collapsed figures)."""
+    _sess, rows, stats, *_ = update
+    answer = [r for r in rows if r["role"] == "assistant" and not r.get("metadata")]
+    return (answer[-1]["content"] if answer else ""), stats
+
+
+@pytest.mark.parametrize("answers, lines", [
+    ([dict(status=429, retry_after=8)],
+     ["OpenRouter is busy (429); trying again in 8 s (2 of 3)…"]),
+    ([dict(status=502), dict(status=502)],
+     ["OpenRouter answered 502; trying again in 1 s (2 of 3)…",
+      "OpenRouter answered 502; trying again in 2 s (3 of 3)…"]),
+], ids=["429", "502-twice"])
+def test_faults_openrouter_retry_waits_show_in_the_reply_then_give_way_to_it(
+        store, tmp_path, openrouter, answers, lines):
+    waits = HeldWaits()
+    chat = make_chat(store, tmp_path, openrouter_url=openrouter.url, sleeps=waits)
+    for answer in answers:
+        openrouter.queue_reply(**answer)
+    openrouter.queue_reply(["fine ", "now"])
+    page = chat_page(chat)
+    updates = page_send(page, "hi", CLOUD)
+    update = next(updates)
+    for line in lines:
+        waits.reached()  # the studio waits to retry: the page says so, as it happens
+        while line not in shown_reply(update)[0]:
+            update = next(updates)
+        text, stats = shown_reply(update)
+        assert text == f"_{line}_" and stats == line
+        waits.release()
+    *_, last = updates
+    text, stats = shown_reply(last)
+    assert text == "fine now" and "trying again" not in stats  # replaced by the reply
+    assert len(openrouter.chat_requests) == len(lines) + 1
+    [conversation] = store.list_conversations(user="owner")
+    stored = store.messages(conversation.id)[-1]
+    assert (stored.status, stored.content, stored.error) == ("complete", "fine now", "")
+    assert "trying again" not in repr(stored)  # nothing of the wait is stored
+
+
 def test_faults_openrouter_429_with_a_long_retry_after_says_how_long_to_wait(store, tmp_path,
                                                                              openrouter):
     sleeps: list[float] = []
@@ -248,8 +331,11 @@ def test_faults_openrouter_stream_cut_mid_reply_keeps_the_partial_text(store, tm
     _, shown, stored = send(chat, store, "hi", CLOUD)
     assert len(openrouter.chat_requests) == 1  # never restarted after the first token
     assert (shown.status, shown.text) == ("partial", "Half a ")
-    assert phrase in shown.error and "The text so far is kept" in shown.error
+    # What happened only: the page's note under the reply adds the one way to retry (↻).
+    assert phrase in shown.error and "try again" not in shown.error
     assert (stored.status, stored.content, stored.error) == ("partial", "Half a ", shown.error)
+    # The figures so far stay with the text: two pieces arrived.
+    assert stored.completion_tokens == 2 and stored.ttft_ms is not None
 
 
 # --------------------------------------------------------------------------- ComfyUI
@@ -288,6 +374,46 @@ def test_faults_comfyui_answering_500_fails_the_image_with_a_sentence(comfyui, m
     assert [(i.status, i.error) for i in jobs.store.job_items(final.job_id)] == [
         ("failed", sentence)]
     assert jobs.store.count_images() == 0 and comfyui.url not in sentence
+
+
+def test_faults_comfyui_history_500_right_after_an_image_is_tried_again(comfyui, make_jobs):
+    comfyui.fail_http("/history", 500, times=2)  # the first two reads of the result fail
+    jobs = jobs_for(make_jobs, comfyui)
+    final = finish(jobs, jobs.submit(small()))[-1]
+    assert (final.status, final.done, len(final.images), final.error) == ("done", 1, 1, "")
+    [item] = jobs.store.job_items(final.job_id)
+    assert (item.status, item.images, item.error) == ("done", 1, "")
+    assert len(comfyui.requests_to(f"/history/{item.prompt_id}")) == 3
+
+
+def test_faults_comfyui_history_failing_leaves_the_image_for_the_next_start(comfyui, make_jobs):
+    from studio.clients.comfyui_job import _Job
+
+    tries = len(_Job.HISTORY_RETRIES) + 1
+    comfyui.fail_http("/history", 500, times=tries)  # every try of this run fails
+    booked: list = []
+    jobs = jobs_for(make_jobs, comfyui, on_job_finished=booked.append)
+    final = finish(jobs, jobs.submit(small()))[-1]
+    sentence = ("ComfyUI made this image but answered 500 each time the studio asked for it "
+                "(GET /history), so it isn't in the gallery yet. It isn't lost: the studio "
+                "fetches it from ComfyUI when it next starts. Restart the studio once ComfyUI "
+                "answers again (its console window shows what failed).")
+    assert (final.status, final.error, tuple(final.images)) == ("failed", sentence, ())
+    [item] = jobs.store.job_items(final.job_id)
+    # Kept for the restart recovery: the prompt id, and a state it picks up.
+    assert (item.status, item.error, item.images) == ("running", sentence, 0)
+    assert item.prompt_id and jobs.store.count_images() == 0
+    assert len(comfyui.requests_to(f"/history/{item.prompt_id}")) == tries
+    jobs.close()
+
+    again = jobs_for(make_jobs, comfyui, on_job_finished=booked.append)  # the next start
+    final = finish(again, again.get(final.job_id))[-1]
+    assert (final.status, final.done, len(final.images), final.error) == ("done", 1, 1, "")
+    assert again.store.get_job(final.job_id).status == "done"
+    [item] = again.store.job_items(final.job_id)
+    assert (item.status, item.images, item.error) == ("done", 1, "")
+    assert len(comfyui.requests_to("/prompt", "POST")) == 1  # fetched, never made again
+    assert [b.images for b in booked] == [0, 1]  # each image accounted once
 
 
 def test_faults_comfyui_hanging_times_out_then_fails_with_a_sentence(comfyui, make_jobs):
@@ -363,6 +489,77 @@ def test_faults_killed_while_storing_a_batch_image_stores_the_rest_once(comfyui,
     item = jobs.store.get_item(item.id)
     assert (item.status, item.images) == ("done", 2)
     assert len(list((tmp_path / "outputs").rglob("*.png"))) == 1  # only the missing one fetched
+
+
+def image_service(data: Path, comfyui_url: str, *, start: bool = True) -> ImageJobs:
+    """The image service on a data folder, as a studio process builds it (a killed child
+    and the studio started after it build the same)."""
+    from studio.store.db import Store
+
+    client = ComfyUIClient(comfyui_url, timeout=5, run_timeout=30, poll_interval=0.02)
+    jobs = ImageJobs(client, ImageStore(Store.open(data / "studio.db")), data / "outputs",
+                     WorkflowLibrary(ROOT / "workflows", data / "custom"),
+                     uploads_dir=data / "uploads")
+    return jobs.start() if start else jobs
+
+
+# A studio process that picks up the left-behind job and is SIGKILLed while storing its
+# picture: with the picture's files written and its gallery row not yet stored
+# (after_row False), or stored but the files not yet named (after_row True).
+KILLED_AT_THE_SEAM = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from tests.test_faults import image_service
+
+jobs = image_service(Path({data!r}), {url!r}, start=False)
+add_image = jobs.store.add_image
+
+def killed(**fields):
+    if {after_row}:
+        add_image(**fields)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+jobs.store.add_image = killed
+jobs.start()
+signal.pause()
+"""
+
+
+@pytest.mark.parametrize("after_row", [False, True], ids=["before-its-row", "after-its-row"])
+def test_faults_killed_between_a_pictures_file_and_its_row_leaves_no_orphan(comfyui, tmp_path,
+                                                                             after_row):
+    import subprocess
+    import sys
+
+    from studio.store.db import Store
+
+    data = tmp_path / "data"
+    store = Store.open(data / "studio.db")
+    job, item, _refs = left_behind(comfyui, store)
+    store.close()
+    child = subprocess.run([sys.executable, "-c", KILLED_AT_THE_SEAM.format(
+        root=str(ROOT), data=str(data), url=comfyui.url, after_row=after_row)],
+        cwd=ROOT, timeout=WAIT * 2, capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    # Killed at the seam: the picture and its thumbnail are on disk under pending names.
+    assert len(list((data / "outputs").rglob(".*.pending"))) == 2
+    assert len(read_db(data, "SELECT id FROM images")) == (1 if after_row else 0)
+
+    jobs = image_service(data, comfyui.url)  # the studio starts again
+    try:
+        final = finish(jobs, jobs.get(job.id))[-1]
+        assert (final.status, final.done, len(final.images)) == ("done", 1, 1)
+        [(_pid, _name, path)] = no_duplicates(data)  # one row, one file: no orphan
+        [thumb] = read_db(data, "SELECT thumb FROM images")[0]
+        assert (data / "outputs" / thumb).is_file()
+        assert not list((data / "outputs").rglob(".*"))  # nothing pending is left
+        # A picture whose row was stored is kept (named at start-up), not fetched again.
+        assert len(comfyui.requests_to("/view")) == (1 if after_row else 2)
+        assert len(comfyui.requests_to("/prompt", "POST")) == 1
+    finally:
+        jobs.close(cancel=True)
+        jobs.store.store.close()
 
 
 # --------------------------------------------------------------------------- SIGKILL

@@ -7,6 +7,7 @@ import io
 import re
 import json
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -207,6 +208,11 @@ def test_read_png_metadata_parses_json_and_never_evaluates(tmp_path):
 def test_save_output_keeps_png_bytes_and_writes_thumbnail(tmp_path):
     data = png_bytes((640, 480), text={"prompt": '{"a": 1}'})
     saved = save_output(tmp_path, data)
+    # Under hidden pending names until the gallery row is stored, then named.
+    assert not (tmp_path / saved.path).exists() and not (tmp_path / saved.thumb).exists()
+    assert image_files.pending_path(tmp_path, saved.path).read_bytes() == data
+    image_files.commit_output(tmp_path, saved)
+    assert not list(tmp_path.rglob(".*"))
     assert (tmp_path / saved.path).read_bytes() == data
     assert read_png_metadata(tmp_path / saved.path) == {"prompt": {"a": 1}}
     with Image.open(tmp_path / saved.thumb) as thumb:
@@ -255,6 +261,81 @@ def test_workflow_library_add_custom_finds_inputs_and_keeps_names_unique(tmp_pat
     assert (tmp_path / "custom_my_flow.json").is_file()
     with pytest.raises(InvalidInput, match="UI workflow"):
         library.add_custom("ui.json", json.dumps({"nodes": [], "version": 1}).encode())
+
+
+def invert_upload(library: WorkflowLibrary):
+    """An uploaded graph with nothing the studio finds by itself (no sampler, no latent):
+    test_invert's, as "custom_empty_invert_api"."""
+    data = json.dumps(TEMPLATES["test_invert"].graph).encode()
+    return library.add_custom("empty_invert_api.json", data)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompts": ("a fox", "a cat")},
+     "has no prompt input, so the 2 images of this batch would all be the same and none "
+     "would use its prompt."),
+    ({"seeds": 3}, "has no seed input, so the 3 images of this batch would all be the same."),
+    ({"prompts": ("a", "b", "c"), "seeds": 2}, "has no prompt or seed input, so the 6 images"),
+])
+def test_check_request_refuses_a_batch_the_workflow_cannot_tell_apart(tmp_path, kwargs, message):
+    """Issue 14, item 20: six identical images, each captioned with a prompt it never used."""
+    template = invert_upload(WorkflowLibrary(ROOT / "workflows", tmp_path))
+    with pytest.raises(InvalidInput) as info:
+        check_request(ImageRequest(template.name, **kwargs), template)
+    assert message in str(info.value) and "Custom workflow" in str(info.value)
+    check_request(ImageRequest(template.name), template)  # one image is fine
+
+
+def test_plan_items_keeps_no_prompt_for_a_workflow_without_one():
+    [item] = plan_items(ImageRequest("test_invert", prompt="left in a hidden box"),
+                        TEMPLATES["test_invert"], None)
+    assert "prompt_typed" not in item and "prompt" not in item
+
+
+def test_workflow_library_map_inputs_saves_a_sidecar_the_next_start_reads(tmp_path):
+    library = WorkflowLibrary(ROOT / "workflows", tmp_path)
+    template = invert_upload(library)
+    assert not {"prompt", "seed", "width"} & template.params
+    assert workflows.input_choices(template.graph, "seed")[0] == (
+        "1 Solid colour: width (64)", "1.width")
+    assert [v for _, v in workflows.input_choices(template.graph, "prompt")] == [
+        "3.filename_prefix"]
+    mapped = library.map_inputs(template.name, {"seed": "1.color", "width": "1.width",
+                                                "height": "1.height", "prompt": ""})
+    assert mapped.mapping["seed"] == (workflows.Target("1", "color"),)
+    assert {"seed", "width", "height"} <= mapped.params and "prompt" not in mapped.params
+    assert mapped.title == template.title
+    sidecar = json.loads((tmp_path / f"{template.name}.params.json").read_text())
+    assert sidecar["params"]["seed"] == ["1.color"]
+    again = WorkflowLibrary(ROOT / "workflows", tmp_path).get(template.name)
+    assert again.mapping == mapped.mapping
+    graph = workflows.render(again, {"seed": 123, "width": 40})
+    assert graph["1"]["inputs"]["color"] == 123 and graph["1"]["inputs"]["width"] == 40
+    library.map_inputs(template.name, {"seed": ""})
+    assert "seed" not in library.get(template.name).params
+
+
+@pytest.mark.parametrize("targets, message", [
+    ({"seed": "9.seed"}, "has no node '9' for its seed"),
+    ({"seed": "1.noise"}, "node 1 (EmptyImage) has no input 'noise' for its seed"),
+    ({"prompt": "2.image"}, "input 'image' of node 2 (ImageInvert) comes from another node"),
+    ({"prompt": "1.width"},
+     "input 'width' of node 1 (EmptyImage) holds 64, but the prompt is text"),
+    ({"steps": "3.filename_prefix"}, "but the steps is a whole number"),
+    ({"cfg": "1.width"}, "cfg can't be mapped by hand"),
+])
+def test_workflow_library_map_inputs_refuses_what_the_graph_lacks(tmp_path, targets, message):
+    library = WorkflowLibrary(ROOT / "workflows", tmp_path)
+    template = invert_upload(library)
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        library.map_inputs(template.name, targets)
+    assert not (tmp_path / f"{template.name}.params.json").exists()
+
+
+def test_workflow_library_map_inputs_leaves_built_in_workflows_alone(tmp_path):
+    library = WorkflowLibrary(ROOT / "workflows", tmp_path)
+    with pytest.raises(InvalidInput, match="comes with the studio"):
+        library.map_inputs("test_invert", {"seed": "1.color"})
 
 
 def test_scrub_removes_comfyui_address_in_every_spelling():
@@ -321,15 +402,74 @@ def test_jobs_generate_stores_image_with_metadata_and_thumbnail(fake, make_jobs,
 
 
 def test_jobs_followers_see_steps_nodes_and_previews(fake, make_jobs):
-    fake.step_delay = 0.01
+    # ComfyUI holds after steps 1, 3 and 5 until a follower has seen that step with a new
+    # preview. Running freely, a busy box coalesced the follower's snapshots (a follower
+    # sees the latest state, not every change) and this flaked about 1 run in 4.
+    for step in (1, 3, 5):
+        fake.pause_after_step(step)
     jobs = make_jobs(fake)
-    snaps = finish(jobs, jobs.submit(small(steps=6)))
+    live = jobs.submit(small(steps=6))
+    snaps: list = []
+    grew = threading.Condition()
+
+    def follow() -> None:
+        for snap in jobs.follow(live, interval=0, timeout=WAIT * 2):
+            with grew:
+                snaps.append(snap)
+                grew.notify_all()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    preview = 0
+    for step in (1, 3, 5):
+        assert fake.wait_paused(WAIT)
+        with grew:
+            assert grew.wait_for(lambda: any(
+                s.current and s.current.step == step and s.preview_version > preview
+                for s in snaps), WAIT), f"no follower saw step {step} with its preview"
+            preview = snaps[-1].preview_version
+        fake.resume()
+    follower.join(WAIT * 2)
+    assert snaps[-1].status == "done"
     steps = [s.current.step for s in snaps if s.current and s.current.node_class == "KSampler"]
-    assert len(set(steps)) >= 3 and steps == sorted(steps) and max(steps) <= 6
+    assert {1, 3, 5} <= set(steps) and steps == sorted(steps) and max(steps) <= 6
     assert any(s.current and s.current.node == "3" for s in snaps)
     previews = [s for s in snaps if s.preview is not None]
     assert previews and isinstance(previews[-1].preview, Image.Image)
-    assert len({s.preview_version for s in previews}) > 1
+    assert len({s.preview_version for s in previews}) >= 3
+
+
+def test_jobs_next_image_of_a_batch_starts_without_the_last_images_preview(fake, make_jobs):
+    """Issue 14, item 21: between images the preview no longer shows the last one's frame."""
+    fake.pause_after_step(0, job=2)  # the second image, before its first step
+    jobs = make_jobs(fake)
+    live = jobs.submit(small(steps=3, seeds=2, seed=1))
+    assert fake.wait_paused(WAIT)
+    snap = live.snapshot()
+    assert snap.done == 1 and snap.current.seq == 2
+    assert snap.preview is None and snap.preview_version >= 2  # shown, then cleared
+    fake.resume()
+    assert finish(jobs, live)[-1].status == "done"
+
+
+def test_jobs_batch_over_an_upload_without_seed_is_refused_until_one_is_mapped(fake, make_jobs):
+    """Issue 14, item 20: refused before queueing with the missing input named; once a seed
+    is mapped the batch makes different images, captioned with the workflow's title."""
+    jobs = make_jobs(fake)
+    template = invert_upload(jobs.library)
+    with pytest.raises(InvalidInput, match="has no seed input"):
+        jobs.submit(ImageRequest(template.name, seeds=3, prompt="never used"))
+    assert not fake.requests_to("/prompt", "POST")
+    jobs.library.map_inputs(template.name, {"seed": "1.color"})
+    live = jobs.submit(ImageRequest(template.name, seeds=3, seed=100, prompt="never used"))
+    final = finish(jobs, live)[-1]
+    assert final.status == "done" and len(final.images) == 3
+    assert final.title == template.title  # not the prompt it never used
+    colours = {Image.open(i.path).getpixel((0, 0)) for i in final.images}
+    assert len(colours) == 3
+    stored = jobs.store.gallery().images
+    assert {i.params["workflow_title"] for i in stored} == {template.title}
+    assert not any("prompt_typed" in i.params for i in stored)
 
 
 def test_jobs_batch_with_sweep_makes_every_combination(fake, make_jobs):
@@ -494,7 +634,7 @@ def test_jobs_input_that_is_not_an_image_is_refused_before_upload(fake, make_job
 
 def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path, monkeypatch):
     calls = []
-    real = image_files.write_atomic
+    real = image_files._write
 
     def flaky(path, data):
         calls.append(path)
@@ -502,7 +642,7 @@ def test_jobs_failed_write_leaves_nothing_half_written(fake, make_jobs, tmp_path
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(image_files, "write_atomic", flaky)
+    monkeypatch.setattr(image_files, "_write", flaky)
     jobs = make_jobs(fake)
     final = finish(jobs, jobs.submit(small()))[-1]
     assert final.status == "failed" and "No space left on device" in final.error

@@ -152,3 +152,24 @@ def test_pull_keeps_only_recent_finished():
 
 def test_full_model_name():
     assert full_model_name("llava") == "llava:latest"
+
+
+def test_pull_done_makes_the_model_list_ask_again_before_it_says_done(fake_ollama, client):
+    """The pickers of every page follow a pull: LocalModels asks Ollama again at once, and
+    a reader woken by "done" already gets the new list."""
+    from studio.models.local import LocalModels
+
+    fake_ollama.add_remote_model("mistral")
+    local = LocalModels(client, ttl_s=3600)
+    before = local.listing()
+    seen_at_done = []
+    pulls = PullManager(client.pull, on_pulled=local.invalidate)
+    job = pulls.start("mistral")
+    pulls.wait(job.id, WAIT)
+    seen_at_done.append(local.listing())
+
+    assert "mistral:latest" in [m.name for m in seen_at_done[0].models]
+    assert seen_at_done[0].version > before.version
+    failed = PullManager(client.pull, on_pulled=lambda: seen_at_done.append("called"))
+    failed.wait(failed.start("no-such-model").id, WAIT)
+    assert seen_at_done[1:] == []

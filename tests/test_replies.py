@@ -72,6 +72,30 @@ def test_replies_cut_stream_keeps_partial_text_marked_partial():
     assert store.updates[-1][1]["content"] == "half an answer"
 
 
+def test_replies_cut_reply_keeps_its_figures_so_far_and_one_instruction():
+    store = RecordingStore()
+    cut = StreamInterrupted("The connection to Ollama dropped in the middle of the reply.",
+                            hint="What arrived so far is kept; send the message again to retry.")
+    manager = ReplyManager(scripted(ChatThinking("hm"), ChatDelta("half an "), ChatDelta("answer"),
+                                    cut), store)
+    _, snaps = run_to_end(manager, message_id=1)
+    last = snaps[-1]
+    assert last.usage.completion_tokens == 3  # one a piece, thinking included
+    assert last.usage.tokens_per_s is None or last.usage.tokens_per_s > 0
+    assert last.usage.cost_usd is None  # no cost made up
+    stored = store.updates[-1][1]
+    assert stored["completion_tokens"] == 3 and stored["ttft_ms"] is not None
+    # What happened, without the client's own way to retry: the page gives one (↻).
+    assert stored["error"] == "The connection to Ollama dropped in the middle of the reply."
+
+
+def test_replies_reported_figures_are_kept_when_a_reply_is_cut_after_them():
+    done = ChatDone("ollama", "m", Usage(completion_tokens=40, tokens_per_s=12.0))
+    manager = ReplyManager(scripted(ChatDelta("a"), done, StreamInterrupted("late")))
+    _, snaps = run_to_end(manager)
+    assert (snaps[-1].usage.completion_tokens, snaps[-1].usage.tokens_per_s) == (40, 12.0)
+
+
 def test_replies_failure_before_any_text_is_an_error():
     manager = ReplyManager(scripted(StreamInterrupted("gone")))
     _, snaps = run_to_end(manager)
@@ -99,8 +123,10 @@ def test_replies_stop_freezes_text_and_closes_stream():
     rest = list(follower)
     assert rest[-1].status == "partial" and rest[-1].text == "one "
     assert rest[-1].error == STOPPED_BY_USER
+    assert rest[-1].usage.completion_tokens == 1  # the figures so far stay
     assert closed.wait(5)
     assert store.updates[-1][1]["status"] == "partial"
+    assert store.updates[-1][1]["completion_tokens"] == 1
 
 
 def test_replies_two_followers_see_the_same_reply():

@@ -23,6 +23,7 @@ from studio.chat.window import MOST, OPEN
 from studio.config import Settings
 from studio.services import build_services
 from studio.ui.chat_handlers import ChatPage
+from studio.ui.chat_sidebar import MORE, is_heading
 from studio.ui.chat_values import new_session
 from tests.long_chat import make_long_chat
 
@@ -176,8 +177,11 @@ def test_bounds_the_sidebar_list_a_page_is_sent_holds_at_most_200_chats(chat_pag
     for i in range(205):
         services.store.create_conversation(f"chat {i}")
     choices = chat_page.list_update("owner")["choices"]
-    assert len(choices) == 200
-    assert choices[0][0] == "chat 204"
+    # The sidebar's page of 200 chats (chat_sidebar.PAGE_SIZE), with its date heading and
+    # "More chats…" for the rest.
+    chats = [(label, value) for label, value in choices if not is_heading(value)]
+    assert len(chats) == 200 and choices[-1][1] == MORE
+    assert chats[0][0] == "chat 204"
 
 
 def test_bounds_gradio_keeps_100_events_for_its_monitoring_page(tmp_path):

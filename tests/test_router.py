@@ -66,10 +66,10 @@ class FakeBudget:
         self.refuse = refuse
         self.reserved, self.settled, self.released = [], [], []
 
-    def reserve(self, user, model_id, estimate_usd):
+    def reserve_reply(self, user, model_id, cost, min_tokens=64):
         if self.refuse:
             raise BudgetExceeded("The daily cloud budget of $1.00 is used up.")
-        self.reserved.append((user, model_id, estimate_usd))
+        self.reserved.append((user, model_id, cost.at(cost.max_tokens)))
         return len(self.reserved)
 
     def settle(self, reservation, actual_usd):
@@ -342,7 +342,13 @@ def test_router_falls_back_once_retries_are_used_up():
     events = list(router.chat_stream(CLOUD, HELLO))
     assert sleeps == [1.0, 2.0]
     assert len(cloud.calls) == 3
-    assert "provider failed (502)" in events[0].text
+    # Each wait is said before it is waited; then the switch, then the fallback's reply.
+    assert [type(e).__name__ for e in events[:3]] == ["ChatRetrying", "ChatRetrying",
+                                                      "ChatNotice"]
+    assert [e.text for e in events[:2]] == [
+        "OpenRouter answered 502; trying again in 1 s (2 of 3)…",
+        "OpenRouter answered 502; trying again in 2 s (3 of 3)…"]
+    assert "provider failed (502)" in events[2].text
     assert events[-1].backend == "ollama"
 
 
@@ -372,8 +378,8 @@ def test_router_reserves_an_estimate_and_settles_the_reported_cost():
     router, _, _ = make_router(cloud_scripts=[reply("openrouter", "openai/gpt-4o-mini", "hi",
                                                     cost=0.0042)], budget=budget)
     list(router.chat_stream(CLOUD, HELLO, ChatOptions(max_tokens=100), user="alice"))
-    # 14 prompt tokens x $1/M + 100 completion tokens x $2/M
-    assert budget.reserved == [("alice", CLOUD, Decimal("0.000214"))]
+    # at most 47 prompt tokens (40 bytes + 4 framing + 3) x $1/M + 100 reply tokens x $2/M
+    assert budget.reserved == [("alice", CLOUD, Decimal("0.000247"))]
     assert budget.settled == [(1, Decimal("0.0042"))]
     assert budget.released == []
 
@@ -383,7 +389,7 @@ def test_router_reserve_uses_default_max_tokens_and_none_for_unknown_prices():
     router, _, _ = make_router(budget=budget)
     list(router.chat_stream(CLOUD, HELLO))
     list(router.chat_stream(CLOUD_FREE, HELLO))
-    assert budget.reserved[0][2] == Decimal("0.000014") + 1024 * Decimal("0.000002")
+    assert budget.reserved[0][2] == Decimal("0.000047") + 1024 * Decimal("0.000002")
     assert budget.reserved[1][2] is None
 
 

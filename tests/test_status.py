@@ -50,3 +50,13 @@ def test_status_board_caches_between_polls():
     assert len(calls) == 1
     board.statuses(fresh=True)
     assert len(calls) == 2
+
+
+def test_status_openrouter_with_a_rejected_key_says_key_rejected(fake_openrouter):
+    settings = make_settings(OPENROUTER_API_KEY="sk-or-v1-wrong",
+                             OPENROUTER_BASE_URL=fake_openrouter.url)
+    status = check_openrouter(settings)
+    assert status.state == "key rejected" and not status.up
+    assert "OPENROUTER_API_KEY" in status.advice
+    html = status_html([status])
+    assert "key rejected" in html and "unreachable" not in html and "pill down" in html

@@ -213,6 +213,97 @@ def test_store_list_conversations_for_user_uses_index(store):
     assert "USING INDEX" in plan and "TEMP B-TREE" not in plan
 
 
+def many_conversations(store, count: int, user: str = "owner", pinned=()) -> None:
+    store.db["conversations"].insert_all(
+        ({"id": f"{user}{n:026x}", "title": f"chat {n}", "user": user, "pinned": int(n in pinned),
+          "created_at": "2024-01-01T00:00:00.000Z",
+          # Many share a timestamp: ties are broken by id, never shown twice or skipped.
+          "updated_at": f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00.000Z"}
+         for n in range(count)), batch_size=1000)
+
+
+def test_store_conversation_page_walks_every_chat_once_in_order(store):
+    many_conversations(store, 2_000, pinned=(5, 1500))
+    many_conversations(store, 10, user="guest")  # never seen by the owner
+    seen, after = [], None
+
+    while True:
+        page = store.conversation_page(user="owner", after=after, limit=150)
+        if not page:
+            break
+        seen += page
+        last = page[-1]
+        after = (int(last.pinned), last.updated_at, last.id)
+
+    expected = sorted(store.list_conversations(user="owner", limit=5_000),
+                      key=lambda c: (c.pinned, c.updated_at, c.id), reverse=True)
+    assert [c.id for c in seen] == [c.id for c in expected]
+    assert len(seen) == 2_000 and {c.user for c in seen} == {"owner"}
+    assert [c.title for c in seen[:2]] == ["chat 5", "chat 1500"]  # pinned, newest first
+
+
+def test_store_conversation_page_deep_page_is_one_index_range(store):
+    many_conversations(store, 20_000)
+    statements = []
+
+    with store.db.tracer(lambda sql, params: statements.append((sql, params))):
+        store.conversation_page(user="owner", after=(0, "2024-03-03T00:00:00.000Z", "f" * 32),
+                                limit=200)
+
+    [(sql, params)] = statements
+    plan = " ".join(str(row) for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "OFFSET" not in sql.upper()
+    assert "idx_conversations_user_pinned_updated_at_id" in plan and "<(?,?,?)" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_store_set_pinned_only_for_the_owner(store):
+    mine = store.create_conversation("mine")
+    store.touch_conversation(mine.id)
+    before = store.get_conversation(mine.id).updated_at
+
+    assert store.set_pinned(mine.id, True, user="guest") is False
+    assert store.get_conversation(mine.id).pinned is False
+    assert store.set_pinned(mine.id, True, user="owner") is True
+    assert store.get_conversation(mine.id).pinned is True
+    assert store.get_conversation(mine.id).updated_at == before  # pinning is not activity
+
+
+def test_store_generated_title_never_replaces_a_chosen_one(store):
+    fresh, renamed = store.create_conversation("fresh"), store.create_conversation("named")
+    store.rename_conversation(renamed.id, "My name for it")
+
+    assert store.set_generated_title(fresh.id, "Model title", user="owner") is True
+    assert store.set_generated_title(renamed.id, "Model title", user="owner") is False
+    assert store.set_generated_title(fresh.id, "Another", user="owner") is False  # once
+    assert store.set_generated_title(fresh.id, "Theirs", user="guest") is False
+    assert [(c.title, c.title_source) for c in (store.get_conversation(fresh.id),
+                                                store.get_conversation(renamed.id))] == [
+        ("Model title", "model"), ("My name for it", "person")]
+
+
+def test_store_import_conversation_keeps_times_and_is_idempotent_per_user(store):
+    from studio.store.db import ImportedMessage
+
+    messages = [ImportedMessage("user", "hi", "2023-05-01T10:00:00.000Z"),
+                ImportedMessage("assistant", "hello", "2023-05-01T10:00:05.000Z", "gpt-4o")]
+    kwargs = dict(source="chatgpt", source_id="c-1", title="Greeting",
+                  created_at="2023-05-01T10:00:00.000Z", updated_at="2023-05-01T10:00:05.000Z",
+                  messages=messages)
+    conv_id = store.import_conversation(user="owner", **kwargs)
+
+    assert store.import_conversation(user="owner", **kwargs) is None
+    assert store.import_conversation(user="guest", **kwargs) is not None
+    conv = store.get_conversation(conv_id)
+    assert (conv.title, conv.title_source, conv.source, conv.created_at, conv.updated_at) == (
+        "Greeting", "import", "chatgpt", "2023-05-01T10:00:00.000Z", "2023-05-01T10:00:05.000Z")
+    assert [(m.seq, m.role, m.content, m.model, m.created_at) for m in store.messages(conv_id)
+            ] == [(1, "user", "hi", "", "2023-05-01T10:00:00.000Z"),
+                  (2, "assistant", "hello", "gpt-4o", "2023-05-01T10:00:05.000Z")]
+    assert store.imported_ids("chatgpt", user="owner") == {"c-1"}
+    assert [h.conversation_id for h in store.search("hello", user="owner")] == [conv_id]
+
+
 def test_store_count_conversations(store):
     for user in ("owner", "owner", "guest"):
         store.create_conversation(user=user)
@@ -625,6 +716,51 @@ def test_store_search_treats_syntax_characters_as_text(store, library, typed):
     assert len(store.search(typed)) >= 3
 
 
+@pytest.fixture
+def symbols(store):
+    """Chats whose words are symbols FTS5's tokenizer leaves out."""
+    food = store.create_conversation("🍕 plans")
+    friday = store.add_message(food.id, "user", "Friday night: 🍕 and a film")
+    code = store.create_conversation("Languages")
+    cpp = store.add_message(code.id, "user", "I write C++ templates every day")
+    store.add_message(code.id, "user", "c is fine, and so is C#")
+    arrow = store.add_message(code.id, "assistant", "Map a->b with a lambda")
+    guest = store.create_conversation("Guest food", user="guest")
+    store.add_message(guest.id, "user", "🍕 for the guest")
+    return {"food": food, "friday": friday, "cpp": cpp, "arrow": arrow}
+
+
+@pytest.mark.parametrize("typed, found", [
+    ("🍕", [("food", None, "[🍕] plans"), ("friday", "user", "Friday night: [🍕] and a film")]),
+    ("C++", [("cpp", "user", "I write [C++] templates every day")]),
+    ("c++", [("cpp", "user", "I write [C++] templates every day")]),
+    ("->", [("arrow", "assistant", "Map a[->]b with a lambda")]),
+    ("templates C++", [("cpp", "user", "I write C++ [templates] every day")]),
+    ("film 🍕", [("friday", "user", "Friday night: 🍕 and a [film]")]),
+])
+def test_store_search_finds_symbols_and_emoji(store, symbols, typed, found):
+    hits = store.search(typed, user="owner")
+
+    expected_ids = [(symbols[key].id if role is None else symbols[key].conversation_id,
+                     None if role is None else symbols[key].id, role, snippet)
+                    for key, role, snippet in found]
+    assert [(h.conversation_id, h.message_id, h.role, h.snippet) for h in hits] == expected_ids
+
+
+@pytest.mark.parametrize("typed", ["🍔", "F#", "<-", "🍕🍕"])
+def test_store_search_symbols_that_no_chat_holds_find_nothing(store, symbols, typed):
+    assert store.search(typed, user="owner") == []
+
+
+def test_store_search_symbols_look_through_the_newest_messages(store, symbols, monkeypatch):
+    import studio.store.db as db_module
+
+    monkeypatch.setattr(db_module, "LITERAL_SCAN", 2)  # the two newest messages only
+
+    assert [h.message_id for h in store.search("C++", user="owner")] == []
+    assert [h.message_id for h in store.search("->", user="owner")] == [symbols["arrow"].id]
+
+
 @pytest.mark.parametrize("typed, expected", [
     ("pyth", '"pyth"*'),
     ("python wheel", '"python" AND "wheel"*'),
@@ -699,3 +835,40 @@ def test_storage_fault_leaves_other_errors_alone():
     with pytest.raises(sqlite3.OperationalError, match="no such table") as raised:
         Store.memory().db.execute("SELECT * FROM nope")
     assert not isinstance(raised.value, StudioError)
+
+
+# Versions of a turn (issue 14 item 6)
+
+
+def test_store_a_version_sits_beside_its_turn_and_is_shown(store):
+    conv = store.create_conversation("v")
+    question = store.add_message(conv.id, "user", "q")
+    first = store.add_message(conv.id, "assistant", "a1")
+    store.add_message(conv.id, "user", "later")
+    again = store.add_message(conv.id, "assistant", "a2", version_of=first.id)
+    assert (again.seq, again.parent_id) == (2, question.id)
+    assert [(m.content, m.version, m.versions) for m in store.messages(conv.id)] == [
+        ("q", 1, 1), ("a2", 2, 2)]
+    assert store.show_version(conv.id, again.id, -1) == first.id
+    assert [m.content for m in store.messages(conv.id)] == ["q", "a1", "later"]
+
+
+def test_store_show_version_stops_at_the_ends_and_stays_in_its_chat(store):
+    conv = store.create_conversation("v")
+    other = store.create_conversation("other")
+    store.add_message(conv.id, "user", "q")
+    first = store.add_message(conv.id, "assistant", "a1")
+    second = store.add_message(conv.id, "assistant", "a2", version_of=first.id)
+    assert store.show_version(conv.id, second.id, +1) == second.id
+    assert store.show_version(conv.id, first.id, -5) == first.id
+    assert store.show_version(other.id, first.id, +1) is None  # another chat's message
+    assert [m.content for m in store.messages(conv.id)] == ["q", "a1"]
+
+
+def test_store_a_version_of_another_chats_message_is_refused(store):
+    conv = store.create_conversation("v")
+    other = store.create_conversation("other")
+    mine = store.add_message(other.id, "user", "q")
+    with pytest.raises(StudioError, match="no longer exists"):
+        store.add_message(conv.id, "user", "x", version_of=mine.id)
+    assert store.messages(conv.id) == []

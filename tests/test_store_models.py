@@ -7,7 +7,7 @@ from sqlite_utils import Database
 
 from studio.errors import InvalidInput
 from studio.store.migrations import migrations
-from studio.store.models import ModelsStore
+from studio.store.models import LocalModelRow, ModelsStore
 
 
 @pytest.fixture
@@ -90,3 +90,36 @@ def test_store_models_favourites_read_from_the_gallery(store, models_store):
                                    "thumb": f"thumbs/{path}.webp", "workflow": "sdxl",
                                    "favourite": fav})
     assert models_store.favourite_output_paths() == ["a.png", "thumbs/a.png.webp"]
+
+
+def test_migration_creates_local_models_table():
+    db = Database(memory=True)
+    migrations.apply(db)
+
+    assert db["local_models"].columns_dict == {
+        "name": str, "digest": str, "size": int, "family": str, "parameter_size": str,
+        "quantization": str, "modified_at": str, "capabilities": str, "listed_at": str}
+    assert db["local_models"].pks == ["name"]
+
+
+def test_store_models_local_models_replace_the_last_list(models_store):
+    assert models_store.local_models() == []
+    first = [LocalModelRow("llama3.2:latest", "a" * 64, 2_000, "llama", "3.2B", "Q4_K_M",
+                           "2026-01-01T00:00:00+00:00", ("completion",)),
+             LocalModelRow("old:latest", "b" * 64, 10, "llama", "", "", "", None)]
+    models_store.replace_local_models(first)
+    models_store.replace_local_models([first[0], LocalModelRow(
+        "nomic-embed-text:latest", "c" * 64, 274, "nomic-bert", "137M", "F16", "",
+        ("embedding",))])
+
+    rows = models_store.local_models()
+    assert [(r.name, r.capabilities) for r in rows] == [
+        ("llama3.2:latest", ("completion",)), ("nomic-embed-text:latest", ("embedding",))]
+    assert rows[0].size == 2_000 and rows[0].listed_at
+
+
+def test_store_models_local_models_keep_unknown_capabilities_apart(models_store):
+    models_store.replace_local_models([LocalModelRow("m:latest", "", 1, "", "", "", "", None),
+                                       LocalModelRow("n:latest", "", 1, "", "", "", "", ())])
+
+    assert [r.capabilities for r in models_store.local_models()] == [None, ()]

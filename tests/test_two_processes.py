@@ -39,7 +39,7 @@ def write(path, tag, seconds):
         conv = store.create_conversation(f"{{tag}} {{made}}", user=tag)
         for i in range({MESSAGES_PER_CHAT}):
             store.add_message(conv.id, "user", f"{{tag}} {{made}} {{i}}")
-        with store._lock, store.db.atomic():
+        with store.transaction():
             store.db.execute("SELECT count(*) FROM messages").fetchone()
             store.db.execute("UPDATE conversations SET pinned = 1 WHERE id = ?", [conv.id])
         made += 1
@@ -94,7 +94,7 @@ def test_store_waits_out_another_programs_short_write_lock(tmp_path):
     let_go = threading.Timer(0.5, lambda: other.execute("COMMIT"))
     let_go.start()
     try:
-        with store._lock, store.db.atomic():
+        with store.transaction():
             store.db.execute("SELECT count(*) FROM messages").fetchone()
             store.db.execute("UPDATE conversations SET pinned = 1 WHERE id = ?", [conv.id])
     finally:

@@ -14,12 +14,66 @@ def test_ui_chat_rows_map_back_to_turns():
              Turn(seq=2, role="assistant", content="a cat", thinking="hmm", ttft_ms=100,
                   tokens_per_s=20.0, completion_tokens=3, model="llava", backend="ollama")]
     rows, index = chatbot_value(turns)
-    assert [r["role"] for r in rows] == ["user", "user", "assistant", "assistant", "assistant"]
+    assert [r["role"] for r in rows] == ["user", "user", "assistant", "assistant", "assistant",
+                                         "assistant"]
     assert rows[1]["content"] == {"path": "/d/a.png"}
     assert rows[2]["metadata"]["title"] == "Thinking" and rows[2]["content"] == "hmm"
     assert rows[3] == {"role": "assistant", "content": "a cat"}
     assert "20.0 tok/s" in rows[4]["metadata"]["title"]
-    assert index == [1, 1, 2, 2, 2]
+    assert "act-retry seq-2" in rows[5]["content"]  # the answer's buttons: no turn to edit
+    assert "title" not in rows[5]["metadata"]  # shown as a row, skipped as a box by readers
+    assert index == [1, 1, 2, 2, 2, None]
+
+
+def test_ui_chat_versions_show_a_pager_under_their_turn():
+    turns = [Turn(seq=1, role="user", content="q", version=2, versions=2),
+             Turn(seq=2, role="assistant", content="a", version=1, versions=3)]
+    rows, index = chatbot_value(turns)
+    assert "1/3" not in rows[1]["content"] and "2/2" in rows[1]["content"]
+    assert rows[1]["role"] == "user" and index[1] is None
+    assert "1/3" in rows[-1]["content"] and "act-prev seq-2" in rows[-1]["content"]
+    # A reply still streaming has no buttons yet.
+    rows, _ = chatbot_value([Turn(seq=1, role="assistant", content="", status="streaming",
+                                  versions=2)])
+    assert not any("turn-tools" in str(r["content"]) for r in rows)
+
+
+@pytest.mark.parametrize("typed, shown", [
+    ("<script>alert(1)</script>", "&lt;script>alert(1)&lt;/script>"),
+    ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)>"),
+    ("<!-- note --> <?php x ?>", "&lt;!-- note --> &lt;?php x ?>"),
+    ("**bold** and 1 < 2 > 0", "**bold** and 1 < 2 > 0"),
+    ("see <https://example.org/a?b=1> or <me@example.org>",
+     "see <https://example.org/a?b=1> or <me@example.org>"),
+    ("`<b>` and ``a `<i>` b``", "`<b>` and ``a `<i>` b``"),
+    ("```html\n<div>\n```\n<div>", "```html\n<div>\n```\n&lt;div>"),
+    ("~~~\n<p>\n~~~", "~~~\n<p>\n~~~"),
+    ("text\n\n    <pre>indented code</pre>", "text\n\n    <pre>indented code</pre>"),
+    ("```\n<open fence while streaming", "```\n<open fence while streaming"),
+    ("List<T> and Map<K, V>", "List&lt;T> and Map&lt;K, V>"),
+])
+def test_ui_chat_text_that_looks_like_html_is_shown_as_typed(typed, shown):
+    from studio.ui.chat_values import shown_as_typed, typed_from_shown
+
+    assert shown_as_typed(typed) == shown
+    assert typed_from_shown(shown) == typed  # an edit starts from the shown text
+
+
+def test_ui_chat_user_and_model_text_are_both_escaped():
+    rows, _ = chatbot_value([Turn(seq=1, role="user", content="<b>hi</b>"),
+                             Turn(seq=2, role="assistant", content="<i>yo</i>",
+                                  thinking="<script>")])
+    assert rows[0]["content"] == "&lt;b>hi&lt;/b>"
+    assert rows[1]["content"] == "&lt;script>" and rows[2]["content"] == "&lt;i>yo&lt;/i>"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("retry 4 123", ("retry", 4)), ("prev 2 9", ("prev", 2)), ("next 10 1", ("next", 10)),
+    ("delete 4 1", None), ("prev x 1", None), ("", None), (None, None)])
+def test_ui_chat_turn_action_is_parsed_strictly(value, expected):
+    from studio.ui.chat_values import parse_turn_action
+
+    assert parse_turn_action(value) == expected
 
 
 def test_ui_chat_streaming_reply_has_no_figures_and_pending_thinking():
@@ -101,7 +155,8 @@ def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path,
     chat = make_service(store, tmp_path, OllamaClient(fake_ollama.url, timeout=10),
                         max_chars=100_000)
     page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
-                                    settings=SimpleNamespace(stream_interval=0.01)))
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                             max_page_sessions=500)))
     fake_ollama.queue_reply("first answer")
     first = chat.send(None, "first question", model=LOCAL, user="owner")
     done(first)
@@ -115,3 +170,33 @@ def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path,
     assert shown.value.message.startswith("The disk holding the studio's data")
     assert "still on the page" in shown.value.message
     assert store.messages(first.chat_id) == before
+
+
+@pytest.mark.parametrize("typed, titles, note", [
+    ("🍕", ["Friday"], ""),
+    ("🦄", [], "No chats match “🦄”. Try fewer words, or the start of a word."),
+    ("", ["Guest food", "Friday"], ""),
+])
+def test_ui_chat_search_finds_emoji_and_says_when_nothing_matches(store, tmp_path, typed,
+                                                                   titles, note):
+    from types import SimpleNamespace
+
+    from studio.ui.chat_handlers import ChatPage
+    from studio.ui.chat_sidebar import GROUP, MORE
+    from tests.test_chat_service import make_service
+
+    chat = make_service(store, tmp_path, None)
+    friday = store.create_conversation("Friday", user="owner")
+    store.add_message(friday.id, "user", "pizza night 🍕")
+    store.create_conversation("Guest food", user="owner")
+    store.create_conversation("Not yours 🍕", user="guest")
+    page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.01,
+                                                             max_page_sessions=500)))
+
+    listing, shown = page.on_search(typed, request=None)
+
+    chats = [label for label, value in listing["choices"]  # no headings (chat_sidebar.py)
+             if not value.startswith((GROUP, MORE))]
+    assert [label.split(" — ")[0] for label in chats] == titles
+    assert (shown["value"], shown["visible"]) == (note, bool(note))

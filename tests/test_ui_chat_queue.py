@@ -49,7 +49,10 @@ def mid_reply(page, fake_ollama, tokens=None, **plan):
     """Send "first question" and take its first update: (the page's stream, its session)."""
     fake_ollama.queue_reply(tokens or make_tokens(6), **(plan or SLOW))
     first = send(page, "first question")
-    return first, next(first)[0]
+    sess = next(first)[0]
+    # The first update may come before the request reached the model on a busy box.
+    fake_ollama.wait_for_request("/api/chat", timeout=10)
+    return first, sess
 
 
 def queue_of(update) -> dict:
@@ -176,3 +179,38 @@ def test_queue_is_held_when_the_page_opens_another_chat(page, fake_ollama):
     list(first)
     assert live.settled.wait(10)
     assert len(fake_ollama.requests_to("/api/chat")) == 1
+
+
+def test_queue_refused_when_its_turn_comes_is_held_with_the_reason_and_comes_back(
+        page, fake_ollama, monkeypatch):
+    from studio.access.limits import Limits
+
+    warnings: list[str] = []
+    monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: warnings.append(message))
+    # One chat message a minute: the first goes, the queued ones are refused when their turn
+    # comes (as when the budget or the rate limit is reached while the reply before streams).
+    page.chat._limits = Limits(chat_per_minute=1)
+    first, sess = mid_reply(page, fake_ollama)
+    list(send(page, "second question", sess))
+    list(send(page, "third question", sess))
+    last = list(first)[-1]
+
+    [refusal] = warnings
+    assert refusal.startswith("A queued message was not sent: You have sent 1 chat messages "
+                              "in the last minute")
+    reason = refusal.removeprefix("A queued message was not sent: ")
+    # Both stay as held chips, in order: the refused one with the refusal's sentence, the
+    # one behind it held too (it would otherwise say "Queued" and never go by itself).
+    assert chips(last) == [f"Not sent ({reason}): second question ✕",
+                           "Not sent (a message before it was not sent): third question ✕"]
+    assert len(fake_ollama.requests_to("/api/chat")) == 1
+    assert [c for r, c in stored_turns(page, sess) if r == "user"] == ["first question"]
+
+    # Each comes back into the box when clicked; nothing is lost.
+    box = {"text": "", "files": []}
+    for label in ("second question", "third question"):
+        queue, box = page.on_take_back(page.queues.items("page-1")[0].id, box,
+                                       request=request())
+        assert label in box["text"]
+    assert box["text"] == "second question\n\nthird question"
+    assert queue["visible"] is False and page.queues.items("page-1") == []

@@ -68,10 +68,11 @@ def test_ui_costs_builds_inside_blocks(services):
         with gr.Tab("Costs") as tab:
             parts = costs.render(services)
 
-    assert len(parts.outputs) == 6 and len(parts.inputs) == 6
+    assert len(parts.outputs) == 7 and len(parts.inputs) == 7
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"costs-summary", "costs-budget", "costs-per-day", "costs-per-model",
-            "costs-recent", "costs-credit", "costs-comparison"} <= ids
+            "costs-recent", "costs-credit", "costs-comparison", "costs-per-source",
+            "costs-source"} <= ids
     fns = [fn.name for fn in demo.fns.values()]
     assert fns.count("on_refresh") == 1 and "on_export" in fns
     on_select = {fn.name for fn in demo.fns.values()
@@ -98,7 +99,7 @@ def test_ui_costs_refresh_handler_turns_bad_dates_into_a_gradio_error(services):
 
 
 def test_ui_costs_overview_values(services):
-    summary, budget, per_day, per_model, per_user, recent = costs.overview_values(
+    summary, budget, per_day, per_model, per_user, recent, per_source = costs.overview_values(
         services, "month", *NO_FILTERS)
 
     assert "| Cloud | $0.85 | $0.85 | $0.85 |" in summary
@@ -113,6 +114,27 @@ def test_ui_costs_overview_values(services):
     assert list(recent.columns) == costs.RECENT_HEADERS
     assert recent["Model"].tolist() == ["openai/gpt-4o-mini", "llama3.2"]
     assert recent["Time"].tolist()[0] == "2025-03-14 12:00:00"
+    assert recent["Use"].tolist() == ["Chat", "Chat"]
+    assert per_source.values.tolist() == [["Chat", 2, "$0.85", "$0.0015"]]
+
+
+def test_ui_costs_tells_chat_arena_images_and_api_apart_and_filters_by_use(services):
+    accounting = services.accounting
+    accounting.record_chat("owner", "openrouter", "openai/gpt-4o-mini",
+                           Usage(cost_usd=0.02), 1.0, source="arena")
+    accounting.record_chat("owner", "openrouter", "openai/gpt-4o-mini",
+                           Usage(cost_usd=0.01), 1.0, via="api: laptop")
+    accounting.record_image("owner", "comfyui", "sdxl", 4.0)
+
+    *_, recent, per_source = costs.overview_values(services, "month", *NO_FILTERS)
+    assert recent["Use"].tolist()[:3] == ["Images", "API chat · laptop", "Arena"]
+    assert per_source["Use"].tolist() == ["Chat", "Arena", "API", "Images"]
+    arena = costs.recent_values(services, *NO_FILTERS, source="arena")
+    assert arena["Use"].tolist() == ["Arena"] and arena["Cost"].tolist() == ["$0.02"]
+    *_, only_api, _ = costs.overview_values(services, "month", *NO_FILTERS, source="api")
+    assert only_api["Use"].tolist() == ["API chat · laptop"]
+    path = costs.export_values(services, *NO_FILTERS, source="images")
+    assert open(path).read().strip().endswith(",images")
 
 
 def test_ui_costs_recent_values_filters(services):
@@ -238,13 +260,14 @@ def test_ui_costs_doctests_pass():
 def test_ui_costs_a_plain_user_sees_only_their_own_usage(services):
     services.accounting.record_chat("bob", "openrouter", "openai/gpt-4o-mini",
                                     Usage(prompt_tokens=1, completion_tokens=2, cost_usd=0.05), 1.0)
-    *_, per_user, recent = costs.overview_values(services, "month", *NO_FILTERS, viewer="bob")
+    *_, per_user, recent, _ = costs.overview_values(services, "month", *NO_FILTERS,
+                                                    viewer="bob")
     assert set(recent["User"]) == {"bob"} and per_user["User"].tolist() == ["bob"]
     # Asking for someone else's rows by name still gives only one's own.
     assert set(costs.recent_values(services, "", "", "owner", "", "", viewer="bob")["User"]) \
         == {"bob"}
     path = costs.export_values(services, "", "", "owner", "", "", viewer="bob")
     assert "/exports/bob/" in path and "owner" not in open(path).read()
-    *_, admin_per_user, admin_recent = costs.overview_values(services, "month", *NO_FILTERS,
-                                                             viewer="owner")
+    *_, admin_per_user, admin_recent, _ = costs.overview_values(services, "month", *NO_FILTERS,
+                                                                viewer="owner")
     assert set(admin_recent["User"]) == {"owner", "bob"}

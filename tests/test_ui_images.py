@@ -83,6 +83,19 @@ def test_ui_images_details_show_every_parameter_and_escape_prompt_text():
     assert "ran 3.2 s" in text
 
 
+def test_ui_images_details_name_the_workflow_by_its_title():
+    """Issue 14, item 21: not the internal name custom_empty_invert_api."""
+    image = gallery_image(workflow="custom_empty_invert_api", seed=None, prompt="",
+                          params={"workflow_title": "empty invert api (custom)"})
+    assert "workflow empty invert api (custom)" in values.image_details(image)
+    assert "workflow Renamed" in values.image_details(image, "Renamed")
+    assert "custom\\_empty" not in values.image_details(image)
+    assert values.gallery_value(GalleryPage([image], 1, 1, 48), lambda i: "t")[0][1] == (
+        "empty invert api (custom)")
+    assert values.gallery_filter_choices(["custom_x"], [], {"custom_x": "X (custom)"})[0] == [
+        ("All workflows", ""), ("X (custom)", "custom_x")]
+
+
 def test_ui_images_gallery_value_uses_thumbnails_and_page_label():
     page = GalleryPage([gallery_image(), gallery_image(id=2, params={"prompt_typed": "typed"})],
                        total=130, page=2, per_page=48)
@@ -229,22 +242,44 @@ def run(gen) -> list[tuple]:
     return list(gen)
 
 
-def test_ui_images_load_fills_lists_from_comfyui(ui):
+def test_ui_images_load_fills_lists_from_comfyui_and_leaves_values_alone(ui):
     services, parts = ui
-    by_id = updates_by_elem(parts.handlers.on_load())
+    updates = parts.handlers.on_load()
+    by_id = updates_by_elem(updates)
     assert "v1-5-pruned-emaonly.safetensors" in by_id["img-checkpoint"]["choices"]
-    assert by_id["img-workflow"]["value"] == "sd15_txt2img"
-    assert by_id["img-width"]["value"] == 512 and by_id["img-banner"] == ""
+    assert "value" not in by_id["img-workflow"] and by_id["img-banner"] == ""
+    # The reply may land after the person typed: it carries no form value (issue 14, 18).
+    assert not any("value" in u for u in updates.values() if isinstance(u, dict))
+    assert "img-width" not in by_id
+    assert by_id["img-workflow-forms"]["test_invert"]["values"]["width"] == 64
     assert ("Photo", "photo") in [tuple(c) for c in parts.components.style.choices]
 
 
-def test_ui_images_picking_sdxl_sets_1024_and_lora_shows_its_controls(ui):
+def test_ui_images_page_starts_with_the_default_workflow_form(ui):
     services, parts = ui
-    by_id = updates_by_elem(parts.handlers.on_workflow("sdxl_txt2img", {}))
-    assert by_id["img-width"]["value"] == 1024 and by_id["img-height"]["value"] == 1024
-    lora = {k: v for k, v in parts.handlers.on_workflow("txt2img_lora", {}).items()}
-    assert any(v.get("visible") is True for k, v in lora.items()
-               if getattr(k, "elem_id", None) == "img-lora")
+    c = parts.components
+    assert c.workflow.value == "sd15_txt2img" and c.width.value == 512 and c.steps.value == 20
+    assert c.checkpoint.value == "v1-5-pruned-emaonly.safetensors"
+    assert c.prompt.visible and not c.denoise.visible
+
+
+def test_ui_images_workflow_forms_set_sizes_and_show_each_workflows_inputs():
+    forms = values.workflow_forms(TEMPLATES, {"checkpoints": ["mine.ckpt"]}, PARAMS + (
+        "width", "height"))
+    assert forms["sdxl_txt2img"]["values"]["width"] == 1024
+    assert forms["sdxl_txt2img"]["values"]["checkpoint"] == "mine.ckpt"
+    assert forms["sdxl_txt2img"]["stock"]["checkpoint"] != "mine.ckpt"
+    assert forms["txt2img_lora"]["shown"]["lora_row"] is True
+    invert = forms["test_invert"]
+    assert invert["values"]["width"] == 64 and not invert["shown"]["prompt"]
+    assert not invert["shown"]["seed"] and not invert["shown"]["steps"]
+    assert "Fills:" in invert["info"]
+    json.dumps(forms)  # the page's table: plain JSON
+
+
+def test_ui_images_workflow_form_js_fills_every_part_it_is_given():
+    js = values.workflow_form_js(["info", "width"])
+    assert js.startswith("(name, forms) =>") and '["info", "width"]' in js
 
 
 def test_ui_images_comfyui_down_banner_says_how_to_start_it(ui_down):
@@ -331,15 +366,57 @@ def test_ui_images_custom_workflow_upload(ui, tmp_path):
     services, parts = ui
     ui_format = tmp_path / "ui.json"
     ui_format.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    with pytest.raises(gr.Error) as info:
-        parts.handlers.on_workflow_upload(str(ui_format), {})
-    assert "UI workflow" in info.value.message and "Export (API)" in info.value.message
+    with pytest.warns(UserWarning) as warned:
+        refused = updates_by_elem(parts.handlers.on_workflow_upload(str(ui_format), {}))
+    # The sentence, the box emptied, nothing else touched (issue 14, item 19).
+    assert set(refused) == {"img-workflow-found", "img-workflow-upload"}
+    assert refused["img-workflow-upload"] is None
+    assert "UI workflow" in refused["img-workflow-found"]
+    assert "Export (API)" in refused["img-workflow-found"]
+    assert "UI workflow" in str(warned[0].message)
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text('{"1": ')
+    with pytest.warns(UserWarning):
+        refused = updates_by_elem(parts.handlers.on_workflow_upload(str(bad_json), {}))
+    assert "isn't valid JSON" in refused["img-workflow-found"]
     api = tmp_path / "portrait.json"
     api.write_text(json.dumps(services.images.library.get("sdxl_txt2img").graph))
     by_id = updates_by_elem(parts.handlers.on_workflow_upload(str(api), {}))
     assert by_id["img-workflow"]["value"] == "custom_portrait"
     assert "prompt (6.text)" in by_id["img-workflow-found"]
     assert by_id["img-width"]["value"] == 1024
+
+
+def test_ui_images_map_an_uploads_inputs_in_the_tab(ui, tmp_path):
+    """Issue 14, item 20: map an imported workflow's inputs in the UI, not by hand."""
+    services, parts = ui
+    api = tmp_path / "empty_invert_api.json"
+    api.write_text(json.dumps(services.images.library.get("test_invert").graph))
+    uploaded = updates_by_elem(parts.handlers.on_workflow_upload(str(api), {}))
+    assert uploaded["img-map"]["visible"] is True
+    assert "no prompt or seed input yet" in uploaded["img-map-info"]
+    assert ("1 Solid colour: color (16711680)", "1.color") in uploaded["img-map-seed"]["choices"]
+    assert uploaded["img-map-seed"]["value"] == ""
+    assert uploaded["img-seed"]["visible"] is False
+    name = uploaded["img-workflow"]["value"]
+    mapping = dict(map_prompt="", map_negative="", map_seed="1.color", map_width="1.width",
+                   map_height="", map_steps="")
+    with pytest.warns(UserWarning, match="has no node '9'"):
+        refused = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **{
+            **mapping, "map_seed": "9.seed"}))
+    assert set(refused) == {"img-map-info"} and "⚠" in refused["img-map-info"]
+    saved = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **mapping))
+    assert saved["img-seed"]["visible"] is True and saved["img-width"]["value"] == 64
+    again = updates_by_elem(parts.handlers.on_map_inputs(name, {}, **{
+        **mapping, "map_height": "1.height"}))
+    assert again["img-height"]["value"] == 64
+    assert "value" not in again["img-width"]  # shown before: what was typed stays
+    assert saved["img-map-seed"]["value"] == "1.color"
+    assert "seed" in saved["img-workflow-forms"][name]["shown"] and (
+        saved["img-workflow-forms"][name]["shown"]["seed"])
+    assert updates_by_elem(parts.handlers.on_inputs_panel("sd15_txt2img")) == {
+        "img-map": {"__type__": "update", "visible": False}}
+    assert updates_by_elem(parts.handlers.on_inputs_panel(name))["img-map"]["visible"]
 
 
 def test_ui_images_tab_config_never_holds_comfyui_address(ui, fake_comfyui):

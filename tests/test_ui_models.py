@@ -22,6 +22,7 @@ from studio.chat.router import Router
 from studio.chat.streams import ChatStreams
 from studio.models.gpu_coordinator import GpuCoordinator, ModelsInUse
 from studio.clients.ollama import PullProgress
+from studio.models.local import LocalModels
 from studio.models.pulls import PullManager
 from studio.chat.replies import ReplyManager
 from studio.store.models import ModelsStore
@@ -74,6 +75,7 @@ def build(tmp_path, store, fake_ollama, comfy, *, models_dir=None, nvml=None, op
         downloads=DownloadManager(**job_options), pulls=PullManager(ollama.pull),
         replies=ReplyManager(ChatStreams(Router({"ollama": ollama}), in_use=in_use).open),
         models_store=models_store, models_in_use=in_use,
+        local_models=LocalModels(ollama, models_store),
         outputs_dir=tmp_path / "data" / "outputs",
         gpu_coordinator=GpuCoordinator(policy="automatic", gpu=gpu, ollama=ollama,
                                        comfyui=comfyui, log=models_store,

@@ -53,8 +53,10 @@ class OllamaApi:
             return _error(err)
         local, cloud, _problems = await asyncio.to_thread(self.models.listing)
         facts = {str(ModelId("ollama", m.name)): m for m in local}
+        choices = picker_choices(local, cloud)
+        choices[len(local):len(local)] = self.models.server_choices()
         return JSONResponse({"models": [_tag(model_id, facts.get(model_id))
-                                        for _label, model_id in picker_choices(local, cloud)]})
+                                        for _label, model_id in choices]})
 
     async def show(self, request: Request) -> Response:
         try:

@@ -27,13 +27,19 @@ from ..events import ChatMessage, ChatOptions
 from ..live import wait_any
 from ..model_id import CLOUD_BACKENDS, ModelId
 from .replies import LiveReply, ReplyManager, ReplySnapshot
-from ..store.cloud import ArenaAnswer, ArenaRun, CloudStore, ModelScore
+from ..store.cloud import ArenaRun, CloudStore, ModelScore
 
 log = logging.getLogger(__name__)
 
 MIN_MODELS, MAX_MODELS = 2, 4
 SLOT_NAMES = "ABCD"
 RESTART_REASON = "The studio stopped before this answer finished."
+# Until the vote of a blind run, nothing that differs by backend is shown: a cost line
+# ("local (no cloud cost)" against "$0.0014"), the speed and time to first token of a
+# local card against a cloud provider, token counts of different tokenizers, or an error
+# that names Ollama or OpenRouter (issue 14). By whether the answer is done:
+BLIND_FIGURES = {False: "writing…",
+                 True: "Time, speed, tokens and cost are shown after the vote."}
 
 
 @dataclass(frozen=True)
@@ -300,37 +306,46 @@ class Arena:
         voted = bool(run and run.voted)
         hidden = blind and not voted
         answers = tuple(
-            AnswerView(slot=i, title=self._title(i, s.model_id, hidden),
-                       model_id=None if hidden else s.model_id,
-                       name=None if hidden else self._name(s.model_id), text=s.text,
-                       thinking=s.thinking, status=s.status, error=s.error,
-                       figures=figures_line(
-                           ttft_ms=s.ttft_ms, tokens_per_s=tokens_per_second(s),
-                           completion_tokens=s.usage.completion_tokens,
-                           cost_usd=s.usage.cost_usd, cost_is_estimate=s.usage.cost_is_estimate,
-                           backend=s.backend or ModelId.parse(s.model_id).backend,
-                           done=s.done))
+            self._slot_view(i, s.model_id, hidden, text=s.text, thinking=s.thinking,
+                            status=s.status, error=s.error, ttft_ms=s.ttft_ms,
+                            tokens_per_s=tokens_per_second(s),
+                            completion_tokens=s.usage.completion_tokens,
+                            cost_usd=s.usage.cost_usd,
+                            cost_is_estimate=s.usage.cost_is_estimate, backend=s.backend)
             for i, s in enumerate(snaps))
         return RunView(run_id=run_id, prompt=run.prompt if run else "", blind=blind, voted=voted,
                        winner_slot=run.winner_slot if run else None, answers=answers)
 
     def _stored_view(self, run: ArenaRun) -> RunView:
         hidden = run.blind and not run.voted
-        answers = tuple(self._answer_view(a, hidden) for a in run.answers)
+        answers = tuple(
+            self._slot_view(a.slot, a.model_id, hidden, text=a.content, thinking=a.thinking,
+                            status=a.status, error=a.error, ttft_ms=a.ttft_ms,
+                            tokens_per_s=a.tokens_per_s, completion_tokens=a.completion_tokens,
+                            cost_usd=a.cost_usd, cost_is_estimate=a.cost_is_estimate,
+                            backend=a.backend)
+            for a in run.answers)
         return RunView(run_id=run.id, prompt=run.prompt, blind=run.blind, voted=run.voted,
                        winner_slot=run.winner_slot, answers=answers)
 
-    def _answer_view(self, a: ArenaAnswer, hidden: bool) -> AnswerView:
-        return AnswerView(
-            slot=a.slot, title=self._title(a.slot, a.model_id, hidden),
-            model_id=None if hidden else a.model_id,
-            name=None if hidden else self._name(a.model_id), text=a.content,
-            thinking=a.thinking, status=a.status, error=a.error,
-            figures=figures_line(ttft_ms=a.ttft_ms, tokens_per_s=a.tokens_per_s,
-                                 completion_tokens=a.completion_tokens, cost_usd=a.cost_usd,
-                                 cost_is_estimate=a.cost_is_estimate,
-                                 backend=a.backend or ModelId.parse(a.model_id).backend,
-                                 done=a.status != "streaming"))
+    def _slot_view(self, slot: int, model_id: str, hidden: bool, *, text: str, thinking: str,
+                   status: str, error: str, ttft_ms: float | None, tokens_per_s: float | None,
+                   completion_tokens: int | None, cost_usd: float | None,
+                   cost_is_estimate: bool, backend: str) -> AnswerView:
+        """One slot, live or stored; ``hidden`` (blind, not voted yet) keeps back the name
+        and everything that differs by backend (see ``BLIND_FIGURES``)."""
+        done = status != "streaming"
+        if hidden:
+            return AnswerView(slot=slot, title=self._title(slot, model_id, True), model_id=None,
+                              name=None, text=text, thinking=thinking, status=status,
+                              error=blind_error(status), figures=BLIND_FIGURES[done])
+        figures = figures_line(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s,
+                               completion_tokens=completion_tokens, cost_usd=cost_usd,
+                               cost_is_estimate=cost_is_estimate,
+                               backend=backend or ModelId.parse(model_id).backend, done=done)
+        return AnswerView(slot=slot, title=self._title(slot, model_id, False),
+                          model_id=model_id, name=self._name(model_id), text=text,
+                          thinking=thinking, status=status, error=error, figures=figures)
 
     def _summary(self, run: ArenaRun) -> str:
         when = run.created_at[:16].replace("T", " ")
@@ -363,6 +378,20 @@ def check_models(prompt: str, model_ids: Sequence[str] | None) -> list[str]:
     if len(set(models)) != len(models):
         raise InvalidInput("A model is picked twice.", hint="Compare different models.")
     return [str(ModelId.parse(model_id)) for model_id in models]
+
+
+def blind_error(status: str) -> str:
+    """What a blind run says about a failed or cut-off answer before the vote: that it
+    failed, not why (the reason names the backend).
+
+    >>> blind_error("partial")
+    'The answer stopped part way; why is shown after the vote.'
+    """
+    if status == "error":
+        return "This model couldn't answer; why is shown after the vote."
+    if status == "partial":
+        return "The answer stopped part way; why is shown after the vote."
+    return ""
 
 
 def tokens_per_second(snap: ReplySnapshot) -> float | None:

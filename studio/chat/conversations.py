@@ -1,4 +1,5 @@
-"""Pure helpers over conversations: prompt assembly, titles, stats lines and exports.
+"""Pure helpers over conversations: prompt assembly, titles, date groups, stats lines and
+exports.
 
 Works on plain data (the store's Message dataclass or anything with the same
 attributes). No I/O except through the ``read_image`` callable passed in; no gradio.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
+from datetime import datetime, timedelta, tzinfo
 from typing import Callable, Iterable, Sequence
 
 from ..events import ChatMessage
@@ -30,6 +32,66 @@ def title_from(text: str, limit: int = 60) -> str:
         return line
     cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
     return cut + "…"
+
+
+TITLE_INSTRUCTIONS = (
+    "You name conversations. Reply with a title of 3 to 6 words saying what the "
+    "conversation below is about, in the language of the question. Reply with the title "
+    "only: no quotes, no final full stop, no emoji, no explanation.")
+_TITLE_EXCERPT_CHARS = 1500  # of the question and of the answer: enough to say the subject
+
+
+def title_messages(question: str, answer: str) -> list[ChatMessage]:
+    """What a small model is asked for a conversation's title: the instructions, then the
+    first question and answer (cut to their first 1,500 characters each)."""
+    excerpt = (f"Question:\n{(question or '')[:_TITLE_EXCERPT_CHARS]}\n\n"
+               f"Answer:\n{(answer or '')[:_TITLE_EXCERPT_CHARS]}")
+    return [ChatMessage("system", TITLE_INSTRUCTIONS), ChatMessage("user", excerpt)]
+
+
+def clean_title(reply: str) -> str:
+    """A model's reply as a title: its first non-empty line without a "Title:" label,
+    quotes, Markdown emphasis or a final full stop; '' when nothing is left.
+
+    >>> clean_title('Title: "Baking sourdough bread."\\nBecause the user asked...')
+    'Baking sourdough bread'
+    >>> clean_title("  **Rust lifetimes explained**  ")
+    'Rust lifetimes explained'
+    >>> clean_title("\\n \\n")
+    ''
+    """
+    line = next((ln.strip() for ln in (reply or "").splitlines() if ln.strip()), "")
+    if line.lower().startswith("title:"):
+        line = line[len("title:"):].strip()
+    line = line.strip("*_#`\"'“”‘’ ").rstrip(".").strip("*_`\"'“”‘’ ")
+    return title_from(line) if line else ""
+
+
+# The sidebar's date groups, in the order they show (pinned chats head the list).
+PINNED, TODAY, YESTERDAY, LAST_7_DAYS, OLDER = (
+    "Pinned", "Today", "Yesterday", "Last 7 days", "Older")
+
+
+def date_group(updated_at: str, now: datetime, zone: tzinfo) -> str:
+    """Which sidebar group a chat last active at ``updated_at`` (the store's ISO 8601 UTC
+    text) falls in, seen in time zone ``zone`` at ``now`` (aware): calendar days there,
+    so a chat from 23:30 is "Yesterday" just after midnight.
+
+    >>> from datetime import timezone
+    >>> now = datetime(2026, 3, 10, 0, 30, tzinfo=timezone.utc)
+    >>> [date_group(t, now, timezone.utc) for t in ("2026-03-10T00:10:00.000Z",
+    ...  "2026-03-09T23:30:00.000Z", "2026-03-03T08:00:00.000Z", "2026-03-02T23:59:00.000Z")]
+    ['Today', 'Yesterday', 'Last 7 days', 'Older']
+    """
+    when = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).astimezone(zone).date()
+    today = now.astimezone(zone).date()
+    if when >= today:
+        return TODAY
+    if when == today - timedelta(days=1):
+        return YESTERDAY
+    if when >= today - timedelta(days=7):
+        return LAST_7_DAYS
+    return OLDER
 
 
 def backend_messages(system_prompt: str, history: Iterable, *,
@@ -84,8 +146,8 @@ def stats_line(*, ttft_ms: float | None, tokens_per_s: float | None,
 
 def status_note(status: str, error: str) -> str:
     """The line shown under a reply that did not complete, or '' for a complete one."""
-    if status == "partial":
-        return f"⚠️ **{PARTIAL_NOTE}.** {error} Press ↻ to retry."
+    if status == "partial":  # one instruction: the error says what happened, not what to do
+        return f"⚠️ **{PARTIAL_NOTE}.** {error} What arrived is kept; press ↻ to try again."
     if status == "error":
         return f"⚠️ **No reply.** {error} Press ↻ to retry."
     return ""
@@ -100,7 +162,10 @@ def _plain(obj) -> dict:
 
 
 def export_markdown(conversation, messages: Sequence) -> str:
-    """A readable Markdown transcript: title, model, then each turn with its figures."""
+    """A readable Markdown transcript: title, model, then each turn with its figures.
+
+    ``messages`` is the branch the chat shows; a turn with other versions says which one
+    this is ("version 2 of 3"). The other versions are not exported."""
     conv = _plain(conversation)
     lines = [f"# {conv.get('title') or 'Chat'}", ""]
     meta = [f"Model: {conv.get('model') or 'unknown'}"]
@@ -112,6 +177,9 @@ def export_markdown(conversation, messages: Sequence) -> str:
     for m in messages:
         m = _plain(m)
         who = "You" if m["role"] == "user" else "Assistant"
+        versions = m.get("versions") or 1
+        if versions > 1:
+            who += f" (version {m.get('version') or 1} of {versions})"
         lines += [f"## {who}", ""]
         if m.get("thinking"):
             lines += ["<details><summary>Thinking</summary>", "", m["thinking"], "", "</details>", ""]
@@ -132,7 +200,8 @@ def export_markdown(conversation, messages: Sequence) -> str:
 
 
 def export_json(conversation, messages: Sequence) -> str:
-    """The whole conversation as JSON: every stored field of every message."""
+    """The conversation as JSON: every stored field of each message of the branch shown
+    (with ``version``/``versions``; other versions are not exported)."""
     return json.dumps({"conversation": _plain(conversation),
                        "messages": [_plain(m) for m in messages]},
                       indent=2, ensure_ascii=False, default=str)

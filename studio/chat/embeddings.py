@@ -2,7 +2,8 @@
 
 ``Embeddings.embed`` is the one verb, called by the API (and by anything else that wants
 vectors): it reads the model id, refuses empty or oversized input before anything is sent,
-books the request against the user's limits, checks the cloud budget, asks the backend, and
+books the request against the user's limits, reserves it in the cloud budget, asks the
+backend, and
 records one usage row so the request shows in Costs under the user, marked with how it came
 (``via``, e.g. "api: laptop"). No gradio imports here; nothing runs at import time.
 """
@@ -13,7 +14,7 @@ from contextlib import nullcontext
 from decimal import Decimal
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
-from ..costs.pricing import ModelPrices, estimate_tokens, reply_cost
+from ..costs.pricing import ModelPrices, reply_cost, to_decimal
 from ..errors import InvalidInput
 from ..events import EmbedResult, Usage
 from ..model_id import ModelId
@@ -77,13 +78,21 @@ class Embeddings:
             raise InvalidInput(f"{str(model)!r} is not a model from the list.",
                                hint="Embeddings come from Ollama or OpenRouter models.")
         release = self.limits.admit_chat(user) if self.limits is not None else _nothing
+        reservation = None
         try:
             if model.is_cloud and self.budget is not None:
-                self.budget.check(user, self._estimate(model, texts))
+                # Reserved, not just checked: requests sent at once can't pass a cap together.
+                reservation = self.budget.reserve(user, str(model), self._estimate(model, texts))
             with self.in_use.hold(model) if self.in_use is not None else nullcontext():
                 result = backend.embed(model.name, texts, dimensions=dimensions)
+        except BaseException:
+            if reservation is not None:
+                self.budget.release(reservation)
+            raise
         finally:
             release()
+        if reservation is not None:
+            self.budget.settle(reservation, to_decimal(result.cost_usd))
         self.accounting.record_chat(
             user, model.backend, model.name,
             Usage(prompt_tokens=result.prompt_tokens, completion_tokens=0,
@@ -111,9 +120,9 @@ class Embeddings:
         return texts
 
     def _estimate(self, model: ModelId, texts: list[str]) -> Decimal | None:
-        """What the request may cost: about a token per 4 characters at the catalog's prompt
-        price; None when the catalog doesn't know the model."""
-        tokens = sum(estimate_tokens(text) for text in texts)
+        """What the request may cost at most: a token per UTF-8 byte at the catalog's
+        prompt price; None when the catalog doesn't know the model."""
+        tokens = sum(len(text.encode("utf-8")) for text in texts)
         return reply_cost(self.prices(str(model)), tokens, 0)
 
 

@@ -1,7 +1,10 @@
 """A conversation's turns, stored in SQLite or kept only in memory (incognito).
 
 ``History`` is what the chat service writes a turn through: the user's message, the
-placeholder a reply streams into, an edit, a truncation. ``StoredHistory`` writes the
+placeholder a reply streams into, and a new version of a turn (an answer again, an edited
+message). A stored chat keeps every version and shows one branch (``Store.messages``);
+an incognito chat keeps only the branch it shows: a new version replaces the turn and
+what followed it. ``StoredHistory`` writes the
 store; ``IncognitoHistory`` keeps its turns in memory and is forgotten when the chat ends,
 so the service never asks "is this incognito?" at each step. ``Turn`` is the one view of a
 message either way. No gradio imports here.
@@ -43,6 +46,9 @@ class Turn:
     cost_usd: float | None = None
     notices: tuple[str, ...] = ()
     message_id: int | None = None
+    retrying: str = ""  # a live reply's "trying again" line (never stored)
+    version: int = 1  # which version of this turn is shown (1-based)
+    versions: int = 1  # how many versions the turn has (a stored chat keeps them all)
 
 
 def turn_from_message(m: "Message") -> Turn:
@@ -52,7 +58,8 @@ def turn_from_message(m: "Message") -> Turn:
                 model=m.model or "", backend=m.backend or "", ttft_ms=m.ttft_ms,
                 tokens_per_s=m.tokens_per_s, prompt_tokens=m.prompt_tokens,
                 completion_tokens=m.completion_tokens, total_ms=m.total_ms, cost_usd=m.cost_usd,
-                notices=tuple((m.meta or {}).get("notices") or ()), message_id=m.id)
+                notices=tuple((m.meta or {}).get("notices") or ()), message_id=m.id,
+                version=m.version, versions=m.versions)
 
 
 def turn_with_snapshot(turn: Turn, snap: "ReplySnapshot") -> Turn:
@@ -63,7 +70,7 @@ def turn_with_snapshot(turn: Turn, snap: "ReplySnapshot") -> Turn:
                    ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
                    prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                    total_ms=snap.elapsed_ms if snap.done else None, cost_usd=u.cost_usd,
-                   notices=snap.notices)
+                   notices=snap.notices, retrying=snap.retrying)
 
 
 class History(ABC):
@@ -93,20 +100,23 @@ class History(ABC):
         model and system prompt it now uses."""
 
     @abstractmethod
-    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
-        """Append the user's message."""
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
+                 version_of: Turn | None = None) -> Turn:
+        """Append the user's message after ``after`` (the branch's last turn, as the caller
+        read it; None for a chat's first), or with ``version_of`` (a user turn of the
+        branch shown) add it as that turn's new version (an edit), shown from now on."""
 
     @abstractmethod
-    def add_placeholder(self, model: ModelId) -> Turn:
-        """Append an empty assistant turn (status "streaming") for a reply to fill."""
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
+        """Append an empty assistant turn (status "streaming") for a reply to fill after
+        ``after``, or with ``version_of`` (an assistant turn of the branch shown) add it as
+        that turn's new version (an answer again)."""
 
-    @abstractmethod
-    def set_text(self, seq: int, text: str) -> None:
-        """Replace the text of the user turn ``seq`` (edit and resend)."""
-
-    @abstractmethod
-    def truncate_after(self, seq: int) -> None:
-        """Drop every turn after ``seq``."""
+    def show_version(self, turn: Turn, step: int) -> bool:
+        """Show the version ``step`` away (+1 later, -1 earlier) of ``turn``, with its later
+        turns; False when there is no other version to show."""
+        return False
 
     def settle(self, seq: int, snap: "ReplySnapshot") -> None:
         """A reply into turn ``seq`` ended. Stored replies are written by the reply itself
@@ -162,21 +172,28 @@ class StoredHistory(History):
             self._store.update_conversation(self.conversation_id, model=model.name,
                                             backend=model.backend, system_prompt=system_prompt)
 
-    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
-        return turn_from_message(self._store.add_message(self.conversation_id, "user", text,
-                                                         images=images))
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
+                 version_of: Turn | None = None) -> Turn:
+        return turn_from_message(self._store.add_message(
+            self.conversation_id, "user", text, images=images, **_place(after, version_of)))
 
-    def add_placeholder(self, model: ModelId) -> Turn:
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
         return turn_from_message(self._store.add_message(
             self.conversation_id, "assistant", "", status="streaming", model=model.name,
-            backend=model.backend))
+            backend=model.backend, **_place(after, version_of)))
 
-    def set_text(self, seq: int, text: str) -> None:
-        target = next(t for t in self.turns(seq, seq) if t.seq == seq)
-        self._store.update_message(target.message_id, content=text)
+    def show_version(self, turn: Turn, step: int) -> bool:
+        if turn.versions < 2 or turn.message_id is None:
+            return False
+        shown = self._store.show_version(self.conversation_id, turn.message_id, step)
+        return shown is not None and shown != turn.message_id
 
-    def truncate_after(self, seq: int) -> None:
-        self._store.delete_messages_from(self.conversation_id, seq + 1)
+
+def _place(after: Turn | None, version_of: Turn | None) -> dict:
+    """Where a stored message goes, as ``Store.add_message`` takes it."""
+    return {"after": after.message_id if after is not None else None,
+            "version_of": version_of.message_id if version_of is not None else None}
 
 
 class IncognitoHistory(History):
@@ -210,20 +227,22 @@ class IncognitoHistory(History):
             self._turns.append(turn)
             return turn
 
-    def add_user(self, text: str, images: tuple[str, ...]) -> Turn:
+    def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
+                 version_of: Turn | None = None) -> Turn:
+        self._drop_from(version_of)
         return self._append(role="user", content=text, images=images)
 
-    def add_placeholder(self, model: ModelId) -> Turn:
+    def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
+                        version_of: Turn | None = None) -> Turn:
+        self._drop_from(version_of)
         return self._append(role="assistant", content="", status="streaming", model=model.name,
                             backend=model.backend)
 
-    def set_text(self, seq: int, text: str) -> None:
-        with self._lock:
-            self._turns = [replace(t, content=text) if t.seq == seq else t for t in self._turns]
-
-    def truncate_after(self, seq: int) -> None:
-        with self._lock:
-            self._turns = [t for t in self._turns if t.seq <= seq]
+    def _drop_from(self, turn: Turn | None) -> None:
+        """Incognito keeps no versions: a new one replaces ``turn`` and what followed it."""
+        if turn is not None:
+            with self._lock:
+                self._turns = [t for t in self._turns if t.seq < turn.seq]
 
     def settle(self, seq: int, snap: "ReplySnapshot") -> None:
         with self._lock:

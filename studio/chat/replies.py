@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
-from ..errors import StudioError
+from ..errors import StreamInterrupted, StudioError
 from ..model_id import ModelId
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
-                      ChatToolCall, Usage)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
+                      ChatRetrying, ChatThinking, ChatToolCall, Usage)
 from ..live import Live, Registry
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class ReplySnapshot:
     # The StudioError class that ended the reply ("" when none did), for the error metrics:
     # a name from the code, never the message.
     failure_kind: str = ""
+    # While the router waits to retry: what failed and when it tries again ("" otherwise).
+    # Shown in place of the answer until text arrives; never stored.
+    retrying: str = ""
 
     @property
     def done(self) -> bool:
@@ -72,6 +75,7 @@ class LiveReply(Live):
     started: float = field(default_factory=time.monotonic)
     text_parts: list[str] = field(default_factory=list)
     thinking_parts: list[str] = field(default_factory=list)
+    pieces: int = 0  # answer and thinking pieces received: the token count of a cut-off reply
     notices: list[str] = field(default_factory=list)
     tool_calls: list[ChatToolCall] = field(default_factory=list)
     status: str = "streaming"
@@ -83,6 +87,7 @@ class LiveReply(Live):
     fallback_reason: str = ""  # why another model answered than the one asked for
     failure: StudioError | None = None  # what ended it, for callers that map errors (the API)
     failure_kind: str = ""  # its class name, or "UnexpectedError" (the error metrics)
+    retrying: str = ""  # the router's line while it waits to retry (ChatRetrying)
     cancel: threading.Event = field(default_factory=threading.Event)
     # Set once the worker is all done: the reply stored, accounted and its on_finish run.
     settled: threading.Event = field(default_factory=threading.Event)
@@ -102,14 +107,15 @@ class LiveReply(Live):
             elapsed_ms=(end - self.started) * 1000, usage=self.usage, backend=self.backend,
             answered_by=self.answered_by or self.model_id, version=self.version, via=self.via,
             tool_calls=tuple(self.tool_calls),
-            failure_kind=self.failure_kind)
+            failure_kind=self.failure_kind,
+            retrying=self.retrying if self.status == "streaming" else "")
 
 
 class ReplyManager:
     """Starts replies on background threads and lets any request follow them.
 
     ``stream_fn(model_id, messages, options)`` yields ChatDelta / ChatThinking /
-    ChatNotice / ChatDone and raises StudioError on failure. ``store`` may be None
+    ChatNotice / ChatRetrying / ChatDone and raises StudioError on failure. ``store`` may be None
     (incognito replies are never written).
     """
 
@@ -129,11 +135,12 @@ class ReplyManager:
 
     def start(self, model_id: str, messages: Sequence[ChatMessage], options: ChatOptions, *,
               conversation_id: str | None = None, message_id: int | None = None,
-              user: str = "owner", via: str = "",
+              user: str = "owner", via: str = "", exact: bool = False,
               on_progress: Callable[[ReplySnapshot], None] | None = None,
               on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
         """Start generating; returns at once. With ``message_id`` the reply is stored there.
-        ``via`` says how the request came in (kept with its usage).
+        ``via`` says how the request came in (kept with its usage); ``exact`` asks for that
+        model only, no fallback (``ChatStreams.open``).
 
         ``on_progress`` gets a snapshot as often as a stored reply is flushed (``flush_every``),
         for callers that keep the text elsewhere (the arena), so a restart loses little."""
@@ -142,7 +149,7 @@ class ReplyManager:
         self._replies.add(reply.reply_id, reply)
         thread = threading.Thread(target=self._run,
                                   args=(reply, list(messages), options, user, on_progress,
-                                        on_finish),
+                                        on_finish, exact),
                                   name=f"reply-{reply.reply_id[:8]}", daemon=True)
         thread.start()
         return reply
@@ -180,6 +187,7 @@ class ReplyManager:
             reply.status = "partial"
             reply.error = STOPPED_BY_USER
             reply.finished = time.monotonic()
+            _keep_figures_so_far(reply)
             reply.notify()
         self._persist(reply, final=True)
         return True
@@ -198,7 +206,8 @@ class ReplyManager:
         deadline = time.monotonic() + timeout
         if first_wait > 0:
             reply.wait_until(lambda: reply.text_parts or reply.thinking_parts
-                             or reply.notices or reply.finished is not None, first_wait)
+                             or reply.notices or reply.retrying
+                             or reply.finished is not None, first_wait)
         version = -1
         while True:
             snap = reply.wait_newer(version, timeout=max(0.0, min(30.0, deadline - time.monotonic())))
@@ -215,32 +224,43 @@ class ReplyManager:
     # -- the worker ---------------------------------------------------------------------
 
     def _run(self, reply: LiveReply, messages: list[ChatMessage], options: ChatOptions,
-             user: str, on_progress, on_finish) -> None:
+             user: str, on_progress, on_finish, exact: bool = False) -> None:
         last_flush = time.monotonic()
         stream = None
         try:
-            stream = self._stream_fn(reply.model_id, messages, options, user=user)
+            # Only asked for when wanted: a stream_fn may not take the keyword.
+            stream = self._stream_fn(reply.model_id, messages, options, user=user,
+                                     **({"exact": True} if exact else {}))
             for event in stream:
                 if reply.cancel.is_set():
                     break
                 with reply.cond:
                     if reply.status != "streaming":
                         break
-                    if isinstance(event, ChatDelta):
+                    if not isinstance(event, ChatNotice):
+                        reply.retrying = ""  # the wait is over: text (or the end) came
+                    if isinstance(event, ChatRetrying):
+                        reply.retrying = event.text
+                    elif isinstance(event, ChatDelta):
                         if event.text:
                             reply.text_parts.append(event.text)
+                            reply.pieces += 1
                             self._mark_first_token(reply)
                     elif isinstance(event, ChatThinking):
                         if event.text:
                             reply.thinking_parts.append(event.text)
+                            reply.pieces += 1
                             self._mark_first_token(reply)
                     elif isinstance(event, ChatToolCall):
                         reply.tool_calls.append(event)
                         self._mark_first_token(reply)
                     elif isinstance(event, ChatNotice):
                         reply.notices.append(event.text)
+                    elif isinstance(event, ChatGeneration):
+                        reply.usage = replace(reply.usage, generation_id=event.id)
                     elif isinstance(event, ChatDone):
-                        reply.usage = event.usage
+                        reply.usage = (event.usage if event.usage.generation_id else replace(
+                            event.usage, generation_id=reply.usage.generation_id))
                         reply.backend = event.backend
                         reply.answered_by = event.model
                         reply.fallback_reason = event.fallback_reason or ""
@@ -257,7 +277,10 @@ class ReplyManager:
         except StudioError as exc:
             reply.failure = exc
             reply.failure_kind = type(exc).__name__
-            self._finish(reply, "partial" if reply.text_parts else "error", str(exc))
+            # A stream cut midway: what happened, without the client's "try again" (the
+            # page's note under the reply gives the one way to retry, its ↻).
+            said = exc.message if isinstance(exc, StreamInterrupted) else str(exc)
+            self._finish(reply, "partial" if reply.text_parts else "error", said)
         except Exception as exc:  # noqa: BLE001 - a worker thread must always settle its reply
             log.exception("reply %s failed", reply.reply_id)
             reply.failure_kind = "UnexpectedError"
@@ -296,6 +319,7 @@ class ReplyManager:
                 reply.status = status
                 reply.error = error
                 reply.finished = time.monotonic()
+                _keep_figures_so_far(reply)
             reply.notify()
 
     def _persist(self, reply: LiveReply, *, final: bool) -> None:
@@ -320,3 +344,16 @@ class ReplyManager:
             self._store.update_message(reply.message_id, **fields)
         except Exception:  # noqa: BLE001 - a deleted conversation must not kill the stream
             log.warning("could not store reply %s", reply.reply_id, exc_info=True)
+
+
+def _keep_figures_so_far(reply: LiveReply) -> None:
+    """A reply that ended before the backend's figures came (cut off, stopped) keeps what
+    is known: one token per piece received (Ollama streams one token a piece; cloud
+    providers about that) and their rate since the first. Called with ``reply.cond`` held.
+    Reported figures are never replaced, and no cost is made up (it needs the prompt's)."""
+    u = reply.usage
+    if u.completion_tokens is not None or not reply.pieces or reply.finished is None:
+        return
+    seconds = reply.finished - reply.first_token if reply.first_token is not None else 0.0
+    reply.usage = replace(u, completion_tokens=reply.pieces,
+                          tokens_per_s=reply.pieces / seconds if seconds > 0 else None)

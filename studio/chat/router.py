@@ -5,7 +5,8 @@ The ``Router`` streams from the backend the id names. Before the first piece of 
 it may retry (429 and 5xx, with backoff, honouring ``Retry-After``) and fall back along a
 configured chain (say, a local model to a cloud one when Ollama is down). Once text has
 streamed, an error goes to the caller, who keeps the partial text: a reply never silently
-restarts on another model. A switch is announced with a ``ChatNotice`` before the new
+restarts on another model. Each wait before a retry is announced with a ``ChatRetrying``
+line (what failed, when the next try comes), so the person sees why nothing arrives yet. A switch is announced with a ``ChatNotice`` before the new
 model's first piece, and the final ``ChatDone`` carries ``fallback_reason``.
 
 It depends only on the ``ChatBackend`` protocol (any object with ``chat_stream``) and on the
@@ -16,22 +17,28 @@ No gradio imports; nothing runs at import time.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from ..costs.pricing import (CHARS_PER_TOKEN, ModelPrices, estimate_messages_tokens, estimate_prompt_cost,
-                    reply_cost, to_decimal)
+from ..costs.pricing import (CHARS_PER_TOKEN, MIN_REPLY_TOKENS, ModelPrices, ReplyCost,
+                             bound_messages_tokens, estimate_messages_tokens, reply_cost,
+                             to_decimal)
 from ..errors import (BackendRejected, BackendUnavailable, BudgetExceeded, GenerationFailed,
                      InvalidInput, ModelNotFound, StreamInterrupted, StudioError)
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking,
-                      ChatToolCall)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatNotice, ChatOptions,
+                      ChatRetrying, ChatThinking, ChatToolCall, Usage)
 from ..model_id import CLOUD_BACKENDS, ModelId
 
 DEFAULT_MAX_TOKENS = 1024
 
-ChatEvent = ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatDone
+ChatEvent = (ChatDelta | ChatThinking | ChatToolCall | ChatNotice | ChatGeneration | ChatRetrying
+             | ChatDone)
+
+# How a retry line names a backend.
+BACKEND_NAMES = {"ollama": "Ollama", "openrouter": "OpenRouter", "local": "The local server"}
 
 
 class ChatBackend(Protocol):
@@ -45,12 +52,15 @@ class ChatBackend(Protocol):
 class Budget(Protocol):
     """Spending guard for cloud requests. Amounts are USD ``Decimal``; ``None`` = unknown.
 
-    ``reserve`` raises ``BudgetExceeded`` to refuse a request. Every reservation is later
-    either settled (the request ran; ``actual_usd`` is the reported or estimated cost) or
-    released (it failed before producing anything).
+    ``reserve_reply`` raises ``BudgetExceeded`` to refuse a request; its reservation's
+    ``max_tokens`` (None: no limit to send) is the reply length its estimate covers, and
+    ``limited_by`` names the cap that shortened it ("" when none did). Every reservation is
+    later either settled (the request ran; ``actual_usd`` is the reported or estimated
+    cost) or released (it failed before producing anything).
     """
 
-    def reserve(self, user: str, model_id: str, estimate_usd: Decimal | None) -> Any: ...
+    def reserve_reply(self, user: str, model_id: str, cost: ReplyCost, *,
+                      min_tokens: int = MIN_REPLY_TOKENS) -> Any: ...
 
     def check(self, user: str, estimate_usd: Decimal | None) -> None: ...
 
@@ -135,6 +145,30 @@ def fallback_chain(model_id: str, fallbacks: Mapping[str, Sequence[str]]) -> lis
     return chain
 
 
+def retry_line(backend: str, err: StudioError, wait: float, attempt: int,
+               max_attempts: int) -> str:
+    """What the reply shows while the router waits ``wait`` seconds after failed try
+    ``attempt`` (1-based) of ``max_attempts``.
+
+    >>> retry_line("openrouter", BackendRejected("x", status=429), 8, 1, 3)
+    'OpenRouter is busy (429); trying again in 8 s (2 of 3)…'
+    >>> retry_line("openrouter", BackendRejected("x", status=502), 1.2, 2, 3)
+    'OpenRouter answered 502; trying again in 2 s (3 of 3)…'
+    >>> retry_line("ollama", StreamInterrupted("cut"), 1, 1, 3)
+    'Ollama dropped the connection before the reply began; trying again in 1 s (2 of 3)…'
+    """
+    name = BACKEND_NAMES.get(backend, backend)
+    status = getattr(err, "status", None)
+    if status == 429:
+        what = f"{name} is busy (429)"
+    elif isinstance(status, int):
+        what = f"{name} answered {status}"
+    else:
+        what = f"{name} dropped the connection before the reply began"
+    seconds = max(1, math.ceil(wait))
+    return f"{what}; trying again in {seconds} s ({attempt + 1} of {max_attempts})…"
+
+
 def switch_notice(to_model_id: str, from_model_id: str, reason: str) -> str:
     """``Switched to X because Y`` as the reply shows it."""
     return f"Switched to {to_model_id} because {from_model_id} couldn't answer: {_sentence(reason)}"
@@ -174,8 +208,8 @@ class Router:
                     ) -> Iterator[ChatEvent]:
         """Stream a reply for ``model_id`` (``backend:model``).
 
-        Yields ``ChatNotice`` (only when a fallback answers, before its first piece),
-        ``ChatThinking``/``ChatDelta`` pieces, then ``ChatDone`` (with ``fallback_reason`` set
+        Yields ``ChatRetrying`` before each wait for a retry, ``ChatNotice`` (only when a
+        fallback answers, before its first piece), ``ChatThinking``/``ChatDelta`` pieces, then ``ChatDone`` (with ``fallback_reason`` set
         after a switch). Raises the backend's ``StudioError`` when it can't fall back, the
         error mid-stream once text has been yielded, ``NoModelAnswered`` when the whole chain
         failed, and ``InvalidInput`` for a malformed model id.
@@ -215,24 +249,46 @@ class Router:
         prompt_tokens = estimate_messages_tokens(_prompt_texts(messages, options))
         reservation = None
         if cloud and self.budget is not None:
-            estimate = self._estimate(prices, messages, options)
+            cost = self._reply_cost(prices, messages, options)
             try:
-                reservation = self.budget.reserve(user, model_id, estimate)
+                reservation = self.budget.reserve_reply(user, model_id, cost)
             except BudgetExceeded as err:
                 raise _CannotAnswer(err) from err
+            # The reply is held to what the reservation covers: a cap is a guarantee, so
+            # a reply that runs long is cut by the provider, not paid for beyond the cap.
+            limit = getattr(reservation, "max_tokens", None)
+            if limit is not None and (options is None or options.max_tokens != limit):
+                options = replace(options or ChatOptions(), max_tokens=limit)
+            limited_by = getattr(reservation, "limited_by", "")
+            if limited_by:
+                budget_note = (f"This reply is limited to {limit:,} tokens to stay within "
+                               f"{limited_by}.")
+                notice = f"{notice}\n\n{budget_note}" if notice else budget_note
 
         started = False
         streamed_chars = 0
         finished = False
         try:
             attempt = 0
+            retry: tuple[StudioError, float] | None = None
             while True:
+                if retry is not None:  # said first, then waited: the page shows why
+                    yield ChatRetrying(retry_line(backend_name, retry[0], retry[1], attempt,
+                                                  self.retry.max_attempts))
+                    self.sleep(retry[1])
+                    retry = None
                 attempt += 1
                 stream = backend.chat_stream(model, messages, options)
+                generation: ChatGeneration | None = None
                 try:
                     for event in stream:
-                        if not started and notice:
-                            yield ChatNotice(notice)
+                        if isinstance(event, ChatGeneration):
+                            # Passed on with the first piece: until then a retry or a
+                            # fallback may still replace this request.
+                            generation = event
+                            continue
+                        if not started:
+                            yield from _opening(notice, generation)
                         started = True
                         if isinstance(event, ChatDone):
                             done = self._finish(event, prices, reason)
@@ -253,16 +309,17 @@ class Router:
                         if is_retryable(err) else None
                     if wait is None:
                         raise _CannotAnswer(err) from err
-                    self.sleep(wait)
+                    retry = (err, wait)
                     continue
                 finally:
                     close = getattr(stream, "close", None)
                     if close is not None:
                         close()
                 # The backend ended without ChatDone: close the reply ourselves.
-                done = ChatDone(backend=backend_name, model=model, fallback_reason=reason)
-                if not started and notice:
-                    yield ChatNotice(notice)
+                done = ChatDone(backend=backend_name, model=model, fallback_reason=reason,
+                                usage=Usage(generation_id=generation and generation.id))
+                if not started:
+                    yield from _opening(notice, generation)
                 started = True
                 if reservation is not None:
                     finished = True
@@ -290,16 +347,19 @@ class Router:
             return
         if len(fallback_chain(str(model), self.fallbacks)) > 1:
             return  # over budget, a fallback answers: that is not a refusal
-        self.budget.check(user, self._estimate(self.prices(str(model)), messages, options))
+        cost = self._reply_cost(self.prices(str(model)), messages, options)
+        # The shortest reply the budget would still send (a longer one is cut to fit).
+        self.budget.check(user, cost.at(min(MIN_REPLY_TOKENS, cost.max_tokens)))
 
-    def _estimate(self, prices: ModelPrices | None, messages: Sequence[ChatMessage],
-                  options: ChatOptions | None) -> Decimal | None:
-        """What a request could cost at most: its prompt, and the reply's token limit."""
-        prompt_tokens = estimate_messages_tokens(_prompt_texts(messages, options))
+    def _reply_cost(self, prices: ModelPrices | None, messages: Sequence[ChatMessage],
+                    options: ChatOptions | None) -> ReplyCost:
+        """What a request costs by the length of its reply: the prompt at most (its bound in
+        tokens, its images), and each reply token up to the request's limit or the default."""
+        prompt_tokens = bound_messages_tokens(_prompt_texts(messages, options))
         images = sum(len(m.images) for m in messages)
-        max_tokens = (options.max_tokens if options and options.max_tokens
-                      else self.default_max_tokens)
-        return estimate_prompt_cost(prices, prompt_tokens, max_tokens, images=images)
+        asked = bool(options and options.max_tokens)
+        max_tokens = options.max_tokens if asked else self.default_max_tokens
+        return ReplyCost.of(prices, prompt_tokens, max_tokens, images=images, asked=asked)
 
     @staticmethod
     def _finish(done: ChatDone, prices: ModelPrices | None, reason: str | None) -> ChatDone:
@@ -317,6 +377,14 @@ class _CannotAnswer(Exception):
     def __init__(self, error: StudioError):
         super().__init__(str(error))
         self.error = error
+
+
+def _opening(notice: str | None, generation: "ChatGeneration | None") -> Iterator[ChatEvent]:
+    """What goes before a reply's first piece: the notice, then the backend's id for it."""
+    if notice:
+        yield ChatNotice(notice)
+    if generation is not None:
+        yield generation
 
 
 def _prompt_texts(messages: Sequence[ChatMessage], options: ChatOptions | None) -> list[str]:

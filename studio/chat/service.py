@@ -4,8 +4,10 @@
 too long, a file that isn't an image, an image for a text-only model, a reply still being
 written, a budget cap no fallback can take) and only then write: the user's turn, the
 placeholder the reply streams into, and the reply itself (through ``ReplyManager``, which
-also accounts its usage). ``open``, ``turns`` and ``follow`` read; ``stop``, ``rename``,
-``delete``, ``export`` and ``end`` finish the verbs a page needs. The Chat tab, the API,
+also accounts its usage). ``retry`` and ``edit`` add a version of a turn and keep the
+earlier ones; ``show_version`` pages between them. ``open``, ``turns`` and ``follow``
+read; ``stop``, ``rename``, ``delete``, ``export``, ``end``, ``set_pinned``,
+``conversation_page`` and ``import_chats`` finish the verbs a page needs. The Chat tab, the API,
 benchmarks and tests are all callers; none of them writes history itself.
 
 Every verb takes the calling ``user``; a conversation of another user is "not found",
@@ -14,6 +16,7 @@ exactly like a missing one. No gradio imports here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -29,11 +32,12 @@ from ..errors import InvalidInput, NotFound, StudioError
 from ..events import ChatMessage, ChatOptions
 from ..images.files import check_input_image
 from ..model_id import ModelId
-from ..store.db import storable_text
+from ..store.db import file_fault, storable_text
 from .conversations import backend_messages, export_json, export_markdown, title_from
 from .history import History, IncognitoHistory, StoredHistory, Turn, turn_with_snapshot
+from .imports import ImportReport, read_export
 from .replies import LiveReply, ReplyManager, ReplySnapshot
-from .window import WHOLE, Window, around, counts, newest
+from .window import WHOLE, Window, around, counts, from_start, newest
 
 if TYPE_CHECKING:
     from ..access.limits import Limits
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from ..costs.pricing import ModelPrices
     from ..store.db import Store
     from .router import Router
+    from .titles import TitleWriter
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,17 @@ class ChatListEntry:
     title: str
     snippet: str = ""  # a matching message's words, for a search hit
     message_id: int | None = None  # that message, for a search hit
+    pinned: bool = False
+    updated_at: str = ""  # last activity, the store's ISO 8601 UTC text
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of a user's chats for the sidebar; ``more`` goes to ``conversation_page``
+    for the next one (None: this was the last)."""
+
+    entries: list[ChatListEntry]
+    more: str | None
 
 
 def _counted(method):
@@ -130,7 +146,9 @@ class ChatService:
                  budget: "Budget | None" = None,
                  default_max_tokens: int = 1024, max_megapixels: float = 16.0,
                  limits: "Limits | None" = None,
-                 on_refused: Callable[[str, StudioError], None] | None = None) -> None:
+                 on_refused: Callable[[str, StudioError], None] | None = None,
+                 titles: "TitleWriter | None" = None,
+                 max_import_bytes: int = 50 * 1024 * 1024) -> None:
         self._store = store
         self._replies = replies
         self._router = router
@@ -146,6 +164,8 @@ class ChatService:
         # Told of every request refused before a reply started (metrics): "chat_page" or
         # "api", and the refusal.
         self._on_refused = on_refused
+        self._titles = titles
+        self._max_import_bytes = max_import_bytes
         self._lock = threading.Lock()
         self._incognito: dict[str, tuple[IncognitoHistory, float]] = {}
         # Incognito attachments left by the last run belong to chats that are gone.
@@ -182,12 +202,12 @@ class ChatService:
             with history.writing():
                 history.begin(title=title_from(text), model=model_id,
                               system_prompt=system_prompt or "")
+                saved = self._save_uploads(history.chat_id, files)
                 self._keep(history)
-                saved = tuple(self._save_upload(history.chat_id, f) for f in files)
-                history.add_user(text, saved)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, saved, after=past[-1] if past else None)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, created,
-                               release)
+                               release, question=text)
 
     @_counted
     def check(self, text: str, files: Sequence[str | Path] = (), *, model: str) -> None:
@@ -201,26 +221,40 @@ class ChatService:
 
     @_counted
     def retry(self, chat_id: str | None, *, model: str, system_prompt: str = "",
-              options: ChatOptions | None = None, user: str) -> Started | None:
-        """Regenerate the answer to the last user message; None when there is none.
-        Raises like ``send``, before anything is deleted."""
+              options: ChatOptions | None = None, user: str, seq: int | None = None
+              ) -> Started | None:
+        """Answer a user message again: the answer at ``seq`` (an assistant turn of the
+        branch shown), or by default the last user message's. The new answer is a new
+        version of that turn, shown from now on; the earlier one is kept with its later
+        turns (``show_version`` pages back to it). The model is sent the branch shown up
+        to the question. None when there is no such turn. Raises like ``send``, before
+        anything is written."""
         if chat_id is None:
             return None
         history = self._history(chat_id, user)
         self._refuse_while_streaming(history)
         past = history.turns()
-        last = next((t for t in reversed(past) if t.role == "user"), None)
-        if last is None:
+        if seq is None:
+            question = next((t for t in reversed(past) if t.role == "user"), None)
+        else:
+            answer = next((t for t in past if t.seq == seq and t.role == "assistant"), None)
+            question = next((t for t in past if answer is not None and t.seq == seq - 1
+                             and t.role == "user"), None)
+        if question is None:
             return None
-        model_id = self._check(last.content, model, last.images)
-        kept = [t for t in past if t.seq <= last.seq]
+        answer = next((t for t in past if t.seq == question.seq + 1), None)
+        if answer is None and past[-1].seq != question.seq:
+            return None  # nothing answers it and it isn't last: no place for an answer
+        model_id = self._check(question.content, model, question.images)
+        kept = [t for t in past if t.seq <= question.seq]
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                history.truncate_after(last.seq)
-                placeholder = history.add_placeholder(model_id)
+                placeholder = (history.add_placeholder(model_id, version_of=answer)
+                               if answer is not None
+                               else history.add_placeholder(model_id, after=question))
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
 
@@ -228,9 +262,10 @@ class ChatService:
     def edit(self, chat_id: str | None, seq: int, text: str, *, model: str,
              system_prompt: str = "", options: ChatOptions | None = None,
              user: str) -> Started | None:
-        """Change user message ``seq`` and answer it again: the turns after it are replaced
-        by the new reply. None when ``seq`` is not a user message of this chat. Raises like
-        ``send``, before anything is changed."""
+        """Change user message ``seq`` and answer it again. The changed message is a new
+        version of that turn with the new reply after it; the earlier message keeps its
+        branch (``show_version`` pages back to it). None when ``seq`` is not a user
+        message of the branch shown. Raises like ``send``, before anything is written."""
         if chat_id is None:
             return None
         history = self._history(chat_id, user)
@@ -248,11 +283,33 @@ class ChatService:
         with self._admitted(user) as release:
             with history.writing():
                 history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                history.set_text(seq, text or "")
-                history.truncate_after(seq)
-                placeholder = history.add_placeholder(model_id)
+                asked = history.add_user(text, target.images, version_of=target)
+                placeholder = history.add_placeholder(model_id, after=asked)
             return self._start(history, placeholder, model_id, messages, options, user, False,
                                release)
+
+    def show_version(self, chat_id: str | None, seq: int, step: int, *, user: str,
+                     first: int | None = None, most: int | None = None) -> ChatView:
+        """Show another version of turn ``seq`` (``step`` +1 the next, -1 the one before),
+        with the later turns of its branch; the choice is stored, so a reload shows it.
+        Returns the chat as now shown: all of it, or with ``most`` (a page's window) at most
+        that many turns from ``first`` on (``window.from_start``). Raises ``NotFound`` for
+        a chat (or turn) that isn't there and ``InvalidInput`` while a reply is being
+        written in it."""
+        if chat_id is None:
+            raise NotFound("There is no earlier version to show in a new chat.")
+        history = self._history(chat_id, user)
+        self._refuse_while_streaming(history)
+        turn = next((t for t in history.turns(seq, seq) if t.seq == seq), None)
+        if turn is None:
+            raise NotFound("That message is no longer shown in this chat.",
+                           hint="Reopen the chat from the list.")
+        history.show_version(turn, step)
+        if most is None:
+            return self._view(history, WHOLE)
+        with self._store.snapshot():
+            seqs = history.seqs()  # the new branch's
+            return self._view(history, from_start(seqs, first, most), seqs)
 
     @_counted
     def complete(self, messages: Sequence[ChatMessage], *, model: str,
@@ -308,15 +365,17 @@ class ChatService:
         else:
             title, model_id = "Incognito chat", None
         window, seqs = WHOLE, None
-        if newest_n:
-            seqs = history.seqs()
-            window = newest(seqs, newest_n)
-            hit = self._store.get_message(at_message) if at_message and history.stored else None
-            if (hit is not None and hit.conversation_id == history.conversation_id
-                    and window[0] is not None and hit.seq < window[0]):
-                window = around(seqs, hit.seq, newest_n)
-        return OpenChat(chat_id=chat_id, title=title, model_id=model_id,
-                        view=self._view(history, window, seqs))
+        with self._store.snapshot():  # the seqs and the turns read agree (docs/architecture.md)
+            if newest_n:
+                seqs = history.seqs()
+                window = newest(seqs, newest_n)
+                hit = (self._store.get_message(at_message) if at_message and history.stored
+                       else None)
+                if (hit is not None and hit.conversation_id == history.conversation_id
+                        and window[0] is not None and hit.seq < window[0]):
+                    window = around(seqs, hit.seq, newest_n)
+            view = self._view(history, window, seqs)
+        return OpenChat(chat_id=chat_id, title=title, model_id=model_id, view=view)
 
     def view(self, chat_id: str, *, user: str, window: Window = WHOLE) -> ChatView:
         """The turns of ``window`` (see ``chat/window.py``) and the counts around them."""
@@ -355,6 +414,19 @@ class ChatService:
                                          hit.message_id if snippet else None))
         return entries
 
+    def conversation_page(self, *, user: str, more: str | None = None, limit: int = 200
+                          ) -> ConversationPage:
+        """A page of the user's stored chats, pinned first, then newest first; ``more`` (from
+        the previous page) continues after it. Raises ``InvalidInput`` for a ``more`` that
+        no page gave."""
+        after = _cursor_values(more) if more else None
+        rows = self._store.conversation_page(user=user, after=after, limit=limit + 1)
+        entries = [ChatListEntry(c.id, c.title or "Untitled", pinned=c.pinned,
+                                 updated_at=c.updated_at) for c in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return ConversationPage(entries, None if last is None else
+                                f"{int(last.pinned)}|{last.updated_at}|{last.id}")
+
     def cost_hint(self, chat_id: str | None, text: str, model: str, max_tokens: int | None, *,
                   user: str) -> list[str]:
         """Lines to show before a cloud prompt is sent: what it may cost, and where the
@@ -388,6 +460,53 @@ class ChatService:
         if history is None or not history.stored:
             raise InvalidInput("Only saved conversations can be renamed.")
         self._store.rename_conversation(chat_id, (title or "").strip() or "Untitled")
+
+    def set_pinned(self, chat_id: str | None, pinned: bool, *, user: str) -> None:
+        """Pin a stored chat to the top of the user's sidebar, or unpin it. Raises
+        ``InvalidInput`` for a chat not saved (yet), ``NotFound`` for another's."""
+        if not chat_id or chat_id.startswith(INCOGNITO_PREFIX):
+            raise InvalidInput("Only saved conversations can be pinned.",
+                               hint="Send a first message, or leave incognito.")
+        if not self._store.set_pinned(chat_id, pinned, user=user):
+            raise NotFound(GONE)
+
+    def toggle_pinned(self, chat_id: str | None, *, user: str) -> bool:
+        """Pin the chat if it isn't, else unpin it; returns whether it is pinned now.
+        Raises like ``set_pinned``."""
+        conv = (self._store.get_conversation(chat_id, user=user)
+                if chat_id and not chat_id.startswith(INCOGNITO_PREFIX) else None)
+        pinned = not conv.pinned if conv is not None else True
+        self.set_pinned(chat_id, pinned, user=user)
+        return pinned
+
+    def import_chats(self, path: str | Path, *, user: str) -> ImportReport:
+        """Bring the chats of an Open WebUI export or ChatGPT's conversations.json (or its
+        zip) at ``path`` into the user's history: each chat's shown branch, with its times and
+        model names. A chat imported before (by this user) is skipped, so importing a file
+        twice adds nothing. Raises ``InvalidInput`` for another file or one over the size
+        limit, before anything is written."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size > self._max_import_bytes:
+            raise InvalidInput(
+                f"This file is {size / 1e6:,.0f} MB; the limit is "
+                f"{self._max_import_bytes / 1e6:,.0f} MB (STUDIO_MAX_UPLOAD_MB).",
+                hint="Raise STUDIO_MAX_UPLOAD_MB, or split the export.")
+        parsed = read_export(path.read_bytes(), max_bytes=self._max_import_bytes)
+        known = self._store.imported_ids(parsed.source, user=user)
+        report = ImportReport.of(parsed)
+        for chat in parsed.chats:
+            if chat.source_id in known or self._store.import_conversation(
+                    user=user, source=parsed.source, source_id=chat.source_id,
+                    title=chat.title, created_at=chat.created_at,
+                    updated_at=chat.updated_at, messages=chat.messages) is None:
+                report.already += 1
+                continue
+            known.add(chat.source_id)
+            report.imported += 1
+            report.messages += len(chat.messages)
+        log.info("import for %s from %s: %s", user, parsed.source, report.summary())
+        return report
 
     def delete(self, chat_id: str, *, user: str) -> None:
         """Delete a stored conversation with its attachments (its reply is stopped first),
@@ -514,10 +633,11 @@ class ChatService:
         if window == WHOLE:
             turns = self._overlaid(history)
             return ChatView(turns, self._live(history))
-        seqs = history.seqs() if seqs is None else seqs
-        earlier, later = counts(seqs, window)
-        return ChatView(self._overlaid(history, window), self._live(history), window,
-                        earlier, later)
+        with self._store.snapshot():  # the counts agree with the turns read
+            seqs = history.seqs() if seqs is None else seqs
+            earlier, later = counts(seqs, window)
+            turns = self._overlaid(history, window)
+        return ChatView(turns, self._live(history), window, earlier, later)
 
     def _overlaid(self, history: History, window: Window = WHOLE) -> list[Turn]:
         turns = history.turns(*window)
@@ -544,11 +664,15 @@ class ChatService:
 
     def _start(self, history: History, placeholder: Turn, model_id: ModelId,
                messages: list[ChatMessage], options: ChatOptions | None, user: str,
-               created: bool, release: Callable[[], None]) -> Started:
-        """Start the reply into ``placeholder``, written with the turn (``History.writing``)."""
+               created: bool, release: Callable[[], None], *, question: str = "") -> Started:
+        """Start the reply into ``placeholder``, written with the turn (``History.writing``).
+        A stored chat's first reply, once complete, has the chat titled (``TitleWriter``)."""
         def finished(snap: ReplySnapshot) -> None:
             release()
             history.settle(placeholder.seq, snap)
+            if created and self._titles is not None:
+                self._titles.after_first_reply(history.conversation_id, question, snap,
+                                               user=user)
 
         reply = self._replies.start(str(model_id), messages, options or ChatOptions(),
                                     conversation_id=history.conversation_id,
@@ -558,13 +682,40 @@ class ChatService:
             history.reply_id = reply.reply_id
         return Started(chat_id=history.chat_id, reply=reply, created=created)
 
-    def _save_upload(self, chat_id: str, path: str) -> str:
-        src = Path(path)
+    def _save_uploads(self, chat_id: str, paths: Sequence[str]) -> tuple[str, ...]:
+        """Copy a message's attachments into ``uploads/<chat id>/``; their new paths.
+
+        All or none: when one copy fails, the copies made are removed. A full disk (or an
+        I/O error) raises ``StorageFailed`` with the sentence the database's faults use,
+        so the page keeps what was typed and attached."""
         dest_dir = self._uploads_dir / chat_id
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}"
-        shutil.copyfile(src, dest)
-        return str(dest)
+        saved: list[Path] = []
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                src = Path(path)
+                saved.append(dest_dir / f"{uuid.uuid4().hex[:12]}{src.suffix.lower()}")
+                shutil.copyfile(src, saved[-1])
+        except OSError as err:
+            for copy in saved:
+                copy.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                dest_dir.rmdir()  # only when empty: a new chat's folder, now never used
+            fault = file_fault(err)
+            if fault is None:
+                raise
+            raise fault from err
+        return tuple(str(p) for p in saved)
+
+
+def _cursor_values(more: str) -> tuple[int, str, str]:
+    """(pinned, updated_at, id) of a ``ConversationPage.more``; ``InvalidInput`` otherwise."""
+    pinned, _, rest = more.partition("|")
+    updated_at, _, conv_id = rest.partition("|")
+    if pinned not in ("0", "1") or not updated_at or not conv_id:
+        raise InvalidInput("That list position is not one the studio gave.",
+                           hint="Reload the page to list your chats again.")
+    return int(pinned), updated_at, conv_id
 
 
 def _no_slot() -> None:

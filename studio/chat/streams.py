@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..errors import StudioError
 from ..events import ChatMessage, ChatNotice, ChatOptions
-from ..model_id import ModelId
+from ..model_id import OLLAMA, ModelId
 
 if TYPE_CHECKING:
     from ..costs.accounting import Accounting
@@ -62,7 +62,7 @@ class ChatStreams:
         without NVML readings: nothing could be known then, and each message would pay for
         two Ollama calls and a ComfyUI probe."""
         coordinator = self._coordinator
-        if not model.is_local or coordinator is None or coordinator.policy == "off":
+        if model.backend != OLLAMA or coordinator is None or coordinator.policy == "off":
             return None
         if self._gpu is None or not self._gpu.sample().available:
             return None
@@ -77,11 +77,13 @@ class ChatStreams:
 
 
 def record_usage(accounting: "Accounting", *,
-                 observe: "Callable[[ReplySnapshot, UsageRecord | None], None] | None" = None
-                 ) -> Callable[["ReplySnapshot", str], None]:
+                 observe: "Callable[[ReplySnapshot, UsageRecord | None], None] | None" = None,
+                 source: str = "chat") -> Callable[["ReplySnapshot", str], None]:
     """The ``on_settled`` hook of a ``ReplyManager``: one usage row per reply that produced
-    anything (tokens, cost, energy) for the Costs tab. ``observe(snapshot, row)`` then sees
-    every settled reply, with its usage row or None (the metrics: O(1) per reply)."""
+    anything (tokens, cost, energy) for the Costs tab, recorded as ``source`` ("chat", or
+    "arena" for the arena's replies; the API's are "api" by their ``via``).
+    ``observe(snapshot, row)`` then sees every settled reply, with its usage row or None
+    (the metrics: O(1) per reply)."""
 
     def record(snap: "ReplySnapshot", user: str) -> None:
         row = None
@@ -94,7 +96,8 @@ def record_usage(accounting: "Accounting", *,
             row = accounting.record_chat(user, backend, model, snap.usage,
                                          duration_s=snap.elapsed_ms / 1000,
                                          conversation_id=snap.conversation_id,
-                                         message_id=snap.message_id, via=snap.via)
+                                         message_id=snap.message_id, via=snap.via,
+                                         source=source)
         if observe is not None:
             observe(snap, row)
 

@@ -16,6 +16,8 @@ browser never draws more than that many (a 5,000-message chat drawn whole took 7
 (5, None)
 >>> around(seqs, 2, 4)
 (None, 3)
+>>> from_start(seqs, 3, most=4)
+(3, 6)
 >>> counts(seqs, (3, 8))
 (2, 2)
 """
@@ -65,6 +67,13 @@ def later(seqs: Sequence[int], window: Window, *, page: int = PAGE, most: int = 
     start, stop = _bounds(seqs, window)
     stop = min(len(seqs), stop + page)
     return _window(seqs, max(start, stop - most), stop)
+
+
+def from_start(seqs: Sequence[int], first: int | None, most: int = MOST) -> Window:
+    """The messages from ``first`` on (the oldest when None), at most ``most`` of them: what
+    a page shows after ‹ › changed the later turns under its window's start."""
+    start, stop = _bounds(seqs, (first, None))
+    return _window(seqs, start, min(stop, start + most))
 
 
 def around(seqs: Sequence[int], seq: int, n: int = OPEN) -> Window:

@@ -30,7 +30,7 @@ from .comfyui_job import _Job
 from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, Executing,
                             ExecutionFailed, GenerationTimeout, HistoryEntry, ImageRef, JobLost,
                             NoAnswer, Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
-                            Queued, QueuedPrompt, RunResult, Started, SystemStats, Timings,
+                            Queued, QueuedPrompt, ResultUnread, RunResult, Started, SystemStats, Timings,
                             UploadedImage, error_sentence, prompt_rejected)
 
 log = logging.getLogger(__name__)
@@ -320,5 +320,5 @@ class ComfyUIClient:
 __all__ = ["ComfyUIClient", "Cached", "Cancelled", "Device", "Done", "Event", "Executing",
            "ExecutionFailed", "GenerationTimeout", "HistoryEntry", "ImageRef", "JobLost", "NoAnswer",
            "Preview", "Progress", "PromptRejected", "PromptStatus", "QueueItem", "QueueState",
-           "Queued", "QueuedPrompt", "RunResult", "Started", "SystemStats", "Timings",
+           "Queued", "QueuedPrompt", "ResultUnread", "RunResult", "Started", "SystemStats", "Timings",
            "UploadedImage"]

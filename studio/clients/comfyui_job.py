@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import websocket
 from PIL import Image
 
-from ..errors import BackendUnavailable
+from ..errors import BackendRejected, BackendUnavailable
 from .comfyui_types import (START_HINT, Cached, Cancelled, Done, Event, Executing,
-                            GenerationTimeout, ImageRef, JobLost, Preview, Progress, Started,
-                            Timings, execution_failed)
+                            GenerationTimeout, HistoryEntry, ImageRef, JobLost, Preview, Progress,
+                            ResultUnread, Started, Timings, execution_failed)
 
 if TYPE_CHECKING:
     from .comfyui import ComfyUIClient
@@ -93,6 +93,10 @@ class _Job:
 
     CANCEL_GRACE = 15.0  # seconds to wait for execution_interrupted after asking
     UNREACHABLE_GRACE = 60.0  # seconds ComfyUI may be gone (restarting) before a run fails
+    # Waits between reads of /history/{id} at the end of a job when one fails with a 5xx or
+    # no answer: a ComfyUI busy writing its history (or a proxy hiccup) answers on a later
+    # try; five tries in under 4 s, then the job's result is left for later (ResultUnread).
+    HISTORY_RETRIES = (0.25, 0.5, 1.0, 2.0)
 
     def __init__(self, client: ComfyUIClient, graph: Mapping[str, Any], prompt_id: str,
                  timeout: float, cancel: threading.Event):
@@ -280,7 +284,7 @@ class _Job:
         """Read /history for the final word: Done, Cancelled, or raise ExecutionFailed."""
         entry = None
         for _ in range(20):  # history is written just before "executing null"; allow a little lag
-            entry = self.client.history(self.prompt_id)
+            entry = self._read_history()
             if entry is not None:
                 break
             self._pause(0.05)
@@ -297,6 +301,29 @@ class _Job:
             execution_s=entry.execution_s if entry is not None else None,
             total_s=now - self.t_queued)
         return Done(tuple(images), self.prompt_id, timings, self.cached)
+
+
+    def _read_history(self) -> HistoryEntry | None:
+        """``/history/{id}``, tried again after a 5xx or no answer (``HISTORY_RETRIES``);
+        raises ``ResultUnread`` when every try failed, other errors at once."""
+        for wait in (*self.HISTORY_RETRIES, None):
+            try:
+                return self.client.history(self.prompt_id)
+            except (BackendRejected, BackendUnavailable) as exc:
+                status = getattr(exc, "status", None)
+                if isinstance(exc, BackendRejected) and not (status or 0) >= 500:
+                    raise
+                if wait is None:
+                    tries = len(self.HISTORY_RETRIES) + 1
+                    answer = f"answered {status}" if status else "didn't answer"
+                    raise ResultUnread(
+                        f"ComfyUI at {self.client.shown_as} finished job {self.prompt_id}, but "
+                        f"GET /history/{self.prompt_id} {answer} all {tries} times the studio "
+                        "asked.", prompt_id=self.prompt_id, status=status) from exc
+                log.info("ComfyUI's /history for %s failed (%s); trying again in %g s",
+                         self.prompt_id, status or "no answer", wait)
+                self._idle.wait(wait)
+        return None  # not reached: the last try returns or raises
 
 
 def _dedupe(refs: list[ImageRef]) -> list[ImageRef]:

@@ -67,6 +67,16 @@ class JobLost(GenerationFailed):
         self.prompt_id = prompt_id
 
 
+class ResultUnread(GenerationFailed):
+    """ComfyUI finished the job, but its ``/history`` kept failing (5xx, or no answer), so
+    the images' names couldn't be read. The job is done in ComfyUI: reading it later works."""
+
+    def __init__(self, message: str, *, prompt_id: str, status: int | None = None):
+        super().__init__(message)
+        self.prompt_id = prompt_id
+        self.status = status
+
+
 # --------------------------------------------------------------------------- results
 
 

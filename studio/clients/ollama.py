@@ -109,15 +109,17 @@ class PullProgress:
 class OllamaClient:
     """Talks to one Ollama server; safe to share between threads."""
 
-    def __init__(self, host: str, *, timeout: float = 300.0):
+    def __init__(self, host: str, *, timeout: float = 300.0, key: str = ""):
         """``host`` is already normalised (``http://127.0.0.1:11434``); ``timeout`` is the
-        longest wait, in seconds, for any single read (including between streamed tokens)."""
+        longest wait, in seconds, for any single read (including between streamed tokens);
+        ``key``, when set, goes as a bearer token (an Ollama behind a proxy that asks)."""
         self.url = host.rstrip("/")
         self.timeout = timeout
         self._connect_timeout = min(CONNECT_TIMEOUT, timeout)
         timeouts = httpx.Timeout(timeout, connect=self._connect_timeout)
-        self._ollama = ollama.Client(host=self.url, timeout=timeouts)
-        self._http = httpx.Client(base_url=self.url, timeout=timeouts)
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._ollama = ollama.Client(host=self.url, timeout=timeouts, headers=headers)
+        self._http = httpx.Client(base_url=self.url, timeout=timeouts, headers=headers)
         self._vision: dict[str, bool] = {}
         self._vision_lock = threading.Lock()
 
@@ -168,6 +170,13 @@ class OllamaClient:
             "details": info.details.model_dump() if info.details else {},
             "model_info": dict(info.modelinfo or {}),
         }
+
+    def capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What ``model`` can do, as ``/api/show`` reports it ("completion", "embedding",
+        "vision", "tools", "thinking", "insert"...); None from a server before v0.6.4, which
+        doesn't say. Raises ModelNotFound when it is not installed."""
+        info = self._show(model)
+        return None if info.capabilities is None else tuple(info.capabilities)
 
     def supports_vision(self, model: str) -> bool:
         """Whether ``model`` accepts images; asked once per model name, then remembered."""
@@ -348,6 +357,13 @@ class OllamaClient:
             if exc.status_code == -1:  # an {"error": ...} line inside a stream
                 return GenerationFailed(f"Ollama reported an error while writing the reply: {exc.error}",
                                         hint=_RETRY_HINT)
+            if exc.status_code == 400 and model and any(
+                    f"does not support {what}" in exc.error for what in ("chat", "generate")):
+                # An embedding model asked to chat (Ollama's capability check).
+                return BackendRejected(f"'{model}' can't chat: Ollama says {exc.error}. It is "
+                                       "probably an embedding model, for the API's embeddings.",
+                                       hint="Pick a chat model; the Models tab says what each "
+                                            "model is for.", status=400)
             if exc.status_code == 404 and model:
                 return ModelNotFound(f"Model '{model}' is not installed in Ollama at {self.url}.",
                                      hint=f"Pull it with `ollama pull {model}` or from the Models tab.",

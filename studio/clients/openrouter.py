@@ -23,17 +23,20 @@ if TYPE_CHECKING:  # imported for real on first use, see _openai()
 
 from ..errors import (BackendRejected, BackendUnavailable, GenerationFailed, ModelNotFound,
                       StreamInterrupted, StudioError)
-from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall,
-                      EmbedResult, Usage)
+from ..events import (ChatDelta, ChatDone, ChatGeneration, ChatMessage, ChatOptions,
+                      ChatThinking, EmbedResult, Usage)
 from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouterModel, OutOfCredit,
-                               ProviderError, RateLimited, as_float, build_chat_request,
+                               ProviderError, RateLimited, StreamPieces, as_float,
+                               build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
-                               parse_retry_after, wait_words)
+                               parse_retry_after, wait_words, without_links)
 
 log = logging.getLogger(__name__)
 
 BACKEND = "openrouter"
-CREDITS_URL = "https://openrouter.ai/credits"
+# Where OpenRouter sells credits now (its own 402 messages link here, or to /credits, which
+# redirects); the studio names this one only.
+CREDITS_URL = "https://openrouter.ai/settings/credits"
 NO_KEY = "No OpenRouter key. Set OPENROUTER_API_KEY (in .env or the environment) to use cloud models."
 
 
@@ -89,7 +92,8 @@ class OpenRouterClient:
                     ) -> Iterator[ChatDelta | ChatThinking | ChatDone]:
         """Stream a reply from ``model`` (an OpenRouter id such as ``openai/gpt-4o-mini``).
 
-        Yields ``ChatThinking`` (from ``delta.reasoning``) and ``ChatDelta`` pieces, then one
+        Yields ``ChatGeneration`` (OpenRouter's ``gen-…`` id, once, before the first piece),
+        ``ChatThinking`` (from ``delta.reasoning``) and ``ChatDelta`` pieces, then one
         ``ChatDone`` naming the model that actually answered, with OpenRouter's token counts and
         cost. Raises ``NoApiKey``, ``BadApiKey``, ``OutOfCredit``, ``RateLimited``,
         ``ProviderError``, ``ModelNotFound``, ``BackendRejected``, ``BackendUnavailable``
@@ -107,33 +111,21 @@ class OpenRouterClient:
             raise self._error_from_openai(err, model) from err
 
         answered_model = model
+        generation_id: str | None = None
         usage: Any = None
         finish_reason: str | None = None
-        first_token_at: float | None = None
-        calls: dict[int, dict[str, str]] = {}  # tool calls come in fragments, by index
+        pieces = StreamPieces(self._clock)
         with stream:
             try:
                 for chunk in stream:
                     answered_model = chunk.model or answered_model
+                    if generation_id is None and chunk.id:
+                        generation_id = chunk.id
+                        yield ChatGeneration(generation_id)
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
-                        delta = choice.delta
-                        reasoning = getattr(delta, "reasoning", None) if delta else None
-                        if isinstance(reasoning, str) and reasoning:
-                            first_token_at = first_token_at or self._clock()
-                            yield ChatThinking(reasoning)
-                        if delta is not None and delta.content:
-                            first_token_at = first_token_at or self._clock()
-                            yield ChatDelta(delta.content)
-                        for piece in (delta.tool_calls or ()) if delta is not None else ():
-                            first_token_at = first_token_at or self._clock()
-                            call = calls.setdefault(piece.index or 0,
-                                                    {"id": "", "name": "", "arguments": ""})
-                            call["id"] = piece.id or call["id"]
-                            if piece.function is not None:
-                                call["name"] += piece.function.name or ""
-                                call["arguments"] += piece.function.arguments or ""
+                        yield from pieces.events(choice.delta)
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
                         if choice.finish_reason == "error":
@@ -148,15 +140,13 @@ class OpenRouterClient:
             raise StreamInterrupted(
                 f"OpenRouter's stream for '{answered_model}' ended before the reply was complete.",
                 hint="The text so far is kept; try again.")
-        for index in sorted(calls):
-            call = calls[index]
-            yield ChatToolCall(id=call["id"] or f"call_{index}", name=call["name"],
-                               arguments=call["arguments"] or "{}")
+        yield from pieces.tool_calls()
         yield ChatDone(backend=BACKEND, model=answered_model,
-                       usage=self._usage(usage, finish_reason, started, first_token_at))
+                       usage=self._usage(usage, finish_reason, started, pieces.first_at,
+                                         generation_id))
 
     def _usage(self, usage: Any, finish_reason: str | None, started: float,
-               first_token_at: float | None) -> Usage:
+               first_token_at: float | None, generation_id: str | None) -> Usage:
         ended = self._clock()
         prompt_tokens = getattr(usage, "prompt_tokens", None)
         completion_tokens = getattr(usage, "completion_tokens", None)
@@ -168,7 +158,7 @@ class OpenRouterClient:
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             total_ms=(ended - started) * 1000, tokens_per_s=tokens_per_s,
             cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
-            cost_is_estimate=False, done_reason=finish_reason)
+            cost_is_estimate=False, done_reason=finish_reason, generation_id=generation_id)
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -238,6 +228,19 @@ class OpenRouterClient:
                 "the key's own usage and limit are under key info.")
         return Credits(total_credits=as_float(data.get("total_credits")),
                        total_usage=as_float(data.get("total_usage")))
+
+    def generation_cost(self, generation_id: str) -> float | None:
+        """What OpenRouter billed for the generation ``generation_id`` (``GET
+        /generation?id=``, its ``total_cost`` in USD), or None while OpenRouter doesn't know
+        it yet: it answers 404 for a few seconds after a completion (protocols.md 3.7).
+        Raises ``StudioError``s like the other endpoints for other failures."""
+        try:
+            data = self._get("/generation", params={"id": generation_id}).get("data") or {}
+        except BackendRejected as err:
+            if err.status == 404:
+                return None
+            raise
+        return as_float(data.get("total_cost"))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -312,6 +315,10 @@ class OpenRouterClient:
             return BadApiKey(f"OpenRouter rejected the API key{detail}.",
                              hint="Check OPENROUTER_API_KEY.", status=status)
         if status == 402:
+            # OpenRouter's own text links a credits page too (not always this one): say
+            # what it says without its link, and give one place to add credit.
+            said = without_links(error_message(error, self._api_key))
+            detail = f" ({status}: {said})" if said else f" ({status})"
             return OutOfCredit(f"OpenRouter account is out of credit{detail}.",
                                hint=f"Add credits at {CREDITS_URL} or pick a local model.",
                                status=status)

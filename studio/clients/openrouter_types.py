@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import email.utils
 import time
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import BackendRejected, BackendUnavailable
-from ..events import ChatMessage, ChatOptions
+from ..events import ChatDelta, ChatMessage, ChatOptions, ChatThinking, ChatToolCall
 
 _DETAIL_LIMIT = 300
 
@@ -251,9 +252,66 @@ def detail_suffix(error: Mapping[str, Any], secret: str) -> str:
     return f": {message} (code {code})" if code is not None else f": {message}"
 
 
+def without_links(text: str) -> str:
+    """``text`` without the sentences that carry a web address.
+
+    >>> without_links("Insufficient credits. Add more using https://openrouter.ai/credits")
+    'Insufficient credits.'
+    >>> without_links("Needs more credits. To increase, visit https://x.ai/c and upgrade.")
+    'Needs more credits.'
+    """
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(s for s in sentences if not re.search(r"https?://", s)).strip()
+
+
 def redact(text: str, secret: str) -> str:
     return text.replace(secret, "sk-or-…") if secret else text
 
 
 def as_float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class StreamPieces:
+    """Reads the deltas of an OpenAI-style chat stream (openai-python's chunk objects) into
+    the studio's events: thinking (from the first of ``thinking_fields`` a delta carries),
+    text, and tool calls, which arrive in fragments by index and are whole only at the end
+    (``tool_calls()``). ``first_at`` is when the first piece came (``clock()``)."""
+
+    def __init__(self, clock, thinking_fields: Sequence[str] = ("reasoning",)) -> None:
+        self._clock = clock
+        self._fields = tuple(thinking_fields)
+        self._calls: dict[int, dict[str, str]] = {}
+        self.first_at: float | None = None
+
+    def events(self, delta: Any) -> list:
+        if delta is None:
+            return []
+        out: list = []
+        extra = getattr(delta, "model_extra", None) or {}
+        for name in self._fields:
+            thinking = getattr(delta, name, None) or extra.get(name)
+            if isinstance(thinking, str) and thinking:
+                out.append(ChatThinking(thinking))
+                break
+        if delta.content:
+            out.append(ChatDelta(delta.content))
+        for piece in delta.tool_calls or ():
+            call = self._calls.setdefault(piece.index or 0, {"id": "", "name": "", "arguments": ""})
+            call["id"] = piece.id or call["id"]
+            if piece.function is not None:
+                call["name"] += piece.function.name or ""
+                call["arguments"] += piece.function.arguments or ""
+            self._mark()
+        if out:
+            self._mark()
+        return out
+
+    def _mark(self) -> None:
+        if self.first_at is None:
+            self.first_at = self._clock()
+
+    def tool_calls(self) -> list[ChatToolCall]:
+        return [ChatToolCall(id=call["id"] or f"call_{index}", name=call["name"],
+                             arguments=call["arguments"] or "{}")
+                for index, call in sorted(self._calls.items())]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -34,10 +34,13 @@ log = logging.getLogger(__name__)
 
 OWNER = "owner"
 PERIODS = {"today": "Today", "week": "This week", "month": "This month"}
+# What a cost was for: a chat reply, an arena answer, an image job (from the pages), or
+# anything through the API (/v1, /api), whatever it asked for.
+SOURCES = {"chat": "Chat", "arena": "Arena", "images": "Images", "api": "API"}
 CSV_COLUMNS = ("id", "time", "created_at_utc", "day", "user", "backend", "model", "kind",
                "prompt_tokens", "completion_tokens", "images", "duration_s", "cost_usd",
                "cost_is_estimate", "energy_kwh", "energy_cost_usd", "gpu_watts",
-               "conversation_id", "message_id", "job_id", "via")
+               "conversation_id", "message_id", "job_id", "via", "source")
 _CSV_PAGE = 5000
 
 Clock = Callable[[], datetime]
@@ -151,6 +154,18 @@ class UserSpend:
 
 
 @dataclass(frozen=True)
+class SourceSpend:
+    """Spend of one ``source`` ("chat", "arena", "images", "api")."""
+
+    source: str
+    spend: Spend
+
+    @property
+    def label(self) -> str:
+        return SOURCES.get(self.source, self.source)
+
+
+@dataclass(frozen=True)
 class UsageFilter:
     """Filters for the recent-requests table and the CSV export; None = any."""
 
@@ -159,13 +174,14 @@ class UsageFilter:
     user: str | None = None
     start_day: str | None = None  # inclusive, YYYY-MM-DD
     end_day: str | None = None
+    source: str | None = None  # one of SOURCES
 
     @classmethod
     def from_inputs(cls, backend: str | None = None, model: str | None = None,
                     user: str | None = None, start: str | None = None,
-                    end: str | None = None) -> "UsageFilter":
+                    end: str | None = None, source: str | None = None) -> "UsageFilter":
         """From what a person typed: blanks and "all" mean any. Raises ``InvalidInput`` for a
-        malformed date or a range that ends before it starts."""
+        malformed date, a range that ends before it starts, or a use not in ``SOURCES``."""
         start_day, end_day = parse_day(start, "start date"), parse_day(end, "end date")
         if start_day and end_day and start_day > end_day:
             raise InvalidInput(f"The date range ends ({end_day}) before it starts ({start_day}).",
@@ -175,8 +191,13 @@ class UsageFilter:
             text = (text or "").strip()
             return None if not text or text.lower() == "all" else text
 
+        source = clean(source)
+        if source is not None and source.lower() not in SOURCES:
+            raise InvalidInput(f"{source!r} isn't a use the studio records.",
+                               hint=f"Pick one of: {', '.join(SOURCES)} (or all).")
         return cls(backend=clean(backend), model=clean(model), user=clean(user),
-                   start_day=start_day, end_day=end_day)
+                   start_day=start_day, end_day=end_day,
+                   source=source.lower() if source else None)
 
 
 @dataclass(frozen=True)
@@ -206,6 +227,7 @@ class CostsOverview:
     per_model: list[ModelSpend]
     per_user: list[UserSpend]
     recent: list[UsageRecord]
+    per_source: list[SourceSpend] = field(default_factory=list)
 
 
 # -- accounting ------------------------------------------------------------------------------
@@ -218,13 +240,17 @@ class Accounting:
     ``studio.gpu``); when it gives None, ``settings.gpu_watts`` is used. ``prices`` maps a
     ``backend:model`` id to its ``ModelPrices`` (``studio.catalog.Catalog.prices`` fits) for
     cloud replies that come without a cost. ``clock`` gives an aware local ``datetime``.
-    Raises ``ConfigError`` for a negative electricity price or wattage.
+    ``ask_cost(row_id, generation_id, model_id)`` (``GenerationCosts.ask``) is told about a
+    cloud reply that came without a reported cost but with a generation id: the row is an
+    estimate (or unknown) until the cloud says. Raises ``ConfigError`` for a negative
+    electricity price or wattage.
     """
 
     def __init__(self, ledger: UsageStore, settings: Settings, *,
                  power_reader: PowerReader | None = None, prices: PriceLookup | None = None,
                  clock: Clock = local_now,
-                 cloud_backends: Iterable[str] = CLOUD_BACKENDS) -> None:
+                 cloud_backends: Iterable[str] = CLOUD_BACKENDS,
+                 ask_cost: Callable[[int, str, str], None] | None = None) -> None:
         check_non_negative(settings, ("energy_price_kwh", "gpu_watts"))
         self.ledger = ledger
         self.settings = settings
@@ -232,33 +258,45 @@ class Accounting:
         self.prices = prices or (lambda model_id: None)
         self.clock = clock
         self.cloud_backends = frozenset(cloud_backends)
+        self.ask_cost = ask_cost
 
     # -- recording -------------------------------------------------------------------------
 
     def record_chat(self, user: str, backend: str, model: str, usage: Usage,
                     duration_s: float | None = None, conversation_id: str | None = None,
                     message_id: int | None = None, *, watts: float | None = None,
-                    via: str = "") -> UsageRecord:
+                    via: str = "", source: str = "chat") -> UsageRecord:
         """Account one chat reply and return the stored row.
 
         Cloud: ``usage.cost_usd`` as reported (``usage.cost_is_estimate`` kept), else catalogue
         prices x tokens flagged as an estimate, else unknown (NULL). Local: no bill, energy =
         watts (``watts``, else the power reader, else ``STUDIO_GPU_WATTS``) x ``duration_s``
         (default ``usage.total_ms``) x ``STUDIO_ENERGY_PRICE_KWH``. A cloud row replaces the
-        settled budget charge of its request (see ``Budget``).
+        settled budget charge of its request (see ``Budget``). ``source``: "chat" or
+        "arena"; a request through the API (``via`` "api: …") is "api" whatever it says.
         """
         if duration_s is None and usage.total_ms is not None:
             duration_s = usage.total_ms / 1000
-        cost, estimate = None, False
+        cost, estimate, ask = None, False, False
         if backend in self.cloud_backends:
             cost, estimate = to_decimal(usage.cost_usd), usage.cost_is_estimate
             if cost is None:
                 cost = reply_cost(self.prices(f"{backend}:{model}"), usage.prompt_tokens,
                                   usage.completion_tokens)
                 estimate = cost is not None
+            # No reported cost (a cut-off or stopped stream): billed all the same, so the
+            # cloud is asked; until it answers the row is an estimate, even with no figure.
+            ask = (usage.cost_usd is None and bool(usage.generation_id)
+                   and self.ask_cost is not None)
+            estimate = estimate or ask
         row = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   conversation_id=conversation_id, message_id=message_id, via=via)
-        return self._record(user, backend, model, "chat", duration_s, cost, estimate, watts, row)
+                   conversation_id=conversation_id, message_id=message_id, via=via,
+                   source=_source(source, via), generation_id=usage.generation_id)
+        record = self._record(user, backend, model, "chat", duration_s, cost, estimate, watts,
+                              row)
+        if ask:
+            self.ask_cost(record.id, usage.generation_id, f"{backend}:{model}")
+        return record
 
     def record_image(self, user: str, backend: str, model: str, duration_s: float | None, *,
                      images: int = 1, job_id: str | None = None,
@@ -275,7 +313,8 @@ class Accounting:
                 cost = reply_cost(self.prices(f"{backend}:{model}"), 0, 0, images=images)
                 estimate = cost is not None
         return self._record(user, backend, model, "image", duration_s, cost, estimate, watts,
-                            dict(images=images, job_id=job_id, via=via))
+                            dict(images=images, job_id=job_id, via=via,
+                                 source=_source("images", via)))
 
     def _record(self, user: str, backend: str, model: str, kind: str,
                 duration_s: float | None, cost: Decimal | None, estimate: bool,
@@ -350,6 +389,12 @@ class Accounting:
         return [ModelSpend(backend, model, Spend.from_sums(sums))
                 for backend, model, sums in self.ledger.usage_by_model(start, end, user=user)]
 
+    def spend_per_source(self, period: str, *, user: str | None = None) -> list[SourceSpend]:
+        """Spend per use (chat, arena, images, api) in ``period``, costliest first."""
+        start, end = self._range(period)
+        return [SourceSpend(source, Spend.from_sums(sums))
+                for source, sums in self.ledger.usage_by_source(start, end, user=user)]
+
     def spend_per_user(self, period: str) -> list[UserSpend]:
         """Spend per user in ``period``, costliest first."""
         start, end = self._range(period)
@@ -361,7 +406,8 @@ class Accounting:
         """The newest ``limit`` usage rows matching ``filters``."""
         return self.ledger.usage_records(backend=filters.backend, model_contains=filters.model,
                                         user=filters.user, start_day=filters.start_day,
-                                        end_day=filters.end_day, limit=limit)
+                                        end_day=filters.end_day, limit=limit,
+                                        source=filters.source)
 
     def iter_records(self, filters: UsageFilter = UsageFilter()) -> Iterator[UsageRecord]:
         """Every row matching ``filters``, newest first, read a page at a time."""
@@ -370,7 +416,7 @@ class Accounting:
             page = self.ledger.usage_records(
                 backend=filters.backend, model_contains=filters.model, user=filters.user,
                 start_day=filters.start_day, end_day=filters.end_day, limit=_CSV_PAGE,
-                before_id=before)
+                before_id=before, source=filters.source)
             yield from page
             if len(page) < _CSV_PAGE:
                 return
@@ -424,7 +470,8 @@ class Accounting:
                              per_day=self.spend_per_day(days, user=only),
                              per_model=self.spend_per_model(period, user=only),
                              per_user=[u for u in per_user if only is None or u.user == only],
-                             recent=self.recent(filters, limit=recent_limit))
+                             recent=self.recent(filters, limit=recent_limit),
+                             per_source=self.spend_per_source(period, user=only))
 
     def local_tz(self) -> tzinfo | None:
         return self.clock().tzinfo
@@ -436,7 +483,8 @@ class Accounting:
 
 _RECORD_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                   "completion_tokens", "images", "duration_s", "cost_usd", "energy_kwh",
-                  "energy_cost", "gpu_watts", "conversation_id", "message_id", "job_id", "via")
+                  "energy_cost", "gpu_watts", "conversation_id", "message_id", "job_id", "via",
+                  "source", "generation_id")
 
 
 def local_time(record: UsageRecord, tz: tzinfo | None) -> str:
@@ -452,8 +500,21 @@ def csv_row(record: UsageRecord, tz: tzinfo | None) -> list[Any]:
               record.completion_tokens, record.images, record.duration_s, record.cost_usd,
               int(record.cost_is_estimate), record.energy_kwh, record.energy_cost,
               record.gpu_watts, record.conversation_id, record.message_id, record.job_id,
-              record.via]
+              record.via, record.source]
     return ["" if value is None else value for value in values]
+
+
+def _source(source: str, via: str) -> str:
+    """What a usage row was for: API use is "api" whatever it asked for.
+
+    >>> _source("chat", "api: laptop"), _source("arena", "")
+    ('api', 'arena')
+    """
+    if via.startswith("api:"):
+        return "api"
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)} (got {source!r})")
+    return source
 
 
 def utc_stamp(moment: datetime) -> str:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from .accounting import (OWNER, Clock, as_float, as_usd, check_non_negative, local_now,
                          setting_decimal, utc_stamp)
 from ..config import Settings
-from .pricing import format_usd
+from .pricing import MIN_REPLY_TOKENS, ReplyCost, format_usd, format_usd_apart
 from ..errors import BudgetExceeded
 from ..store.usage import UsageStore
 
@@ -29,12 +29,19 @@ LEVELS = ("ok", "warning", "exceeded")
 
 @dataclass(frozen=True)
 class Reservation:
-    """A cloud request's place in the budget, from ``Budget.reserve`` until settled/released."""
+    """A cloud request's place in the budget, from ``Budget.reserve`` until settled/released.
+
+    ``max_tokens`` (from ``reserve_reply``): the reply's token limit to send, which the
+    estimate covers; None when neither a cap nor the request sets one. ``limited_by``: the
+    cap that made it shorter than the request allowed, as a phrase for a notice ("" if none).
+    """
 
     id: int
     user: str
     model_id: str
     estimate_usd: Decimal | None
+    max_tokens: int | None = None
+    limited_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,45 @@ class Budget:
                 model=model_id, estimate_usd=as_float(estimate_usd))
         return Reservation(id=charge, user=user, model_id=model_id, estimate_usd=estimate_usd)
 
+    def reserve_reply(self, user: str, model_id: str, cost: ReplyCost, *,
+                      min_tokens: int = MIN_REPLY_TOKENS) -> Reservation:
+        """Book a cloud chat request whose reply will be held to what the caps leave room for.
+
+        Under the lock: the reply may be as long as ``cost.max_tokens``, or as the tightest
+        cap's remaining money allows at the model's price, whichever is smaller; that is the
+        ``max_tokens`` to send and its cost is the estimate booked, so requests sent at once
+        cannot together pass a cap even when their replies run to the limit. Raises
+        ``BudgetExceeded`` when a cap is used up, or can't pay for the prompt and a reply of
+        ``min_tokens`` (or ``cost.max_tokens`` when that is smaller). With unknown prices
+        the reply keeps ``cost.max_tokens`` and nothing is booked (0) but a used-up cap.
+        """
+        user = user or OWNER
+        with self._lock:
+            now = self.clock()
+            caps = self._statuses(user, now)
+            tokens, tight = cost.max_tokens, None
+            for cap in caps:
+                if cap.committed >= cap.cap:
+                    raise _refusal(cap, user, Decimal(0))
+                fits = cost.tokens_within(cap.cap - cap.committed)
+                if fits < tokens:
+                    tokens, tight = fits, cap
+            shortest = min(min_tokens, cost.max_tokens)
+            if tight is not None and tokens < shortest:
+                raise _refusal(tight, user, cost.at(max(shortest, 0)) or Decimal(0),
+                               reply_tokens=shortest)
+            estimate = cost.at(tokens)
+            charge = self.ledger.open_budget_charge(
+                created_at=utc_stamp(now), day=now.date().isoformat(), user=user,
+                model=model_id, estimate_usd=as_float(estimate))
+        limited = ""
+        if tight is not None:
+            left = tight.cap - tight.committed
+            limited = f"{_cap_name(tight, user)} ({format_usd(left)} left {_when(tight)})"
+        return Reservation(id=charge, user=user, model_id=model_id, estimate_usd=estimate,
+                           max_tokens=tokens if caps or cost.asked else None,
+                           limited_by=limited)
+
     def check(self, user: str, estimate_usd: Decimal | None) -> None:
         """Raise ``BudgetExceeded`` when ``reserve`` would refuse this estimate now; books
         nothing (a caller's check before it writes anything)."""
@@ -193,7 +239,8 @@ def _cap_name(cap: CapStatus, user: str) -> str:
     return name if cap.scope == "all" else f"{name} per user (for {user})"
 
 
-def _refusal(cap: CapStatus, user: str, amount: Decimal) -> BudgetExceeded:
+def _refusal(cap: CapStatus, user: str, amount: Decimal, *,
+             reply_tokens: int | None = None) -> BudgetExceeded:
     hint = f"Pick a local model, or raise {cap.env} (0 = no cap)."
     name = _cap_name(cap, user)
     if cap.committed >= cap.cap:
@@ -201,9 +248,11 @@ def _refusal(cap: CapStatus, user: str, amount: Decimal) -> BudgetExceeded:
                               f"({format_usd(cap.committed, zero='$0')} spent {_when(cap)}).",
                               hint=hint)
     left = cap.cap - cap.committed
+    cost, room = format_usd_apart(amount, left)
+    what = ("This request could cost up to" if reply_tokens is None else
+            f"Even with a reply of at most {reply_tokens:,} tokens, this request could cost")
     return BudgetExceeded(
-        f"This request could cost up to {format_usd(amount)}, more than the "
-        f"{format_usd(left)} left of {name} "
+        f"{what} {cost}, more than the {room} left of {name} "
         f"({format_usd(cap.committed, zero='$0')} spent or reserved {_when(cap)}).", hint=hint)
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from ..clients.openrouter import OpenRouterModel
-from .pricing import ModelPrices, format_price_per_million, to_decimal
+from .pricing import ModelPrices, format_price_per_million, format_usd, to_decimal
 from ..errors import InvalidInput, StudioError
 from ..model_id import OLLAMA, OPENROUTER, ModelId
 from ..store.cloud import CloudModelRow, CloudStore
@@ -302,6 +302,9 @@ def cloud_label(model: CloudModel) -> str:
     ...                ("text",), ModelPrices(Decimal("0.00000015"), Decimal("0.0000006")))
     >>> cloud_label(m)
     'Cloud · OpenAI: GPT-4o-mini · $0.15/M in · $0.60/M out · 128K ctx · images'
+    >>> cloud_label(CloudModel("perplexity/sonar", "Perplexity: Sonar", 127000, ("text",),
+    ...     ("text",), ModelPrices.per_million(1, 1, request="0.005")))
+    'Cloud · Perplexity: Sonar · $1.00/M in · $1.00/M out · $0.005/request · 127K ctx'
     """
     parts = [model.name or model.id, *_price_parts(model)]
     if model.context_length:
@@ -340,8 +343,12 @@ def _price_parts(model: CloudModel) -> list[str]:
         return ["free"]
     if not model.prices.is_known:
         return ["price unknown"]
-    return [f"{format_price_per_million(model.prices.prompt)} in",
-            f"{format_price_per_million(model.prices.completion)} out"]
+    parts = [f"{format_price_per_million(model.prices.prompt)} in",
+             f"{format_price_per_million(model.prices.completion)} out"]
+    if model.prices.request:
+        # Some models (search, routers) charge per request on top of the tokens.
+        parts.append(f"{format_usd(model.prices.request)}/request")
+    return parts
 
 
 def _sorted(models: Iterable[CloudModel]) -> list[CloudModel]:

@@ -18,8 +18,16 @@ JOULES_PER_KWH = Decimal(3_600_000)
 CHARS_PER_TOKEN = 4
 # Role markers and separators each message adds on top of its text (OpenAI-style chat formats).
 TOKENS_PER_MESSAGE = 4
-# What "<$0.0001" means: amounts below this are shown as a bound, not as a rounded zero.
-SMALLEST_SHOWN = Decimal("0.0001")
+# What a chat request adds around all its messages (the reply's priming, OpenAI-style).
+TOKENS_PER_REQUEST = 3
+# Amounts below this are shown as a bound ("<$0.00000001"), not as a rounded zero: a
+# hundredth of a micro-dollar is below one token of the cheapest priced model.
+SMALLEST_SHOWN = Decimal("0.00000001")
+# The shortest reply worth sending a cloud request for: when a budget cap leaves room for
+# fewer tokens, the request is refused before it goes out (issue 14).
+MIN_REPLY_TOKENS = 64
+# Amounts below a cent get this many significant digits (at least): $0.0042, $0.000083.
+SIGNIFICANT_DIGITS = 2
 
 
 def to_decimal(value: object) -> Decimal | None:
@@ -146,6 +154,56 @@ def estimate_prompt_cost(prices: ModelPrices | None, prompt_tokens: int,
     return reply_cost(prices, prompt_tokens, max_completion_tokens, images=images, requests=1)
 
 
+@dataclass(frozen=True)
+class ReplyCost:
+    """What a cloud chat request costs as a function of its reply's length, for a budget to
+    reserve before it goes out: ``fixed`` (the prompt, its images, the price per request)
+    plus ``per_token`` for each reply token, the reply being at most ``max_tokens`` long.
+    ``asked`` says whether the request itself set ``max_tokens`` (else it is a default).
+    ``None`` prices are unknown: the cost is then unknown too.
+
+    >>> cost = ReplyCost(fixed=Decimal("0.001"), per_token=Decimal("0.00001"), max_tokens=1000)
+    >>> cost.at(100), cost.tokens_within(Decimal("0.002")), cost.tokens_within(Decimal("1"))
+    (Decimal('0.00200'), 100, 1000)
+    """
+
+    fixed: Decimal | None
+    per_token: Decimal | None
+    max_tokens: int
+    asked: bool = False
+
+    @classmethod
+    def of(cls, prices: ModelPrices | None, prompt_tokens: int, max_tokens: int, *,
+           images: int = 0, asked: bool = False) -> "ReplyCost":
+        """From a model's prices and a bound on the prompt's tokens."""
+        fixed = reply_cost(prices, prompt_tokens, 0, images=images, requests=1)
+        per_token = None if prices is None else prices.completion
+        return cls(fixed=fixed, per_token=per_token, max_tokens=max_tokens, asked=asked)
+
+    @property
+    def is_known(self) -> bool:
+        return self.fixed is not None and self.per_token is not None
+
+    def at(self, tokens: int) -> Decimal | None:
+        """The cost with a reply of ``tokens`` tokens; None when a price is unknown."""
+        if not self.is_known:
+            return None
+        return self.fixed + self.per_token * tokens
+
+    def tokens_within(self, left: Decimal) -> int:
+        """The longest reply (at most ``max_tokens``) whose request costs no more than
+        ``left``; -1 when even the prompt alone costs more. ``max_tokens`` when the
+        prices are unknown (nothing can be worked out)."""
+        if not self.is_known:
+            return self.max_tokens
+        room = left - self.fixed
+        if room < 0:
+            return -1
+        if self.per_token == 0:
+            return self.max_tokens
+        return min(self.max_tokens, int(room / self.per_token))
+
+
 def describe_prompt_estimate(prices: ModelPrices | None, prompt_tokens: int,
                              reply_tokens: int) -> str:
     """What sending a prompt will cost, for the chat to show before it is sent.
@@ -180,6 +238,18 @@ def estimate_messages_tokens(texts: Iterable[str]) -> int:
     return sum(estimate_tokens(text) + TOKENS_PER_MESSAGE for text in texts)
 
 
+def bound_messages_tokens(texts: Iterable[str]) -> int:
+    """The most tokens a chat prompt can take, for a budget that must hold: no tokenizer
+    makes more tokens of a text than it has UTF-8 bytes (each token stands for at least
+    one byte), plus the framing of each message and of the request.
+
+    >>> bound_messages_tokens(["Hello"]), bound_messages_tokens(["né"])
+    (12, 10)
+    """
+    return TOKENS_PER_REQUEST + sum(len(text.encode("utf-8")) + TOKENS_PER_MESSAGE
+                                    for text in texts)
+
+
 def energy_kwh(watts: object, seconds: object) -> Decimal:
     """Energy used running at ``watts`` for ``seconds``, in kWh; ``Accounting`` multiplies it
     by the electricity price. Raises ValueError for a missing or negative figure.
@@ -201,14 +271,18 @@ def round_usd(amount: Decimal, places: int = 6) -> Decimal:
 
 
 def format_usd(amount: Decimal | float | int | str | None, *, zero: str = "free",
-               unknown: str = "unknown") -> str:
-    """Dollar amount for people: ``$12.34``, ``$0.0042``, ``<$0.0001``, ``free``, ``unknown``.
+               unknown: str = "unknown", digits: int = SIGNIFICANT_DIGITS) -> str:
+    """Dollar amount for people: ``$12.34``, ``$0.0042``, ``$0.000083``, ``free``, ``unknown``.
 
     Amounts of a dollar or more get cents and thousands separators; smaller ones up to four
-    decimals (at least two).
+    decimals (at least two), and amounts below a cent at least ``digits`` significant
+    digits, so that a tiny budget reads as a number ("$0.000083 left"), not as a bound.
+    Below ``SMALLEST_SHOWN`` (a hundredth of a micro-dollar) it says ``<$0.00000001``.
 
-    >>> [format_usd(x) for x in ("12.341", "0.00421", "0.00001", 0, None)]
-    ['$12.34', '$0.0042', '<$0.0001', 'free', 'unknown']
+    >>> [format_usd(x) for x in ("12.341", "0.00421", "0.0000834", 0, None)]
+    ['$12.34', '$0.0042', '$0.000083', 'free', 'unknown']
+    >>> format_usd("0.0000834", digits=3)
+    '$0.0000834'
     """
     if amount is None:
         return unknown
@@ -219,14 +293,32 @@ def format_usd(amount: Decimal | float | int | str | None, *, zero: str = "free"
         return zero
     sign, value = ("-", -value) if value < 0 else ("", value)
     if value < SMALLEST_SHOWN:
-        return f"{sign}<$0.0001"
-    small = round_usd(value, 4)
-    if small < 1:
-        # Four decimals at most, trailing zeros dropped down to cents: $0.50, $0.123, $0.0042.
-        text = f"{small:f}".rstrip("0")
-        text += "0" * max(0, 2 - len(text.split(".")[1]))
-        return f"{sign}${text}"
+        return f"{sign}<${SMALLEST_SHOWN:f}"
+    if value < 1:
+        # Four decimals, or more where the amount needs them for its significant digits;
+        # trailing zeros dropped down to cents: $0.50, $0.123, $0.0042, $0.000083.
+        places = max(4, digits - 1 - value.adjusted())
+        small = round_usd(value, places)
+        if small < 1:
+            text = f"{small:f}".rstrip("0")
+            text += "0" * max(0, 2 - len(text.split(".")[1]))
+            return f"{sign}${text}"
     return f"{sign}${round_usd(value, 2):,}"
+
+
+def format_usd_apart(*amounts: Decimal | None, zero: str = "free") -> list[str]:
+    """The amounts formatted with as many significant digits as it takes (up to six) for
+    different amounts to read differently, e.g. in "could cost up to X, more than the Y left".
+
+    >>> format_usd_apart(Decimal("0.000101"), Decimal("0.0001"))
+    ['$0.000101', '$0.0001']
+    """
+    for digits in range(SIGNIFICANT_DIGITS, 7):
+        texts = [format_usd(a, zero=zero, digits=digits) for a in amounts]
+        distinct = {a for a in amounts if a is not None}
+        if len(set(texts)) >= len(distinct):
+            return texts
+    return texts
 
 
 def format_price_per_million(price_per_token: Decimal | None) -> str:

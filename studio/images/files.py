@@ -2,7 +2,10 @@
 
 * ``check_input_image``: an uploaded picture is a real image within the size limit.
 * ``save_output`` copies an image from ComfyUI into the data directory with a thumbnail,
-  writing temp names and renaming, so nothing half-written is ever listed.
+  under hidden *pending* names; ``commit_output`` gives them their names once the gallery
+  row is stored, and ``sweep_pending`` (at start-up) settles what a killed studio left
+  between the two: a file with a row gets its name, one without is deleted. So a kill
+  never leaves a picture without a row, nor a row without its picture.
 * ``read_png_metadata`` reads PNG text chunks as JSON data, never as code.
 
 No gradio imports; no network.
@@ -18,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -102,11 +105,20 @@ class SavedFile:
     bytes: int
 
 
+def pending_path(outputs_dir: Path, rel: str) -> Path:
+    """Where ``save_output`` writes the file meant for ``rel`` until ``commit_output``: a
+    hidden name beside it (backups and listings skip hidden names) holding this process's
+    id, so a start-up sweep can tell a dead writer's file from a live studio's."""
+    final = outputs_dir / rel
+    return final.with_name(f".{final.name}.{os.getpid()}.pending")
+
+
 def save_output(outputs_dir: Path, data: bytes, *, stem: str | None = None) -> SavedFile:
-    """Store one image from ComfyUI byte for byte (its PNG chunks kept) plus a WebP thumbnail.
+    """Store one image from ComfyUI byte for byte (its PNG chunks kept) plus a WebP thumbnail,
+    both under pending names (``pending_path``): the caller stores the gallery row, then
+    calls ``commit_output`` (or ``discard_output`` when the row failed).
 
     Raises GenerationFailed if the bytes aren't an image, StudioError if the disk refuses.
-    Both files appear under their final names only once complete.
     """
     try:
         image = Image.open(io.BytesIO(data))
@@ -123,17 +135,70 @@ def save_output(outputs_dir: Path, data: bytes, *, stem: str | None = None) -> S
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     buf = io.BytesIO()
     thumb.save(buf, format="WEBP", quality=78, method=0)
-    target, target_thumb = outputs_dir / rel, outputs_dir / rel_thumb
+    saved = SavedFile(rel.as_posix(), rel_thumb.as_posix(), image.width, image.height,
+                      len(data))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target_thumb.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data)
-        write_atomic(target_thumb, buf.getvalue())
+        for rel_path, content in ((saved.path, data), (saved.thumb, buf.getvalue())):
+            pending = pending_path(outputs_dir, rel_path)
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            _write(pending, content)  # a half-written one has no row: the sweep drops it
     except OSError as exc:
-        target.unlink(missing_ok=True)
+        discard_output(outputs_dir, saved)
         raise StudioError(f"Couldn't save the image into {outputs_dir} ({exc.strerror or exc}).",
                           hint="Check free disk space and the folder's permissions.") from exc
-    return SavedFile(rel.as_posix(), rel_thumb.as_posix(), image.width, image.height, len(data))
+    return saved
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def commit_output(outputs_dir: Path, saved: SavedFile) -> None:
+    """Give a saved image and its thumbnail their names, once their gallery row is stored."""
+    for rel in (saved.path, saved.thumb):
+        os.replace(pending_path(outputs_dir, rel), outputs_dir / rel)
+
+
+def discard_output(outputs_dir: Path, saved: SavedFile) -> None:
+    """Delete what ``save_output`` wrote (its gallery row could not be stored)."""
+    for rel in (saved.path, saved.thumb):
+        pending_path(outputs_dir, rel).unlink(missing_ok=True)
+        (outputs_dir / rel).unlink(missing_ok=True)
+
+
+def sweep_pending(outputs_dir: Path, recorded: Callable[[str], bool]) -> tuple[int, int]:
+    """At start-up, settle the pending files a studio killed while storing left behind:
+    one whose path ``recorded`` (a gallery row names it) gets its name, any other is
+    deleted. Files of another studio still running on the folder are left alone.
+    Returns (named, deleted)."""
+    named = deleted = 0
+    if not outputs_dir.is_dir():
+        return named, deleted
+    for pending in sorted(outputs_dir.rglob(".*.pending")):
+        stem, _, pid = pending.name[1:].removesuffix(".pending").rpartition(".")
+        if not stem or (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            continue
+        rel = (pending.parent / stem).relative_to(outputs_dir).as_posix()
+        try:
+            if recorded(rel):
+                os.replace(pending, outputs_dir / rel)
+                named += 1
+            else:
+                pending.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            continue  # settled meanwhile
+    return named, deleted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def keep_input(path: str | Path, uploads_dir: Path) -> str:

@@ -24,7 +24,7 @@ from . import validation, workflows
 from ..clients.comfyui import ComfyUIClient
 from ..errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
 from ..live import Registry
-from .files import check_input_image, keep_input
+from .files import check_input_image, keep_input, sweep_pending
 from .live_job import FinishedJob, JobSnapshot, LiveJob, ShownImage, shown_image, snapshot_from_db
 from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params, plan_items,
                     render_item)
@@ -89,8 +89,14 @@ class ImageJobs:
                 return self
             self._dispatcher = threading.Thread(target=self._dispatch, name="image-dispatch",
                                                 daemon=True)
+        named, deleted = sweep_pending(self.outputs_dir, self.store.names_file)
+        if named or deleted:
+            log.info("pictures a stopped studio was storing: %d named (their gallery rows "
+                     "were stored), %d without a row deleted", named, deleted)
         for job in self.store.active_jobs():
             self._pick_up(job)
+        for job in self._reopen_left_jobs():
+            self._pick_up(job, booked_images=self.store.item_counts(job.id).get("images", 0))
         self._dispatcher.start()
         return self
 
@@ -187,8 +193,10 @@ class ImageJobs:
         for params in planned:
             graph = render_item(template, params)
             items.append(({**params, **effective_params(template, graph),
-                           "workflow": template.name}, graph))
-        title = (request.all_prompts[0] or template.title or template.name)[:120]
+                           "workflow": template.name,
+                           "workflow_title": template.title or template.name}, graph))
+        prompt = request.all_prompts[0] if "prompt" in template.params else ""
+        title = (prompt or template.title or template.name)[:120]
         job = self.store.create_job(
             user=user, lane=lane or user, workflow=template.name, title=title,
             spec={"prompts": request.all_prompts, "seeds": request.seeds,
@@ -410,6 +418,9 @@ class ImageJobs:
         counts = self.store.item_counts(live.job_id)
         done, failed = counts.get("done", 0), counts.get("failed", 0)
         cancelled = counts.get("cancelled", 0)
+        # Nothing runs now, so an item still "queued"/"running" in the store was left for the
+        # next start (``ItemRunner._leave_for_restart``): not made in this run.
+        failed += counts.get("queued", 0) + counts.get("running", 0)
         if live.cancel_requested:
             status = "cancelled"
         elif failed == 0 and cancelled == 0:
@@ -430,7 +441,8 @@ class ImageJobs:
         if self.on_job_finished is not None:
             try:
                 self.on_job_finished(FinishedJob(live.job_id, live.user, live.workflow,
-                                                 live.model, status, counts.get("images", 0),
+                                                 live.model, status,
+                                                 counts.get("images", 0) - live.booked_images,
                                                  live.gpu_seconds, live.via))
             except Exception:  # noqa: BLE001 - accounting must never break image jobs
                 log.exception("on_job_finished hook failed for job %s", live.job_id)
@@ -444,9 +456,24 @@ class ImageJobs:
 
     # ------------------------------------------------------------------ restart pickup
 
-    def _pick_up(self, job: ImageJob) -> None:
-        """Rebuild a job a previous run left unfinished and carry on with it."""
+    def _reopen_left_jobs(self) -> list[ImageJob]:
+        """Finished jobs with an image left for this start (ComfyUI made it, but its
+        /history failed: ``ItemRunner._leave_for_restart``), made running again."""
+        job_ids = dict.fromkeys(item.job_id for item in self.store.sent_items())
+        reopened = []
+        for job_id in job_ids:
+            job = self.store.get_job(job_id)
+            if job is None or job.active:
+                continue
+            self.store.update_job(job_id, status="running", error="", finished_at=None)
+            reopened.append(self.store.get_job(job_id))
+        return reopened
+
+    def _pick_up(self, job: ImageJob, *, booked_images: int = 0) -> None:
+        """Rebuild a job a previous run left unfinished and carry on with it.
+        ``booked_images``: images of it already accounted (a reopened job)."""
         live = self._register(job)
+        live.booked_images = booked_images
         items = self.store.job_items(job.id)
         counts = self.store.item_counts(job.id)
         with live.cond:

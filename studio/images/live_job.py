@@ -102,6 +102,9 @@ class LiveJob(Live):
     slots: int = 0
     cancel_requested: bool = False
     finishing: bool = False
+    # Gallery images of this job already accounted when it finished once before: a job
+    # reopened at start-up (an image left for it, ``ImageJobs.start``) books only the rest.
+    booked_images: int = 0
 
     def _snapshot_locked(self) -> JobSnapshot:
         current = None
@@ -154,6 +157,7 @@ def snapshot_from_db(job: ImageJob, images: Sequence[ShownImage], counts: Mappin
 
 def shown_image(image: GalleryImage, outputs_dir: Path) -> ShownImage:
     """How the page shows a stored image: absolute paths and a caption."""
-    caption = f"seed {image.seed}" if image.seed is not None else image.workflow
+    caption = (f"seed {image.seed}" if image.seed is not None
+               else image.params.get("workflow_title") or image.workflow)
     return ShownImage(image.id, str(outputs_dir / image.path), str(outputs_dir / image.thumb),
                       caption)

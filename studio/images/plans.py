@@ -122,6 +122,41 @@ class WorkflowLibrary:
         self.refresh()
         return self.get(name)
 
+    def is_custom(self, name: str) -> bool:
+        """Whether workflow ``name`` is one of the uploads (the custom folder's)."""
+        template = self.templates().get(name or "")
+        return (template is not None and self.custom_dir is not None
+                and Path(template.source).parent == self.custom_dir)
+
+    def map_inputs(self, name: str, targets: Mapping[str, str | None]) -> workflows.Template:
+        """Say by hand which node inputs an uploaded workflow's ``workflows.MAPPABLE``
+        parameters fill: ``targets`` maps each to "node.input" (several joined by commas),
+        or to "" for none. Saved as the workflow's ``.params.json`` (what a hand-written
+        sidecar holds, with the inputs found before for the other parameters); returns
+        the workflow as it is now. Raises InvalidInput (not an upload, a node or input the
+        graph lacks or of the wrong type)."""
+        template = self.get(name)
+        if not self.is_custom(name):
+            raise InvalidInput(f"{template.title!r} comes with the studio; only uploaded "
+                               "workflows can have their inputs mapped here.",
+                               hint="Its .params.json sidecar in workflows/ says what it fills.")
+        mapping = dict(template.mapping)
+        for param, spec in targets.items():
+            if param not in workflows.MAPPABLE:
+                raise InvalidInput(f"{param} can't be mapped by hand.",
+                                   hint=f"Map one of: {', '.join(workflows.MAPPABLE)}.")
+            if spec:
+                mapping[param] = workflows.parse_targets(template.graph, param, spec,
+                                                         title=template.title)
+            else:
+                mapping.pop(param, None)
+        meta = {"title": template.title, "description": template.description,
+                "params": {param: [str(t) for t in ts] for param, ts in sorted(mapping.items())}}
+        write_atomic(Path(template.source).with_name(name + workflows.SIDECAR_SUFFIX),
+                     json.dumps(meta, indent=2).encode())
+        self.refresh()
+        return self.get(name)
+
     def _load(self) -> tuple[dict[str, workflows.Template], list[str]]:
         found: dict[str, workflows.Template] = {}
         problems: list[str] = []
@@ -272,6 +307,16 @@ def check_request(request: ImageRequest, template: workflows.Template, *,
     title = template.title or template.name
     if "prompt" in accepts and not any(request.all_prompts):
         raise InvalidInput("Type a prompt first: what should the image show?")
+    lacks = [param for param, wanted in (("prompt", len(request.all_prompts) > 1),
+                                         ("seed", request.seeds > 1))
+             if wanted and param not in accepts]
+    if lacks:
+        raise InvalidInput(
+            f"The workflow {title!r} has no {' or '.join(lacks)} input, so the "
+            f"{request.image_count} images of this batch would all be the same"
+            + (" and none would use its prompt" if "prompt" in lacks else "") + ".",
+            hint=f"Map its {' and '.join(lacks)} to a node under \"Custom workflow\" "
+                 "(uploaded workflows), or make one image. Nothing was queued.")
     defaults = form_defaults(template)
     for name in ("width", "height"):
         value = getattr(request, name)
@@ -344,8 +389,13 @@ def plan_items(request: ImageRequest, template: workflows.Template, style: Style
                     params["seed"] = seed
                 if value is not None:
                     params[request.sweep_param] = value
-                params.update(prompt_typed=prompt, negative_typed=request.negative or "",
-                              style=request.style or "", seed_used=seed)
+                # What was typed, for "reuse these settings" and captions: only what the
+                # workflow used (a prompt left in a hidden box isn't this image's).
+                if "prompt" in accepts:
+                    params["prompt_typed"] = prompt
+                if "negative" in accepts:
+                    params["negative_typed"] = request.negative or ""
+                params.update(style=request.style or "", seed_used=seed)
                 items.append(params)
     return items
 

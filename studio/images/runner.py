@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 
 from ..clients.comfyui import (Cached, Cancelled, ComfyUIClient, Done, Executing,
                                GenerationTimeout, ImageRef, NoAnswer, Preview, Progress, Queued,
-                               Started, Timings)
+                               ResultUnread, Started, Timings)
 from ..errors import BackendRejected, BackendUnavailable, StudioError
 from ..store.images import ImageStore, JobItem
-from .files import save_output
+from .files import commit_output, discard_output, save_output
 from .live_job import ItemProgress, LiveJob, shown_image
 from .plans import graph_model
 
@@ -77,6 +77,9 @@ class ItemRunner:
                 return None
             live.inflight[item.id] = cancel
             live.progress[item.id] = ItemProgress(item.seq, state)
+            if live.preview is not None:  # the last image's last frame isn't this one's
+                live.preview = None
+                live.preview_version += 1
             if live.status == "queued":
                 live.status = "running"
             live.waiting_ahead = None
@@ -148,6 +151,8 @@ class ItemRunner:
                                   else f"{exc.message} {START_COMFYUI}")
             self._fail(live, item, message)
             self.abandon_pending(live, "Not made: " + message)
+        except ResultUnread as exc:
+            self._leave_for_restart(live, item, exc)
         except GenerationTimeout:
             # Stopped, so the sentence can say so: ComfyUI doesn't spend the GPU on an image
             # nobody will store.
@@ -167,6 +172,20 @@ class ItemRunner:
             self.client.cancel(prompt_id)
         except StudioError:
             log.debug("could not cancel %s", prompt_id, exc_info=True)
+
+    def _leave_for_restart(self, live: LiveJob, item: JobItem, exc: ResultUnread) -> None:
+        """ComfyUI made the image but its /history kept failing: the item keeps its prompt id
+        and stays "running" in the store, so the next start picks it up (``ImageJobs.start``)
+        and stores the image then; this run counts it as not made, with a sentence."""
+        answer = f"answered {exc.status}" if exc.status else "didn't answer"
+        message = (f"ComfyUI made this image but {answer} each time the studio asked for it "
+                   "(GET /history), so it isn't in the gallery yet. It isn't lost: the studio "
+                   "fetches it from ComfyUI when it next starts. Restart the studio once "
+                   "ComfyUI answers again (its console window shows what failed).")
+        log.warning("image item %s of job %s left for the next start: %s", item.id,
+                    live.job_id, exc)
+        self.store.update_item(item.id, error=message)
+        self._end(live, item, "failed", message)
 
     def _fail(self, live: LiveJob, item: JobItem, message: str) -> None:
         self.store.update_item(item.id, status="failed", error=message)
@@ -203,9 +222,9 @@ class ItemRunner:
                         graph=item.graph, timings=_timings_dict(timings),
                         comfy_prompt_id=prompt_id, comfy_filename=ref.filename)
                 except BaseException:
-                    for rel in (saved.path, saved.thumb):
-                        (self.outputs_dir / rel).unlink(missing_ok=True)
+                    discard_output(self.outputs_dir, saved)
                     raise
+                self._commit(saved)
                 stored += 1
                 with live.cond:
                     live.images.append(shown_image(image, self.outputs_dir))
@@ -221,9 +240,19 @@ class ItemRunner:
             self._end(live, item, "failed", message)
             return
         all_timings = {**_timings_dict(timings), "store_s": time.monotonic() - started}
-        self.store.update_item(item.id, status="done", images=stored, timings=all_timings)
+        self.store.update_item(item.id, status="done", images=stored, timings=all_timings,
+                               error="")  # a sentence from an earlier run no longer holds
         gpu = timings.execution_s if timings.execution_s is not None else (timings.total_s or 0.0)
         self._end(live, item, "done", gpu_seconds=gpu or 0.0)
+
+    def _commit(self, saved) -> None:
+        """The row is stored: give the files their names. Should the rename fail, the next
+        start's sweep (``files.sweep_pending``) gives them, since the row names them."""
+        try:
+            commit_output(self.outputs_dir, saved)
+        except OSError:
+            log.warning("could not name the stored image %s; the next start will",
+                        saved.path, exc_info=True)
 
     def resume(self, live: LiveJob, item: JobItem) -> None:
         """Track a prompt sent by a previous run through /history and /queue."""
@@ -245,13 +274,22 @@ class ItemRunner:
             try:
                 status = self.client.status(prompt_id)
                 unreachable_since = None
-            except BackendUnavailable:
+            except (BackendUnavailable, BackendRejected) as exc:
+                answering = isinstance(exc, BackendRejected)
+                if answering and (exc.status or 0) < 500:
+                    self._fail(live, item, self.public(str(exc)))
+                    return
+                # Down (restarting), or answering 5xx (its /history failing): wait a while.
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > self.unreachable_grace:
-                    self._fail(live, item, f"ComfyUI was unreachable at {COMFYUI_PLACE} when "
-                                           f"the studio restarted, so this image is lost. "
-                                           f"{START_COMFYUI}")
+                    if answering:  # it runs: the image can still be fetched on a later start
+                        self._leave_for_restart(live, item, ResultUnread(
+                            str(exc), prompt_id=prompt_id, status=exc.status))
+                    else:
+                        self._fail(live, item, f"ComfyUI was unreachable at {COMFYUI_PLACE} "
+                                               "when the studio restarted, so this image is "
+                                               f"lost. {START_COMFYUI}")
                     return
                 cancel.wait(self.client.poll_interval)
                 continue

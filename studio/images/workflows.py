@@ -429,6 +429,74 @@ def _find_text(graph: Mapping[str, Any], link: list, seen: set[str]) -> list[tup
     return []
 
 
+# --------------------------------------------------------------------------- mapping by hand
+
+# What a person maps by hand in an uploaded workflow (the Images tab's Custom workflow).
+MAPPABLE = ("prompt", "negative", "seed", "width", "height", "steps")
+
+
+def _fits(param: str, value: Any) -> bool:
+    """Whether a literal input value has the type parameter ``param`` writes."""
+    kind = PARAM_TYPES[param]
+    if isinstance(value, bool):
+        return False
+    if kind is str:
+        return isinstance(value, str)
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, (int, float))
+
+
+def input_choices(graph: Mapping[str, Any], param: str) -> list[tuple[str, str]]:
+    """(label, "node.input") for every literal input of ``graph`` that parameter ``param``
+    could fill (text for a prompt, whole numbers for a seed, size or steps), in node order.
+
+    >>> input_choices({"5": {"class_type": "EmptyLatentImage",
+    ...                      "inputs": {"width": 512, "model": ["4", 0]}}}, "width")
+    [('5 EmptyLatentImage: width (512)', '5.width')]
+    """
+    choices = []
+    for node_id in sorted(graph, key=node_order):
+        node = graph[node_id]
+        name = (node.get("_meta") or {}).get("title") or node.get("class_type", "?")
+        for key, value in (node.get("inputs") or {}).items():
+            if not is_link(value) and _fits(param, value):
+                shown = value if len(str(value)) <= 24 else f"{str(value)[:23]}…"
+                choices.append((f"{node_id} {name}: {key} ({shown})", f"{node_id}.{key}"))
+    return choices
+
+
+def parse_targets(graph: Mapping[str, Any], param: str, spec: str, *, title: str = ""
+                  ) -> tuple[Target, ...]:
+    """The node inputs ``spec`` names for ``param`` ("6.text", or several joined by
+    commas), each checked against ``graph``. Raises InvalidInput naming the node and the
+    input when one isn't there, is linked to another node, or holds the wrong type."""
+    where = f"The workflow {title!r}" if title else "The workflow"
+    targets = []
+    for item in (part.strip() for part in spec.split(",")):
+        node_id, dot, name = item.partition(".")
+        node = graph.get(node_id) if dot else None
+        if node is None:
+            raise InvalidInput(f"{where} has no node {node_id or item!r} for its {param}.",
+                               hint="Pick one of the inputs the list offers.")
+        label = f"node {node_id} ({node.get('class_type', '?')})"
+        inputs = node.get("inputs") or {}
+        if name not in inputs:
+            raise InvalidInput(f"{where}: {label} has no input {name!r} for its {param}.",
+                               hint="Pick one of the inputs the list offers.")
+        if is_link(inputs[name]):
+            raise InvalidInput(f"{where}: input {name!r} of {label} comes from another node, "
+                               f"so it can't take the {param}.",
+                               hint="Pick an input that holds a value of its own.")
+        if not _fits(param, inputs[name]):
+            kind = {str: "text", int: "a whole number", float: "a number"}[PARAM_TYPES[param]]
+            raise InvalidInput(f"{where}: input {name!r} of {label} holds "
+                               f"{inputs[name]!r}, but the {param} is {kind}.",
+                               hint="Pick an input of that type.")
+        targets.append(Target(node_id, name))
+    return tuple(targets)
+
+
 def template_from_graph(name: str, graph: dict, *, title: str = "") -> Template:
     """Wrap a custom uploaded graph as a Template using ``detect_inputs`` for the mapping."""
     return Template(name=name, graph=graph, mapping=detect_inputs(graph), title=title or name,

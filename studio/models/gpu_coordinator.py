@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Mapping
 
 from ..errors import ConfigError, InvalidInput, StudioError
-from ..model_id import ModelId
+from ..model_id import OLLAMA, ModelId
 from .gpu import format_bytes
 from .gpu_policy import (CHAT_HEADROOM_BYTES, POLICIES, Decision, LoadedModel,
                          decide_before_chat, decide_before_image_job, needed_vram_for_family)
@@ -92,7 +92,7 @@ class ModelsInUse:
     @contextmanager
     def hold(self, model: ModelId) -> Iterator[None]:
         """Count ``model`` as in use inside the block (only Ollama models are counted)."""
-        name = full_model_name(model.name) if model.is_local else None
+        name = full_model_name(model.name) if model.backend == OLLAMA else None
         if name is not None:
             with self._lock:
                 self._counts[name] = self._counts.get(name, 0) + 1

@@ -109,12 +109,15 @@ class PullManager:
     ``pull_fn(model)`` yields ``PullProgress`` lines and raises StudioError (normally
     ``OllamaClient.pull``). At most ``keep_finished`` finished jobs are remembered.
     ``jobs`` is their registry: follow any change of any pull with ``jobs.wait_changed``
-    (or ``live.wait_any``).
+    (or ``live.wait_any``). ``on_pulled()`` runs after each pull that succeeded (the model
+    pickers ask Ollama for its list again).
     """
 
     def __init__(self, pull_fn: Callable[[str], Iterator], *, keep_finished: int = 20,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_pulled: Callable[[], None] | None = None):
         self._pull_fn = pull_fn
+        self._on_pulled = on_pulled
         self._clock = clock
         self.jobs: Registry[PullJob] = Registry(keep=keep_finished)
         self._starting = threading.Lock()
@@ -183,6 +186,8 @@ class PullManager:
                     self._apply_locked(job, line)
                     if line.status == "success":
                         succeeded = True
+            if succeeded and self._on_pulled is not None:
+                self._on_pulled()  # before "done": whoever it wakes reads the new list
             with job.cond:
                 if job.state == "running":
                     if succeeded:

@@ -24,7 +24,8 @@ from starlette.routing import Route
 
 from ..models.gpu import GpuReading
 from .metrics import token_refusal
-from .readings import Operations, Readings, StoreCheck, backend_key
+from .readings import Operations, Readings, StoreCheck
+from .status import backend_key
 from .status import BackendStatus
 
 NO_STORE = {"Cache-Control": "no-store"}

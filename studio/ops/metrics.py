@@ -31,7 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import StudioError
-from .readings import Operations, Readings, backend_key
+from .readings import Operations, Readings
+from .status import backend_key
 
 KINDS = ("chat_page", "api", "image")
 OUTCOMES = ("done", "partial", "failed", "cancelled")

@@ -94,11 +94,6 @@ class Operations:
             disk_free_bytes=free, disk_total_bytes=total)
 
 
-def backend_key(status: BackendStatus) -> str:
-    """The short name used in JSON keys and metric labels: "ollama", "comfyui", "openrouter"."""
-    return status.name.lower()
-
-
 def _disk(path: Path) -> tuple[int | None, int | None]:
     try:
         usage = shutil.disk_usage(path)

@@ -1,7 +1,7 @@
 """SQL for the cloud features: the cached OpenRouter catalogue and the comparison arena.
 
-``CloudStore`` wraps the studio's ``Store`` (its connection and its lock, so it is safe to
-share between handler and generation threads like the Store itself) and adds the methods
+``CloudStore`` wraps the studio's ``Store`` (``StoreTables``: each thread's own connection,
+writes in ``store.transaction()``, so it is safe to share between threads) and adds the methods
 for the tables of migration m006. Callers get plain dataclasses, never rows. What goes in
 the tables is decided by ``catalog.py`` and ``arena.py``. No gradio imports here.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InvalidInput, StudioError
-from .db import Store
+from .db import StoreTables
 
 ANSWER_FIELDS = ("backend", "answered_by", "status", "error", "content", "thinking",
                  "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "total_ms",
@@ -105,13 +105,8 @@ class ModelScore:
         return (self.wins + self.ties / 2) / self.votes if self.votes else 0.0
 
 
-class CloudStore:
-    """The m006 tables, on the connection (and under the lock) of ``store``."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.db = store.db
-        self._lock = store._lock
+class CloudStore(StoreTables):
+    """The m006 tables, on ``store``'s connections."""
 
     # -- the model catalogue ----------------------------------------------------------------
 
@@ -128,7 +123,7 @@ class CloudStore:
                 value = m.get(column)
                 row[column] = None if value is None else str(value)
             rows.append(row)
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             fetched_at = self.store._now()
             self.db.execute("DELETE FROM cloud_models")
             for row in rows:
@@ -140,8 +135,7 @@ class CloudStore:
 
     def cloud_models(self) -> list[CloudModelRow]:
         """The cached catalogue, by id ([] when never fetched)."""
-        with self._lock:
-            rows = self.store._select("SELECT * FROM cloud_models ORDER BY id")
+        rows = self.store._select("SELECT * FROM cloud_models ORDER BY id")
         return [CloudModelRow(
             **{**row, "input_modalities": tuple(json.loads(row["input_modalities"])),
                "output_modalities": tuple(json.loads(row["output_modalities"]))})
@@ -156,7 +150,7 @@ class CloudStore:
         run = {"id": uuid.uuid4().hex, "user": user, "prompt": prompt,
                "system_prompt": system_prompt, "options": json.dumps(dict(options or {})),
                "blind": int(bool(blind))}
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             run["created_at"] = now = self.store._now()
             self.db.execute(f"INSERT INTO arena_runs ({', '.join(run)}) "
                             f"VALUES ({', '.join(':' + name for name in run)})", run)
@@ -178,7 +172,7 @@ class CloudStore:
         values = dict(fields)
         if "cost_is_estimate" in values:
             values["cost_is_estimate"] = int(bool(values["cost_is_estimate"]))
-        with self._lock:
+        with self.store.transaction():
             values["updated_at"] = self.store._now()
             assignments = ", ".join(f"{name} = :{name}" for name in values)
             cursor = self.db.execute(
@@ -189,14 +183,14 @@ class CloudStore:
                               hint="It may have been deleted meanwhile; nothing was saved.")
 
     def arena_run(self, run_id: str) -> ArenaRun | None:
-        with self._lock:
+        with self.store.snapshot():
             return self._run(run_id)
 
     def arena_runs(self, *, limit: int = 50, offset: int = 0,
                    user: str | None = None) -> list[ArenaRun]:
         """Comparisons, newest first, with their answers."""
         where, params = ("WHERE user = ?", [user]) if user is not None else ("", [])
-        with self._lock:
+        with self.store.snapshot():  # each run with its answers as they were
             runs = self.store._select(
                 f"SELECT * FROM arena_runs {where} ORDER BY created_at DESC, rowid DESC "
                 "LIMIT ? OFFSET ?", [*params, limit, offset])
@@ -215,7 +209,7 @@ class CloudStore:
         Raises ``StudioError`` for an unknown run, ``InvalidInput`` for a slot the run
         doesn't have or a run already voted on.
         """
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             run = self._run(run_id)
             if run is None:
                 raise StudioError(f"Comparison {run_id} no longer exists.",
@@ -231,21 +225,20 @@ class CloudStore:
 
     def delete_arena_run(self, run_id: str) -> None:
         """Delete a comparison and its answers (a missing one is a no-op)."""
-        with self._lock:
+        with self.store.transaction():
             self.db.execute("DELETE FROM arena_runs WHERE id = ?", [run_id])
 
     def arena_scores(self, *, user: str | None = None) -> list[ModelScore]:
         """Each model's votes, wins and ties over voted comparisons (``user``'s only, when
         given); best record first."""
         mine, params = ("AND r.user = ?", [user]) if user is not None else ("", [])
-        with self._lock:
-            rows = self.db.execute(f"""
-                SELECT a.model_id, count(*) AS votes,
-                       total(r.winner_slot = a.slot) AS wins,
-                       total(r.winner_slot IS NULL) AS ties
-                FROM arena_answers a JOIN arena_runs r ON r.id = a.run_id
-                WHERE r.voted_at IS NOT NULL {mine}
-                GROUP BY a.model_id""", params).fetchall()
+        rows = self.db.execute(f"""
+            SELECT a.model_id, count(*) AS votes,
+                   total(r.winner_slot = a.slot) AS wins,
+                   total(r.winner_slot IS NULL) AS ties
+            FROM arena_answers a JOIN arena_runs r ON r.id = a.run_id
+            WHERE r.voted_at IS NOT NULL {mine}
+            GROUP BY a.model_id""", params).fetchall()
         scores = [ModelScore(model_id=m, votes=int(v), wins=int(w), ties=int(t))
                   for m, v, w, t in rows]
         return sorted(scores, key=lambda s: (-s.win_rate, -s.wins, -s.votes, s.model_id))
@@ -253,13 +246,13 @@ class CloudStore:
     def mark_interrupted_arena(self, reason: str) -> int:
         """At start-up: answers still 'streaming' were cut off by a restart. Mark them
         'partial' (or 'error' when empty) with ``error=reason``; return how many."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE arena_answers SET status = CASE WHEN content = '' THEN 'error' "
                 "ELSE 'partial' END, error = ?, updated_at = ? WHERE status = 'streaming'",
                 [reason, self.store._now()]).rowcount
 
-    # -- helpers (call with the lock held) ------------------------------------------------
+    # -- helpers ------------------------------------------------
 
     def _run(self, run_id: str) -> ArenaRun | None:
         runs = self.store._select("SELECT * FROM arena_runs WHERE id = ?", [run_id])

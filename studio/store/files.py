@@ -17,17 +17,15 @@ class FileOwnerStore:
     def image_owner(self, relative: str) -> str | None:
         """The user of the gallery image whose file or thumbnail is ``relative`` (a path
         relative to the outputs folder, as stored)."""
-        with self.store._lock:
-            row = self.store.db.execute(
-                "SELECT user FROM images WHERE path = ? OR thumb = ? LIMIT 1",
-                [relative, relative]).fetchone()
+        row = self.store.db.execute(
+            "SELECT user FROM images WHERE path = ? OR thumb = ? LIMIT 1",
+            [relative, relative]).fetchone()
         return row[0] if row else None
 
     def input_owner(self, path: str) -> str | None:
         """The user of the image job that kept ``path`` as its input picture."""
         needle = json.dumps(path)  # as the item's params JSON holds it
-        with self.store._lock:
-            row = self.store.db.execute(
-                "SELECT j.user FROM image_job_items i JOIN image_jobs j ON j.id = i.job_id "
-                "WHERE instr(i.params, ?) > 0 LIMIT 1", [needle]).fetchone()
+        row = self.store.db.execute(
+            "SELECT j.user FROM image_job_items i JOIN image_jobs j ON j.id = i.job_id "
+            "WHERE instr(i.params, ?) > 0 LIMIT 1", [needle]).fetchone()
         return row[0] if row else None

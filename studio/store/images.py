@@ -1,7 +1,7 @@
 """The Images tab's tables: jobs, their items (one ComfyUI prompt each) and the gallery.
 
-Wraps the studio's ``Store`` (same connection, same ``RLock``; every method holds the
-lock around one statement or one short transaction). Returns plain dataclasses. The
+Wraps the studio's ``Store`` (``StoreTables``: reads on the thread's own connection, each
+write one short ``store.transaction()``). Returns plain dataclasses. The
 gallery stays fast with tens of thousands of images: newest first is the rowid order,
 the filters have ``(column, id)`` indexes, paging reads one page, and prompt search is an
 FTS5 index kept in step with the rows here (``images_fts``). The image files themselves
@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .db import Store, fts_match_query
+from .db import StoreTables, fts_match_query
 
 JOB_STATES = ("queued", "running", "done", "partial", "failed", "cancelled")
 ACTIVE_JOB_STATES = ("queued", "running")
@@ -103,13 +103,8 @@ class GalleryPage:
         return max(1, -(-self.total // self.per_page))
 
 
-class ImageStore:
+class ImageStore(StoreTables):
     """Image jobs and the gallery, on the studio's ``Store``. Safe to share between threads."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.db = store.db
-        self._lock = store._lock
 
     # Jobs
 
@@ -117,7 +112,7 @@ class ImageStore:
                    items: Sequence[tuple[Mapping, Mapping]]) -> ImageJob:
         """Insert a job and its items (``(params, graph)`` pairs, in order) in one transaction."""
         job_id = uuid.uuid4().hex
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             now = self.store._now()
             self.db.execute(
                 "INSERT INTO image_jobs (id, user, lane, workflow, title, status, total, spec, "
@@ -132,22 +127,19 @@ class ImageStore:
 
     def get_job(self, job_id: str, *, user: str | None = None) -> ImageJob | None:
         """The job; with ``user``, only if it is theirs (another's is None, like a missing one)."""
-        with self._lock:
-            return self._get_job(job_id, user)
+        return self._get_job(job_id, user)
 
     def list_jobs(self, *, user: str | None = None, limit: int = 20) -> list[ImageJob]:
         """Newest first."""
         where, params = ("WHERE user = ?", [user]) if user is not None else ("", [])
-        with self._lock:
-            rows = self._select(f"SELECT * FROM image_jobs {where} "
-                                "ORDER BY created_at DESC, rowid DESC LIMIT ?", [*params, limit])
+        rows = self._select(f"SELECT * FROM image_jobs {where} "
+                            "ORDER BY created_at DESC, rowid DESC LIMIT ?", [*params, limit])
         return [_to_job(row) for row in rows]
 
     def active_jobs(self) -> list[ImageJob]:
         """Jobs still queued or running, oldest first (restart pickup, the scheduler)."""
-        with self._lock:
-            rows = self._select("SELECT * FROM image_jobs WHERE status IN ('queued', 'running') "
-                                "ORDER BY created_at, rowid")
+        rows = self._select("SELECT * FROM image_jobs WHERE status IN ('queued', 'running') "
+                            "ORDER BY created_at, rowid")
         return [_to_job(row) for row in rows]
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -155,15 +147,14 @@ class ImageStore:
         _reject_unknown("update_job", fields, _JOB_FIELDS)
         if "status" in fields:
             _check_state(fields["status"], JOB_STATES)
-        with self._lock:
+        with self.store.transaction():
             values = {**fields, "updated_at": self.store._now()}
             assignments = ", ".join(f"{name} = :{name}" for name in values)
             self.db.execute(f"UPDATE image_jobs SET {assignments} WHERE id = :job_id",
                             {**values, "job_id": job_id})
 
     def now(self) -> str:
-        with self._lock:
-            return self.store._now()
+        return self.store._now()
 
     # Items
 
@@ -175,20 +166,17 @@ class ImageStore:
             states = list(statuses)
             where += f" AND status IN ({', '.join('?' for _ in states)})"
             params += states
-        with self._lock:
-            rows = self._select(f"SELECT * FROM image_job_items WHERE {where} ORDER BY seq", params)
+        rows = self._select(f"SELECT * FROM image_job_items WHERE {where} ORDER BY seq", params)
         return [_to_item(row) for row in rows]
 
     def get_item(self, item_id: int) -> JobItem | None:
-        with self._lock:
-            rows = self._select("SELECT * FROM image_job_items WHERE id = ?", [item_id])
+        rows = self._select("SELECT * FROM image_job_items WHERE id = ?", [item_id])
         return _to_item(rows[0]) if rows else None
 
     def item_counts(self, job_id: str) -> dict[str, int]:
         """{status: number of items}, and ``images``: images stored for the job."""
-        with self._lock:
-            rows = self.db.execute("SELECT status, count(*), total(images) FROM image_job_items "
-                                   "WHERE job_id = ? GROUP BY status", [job_id]).fetchall()
+        rows = self.db.execute("SELECT status, count(*), total(images) FROM image_job_items "
+                               "WHERE job_id = ? GROUP BY status", [job_id]).fetchall()
         counts = {status: count for status, count, _ in rows}
         counts["images"] = int(sum(images for _, _, images in rows))
         return counts
@@ -199,7 +187,7 @@ class ImageStore:
         if "status" in fields:
             _check_state(fields["status"], ITEM_STATES)
         values = {k: (json.dumps(v) if k in _JSON_FIELDS else v) for k, v in fields.items()}
-        with self._lock:
+        with self.store.transaction():
             values["updated_at"] = self.store._now()
             assignments = ", ".join(f"{name} = :{name}" for name in values)
             self.db.execute(f"UPDATE image_job_items SET {assignments} WHERE id = :item_id",
@@ -207,14 +195,14 @@ class ImageStore:
 
     def cancel_pending_items(self, job_id: str, error: str) -> int:
         """Mark the job's items not sent yet as cancelled; returns how many."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE image_job_items SET status = 'cancelled', error = ?, updated_at = ? "
                 "WHERE job_id = ? AND status = 'pending'",
                 [error, self.store._now(), job_id]).rowcount
 
     def fail_pending_items(self, job_id: str, error: str) -> int:
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE image_job_items SET status = 'failed', error = ?, updated_at = ? "
                 "WHERE job_id = ? AND status = 'pending'",
@@ -222,18 +210,23 @@ class ImageStore:
 
     def sent_items(self) -> list[JobItem]:
         """Items handed to ComfyUI whose outcome isn't stored yet (restart pickup)."""
-        with self._lock:
-            rows = self._select("SELECT * FROM image_job_items WHERE status IN ('queued', 'running') "
-                                "AND prompt_id IS NOT NULL ORDER BY id")
+        rows = self._select("SELECT * FROM image_job_items WHERE status IN ('queued', 'running') "
+                            "AND prompt_id IS NOT NULL ORDER BY id")
         return [_to_item(row) for row in rows]
 
     # Gallery
+
+    def names_file(self, rel: str) -> bool:
+        """Whether a gallery row names ``rel`` (a path under outputs/) as its picture or
+        thumbnail: the start-up sweep of pending files asks this of each one."""
+        return self.db.execute("SELECT 1 FROM images WHERE path = ? OR thumb = ? LIMIT 1",
+                               [rel, rel]).fetchone() is not None
 
     def add_image(self, **fields: Any) -> GalleryImage:
         """Record one stored image (its files must already be in place) and index its prompt."""
         _reject_unknown("add_image", fields, _IMAGE_FIELDS)
         row = {k: (json.dumps(v) if k in _JSON_FIELDS else v) for k, v in fields.items()}
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             row["created_at"] = self.store._now()
             cursor = self.db.execute(
                 f"INSERT INTO images ({', '.join(row)}) "
@@ -245,13 +238,12 @@ class ImageStore:
 
     def get_image(self, image_id: int, *, user: str | None = None) -> GalleryImage | None:
         """The image; with ``user``, only if it is theirs (another's is None, like a missing one)."""
-        with self._lock:
-            return self._get_image(image_id, user)
+        return self._get_image(image_id, user)
 
     def delete_image(self, image_id: int, *, user: str | None = None) -> GalleryImage | None:
         """Remove the row and its index entry; returns what was deleted (its files are the
         caller's to remove) or None if it was already gone (or, with ``user``, not theirs)."""
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             image = self._get_image(image_id, user)
             if image is None:
                 return None
@@ -265,14 +257,13 @@ class ImageStore:
         """Mark or unmark an image as a favourite (kept by output retention); returns the
         updated image, or None when it is gone (or, with ``user``, not theirs)."""
         mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             self.db.execute(f"UPDATE images SET favourite = ? WHERE id = ? {mine}",
                             [int(bool(favourite)), image_id, *params])
             return self._get_image(image_id, user)
 
     def images_of_job(self, job_id: str) -> list[GalleryImage]:
-        with self._lock:
-            rows = self._select("SELECT * FROM images WHERE job_id = ? ORDER BY id", [job_id])
+        rows = self._select("SELECT * FROM images WHERE job_id = ? ORDER BY id", [job_id])
         return [_to_image(row) for row in rows]
 
     def gallery(self, *, query: str = "", workflow: str | None = None, model: str | None = None,
@@ -297,8 +288,9 @@ class ImageStore:
             params.insert(0, match)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         per_page = max(1, int(per_page))
-        with self._lock:
-            total = self.db.execute(f"SELECT count(*) FROM {source} {where}", params).fetchone()[0]
+        with self.store.snapshot():  # the count and the page agree
+            total = self.db.execute(f"SELECT count(*) FROM {source} {where}",
+                                    params).fetchone()[0]
             pages = max(1, -(-total // per_page))
             page = min(max(1, int(page)), pages)
             rows = self._select(f"SELECT i.* FROM {source} {where} ORDER BY i.id DESC "
@@ -308,20 +300,18 @@ class ImageStore:
     def gallery_filters(self, *, user: str | None = None) -> tuple[list[str], list[str]]:
         """(workflows, models) present in the gallery (``user``'s part of it), sorted."""
         mine, params = ("AND user = ?", [user]) if user is not None else ("", [])
-        with self._lock:
-            workflows = [r[0] for r in self.db.execute(
-                f"SELECT DISTINCT workflow FROM images WHERE workflow != '' {mine} "
-                "ORDER BY workflow", params)]
-            models = [r[0] for r in self.db.execute(
-                f"SELECT DISTINCT model FROM images WHERE model != '' {mine} ORDER BY model",
-                params)]
+        workflows = [r[0] for r in self.db.execute(
+            f"SELECT DISTINCT workflow FROM images WHERE workflow != '' {mine} "
+            "ORDER BY workflow", params)]
+        models = [r[0] for r in self.db.execute(
+            f"SELECT DISTINCT model FROM images WHERE model != '' {mine} ORDER BY model",
+            params)]
         return workflows, models
 
     def count_images(self) -> int:
-        with self._lock:
-            return self.db.execute("SELECT count(*) FROM images").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM images").fetchone()[0]
 
-    # Helpers (call with the lock held)
+    # Helpers
 
     def _select(self, sql: str, params: Any = ()) -> list[dict]:
         return self.store._select(sql, params)

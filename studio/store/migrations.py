@@ -475,3 +475,118 @@ def m010_add_via_to_usage(db: Database) -> None:
 def m011_index_arena_runs_by_user(db: Database) -> None:
     # Each person's comparisons are listed apart since sign-in (issue 10).
     db["arena_runs"].create_index(["user", "created_at"])
+
+
+@migrations()
+def m012_add_source_to_usage(db: Database) -> None:
+    # What a cost was for (issue 14): "chat", "arena", "images" or "api", so Costs tells
+    # them apart and filters by them ("kind" says chat reply or image job; an API request
+    # can be either). Rows from before: API use from their `via`, image jobs from their
+    # kind, the rest as chat (arena replies were recorded as chat and can't be told apart).
+    db["usage"].add_column("source", str, not_null_default="chat")
+    db.execute("UPDATE usage SET source = CASE WHEN via LIKE 'api:%' THEN 'api' "
+               "WHEN kind = 'image' THEN 'images' ELSE 'chat' END")
+    db["usage"].create_index(["source", "day"])
+
+
+@migrations()
+def m013_add_generation_id_to_usage(db: Database) -> None:
+    # OpenRouter's id of a cloud reply ("gen-…", issue 14): a reply cut off before its usage
+    # report is billed all the same, and its cost can be asked for by this id afterwards.
+    db["usage"].add_column("generation_id", str)
+
+
+@migrations()
+def m014_create_local_models(db: Database) -> None:
+    # The last list of Ollama models and what each can do (issue 14): a page opened while
+    # Ollama is down, after a restart too, still offers them (marked unreachable) so a
+    # configured fallback can answer, and /api/show is asked once per model digest.
+    # capabilities is a JSON list, NULL when the server doesn't report them (before v0.6.4).
+    db["local_models"].create(
+        {"name": str, "digest": str, "size": int, "family": str, "parameter_size": str,
+         "quantization": str, "modified_at": str, "capabilities": str, "listed_at": str},
+        pk="name",
+        not_null=["digest", "size", "family", "parameter_size", "quantization",
+                  "modified_at", "listed_at"],
+        defaults={"digest": "", "size": 0, "family": "", "parameter_size": "",
+                  "quantization": "", "modified_at": ""})
+
+
+@migrations()
+def m015_add_title_source_and_import_keys(db: Database) -> None:
+    # Titles written by a small model (issue 14, item 16) must never replace one the person
+    # chose: each title says who wrote it ('words': the first words of the question,
+    # 'model', 'person', 'import'). Rows from before carry 'words'; no title is generated
+    # for them (only after a chat's first reply), so a past rename stays whatever it says.
+    db["conversations"].add_column("title_source", str, not_null_default="words")
+    # Imported chats (item 17) remember where they came from and their id there, so
+    # importing the same file twice adds nothing; one person's import never hides another's.
+    db["conversations"].add_column("source", str, not_null_default="")
+    db["conversations"].add_column("source_id", str, not_null_default="")
+    db.execute("CREATE UNIQUE INDEX idx_conversations_user_source_source_id "
+               "ON conversations (user, source, source_id) WHERE source_id != ''")
+    # The sidebar pages through every chat (issue 16) by keyset: (pinned, updated_at, id)
+    # after the last one shown. With id in the index each page is one index range walk that
+    # stops after a page, however deep, where OFFSET walked every row it skipped.
+    db["conversations"].create_index(["user", "pinned", "updated_at", "id"])
+
+
+@migrations()
+def m016_add_message_versions(db: Database) -> None:
+    # Answer versions (issue 14 item 6): ↻ and an edit keep the earlier answer or message as
+    # another version of the same turn, with its own later turns, like Open WebUI. Messages
+    # form a tree: parent_id is the message before this one on its branch (NULL for a
+    # chat's first message), and among the versions of a turn (messages with the same
+    # parent) the one with active = 1 is shown. The branch a chat shows follows the active
+    # version at every turn, so paging back to a version brings its later turns with it,
+    # and the choice survives a reload. seq stays the position in the branch (1-based), so
+    # versions share a seq and the old unique index goes.
+    db["messages"].add_column("parent_id", int)
+    db["messages"].add_column("active", int, not_null_default=1)
+    # Every chat so far is one branch: each message follows the one before it.
+    db.execute("""
+        UPDATE messages SET parent_id = (
+            SELECT p.id FROM messages p
+            WHERE p.conversation_id = messages.conversation_id AND p.seq = messages.seq - 1)""")
+    db.execute("DROP INDEX IF EXISTS idx_messages_conversation_id_seq")
+    db["messages"].create_index(["conversation_id", "seq"])
+    # Walking a branch down from its first message, and finding a turn's versions.
+    db["messages"].create_index(["conversation_id", "parent_id"])
+
+
+@migrations()
+def m017_add_search_prefix_indexes(db: Database) -> None:
+    # Issue 16: the last word of a search matches as a prefix, and without a prefix index
+    # FTS5 merges the postings of every word that starts with it before it can answer:
+    # "sourdough t" (the way to "sourdough toast") took 1.1-1.6 s over a million messages.
+    # Prefix indexes of 1 to 3 characters answer those lazily, newest first. Longer
+    # prefixes match few enough words to merge quickly. The rebuild reads every message
+    # once (docs/benchmarks.md has its time at a million); the insert/update/delete
+    # triggers name the table, so they keep working on the rebuilt one.
+    db.execute("DROP TABLE messages_fts")
+    db.execute("""
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
+        )""")
+    db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+    db.execute("DROP TABLE conversations_fts")
+    db.execute("""
+        CREATE VIRTUAL TABLE conversations_fts USING fts5(
+            conversation_id UNINDEXED, title,
+            tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
+        )""")
+    db.execute("INSERT INTO conversations_fts(conversation_id, title) "
+               "SELECT id, title FROM conversations")
+
+
+@migrations()
+def m018_index_streaming_and_model_use(db: Database) -> None:
+    # Issue 16: start-up looks for replies a restart cut off (status 'streaming'), and the
+    # Models tab for when each model last answered; both scanned every message. Partial
+    # indexes hold only the rows they ask about: the few replies streaming, and the
+    # assistant turns by (backend, model, created_at), so "last use of each model" is one
+    # index seek per model.
+    db.execute("CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'")
+    db.execute("CREATE INDEX messages_model_use ON messages (backend, model, created_at) "
+               "WHERE role = 'assistant'")

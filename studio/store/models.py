@@ -1,8 +1,9 @@
-"""Store methods for the Models tab: the GPU-sharing action log and when models were last used.
+"""Store methods for the Models tab: the GPU-sharing action log, when models were last used,
+and the last list of Ollama models with what each can do.
 
-Wraps the studio's ``Store`` (its connection and lock): every method holds ``store._lock``
-around its statements, like ``store.py`` does, and hands out plain dataclasses. Tables come
-from migration ``m005_create_models_tables``. Reads the chat and gallery tables only to learn
+Wraps the studio's ``Store``: reads on the thread's own connection, writes in
+``store.transaction()``, like ``db.py`` does; hands out plain dataclasses. Tables come
+from migrations ``m005_create_models_tables`` and ``m014_create_local_models``. Reads the chat and gallery tables only to learn
 when a model was last used. No gradio imports here; nothing runs at import time.
 """
 
@@ -18,6 +19,21 @@ TRIGGERS = ("image_job", "chat", "manual")
 ACTIONS = ("unload_ollama", "free_comfyui", "none")
 OUTCOMES = ("done", "failed", "asked", "declined", "skipped")
 BACKENDS = ("ollama", "comfyui")
+# The latest Ollama reply of each model, without reading every message: a skip scan of
+# the partial index messages_model_use (m018), one seek for the next model name and one
+# for its newest reply, so the cost follows the number of models, not of messages.
+_LAST_OLLAMA_USES = """
+    WITH RECURSIVE used(model) AS (
+        SELECT min(model) FROM messages WHERE role = 'assistant' AND backend = 'ollama'
+        UNION ALL
+        SELECT (SELECT min(model) FROM messages
+                WHERE role = 'assistant' AND backend = 'ollama' AND model > used.model)
+        FROM used WHERE used.model IS NOT NULL
+    )
+    SELECT 'ollama', model,
+           (SELECT max(created_at) FROM messages
+            WHERE role = 'assistant' AND backend = 'ollama' AND model = used.model)
+    FROM used WHERE model IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,22 @@ class GpuAction:
     free_bytes: int | None
     needed_bytes: int | None
     freed_bytes: int | None
+
+
+@dataclass(frozen=True)
+class LocalModelRow:
+    """One Ollama model as last listed. ``capabilities`` is None when the server didn't
+    report them; ``listed_at`` is when that list was saved."""
+
+    name: str
+    digest: str
+    size: int
+    family: str
+    parameter_size: str
+    quantization: str
+    modified_at: str
+    capabilities: tuple[str, ...] | None
+    listed_at: str = ""
 
 
 class ModelsStore:
@@ -57,7 +89,7 @@ class ModelsStore:
                 raise InvalidInput(f"Unknown GPU action {what} {value!r}.",
                                    hint=f"Use one of: {', '.join(allowed)}.")
         store = self._store
-        with store._lock:
+        with store.transaction():
             created = store._now()
             cursor = store.db.execute(
                 "INSERT INTO gpu_actions (created_at, trigger, policy, action, outcome, models, "
@@ -71,12 +103,11 @@ class ModelsStore:
     def gpu_actions(self, limit: int = 50) -> list[GpuAction]:
         """The latest ``limit`` actions, newest first."""
         store = self._store
-        with store._lock:
-            cursor = store.db.execute(
-                "SELECT id, created_at, trigger, policy, action, outcome, models, message, "
-                "free_bytes, needed_bytes, freed_bytes FROM gpu_actions "
-                "ORDER BY id DESC LIMIT ?", [int(limit)])
-            rows = cursor.fetchall()
+        cursor = store.db.execute(
+            "SELECT id, created_at, trigger, policy, action, outcome, models, message, "
+            "free_bytes, needed_bytes, freed_bytes FROM gpu_actions "
+            "ORDER BY id DESC LIMIT ?", [int(limit)])
+        rows = cursor.fetchall()
         return [GpuAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "[]"), r[7],
                           r[8], r[9], r[10]) for r in rows]
 
@@ -88,7 +119,7 @@ class ModelsStore:
             raise InvalidInput(f"Unknown model backend {backend!r}.",
                                hint=f"Use one of: {', '.join(BACKENDS)}.")
         store = self._store
-        with store._lock:
+        with store.transaction():
             store.db.execute(
                 "INSERT INTO model_uses (backend, name, last_used_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (backend, name) DO UPDATE SET last_used_at = excluded.last_used_at",
@@ -99,15 +130,14 @@ class ModelsStore:
         thumbnails: retention never deletes them. Empty while the gallery has no
         favourite column (``favourite``, ``favorite`` or ``starred``)."""
         store = self._store
-        with store._lock:
-            if "images" not in store.db.table_names():
-                return []
-            columns = store.db["images"].columns_dict
-            flag = next((c for c in ("favourite", "favorite", "starred") if c in columns), None)
-            if flag is None:
-                return []
-            rows = store.db.execute(
-                f"SELECT path, thumb FROM images WHERE {flag}").fetchall()  # noqa: S608 - fixed names
+        if "images" not in store.db.table_names():
+            return []
+        columns = store.db["images"].columns_dict
+        flag = next((c for c in ("favourite", "favorite", "starred") if c in columns), None)
+        if flag is None:
+            return []
+        rows = store.db.execute(
+            f"SELECT path, thumb FROM images WHERE {flag}").fetchall()  # noqa: S608 - fixed names
         return [p for row in rows for p in row if p]
 
     def last_used(self) -> dict[tuple[str, str], str]:
@@ -124,14 +154,38 @@ class ModelsStore:
                 if name and when and when > found.get((backend, name), ""):
                     found[(backend, name)] = when
 
-        with store._lock:
-            tables = set(store.db.table_names())
-            merge(store.db.execute("SELECT backend, name, last_used_at FROM model_uses").fetchall())
+        tables = set(store.db.table_names())
+        merge(store.db.execute("SELECT backend, name, last_used_at FROM model_uses").fetchall())
+        merge(store.db.execute(_LAST_OLLAMA_USES).fetchall())
+        if "images" in tables:  # the gallery (Images tab) stores the checkpoint file name
             merge(store.db.execute(
-                "SELECT 'ollama', model, max(created_at) FROM messages "
-                "WHERE role = 'assistant' AND backend = 'ollama' GROUP BY model").fetchall())
-            if "images" in tables:  # the gallery (Images tab) stores the checkpoint file name
-                merge(store.db.execute(
-                    "SELECT 'comfyui', model, max(created_at) FROM images GROUP BY model"
-                ).fetchall())
+                "SELECT 'comfyui', model, max(created_at) FROM images GROUP BY model"
+            ).fetchall())
         return found
+
+    # The last list of Ollama models
+
+    def replace_local_models(self, models: Iterable[LocalModelRow]) -> str:
+        """Keep ``models`` as the last list of Ollama models (the previous one goes), in one
+        transaction; returns the time stamped on them."""
+        store = self._store
+        rows = [(m.name, m.digest, int(m.size), m.family, m.parameter_size, m.quantization,
+                 m.modified_at, None if m.capabilities is None else json.dumps(list(m.capabilities)))
+                for m in models]
+        with store.transaction():
+            listed = store._now()
+            store.db.execute("DELETE FROM local_models")
+            store.db.conn.executemany(
+                "INSERT INTO local_models (name, digest, size, family, parameter_size, "
+                "quantization, modified_at, capabilities, listed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(*row, listed) for row in rows])
+        return listed
+
+    def local_models(self) -> list[LocalModelRow]:
+        """The last saved list of Ollama models, by name ([] before Ollama was first asked)."""
+        store = self._store
+        rows = store.db.execute(
+            "SELECT name, digest, size, family, parameter_size, quantization, modified_at, "
+            "capabilities, listed_at FROM local_models ORDER BY name").fetchall()
+        return [LocalModelRow(*row[:7], None if row[7] is None else tuple(json.loads(row[7])),
+                              row[8]) for row in rows]

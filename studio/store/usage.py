@@ -1,8 +1,8 @@
 """The usage ledger and the budget charges: what replies and image jobs cost, and the cloud
 requests still running.
 
-``UsageStore`` wraps the studio's ``Store`` (its connection and its ``RLock``, so it is safe
-to share between handler and generation threads like the Store itself) and adds the methods
+``UsageStore`` wraps the studio's ``Store`` (``StoreTables``, safe to share between handler
+and generation threads like the Store itself) and adds the methods
 for the ``usage`` and ``budget_charges`` tables (migration m003). What goes in them
 is decided by ``costs/accounting.py`` and ``costs/budget.py``. Callers get plain dataclasses,
 never rows. No gradio imports here.
@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .db import Store, _reject_unknown
+from .db import StoreTables, _reject_unknown
 
 USAGE_FIELDS = ("created_at", "day", "user", "backend", "model", "kind", "prompt_tokens",
                 "completion_tokens", "images", "duration_s", "cost_usd", "cost_is_estimate",
                 "energy_kwh", "energy_cost", "gpu_watts", "conversation_id", "message_id",
-                "job_id", "via")
+                "job_id", "via", "source", "generation_id")
 _USAGE_SUMS = """count(*) AS requests, total(prompt_tokens) AS prompt_tokens,
     total(completion_tokens) AS completion_tokens, total(images) AS images,
     total(duration_s) AS duration_s, total(cost_usd) AS cost_usd,
@@ -50,6 +50,8 @@ class UsageRecord:
     message_id: int | None
     job_id: str | None
     via: str = ""  # "" from a page, "api: <key name>" through /v1
+    source: str = "chat"  # what it was for: "chat", "arena", "images" or "api"
+    generation_id: str | None = None  # the cloud's id for the reply ("gen-…")
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,8 @@ class CloudCommitments:
     reserved_month_user: float
 
 
-class UsageStore:
-    """The ``usage`` and ``budget_charges`` tables, on the connection (and under the lock)
-    of ``store``."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.db = store.db
-        self._lock = store._lock
+class UsageStore(StoreTables):
+    """The ``usage`` and ``budget_charges`` tables, on ``store``'s connections."""
 
     # Usage (written by accounting.py)
 
@@ -107,16 +103,45 @@ class UsageStore:
         """
         _reject_unknown("add_usage", row, USAGE_FIELDS)
         values = dict(row)
-        with self._lock, self.db.atomic():
+        with self.store.transaction():
             cursor = self.db.execute(
                 f"INSERT INTO usage ({', '.join(values)}) "
                 f"VALUES ({', '.join(':' + name for name in values)})", values)
             if charge_model is not None:
-                self.db.execute(
-                    "DELETE FROM budget_charges WHERE id = (SELECT id FROM budget_charges "
-                    "WHERE user = ? AND state = 'settled' ORDER BY model = ? DESC, id LIMIT 1)",
-                    [values.get("user", "owner"), charge_model])
+                self._take_charge(values.get("user", "owner"), charge_model)
             return cursor.lastrowid
+
+    def set_usage_cost(self, row_id: int, cost_usd: float, *, charge_model: str) -> bool:
+        """The cloud said what the reply of row ``row_id`` cost: store it as reported (no
+        longer an estimate). A row that had no cost at all also takes over its request's
+        settled budget charge now, as ``add_usage`` does for one that came with a cost.
+        False when the row is gone or its cost was already reported."""
+        with self.store.transaction():
+            row = self.db.execute("SELECT user, cost_usd FROM usage WHERE id = ? AND "
+                                  "cost_is_estimate = 1", [row_id]).fetchone()
+            if row is None:
+                return False
+            self.db.execute("UPDATE usage SET cost_usd = ?, cost_is_estimate = 0 WHERE id = ?",
+                            [cost_usd, row_id])
+            if row[1] is None:
+                self._take_charge(row[0], charge_model)
+            return True
+
+    def usage_awaiting_cost(self, since_day: str) -> list[UsageRecord]:
+        """Rows since ``since_day`` whose cost is still an estimate and that have a
+        generation id to ask the cloud about, oldest first."""
+        rows = self.store._select(
+            "SELECT * FROM usage WHERE day >= ? AND cost_is_estimate = 1 AND "
+            "generation_id IS NOT NULL ORDER BY id", [since_day])
+        return [_to_usage(row) for row in rows]
+
+    def _take_charge(self, user: str, charge_model: str) -> None:
+        # The user's oldest settled charge, preferring one for that model: the row now
+        # carries that cost (see budget_charges in m003).
+        self.db.execute(
+            "DELETE FROM budget_charges WHERE id = (SELECT id FROM budget_charges "
+            "WHERE user = ? AND state = 'settled' ORDER BY model = ? DESC, id LIMIT 1)",
+            [user, charge_model])
 
     def usage_sums(self, since: Mapping[str, str], *, user: str | None = None
                    ) -> dict[str, UsageSums]:
@@ -146,9 +171,8 @@ class UsageStore:
         if user is not None:
             where += " AND user = :user"
             params["user"] = user
-        with self._lock:
-            values = self.db.execute(f"SELECT {', '.join(columns)} FROM usage WHERE {where}",
-                                     params).fetchone()
+        values = self.db.execute(f"SELECT {', '.join(columns)} FROM usage WHERE {where}",
+                                 params).fetchone()
         width = len(columns) // len(names)
         return {name: _to_sums(values[i * width:(i + 1) * width])
                 for i, name in enumerate(names)}
@@ -165,6 +189,13 @@ class UsageStore:
         return [(row[0], row[1], _to_sums(row[2:])) for row in self._grouped(
             "backend, model", "cost_usd DESC, energy_cost DESC, requests DESC, backend, model",
             start_day, end_day, user=user)]
+
+    def usage_by_source(self, start_day: str, end_day: str, *, user: str | None = None
+                        ) -> list[tuple[str, UsageSums]]:
+        """(source, totals) for the days between the two (inclusive), costliest first."""
+        return [(row[0], _to_sums(row[1:])) for row in self._grouped(
+            "source", "cost_usd DESC, energy_cost DESC, source", start_day, end_day,
+            user=user)]
 
     def usage_by_user(self, start_day: str, end_day: str) -> list[tuple[str, UsageSums]]:
         """(user, totals) for the days between the two (inclusive), costliest first."""
@@ -183,21 +214,22 @@ class UsageStore:
         if user is not None:
             where += " AND user = ?"
             params.append(user)
-        with self._lock:
-            row = self.db.execute(
-                f"SELECT {_USAGE_SUMS}, total(prompt_tokens IS NULL OR completion_tokens IS NULL) "
-                f"FROM usage WHERE {where}", params).fetchone()
+        row = self.db.execute(
+            f"SELECT {_USAGE_SUMS}, total(prompt_tokens IS NULL OR completion_tokens IS NULL) "
+            f"FROM usage WHERE {where}", params).fetchone()
         return _to_sums(row[:-1]), int(row[-1])
 
     def usage_records(self, *, backend: str | None = None, model_contains: str | None = None,
                       user: str | None = None, start_day: str | None = None,
                       end_day: str | None = None, limit: int | None = 100,
-                      before_id: int | None = None) -> list[UsageRecord]:
+                      before_id: int | None = None, source: str | None = None
+                      ) -> list[UsageRecord]:
         """Usage rows matching every filter given, newest first (by id). ``model_contains``
         matches part of the model name, ignoring case; days are inclusive. ``before_id``
         pages on: the rows older than that id. ``limit=None`` returns them all."""
         clauses, params = [], []
         for clause, value in (("backend = ?", backend), ("user = ?", user),
+                              ("source = ?", source),
                               ("day >= ?", start_day), ("day <= ?", end_day),
                               ("id < ?", before_id)):
             if value is not None:
@@ -213,8 +245,7 @@ class UsageStore:
         if limit is not None:
             tail = " LIMIT ?"
             params.append(limit)
-        with self._lock:
-            rows = self.store._select(f"SELECT * FROM usage {where} ORDER BY id DESC{tail}", params)
+        rows = self.store._select(f"SELECT * FROM usage {where} ORDER BY id DESC{tail}", params)
         return [_to_usage(row) for row in rows]
 
     # Budget charges (see m003 for what they are)
@@ -222,7 +253,7 @@ class UsageStore:
     def open_budget_charge(self, *, created_at: str, day: str, user: str, model: str,
                            estimate_usd: float | None) -> int:
         """Record a cloud request about to go out, at its estimated cost; return the id."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "INSERT INTO budget_charges (created_at, day, user, model, state, estimate_usd) "
                 "VALUES (?, ?, ?, ?, 'open', ?)",
@@ -231,7 +262,7 @@ class UsageStore:
     def settle_budget_charge(self, charge_id: int, actual_usd: float | None) -> bool:
         """Mark an open charge finished at ``actual_usd`` (its estimate when None). False if
         it wasn't open (already settled or released)."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE budget_charges SET state = 'settled', "
                 "actual_usd = coalesce(?, estimate_usd, 0) WHERE id = ? AND state = 'open'",
@@ -239,14 +270,14 @@ class UsageStore:
 
     def release_budget_charge(self, charge_id: int) -> bool:
         """Drop an open charge (the request failed before costing anything)."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute("DELETE FROM budget_charges WHERE id = ? AND state = 'open'",
                                    [charge_id]).rowcount > 0
 
     def settle_stale_budget_charges(self) -> int:
         """At start-up: charges still open were cut off by a restart and may have been billed.
         Settle them at their estimate (the cautious guess); return how many."""
-        with self._lock:
+        with self.store.transaction():
             return self.db.execute(
                 "UPDATE budget_charges SET state = 'settled', "
                 "actual_usd = coalesce(estimate_usd, 0) WHERE state = 'open'").rowcount
@@ -255,14 +286,14 @@ class UsageStore:
         """What cloud requests cost or may cost this day and month, overall and for ``user``.
 
         Reads ``usage`` and ``budget_charges`` under the store's lock, and ``add_usage``
-        swaps a settled charge for its usage row under the same lock, so a cost is never
-        seen twice or not at all.
+        swaps a settled charge for its usage row in one transaction, and the three sums read one
+        snapshot, so a cost is never seen twice or not at all.
         """
         sums = """total(CASE WHEN day >= :today THEN {v} END), total({v}),
                   total(CASE WHEN day >= :today AND user = :user THEN {v} END),
                   total(CASE WHEN user = :user THEN {v} END)"""
         params = {"today": today, "month": month_start, "user": user}
-        with self._lock:
+        with self.store.snapshot():
             used = self.db.execute(f"SELECT {sums.format(v='cost_usd')} FROM usage "
                                    "WHERE day >= :month", params).fetchone()
             settled = self.db.execute(f"SELECT {sums.format(v='actual_usd')} FROM budget_charges "
@@ -281,10 +312,9 @@ class UsageStore:
         if user is not None:
             where += " AND user = ?"
             params.append(user)
-        with self._lock:
-            return self.db.execute(
-                f"SELECT {keys}, {_USAGE_SUMS} FROM usage WHERE {where} "
-                f"GROUP BY {keys} ORDER BY {order}", params).fetchall()
+        return self.db.execute(
+            f"SELECT {keys}, {_USAGE_SUMS} FROM usage WHERE {where} "
+            f"GROUP BY {keys} ORDER BY {order}", params).fetchall()
 
 
 def _to_usage(row: dict) -> UsageRecord:

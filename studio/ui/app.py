@@ -22,7 +22,7 @@ from ..api.openai import OpenAIApi
 from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
-from .common import OWNER
+from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab
@@ -66,7 +66,7 @@ def build_app(services) -> gr.Blocks:
             with gr.Tab("Costs", id="costs") as costs_block:
                 costs.render(services)
             with gr.Tab("Arena", id="arena") as arena_block:
-                arena_tab.render(services)
+                arena_parts = arena_tab.render(services)
             with gr.Tab("Settings", id="settings") as settings_block:
                 settings_parts = settings_tab.render(services)
 
@@ -81,10 +81,38 @@ def build_app(services) -> gr.Blocks:
         def on_status():
             return status_html(services.status.statuses())
 
+        # The Chat and Arena pickers follow the model list (pulls, deletes, Ollama going
+        # down or up, from any page or `ollama pull` on the server): each page keeps the
+        # version of the list it shows and gets new choices only when the studio's differs.
+        # LocalModels asks Ollama at most once per 10 s for all pages together.
+        models_seen = gr.State(-1)
+        pickers = [chat_parts.model_dd, arena_parts.models_dd]
+
+        @ui_errors
+        def on_models(seen, chat_model, arena_models):
+            if services.models.version() == seen:
+                return gr.skip(), gr.skip(), gr.skip()
+            # -1: the page was just filled (and warned): align its version quietly.
+            warn = seen != -1
+            picker = model_picker(services.models, chat_parts.page.preferred_model(),
+                                  warn=warn)
+            return (picker.version,
+                    chat_parts.page.picker_update(picker, chat_model, warn=warn),
+                    arena_parts.picker_update(picker, arena_models))
+
+        def on_tick(seen, chat_model, arena_models):
+            return on_status(), *on_models(seen, chat_model, arena_models)
+
         # Top level, not inside a tab: a Timer in an unopened tab never ticks (Gradio 6).
+        # One event per tick and page refreshes the status strip and checks the pickers.
         timer = gr.Timer(30.0)
-        timer.tick(on_status, None, status_strip, api_visibility="private",
-                   concurrency_limit=None, concurrency_id="status", show_progress="hidden")
+        timer.tick(on_tick, [models_seen, *pickers], [status_strip, models_seen, *pickers],
+                   api_visibility="private", concurrency_limit=None, concurrency_id="status",
+                   show_progress="hidden")
+        # Opening the tab, or the picker itself, checks at once.
+        gr.on([chat_block.select, arena_block.select, *(p.focus for p in pickers)], on_models,
+              [models_seen, *pickers], [models_seen, *pickers], api_visibility="private",
+              concurrency_limit=None, concurrency_id="models-follow", show_progress="hidden")
         demo.load(on_status, None, status_strip, api_visibility="private",
                   concurrency_limit=None, concurrency_id="status-load", show_progress="hidden")
         demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
@@ -107,10 +135,15 @@ def launch_kwargs(services) -> dict:
         button_primary_background_fill_dark=s.accent_color,
         color_accent=s.accent_color)
     js = (services.root / "assets" / "studio.js").read_text(encoding="utf-8")
+    # Gradio scopes `css` to the page's content; the frame around it is styled unscoped.
+    frame = (services.root / "assets" / "frame.css").read_text(encoding="utf-8")
+    # Before Gradio's own scripts, so the first request of the page already carries it.
+    zone_js = (services.root / "assets" / "timezone.js").read_text(encoding="utf-8")
     data = services.data_dir
     gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
                       accent=s.accent_color, owner=OWNER, cookie_domain=s.cookie_domain)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
+                head=f"<style>{frame}</style><script>{zone_js}</script>",
                 # Gradio keeps every page's state (a copy of each component's config, ~0.6 MB
                 # here) until 10,000 pages by default: gigabytes for a long-running studio.
                 state_session_capacity=s.max_page_sessions,

@@ -2,7 +2,8 @@
 
 Thin layer over ``services.arena`` (``studio.arena``): the answers are generated on server
 threads, this tab only follows them. Each column shows one answer with its time to first
-token, speed, tokens and cost; a blind run hides which model wrote what until the vote.
+token, speed, tokens and cost; a blind run hides which model wrote what, those figures and
+why an answer failed until the vote (``studio.chat.arena.BLIND_FIGURES``).
 Below: the win table per model and the past comparisons.
 """
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from ..chat.arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
 from ..errors import StudioError
-from .common import model_choices, page_user, ui_errors
+from .common import model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,16 @@ def render(services) -> SimpleNamespace:
 
     # -- handlers -----------------------------------------------------------------------
 
+    def picker_update(picker, current):
+        """The models picker showing ``picker`` (``ChatModels.picker``), keeping the models
+        picked that are still offered. The arena preselects nothing."""
+        values = set(picker.values)
+        return gr.update(choices=picker.choices, value=[m for m in current or [] if m in values])
+
     def on_load(request: gr.Request = None):
         user = page_user(request)
-        return (gr.update(choices=model_choices(services.models)),
+        # The Chat tab's load on the same page already warns about a backend that's down.
+        return (gr.update(choices=model_picker(services.models, warn=False).choices),
                 score_frame(arena.scores(user=user)), history_update(user))
 
     @ui_errors
@@ -146,9 +154,7 @@ def render(services) -> SimpleNamespace:
                 gr.Info(services.catalog.state().summary)
             except StudioError as exc:
                 gr.Warning(f"Could not refresh the cloud model list: {exc}")
-        choices = model_choices(services.models)
-        values = {c[1] for c in choices}
-        return gr.update(choices=choices, value=[m for m in current or [] if m in values])
+        return picker_update(model_picker(services.models), current)
 
     @ui_errors
     def on_run(model_ids, prompt, system_prompt, blind, sess, request: gr.Request = None):
@@ -208,4 +214,4 @@ def render(services) -> SimpleNamespace:
     history_dd.input(on_open, [history_dd, state], [state, *view_outputs],
                      api_visibility="private", concurrency_limit=None,
                      concurrency_id="arena-open", show_progress="hidden")
-    return SimpleNamespace(models_dd=models_dd, run_event=run_evt)
+    return SimpleNamespace(models_dd=models_dd, run_event=run_evt, picker_update=picker_update)

@@ -1,4 +1,5 @@
-"""The Chat tab: model picker, streamed replies with Stop, a conversation sidebar, presets.
+"""The Chat tab: model picker, streamed replies with Stop, a conversation sidebar (date
+groups, pins, "More chats…", imports from Open WebUI and ChatGPT), presets.
 
 Layout and wiring only. The handlers are ``ChatPage`` methods (``chat_handlers.py``) over
 ``services.chat``, which generates replies on server threads (they outlive the page) and
@@ -12,8 +13,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, NEWER_LABEL, QUEUE_LABEL,
-                            STOP_LABEL, ChatPage)
+from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, MODEL_INFO, NEWER_LABEL,
+                            QUEUE_LABEL, STOP_LABEL, ChatPage)
 from .chat_values import new_session
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
@@ -39,12 +40,15 @@ def render(services) -> SimpleNamespace:
         new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat", size="sm")
         search_box = gr.Textbox(placeholder="Search all chats…", show_label=False,
                                 elem_id="conv-search", container=False)
+        search_note = gr.Markdown("", visible=False, elem_id="conv-search-note")
+        # Headings (Pinned, Today, …) and "More chats…" are choices too (chat_sidebar.py).
         conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
                              elem_classes=["conv-list"], container=False)
         with gr.Accordion("This chat", open=False, elem_id="conv-actions"):
             rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
             with gr.Row():
                 rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
+                pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn")
                 delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn")
             # A second, explicit press confirms: works the same on phones, no JS dialogs.
             confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
@@ -54,6 +58,14 @@ def render(services) -> SimpleNamespace:
                 export_json_btn = gr.Button("Export .json", size="sm", elem_id="export-json")
             export_file = gr.File(label="Export", visible=False, elem_id="export-file")
         incognito = gr.Checkbox(label="Incognito (not saved)", value=False, elem_id="incognito")
+        with gr.Accordion("Import chats", open=False, elem_id="import-chats"):
+            import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
+                                        "conversations.json or its .zip",
+                                  file_types=[".json", ".zip"], type="filepath",
+                                  elem_id="import-file")
+            import_report = gr.Markdown("Each chat comes with the branch you last saw, its "
+                                        "dates and models. Importing a file again adds "
+                                        "nothing.", elem_id="import-report")
 
     with gr.Row(equal_height=False, elem_id="chat-row"):
         with gr.Column(scale=4, min_width=320):
@@ -81,9 +93,7 @@ def render(services) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # Custom values are allowed so API callers can name a model; page.on_send checks it.
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",
-                                   allow_custom_value=True, filterable=True,
-                                   info="Local models, then cloud ones with price per "
-                                        "million tokens. Type to search.")
+                                   allow_custom_value=True, filterable=True, info=MODEL_INFO)
             refresh_btn = gr.Button("⟳ Reload models", elem_id="refresh-models", size="sm")
             # What a cloud prompt will cost, and where the budget stands, before sending.
             cost_hint = gr.Markdown("", elem_id="cost-hint")
@@ -157,16 +167,26 @@ def render(services) -> SimpleNamespace:
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden")
+    # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
+    # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
+    turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
+    turn_action.input(page.on_turn_action, [turn_action, session, model_dd, system_box, *params],
+                      reply_out, api_visibility="private", concurrency_limit=None,
+                      concurrency_id="chat-turn", show_progress="hidden")
     new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
                queue_view, *window_out]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")
     # The Chatbot's own trash button starts a new chat too (nothing is deleted).
     chatbot.clear(page.on_new, [incognito, session], new_out, api_visibility="private")
     incognito.input(page.on_new, [incognito, session], new_out, api_visibility="private")
-    search_box.change(page.on_search, [search_box], [conv_list], api_name="search",
+    search_box.change(page.on_search, [search_box], [conv_list, search_note], api_name="search",
                       concurrency_limit=None, concurrency_id="chat-search",
                       show_progress="hidden", trigger_mode="always_last")
     rename_btn.click(page.on_rename, [session, rename_box], [conv_list], api_visibility="private")
+    pin_btn.click(page.on_pin, [session], [conv_list], api_visibility="private")
+    import_file.upload(page.on_import, [import_file], [import_report, conv_list],
+                       api_visibility="private", concurrency_limit=None,
+                       concurrency_id="chat-import", show_progress_on=[import_report])
     delete_btn.click(lambda: gr.update(visible=True), None, [confirm_delete_btn],
                      api_visibility="private", queue=False)
     confirm_delete_btn.click(page.on_delete, [session],

@@ -19,18 +19,22 @@ from ..chat.conversations import stats_line
 from ..chat.history import turn_with_snapshot
 from ..chat.replies import STOPPED_BY_USER, ReplySnapshot
 from ..chat.service import ChatView, OpenChat, Started
-from ..chat.window import OPEN, earlier, later, newest
+from ..chat.window import MOST, OPEN, earlier, later, newest
 from ..errors import InvalidInput, NotFound, StudioError
 from ..model_id import ModelId
+from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
+from .chat_sidebar import GROUP, MORE, Sidebars
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
-                          queued_label, split_message)
-from .common import PageViews, model_choices, page_user, ui_errors
+                          no_match_note, parse_turn_action, queued_label, split_message,
+                          typed_from_shown)
+from .common import PageViews, model_picker, page_user, ui_errors
 
 log = logging.getLogger(__name__)
 
 STOP_LABEL = "■ Stop"
+MODEL_INFO = "Local models, then cloud ones with price per million tokens. Type to search."
 DEFAULT_PARAMS = {"temperature": 0.8, "top_p": 0.9, "num_ctx": 0, "seed": -1, "max_tokens": 0}
 
 # How long a new reply's first update waits for the first token. A fast model's first
@@ -43,6 +47,8 @@ EMPTY_MESSAGE = "Nothing was sent: the message is empty. Type something or attac
 # deciding on the queue (a queued message's prompt includes that answer); the store write
 # follows the last token by milliseconds.
 SETTLE_WAIT_S = 10.0
+GONE_MODEL = ("{model} is no longer offered (deleted, or it can't chat); the model picker "
+              "now shows {now}. Pick another one if you like.")
 QUEUE_LABEL = ("Queued messages go when the reply ends · click one to take it back "
                "into the box")
 EARLIER_LABEL = "↑ Load earlier messages"
@@ -81,7 +87,7 @@ def stats_text(snap: ReplySnapshot) -> str:
     """The line under the chat while a reply streams, then its figures."""
     if not snap.done:
         if not (snap.text or snap.thinking):
-            return "Waiting for the first token…"
+            return snap.retrying or "Waiting for the first token…"
         return f"Generating with {ModelId.parse(snap.model_id).name}…"
     u = snap.usage
     return stats_line(ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
@@ -102,16 +108,24 @@ class ChatPage:
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
         self.queues = PageQueues()
+        # How far each page's list was paged, for as many pages as Gradio keeps state for.
+        self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
 
     # -- values -----------------------------------------------------------------------
 
-    def list_update(self, user: str, query: str = "", selected: str | None = None):
-        entries = self.chat.conversations(user=user, query=query)
-        # A hit on a message opens the chat at that message (``on_open``).
-        choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""),
-                    f"{e.chat_id}@{e.message_id}" if e.message_id else e.chat_id)
-                   for e in entries]
-        value = selected if selected in {e.chat_id for e in entries} else None
+    def list_update(self, user: str, query: str = "", selected: str | None = None,
+                    page: str | None = None, *, more: bool = False):
+        """The sidebar: search hits for ``query``, else the page's chats in date groups
+        (as deep as it had paged; ``more`` adds the next page)."""
+        if query and query.strip():
+            entries = self.chat.conversations(user=user, query=query)
+            # A hit on a message opens the chat at that message (``on_open``).
+            choices = [(e.title + (f" — {e.snippet}" if e.snippet else ""),
+                        f"{e.chat_id}@{e.message_id}" if e.message_id else e.chat_id)
+                       for e in entries]
+        else:
+            choices = (self.sidebars.more if more else self.sidebars.refresh)(page, user)
+        value = selected if selected and any(v == selected for _, v in choices) else None
         return gr.update(choices=choices, value=value)
 
     def queue_update(self, page: str | None):
@@ -155,7 +169,8 @@ class ChatPage:
             chat_id = sess["chat_id"] if stored else None
             buttons = window_buttons(shown) if first or snap.done else window_labels(shown)
             if snap.done:
-                conv = self.list_update(user, "", chat_id) if stored else chat_id
+                conv = (self.list_update(user, "", chat_id, view[0] if view else None)
+                        if stored else chat_id)
                 yield sess, rows, stats, gr.update(visible=False), conv, \
                     "only" if first else "last", *buttons
             elif first:
@@ -187,7 +202,7 @@ class ChatPage:
                     # the list costs a query and a rebuilt component, which the first token
                     # would wait for.
                     if not listed and phase == "middle":
-                        conv = self.list_update(user, "", started.chat_id)
+                        conv = self.list_update(user, "", started.chat_id, page)
                     listed = listed or phase != "first"
                     if phase in ("last", "only"):
                         final = (sess, rows, stats, stop, conv, last_open)
@@ -229,14 +244,25 @@ class ChatPage:
 
     @ui_errors
     def on_refresh_models(self, current):
-        choices = model_choices(self.models)
-        values = [c[1] for c in choices]
-        value = current if current in values else None
-        if value is None and values:
-            default = self.settings.default_model
-            preferred = str(ModelId("ollama", default)) if default else ""
-            value = preferred if preferred in values else values[0]
-        return gr.update(choices=choices, value=value)
+        return self.picker_update(model_picker(self.models, self.preferred_model()), current)
+
+    def preferred_model(self) -> str:
+        """STUDIO_DEFAULT_MODEL as a model id ("" when unset); "llama3.2" names the model
+        Ollama lists as "llama3.2:latest"."""
+        default = (self.settings.default_model or "").strip()
+        return str(ModelId("ollama", full_model_name(default))) if default else ""
+
+    def picker_update(self, picker, current, *, warn: bool = True):
+        """The model picker showing ``picker`` (``ChatModels.picker``): ``current`` stays
+        picked while it is offered; otherwise the picker's default (never a paid model),
+        and, when ``warn``, a warning that the one picked is gone. Its help line says why
+        models are missing, if some are (a page load shows no notice for that: the status
+        strip says it already, and a notice stacked over the strip)."""
+        value = current if current in picker.values else picker.default
+        if warn and current and value != current:
+            gr.Warning(GONE_MODEL.format(model=current, now=value or "nothing"))
+        info = "⚠️ " + " ".join(picker.problems) if picker.problems else MODEL_INFO
+        return gr.update(choices=picker.choices, value=value, info=info)
 
     def on_preset(self, key):
         preset = next((p for p in self.presets if p.key == key), None)
@@ -248,23 +274,32 @@ class ChatPage:
     def on_open(self, chat_id, sess, request: gr.Request = None):
         """Open a stored conversation; if a reply is still streaming there, follow it.
         Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
-        view = self.views.claim(request)
         user = page_user(request)
         page = page_of(request)
+        if isinstance(chat_id, str) and chat_id.startswith((GROUP, MORE)):
+            # "More chats…" (or a heading, which the page doesn't let anyone pick): the list
+            # grows; the open chat, a reply streaming into it and its queue go on untouched.
+            listed = self.list_update(user, "", sess.get("chat_id"), page,
+                                      more=chat_id == MORE)
+            yield (*[gr.skip()] * 5, listed, *[gr.skip()] * 5)
+            return
+        view = self.views.claim(request)
         self.queues.leave(page)
         # A search hit on a message is "<chat id>@<message id>": the chat opens at it.
         chat_id, _, at = str(chat_id or "").partition("@")
         if not chat_id:
             yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
-                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page), *window_buttons(None))
+                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page),
+                   *window_buttons(None))
             return
         try:
             opened = self.chat.open(chat_id, user=user, newest_n=OPEN,
                                     at_message=int(at) if at.isdigit() else None)
         except NotFound as exc:
             gr.Warning(str(exc))
-            yield (new_session(), [], "", gr.update(visible=False), "", self.list_update(user),
-                   gr.skip(), "", self.queue_update(page), *window_buttons(None))
+            yield (new_session(), [], "", gr.update(visible=False), "",
+                   self.list_update(user, page=page), gr.skip(), "", self.queue_update(page),
+                   *window_buttons(None))
             return
         yield from self.show(opened, sess, view, user, page)
 
@@ -391,7 +426,7 @@ class ChatPage:
 
     def own_replies(self, sess: dict, started: Started, request, user: str):
         """``replies`` for a retry or an edit: the page waits for them like for a send.
-        Yields (sess, rows, stats, stop, conv_list, queue)."""
+        Yields (sess, rows, stats, stop, conv_list, queue, earlier, newer)."""
         page, token = page_of(request), uuid.uuid4().hex
         self.queues.begin(page, token)
         for update in self.replies(sess, started, self.views.claim(request), user, page,
@@ -401,19 +436,50 @@ class ChatPage:
     @ui_errors
     def on_edit(self, edit: gr.EditData, sess, model_id, system_prompt, *param_values,
                 request: gr.Request = None):
-        """Edit a user message and resend it: later turns are replaced by the new reply."""
+        """Edit a user message and resend it: the edited message is a new version of its
+        turn, with the new reply after it; the earlier one keeps its branch."""
         idx = edit.index if isinstance(edit.index, int) else edit.index[0]
-        if idx >= len(sess.get("index", [])):
+        index = sess.get("index", [])
+        if idx >= len(index) or index[idx] is None:  # a row of buttons: nothing to edit
             return
         user = page_user(request)
-        text = edit.value if isinstance(edit.value, str) else str(edit.value)
+        # The box started from the text as shown (HTML-looking text escaped): undo that.
+        text = typed_from_shown(edit.value if isinstance(edit.value, str) else str(edit.value))
         # The edit drops every turn after it, so the page shows from its window's start on.
         sess = {**sess, "last": None}
-        started = self.chat.edit(sess.get("chat_id"), sess["index"][idx], text,
+        started = self.chat.edit(sess.get("chat_id"), index[idx], text,
                                  model=model_id or "", system_prompt=system_prompt or "",
                                  options=collect_options(*param_values), user=user)
         if started is not None:
             yield from self.own_replies(sess, started, request, user)
+
+    @ui_errors
+    def on_turn_action(self, action, sess, model_id, system_prompt, *param_values,
+                       request: gr.Request = None):
+        """A button under a turn (``chat_values.turn_tools``): ↻ answers it again as a new
+        version; ‹ › show the version before or after, with its later turns.
+        Yields (sess, rows, stats, stop, conv_list, queue, earlier, newer)."""
+        parsed = parse_turn_action(action)
+        if parsed is None or not sess.get("chat_id"):
+            return
+        verb, seq = parsed
+        user = page_user(request)
+        if verb == "retry":
+            started = self.chat.retry(sess["chat_id"], seq=seq, model=model_id or "",
+                                      system_prompt=system_prompt or "",
+                                      options=collect_options(*param_values), user=user)
+            if started is not None:
+                yield from self.own_replies(sess, started, request, user)
+            return
+        # The later turns change: the page keeps its window's start and shows the new
+        # branch from there on (at most window.MOST turns; "Load newer" brings the rest).
+        shown = self.chat.show_version(sess["chat_id"], seq, -1 if verb == "prev" else 1,
+                                       user=user, first=sess.get("first"), most=MOST)
+        self.views.claim(request)  # what a follower of this page still sends is stale
+        sess = with_window(sess, shown)
+        rows, sess["index"] = chatbot_value(shown.turns)
+        yield (sess, rows, "", gr.skip(), gr.skip(), self.queue_update(page_of(request)),
+               *window_buttons(shown))
 
     def on_new(self, incognito, sess=None, request: gr.Request = None):
         """A new chat (button, the chatbot's trash icon, the incognito switch). Nothing is
@@ -428,24 +494,49 @@ class ChatPage:
 
     @ui_errors
     def on_search(self, query, request: gr.Request = None):
-        return self.list_update(page_user(request), query)
+        """The chats matching ``query`` (else the page's chats, as deep as it had paged)
+        and, when a search finds none, a line that says so."""
+        listing = self.list_update(page_user(request), query, page=page_of(request))
+        note = no_match_note(query, bool(listing["choices"]))
+        return listing, gr.update(value=note, visible=bool(note))
 
     @ui_errors
     def on_rename(self, sess, title, request: gr.Request = None):
         user = page_user(request)
         self.chat.rename(sess.get("chat_id") if not sess["incognito"] else None, title,
                          user=user)
-        return self.list_update(user, "", sess["chat_id"])
+        return self.list_update(user, "", sess["chat_id"], page_of(request))
+
+    @ui_errors
+    def on_pin(self, sess, request: gr.Request = None):
+        """Pin the open chat to the top of the list, or unpin it. Returns the list."""
+        user = page_user(request)
+        chat_id = sess.get("chat_id") if not sess["incognito"] else None
+        pinned = self.chat.toggle_pinned(chat_id, user=user)
+        gr.Info("Pinned to the top of the list." if pinned else "Unpinned.")
+        return self.list_update(user, "", chat_id, page_of(request))
+
+    @ui_errors
+    def on_import(self, upload, request: gr.Request = None):
+        """Import an Open WebUI or ChatGPT export. Returns (report, list)."""
+        if not upload:
+            return gr.skip(), gr.skip()
+        user = page_user(request)
+        path = upload if isinstance(upload, str) else getattr(upload, "name", upload)
+        report = self.chat.import_chats(path, user=user)
+        return ("\n".join(f"- {line}" for line in report.lines()),
+                self.list_update(user, page=page_of(request)))
 
     @ui_errors
     def on_delete(self, sess, request: gr.Request = None):
         user = page_user(request)
         if sess["incognito"] or not sess.get("chat_id"):
-            return (new_session(sess["incognito"]), [], "", self.list_update(user), "",
-                    *window_buttons(None))
+            return (new_session(sess["incognito"]), [], "",
+                    self.list_update(user, page=page_of(request)), "", *window_buttons(None))
         self.chat.delete(sess["chat_id"], user=user)
         gr.Info("Conversation deleted.")
-        return new_session(), [], "", self.list_update(user), "", *window_buttons(None)
+        return (new_session(), [], "", self.list_update(user, page=page_of(request)), "",
+                *window_buttons(None))
 
     @ui_errors
     def on_export(self, sess, kind, request: gr.Request = None):
@@ -468,18 +559,22 @@ class ChatPage:
         """A page opens: fill the lists and reopen the conversation this browser had open,
         all in the first update (so the page is complete once the model list is filled)."""
         user = page_user(request)
-        models = self.on_refresh_models(None)
+        self.sidebars.note_zone(page_of(request), request)
+        # No notice on load: the status strip says what is down, the picker's help line too.
+        models = self.picker_update(model_picker(self.models, self.preferred_model(), warn=False),
+                                    None, warn=False)
         try:
             opened = self.chat.open(last_id, user=user, newest_n=OPEN) if last_id else None
         except NotFound:
             opened = None
         if opened is None:
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), self.list_update(user),
-                   models, gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   self.list_update(user, page=page_of(request)), models, gr.skip(), gr.skip(),
+                   gr.skip(), gr.skip())
             return
         updates = self.show(opened, sess, self.views.claim(request), user, page_of(request))
         first = list(next(updates))
-        first[5] = self.list_update(user, "", last_id)
+        first[5] = self.list_update(user, "", last_id, page_of(request))
         choices = models.get("choices", []) if isinstance(models, dict) else []
         if any(value == opened.model_id for _label, value in choices):
             models["value"] = opened.model_id

@@ -26,6 +26,7 @@ FAILED = "the reply failed"
 STOPPED = "you stopped the reply"
 LEFT = "you opened another chat"
 CLOSED = "the page stopped following the reply"
+BEHIND = "a message before it was not sent"
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,14 @@ class PageQueues:
 
     def refused(self, page: str | None, token: str, item: Queued | None, reason: str) -> None:
         """Sending ``item`` (taken by ``ended``) was refused: it goes back first in line,
-        held with the refusal's sentence, and the page is free."""
+        held with the refusal's sentence, and the page is free. The messages behind it are
+        held too: with no reply streaming, nothing would send them, and they were written
+        after the refused one."""
         if page is None:
             return
         with self._lock:
             state = self._page(page)
+            state.items = [i if i.held else replace(i, held=BEHIND) for i in state.items]
             if item is not None:
                 state.items.insert(0, replace(item, held=reason))
             if state.owner == token:

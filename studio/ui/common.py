@@ -131,10 +131,11 @@ class PageViews:
             return view is None or self._viewing.get(view[0]) == view[1]
 
 
-def model_choices(models) -> list[tuple[str, str]]:
-    """(label, model id) for a picker from ``services.models``: local models first, then
-    cloud ones with prices. A backend that can't be asked shows a warning."""
-    choices, problems = models.choices()
-    for problem in problems:
+def model_picker(models, preferred: str = "", *, warn: bool = True):
+    """What the Chat and Arena pickers offer (``ChatModels.picker``): local models that can
+    chat first, then cloud ones with prices. Each backend that can't be asked shows a
+    warning (unless ``warn`` is False)."""
+    picker = models.picker(preferred)
+    for problem in picker.problems if warn else ():
         gr.Warning(problem)
-    return choices
+    return picker

@@ -18,15 +18,17 @@ import gradio as gr
 import pandas as pd
 from gradio.context import Context
 
-from ..costs.accounting import (OWNER, PERIODS, CostsOverview, DaySpend, LocalVsCloud, ModelSpend,
-                          Spend, UsageFilter, UserSpend, local_time)
+from ..costs.accounting import (OWNER, PERIODS, SOURCES, CostsOverview, DaySpend, LocalVsCloud,
+                                ModelSpend, SourceSpend, Spend, UsageFilter, UserSpend,
+                                local_time)
 from ..costs.budget import BudgetStatus
 from ..costs.pricing import format_usd
 from ..errors import StudioError
 from .common import page_user, ui_errors
 
 BACKEND_CHOICES = ["all", "ollama", "openrouter", "comfyui"]
-RECENT_HEADERS = ["Time", "User", "Backend", "Model", "Kind", "Tokens in", "Tokens out",
+SOURCE_CHOICES = [("All", "all"), *((label, key) for key, label in SOURCES.items())]
+RECENT_HEADERS = ["Time", "User", "Use", "Backend", "Model", "Tokens in", "Tokens out",
                   "Seconds", "Cost", "Energy"]
 RECENT_LIMIT = 100
 CHART_DAYS = 30
@@ -122,13 +124,36 @@ def per_user_frame(per_user: list[UserSpend]) -> pd.DataFrame:
         columns=["User", "Requests", "Cloud", "Energy"])
 
 
+def per_source_frame(per_source: list[SourceSpend]) -> pd.DataFrame:
+    """Spend per use (Chat, Arena, Images, API) in the period."""
+    return pd.DataFrame(
+        [(s.label, s.spend.requests, format_usd(s.spend.cloud_usd, zero="$0"),
+          format_usd(s.spend.energy_usd, zero="$0")) for s in per_source],
+        columns=["Use", "Requests", "Cloud", "Energy"])
+
+
+def use_text(record) -> str:
+    """What a row was for: "Chat", "Arena", "Images", or "API chat · <key name>".
+
+    >>> from types import SimpleNamespace as R
+    >>> use_text(R(source="api", kind="image", via="api: laptop")), use_text(R(source="arena"))
+    ('API image · laptop', 'Arena')
+    """
+    label = SOURCES.get(record.source, record.source)
+    if record.source != "api":
+        return label
+    key = record.via.removeprefix("api:").strip()
+    return f"{label} {record.kind}" + (f" · {key}" if key else "")
+
+
 def recent_frame(records, tz) -> pd.DataFrame:
-    """The recent-requests table; an estimated cost is marked with a leading ~."""
+    """The recent-requests table; an estimated cost is marked with a leading ~ (a cut-off
+    reply's, before the provider has said what it billed: "~asked of the provider")."""
     rows = []
     for r in records:
-        cost = format_usd(r.cost_usd, zero="$0")
-        kind = f"{r.kind} ({r.via})" if r.via else r.kind
-        rows.append([local_time(r, tz), r.user, r.backend, r.model, kind,
+        cost = format_usd(r.cost_usd, zero="$0",
+                          unknown="asked of the provider" if r.cost_is_estimate else "unknown")
+        rows.append([local_time(r, tz), r.user, use_text(r), r.backend, r.model,
                      r.prompt_tokens, r.completion_tokens,
                      None if r.duration_s is None else round(r.duration_s, 1),
                      f"~{cost}" if r.cost_is_estimate else cost,
@@ -192,38 +217,40 @@ def only_for(services, viewer: str) -> str | None:
     return None if services.access.is_admin(viewer) else viewer
 
 
-def usage_filter(services, viewer: str, backend, model, user, start, end) -> UsageFilter:
+def usage_filter(services, viewer: str, backend, model, user, start, end,
+                 source="all") -> UsageFilter:
     """The filters as typed; a plain user's "user" is always themselves."""
     only = only_for(services, viewer)
-    return UsageFilter.from_inputs(backend, model, only or user, start, end)
+    return UsageFilter.from_inputs(backend, model, only or user, start, end, source)
 
 
 def overview_values(services, period: str, backend: str, model: str, user: str, start: str,
-                    end: str, viewer: str = OWNER) -> tuple:
-    """(summary, budget, per-day plot, per-model plot, per-user table, recent table).
-    Raises ``InvalidInput`` for malformed filter dates."""
-    filters = usage_filter(services, viewer, backend, model, user, start, end)
+                    end: str, viewer: str = OWNER, source: str = "all") -> tuple:
+    """(summary, budget, per-day plot, per-model plot, per-user table, recent table,
+    per-use table). Raises ``InvalidInput`` for malformed filter dates."""
+    filters = usage_filter(services, viewer, backend, model, user, start, end, source)
     data: CostsOverview = services.accounting.overview(period, filters, days=CHART_DAYS,
                                                        recent_limit=RECENT_LIMIT,
                                                        only=only_for(services, viewer))
     tz = services.accounting.local_tz()
     return (summary_markdown(data.totals), budget_html(services.budget.budget_status(viewer)),
             per_day_frame(data.per_day), per_model_frame(data.per_model),
-            per_user_frame(data.per_user), recent_frame(data.recent, tz))
+            per_user_frame(data.per_user), recent_frame(data.recent, tz),
+            per_source_frame(data.per_source))
 
 
 def recent_values(services, backend: str, model: str, user: str, start: str,
-                  end: str, viewer: str = OWNER) -> pd.DataFrame:
-    filters = usage_filter(services, viewer, backend, model, user, start, end)
+                  end: str, viewer: str = OWNER, source: str = "all") -> pd.DataFrame:
+    filters = usage_filter(services, viewer, backend, model, user, start, end, source)
     return recent_frame(services.accounting.recent(filters, limit=RECENT_LIMIT),
                         services.accounting.local_tz())
 
 
 def export_values(services, backend: str, model: str, user: str, start: str, end: str,
-                  viewer: str = OWNER) -> str:
+                  viewer: str = OWNER, source: str = "all") -> str:
     """Write the filtered rows to a CSV in the viewer's exports folder (the file route gives
     it to them alone); return its path."""
-    filters = usage_filter(services, viewer, backend, model, user, start, end)
+    filters = usage_filter(services, viewer, backend, model, user, start, end, source)
     return str(services.accounting.export_csv(
         filters, directory=services.exports_dir / viewer))
 
@@ -276,9 +303,15 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
         per_model_plot = gr.BarPlot(x="model", y="usd", color="kind", title="Spend per model",
                                     y_title="USD", sort="-y", x_label_angle=-30,
                                     elem_id="costs-per-model")
-    per_user_table = gr.Dataframe(label="Per user", interactive=False, elem_id="costs-per-user")
+    with gr.Row():
+        per_source_table = gr.Dataframe(label="Per use (chat, arena, images, API)",
+                                        interactive=False, elem_id="costs-per-source")
+        per_user_table = gr.Dataframe(label="Per user", interactive=False,
+                                      elem_id="costs-per-user")
     with gr.Accordion("Recent requests", open=True):
         with gr.Row():
+            source = gr.Dropdown(SOURCE_CHOICES, value="all", label="Use",
+                                 elem_id="costs-source")
             backend = gr.Dropdown(BACKEND_CHOICES, value="all", label="Backend")
             model = gr.Textbox(label="Model contains", placeholder="gpt-4o")
             user = gr.Textbox(label="User", placeholder="owner")
@@ -299,25 +332,26 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
             compare_button = gr.Button("Compare", scale=1)
         comparison = gr.Markdown(elem_id="costs-comparison")
 
-    filter_inputs = [backend, model, user, start, end]
+    filter_inputs = [backend, model, user, start, end, source]
 
     @ui_errors
     def on_refresh(period_value, backend_value, model_value, user_value, start_value,
-                   end_value, request: gr.Request = None):
+                   end_value, source_value="all", request: gr.Request = None):
         return overview_values(services, period_value, backend_value, model_value,
-                               user_value, start_value, end_value, page_user(request))
+                               user_value, start_value, end_value, page_user(request),
+                               source=source_value)
 
     @ui_errors
     def on_filter(backend_value, model_value, user_value, start_value, end_value,
-                  request: gr.Request = None):
+                  source_value="all", request: gr.Request = None):
         return recent_values(services, backend_value, model_value, user_value, start_value,
-                             end_value, page_user(request))
+                             end_value, page_user(request), source=source_value)
 
     @ui_errors
     def on_export(backend_value, model_value, user_value, start_value, end_value,
-                  request: gr.Request = None):
+                  source_value="all", request: gr.Request = None):
         path = export_values(services, backend_value, model_value, user_value, start_value,
-                             end_value, page_user(request))
+                             end_value, page_user(request), source=source_value)
         return gr.update(value=path, visible=True)
 
     def on_credit(request: gr.Request = None):
@@ -334,7 +368,8 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
     def on_compare(period_value, model_id, request: gr.Request = None):
         return comparison_values(services, catalog, period_value, model_id, page_user(request))
 
-    outputs = [summary, budget, per_day_plot, per_model_plot, per_user_table, recent_table]
+    outputs = [summary, budget, per_day_plot, per_model_plot, per_user_table, recent_table,
+               per_source_table]
     inputs = [period, *filter_inputs]
     private = dict(api_visibility="private")
     opened = [refresh_button.click] + ([tab.select] if tab is not None else [])

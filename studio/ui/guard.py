@@ -32,18 +32,19 @@ LAMBDA = "<lambda>"  # layout-only steps (show a confirm button, switch a timer)
 EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.app": {
         f"build_app.<locals>.{LAMBDA}": USER, "build_app.<locals>.on_status": USER,
+        "build_app.<locals>.on_tick": USER, "build_app.<locals>.on_models": USER,
     },
     "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
         "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
         "on_retry", "on_edit", "on_new", "on_search", "on_rename", "on_delete",
-        "on_export_markdown", "on_export_json", "on_page_load", "on_take_back", "on_earlier",
-        "on_newer")},
+        "on_export_markdown", "on_export_json", "on_page_load", "on_take_back", "on_pin",
+        "on_import", "on_turn_action", "on_earlier", "on_newer")},
     "studio.ui.images": {f"render.<locals>.{name}": USER for name in (
-        LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_workflow", "on_generate",
+        LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_generate",
         "on_gallery", "on_cancel", "on_follow", "on_jobs_refresh", "on_input_upload",
         "on_workflow_upload", "on_gallery_open", "on_filters", "on_favourite", "on_select",
-        "on_delete", "on_reuse", "on_prev", "on_next")},
+        "on_delete", "on_reuse", "on_prev", "on_next", "on_inputs_panel", "on_map_inputs")},
     "studio.ui.storage": {f"render.<locals>.{name}": ADMIN for name in (
         "on_retention_check", "on_retention_delete", "on_unused", "on_unused_delete_ask",
         "on_unused_delete", "on_delete_keep")},

@@ -16,17 +16,19 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import StudioError
+from ..errors import InvalidInput, StudioError
 from ..images.runner import scrub
-from ..images.plans import SWEEPABLE
+from ..images.plans import FORM_PARAMS, SWEEPABLE
 from ..images.validation import server_problems
+from . import images_inputs
 from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
-from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, comfyui_banner,
-                            comfyui_choices, custom_workflow_note, default_workflow,
+from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, MODELS_FIX_JS,
+                            comfyui_banner, comfyui_choices, custom_workflow_note, default_workflow,
                             favourite_label, file_path, gallery_filter_choices, gallery_value,
                             gpu_room_notice, image_details, input_image_note, jobs_choices,
-                            page_label, preview_image, progress_html, request_from_form,
-                            reuse_values, workflow_fields, workflow_info)
+                            md_literal, page_label, preview_image, progress_html,
+                            request_from_form, reuse_values, workflow_form, workflow_form_js,
+                            workflow_forms)
 
 UPDATE_INTERVAL = 0.1  # seconds between page updates while a job runs
 PER_PAGE = 48
@@ -44,6 +46,16 @@ def render(services) -> SimpleNamespace:
     gr.set_static_paths([services.outputs_dir])
 
     workflow_choices = library.choices()
+    # The form starts as the first workflow fills it; picking another refills it in the
+    # page (workflow_form_js), from this table.
+    forms = workflow_forms(library.templates(), {}, FORM_PARAMS)
+    start = forms.get(default_workflow(workflow_choices) or "",
+                      {"values": {}, "shown": {}, "info": ""})
+
+    def initial(key: str, value: Any = None) -> dict:
+        """A form part as the starting workflow has it: its value (else ``value``), shown."""
+        return dict(value=start["values"].get(key, value), visible=start["shown"].get(key, True))
+
     style_choices = [("(none)", "")] + [(s.name, s.key) for s in jobs.styles.values()]
 
     lists = gr.State({})
@@ -58,10 +70,10 @@ def render(services) -> SimpleNamespace:
                 with gr.Column(scale=3, min_width=320):
                     prompt_box = gr.Textbox(label="Prompt", lines=3, max_lines=8,
                                             placeholder="What should the image show?",
-                                            elem_id="img-prompt")
+                                            elem_id="img-prompt", **initial("prompt", ""))
                     negative_box = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
                                               placeholder="What to keep out (blurry, text…)",
-                                              elem_id="img-negative")
+                                              elem_id="img-negative", **initial("negative", ""))
                     with gr.Row():
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="img-generate")
                         cancel_btn = gr.Button("■ Cancel", variant="stop", visible=False,
@@ -75,43 +87,51 @@ def render(services) -> SimpleNamespace:
                                                   elem_id="img-workflow", scale=3)
                         style_dd = gr.Dropdown(label="Style", choices=style_choices, value="",
                                                elem_id="img-style", scale=2)
-                    workflow_md = gr.Markdown("", elem_id="img-workflow-info")
+                    workflow_md = gr.Markdown(start["info"], elem_id="img-workflow-info")
+                    # Refreshed with ComfyUI's lists (a checkpoint it lacks is replaced).
+                    workflow_table = gr.JSON(forms, visible=False, elem_id="img-workflow-forms")
                     with gr.Row():
                         checkpoint_dd = gr.Dropdown(label="Checkpoint", choices=[], scale=4,
-                                                    allow_custom_value=True, elem_id="img-checkpoint")
+                                                    allow_custom_value=True,
+                                                    elem_id="img-checkpoint",
+                                                    **initial("checkpoint"))
                         refresh_btn = gr.Button("⟳", size="sm", scale=0, min_width=40,
                                                 elem_id="img-refresh")
                     with gr.Row():
-                        width = gr.Number(label="Width", value=512, precision=0, step=8,
-                                          elem_id="img-width")
-                        height = gr.Number(label="Height", value=512, precision=0, step=8,
-                                           elem_id="img-height")
-                        batch_size = gr.Number(label="Batch size", value=1, precision=0,
-                                               elem_id="img-batch-size")
+                        width = gr.Number(label="Width", precision=0, step=8,
+                                          elem_id="img-width", **initial("width", 512))
+                        height = gr.Number(label="Height", precision=0, step=8,
+                                           elem_id="img-height", **initial("height", 512))
+                        batch_size = gr.Number(label="Batch size", precision=0,
+                                               elem_id="img-batch-size", **initial("batch_size", 1))
                     with gr.Row():
-                        steps = gr.Number(label="Steps", value=20, precision=0, elem_id="img-steps")
-                        cfg = gr.Slider(1, 20, value=7, step=0.5, label="CFG", elem_id="img-cfg")
+                        steps = gr.Number(label="Steps", precision=0, elem_id="img-steps",
+                                          **initial("steps", 20))
+                        cfg = gr.Slider(1, 20, step=0.5, label="CFG", elem_id="img-cfg",
+                                        **initial("cfg", 7))
                     with gr.Row():
                         sampler_dd = gr.Dropdown(label="Sampler", choices=FALLBACK_SAMPLERS,
-                                                 value="euler", allow_custom_value=True,
-                                                 elem_id="img-sampler")
+                                                 allow_custom_value=True, elem_id="img-sampler",
+                                                 **initial("sampler", "euler"))
                         scheduler_dd = gr.Dropdown(label="Scheduler", choices=FALLBACK_SCHEDULERS,
-                                                   value="normal", allow_custom_value=True,
-                                                   elem_id="img-scheduler")
+                                                   allow_custom_value=True,
+                                                   elem_id="img-scheduler",
+                                                   **initial("scheduler", "normal"))
                     with gr.Row():
-                        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0,
-                                         elem_id="img-seed")
-                        denoise = gr.Slider(0, 1, value=1.0, step=0.05, label="Denoise",
-                                            visible=False, elem_id="img-denoise")
-                    with gr.Row(visible=False) as lora_row:
+                        seed = gr.Number(label="Seed (-1 = random)", precision=0,
+                                         elem_id="img-seed", **initial("seed", -1))
+                        denoise = gr.Slider(0, 1, step=0.05, label="Denoise",
+                                            elem_id="img-denoise", **initial("denoise", 1.0))
+                    with gr.Row(visible=start["shown"].get("lora_row", False)) as lora_row:
                         lora_dd = gr.Dropdown(label="LoRA", choices=[], allow_custom_value=True,
-                                              elem_id="img-lora")
-                        lora_strength = gr.Slider(-2, 2, value=0.8, step=0.05,
-                                                  label="LoRA strength", elem_id="img-lora-strength")
-                    control_strength = gr.Slider(0, 2, value=1.0, step=0.05, visible=False,
-                                                 label="ControlNet strength",
-                                                 elem_id="img-control-strength")
-                    with gr.Group(visible=False) as input_group:
+                                              elem_id="img-lora", **initial("lora_name"))
+                        lora_strength = gr.Slider(-2, 2, step=0.05, label="LoRA strength",
+                                                  elem_id="img-lora-strength",
+                                                  **initial("lora_strength", 0.8))
+                    control_strength = gr.Slider(0, 2, step=0.05, label="ControlNet strength",
+                                                 elem_id="img-control-strength",
+                                                 **initial("control_strength", 1.0))
+                    with gr.Group(visible=start["shown"].get("input_group", False)) as input_group:
                         input_file = gr.File(label="Input image (PNG, JPEG, WebP)",
                                              file_count="single", elem_id="img-input")
                         input_note = gr.Markdown("", elem_id="img-input-note")
@@ -130,10 +150,12 @@ def render(services) -> SimpleNamespace:
                     with gr.Accordion("Custom workflow", open=False, elem_id="img-custom"):
                         gr.Markdown("Upload a workflow saved with ComfyUI's **Export (API)**, or "
                                     "a PNG made by ComfyUI. The studio finds its prompt, seed, "
-                                    "size, steps and checkpoint inputs.")
+                                    "size, steps and checkpoint inputs; while an upload is "
+                                    "chosen, the lists below say which node input each fills.")
                         workflow_file = gr.File(label="Workflow (.json or .png)",
                                                 file_count="single", elem_id="img-workflow-upload")
                         workflow_found = gr.Markdown("", elem_id="img-workflow-found")
+                        inputs_panel = images_inputs.render()
                 with gr.Column(scale=4, min_width=320):
                     progress = gr.HTML(progress_html(None), elem_id="img-progress", padding=False)
                     preview = gr.Image(label="Live preview", interactive=False, type="pil",
@@ -182,9 +204,10 @@ def render(services) -> SimpleNamespace:
                 control_strength=control_strength, input_image=input_file,
                 batch_prompts=batch_prompts, seeds=seeds_count, sweep_param=sweep_param,
                 sweep_values=sweep_values)
-    param_fields = {name: form[name] for name in (
-        "steps", "cfg", "sampler", "scheduler", "width", "height", "batch_size", "checkpoint",
-        "denoise", "lora_name", "lora_strength", "control_strength")}
+    param_fields = {name: form[name] for name in FORM_PARAMS}
+    form_parts = {"info": workflow_md, "prompt": prompt_box, "negative": negative_box,
+                  "seed": seed, "lora_row": lora_row, "input_group": input_group,
+                  **param_fields}
 
     # -- data helpers ---------------------------------------------------------------------
 
@@ -194,22 +217,30 @@ def render(services) -> SimpleNamespace:
         except StudioError as exc:
             return {}, jobs.public(str(exc))
 
-    def workflow_updates(name: str, comfy: dict) -> dict:
-        """Form values and visibility for a workflow: its family's size, its own inputs."""
+    def workflow_updates(name: str, comfy: dict, *, only: frozenset | None = None) -> dict:
+        """Form values and visibility for a workflow, set from the server (a reused image,
+        an uploaded workflow): the same as ``workflow_form_js`` does in the page, plus the
+        input mapping panel. ``only``: the fields whose value is set (None: all)."""
         try:
             template = library.get(name)
         except StudioError:
             return {workflow_md: ""}
-        updates: dict[Any, Any] = {
-            param_fields[param]: gr.update(visible=shown, **({} if value is None else
-                                                             {"value": value}))
-            for param, (shown, value) in workflow_fields(template, comfy, param_fields).items()}
-        for component, param in ((lora_row, "lora_name"), (input_group, "input_image"),
-                                 (prompt_box, "prompt"), (negative_box, "negative"),
-                                 (seed, "seed")):
-            updates[component] = gr.update(visible=param in template.params)
-        updates[workflow_md] = workflow_info(template)
-        return updates
+        chosen = workflow_form(template, comfy, FORM_PARAMS)
+        updates: dict[Any, Any] = {workflow_md: chosen["info"]}
+        for key, component in form_parts.items():
+            if key != "info":
+                value = chosen["values"].get(key) if only is None or key in only else None
+                updates[component] = gr.update(visible=chosen["shown"][key],
+                                               **({} if value is None else {"value": value}))
+        return merge_updates(updates, mapping_panel(name))
+
+    def mapping_panel(name: str) -> dict:
+        """The input mapping panel: shown with its lists for an uploaded workflow."""
+        return inputs_panel.panel(library.get(name) if library.is_custom(name) else None)
+
+    def table(comfy: dict) -> dict:
+        """The page's table of workflow forms, with ComfyUI's lists."""
+        return workflow_forms(library.templates(), comfy, FORM_PARAMS)
 
     def list_updates(comfy: dict) -> dict:
         choices = comfyui_choices(comfy)
@@ -235,7 +266,8 @@ def render(services) -> SimpleNamespace:
         and Gradio 6.31 keeps every replaced one for the page's life once it is an event's
         input (``Blocks.preprocess_data`` files it under its new id): two dropdowns (~7 KB)
         were left behind by every opening of the gallery."""
-        return json.dumps(gallery_filter_choices(*store.gallery_filters(user=user)))
+        titles = {name: t.title for name, t in library.templates().items() if t.title}
+        return json.dumps(gallery_filter_choices(*store.gallery_filters(user=user), titles))
 
     def on_filters(key):
         workflows, models = json.loads(key) if key else ([], [])
@@ -255,9 +287,9 @@ def render(services) -> SimpleNamespace:
             if not views.holds(view):
                 return
             preview_value = gr.skip()
-            if snap.preview_version != shown_preview and snap.preview is not None:
+            if snap.preview_version != shown_preview:  # a new frame, or none (next image)
                 shown_preview = snap.preview_version
-                preview_value = preview_image(snap.preview)
+                preview_value = None if snap.preview is None else preview_image(snap.preview)
             results_value = gr.skip()
             if len(snap.images) != shown_images:
                 shown_images = len(snap.images)
@@ -270,16 +302,15 @@ def render(services) -> SimpleNamespace:
     # -- handlers -------------------------------------------------------------------------
 
     def on_load(request: gr.Request = None):
-        """Page opened: lists from ComfyUI (or why not), the workflows, styles, form."""
+        """Page opened: lists from ComfyUI (or why not), the workflows and their forms.
+
+        No form values: the reply may land after the person chose a workflow and typed
+        (the page fills the form itself, ``workflow_form_js``; ``MODELS_FIX_JS`` then
+        swaps a checkpoint ComfyUI lacks)."""
         comfy, problem = fetch_lists()
-        choices = library.choices()
-        chosen = default_workflow(choices)
         updates = {lists: comfy, banner: comfyui_banner(problem),
-                   workflow_dd: gr.update(choices=choices, value=chosen)}
-        merge_updates(updates, list_updates(comfy))
-        if chosen:
-            merge_updates(updates, workflow_updates(chosen, comfy))
-        return updates
+                   workflow_dd: gr.update(choices=library.choices()), workflow_table: table(comfy)}
+        return merge_updates(updates, list_updates(comfy))
 
     def on_load_jobs(request: gr.Request = None):
         """Page opened: the jobs list; if one of this user's jobs is running, follow it."""
@@ -302,14 +333,11 @@ def render(services) -> SimpleNamespace:
         if problem:
             gr.Warning(problem)
         updates = {lists: comfy, banner: comfyui_banner(problem),
-                   workflow_dd: gr.update(choices=library.choices())}
+                   workflow_dd: gr.update(choices=library.choices()), workflow_table: table(comfy)}
         merge_updates(updates, list_updates(comfy))
         for note in library.problems:
             gr.Warning(f"Workflow left out: {note}")
         return updates
-
-    def on_workflow(name, comfy):
-        return workflow_updates(name, comfy or {})
 
     def make_room(workflow: str) -> None:
         """Ask the GPU coordinator (Models tab) to make room, and say what it did."""
@@ -369,18 +397,48 @@ def render(services) -> SimpleNamespace:
 
     @guarded
     def on_workflow_upload(file, comfy):
+        """Add an uploaded workflow and switch the form to it. A file that isn't one (UI
+        format, bad JSON...) gets its sentence under the box and in a warning, and
+        nothing else changes: the form stays as it was, the box is emptied."""
         path = file_path(file)
         if not path:
-            return gr.skip(), gr.skip(), None
-        template = library.add_custom(Path(path).name, Path(path).read_bytes())
+            return {}
+        try:
+            template = library.add_custom(Path(path).name, Path(path).read_bytes())
+        except InvalidInput as exc:
+            message = jobs.public(str(exc))
+            gr.Warning(message)
+            return {workflow_found: f"⚠ {md_literal(message)}", workflow_file: None}
         try:
             problems = server_problems(template.graph, jobs.client.object_info)
         except StudioError:
             problems = []
         note = custom_workflow_note(template, jobs.public(" ".join(problems)) if problems else "")
         updates = {workflow_dd: gr.update(choices=library.choices(), value=template.name),
-                   workflow_found: note, workflow_file: None}
+                   workflow_found: note, workflow_file: None, workflow_table: table(comfy or {})}
         return merge_updates(updates, workflow_updates(template.name, comfy or {}))
+
+    def on_inputs_panel(name):
+        """A workflow was chosen: the mapping panel for it (hidden for built-in ones)."""
+        return mapping_panel(name)
+
+    @guarded
+    def on_map_inputs(workflow, comfy, **targets):
+        """Save which node inputs an upload's prompt, seed, size and steps fill. Fields
+        that appear get the workflow's values; those already shown keep what was typed.
+        A refusal is said in the panel, and nothing else changes."""
+        before = library.get(workflow).params
+        try:
+            template = library.map_inputs(workflow, {param: targets.get(f"map_{param}") or ""
+                                                     for param in images_inputs.MAPPABLE})
+        except InvalidInput as exc:
+            message = jobs.public(str(exc))
+            gr.Warning(message)
+            return {inputs_panel.note: f"⚠ {md_literal(message)}"}
+        gr.Info(f"Saved the inputs of {template.title}.")
+        updates = {workflow_table: table(comfy or {})}
+        return merge_updates(updates, workflow_updates(
+            workflow, comfy or {}, only=frozenset(template.params - before)))
 
     def on_gallery(query, workflow, model, page, request: gr.Request = None):
         return gallery_outputs(query, workflow, model, page, user_of(request)[0])
@@ -407,7 +465,9 @@ def render(services) -> SimpleNamespace:
             return (gr.update(visible=False), None, "", None, None, gr.update(visible=False),
                     favourite_label(False))
         path = jobs.path(image.path)
-        return (gr.update(visible=True), path, image_details(image), gr.update(value=path),
+        template = library.templates().get(image.workflow)
+        details = image_details(image, template.title if template is not None else "")
+        return (gr.update(visible=True), path, details, gr.update(value=path),
                 image.id, gr.update(visible=False), favourite_label(image.favourite))
 
     def on_favourite(image_id, request: gr.Request = None):
@@ -456,18 +516,36 @@ def render(services) -> SimpleNamespace:
     # Page plumbing, not API: hidden from the API page, and no concurrency limit (each
     # listener has its own id, so a slow one never holds up another).
     private = dict(api_visibility="private", concurrency_limit=None)
-    form_outputs = [lists, banner, workflow_dd, style_dd, workflow_md, prompt_box, negative_box,
-                    seed, lora_row, input_group, *param_fields.values()]
+    form_outputs = [lists, banner, workflow_dd, style_dd, workflow_table,
+                    *form_parts.values(), *inputs_panel.outputs]
+    lists_outputs = [lists, banner, workflow_dd, workflow_table, checkpoint_dd, lora_dd,
+                     sampler_dd, scheduler_dd]
+    # Choosing a workflow fills the form in the browser, at once. On .select, not .input:
+    # Gradio also fires a dropdown's input event when a reply updates its choices, which
+    # refilled the form over what had been typed since.
+    in_page = dict(api_visibility="private", queue=False, show_progress="hidden")
+    fill_form = dict(fn=None, inputs=[workflow_dd, workflow_table],
+                     outputs=list(form_parts.values()), js=workflow_form_js(list(form_parts)),
+                     **in_page)
+    workflow_dd.select(**fill_form)
+    workflow_dd.select(on_inputs_panel, [workflow_dd], inputs_panel.outputs, **private,
+                      concurrency_id="images-inputs-panel", show_progress="hidden",
+                      trigger_mode="always_last")
+    inputs_panel.save_btn.click(
+        on_map_inputs, inputs_kwargs={"workflow": workflow_dd, "comfy": lists, **{
+            f"map_{param}": dropdown for param, dropdown in inputs_panel.dropdowns.items()}},
+        outputs=unique([workflow_table, *form_parts.values(), *inputs_panel.outputs]),
+        **private, concurrency_id="images-map-inputs")
+    fix_models = dict(fn=None, inputs=[workflow_dd, workflow_table, checkpoint_dd, lora_dd],
+                      outputs=[checkpoint_dd, lora_dd], js=MODELS_FIX_JS, **in_page)
     # No triggers = runs when a page loads (Gradio's gr.on).
-    gr.on(None, on_load, inputs=[], outputs=form_outputs, **private,
-          concurrency_id="images-load", show_progress="hidden")
+    gr.on(None, on_load, inputs=[], outputs=lists_outputs, **private,
+          concurrency_id="images-load", show_progress="hidden").then(**fix_models)
     follow_outputs = [progress, preview, results, cancel_btn, job_dd, job_state]
     gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, **private,
           concurrency_id="images-load-jobs", show_progress="hidden")
-    refresh_btn.click(on_refresh, None, form_outputs, **private,
-                      concurrency_id="images-refresh")
-    workflow_dd.input(on_workflow, [workflow_dd, lists], form_outputs, **private,
-                      concurrency_id="images-workflow", show_progress="hidden")
+    refresh_btn.click(on_refresh, None, lists_outputs, **private,
+                      concurrency_id="images-refresh").then(**fix_models)
     gallery_out = [gallery, page_md, page_no, page_ids]
     generate_evt = generate_btn.click(
         on_generate, inputs_kwargs=form, outputs=follow_outputs, api_name="generate_images",
@@ -520,8 +598,10 @@ def render(services) -> SimpleNamespace:
             on_input_upload=on_input_upload, on_workflow_upload=on_workflow_upload,
             on_gallery=on_gallery, on_select=on_select, on_delete=on_delete, on_reuse=on_reuse,
             on_favourite=on_favourite,
-            on_workflow=on_workflow, on_refresh=on_refresh, gallery_outputs=gallery_outputs),
+            on_refresh=on_refresh, on_inputs_panel=on_inputs_panel,
+            on_map_inputs=on_map_inputs, gallery_outputs=gallery_outputs),
         components=SimpleNamespace(**form, lists=lists, banner=banner, workflow_md=workflow_md,
                                    progress=progress, preview=preview, results=results,
+                                   workflow_table=workflow_table, inputs_panel=inputs_panel,
                                    gallery=gallery, inner_tabs=inner_tabs, job_state=job_state))
 

@@ -1,16 +1,18 @@
 """Values for the Images tab's components: progress HTML, gallery items and captions, image
 details, the form read into an ``ImageRequest``, and what a workflow, a reused image or an
-uploaded workflow put into the form. Plain functions of the studio's own types; no
-components and no handlers here (``studio/ui/images.py`` builds the tab).
+uploaded workflow put into the form (with the browser functions that fill it in the page).
+Plain functions of the studio's own types; no components and no handlers here
+(``studio/ui/images.py`` builds the tab).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from PIL import Image
 
@@ -103,7 +105,8 @@ def gallery_value(page: GalleryPage, thumb_of) -> list[tuple[str, str]]:
 
 
 def _caption(image: GalleryImage) -> str:
-    prompt = image.params.get("prompt_typed") or image.prompt or image.workflow
+    prompt = (image.params.get("prompt_typed") or image.prompt
+              or image.params.get("workflow_title") or image.workflow)
     return prompt if len(prompt) <= 60 else prompt[:59] + "…"
 
 
@@ -113,15 +116,18 @@ def page_label(page: GalleryPage) -> str:
     return f"Page {page.page} of {page.pages} · {page.total:,} image{'s' if page.total != 1 else ''}"
 
 
-def image_details(image: GalleryImage) -> str:
-    """Markdown describing a stored image: prompt, seed, every parameter, timings."""
+def image_details(image: GalleryImage, title: str = "") -> str:
+    """Markdown describing a stored image: prompt, seed, its workflow by ``title`` (else
+    the title it had when the image was made, else its file name), every parameter,
+    timings."""
     p = image.params
+    title = title or p.get("workflow_title") or image.workflow
     lines = [f"**Prompt:** {md_literal(image.prompt) or '—'}"]
     if image.negative:
         lines.append(f"**Negative:** {md_literal(image.negative)}")
     facts = [f"seed {image.seed}" if image.seed is not None else "",
              f"{image.width}×{image.height}" if image.width else "",
-             f"workflow {image.workflow}", f"model {image.model}" if image.model else "",
+             f"workflow {title}", f"model {image.model}" if image.model else "",
              f"style {p['style']}" if p.get("style") else ""]
     lines.append(" · ".join(md_literal(f) for f in facts if f))
     shown = [f"{k} {v}" for k, v in p.items() if k in FORM_PARAMS and k not in (
@@ -219,6 +225,68 @@ def workflow_fields(template: Template, comfy: dict, params: Iterable[str]
     return fields
 
 
+# Form parts a workflow shows or hides, besides the parameter fields: the key the page's
+# table uses, and the parameter that decides it.
+FORM_TOGGLES = {"prompt": "prompt", "negative": "negative", "seed": "seed",
+                "lora_row": "lora_name", "input_group": "input_image"}
+
+
+def workflow_form(template: Template, comfy: dict, params: Iterable[str]) -> dict[str, Any]:
+    """What choosing ``template`` puts into the form, as JSON data the page applies itself
+    (``WORKFLOW_FORM_JS``, in the same browser event as the choice, so nothing typed after
+    it is overwritten by a late reply): ``values`` (a starting value per parameter of
+    ``params``; absent = leave the field), ``shown`` (per parameter and per
+    ``FORM_TOGGLES`` key), ``stock`` (the template's own checkpoint and LoRA, before one
+    ComfyUI lacks is replaced) and ``info`` (the Markdown under the picker)."""
+    fields = workflow_fields(template, comfy, params)
+    defaults = form_defaults(template)
+    return {"values": {p: value for p, (_, value) in fields.items() if value is not None},
+            "shown": {**{p: shown for p, (shown, _) in fields.items()},
+                      **{key: param in template.params for key, param in FORM_TOGGLES.items()}},
+            "stock": {p: defaults.get(p) for p in ("checkpoint", "lora_name")},
+            "info": workflow_info(template)}
+
+
+def workflow_forms(templates: Mapping[str, Template], comfy: dict, params: Iterable[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """``workflow_form`` of every workflow, by name: the page's table for the picker."""
+    params = tuple(params)
+    return {name: workflow_form(template, comfy, params) for name, template in templates.items()}
+
+
+def workflow_form_js(keys: list[str]) -> str:
+    """A browser function (workflow name, the page's table of workflow forms) -> one value
+    or update per form part in ``keys`` ("info" is the Markdown under the picker).
+
+    Choosing a workflow fills the form in the browser, in the same event as the choice:
+    a reply from the server could land after the person typed into the new form, and
+    overwrite what they typed (issue 14, item 18)."""
+    return f"""(name, forms) => {{
+  const form = (forms || {{}})[name];
+  if (!form) return undefined;
+  return {json.dumps(keys)}.map((key) => {{
+    if (key === "info") return form.info;
+    const update = {{__type__: "update", visible: !!form.shown[key]}};
+    if (form.values[key] !== undefined) update.value = form.values[key];
+    return update;
+  }});
+}}"""
+
+
+# After ComfyUI's lists arrive (page load, ⟳): a checkpoint or LoRA that ComfyUI doesn't
+# have becomes one it has, unless the person changed the field meanwhile.
+MODELS_FIX_JS = """(name, forms, checkpoint, lora) => {
+  const form = (forms || {})[name];
+  if (!form) return undefined;
+  const fix = (key, now) => {
+    const better = form.values[key];
+    const untouched = now === form.stock[key] || now === null || now === "";
+    return better !== undefined && better !== now && untouched ? better : undefined;
+  };
+  return [fix("checkpoint", checkpoint), fix("lora_name", lora)];
+}"""
+
+
 def workflow_info(template: Template) -> str:
     """Markdown under the workflow picker: its description and the inputs it fills."""
     found = (", ".join(sorted(template.params - {"filename_prefix"}))
@@ -253,10 +321,13 @@ def reuse_values(image: GalleryImage, params: Iterable[str]) -> dict[str, Any]:
     return values
 
 
-def gallery_filter_choices(workflows: Iterable[str], models: Iterable[str]
+def gallery_filter_choices(workflows: Iterable[str], models: Iterable[str],
+                           titles: Mapping[str, str] | None = None
                            ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Choices of the gallery's workflow and model filters, "All" first."""
-    return ([("All workflows", "")] + [(w, w) for w in workflows],
+    """Choices of the gallery's workflow and model filters, "All" first; a workflow is
+    labelled with its title in ``titles`` when it has one."""
+    titles = titles or {}
+    return ([("All workflows", "")] + [(titles.get(w, w), w) for w in workflows],
             [("All models", "")] + [(m, m) for m in models])
 
 

@@ -73,8 +73,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
 
     busy_models = services.models_in_use.names
 
+    local = services.local_models
+
     def read_ollama() -> tuple[list, list, str]:
-        return models_data.read_ollama(ollama)
+        return models_data.read_ollama(local, ollama)
 
     def read_gpu():
         return services.gpu.sample()
@@ -182,7 +184,8 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     def follow_jobs(view, shown: tuple[str, list] | None = None,
                     done_seen: set[str] | None = None):
         """``models_data.follow_jobs`` for as long as this page holds ``view``."""
-        return models_data.follow_jobs(pulls, downloads, ollama, lambda: still_viewing(view),
+        return models_data.follow_jobs(pulls, downloads, local, ollama,
+                                       lambda: still_viewing(view),
                                        shown, done_seen)
 
     # -- handlers ------------------------------------------------------------------------------
@@ -245,7 +248,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     def on_delete(model):
         if not model:
             raise InvalidInput("Pick the model to delete first.")
-        ollama.delete(model)
+        try:
+            ollama.delete(model)
+        finally:
+            local.invalidate()  # the pickers of every page follow
         gr.Info(f"Deleted {model}.")
         return (*ollama_values(), gr.update(value="", visible=False), gr.update(visible=False))
 
@@ -262,7 +268,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         if not model:
             raise InvalidInput("Pick the model to copy first.")
         new_name = check_model_name(new_name)
-        ollama.copy(model, new_name)
+        try:
+            ollama.copy(model, new_name)
+        finally:
+            local.invalidate()
         gr.Info(f"Copied {model} to {new_name}.")
         return ollama_values()
 

@@ -25,13 +25,14 @@ JOB_INTERVAL_S = 0.3  # coalesce progress: one page update per this many seconds
 FILE_COLUMNS = ["File", "Size on disk"]
 
 
-def read_ollama(ollama) -> tuple[list, list, str]:
-    """(installed, loaded now, a warning line) from Ollama; empty lists and the reason when
-    it can't be reached."""
-    try:
-        installed = ollama.list_models()
-    except StudioError as exc:
-        return [], [], f"⚠️ {exc}"
+def read_ollama(local, ollama) -> tuple[list, list, str]:
+    """(installed ``LocalModel``s, loaded now, a warning line), asked of Ollama now
+    (``local`` is ``services.local_models``); empty lists and the reason when it can't be
+    reached."""
+    listing = local.listing(fresh=True)
+    if not listing.reachable:
+        return [], [], f"⚠️ {listing.problem}"
+    installed = list(listing.models)
     try:
         running = ollama.running()
     except StudioError:
@@ -124,7 +125,7 @@ def finished_pulls(pulls) -> set[str]:
     return {s.id for s in pulls.snapshots() if s.state == "done"}
 
 
-def follow_jobs(pulls, downloads, ollama, viewing: Callable[[], bool],
+def follow_jobs(pulls, downloads, local, ollama, viewing: Callable[[], bool],
                 shown: tuple[str, list] | None = None,
                 done_seen: set[str] | None = None) -> Iterator[tuple]:
     """Yield (jobs html, cancel choices, ollama table, model choices) while pulls or
@@ -149,7 +150,7 @@ def follow_jobs(pulls, downloads, ollama, viewing: Callable[[], bool],
             table, model_choices = gr.skip(), gr.skip()
             if finished_now:
                 done_seen |= finished_now
-                installed, _running, _note = read_ollama(ollama)
+                installed, _running, _note = read_ollama(local, ollama)
                 table = ollama_frame(installed)
                 model_choices = gr.update(choices=[m.name for m in installed])
             cancel = gr.update(choices=choices) if choices != last_choices else gr.skip()

@@ -19,7 +19,7 @@ from ..models.gpu import GpuReading, format_bytes
 from ..models.hygiene import parse_time
 from ..models.pulls import full_model_name
 
-OLLAMA_HEADERS = ["Name", "Size", "Family", "Parameters", "Quantization", "Modified"]
+OLLAMA_HEADERS = ["Name", "For", "Size", "Family", "Parameters", "Quantization", "Modified"]
 RUNNING_HEADERS = ["Name", "In GPU memory", "Size", "Loaded until"]
 LOG_HEADERS = ["Time", "Why", "Policy", "Action", "Outcome", "What happened"]
 HISTORY_MINUTES = 10
@@ -36,9 +36,10 @@ def _when(iso: str) -> str:
 
 
 def ollama_frame(models) -> pd.DataFrame:
-    """The installed-models table (``ModelInfo`` list)."""
-    rows = [[m.name, format_size(m.size), m.family, m.parameter_size, m.quantization,
-             _when(m.modified_at)] for m in models]
+    """The installed-models table (``LocalModel`` list): what each is for (chat, images,
+    embeddings... from Ollama's capabilities), then its facts."""
+    rows = [[m.name, m.uses, format_size(m.size), m.info.family, m.info.parameter_size,
+             m.info.quantization, _when(m.info.modified_at)] for m in models]
     return pd.DataFrame(rows, columns=OLLAMA_HEADERS)
 
 

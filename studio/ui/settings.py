@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..access.web import SESSION_COOKIE
+from ..backends.hosts import mask_keys
 from ..config import Settings
 from ..errors import InvalidInput
 from .common import page_user, ui_errors
@@ -34,6 +35,8 @@ def settings_rows(settings: Settings) -> list[list[str]]:
         elif f.name == "comfyui_url":
             # ComfyUI has no sign-in: its address never reaches the page (issue 3).
             shown = "set (not shown: ComfyUI has no sign-in)"
+        elif f.metadata.get("holds_keys"):
+            shown = mask_keys(str(value))
         else:
             shown = str(value) if value not in ("", None) else "(empty)"
         if f.name == "data_dir":

@@ -14,7 +14,8 @@ standalone for manual testing::
     python -m tests.fakes.ollama_server --port 11434 --models llama3.2,llava --delay 0.05
 
 ``POST /api/embed`` answers with deterministic unit vectors (``embedding_of``) for models that
-have the "embedding" capability (``add_model(name, capabilities=("embedding",))``).
+have the "embedding" capability (``add_model(name, capabilities=("embedding",))``); /api/chat
+and /api/generate refuse those with Ollama's 400 ``"name" does not support chat``.
 
 Not covered: the deprecated /api/embeddings, /api/create, /api/push, blobs, tools, structured
 output, logprobs.
@@ -239,6 +240,9 @@ def _make_model(name: str, family: str = "llama", parameter_size: str = "3.2B",
 def guess_model(name: str) -> dict:
     """add_model keyword arguments that suit a well-known model name (for the standalone mode)."""
     base = name.split(":")[0].rsplit("/", 1)[-1].lower()
+    if "embed" in base:
+        return {"family": "nomic-bert", "parameter_size": "137M", "quantization": "F16",
+                "size": 274_302_450, "capabilities": ("embedding",)}
     if any(k in base for k in ("llava", "vision", "gemma3", "vl")):
         return {"family": "llava" if "llava" in base else base, "parameter_size": "7B",
                 "size": 4_733_363_377, "capabilities": ("completion", "vision")}
@@ -701,6 +705,11 @@ class _Handler(BaseHTTPRequestHandler):
         can_think = "thinking" in (model.capabilities or ())
         if not can_think and think not in (None, False):
             return self._send_json(400, {"error": f"{json.dumps(name)} does not support thinking"})
+        if model.capabilities is not None and "completion" not in model.capabilities:
+            # An embedding model: the capability check of scheduleRunner, before any load
+            # (server/routes.go ChatHandler / GenerateHandler, errCapabilityCompletion).
+            what = "generate" if generate else "chat"
+            return self._send_json(400, {"error": f"{json.dumps(name)} does not support {what}"})
         if body.get("tools") and "tools" not in (model.capabilities or ()):
             return self._send_json(400, {"error": f"{name} does not support tools"})
         options = body.get("options") or {}

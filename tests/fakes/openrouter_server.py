@@ -5,7 +5,12 @@ The official ``openai`` client and plain httpx talk to it unchanged. It serves
 ``data:`` chunks, a usage chunk with ``cost`` in either shape, ``data: [DONE]``),
 ``POST /api/v1/embeddings`` (OpenAI's list shape, float or base64, for the models in
 ``embedding_models``), ``GET /api/v1/models``, ``/key``, ``/credits`` (403 unless the key is a
-management key) and ``/generation?id=``. It checks the Bearer key and records every request.
+management key) and ``/generation?id=``. It checks the Bearer key and records every request. A request's
+``max_tokens`` (or ``max_completion_tokens``) is honoured as OpenRouter does: the reply stops
+there with finish reason ``length``, and the usage and the bill count only what was sent.
+``/generation`` knows every completion by its ``gen-…`` id, with what it cost (for a stream
+cut short: the tokens sent before the cut); like OpenRouter it answers 404 for a while just
+after the completion when ``generation_misses`` says so.
 
 A test queues per-request outcomes for chat completions with ``queue_reply`` (text, a status
 error with OpenRouter's error body, a mid-stream error chunk, a cut connection), then inspects
@@ -111,6 +116,7 @@ class Reply:
     prompt_tokens: int = 10
     comments: int = 1
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -144,6 +150,10 @@ class FakeOpenRouter:
         self.embedding_models = list(DEFAULT_EMBEDDING_MODELS)
         self.requests: list[RecordedRequest] = []
         self.generations: dict[str, dict[str, Any]] = {}
+        # How many lookups of a new generation answer 404 before it shows (OpenRouter takes
+        # a moment to store one: protocols.md 3.7).
+        self.generation_misses = 0
+        self._lookups: dict[str, int] = {}
         self._replies: deque[Reply] = deque()
         self._failures: dict[str, deque[tuple[int, str | None, float | None]]] = {}
         self._lock = threading.Lock()
@@ -357,8 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_error(403, "Only management keys can perform this operation")
             return self._send_json(200, {"data": self.fake.credits_data})
         if path == PREFIX + "/generation":
-            gen = self.fake.generations.get((query.get("id") or [""])[0])
-            if gen is None:
+            gen_id = (query.get("id") or [""])[0]
+            gen = self.fake.generations.get(gen_id)
+            with self.fake._lock:
+                seen = self.fake._lookups[gen_id] = self.fake._lookups.get(gen_id, 0) + 1
+            if gen is None or seen <= self.fake.generation_misses:
                 return self._send_error(404, "Resource not found")
             return self._send_json(200, {"data": gen})
         self._send_error(404, "Not Found")
@@ -383,9 +396,17 @@ class _Handler(BaseHTTPRequestHandler):
         reply = replace(reply, tokens=stop_at(reply.tokens, [stops] if isinstance(stops, str)
                                                else stops),
                         tool_calls=reply.tool_calls if body.get("tools") else [])
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and len(reply.reasoning) + len(reply.tokens) > limit:
+            # The provider stops at the limit: reasoning counts first, then the text.
+            reasoning = reply.reasoning[:limit]
+            reply = replace(reply, reasoning=reasoning,
+                            tokens=reply.tokens[:limit - len(reasoning)], tool_calls=[],
+                            finish_reason="length")
         gen_id = self.fake._new_generation_id()
         model = reply.model or body["model"]
-        completion_tokens = len(reply.tokens) + len(reply.reasoning)
+        sent = reply.tokens if reply.cut_after is None else reply.tokens[:reply.cut_after]
+        completion_tokens = len(sent) + len(reply.reasoning)
         cost = reply.cost if reply.cost is not None else self.fake._cost(
             model, reply.prompt_tokens, completion_tokens)
         usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": completion_tokens,
@@ -394,8 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
                  "completion_tokens_details": {"reasoning_tokens": len(reply.reasoning)}}
         self.fake.generations[gen_id] = {
             "id": gen_id, "model": model, "total_cost": cost, "streamed": bool(body.get("stream")),
-            "cancelled": False, "provider_name": "FakeProvider", "latency": 120,
-            "generation_time": 340, "finish_reason": "stop", "native_finish_reason": "stop",
+            "cancelled": reply.cut_after is not None, "provider_name": "FakeProvider",
+            "latency": 120, "generation_time": 340,
+            "finish_reason": None if reply.cut_after is not None else reply.finish_reason,
+            "native_finish_reason": None if reply.cut_after is not None else reply.finish_reason,
             "tokens_prompt": reply.prompt_tokens, "tokens_completion": completion_tokens,
             "native_tokens_prompt": reply.prompt_tokens,
             "native_tokens_completion": completion_tokens, "usage": cost, "is_byok": False,
@@ -405,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(reply, gen_id, model, usage)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.tokens),
                                    "reasoning": "".join(reply.reasoning) or None}
-        finish = "stop"
+        finish = reply.finish_reason
         if reply.tool_calls:
             finish = "tool_calls"
             message["tool_calls"] = [
@@ -445,7 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.cut_after is not None and i >= reply.cut_after:
                 break
             last = i == len(tokens) - 1
-            finish = "stop" if last and reply.usage_shape == "empty_choices" and not (
+            finish = reply.finish_reason if last and reply.usage_shape == "empty_choices" and not (
                 reply.error_mid_stream or reply.cut_after is not None or reply.tool_calls) else None
             delta = {"content": piece} if i or reply.reasoning else {"role": "assistant", "content": piece}
             self._event(chunk(delta, finish))
@@ -471,7 +494,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.usage_shape == "empty_choices":
             self._event({**base, "choices": [], "usage": usage})
         else:
-            self._event(chunk({"content": ""}, "tool_calls" if reply.tool_calls else "stop",
+            self._event(chunk({"content": ""},
+                              "tool_calls" if reply.tool_calls else reply.finish_reason,
                               usage=usage))
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")

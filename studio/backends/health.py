@@ -1,0 +1,108 @@
+"""The background health check of a pool's hosts.
+
+Every ``interval_s`` each host is probed at once (one short-lived thread per host, so a hung
+host delays no other) and the result goes to the pool. A probe returns a ``Health``; one
+that raises counts as down with the exception's text as the problem. The thread sleeps
+between rounds and stops at ``close()``. With a single host no thread is started: routing
+has no choice to make, and the status strip probes it already.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .hosts import HostSpec
+from .pool import HostPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What one probe learnt. ``models``/``loaded`` None when the probe didn't ask."""
+
+    up: bool
+    models: tuple[str, ...] | None = None
+    loaded: tuple[str, ...] | None = None
+    queue: int | None = None
+    problem: str = ""
+
+
+Probe = Callable[[HostSpec], Health]
+
+
+class HealthChecker:
+    def __init__(self, pool: HostPool, probe: Probe, *, interval_s: float = 10.0,
+                 timeout_s: float = 5.0, name: str = "hosts") -> None:
+        self.pool = pool
+        self._probe = probe
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._name = name
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+        self._round_done = threading.Condition()
+
+    def start(self) -> "HealthChecker":
+        if self._thread is None and len(self.pool) > 1:
+            self._thread = threading.Thread(target=self._loop, name=f"health-{self._name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def check_now(self) -> None:
+        """Probe every host now, in this thread (start-up, the Settings tab's ⟳, tests)."""
+        self._round()
+
+    def wait_rounds(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` rounds have run in all (tests)."""
+        with self._round_done:
+            return self._round_done.wait_for(lambda: self.rounds >= n, timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._round()
+            except Exception:  # noqa: BLE001 - the checker must outlive a bug in one round
+                log.exception("health check round failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def _round(self) -> None:
+        threads = [threading.Thread(target=self._check, args=(spec,), daemon=True,
+                                    name=f"probe-{spec.name}")
+                   for spec in (v.spec for v in self.pool.views())]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + self.timeout_s + 1.0
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._round_done:
+            self.rounds += 1
+            self._round_done.notify_all()
+
+    def _check(self, spec: HostSpec) -> None:
+        started = time.monotonic()
+        try:
+            health = self._probe(spec)
+        except Exception as exc:  # noqa: BLE001 - any failure of a probe means "down"
+            health = Health(False, problem=str(exc) or type(exc).__name__)
+        latency = (time.monotonic() - started) * 1000
+        before = self.pool.view(spec.name).up
+        self.pool.report_health(spec.name, up=health.up, latency_ms=round(latency, 1),
+                                models=health.models, loaded=health.loaded, queue=health.queue,
+                                problem=health.problem)
+        if before is not None and before != health.up:
+            log.warning("%s host %s is %s%s", self._name, spec.name,
+                        "back" if health.up else "down",
+                        f": {health.problem}" if health.problem else "")
