@@ -786,9 +786,21 @@ def test_store_returns_dataclasses(store):
 # -- faults of the disk ------------------------------------------------------------------------
 
 def fill_disk(store: Store) -> None:
-    """A real SQLITE_FULL from now on: the file may not grow by one more page."""
+    """A real SQLITE_FULL from now on: the file may not grow by one more page, on every
+    connection the store has (one per thread) and on those it opens later."""
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
-    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    cap = f"PRAGMA max_page_count = {pages}"
+    with store._registry_lock:
+        for db in list(store._open):
+            db.execute(cap)
+    connect = store._connect
+
+    def capped():
+        conn = connect()
+        conn.execute(cap)
+        return conn
+
+    store._connect = capped
 
 
 def test_store_full_disk_is_a_sentence_and_writes_nothing(tmp_path):
