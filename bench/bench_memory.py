@@ -79,6 +79,21 @@ def seed_gallery(data_dir: str, n: int) -> None:
     store.close()
 
 
+def seed_chats(data_dir: str, n: int) -> None:
+    """n finished conversations of the owner (a question and an answer each), so the
+    sidebar's list is at its size from the first turn on and does not grow with the run."""
+    from studio.costs.accounting import OWNER
+    from studio.store.db import Store
+
+    store = Store.open(os.path.join(data_dir, "studio.db"))
+    for i in range(n):
+        chat = store.create_conversation(title=f"earlier chat {i}", model="ollama:bench",
+                                         user=OWNER)
+        store.add_message(chat.id, "user", f"question {i}")
+        store.add_message(chat.id, "assistant", f"answer {i}")
+    store.close()
+
+
 def growth(samples: list[float], every: int) -> float | None:
     """Median MB per 100 of the steps after warm-up (None when too few samples)."""
     skip = WARM_UP
@@ -138,6 +153,9 @@ def main(argv=None) -> int:
                     help="chat on one page session (a new chat every 10 turns, not a new page)")
     ap.add_argument("--max-pages", type=int,
                     help="STUDIO_MAX_PAGE_SESSIONS for the studio (default: its own default)")
+    ap.add_argument("--seed-chats", type=int, default=0,
+                    help="conversations stored before the start (250: the sidebar's list is "
+                         "at its 200 from the first turn)")
     args = ap.parse_args(argv)
     import httpx
 
@@ -147,6 +165,8 @@ def main(argv=None) -> int:
     fake = FakeProcess()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as data:
         seed_gallery(data, IMAGES)
+        if args.seed_chats:
+            seed_chats(data, args.seed_chats)
         studio, baseline = make_apps(fake.url, data)
         if args.max_pages:
             studio.env["STUDIO_MAX_PAGE_SESSIONS"] = str(args.max_pages)
