@@ -266,8 +266,13 @@ class Store:
 
     @property
     def db(self) -> StudioDatabase:
-        """The calling thread's connection (opened on its first use)."""
+        """The calling thread's connection (opened on its first use). After ``close()``
+        a thread's connection that was left open closes at its next use, here."""
         db = getattr(self._local, "db", None)
+        if db is not None and self._closed:
+            self._local.db = None
+            db.close()
+            db = None
         if db is None:
             if self._closed:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
@@ -276,6 +281,7 @@ class Store:
 
     def _adopt(self, conn: sqlite3.Connection) -> StudioDatabase:
         db = StudioDatabase(conn, self._write_lock)
+        db.owner = threading.current_thread()
         with self._registry_lock:
             if self._closed:
                 conn.close()
@@ -355,13 +361,19 @@ class Store:
         return cls(connect, conn)
 
     def close(self) -> None:
-        """Close every thread's connection; using the store afterwards raises
-        ``sqlite3.ProgrammingError``."""
+        """Close the store: this thread's connection and those of threads that ended now;
+        a connection of another live thread at its next use of the store (or when that
+        thread ends), because closing it from here while that thread is in the middle of a
+        statement crashes SQLite (a segmentation fault, seen with an arena reply still
+        saving). Using the store afterwards raises ``sqlite3.ProgrammingError``."""
         with self._registry_lock:
             self._closed = True
             opened = list(self._open)
+        me = threading.current_thread()
         for db in opened:
-            db.close()
+            owner = getattr(db, "owner", None)
+            if owner is None or owner is me or not owner.is_alive():
+                db.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
