@@ -65,6 +65,18 @@ def fake_ollama():
 
 
 @pytest.fixture
+def services(tmp_path, fake_ollama):
+    """The studio's services over a fresh data folder and the fake Ollama (no UI)."""
+    from studio.services import build_services
+
+    services = build_services(Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                                 "OLLAMA_HOST": fake_ollama.url},
+                                                dotenv_path=None))
+    yield services
+    services.store.close()
+
+
+@pytest.fixture
 def fake_openrouter():
     from tests.fakes.openrouter_server import FakeOpenRouter
 

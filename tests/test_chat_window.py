@@ -16,8 +16,6 @@ import pytest
 
 from studio.chat import window as window_module
 from studio.chat.window import MOST, OPEN, PAGE, around, counts, earlier, later, newest
-from studio.config import Settings
-from studio.services import build_services
 from studio.ui.chat_handlers import ChatPage
 from studio.ui.chat_values import new_session
 from tests.long_chat import make_long_chat
@@ -66,15 +64,6 @@ def test_window_around_ends_with_the_message_and_its_answer():
 
 
 # ------------------------------------------------------------------ the page
-
-@pytest.fixture
-def services(tmp_path, fake_ollama):
-    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
-                                  "OLLAMA_HOST": fake_ollama.url}, dotenv_path=None)
-    services = build_services(settings)
-    yield services
-    services.store.close()
-
 
 @pytest.fixture
 def page(services):

@@ -184,3 +184,14 @@ def test_the_settings_tab_shows_host_lists_with_their_keys_masked(hosts, tmp_pat
     shown = {row[0]: row[1] for row in settings_rows(settings)}
     assert shown["OLLAMA_HOST"] == f"a={hosts['a'].url} key=…"
     assert "sk-secret" not in repr(settings)
+
+
+def test_embeddings_go_to_a_host_that_has_the_model(services, hosts):
+    hosts["b"].add_model("nomic-embed-text:latest", family="nomic-bert",
+                         capabilities=("embedding",))
+    services.ollama_health.check_now()
+    result = services.ollama.embed("nomic-embed-text", ["a loaf of bread"])
+    assert len(result.vectors) == 1 and result.vectors[0]
+    assert len(hosts["b"].requests_to("/api/embed")) == 1
+    assert hosts["a"].requests_to("/api/embed") == []
+    assert [v.active for v in services.ollama.pool.views()] == [0, 0, 0]

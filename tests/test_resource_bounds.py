@@ -20,8 +20,6 @@ import pytest
 import sqlite_utils
 
 from studio.chat.window import MOST, OPEN
-from studio.config import Settings
-from studio.services import build_services
 from studio.ui.chat_handlers import ChatPage
 from studio.ui.chat_sidebar import MORE, is_heading
 from studio.ui.chat_values import new_session
@@ -34,15 +32,6 @@ LONG_CHAT = 5000
 
 def request(session: str = "page-1") -> SimpleNamespace:
     return SimpleNamespace(session_hash=session, username=None, client=None)
-
-
-@pytest.fixture
-def services(tmp_path, fake_ollama):
-    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path / "data"),
-                                  "OLLAMA_HOST": fake_ollama.url}, dotenv_path=None)
-    services = build_services(settings)
-    yield services
-    services.store.close()
 
 
 @pytest.fixture

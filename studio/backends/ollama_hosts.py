@@ -84,11 +84,15 @@ class OllamaHosts:
             raise next(r for _, r in results)
         return good
 
-    def _first(self, model: str, ask: Callable[[OllamaClient], T]) -> T:
-        """``ask`` the best host for ``model``, then the next while they can't."""
+    def _first(self, model: str, ask: Callable[[OllamaClient], T], *, busy: bool = False) -> T:
+        """``ask`` the best host for ``model``, then the next while they can't; ``busy``:
+        count the request in flight on the host asked (work, not a lookup)."""
         first_error: StudioError | None = None
         for spec in self.pool.order(model):
             try:
+                if busy:
+                    with self.pool.use(spec.name):
+                        return ask(self._clients.get(spec))
                 return ask(self._clients.get(spec))
             except StudioError as err:
                 first_error = first_error or err
@@ -126,11 +130,8 @@ class OllamaHosts:
         return self._first(model, lambda c: c.supports_vision(model))
 
     def embed(self, model: str, inputs: list[str], *, dimensions: int | None = None):
-        spec = self.pool.choose(model)
-        if spec is None:
-            return self._first(model, lambda c: c.embed(model, inputs, dimensions=dimensions))
-        with self.pool.use(spec.name):
-            return self._first(model, lambda c: c.embed(model, inputs, dimensions=dimensions))
+        return self._first(model, lambda c: c.embed(model, inputs, dimensions=dimensions),
+                           busy=True)
 
     def _on_hosts_with(self, model: str, act: Callable[[OllamaClient], None]) -> None:
         done, errors = 0, []
