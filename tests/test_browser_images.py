@@ -154,7 +154,8 @@ def test_browser_images_bad_size_gets_a_clear_message(images_studio, page):
     page.fill("#img-prompt textarea", "a fox")
     page.fill("#img-width input", "500")
     page.click("#img-generate")
-    page.get_by_text("Width 500 isn't a multiple of 8").wait_for()
+    page.locator("#img-progress").get_by_text("Width 500 isn't a multiple of 8").wait_for()
+    page.locator(".toast-body").get_by_text("Width 500 isn't a multiple of 8").wait_for()
     assert len(images_studio_prompts(images_studio)) == before
 
 
@@ -234,12 +235,20 @@ def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio
     page.click("#img-custom button:has-text('Custom workflow')")
     page.set_input_files("#img-workflow-upload input[type=file]", str(graph))
     page.wait_for_selector("#img-map", state="visible")
+    title = graph.stem.replace("_", " ")
+    page.wait_for_function("t => document.querySelector('#img-workflow input').value"
+                           ".toLowerCase().includes(t)", arg=title)
     assert "no prompt or seed input yet" in page.inner_text("#img-map-info")
     page.click("#img-batch button:has-text('Batch')")
     page.fill("#img-seeds input", "3")
+    assert page.input_value("#img-seeds input") == "3"
     page.click("#img-generate")
-    page.get_by_text("has no seed input, so the 3 images of this batch would all be the "
-                     "same").wait_for()
+    # The refusal is a toast and stays in the progress box after the toast has gone.
+    refusal = "has no seed input, so the 3 images of this batch would all be the same"
+    page.wait_for_function("t => document.querySelector('#img-progress').innerText"
+                           ".includes(t)", arg=refusal, timeout=30_000)
+    assert "Not started:" in page.inner_text("#img-progress")
+    assert page.locator("#img-results img").count() == 0
     pick(page, "img-map-seed", "color (")
     page.click("#img-map-save")
     page.wait_for_selector("#img-seed", state="visible")
@@ -255,5 +264,4 @@ def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio
     page.wait_for_selector("#gal-grid img")
     page.click("#gal-grid img")
     page.wait_for_selector("#gal-full img")
-    title = graph.stem.replace("_", " ")
     assert f"workflow {title} (custom)" in page.inner_text("#gal-meta")

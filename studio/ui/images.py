@@ -26,7 +26,7 @@ from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, MODELS_FIX_J
                             comfyui_banner, comfyui_choices, custom_workflow_note, default_workflow,
                             favourite_label, file_path, gallery_filter_choices, gallery_value,
                             gpu_room_notice, image_details, input_image_note, jobs_choices,
-                            md_literal, page_label, preview_image, progress_html,
+                            md_literal, page_label, preview_image, progress_html, refused_html,
                             request_from_form, reuse_values, workflow_form, workflow_form_js,
                             workflow_forms)
 
@@ -349,7 +349,11 @@ def render(services) -> SimpleNamespace:
     def on_generate(request: gr.Request = None, **values):
         image_request = request_from_form(**values)
         user, lane = user_of(request)
-        prepared = jobs.prepare(image_request)  # every check first: a bad form frees no VRAM
+        try:  # every check first: a bad form frees no VRAM
+            prepared = jobs.prepare(image_request)
+        except StudioError as exc:
+            yield (refused_html(jobs.public(str(exc))), *[gr.skip()] * 5)
+            raise
         make_room(image_request.workflow)
         live = jobs.submit(image_request, user=user, lane=lane, prepared=prepared)
         view = claim_view(request)

@@ -80,6 +80,13 @@ def progress_html(snap: JobSnapshot | None) -> str:
             f"{bars}</div>")
 
 
+def refused_html(message: str) -> str:
+    """The progress block for a job that was not started: the reason stays in the page after
+    the warning toast has gone (a phone user looking away misses a toast)."""
+    return ("<div class='img-progress refused' data-state='refused'>"
+            f"<div class='img-progress-label'>Not started: {escape(message)}</div></div>")
+
+
 def preview_image(image, smallest: int = 256):
     """ComfyUI's previews are often 1/8 of the final size: scale them up to be seen."""
     longest = max(image.size)
