@@ -195,3 +195,10 @@ def test_embeddings_go_to_a_host_that_has_the_model(services, hosts):
     assert len(hosts["b"].requests_to("/api/embed")) == 1
     assert hosts["a"].requests_to("/api/embed") == []
     assert [v.active for v in services.ollama.pool.views()] == [0, 0, 0]
+
+
+def test_the_models_listing_asks_a_host_that_has_each_model_what_it_can_do(services):
+    listing = services.local_models.listing(fresh=True)
+    assert listing.reachable
+    assert {m.name: m.capabilities for m in listing.models} == {
+        MODEL: ("completion",), "qwen2.5:7b": ("completion",)}

@@ -13,6 +13,8 @@ and the API work unchanged:
   loaded model of every host; ``show`` and ``supports_vision`` ask a host that has it.
 - ``pull`` pulls onto every host that answers, one after the other, each progress line
   naming its host; ``delete``, ``copy`` and ``unload`` act on every host that has the model.
+  ``pull``, ``delete`` and ``unload`` take ``host=`` to act on that one host only (the
+  Models tab's target chooser); ``running_by_host`` is each host's ``/api/ps``.
 
 A host that can't be reached only matters when no other host can do the work: then the
 first host's error, a sentence, is raised as with one host.
@@ -26,8 +28,7 @@ from dataclasses import replace
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..clients.ollama import ModelInfo, OllamaClient, PullProgress, RunningModel
-from ..errors import (BackendUnavailable, ModelNotFound,
-                      StudioError)
+from ..errors import BackendUnavailable, InvalidInput, ModelNotFound, StudioError
 from ..events import ChatMessage, ChatOptions
 from .pool import HostPool
 from .health import HealthChecker
@@ -61,10 +62,21 @@ class OllamaHosts:
     def _client(self, name: str) -> OllamaClient:
         return self._clients.get(self.pool.spec(name))
 
-    def _each(self, ask: Callable[[OllamaClient], T]) -> list[tuple[str, T | StudioError]]:
-        """``ask`` every host at once; (host, answer or its StudioError), in the pool's order.
-        A host that fails is reported to the pool."""
-        names = self.pool.names
+    def _targets(self, host: str | None) -> list[str]:
+        """Every host's name (``host`` None), or just ``host``; InvalidInput naming the hosts
+        when there is no such host."""
+        if host is None:
+            return self.pool.names
+        if host not in self.pool.names:
+            raise InvalidInput(f"There is no Ollama host named {host!r}.",
+                               hint="OLLAMA_HOST names these: " + ", ".join(self.pool.names) + ".")
+        return [host]
+
+    def _each(self, ask: Callable[[OllamaClient], T],
+              names: list[str] | None = None) -> list[tuple[str, T | StudioError]]:
+        """``ask`` every host (or those of ``names``) at once; (host, answer or its
+        StudioError), in the pool's order. A host that fails is reported to the pool."""
+        names = self.pool.names if names is None else names
 
         def one(name: str):
             try:
@@ -119,12 +131,31 @@ class OllamaHosts:
 
     def running(self) -> list[RunningModel]:
         loaded: list[RunningModel] = []
-        for _name, models in self._answers(self._each(lambda c: c.running())):
+        for _name, models in self._answers(self.running_by_host()):
             loaded.extend(models)
         return loaded
 
+    def running_on(self, host: str) -> list[RunningModel]:
+        """``host``'s loaded models (``/api/ps``); raises its StudioError."""
+        [name] = self._targets(host)
+        return self._client(name).running()
+
+    def running_by_host(self) -> list[tuple[str, list[RunningModel] | StudioError]]:
+        """Each host's loaded models (``/api/ps``), or the sentence saying why not; what is
+        loaded where goes to the pool too."""
+        results = self._each(lambda c: c.running())
+        for name, models in results:
+            if not isinstance(models, StudioError):
+                self.pool.report_health(name, up=True, loaded=[m.name for m in models],
+                                        latency_ms=self.pool.view(name).latency_ms)
+        return results
+
     def show(self, model: str) -> dict:
         return self._first(model, lambda c: c.show(model))
+
+    def capabilities(self, model: str) -> tuple[str, ...] | None:
+        """What ``model`` can do, asked of a host that has it (``LocalModels`` needs it)."""
+        return self._first(model, lambda c: c.capabilities(model))
 
     def supports_vision(self, model: str) -> bool:
         return self._first(model, lambda c: c.supports_vision(model))
@@ -133,9 +164,10 @@ class OllamaHosts:
         return self._first(model, lambda c: c.embed(model, inputs, dimensions=dimensions),
                            busy=True)
 
-    def _on_hosts_with(self, model: str, act: Callable[[OllamaClient], None]) -> None:
+    def _on_hosts_with(self, model: str, act: Callable[[OllamaClient], None],
+                       host: str | None = None) -> None:
         done, errors = 0, []
-        for name, result in self._each(act):
+        for name, result in self._each(act, self._targets(host)):
             if isinstance(result, ModelNotFound):
                 continue
             if isinstance(result, StudioError):
@@ -143,23 +175,27 @@ class OllamaHosts:
             else:
                 done += 1
         if not done:
-            raise errors[0] if errors else ModelNotFound(
-                f"No Ollama host has the model '{model}'.")
+            missing = (f"The Ollama host {host} doesn't have the model '{model}'." if host
+                       else f"No Ollama host has the model '{model}'.")
+            raise errors[0] if errors else ModelNotFound(missing)
 
-    def unload(self, model: str) -> None:
-        self._on_hosts_with(model, lambda c: c.unload(model))
+    def unload(self, model: str, host: str | None = None) -> None:
+        """Unload ``model`` on every host that has it loaded, or on ``host`` only."""
+        self._on_hosts_with(model, lambda c: c.unload(model), host)
 
-    def delete(self, model: str) -> None:
-        self._on_hosts_with(model, lambda c: c.delete(model))
+    def delete(self, model: str, host: str | None = None) -> None:
+        """Delete ``model`` from every host that has it, or from ``host`` only."""
+        self._on_hosts_with(model, lambda c: c.delete(model), host)
 
     def copy(self, source: str, destination: str) -> None:
         self._on_hosts_with(source, lambda c: c.copy(source, destination))
 
-    def pull(self, model: str) -> Iterator[PullProgress]:
-        """Pull onto every host, one after the other. A host that can't be reached is
-        skipped with a progress line saying so; the pull fails only when no host took it."""
+    def pull(self, model: str, host: str | None = None) -> Iterator[PullProgress]:
+        """Pull onto every host, one after the other, or onto ``host`` only. A host that
+        can't be reached is skipped with a progress line saying so; the pull fails only when
+        no host took it (with one host named, when that host can't)."""
         pulled, errors = 0, []
-        for spec in (v.spec for v in self.pool.views()):
+        for spec in (self.pool.spec(name) for name in self._targets(host)):
             try:
                 for part in self._clients.get(spec).pull(model):
                     if part.status != "success":  # one "success" at the very end
