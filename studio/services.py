@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 from .access.audit import Audit
@@ -31,6 +31,7 @@ from .chat.service import ChatService
 from .chat.streams import ChatStreams, record_usage
 from .chat.titles import TitleWriter
 from .clients.comfyui import ComfyUIClient
+from .backends.board import HostBoard, build_host_board
 from .backends.health import HealthChecker
 from .backends.local_servers import LocalServers, build_local_servers
 from .backends.ollama_hosts import OllamaHosts, build_ollama
@@ -109,6 +110,16 @@ class Services:
     local_health: HealthChecker | None = None
     # Asks OpenRouter what a cut-off reply cost (None without a key).
     generation_costs: GenerationCosts | None = None
+
+    @cached_property
+    def hosts(self) -> HostBoard:
+        """Every backend host, for the admin's hosts table and per-host model lists. Made on
+        first use from the engines above; the ComfyUI hosts' pool is used when the record
+        has one (``comfyui_hosts``), else COMFYUI_URL's hosts get a pool of their own."""
+        return build_host_board(settings=self.settings, ollama=self.ollama,
+                                ollama_health=self.ollama_health, comfyui=self.comfyui,
+                                comfyui_hosts=getattr(self, "comfyui_hosts", None),
+                                local_servers=self.local_servers, local_health=self.local_health)
 
     @property
     def data_dir(self) -> Path:

@@ -4,7 +4,8 @@ Every ``interval_s`` each host is probed at once (one short-lived thread per hos
 host delays no other) and the result goes to the pool. A probe returns a ``Health``; one
 that raises counts as down with the exception's text as the problem. The thread sleeps
 between rounds and stops at ``close()``. With a single host no thread is started: routing
-has no choice to make, and the status strip probes it already.
+has no choice to make, and the status strip probes it already; the Settings hosts table
+then asks for a round with ``check_soon()``, which runs it in the background.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class HealthChecker:
         self._thread: threading.Thread | None = None
         self.rounds = 0
         self._round_done = threading.Condition()
+        self._soon_lock = threading.Lock()
+        self._soon_running = False
+        self._soon_at: float | None = None
 
     def start(self) -> "HealthChecker":
         if self._thread is None and len(self.pool) > 1:
@@ -56,6 +60,11 @@ class HealthChecker:
             self._thread.start()
         return self
 
+    @property
+    def background(self) -> bool:
+        """Whether a thread of its own checks the hosts (several hosts, started)."""
+        return self._thread is not None
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -63,6 +72,26 @@ class HealthChecker:
     def check_now(self) -> None:
         """Probe every host now, in this thread (start-up, the Settings tab's ⟳, tests)."""
         self._round()
+
+    def check_soon(self) -> None:
+        """Start a round in the background unless one started by this call runs already or
+        ran less than ``interval_s`` ago; returns at once. For a pool no thread checks (one
+        host): a page that shows the hosts asks for fresh results without waiting on them."""
+        with self._soon_lock:
+            now = time.monotonic()
+            if self._soon_running or (self._soon_at is not None
+                                      and now - self._soon_at < self.interval_s):
+                return
+            self._soon_running, self._soon_at = True, now
+
+        def run() -> None:
+            try:
+                self._round()
+            finally:
+                with self._soon_lock:
+                    self._soon_running = False
+
+        threading.Thread(target=run, name=f"health-{self._name}-soon", daemon=True).start()
 
     def wait_rounds(self, n: int, timeout: float) -> bool:
         """Wait until ``n`` rounds have run in all (tests)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Generic, TypeVar
 
+from ..clients.comfyui import ComfyUIClient
 from ..clients.ollama import OllamaClient
 from ..errors import StudioError
 from .health import Health
@@ -48,5 +49,32 @@ def ollama_probe(clients: Clients[OllamaClient]) -> Callable[[HostSpec], Health]
         except StudioError as exc:
             return Health(False, problem=str(exc))
         return Health(True, models=models, loaded=loaded)
+
+    return probe
+
+
+def comfyui_shown_as(spec: HostSpec) -> str:
+    """How messages name a ComfyUI host: never its address (ComfyUI has no sign-in)."""
+    return f"the host {spec.name} in COMFYUI_URL"
+
+
+def comfyui_clients(timeout: float) -> Clients[ComfyUIClient]:
+    return Clients(lambda spec: ComfyUIClient(spec.url, timeout=timeout,
+                                              shown_as=comfyui_shown_as(spec)))
+
+
+def comfyui_probe(clients: Clients[ComfyUIClient]) -> Callable[[HostSpec], Health]:
+    """Up when ``/system_stats`` answers; the queue (running and waiting prompts) from
+    ``/queue``, the models from ``/models/checkpoints``."""
+
+    def probe(spec: HostSpec) -> Health:
+        client = clients.get(spec)
+        try:
+            client.system_stats()
+            queue = client.queue()
+            models = tuple(client.models("checkpoints"))
+        except StudioError as exc:
+            return Health(False, problem=str(exc))
+        return Health(True, models=models, queue=len(queue.running) + len(queue.pending))
 
     return probe

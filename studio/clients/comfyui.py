@@ -197,7 +197,9 @@ class ComfyUIClient:
         data = self._json("GET", "/system_stats")
         system = data.get("system", {})
         devices = tuple(Device(str(d.get("name", "")), str(d.get("type", "")), d.get("index"),
-                               int(d.get("vram_total") or 0), int(d.get("vram_free") or 0))
+                               int(d.get("vram_total") or 0), int(d.get("vram_free") or 0),
+                               int(d.get("torch_vram_total") or 0),
+                               int(d.get("torch_vram_free") or 0))
                         for d in data.get("devices", []))
         return SystemStats(str(system.get("comfyui_version", "")), str(system.get("python_version", "")),
                            str(system.get("pytorch_version", "")), str(system.get("os", "")),

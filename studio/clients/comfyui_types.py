@@ -178,6 +178,8 @@ class Device:
     index: int | None
     vram_total: int
     vram_free: int
+    torch_vram_total: int = 0  # what PyTorch holds (reserved) of it, and of that what is free
+    torch_vram_free: int = 0
 
 
 @dataclass(frozen=True)

@@ -203,16 +203,19 @@ class GpuCoordinator:
 
     # -- manual actions (Models tab)
 
-    def unload_models(self, names: Iterable[str], *, trigger: str = "manual") -> Coordination:
-        """Unload these Ollama models now (keep_alive 0), logged. Raises InvalidInput
-        for an empty list."""
+    def unload_models(self, names: Iterable[str], *, trigger: str = "manual",
+                      host: str | None = None) -> Coordination:
+        """Unload these Ollama models now (keep_alive 0), logged; from every Ollama host,
+        or from ``host`` only (several hosts). Raises InvalidInput for an empty list."""
         names = tuple(names)
         if not names:
             raise InvalidInput("No Ollama model is loaded, so there is nothing to unload.")
-        sizes = {m.name: m.size_vram for m in self._ollama.running()}
+        sizes = {m.name: m.size_vram for m in (self._ollama.running_on(host) if host
+                                               else self._ollama.running())}
+        where = f"Ollama on {host}" if host else "Ollama"
         with self._lock:
-            return self._unload(trigger, names, sizes, f"Unloaded {', '.join(names)} from Ollama.",
-                                None, None)
+            return self._unload(trigger, names, sizes, f"Unloaded {', '.join(names)} from {where}.",
+                                None, None, host=host)
 
     def unload_idle(self) -> Coordination:
         """Unload every Ollama model no chat is using (the Models tab's button)."""
@@ -250,11 +253,15 @@ class GpuCoordinator:
         return self._record(trigger, decision, "skipped", decision.reason, free, needed)
 
     def _unload(self, trigger: str, names: tuple[str, ...], sizes: Mapping[str, int],
-                reason: str, free: int | None, needed: int | None) -> Coordination:
+                reason: str, free: int | None, needed: int | None,
+                host: str | None = None) -> Coordination:
         done, problems = [], []
         for name in names:
             try:
-                self._ollama.unload(name)
+                if host:
+                    self._ollama.unload(name, host=host)
+                else:
+                    self._ollama.unload(name)
                 done.append(name)
             except StudioError as exc:
                 problems.append(f"{name}: {exc}")

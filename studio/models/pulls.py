@@ -71,6 +71,7 @@ class PullSnapshot:
     message: str
     started_at: float  # time.time() when it started
     version: int
+    host: str = ""  # the one Ollama host it pulls onto; "" = every host (or the only one)
 
     @property
     def finished(self) -> bool:
@@ -81,6 +82,7 @@ class PullSnapshot:
 class PullJob(Live):
     id: str
     model: str
+    host: str = ""
     started_at: float = field(default_factory=time.time)
     state: str = "running"
     status: str = "starting"
@@ -100,14 +102,15 @@ class PullJob(Live):
             percent = 100.0
         return PullSnapshot(self.id, self.model, self.state, self.status, self.layer, done,
                             total, percent, self.speed_bps, self.message, self.started_at,
-                            self.version)
+                            self.version, self.host)
 
 
 class PullManager:
     """Pull jobs by id, in memory. Thread-safe.
 
     ``pull_fn(model)`` yields ``PullProgress`` lines and raises StudioError (normally
-    ``OllamaClient.pull``). At most ``keep_finished`` finished jobs are remembered.
+    ``OllamaClient.pull``); with several Ollama hosts ``pull_fn(model, host=name)`` pulls
+    onto one of them (``OllamaHosts.pull``). At most ``keep_finished`` finished jobs are remembered.
     ``jobs`` is their registry: follow any change of any pull with ``jobs.wait_changed``
     (or ``live.wait_any``). ``on_pulled()`` runs after each pull that succeeded (the model
     pickers ask Ollama for its list again).
@@ -124,17 +127,20 @@ class PullManager:
 
     # -- public
 
-    def start(self, model: str) -> PullSnapshot:
-        """Start pulling ``model`` on a server thread; returns at once. A pull of the same
-        model that is still running is returned instead of starting a second one.
+    def start(self, model: str, host: str | None = None) -> PullSnapshot:
+        """Start pulling ``model`` on a server thread; returns at once. ``host`` names the
+        one Ollama host to pull onto (None: every host). A pull of the same model onto the
+        same hosts that is still running is returned instead of starting a second one.
         Raises InvalidInput for an empty name or one with spaces."""
         name = check_model_name(model)
+        host = host or ""
         with self._starting:
             for job in self.jobs.items():
-                if job.state == "running" and full_model_name(job.model) == full_model_name(name):
+                if (job.state == "running" and job.host == host
+                        and full_model_name(job.model) == full_model_name(name)):
                     return job.snapshot()
             job_id = uuid.uuid4().hex[:12]
-            job = self.jobs.add(job_id, PullJob(id=job_id, model=name))
+            job = self.jobs.add(job_id, PullJob(id=job_id, model=name, host=host))
         snap = job.snapshot()
         threading.Thread(target=self._run, args=(job,), name=f"pull-{job.id}",
                          daemon=True).start()
@@ -176,7 +182,8 @@ class PullManager:
         stream = None
         succeeded = False
         try:
-            stream = self._pull_fn(job.model)
+            stream = (self._pull_fn(job.model, host=job.host) if job.host
+                      else self._pull_fn(job.model))
             for line in stream:
                 if job.cancel_event.is_set():
                     break
@@ -191,7 +198,8 @@ class PullManager:
             with job.cond:
                 if job.state == "running":
                     if succeeded:
-                        self._settle_locked(job, "done", f"Pulled {job.model}.")
+                        onto = f" onto {job.host}" if job.host else ""
+                        self._settle_locked(job, "done", f"Pulled {job.model}{onto}.")
                     else:
                         self._settle_locked(job, "failed", f"Ollama ended the pull of "
                                             f"{job.model} before it finished. Pull it again to "

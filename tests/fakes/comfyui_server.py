@@ -18,7 +18,9 @@ Controls for tests: ``step_delay``, ``fail_next(node_id, message)``,
 ``fail_http(path, status)`` (aiohttp's own 500 page, as when a ComfyUI route raises),
 ``hang_http(path)`` / ``release_hung()`` (a server that takes the request and never answers,
 as a ComfyUI whose event loop is blocked does), ``wait_idle()``, and ``requests`` (every
-HTTP request received).
+HTTP request received). ``/system_stats`` is the recorded answer (a ``--cpu`` server); give
+``devices=[cuda_device(...), ...]`` to play a GPU box (every device listed, primary first,
+as the newest ComfyUI does).
 
 Standalone: ``python -m tests.fakes.comfyui_server --port 8188``.
 """
@@ -176,12 +178,25 @@ def _sort_key(node_id: str):
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 
+def cuda_device(index: int, name: str, vram_total: int, vram_free: int, *,
+                torch_vram_total: int = 0, torch_vram_free: int = 0) -> dict:
+    """One CUDA device as ComfyUI's ``/system_stats`` lists it (server.py ``system_stats``:
+    the name is ``get_torch_device_name``'s "cuda:N <card> : <allocator>"; bytes)."""
+    return {"name": f"cuda:{index} {name} : cudaMallocAsync", "type": "cuda", "index": index,
+            "vram_total": vram_total, "vram_free": vram_free,
+            "torch_vram_total": torch_vram_total, "torch_vram_free": torch_vram_free}
+
+
 class FakeComfyUI:
     """A ComfyUI stand-in on 127.0.0.1; use as a context manager or start()/stop()."""
 
     def __init__(self, *, port: int = 0, step_delay: float = 0.0, previews: bool = True,
-                 feature_flags: bool = True, models: dict[str, list[str]] | None = None):
-        """``feature_flags=False`` plays an older ComfyUI: no negotiation, type-1 previews only."""
+                 feature_flags: bool = True, models: dict[str, list[str]] | None = None,
+                 devices: list[dict] | None = None, host: str = "127.0.0.1"):
+        """``feature_flags=False`` plays an older ComfyUI: no negotiation, type-1 previews only.
+        ``host``: another loopback address (127.0.0.2) plays a host on another machine."""
+        self.host = host
+        self.devices = devices  # /system_stats "devices" (None: the recorded CPU device)
         self.port = port
         self.feature_flags = feature_flags
         self.step_delay = step_delay
@@ -222,12 +237,12 @@ class FakeComfyUI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> "FakeComfyUI":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
@@ -644,7 +659,10 @@ class FakeComfyUI:
         return web.json_response({name: info[name]} if name in info else {})
 
     async def _system_stats(self, request):
-        return web.json_response(_recorded_body("get_system_stats.json"))
+        body = _recorded_body("get_system_stats.json")
+        if self.devices is not None:
+            body = {**body, "devices": copy.deepcopy(self.devices)}
+        return web.json_response(body)
 
     async def _models(self, request):
         return web.json_response(_recorded_body("get_models.json"))
