@@ -72,11 +72,17 @@ def build_app(services) -> gr.Blocks:
 
         # The GPU panel's timer ticks only while its tab is shown: a phone left on the Chat
         # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
+        # The Settings hosts table's timer likewise (opening Settings switches it on, for
+        # admins only: settings_parts.open_fn).
         timer_switch = dict(queue=False, api_visibility="private", show_progress="hidden")
-        for block in (chat_block, images_block, costs_block, arena_block, settings_block):
-            block.select(lambda: gr.Timer(active=False), None, models_parts.timer, **timer_switch)
-        models_block.select(lambda: gr.Timer(active=True), None, models_parts.timer,
-                            **timer_switch)
+        timers = [models_parts.timer, settings_parts.timer]
+        for block in (chat_block, images_block, costs_block, arena_block):
+            block.select(lambda: (gr.Timer(active=False), gr.Timer(active=False)), None, timers,
+                         **timer_switch)
+        models_block.select(lambda: (gr.Timer(active=True), gr.Timer(active=False)), None,
+                            timers, **timer_switch)
+        settings_block.select(lambda: gr.Timer(active=False), None, models_parts.timer,
+                              **timer_switch)
 
         def on_status():
             return status_html(services.status.statuses())

@@ -51,7 +51,8 @@ EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.models": {f"render.<locals>.{name}": ADMIN for name in (
         LAMBDA, "on_open", "on_gpu_tick", "on_pull", "on_cancel", "on_table_select",
         "on_details", "on_delete_ask", "on_delete", "on_delete_keep", "on_copy", "on_unload",
-        "on_unload_idle", "on_free_comfyui", "on_folder", "on_download", "on_file_delete_ask",
+        "on_unload_idle", "on_free_comfyui", "on_folder", "on_comfy_hosts", "on_download",
+        "on_file_delete_ask",
         "on_file_delete")},
     "studio.ui.costs": {f"render.<locals>.{name}": USER for name in (
         "on_refresh", "on_credit", "on_catalog", "on_compare", "on_filter", "on_export")},
@@ -59,6 +60,7 @@ EVENTS: dict[str, dict[str, str]] = {
         "on_load", "on_refresh", "on_run", "on_stop", "make_vote.<locals>.on_vote", "on_open")},
     "studio.ui.settings": {
         "render.<locals>.on_password": USER, "render.<locals>.on_audit": ADMIN,
+        "render.<locals>.on_hosts": ADMIN,
         "render.<locals>.on_add_person": ADMIN, "render.<locals>.on_reset_person": ADMIN,
         "render.<locals>.on_remove_person": ADMIN,
         "render.<locals>.on_make_key": USER, "render.<locals>.on_revoke_key": USER,

@@ -1,6 +1,12 @@
 """The Models tab: Ollama and ComfyUI models, pulls and downloads, the GPU panel, GPU sharing
 and storage hygiene.
 
+With several Ollama hosts the model table says which host has each model (and where it is
+loaded), and pull, delete and unload act on the host chosen, or on all of them; with several
+ComfyUI hosts a table shows each host's files of the chosen folder. The hosts come from
+``services.hosts`` (``backends/board.py``); the GPU panel adds each host's own view (ComfyUI's
+``/system_stats``, another machine's Ollama ``/api/ps``) beside this machine's NVML readings.
+
 Thin layer over ``services``: pulls run in ``services.pulls`` and downloads in
 ``services.downloads`` on server threads (they outlive the page; any page that opens this
 tab follows them), GPU-sharing actions go through ``services.gpu_coordinator`` (which logs
@@ -16,8 +22,6 @@ every page shares one reading per poll interval.
 
 from __future__ import annotations
 
-import threading
-from datetime import datetime
 from html import escape
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,15 +29,19 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from ..backends.board import OLLAMA, build_host_board
 from ..models.files import delete_model_file, plan_download
 from ..errors import InvalidInput, StudioError
-from ..models.gpu import GpuReading, format_bytes, format_summary
+from ..models.gpu import format_bytes
 from ..models.pulls import check_model_name, full_model_name
 from . import models_data, storage
+from .models_gpu import GpuPanel
 from .common import PageViews, ui_errors
-from .models_values import (HISTORY_MINUTES, SharedPoll, cancel_choices, comfy_stats_markdown,
-                            delete_question, details_markdown, jobs_html,
-                            log_frame, ollama_frame, running_frame, vram_frame)
+from .models_values import (cancel_choices, comfy_hosts_frame, delete_question,
+                            details_markdown, jobs_html, log_frame, model_places, ollama_frame,
+                            running_frame, vram_frame)
+
+ALL_HOSTS = "*"  # the host chooser's "All hosts"
 
 # One click pulls these; names as on ollama.com/library (older favourites and their
 # current equivalents).
@@ -68,6 +76,12 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     models_store = services.models_store
     poll_s = max(1.0, float(settings.gpu_poll_seconds))
     models_dir = settings.comfyui_models_dir.strip()
+    board = getattr(services, "hosts", None) or build_host_board(
+        settings=settings, ollama=ollama, ollama_health=None, comfyui=comfyui,
+        local_servers=getattr(services, "local_servers", None))
+    ollama_pool = board.engine(OLLAMA).pool
+    several_ollama = len(ollama_pool) > 1
+    several_comfyui = len(board.comfyui_clients()) > 1
 
     # -- data helpers (no component values) --------------------------------------------
 
@@ -78,26 +92,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     def read_ollama() -> tuple[list, list, str]:
         return models_data.read_ollama(local, ollama)
 
-    def read_gpu():
-        return services.gpu.sample()
-
-    def read_comfy_stats():
-        try:
-            return comfyui.system_stats(), ""
-        except StudioError as exc:
-            return None, str(exc)
-
-    def read_running():
-        try:
-            return ollama.running()
-        except StudioError:
-            return []
-
-    # One reading per poll interval for every page together: N open pages must not mean N
-    # NVML reads (and N history points) per tick.
-    gpu_poll = SharedPoll(read_gpu, poll_s * 0.8)
-    comfy_poll = SharedPoll(read_comfy_stats, poll_s * 0.8)
-    running_poll = SharedPoll(read_running, poll_s * 0.8)
+    gpu_panel = GpuPanel(services.gpu, board, ollama, poll_s=poll_s,
+                         policy=coordinator.policy if coordinator else None,
+                         named=several_ollama or several_comfyui)
 
     def known_folders() -> list[str]:
         return models_data.known_folders(comfyui, models_dir)
@@ -113,10 +110,19 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
 
     # -- component values ------------------------------------------------------------------
 
+    def models_frame(installed):
+        """The model table; with several hosts, where each model is (read after the listing
+        that told the pool)."""
+        return ollama_frame(installed, model_places(ollama_pool.views()) if several_ollama
+                            else None)
+
+    def chosen_host(host: str | None) -> str | None:
+        return None if not several_ollama or host in (None, "", ALL_HOSTS) else host
+
     def ollama_values():
         installed, running, note = read_ollama()
         names = [m.name for m in installed]
-        return (ollama_frame(installed), gr.update(choices=names),
+        return (models_frame(installed), gr.update(choices=names),
                 running_frame(running), gr.update(choices=[m.name for m in running]), note)
 
     def comfy_values(folder: str | None = None):
@@ -139,30 +145,14 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         return models_data.disk_values(models_dir)
 
     def gpu_values():
-        reading = gpu_poll.get()
-        stats, error = comfy_poll.get()
-        summary = format_summary(reading)
-        policy = (f"\n\n_GPU sharing policy: **{coordinator.policy}**_" if coordinator else "")
-        history = vram_frame(_readings())
-        return (summary + policy, gr.update(value=history, visible=reading.available),
-                comfy_stats_markdown(stats, error))
+        summary, history, available, hosts = gpu_panel.values()
+        return summary, gr.update(value=history, visible=available), hosts
 
-    history_lock = threading.Lock()
-    history: list[GpuReading] = []
-    last_taken: list[datetime | None] = [None]
-
-    def _readings() -> list[GpuReading]:
-        # GpuMonitor.history() drops the totals a percent chart needs, so keep our own
-        # bounded list of the readings the panel showed.
-        reading = gpu_poll.get()
-        with history_lock:
-            if reading.available and reading.taken_at != last_taken[0]:
-                history.append(reading)
-                last_taken[0] = reading.taken_at
-                cutoff = reading.taken_at.timestamp() - HISTORY_MINUTES * 60
-                while history and history[0].taken_at.timestamp() < cutoff:
-                    history.pop(0)
-            return list(history)
+    def comfy_hosts_values(folder: str | None):
+        """Each ComfyUI host's files of ``folder`` (several hosts; read-only)."""
+        if not several_comfyui or not folder:
+            return gr.skip(), gr.skip()
+        return comfy_hosts_frame(folder, board.comfyui_files(folder))
 
     def log_values():
         actions = models_store.gpu_actions(30) if models_store is not None else []
@@ -186,7 +176,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         """``models_data.follow_jobs`` for as long as this page holds ``view``."""
         return models_data.follow_jobs(pulls, downloads, local, ollama,
                                        lambda: still_viewing(view),
-                                       shown, done_seen)
+                                       shown, done_seen, frame=models_frame)
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -195,8 +185,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         """The tab opens (or ⟳): fill everything, then follow pulls and downloads."""
         view = claim_view(request)
         done_seen = finished_pulls()  # before the table is read: a pull ending now refreshes it
-        first = (*ollama_values(), *jobs_values(), *comfy_values(folder), *gpu_values(),
-                 log_values())
+        comfy = comfy_values(folder)
+        first = (*ollama_values(), *jobs_values(), *comfy, *gpu_values(),
+                 log_values(), *comfy_hosts_values(comfy[0]["value"]))
         yield first
         shown = (first[5], first[6]["choices"])
         for html, cancel, table, choices in follow_jobs(view, shown, done_seen):
@@ -206,10 +197,12 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
             yield tuple(values)
 
     @ui_errors
-    def on_pull(name, request: gr.Request = None):
+    def on_pull(name, host=ALL_HOSTS, request: gr.Request = None):
         done_seen = finished_pulls()
-        snap = pulls.start(name)
-        gr.Info(f"Pulling {snap.model}; it goes on if you close this page.")
+        onto = chosen_host(host)
+        snap = pulls.start(name, host=onto)
+        where = f" onto {onto}" if onto else (" onto every Ollama host" if several_ollama else "")
+        gr.Info(f"Pulling {snap.model}{where}; it goes on if you close this page.")
         yield from follow_jobs(claim_view(request), done_seen=done_seen)
         final = pulls.get(snap.id)
         if final.state == "failed":
@@ -234,7 +227,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         return details_markdown(model, ollama.show(model))
 
     @ui_errors
-    def on_delete_ask(model):
+    def on_delete_ask(model, host=ALL_HOSTS):
         if not model:
             raise InvalidInput("Pick the model to delete first.")
         installed, running, _note = read_ollama()
@@ -242,17 +235,25 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         question = delete_question(model, size, busy_models(),
                                    {full_model_name(m.name) for m in running},
                                    {full_model_name(p.model) for p in pulls.active()})
+        if several_ollama:
+            onto = chosen_host(host)
+            question += (f"\n\nOnly from the host **{escape(onto)}**; the others keep it."
+                         if onto else "\n\nFrom **every** Ollama host that has it.")
         return gr.update(value=question, visible=True), gr.update(visible=True)
 
     @ui_errors
-    def on_delete(model):
+    def on_delete(model, host=ALL_HOSTS):
         if not model:
             raise InvalidInput("Pick the model to delete first.")
+        onto = chosen_host(host)
         try:
-            ollama.delete(model)
+            if onto:
+                ollama.delete(model, host=onto)
+            else:
+                ollama.delete(model)
         finally:
             local.invalidate()  # the pickers of every page follow
-        gr.Info(f"Deleted {model}.")
+        gr.Info(f"Deleted {model}" + (f" from {onto}." if onto else "."))
         return (*ollama_values(), gr.update(value="", visible=False), gr.update(visible=False))
 
     def on_table_select(evt: gr.SelectData):
@@ -276,10 +277,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         return ollama_values()
 
     @ui_errors
-    def on_unload(model):
+    def on_unload(model, host=ALL_HOSTS):
         if not model:
             raise InvalidInput("Pick a loaded model to unload.")
-        result = coordinator.unload_models([model])
+        result = coordinator.unload_models([model], host=chosen_host(host))
         (gr.Info if result.outcome == "done" else gr.Warning)(result.message)
         return (*ollama_values()[2:4], log_values())
 
@@ -296,12 +297,16 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         return log_values()
 
     def on_gpu_tick():
-        return (*gpu_values(), running_frame(running_poll.get()), log_values())
+        return (*gpu_values(), running_frame(gpu_panel.running()), log_values())
 
     @ui_errors
     def on_folder(folder):
         frame, choices, note = folder_files(folder)
         return frame, gr.update(choices=choices, value=None), disk_values(), note
+
+    @ui_errors
+    def on_comfy_hosts(folder):
+        return comfy_hosts_values(folder)
 
     @ui_errors
     def on_download(url, folder, filename, sha256, request: gr.Request = None):
@@ -361,6 +366,10 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
                                         elem_id="models-ollama-table", show_search="search")
         with gr.Column(scale=2, min_width=280):
             model_dd = gr.Dropdown(choices=[], label="Model", elem_id="models-model-picker")
+            host_dd = gr.Dropdown(choices=[("All hosts", ALL_HOSTS)] + [(n, n) for n in
+                                                                        ollama_pool.names],
+                                  value=ALL_HOSTS, label="On which Ollama host (pull, delete, "
+                                  "unload)", visible=several_ollama, elem_id="models-host")
             with gr.Row():
                 details_btn = gr.Button("Details", size="sm", elem_id="models-details-btn")
                 delete_btn = gr.Button("Delete…", size="sm", elem_id="models-delete-btn")
@@ -412,6 +421,12 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
                 file_delete_btn = gr.Button("Delete…", size="sm", scale=1,
                                             elem_id="models-file-delete")
             file_delete_md = gr.Markdown(visible=False, elem_id="models-file-question")
+            comfy_hosts_note = gr.Markdown("", visible=several_comfyui,
+                                           elem_id="models-comfy-hosts-note")
+            comfy_hosts_table = gr.Dataframe(
+                pd.DataFrame([], columns=["File"]), interactive=False, max_height=300,
+                label="This folder on each ComfyUI host (read-only)", visible=several_comfyui,
+                elem_id="models-comfy-hosts")
             with gr.Row(visible=False) as file_delete_row:
                 file_confirm_btn = gr.Button("Yes, delete the file", variant="stop", size="sm",
                                              elem_id="models-file-confirm")
@@ -441,7 +456,8 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     jobs_out = [jobs, cancel_dd]
     comfy_out = [folder_dd, dl_folder_dd, files_table, file_dd, disk_md, comfy_note]
     gpu_out = [gpu_md, gpu_plot, comfy_stats_md]
-    open_out = [*ollama_out, *jobs_out, *comfy_out, *gpu_out, log_table]
+    open_out = [*ollama_out, *jobs_out, *comfy_out, *gpu_out, log_table, comfy_hosts_table,
+                comfy_hosts_note]
     follow_out = [jobs, cancel_dd, ollama_table, model_dd]
     # on_open's follow-up yields fill these slots by position.
     assert [open_out.index(c) for c in (ollama_table, model_dd, jobs, cancel_dd)] == [0, 1, 5, 6]
@@ -454,24 +470,24 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
                concurrency_id="models-gpu", **quick)
 
     pull_kwargs = dict(concurrency_id="models-pull", **quick)
-    pull_btn.click(on_pull, [pull_box], follow_out, **pull_kwargs)
-    pull_box.submit(on_pull, [pull_box], follow_out, **pull_kwargs)
+    pull_btn.click(on_pull, [pull_box, host_dd], follow_out, **pull_kwargs)
+    pull_box.submit(on_pull, [pull_box, host_dd], follow_out, **pull_kwargs)
     for name, button in suggested_btns:
         button.click(lambda n=name: n, None, [pull_box], queue=False, **private).then(
-            on_pull, [pull_box], follow_out, **pull_kwargs)
+            on_pull, [pull_box, host_dd], follow_out, **pull_kwargs)
     cancel_btn.click(on_cancel, [cancel_dd], jobs_out, concurrency_id="models-cancel", **quick)
 
     ollama_table.select(on_table_select, None, [model_dd], queue=False, **private)
     details_btn.click(on_details, [model_dd], [details_md], concurrency_id="models-details",
                       **quick)
-    delete_btn.click(on_delete_ask, [model_dd], [delete_md, delete_row],
+    delete_btn.click(on_delete_ask, [model_dd, host_dd], [delete_md, delete_row],
                      concurrency_id="models-delete-ask", **quick)
-    confirm_delete_btn.click(on_delete, [model_dd], [*ollama_out, delete_md, delete_row],
+    confirm_delete_btn.click(on_delete, [model_dd, host_dd], [*ollama_out, delete_md, delete_row],
                              concurrency_id="models-delete", **quick)
     keep_btn.click(on_delete_keep, None, [delete_md, delete_row], queue=False, **private)
     copy_btn.click(on_copy, [model_dd, copy_box], ollama_out, concurrency_id="models-copy",
                    **quick)
-    unload_btn.click(on_unload, [unload_dd], [running_table, unload_dd, log_table],
+    unload_btn.click(on_unload, [unload_dd, host_dd], [running_table, unload_dd, log_table],
                      concurrency_id="models-unload", **quick)
     unload_idle_btn.click(on_unload_idle, None, [running_table, unload_dd, log_table],
                           concurrency_id="models-unload-idle", **quick)
@@ -480,6 +496,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
 
     folder_dd.input(on_folder, [folder_dd], [files_table, file_dd, disk_md, comfy_note],
                     concurrency_id="models-folder", **quick)
+    if several_comfyui:
+        folder_dd.input(on_comfy_hosts, [folder_dd], [comfy_hosts_table, comfy_hosts_note],
+                        concurrency_id="models-comfy-hosts", **quick)
     download_btn.click(on_download, [url_box, dl_folder_dd, name_box, sha_box], follow_out,
                        concurrency_id="models-download", **quick).then(
         on_folder, [folder_dd], [files_table, file_dd, disk_md, comfy_note], **quick)
@@ -496,7 +515,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         on_open=on_open, on_pull=on_pull, on_cancel=on_cancel, on_details=on_details,
         on_table_select=on_table_select, on_delete_ask=on_delete_ask, on_delete=on_delete, on_copy=on_copy, on_unload=on_unload,
         on_unload_idle=on_unload_idle, on_free_comfyui=on_free_comfyui, on_gpu_tick=on_gpu_tick,
-        on_folder=on_folder, on_download=on_download, on_file_delete_ask=on_file_delete_ask,
+        on_folder=on_folder, on_comfy_hosts=on_comfy_hosts, on_download=on_download, on_file_delete_ask=on_file_delete_ask,
         on_file_delete=on_file_delete, follow_jobs=follow_jobs, open_outputs=open_out,
         timer=timer, **vars(storage_parts))
 

@@ -127,10 +127,12 @@ def finished_pulls(pulls) -> set[str]:
 
 def follow_jobs(pulls, downloads, local, ollama, viewing: Callable[[], bool],
                 shown: tuple[str, list] | None = None,
-                done_seen: set[str] | None = None) -> Iterator[tuple]:
+                done_seen: set[str] | None = None,
+                frame: Callable[[list], pd.DataFrame] = ollama_frame) -> Iterator[tuple]:
     """Yield (jobs html, cancel choices, ollama table, model choices) while pulls or
     downloads run and ``viewing()`` holds; ``shown`` is the (html, choices) the page already
-    has, ``done_seen`` the pulls whose models its table already lists.
+    has, ``done_seen`` the pulls whose models its table already lists, ``frame`` makes the
+    table from the installed models.
 
     Sleeps only while nothing changes (waking on any pull or download), and sends at most
     one update per ``JOB_INTERVAL_S``. The Ollama table is refreshed whenever a pull
@@ -151,7 +153,7 @@ def follow_jobs(pulls, downloads, local, ollama, viewing: Callable[[], bool],
             if finished_now:
                 done_seen |= finished_now
                 installed, _running, _note = read_ollama(local, ollama)
-                table = ollama_frame(installed)
+                table = frame(installed)
                 model_choices = gr.update(choices=[m.name for m in installed])
             cancel = gr.update(choices=choices) if choices != last_choices else gr.skip()
             yield html, cancel, table, model_choices

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..backends.board import COMFYUI, HostGpus
 from ..clients.ollama import format_size
 from ..models.gpu import GpuReading, format_bytes
 from ..models.hygiene import parse_time
@@ -35,12 +36,56 @@ def _when(iso: str) -> str:
     return stamp.astimezone().strftime("%Y-%m-%d %H:%M") if stamp else (iso or "")
 
 
-def ollama_frame(models) -> pd.DataFrame:
+def ollama_frame(models, places: dict[str, str] | None = None) -> pd.DataFrame:
     """The installed-models table (``LocalModel`` list): what each is for (chat, images,
-    embeddings... from Ollama's capabilities), then its facts."""
+    embeddings... from Ollama's capabilities), then its facts. With ``places`` (several
+    Ollama hosts: ``model_places``) a "Hosts" column says where each model is."""
     rows = [[m.name, m.uses, format_size(m.size), m.info.family, m.info.parameter_size,
              m.info.quantization, _when(m.info.modified_at)] for m in models]
-    return pd.DataFrame(rows, columns=OLLAMA_HEADERS)
+    frame = pd.DataFrame(rows, columns=OLLAMA_HEADERS)
+    if places is not None:
+        frame.insert(1, "Hosts", [places.get(full_model_name(m.name), "") for m in models])
+    return frame
+
+
+def model_places(views) -> dict[str, str]:
+    """Model name -> the hosts that have it, "(loaded)" after those with it in memory, from
+    the pool's ``HostView``s (what the last health check or listing saw).
+
+    >>> from studio.backends.hosts import HostSpec
+    >>> from studio.backends.pool import HostView
+    >>> model_places([HostView(HostSpec("a", "http://a:1"), models=frozenset({"m:latest"})),
+    ...               HostView(HostSpec("b", "http://b:1"), models=frozenset({"m:latest"}),
+    ...                        loaded=frozenset({"m:latest"}))])
+    {'m:latest': 'a, b (loaded)'}
+    """
+    places: dict[str, list[str]] = {}
+    for v in views:
+        for model in sorted(v.models or ()):
+            places.setdefault(model, []).append(
+                f"{v.name} (loaded)" if model in v.loaded else v.name)
+    return {model: ", ".join(names) for model, names in places.items()}
+
+
+def comfy_hosts_frame(folder: str, found: list[tuple[str, list[str] | str]]
+                      ) -> tuple[pd.DataFrame, str]:
+    """(a table of ``folder``'s files with a column per ComfyUI host, ✓ where the host has
+    the file; a line naming each host that couldn't be asked). ``found`` is (host, its file
+    names or the sentence saying why not), in the setting's order.
+
+    >>> frame, note = comfy_hosts_frame("loras", [("a", ["x.safetensors"]), ("b", "Down.")])
+    >>> frame.values.tolist(), note
+    ([['x.safetensors', '✓', '?']], '⚠️ b: Down.')
+    """
+    files = sorted({name for _host, names in found if isinstance(names, list) for name in names})
+    columns = ["File"] + [host for host, _names in found]
+    rows = [[name] + [("✓" if name in names else "") if isinstance(names, list) else "?"
+                      for _host, names in found] for name in files]
+    problems = [f"{host}: {names}" for host, names in found if isinstance(names, str)]
+    note = ("⚠️ " + " ".join(problems)) if problems else ""
+    if not files and not problems:
+        note = f"No host has files in {folder}."
+    return pd.DataFrame(rows, columns=columns), note
 
 
 def _until(iso: str, now: datetime | None = None) -> str:
@@ -95,20 +140,48 @@ def vram_frame(readings: list[GpuReading], minutes: int = HISTORY_MINUTES) -> pd
     return frame
 
 
-def comfy_stats_markdown(stats=None, error: str = "") -> str:
-    """ComfyUI's own view of memory (``/system_stats``), or why it isn't there."""
+def comfy_stats_markdown(stats=None, error: str = "", *, name: str = "",
+                         devices: bool = True) -> str:
+    """ComfyUI's own view of memory (``/system_stats``), or why it isn't there. ``name``:
+    the host's, with several; ``devices=False`` leaves out its GPUs (this machine's, shown
+    by the NVML panel above)."""
+    title = f"ComfyUI {escape(name)}" if name else "ComfyUI"
     if stats is None:
-        return f"**ComfyUI:** {escape(error) or 'not asked yet.'}"
-    lines = [f"**ComfyUI {escape(stats.comfyui_version)}** (PyTorch {escape(stats.pytorch_version)})"]
-    for d in stats.devices:
+        return f"**{title}:** {escape(error) or 'not asked yet.'}"
+    lines = [f"**{title} {escape(stats.comfyui_version)}** (PyTorch {escape(stats.pytorch_version)})"]
+    for d in stats.devices if devices else ():
         if d.type == "cpu" or not d.vram_total:
             lines.append(f"- {escape(d.name)}: no GPU (ComfyUI runs on the CPU)")
         else:
             used = d.vram_total - d.vram_free
+            torch = (f"; PyTorch holds {format_bytes(d.torch_vram_total)}, "
+                     f"{format_bytes(d.torch_vram_free)} of it free" if d.torch_vram_total else "")
             lines.append(f"- {escape(d.name)}: {format_bytes(used)} used of "
-                         f"{format_bytes(d.vram_total)}, {format_bytes(d.vram_free)} free")
+                         f"{format_bytes(d.vram_total)}, {format_bytes(d.vram_free)} free{torch}")
+    if not devices:
+        lines.append("- its GPUs are this machine's, in the panel on the left")
     lines.append(f"- RAM: {format_bytes(stats.ram_free)} free of {format_bytes(stats.ram_total)}")
     return "\n".join(lines)
+
+
+def hosts_gpus_markdown(readings: list[HostGpus], *, nvml: bool, named: bool) -> str:
+    """The panel beside the NVML one: each ComfyUI host's devices (a host on this machine
+    without its GPUs when NVML shows them), then each other machine's Ollama with its loaded
+    models and their VRAM; a host that can't be asked gets its sentence. ``named``: name
+    the hosts (several)."""
+    blocks = []
+    for r in readings:
+        if r.kind == COMFYUI:
+            blocks.append(comfy_stats_markdown(r.stats, r.problem, name=r.name if named else "",
+                                               devices=not (r.local and nvml)))
+        elif r.loaded is None:
+            blocks.append(f"**Ollama {escape(r.name)}:** {escape(r.problem)}")
+        else:
+            lines = [f"**Ollama {escape(r.name)}** (another machine, /api/ps)"]
+            lines += [f"- {escape(m.name)}: {format_bytes(m.size_vram)} in GPU memory"
+                      for m in r.loaded] or ["- no model loaded"]
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) or comfy_stats_markdown()
 
 
 def _bar(percent: float | None) -> str:
@@ -129,8 +202,9 @@ def jobs_html(pulls, downloads) -> str:
                    f"{format_bytes(p.completed)} of {format_bytes(p.total)}" if p.total else "",
                    f"{p.percent:.0f}%" if p.percent is not None else "",
                    _speed(p.speed_bps) if not p.finished else ""]
+        onto = f" → {escape(p.host)}" if p.host else ""
         items.append((p.finished, p.started_at, p.state,
-                      f"Pull <b>{escape(p.model)}</b>", " · ".join(f for f in figures if f),
+                      f"Pull <b>{escape(p.model)}</b>{onto}", " · ".join(f for f in figures if f),
                       p.percent, p.message))
     for d in downloads:
         figures = [f"{format_bytes(d.bytes_done)} of {format_bytes(d.total)}" if d.total
@@ -156,7 +230,8 @@ def jobs_html(pulls, downloads) -> str:
 
 def cancel_choices(pulls, downloads) -> list[tuple[str, str]]:
     """(label, 'pull:<id>' | 'download:<id>') for each job still running."""
-    choices = [(f"Pull {p.model}", f"pull:{p.id}") for p in pulls if not p.finished]
+    choices = [(f"Pull {p.model}" + (f" onto {p.host}" if p.host else ""), f"pull:{p.id}")
+               for p in pulls if not p.finished]
     choices += [(f"Download {d.filename}", f"download:{d.id}") for d in downloads
                 if not d.finished]
     return choices

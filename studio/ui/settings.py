@@ -1,6 +1,7 @@
 """The Settings tab: your account (who you are, sign out, a new password), and for admins
-the people who may sign in, the audit log and the configuration in effect (secrets shown
-only as set / not set).
+the backend hosts (every Ollama host, ComfyUI host and local server, with its state), the
+people who may sign in, the audit log and the configuration in effect (secrets shown only
+as set / not set).
 
 What an admin sees is filled in by the server for admins only: a plain user's page never
 receives it, whatever its buttons say.
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..access.web import SESSION_COOKIE
+from ..backends.board import HostRow
 from ..backends.hosts import mask_keys
 from ..config import Settings
 from ..errors import InvalidInput
@@ -23,6 +25,31 @@ from .common import page_user, ui_errors
 AUDIT_HEADERS = ["When (UTC)", "Who", "What", "Detail", "From"]
 KEY_HEADERS = ["Number", "Name", "Starts with", "Made", "Last used", "State"]
 USER_HEADERS = ["Name", "Role"]
+HOST_HEADERS = ["Kind", "Name", "Address", "State", "Latency", "Models", "Loaded", "Queue"]
+# The hosts table follows the health checks: as often as they run, within these bounds.
+HOSTS_TICK_MIN_S, HOSTS_TICK_MAX_S = 1.0, 30.0
+
+
+def host_cells(rows: list[HostRow]) -> list[list[str]]:
+    """The hosts table: one row per host, its state with the problem when it isn't up.
+
+    >>> from studio.backends.board import HostRow
+    >>> host_cells([HostRow("Ollama", "big", "http://b:11434", "down", "Can't reach it.",
+    ...                     None, 3, (), 0, False)])
+    [['Ollama', 'big', 'http://b:11434', "down: Can't reach it.", '', '3', '', '0']]
+    """
+    cells = []
+    for r in rows:
+        state = f"{r.state}: {r.problem}" if r.problem else r.state
+        cells.append([r.kind, r.name, r.address + (" (this machine)" if r.local else ""), state,
+                      f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "",
+                      "" if r.models is None else str(r.models), ", ".join(r.loaded),
+                      str(r.queue)])
+    return cells
+
+
+def hosts_tick_seconds(health_interval: float) -> float:
+    return min(HOSTS_TICK_MAX_S, max(HOSTS_TICK_MIN_S, health_interval))
 
 
 def settings_rows(settings: Settings) -> list[list[str]]:
@@ -89,6 +116,12 @@ def render(services) -> SimpleNamespace:
                 revoke_key = gr.Button("Revoke", size="sm", variant="stop",
                                        elem_id="key-revoke")
         with gr.Group(visible=False) as admin_part:
+            gr.Markdown("### Hosts\nEvery backend host and what the health checks last saw "
+                        f"(every {settings.health_interval:g} s, STUDIO_HEALTH_INTERVAL). A "
+                        "host that is down or cooling down after a failure gets no work until "
+                        "it answers again.")
+            hosts_table = gr.Dataframe(headers=HOST_HEADERS, interactive=False, wrap=True,
+                                       elem_id="settings-hosts")
             gr.Markdown("### People who may sign in\n(Also on the server: `studio users add "
                         "NAME [--admin]`, `remove NAME`, `passwd NAME`.)")
             users_table = gr.Dataframe(headers=USER_HEADERS, interactive=False,
@@ -113,6 +146,10 @@ def render(services) -> SimpleNamespace:
                         "and restart the studio.")
             settings_table = gr.Dataframe(headers=["Variable", "Value", "What it does"],
                                           interactive=False, wrap=True, elem_id="settings-table")
+    # Inside the tab, off until an admin's page opens it: only admins' pages tick, and only
+    # while the tab is shown (ui/app.py switches it off on the other tabs).
+    hosts_timer = gr.Timer(hosts_tick_seconds(settings.health_interval), active=False)
+    board = services.hosts
 
     def audit_rows() -> list[list[str]]:
         return [[e.at[:19].replace("T", " "), e.user, e.action, e.detail, e.address]
@@ -125,13 +162,17 @@ def render(services) -> SimpleNamespace:
         text = account_markdown(name, role, access.sign_in_required())
         mine = key_rows(name) if access.users.get(name) is not None else []
         if role != "admin":
-            return text, gr.update(visible=False), [], [], [], mine
+            return text, gr.update(visible=False), [], [], [], mine, [], gr.Timer(active=False)
         users = [[u.name, u.role] for u in access.users.list()]
         return (text, gr.update(visible=True), users, audit_rows(),
-                settings_rows(settings), mine)
+                settings_rows(settings), mine, host_cells(board.rows()), gr.Timer(active=True))
 
     def on_audit():
         return audit_rows()
+
+    def on_hosts():
+        """The timer's tick (admins only, guard.py): what the health checks know now."""
+        return host_cells(board.rows())
 
     def key_rows(user: str) -> list[list]:
         return [[k.id, k.name, k.prefix + "…", k.created_at[:16].replace("T", " "),
@@ -191,6 +232,9 @@ def render(services) -> SimpleNamespace:
     change.click(on_password, [current, new, repeat], [current, new, repeat],
                  api_visibility="private")
     audit_refresh.click(on_audit, None, [audit_table], api_visibility="private")
+    hosts_timer.tick(on_hosts, None, [hosts_table], api_visibility="private",
+                     concurrency_limit=None, concurrency_id="settings-hosts",
+                     show_progress="hidden")
     person_in, person_out = [person, person_pw, person_admin], [users_table, person, person_pw,
                                                                person_admin]
     add_person.click(on_add_person, person_in, person_out, api_visibility="private")
@@ -200,6 +244,6 @@ def render(services) -> SimpleNamespace:
                    api_visibility="private")
     revoke_key.click(on_revoke_key, [key_id], [keys_table, key_id, new_key],
                      api_visibility="private")
-    return SimpleNamespace(open_fn=on_users, open_outputs=[account, admin_part, users_table,
-                                                           audit_table, settings_table,
-                                                           keys_table])
+    return SimpleNamespace(open_fn=on_users, on_hosts=on_hosts, timer=hosts_timer,
+                           open_outputs=[account, admin_part, users_table, audit_table,
+                                         settings_table, keys_table, hosts_table, hosts_timer])
