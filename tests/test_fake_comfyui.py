@@ -18,7 +18,8 @@ import pytest
 import websocket
 from PIL import Image
 
-from tests.fakes.comfyui_server import FakeComfyUI, recorded_catalog, transcripts_dir
+from studio.clients.comfyui import ComfyUIClient
+from tests.fakes.comfyui_server import FakeComfyUI, cuda_device, recorded_catalog, transcripts_dir
 
 WAIT = 10
 TRANSCRIPTS = transcripts_dir()
@@ -326,6 +327,22 @@ def test_fake_http_answers_match_transcript(name):
             assert response.json() == expected["body"]
         else:
             assert response.content == b""
+
+
+def test_fake_system_stats_of_a_gpu_box_keeps_the_recorded_shape():
+    """``devices=`` replaces only the device list, each device with the recorded keys."""
+    recorded = load("get_system_stats.json")["response"]["body"]
+    cards = [cuda_device(0, "NVIDIA H100", 80 * 2**30, 60 * 2**30, torch_vram_total=2**30),
+             cuda_device(1, "NVIDIA L4", 24 * 2**30, 24 * 2**30)]
+    with FakeComfyUI(devices=cards) as server:
+        body = httpx.get(f"{server.url}/system_stats").json()
+        stats = ComfyUIClient(server.url).system_stats()
+    assert body["system"] == recorded["system"]
+    assert [set(d) for d in body["devices"]] == [set(recorded["devices"][0])] * 2
+    assert [(d.name, d.type, d.index) for d in stats.devices] == [
+        ("cuda:0 NVIDIA H100 : cudaMallocAsync", "cuda", 0),
+        ("cuda:1 NVIDIA L4 : cudaMallocAsync", "cuda", 1)]
+    assert stats.devices[0].torch_vram_total == 2**30 and stats.devices[1].vram_free == 24 * 2**30
 
 
 def test_fake_object_info_matches_recorded_classes(fake):
