@@ -77,6 +77,15 @@ def arena_tab(page, fake) -> None:
                            timeout=30_000)
 
 
+def settings_tab(page) -> None:
+    """The admin's part, with every host checked (the hosts table fills in the background)."""
+    open_tab(page, "Settings", "#password-box")
+    page.wait_for_function(
+        "() => { const rows = [...document.querySelectorAll('#settings-hosts [role=row]')];"
+        " return rows.length >= 2 && rows.every(r => !r.innerText.includes('not checked')); }",
+        timeout=30_000)
+
+
 ARENA_LLAMA = ("Your prompts and files never leave the house, and nothing is metered: the GPU "
                "you already own answers as often as you like. It keeps working when the "
                "internet doesn't.")
@@ -119,7 +128,7 @@ def main() -> None:
                 open_tab(page, "Costs", "#costs-summary")
                 page.click("#costs-refresh")
                 shoot(page, "costs")
-                open_tab(page, "Settings", "#password-box")
+                settings_tab(page)
                 shoot(page, "settings")
                 # Same context: the phone page reopens the chat from this browser's storage.
                 phone = context.new_page()
