@@ -166,8 +166,9 @@ def test_board_a_single_host_is_checked_in_the_background_on_demand(fake_ollama,
         for engine in built.hosts.engines:
             assert engine.checker.wait_rounds(1, WAIT)
         again = built.hosts.rows()
+        # ComfyUI's models: its checkpoints and LoRAs (2 + 1 in the fake's default folders).
         assert [(r.kind, r.state, r.models) for r in again] == [(OLLAMA, "up", 2),
-                                                                 (COMFYUI, "up", 2)]
+                                                                 (COMFYUI, "up", 3)]
         asked = len(fake_ollama.requests_to("/api/tags"))
         built.hosts.rows()  # within the health interval: no new check
         assert len(fake_ollama.requests_to("/api/tags")) == asked

@@ -32,12 +32,19 @@ from ..errors import StudioError
 from .health import HealthChecker
 from .hosts import HostSpec, mask_keys
 from .pool import HostPool, HostView
-from .probes import comfyui_clients, comfyui_probe, ollama_clients, ollama_probe
+from .probes import Clients, comfyui_probe, ollama_clients, ollama_probe
 
 OLLAMA, COMFYUI, LOCAL_SERVER = "Ollama", "ComfyUI", "Local server"
 LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 HIDDEN_ADDRESS = "not shown (ComfyUI has no sign-in)"
 PROBE_TIMEOUT_S = 5.0
+
+
+def comfyui_clients(timeout: float) -> Clients[ComfyUIClient]:
+    """One client per ComfyUI host, naming it in messages by its name, never its address
+    (ComfyUI has no sign-in)."""
+    return Clients(lambda spec: ComfyUIClient(
+        spec.url, timeout=timeout, shown_as=f"the host {spec.name} in COMFYUI_URL"))
 
 
 def is_local(url: str) -> bool:
@@ -144,9 +151,9 @@ def build_host_board(*, settings, ollama, ollama_health: HealthChecker | None,
                      local_health: HealthChecker | None = None) -> HostBoard:
     """The board over the studio's engines. ``ollama`` is an ``OllamaHosts`` (its pool and
     running checker are used) or a plain client (then a pool of its one host, checked on
-    demand). ``comfyui_hosts`` is the ComfyUI pool's owner when the studio has one
-    (``.pool``, ``.clients()``); without it the hosts of COMFYUI_URL get a pool here, checked
-    on demand, the first host talked to through ``comfyui``."""
+    demand). ``comfyui_hosts`` is the ComfyUI hosts' owner when the studio has one
+    (``.pool``, ``.clients()``, ``.health``); without it the hosts of COMFYUI_URL get a pool
+    here, checked on demand, the first host talked to through ``comfyui``."""
     interval = settings.health_interval
     pool = getattr(ollama, "pool", None)
     if pool is None:
@@ -158,7 +165,8 @@ def build_host_board(*, settings, ollama, ollama_health: HealthChecker | None,
                                       name="ollama")
     engines = [Engine(OLLAMA, pool, ollama_health)]
     if comfyui_hosts is not None:
-        engines.append(Engine(COMFYUI, comfyui_hosts.pool))
+        # Its checker runs a thread with several hosts; with one, it is asked on demand here.
+        engines.append(Engine(COMFYUI, comfyui_hosts.pool, getattr(comfyui_hosts, "health", None)))
         comfyui_list = comfyui_hosts.clients
     else:
         specs = settings.comfyui_hosts
