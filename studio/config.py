@@ -60,9 +60,7 @@ class Settings:
     health_interval: float = _setting("STUDIO_HEALTH_INTERVAL", 10.0,
                                       "Seconds between health checks of each host when "
                                       "OLLAMA_HOST lists several, and of the servers in "
-                                      "STUDIO_OPENAI_SERVERS; a single host, and the ComfyUI "
-                                      "hosts, are checked as often while an admin's Settings "
-                                      "tab shows the hosts table.")
+                                      "STUDIO_OPENAI_SERVERS.")
     openrouter_api_key: str = _setting("OPENROUTER_API_KEY", "",
                                        "OpenRouter key for cloud models; empty = cloud off.",
                                        secret=True)

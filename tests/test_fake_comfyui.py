@@ -330,11 +330,13 @@ def test_fake_http_answers_match_transcript(name):
 
 
 def test_fake_system_stats_of_a_gpu_box_keeps_the_recorded_shape():
-    """``devices=`` replaces only the device list, each device with the recorded keys."""
+    """``devices`` replaces only the device list, each device with the recorded keys."""
     recorded = load("get_system_stats.json")["response"]["body"]
     cards = [cuda_device(0, "NVIDIA H100", 80 * 2**30, 60 * 2**30, torch_vram_total=2**30),
              cuda_device(1, "NVIDIA L4", 24 * 2**30, 24 * 2**30)]
-    with FakeComfyUI(devices=cards) as server:
+    server = FakeComfyUI()
+    server.devices = cards
+    with server:
         body = httpx.get(f"{server.url}/system_stats").json()
         stats = ComfyUIClient(server.url).system_stats()
     assert body["system"] == recorded["system"]

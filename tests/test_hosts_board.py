@@ -49,12 +49,12 @@ def ollamas():
 def comfys():
     """"here" on this machine; "gpu2" on another, a box with two cards."""
     here = FakeComfyUI(models={"checkpoints": ["sd15.safetensors"]}).start()
-    gpu2 = FakeComfyUI(host="127.0.0.2", models={"checkpoints": ["sd15.safetensors",
-                                                                 "sdxl.safetensors"]},
-                       devices=[cuda_device(0, "NVIDIA H100", 80 * GiB, 60 * GiB,
-                                            torch_vram_total=12 * GiB,
-                                            torch_vram_free=2 * GiB),
-                                cuda_device(1, "NVIDIA L4", 24 * GiB, 24 * GiB)]).start()
+    gpu2 = FakeComfyUI(listen="127.0.0.2", models={"checkpoints": ["sd15.safetensors",
+                                                                   "sdxl.safetensors"]})
+    gpu2.devices = [cuda_device(0, "NVIDIA H100", 80 * GiB, 60 * GiB,
+                                torch_vram_total=12 * GiB, torch_vram_free=2 * GiB),
+                    cuda_device(1, "NVIDIA L4", 24 * GiB, 24 * GiB)]
+    gpu2.start()
     yield {"here": here, "gpu2": gpu2}
     here.stop()
     gpu2.stop()
@@ -206,7 +206,7 @@ def test_hosts_pull_onto_all_hosts_by_default(services, ollamas):
 def test_hosts_delete_and_unload_on_one_host_leave_the_others(services, ollamas):
     for name in "ab":
         ollamas[name].queue_reply("hi")
-        list(services.ollama._clients.get(services.ollama.pool.spec(name)).chat_stream(
+        list(services.ollama.client_for(name).chat_stream(
             MODEL, [ChatMessage("user", "hi")]))
     assert all(ollamas[n].running_models() == [MODEL] for n in "ab")
 
@@ -224,7 +224,7 @@ def test_hosts_an_unknown_host_is_refused_with_the_names(services):
 
 def test_models_tab_says_which_host_has_each_model_and_where_it_is_loaded(services, ollamas):
     ollamas["a"].queue_reply("hi")
-    list(services.ollama._clients.get(services.ollama.pool.spec("a")).chat_stream(
+    list(services.ollama.client_for("a").chat_stream(
         MODEL, [ChatMessage("user", "hi")]))
     parts = tab(services)
 
@@ -248,7 +248,7 @@ def test_models_tab_pull_delete_unload_take_the_chosen_host(services, ollamas):
     assert MODEL not in ollamas["a"].installed() and MODEL in ollamas["b"].installed()
 
     ollamas["b"].queue_reply("hi")
-    list(services.ollama._clients.get(services.ollama.pool.spec("b")).chat_stream(
+    list(services.ollama.client_for("b").chat_stream(
         MODEL, [ChatMessage("user", "hi")]))
     _running, _choices, log = parts.on_unload(MODEL, "b")
     assert ollamas["b"].running_models() == []
@@ -266,7 +266,7 @@ def test_models_tab_lists_each_comfyui_hosts_files(services, comfys):
     comfys["gpu2"].stop()
     frame, note = parts.on_comfy_hosts("checkpoints")
     assert frame.values.tolist() == [["sd15.safetensors", "✓", "?"]]
-    assert note.startswith("⚠️ gpu2: Can't reach ComfyUI at the host gpu2 in COMFYUI_URL")
+    assert note.startswith("⚠️ gpu2: Can't reach ComfyUI at host gpu2 in COMFYUI_URL")
 
 
 # -- the GPU panel ----------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_gpu_panel_a_down_remote_host_gets_a_sentence(ollamas, comfys, tmp_path)
         built.ollama_health.close()
         built.images.close()
     shown = html.unescape(hosts_md)
-    assert "**ComfyUI gpu2:** Can't reach ComfyUI at the host gpu2 in COMFYUI_URL." in shown
+    assert "**ComfyUI gpu2:** Can't reach ComfyUI at host gpu2 in COMFYUI_URL." in shown
     assert "**Ollama c:** Can't reach Ollama" in shown
 
 

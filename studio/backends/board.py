@@ -44,7 +44,7 @@ def comfyui_clients(timeout: float) -> Clients[ComfyUIClient]:
     """One client per ComfyUI host, naming it in messages by its name, never its address
     (ComfyUI has no sign-in)."""
     return Clients(lambda spec: ComfyUIClient(
-        spec.url, timeout=timeout, shown_as=f"the host {spec.name} in COMFYUI_URL"))
+        spec.url, timeout=timeout, shown_as=f"host {spec.name} in COMFYUI_URL"))
 
 
 def is_local(url: str) -> bool:

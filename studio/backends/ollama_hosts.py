@@ -59,8 +59,11 @@ class OllamaHosts:
 
     # -- helpers
 
-    def _client(self, name: str) -> OllamaClient:
+    def client_for(self, name: str) -> OllamaClient:
+        """Host ``name``'s own client (the GPU policy acts on one machine's Ollama)."""
         return self._clients.get(self.pool.spec(name))
+
+    _client = client_for
 
     def _targets(self, host: str | None) -> list[str]:
         """Every host's name (``host`` None), or just ``host``; InvalidInput naming the hosts

@@ -18,9 +18,9 @@ Controls for tests: ``step_delay``, ``fail_next(node_id, message)``,
 ``fail_http(path, status)`` (aiohttp's own 500 page, as when a ComfyUI route raises),
 ``hang_http(path)`` / ``release_hung()`` (a server that takes the request and never answers,
 as a ComfyUI whose event loop is blocked does), ``wait_idle()``, and ``requests`` (every
-HTTP request received). ``/system_stats`` is the recorded answer (a ``--cpu`` server); give
-``devices=[cuda_device(...), ...]`` to play a GPU box (every device listed, primary first,
-as the newest ComfyUI does).
+HTTP request received). ``/system_stats`` is the recorded answer (a ``--cpu`` server); set
+``fake.devices = [cuda_device(...), ...]`` to play a GPU box (every device listed, primary
+first, as the newest ComfyUI does).
 
 Standalone: ``python -m tests.fakes.comfyui_server --port 8188``.
 """
@@ -192,17 +192,18 @@ class FakeComfyUI:
 
     def __init__(self, *, port: int = 0, step_delay: float = 0.0, previews: bool = True,
                  feature_flags: bool = True, models: dict[str, list[str]] | None = None,
-                 devices: list[dict] | None = None, host: str = "127.0.0.1"):
+                 listen: str = "127.0.0.1"):
         """``feature_flags=False`` plays an older ComfyUI: no negotiation, type-1 previews only.
-        ``host``: another loopback address (127.0.0.2) plays a host on another machine."""
-        self.host = host
-        self.devices = devices  # /system_stats "devices" (None: the recorded CPU device)
+        ``listen`` is the address to listen on, as ComfyUI's ``--listen`` (another loopback
+        address, 127.0.0.2, plays a second machine)."""
+        self.listen = listen
         self.port = port
         self.feature_flags = feature_flags
         self.step_delay = step_delay
         self.previews = previews
         self.models = copy.deepcopy(DEFAULT_MODELS if models is None else models)
         self.requests: list[RecordedRequest] = []
+        self.devices: list[dict] | None = None  # /system_stats devices (None: the recorded CPU)
         self.ws_messages: list[tuple[str, Any]] = []  # (client_id, parsed text frame)
         self.paused = threading.Event()
         self.ws_connections: list[str] = []  # client id of every websocket accepted
@@ -237,12 +238,12 @@ class FakeComfyUI:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.listen}:{self.port}"
 
     def start(self) -> "FakeComfyUI":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock.bind((self.listen, self.port))
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
