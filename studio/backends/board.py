@@ -140,11 +140,6 @@ class HostBoard:
 
         return [(spec.name, files_of(spec, client)) for spec, client in self.comfyui_clients()]
 
-    def ollama_hosts(self) -> list[str]:
-        """The Ollama hosts' names (one name with a single host)."""
-        engine = self.engine(OLLAMA)
-        return engine.pool.names if engine is not None else []
-
 
 def build_host_board(*, settings, ollama, ollama_health: HealthChecker | None,
                      comfyui: ComfyUIClient, comfyui_hosts=None, local_servers=None,
