@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import doctest
 import html
+import json
+import uuid
 
 import gradio as gr
 import pytest
 
+from studio.access.users import Users
 from studio.backends.board import COMFYUI, HIDDEN_ADDRESS, OLLAMA, is_local
 from studio.config import Settings
 from studio.events import ChatMessage
-from studio.models.gpu import GpuMonitor
 from studio.services import build_services
-from studio.ui import models
+from studio.store.db import Store
+from studio.ui import models, models_values, settings
+from studio.ui.app import build_app, launch_kwargs
+from studio.ui.guard import origin_of
 from studio.ui.settings import host_cells
+from tests.conftest import free_port
 from tests.fakes.comfyui_server import FakeComfyUI, cuda_device
 from tests.fakes.ollama_server import FakeOllama
+from tests.test_access_events import PASSWORDS, first_answer, inputs_of, sign_in
 from tests.test_gpu import RTX_3090, FakeNvml
 
 MODEL = "llama3.2:3b"
@@ -177,8 +184,6 @@ def test_board_a_single_host_is_checked_in_the_background_on_demand(fake_ollama,
 
 
 def test_hosts_examples_in_the_ui_values_pass():
-    from studio.ui import models_values, settings
-
     for module in (settings, models_values):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
@@ -321,11 +326,6 @@ def test_gpu_panel_a_down_remote_host_gets_a_sentence(ollamas, comfys, tmp_path)
 @pytest.fixture
 def signed(ollamas, comfys, tmp_path):
     """The app with sign-in (ann an admin, bob not) over the hosts, served on loopback."""
-    from studio.access.users import Users
-    from studio.store.db import Store
-    from studio.ui.app import build_app, launch_kwargs
-    from tests.conftest import free_port
-    from tests.test_access_events import PASSWORDS
 
     data = tmp_path / "signed"
     store = Store.open(data / "studio.db")
@@ -344,9 +344,6 @@ def signed(ollamas, comfys, tmp_path):
 
 
 def test_hosts_events_refuse_a_non_admin_and_change_nothing(signed, ollamas):
-    from studio.ui.guard import origin_of
-    from tests.test_access_events import first_answer, sign_in
-
     url, demo = signed
     hosts = ("studio.ui.settings", "render.<locals>.on_hosts")
     wanted = {hosts} | {("studio.ui.models", f"render.<locals>.{name}")
@@ -368,3 +365,32 @@ def test_hosts_events_refuse_a_non_admin_and_change_nothing(signed, ollamas):
                 assert first_answer(client, config, dependencies[found[name]])[0] == "refused"
     assert not any(fake.requests_to("/api/pull") or fake.requests_to("/api/delete")
                    for fake in ollamas.values())
+
+
+def completed_output(client, config: dict, dependency: dict) -> list:
+    """Call one event through the queue; the outputs of its completed message."""
+    session = uuid.uuid4().hex
+    client.post("/gradio_api/queue/join", json={
+        "data": inputs_of(config, dependency), "event_data": None,
+        "fn_index": dependency["id"], "trigger_id": None, "session_hash": session})
+    with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session},
+                       timeout=10) as stream:
+        for line in stream.iter_lines():
+            msg = json.loads(line[5:]) if line.startswith("data:") else {}
+            if msg.get("msg") == "process_completed":
+                return msg["output"]["data"]
+    raise AssertionError("no answer")
+
+
+def test_hosts_a_plain_users_settings_page_never_receives_the_hosts(signed, ollamas):
+    url, demo = signed
+    [index] = [i for i, f in demo.fns.items() if f.fn is not None
+               and origin_of(f.fn) == ("studio.ui.settings", "render.<locals>.on_users")]
+    shown = {}
+    for who in ("bob", "ann"):
+        client = sign_in(url, who)
+        config = client.get("/config").json()
+        dependency = next(d for d in config["dependencies"] if d["id"] == index)
+        shown[who] = json.dumps(completed_output(client, config, dependency))
+    assert ollamas["a"].url in shown["ann"] and "Ollama" in shown["ann"]
+    assert not any(fake.url in shown["bob"] for fake in ollamas.values())
