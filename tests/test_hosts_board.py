@@ -154,6 +154,26 @@ def test_board_a_stopped_host_is_down_with_its_problem_then_up_again(services, o
     assert checked_rows(services)[(OLLAMA, "b")].state == "up"
 
 
+def test_board_a_local_server_is_a_row_with_its_key_masked_checked_on_demand(fake_ollama,
+                                                                           tmp_path):
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer(["qwen-coder"], api_key="sk-local-secret").start()
+    settings = Settings.from_env({
+        "STUDIO_DATA_DIR": str(tmp_path / "data"), "OLLAMA_HOST": fake_ollama.url,
+        "STUDIO_OPENAI_SERVERS": f"llama={server.url} key=sk-local-secret"}, dotenv_path=None)
+    built = build_services(settings)
+    try:
+        built.hosts.rows()
+        assert built.local_health.wait_rounds(1, WAIT)  # one server: checked on demand
+        [row] = [r for r in built.hosts.rows() if r.kind == "Local server"]
+    finally:
+        built.images.close()
+        server.stop()
+    assert (row.name, row.state, row.models) == ("llama", "up", 1)
+    assert row.address == f"{server.url} key=…" and "sk-local" not in repr(host_cells([row]))
+
+
 def test_board_a_host_that_failed_a_request_is_cooling_down_with_the_reason(services):
     services.ollama.pool.failed("a", "Ollama at a broke off the reply.")
     row = checked_rows(services)[(OLLAMA, "a")]

@@ -50,8 +50,8 @@ def comfyui_clients(timeout: float) -> Clients[ComfyUIClient]:
 def is_local(url: str) -> bool:
     """Whether a host runs on this machine (its GPUs are the ones NVML reads here).
 
-    >>> is_local("http://127.0.0.1:11434"), is_local("http://[::1]:8188"), is_local("http://gpu2:8188")
-    (True, True, False)
+    >>> [is_local(u) for u in ("http://127.0.0.1:1", "http://[::1]:8188", "http://gpu2:8188")]
+    [True, True, False]
     """
     return (urlsplit(url).hostname or "").lower() in LOCAL_NAMES
 

@@ -515,7 +515,8 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         on_open=on_open, on_pull=on_pull, on_cancel=on_cancel, on_details=on_details,
         on_table_select=on_table_select, on_delete_ask=on_delete_ask, on_delete=on_delete, on_copy=on_copy, on_unload=on_unload,
         on_unload_idle=on_unload_idle, on_free_comfyui=on_free_comfyui, on_gpu_tick=on_gpu_tick,
-        on_folder=on_folder, on_comfy_hosts=on_comfy_hosts, on_download=on_download, on_file_delete_ask=on_file_delete_ask,
+        on_folder=on_folder, on_comfy_hosts=on_comfy_hosts, on_download=on_download,
+        on_file_delete_ask=on_file_delete_ask,
         on_file_delete=on_file_delete, follow_jobs=follow_jobs, open_outputs=open_out,
         timer=timer, **vars(storage_parts))
 

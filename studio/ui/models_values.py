@@ -148,7 +148,8 @@ def comfy_stats_markdown(stats=None, error: str = "", *, name: str = "",
     title = f"ComfyUI {escape(name)}" if name else "ComfyUI"
     if stats is None:
         return f"**{title}:** {escape(error) or 'not asked yet.'}"
-    lines = [f"**{title} {escape(stats.comfyui_version)}** (PyTorch {escape(stats.pytorch_version)})"]
+    lines = [f"**{title} {escape(stats.comfyui_version)}** "
+             f"(PyTorch {escape(stats.pytorch_version)})"]
     for d in stats.devices if devices else ():
         if d.type == "cpu" or not d.vram_total:
             lines.append(f"- {escape(d.name)}: no GPU (ComfyUI runs on the CPU)")
