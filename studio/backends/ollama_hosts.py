@@ -58,8 +58,11 @@ class OllamaHosts:
 
     # -- helpers
 
-    def _client(self, name: str) -> OllamaClient:
+    def client_for(self, name: str) -> OllamaClient:
+        """Host ``name``'s own client (the GPU policy acts on one machine's Ollama)."""
         return self._clients.get(self.pool.spec(name))
+
+    _client = client_for
 
     def _each(self, ask: Callable[[OllamaClient], T]) -> list[tuple[str, T | StudioError]]:
         """``ask`` every host at once; (host, answer or its StudioError), in the pool's order.

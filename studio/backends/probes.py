@@ -1,7 +1,8 @@
 """Health probes for each engine, over the same clients the studio talks through.
 
 A probe takes a host and answers a ``Health``: whether it is up and, where the engine says,
-which models it has and which are loaded. The clients are made once per host and reused.
+which models it has, which are loaded and how long its queue is. The clients are made once
+per host and reused.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Callable, Generic, TypeVar
 
+from ..clients.comfyui import ComfyUIClient
 from ..clients.ollama import OllamaClient
-from ..errors import StudioError
+from ..errors import BackendRejected, StudioError
 from .health import Health
 from .hosts import HostSpec
 
@@ -48,5 +50,27 @@ def ollama_probe(clients: Clients[OllamaClient]) -> Callable[[HostSpec], Health]
         except StudioError as exc:
             return Health(False, problem=str(exc))
         return Health(True, models=models, loaded=loaded)
+
+    return probe
+
+
+def comfyui_probe(clients: Clients[ComfyUIClient]) -> Callable[[HostSpec], Health]:
+    """Up when ``/queue`` answers; its running and waiting prompts are the queue. Models
+    are the files of ``/models/checkpoints`` and ``/models/loras`` (a ComfyUI without a
+    loras folder just lists its checkpoints)."""
+
+    def probe(spec: HostSpec) -> Health:
+        client = clients.get(spec)
+        try:
+            state = client.queue()
+            models = client.models("checkpoints")
+            try:
+                models += client.models("loras")
+            except BackendRejected as exc:
+                if exc.status != 404:
+                    raise
+        except StudioError as exc:
+            return Health(False, problem=str(exc))
+        return Health(True, models=tuple(models), queue=len(state.running) + len(state.pending))
 
     return probe

@@ -180,8 +180,12 @@ class FakeComfyUI:
     """A ComfyUI stand-in on 127.0.0.1; use as a context manager or start()/stop()."""
 
     def __init__(self, *, port: int = 0, step_delay: float = 0.0, previews: bool = True,
-                 feature_flags: bool = True, models: dict[str, list[str]] | None = None):
-        """``feature_flags=False`` plays an older ComfyUI: no negotiation, type-1 previews only."""
+                 feature_flags: bool = True, models: dict[str, list[str]] | None = None,
+                 listen: str = "127.0.0.1"):
+        """``feature_flags=False`` plays an older ComfyUI: no negotiation, type-1 previews only.
+        ``listen`` is the address to listen on, as ComfyUI's ``--listen`` (another loopback
+        address, 127.0.0.2, plays a second machine)."""
+        self.listen = listen
         self.port = port
         self.feature_flags = feature_flags
         self.step_delay = step_delay
@@ -222,12 +226,12 @@ class FakeComfyUI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.listen}:{self.port}"
 
     def start(self) -> "FakeComfyUI":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock.bind((self.listen, self.port))
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
