@@ -34,10 +34,10 @@ SD15 = "v1-5-pruned-emaonly.safetensors"
 GiB = 2**30
 
 
-def batch(seeds: int = 1, **kwargs) -> ImageRequest:
+def batch(seeds: int = 1, workflow: str = "sd15_txt2img", **kwargs) -> ImageRequest:
     values = dict(prompt="a red fox", width=64, height=64, steps=3, seeds=seeds, seed=1)
     values.update(kwargs)
-    return ImageRequest("sd15_txt2img", **values)
+    return ImageRequest(workflow, **values)
 
 
 def wait_for(condition, timeout: float = WAIT) -> bool:
@@ -180,6 +180,36 @@ def test_comfyui_hosts_progress_says_which_host(fakes, make_hosts, make_jobs):
     assert "on ComfyUI a" in progress_html(live.snapshot())
     a.resume()
     finish(jobs, live)
+
+
+def test_comfyui_hosts_lists_offer_what_any_host_has(fakes, make_hosts, make_jobs):
+    only_sdxl = {**DEFAULT_MODELS, "checkpoints": ["sd_xl_base_1.0.safetensors"]}
+    only_sd15 = {**DEFAULT_MODELS, "checkpoints": [SD15], "loras": []}
+    jobs = make_jobs(None, hosts=make_hosts(fakes(models=only_sdxl), fakes(models=only_sd15)))
+
+    lists = jobs.comfyui_lists()
+
+    assert lists["checkpoints"] == ["sd_xl_base_1.0.safetensors", SD15]
+    assert lists["loras"] == ["my_style.safetensors"]
+
+
+def test_comfyui_hosts_input_picture_goes_to_each_host_it_runs_on(fakes, make_hosts, make_jobs,
+                                                                tmp_path):
+    from tests.test_images import png_bytes
+
+    source = tmp_path / "input.png"
+    source.write_bytes(png_bytes((64, 48), colour=(0, 0, 255)))
+    a, b = fakes(step_delay=0.01), fakes(step_delay=0.01)
+    jobs = make_jobs(None, hosts=make_hosts(a, b))
+
+    live = jobs.submit(batch(workflow="img2img", seeds=4, input_image=str(source), denoise=0.5))
+    final = finish(jobs, live)[-1]
+
+    assert final.status == "done" and final.done == 4
+    for fake in (a, b):  # once per host, under the one name every graph uses
+        assert prompts_to(fake) >= 1 and len(fake.requests_to("/upload/image", "POST")) == 1
+    names = {i.graph["10"]["inputs"]["image"] for i in jobs.store.images_of_job(live.job_id)}
+    assert len(names) == 1 and names.pop().startswith("studio_")
 
 
 # ------------------------------------------------------------------ failover

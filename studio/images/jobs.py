@@ -144,8 +144,24 @@ class ImageJobs:
     # ------------------------------------------------------------------ ComfyUI facts
 
     def comfyui_lists(self, *, refresh: bool = False) -> dict[str, list[str]]:
-        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers (``validation.offered``)."""
-        return validation.offered(self.client, self.public, refresh=refresh)
+        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers (``validation.offered``);
+        with several hosts, what any host that answers offers (a prompt goes to one that has
+        what it needs). Raises the first host's error when none answers."""
+        if not self.hosts.several:
+            return validation.offered(self.client, self.public, refresh=refresh)
+        merged: dict[str, list[str]] = {}
+        errors: list[StudioError] = []
+        for _spec, client in self.hosts.clients():
+            try:
+                lists = validation.offered(client, self.public, refresh=refresh)
+            except StudioError as exc:
+                errors.append(exc)
+                continue
+            for key, values in lists.items():
+                merged[key] = list(dict.fromkeys([*merged.get(key, []), *values]))
+        if not merged:
+            raise errors[0]
+        return merged
 
     # ------------------------------------------------------------------ submitting
 
