@@ -384,6 +384,24 @@ def test_comfyui_hosts_services_wire_every_host(fakes, fake_ollama, tmp_path):
         services.store.close()
 
 
+def test_comfyui_hosts_status_strip_has_a_pill_per_host_without_addresses(fakes, tmp_path):
+    from studio.ops.status import StatusBoard, backend_key, status_html
+
+    a, b = fakes(), fakes()
+    settings = Settings.from_env({"STUDIO_DATA_DIR": str(tmp_path), "OPENROUTER_API_KEY": "",
+                                  "COMFYUI_URL": f"{a.url}, big={b.url}"}, dotenv_path=None)
+    b.stop()
+
+    comfy = [s for s in StatusBoard(settings).statuses() if s.name == "ComfyUI"]
+
+    assert [(s.label, s.state) for s in comfy] == [("ComfyUI host 1", "reachable"),
+                                                   ("ComfyUI big", "unreachable")]
+    assert [backend_key(s) for s in comfy] == ["comfyui:host_1", "comfyui:big"]
+    strip = status_html(comfy)
+    assert str(a.port) not in strip and str(b.port) not in strip
+    assert "big in COMFYUI_URL" in strip
+
+
 def test_comfyui_hosts_one_host_is_there_too(services):
     hosts = services.comfyui_hosts
     assert len(hosts.pool) == 1 and not hosts.several and services.comfyui is hosts.first

@@ -32,7 +32,7 @@ from ..clients.comfyui import ComfyUIClient
 from ..errors import StudioError
 from ..images.validation import validate
 from .health import HealthChecker
-from .hosts import HostSpec, _default_name
+from .hosts import HostSpec, host_label
 from .pool import HostPool
 from .probes import Clients, comfyui_probe
 
@@ -166,17 +166,6 @@ class ComfyUIHosts:
             return Route(min(free, key=queue))
         last = next(s.name for s in self.pool.order(exclude=set(self.pool.names) - set(capable)))
         return Route(last) if room(last) else Route(wait=True)
-
-
-def host_label(spec: HostSpec, index: int) -> str:
-    """``spec``'s name from COMFYUI_URL, or "host N" (1-based) when it was given none.
-
-    >>> host_label(HostSpec("gpu2", "http://10.0.0.9:8188"), 1)
-    'gpu2'
-    >>> host_label(HostSpec("10.0.0.9:8188", "http://10.0.0.9:8188"), 1)
-    'host 2'
-    """
-    return spec.name if spec.name != _default_name(spec.url) else f"host {index + 1}"
 
 
 def build_comfyui(hosts: tuple[HostSpec, ...], *, place: str, health_interval: float,
