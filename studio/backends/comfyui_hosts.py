@@ -80,6 +80,12 @@ class ComfyUIHosts:
     def first(self) -> ComfyUIClient:
         return self.client_for(self.pool.names[0])
 
+    def stored_host(self, name: str | None) -> str:
+        """The host a stored prompt went to: ``name``, or the first host when none was
+        stored (one host) or COMFYUI_URL no longer names it."""
+        names = self.pool.names
+        return name if name in names else names[0]
+
     def client_for(self, name: str) -> ComfyUIClient:
         return self._clients.get(self.pool.spec(name))
 

@@ -89,6 +89,7 @@ class ImageJobs:
         self._jobs: Registry[LiveJob] = Registry(keep_s=keep_finished)
         self._running = 0
         self._host_busy: dict[str, int] = {}  # prompts of ours in flight on each host
+        self._weights = sum(view.spec.weight for view in hosts.pool.views())
         self._served = 0
         self._order = 0
         self._last_served: dict[str, int] = {}
@@ -216,7 +217,7 @@ class ImageJobs:
         host answers."""
         distinct = list({json.dumps(g, sort_keys=True): g for g in graphs}.values())
         answered, left, problems = 0, list(distinct), {}
-        for spec, client in self.hosts.clients():
+        for _spec, client in self.hosts.clients():
             try:
                 info = client.object_info()
             except StudioError:
@@ -424,7 +425,7 @@ class ImageJobs:
 
     def _capacity(self) -> int:
         """Prompts in flight at once over all hosts: ``inflight`` per host, times its weight."""
-        return self.inflight * sum(spec.weight for spec, _ in self.hosts.clients())
+        return self.inflight * self._weights
 
     def _has_pending_locked(self) -> bool:
         return any(live.pending for live in self._jobs.items())
@@ -470,8 +471,9 @@ class ImageJobs:
 
     def _run_on_hosts(self, live: LiveJob, item: JobItem) -> None:
         """Make one image on the host ``ComfyUIHosts.route`` gives it; when that host fails
-        it (``runner.host_failed``), on the next host that can run it, and so on. When every
-        host that could has failed it, it fails with the first host's sentence."""
+        it (``runner.host_failed``), on the next host that can run it, and so on. The last
+        host that can run it keeps it whatever happens: its failure is the image's, with
+        its sentence, as with one host."""
         tried: list[str] = []
         failures: list[str] = []
         while True:
@@ -621,6 +623,8 @@ class ImageJobs:
             with self._cond:
                 self._running += 1
                 live.slots += 1
+                host = self.hosts.stored_host(item.comfy_host)  # counts in its host's room
+                self._host_busy[host] = self._host_busy.get(host, 0) + 1
             threading.Thread(target=self._resume_slot, args=(live, item),
                              name=f"image-resume-{item.id}", daemon=True).start()
         if not sent:
@@ -635,6 +639,7 @@ class ImageJobs:
             with self._cond:
                 self._running -= 1
                 live.slots -= 1
+                self._host_busy[self.hosts.stored_host(item.comfy_host)] -= 1
                 self._cond.notify_all()
             self._maybe_finish(live)
 

@@ -336,8 +336,7 @@ class ItemRunner:
     def resume(self, live: LiveJob, item: JobItem) -> None:
         """Track a prompt sent by a previous run through /history and /queue, on the host it
         went to (the first when none is stored, or when COMFYUI_URL no longer names it)."""
-        names = self.hosts.pool.names
-        host = item.comfy_host if item.comfy_host in names else names[0]
+        host = self.hosts.stored_host(item.comfy_host)
         client = self.hosts.client_for(host)
         cancel = self._begin(live, item, "resumed",
                              host=self.hosts.label(host) if self.hosts.several else "")
