@@ -182,6 +182,22 @@ def test_comfyui_hosts_progress_says_which_host(fakes, make_hosts, make_jobs):
     finish(jobs, live)
 
 
+def test_comfyui_hosts_a_batch_asks_a_host_without_the_checkpoint_afresh_once(fakes, make_hosts,
+                                                                              make_jobs):
+    without = {**DEFAULT_MODELS, "checkpoints": ["sd_xl_base_1.0.safetensors"]}
+    a, b = fakes(models=without), fakes()
+    jobs = make_jobs(None, hosts=make_hosts(a, b))
+
+    template, planned = jobs.prepare(batch(seeds=20))  # 20 graphs; host a can run none
+
+    assert len(a.requests_to("/object_info", "GET")) == 2  # cached, then once afresh
+    graph = render_item(template, planned[0])
+    assert jobs.graph_problems(graph) == []  # an uploaded workflow's check: b can run it
+    graph["4"]["inputs"]["ckpt_name"] = "nowhere.safetensors"
+    assert "checkpoint 'nowhere.safetensors' isn't available" in " ".join(
+        jobs.graph_problems(graph))
+
+
 def test_comfyui_hosts_lists_offer_what_any_host_has(fakes, make_hosts, make_jobs):
     only_sdxl = {**DEFAULT_MODELS, "checkpoints": ["sd_xl_base_1.0.safetensors"]}
     only_sd15 = {**DEFAULT_MODELS, "checkpoints": [SD15], "loras": []}
@@ -232,7 +248,7 @@ def test_comfyui_hosts_refused_before_the_prompt_moves_on_and_says_where(fakes, 
     assert final.status == "done" and prompts_to(b) == 1
     assert "on ComfyUI b" in shown and "Sent to ComfyUI b because a couldn't make it" in shown
     assert "failed on POST /prompt (500)" in shown and "127.0.0.1" not in shown
-    assert hosts.pool.view("a").cooling(time.monotonic())
+    assert prompts_to(a) == 1  # the refused one, not sent again
     assert [i.comfy_host for i in jobs.store.images_of_job(live.job_id)] == ["b"]
 
 

@@ -215,31 +215,55 @@ class ImageJobs:
         one host that answers (the prompt will go to one of those). Raises InvalidInput with
         the first host's problems for a graph no host can run, BackendUnavailable when no
         host answers."""
-        distinct = list({json.dumps(g, sort_keys=True): g for g in graphs}.values())
-        answered, left, problems = 0, list(distinct), {}
+        problems = self._problems_on_hosts(graphs)
+        if problems:
+            shown = " ".join(dict.fromkeys(problems))
+            raise InvalidInput(self.public(f"This workflow can't run on any ComfyUI host in "
+                                           f"COMFYUI_URL: {shown}"), hint="Nothing was queued.")
+
+    def graph_problems(self, graph: dict) -> list[str]:
+        """What keeps ``graph`` from running on ComfyUI (an uploaded workflow's check):
+        with several hosts, nothing when any host that answers can run it. Sentences,
+        addresses left out; raises BackendUnavailable / BackendRejected when ComfyUI can't
+        be asked."""
+        if self.hosts.several:
+            return [self.public(p) for p in self._problems_on_hosts([graph])]
+        return [self.public(p) for p in validation.server_problems(graph,
+                                                                   self.client.object_info)]
+
+    def _problems_on_hosts(self, graphs: list[dict]) -> list[str]:
+        """The problems of the first graph that no host can run, on the first host that
+        answered; [] when each graph runs somewhere. A host's catalogue is asked afresh at
+        most once per check, when something is missing (a model added since it was cached).
+        Raises BackendUnavailable when no host answers."""
+        def key(graph: dict) -> str:
+            return json.dumps(graph, sort_keys=True)
+
+        left = list({key(g): g for g in graphs}.values())
+        problems: dict[str, list[str]] = {}
+        answered = 0
         for _spec, client in self.hosts.clients():
             try:
-                info = client.object_info()
+                info, fresh = client.object_info(), False
+                still = []
+                for graph in left:
+                    found = validation.validate(graph, info)
+                    if found and not fresh:
+                        info, fresh = client.object_info(refresh=True), True
+                        found = validation.validate(graph, info)
+                    if found:
+                        problems.setdefault(key(graph), found)
+                        still.append(graph)
             except StudioError:
                 continue
             answered += 1
-            still = []
-            for graph in left:
-                found = validation.validate(graph, info)
-                if found:  # a model added since the catalogue was cached: ask afresh once
-                    found = validation.server_problems(graph, client.object_info)
-                if found:
-                    problems.setdefault(json.dumps(graph, sort_keys=True), found)
-                    still.append(graph)
             left = still
             if not left:
-                return
+                return []
         if not answered:
             raise BackendUnavailable("No ComfyUI host in COMFYUI_URL is reachable, so nothing "
                                      "was queued.", hint=START_COMFYUI)
-        shown = " ".join(dict.fromkeys(problems[json.dumps(left[0], sort_keys=True)]))
-        raise InvalidInput(self.public(f"This workflow can't run on any ComfyUI host in "
-                                       f"COMFYUI_URL: {shown}"), hint="Nothing was queued.")
+        return problems[key(left[0])]
 
     def submit(self, request: ImageRequest, *, user: str = "owner", lane: str | None = None,
                prepared: tuple[workflows.Template, list[dict]] | None = None,
