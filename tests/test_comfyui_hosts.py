@@ -364,6 +364,23 @@ def test_comfyui_hosts_gpu_policy_acts_on_the_jobs_machine_only(fakes, make_host
     ollama.close()
 
 
+def test_comfyui_hosts_gpu_policy_frees_only_the_comfyui_on_the_chats_machine(
+        fakes, make_hosts, fake_ollama, store):
+    there, here = fakes(listen="127.0.0.2"), fakes()  # the chat's Ollama is on 127.0.0.1
+    hosts = make_hosts(there, here)
+    ollama = OllamaClient(fake_ollama.url, timeout=10)
+    card = dict(RTX_3090, used=int(23.5 * GiB), total=24 * GiB, processes=[])
+    coordinator = GpuCoordinator(policy="automatic", gpu=GpuMonitor(FakeNvml([card])),
+                                 ollama=ollama, comfyui=hosts.first, log=ModelsStore(store),
+                                 comfyui_hosts=hosts)
+
+    result = coordinator.before_chat("llama3.2")
+
+    assert (result.action, result.outcome) == ("free_comfyui", "done")
+    assert len(here.requests_to("/free")) == 1 and there.requests_to("/free") == []
+    ollama.close()
+
+
 # ------------------------------------------------------------------ configuration
 
 
