@@ -22,7 +22,6 @@ business. No gradio imports here.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from .health import HealthChecker
 from .hosts import HostSpec, host_label
 from .pool import HostPool
 from .probes import Clients, comfyui_probe
-
-log = logging.getLogger(__name__)
 
 # A host whose cached /object_info lacks what a graph needs is asked afresh at most this
 # often: the catalogue is large (megabytes), and a batch asks once per prompt.
@@ -119,14 +116,19 @@ class ComfyUIHosts:
         """The hosts that can run ``graph``, in the setting's order: nothing in it is
         missing from their ``/object_info`` (fetched once per client and cached; asked
         again, at most every REFRESH_S, when something is missing, since a model may have
-        been added). A host that can't be asked now is kept: it may answer by its turn,
-        and if not its own error says why. With one host, that host."""
+        been added). A host that can't be asked now, or is out of the rotation, is kept: it
+        may answer by its turn, and if not its own error says why. With one host, that
+        host."""
         names = [n for n in self.pool.names if n not in set(exclude)]
         if not self.several:
             return names
         return [n for n in names if self._can_run(n, graph)]
 
     def _can_run(self, name: str, graph: Mapping[str, Any]) -> bool:
+        if not self.pool.is_ready(name):
+            # Out of the rotation (down, cooling down): only ever a last resort, and asking
+            # it now could wait out its timeout on every prompt. Asked once it is back.
+            return True
         client = self.client_for(name)
         try:
             if not validate(graph, client.object_info()):
