@@ -17,7 +17,7 @@ from studio.backends.hosts import parse_hosts
 from studio.clients.comfyui import ComfyUIClient
 from studio.clients.ollama import OllamaClient
 from studio.config import Settings
-from studio.errors import ConfigError, InvalidInput
+from studio.errors import BackendUnavailable, ConfigError, InvalidInput
 from studio.events import ChatMessage
 from studio.images.plans import ImageRequest, render_item
 from studio.models.gpu import GpuMonitor
@@ -293,20 +293,41 @@ def test_comfyui_hosts_a_stopped_host_back_up_rejoins(fakes, make_hosts, make_jo
     assert_stored_once(jobs, live, 6)
 
 
-def test_comfyui_hosts_every_host_down_fails_with_a_sentence(fakes, make_hosts, make_jobs):
+def test_comfyui_hosts_every_host_down_refuses_the_job_with_a_sentence(fakes, make_hosts,
+                                                                       make_jobs):
     a, b = fakes(), fakes()
     hosts = make_hosts(a, b)
     jobs = make_jobs(None, hosts=hosts)
-    jobs.prepare(batch())  # catalogues cached while the hosts run
+    a.stop()
+    b.stop()
+    hosts.health.check_now()
+
+    with pytest.raises(BackendUnavailable) as caught:
+        jobs.submit(batch())
+
+    assert "No ComfyUI host in COMFYUI_URL is reachable, so nothing was queued." in str(
+        caught.value) and "Start it in ComfyUI's folder" in str(caught.value)
+    assert jobs.store.list_jobs() == []
+
+
+def test_comfyui_hosts_every_host_dying_mid_job_fails_it_with_a_sentence(fakes, make_hosts,
+                                                                        make_jobs):
+    a, b = fakes(), fakes()
+    jobs = make_jobs(None, hosts=make_hosts(a, b))
+    a.pause_after_step(1)
+    b.pause_after_step(1)
+    live = jobs.submit(batch(seeds=3))
+    assert a.wait_paused(WAIT) and b.wait_paused(WAIT)
     a.stop()
     b.stop()
 
-    final = finish(jobs, jobs.submit(batch(seeds=2)))[-1]
+    final = finish(jobs, live)[-1]
 
-    assert final.status == "failed"
-    assert "ComfyUI's websocket at host" in final.error and "in COMFYUI_URL" in final.error
+    assert final.status == "failed" and final.failed == 3
+    assert "ComfyUI" in final.error and "in COMFYUI_URL" in final.error
     assert "Start it in ComfyUI's folder" in final.error
     assert str(a.port) not in final.error and str(b.port) not in final.error  # no address
+    assert jobs.store.images_of_job(live.job_id) == []
 
 
 # ------------------------------------------------------------------ restart pick-up

@@ -242,7 +242,9 @@ class ImageJobs:
         left = list({key(g): g for g in graphs}.values())
         problems: dict[str, list[str]] = {}
         answered = 0
-        for _spec, client in self.hosts.clients():
+        for spec, client in self.hosts.clients():
+            if self.hosts.pool.view(spec.name).up is False:
+                continue  # known down: asking could wait out the timeout
             try:
                 info, fresh = client.object_info(), False
                 still = []
