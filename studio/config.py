@@ -49,8 +49,10 @@ class Settings:
                                 "as a comma-separated list of [name=]address [weight=N] "
                                 "(docs/deploy.md, 'Several Ollama hosts').", holds_keys=True)
     comfyui_url: str = _setting("COMFYUI_URL", "http://127.0.0.1:8188",
-                                "ComfyUI server (a list is accepted; only the first is used "
-                                "for now).", holds_keys=True)
+                                "ComfyUI server; several as a comma-separated list of "
+                                "[name=]http://box:8188 [weight=N]: each image prompt goes to "
+                                "one that has what it needs, the least busy (docs/deploy.md, "
+                                "'Several ComfyUI hosts').", holds_keys=True)
     openai_servers: str = _setting("STUDIO_OPENAI_SERVERS", "",
                                    "OpenAI-compatible local servers (llama.cpp's llama-server, "
                                    "vLLM, LM Studio, SGLang), comma-separated "
@@ -59,8 +61,8 @@ class Settings:
                                    holds_keys=True)
     health_interval: float = _setting("STUDIO_HEALTH_INTERVAL", 10.0,
                                       "Seconds between health checks of each host when "
-                                      "OLLAMA_HOST lists several, and of the servers in "
-                                      "STUDIO_OPENAI_SERVERS.")
+                                      "OLLAMA_HOST or COMFYUI_URL lists several, and of the "
+                                      "servers in STUDIO_OPENAI_SERVERS.")
     openrouter_api_key: str = _setting("OPENROUTER_API_KEY", "",
                                        "OpenRouter key for cloud models; empty = cloud off.",
                                        secret=True)
@@ -137,9 +139,9 @@ class Settings:
     unused_model_days: int = _setting("STUDIO_UNUSED_MODEL_DAYS", 30,
                                       "The Models tab reports models unused for this many days.")
     image_inflight: int = _setting("STUDIO_IMAGE_INFLIGHT", 1,
-                                   "Image prompts the studio keeps in ComfyUI's queue at once. "
-                                   "1 = users' jobs take strict turns; 2 keeps the GPU busy "
-                                   "between images.")
+                                   "Image prompts the studio keeps in each ComfyUI host's "
+                                   "queue at once (times its weight). 1 = users' jobs take "
+                                   "strict turns; 2 keeps the GPU busy between images.")
     max_input_megapixels: float = _setting("STUDIO_MAX_INPUT_MEGAPIXELS", 16.0,
                                            "Largest input image accepted by the Images tab, in "
                                            "megapixels.")
@@ -306,7 +308,7 @@ class Settings:
 
     @property
     def comfyui_first_url(self) -> str:
-        """The first ComfyUI host's URL: the one images go to (one host for now)."""
+        """The first ComfyUI host's URL (``services.comfyui``'s)."""
         return self.comfyui_hosts[0].url
 
     @property

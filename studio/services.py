@@ -32,6 +32,7 @@ from .chat.streams import ChatStreams, record_usage
 from .chat.titles import TitleWriter
 from .clients.comfyui import ComfyUIClient
 from .backends.board import HostBoard, build_host_board
+from .backends.comfyui_hosts import ComfyUIHosts, build_comfyui
 from .backends.health import HealthChecker
 from .backends.local_servers import LocalServers, build_local_servers
 from .backends.ollama_hosts import OllamaHosts, build_ollama
@@ -81,7 +82,8 @@ class Services:
     exposure: Exposure  # whether sign-in is on, and the warning when the owner runs open
     ollama: OllamaClient | OllamaHosts  # OllamaHosts when OLLAMA_HOST lists several
     openrouter: OpenRouterClient | None
-    comfyui: ComfyUIClient
+    comfyui: ComfyUIClient  # the first ComfyUI host's client
+    comfyui_hosts: ComfyUIHosts  # every ComfyUI host of COMFYUI_URL (one or several), health
     catalog: Catalog | None
     router: Router
     budget: Budget
@@ -113,12 +115,11 @@ class Services:
 
     @cached_property
     def hosts(self) -> HostBoard:
-        """Every backend host, for the admin's hosts table and per-host model lists. Made on
-        first use from the engines above; the ComfyUI hosts' pool is used when the record
-        has one (``comfyui_hosts``), else COMFYUI_URL's hosts get a pool of their own."""
+        """Every backend host, for the admin's hosts table and per-host model lists, made on
+        first use from the engines above."""
         return build_host_board(settings=self.settings, ollama=self.ollama,
                                 ollama_health=self.ollama_health, comfyui=self.comfyui,
-                                comfyui_hosts=getattr(self, "comfyui_hosts", None),
+                                comfyui_hosts=self.comfyui_hosts,
                                 local_servers=self.local_servers, local_health=self.local_health)
 
     @property
@@ -176,12 +177,10 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     local_servers, local_health = build_local_servers(
         settings.openai_server_hosts, timeout=settings.request_timeout,
         health_interval=settings.health_interval)
-    if len(settings.comfyui_hosts) > 1:
-        log.warning("COMFYUI_URL lists %d hosts; images go to the first, %s. Spreading image "
-                    "jobs over several ComfyUI hosts is not built yet.",
-                    len(settings.comfyui_hosts), settings.comfyui_hosts[0].name)
     # ComfyUI has no sign-in: its address never reaches a page, a message or the log.
-    comfyui = ComfyUIClient(settings.comfyui_first_url, shown_as=COMFYUI_PLACE)
+    comfyui_hosts = build_comfyui(settings.comfyui_hosts, place=COMFYUI_PLACE,
+                                  health_interval=settings.health_interval)
+    comfyui = comfyui_hosts.first
     openrouter = _openrouter(settings, settings.request_timeout)
     # The catalog has its own client with a short timeout: page loads may wait on its fetch.
     catalog = (Catalog(_openrouter(settings, min(settings.request_timeout, 20.0)).list_models,
@@ -208,7 +207,8 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     in_use = ModelsInUse()
     coordinator = GpuCoordinator(
         policy=settings.gpu_policy, vram_overrides=parse_vram_overrides(settings.vram_per_family),
-        gpu=gpu, ollama=ollama, comfyui=comfyui, log=models_store, busy_models=in_use.names)
+        gpu=gpu, ollama=ollama, comfyui=comfyui, log=models_store, busy_models=in_use.names,
+        comfyui_hosts=comfyui_hosts)
     streams = ChatStreams(router, in_use=in_use, coordinator=coordinator, gpu=gpu)
     metrics = StudioMetrics()
     settled = record_usage(accounting, observe=metrics.observe_reply)
@@ -242,7 +242,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
     status = StatusBoard(settings)
     pulls = PullManager(ollama.pull, on_pulled=local_models.invalidate)
     downloads = DownloadManager(guard=UrlGuard.from_setting(settings.download_allow_hosts))
-    images = build_image_jobs(settings=settings, root=root, comfyui=comfyui, store=store,
+    images = build_image_jobs(settings=settings, root=root, hosts=comfyui_hosts, store=store,
                               outputs_dir=outputs, uploads_dir=uploads, accounting=accounting,
                               limits=limits, observe=metrics.observe_image_job)
 
@@ -250,7 +250,7 @@ def build_services(settings: Settings, *, root: Path = ROOT, nvml: object | None
         settings=settings, root=root, store=store, access=access, exposure=exposed,
         keys=ApiKeys(store),
         ollama=ollama, openrouter=openrouter,
-        comfyui=comfyui, catalog=catalog, router=router, budget=budget, accounting=accounting,
+        comfyui=comfyui, comfyui_hosts=comfyui_hosts, catalog=catalog, router=router, budget=budget, accounting=accounting,
         models=chat_models, replies=replies, chat=chat,
         embeddings=Embeddings(router.backends, accounting=accounting, budget=budget,
                               limits=limits, prices=prices, in_use=in_use,

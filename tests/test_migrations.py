@@ -243,3 +243,30 @@ def test_migrations_m018_start_up_and_model_use_read_indexes(tmp_path):
     assert "SCAN messages" not in model_plan and "messages_model_use" in model_plan
     assert store.mark_interrupted_streams("cut off") == 1
     store.close()
+
+
+def test_migrations_m019_keeps_the_comfyui_host_of_prompts_and_images(tmp_path):
+    path = tmp_path / "studio.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m019_add_comfy_host_to_image_items")
+    assert "comfy_host" not in old["image_job_items"].columns_dict
+    old["image_jobs"].insert({"id": "j" * 32, "user": "ann", "lane": "ann", "workflow": "w",
+                              "title": "fox", "status": "running", "total": 1, "spec": "{}",
+                              "error": "", "created_at": "2024-05-01T10:00:00.000Z",
+                              "updated_at": "2024-05-01T10:00:00.000Z"})
+    old["image_job_items"].insert({"job_id": "j" * 32, "seq": 1, "status": "queued",
+                                   "prompt_id": "p1", "params": "{}", "graph": "{}",
+                                   "created_at": "2024-05-01T10:00:00.000Z",
+                                   "updated_at": "2024-05-01T10:00:00.000Z"})
+    old.close()
+
+    store = Store.open(path)
+    for table in ("image_job_items", "images"):
+        assert store.db[table].columns_dict["comfy_host"] is str
+    from studio.store.images import ImageStore
+    [item] = ImageStore(store).sent_items()
+    assert (item.prompt_id, item.comfy_host) == ("p1", None)  # before: the first host
+    store.close()
+    applied = [m.name for m in migrations.applied(Database(path))]
+    Store.open(path).close()
+    assert [m.name for m in migrations.applied(Database(path))] == applied

@@ -116,6 +116,19 @@ def _default_name(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
+def host_label(spec: HostSpec, index: int) -> str:
+    """How a page may name a host: the name its setting gave it, else "host N" (its place
+    in the list, 1-based), since an unnamed host is named by its address and ComfyUI's
+    address must not reach a page.
+
+    >>> host_label(HostSpec("gpu2", "http://10.0.0.9:8188"), 1)
+    'gpu2'
+    >>> host_label(HostSpec("10.0.0.9:8188", "http://10.0.0.9:8188"), 1)
+    'host 2'
+    """
+    return spec.name if spec.name != _default_name(spec.url) else f"host {index + 1}"
+
+
 def parse_hosts(setting: str, raw: str, *,
                 normalise: Callable[[str], str] | None = None) -> tuple[HostSpec, ...]:
     """The hosts of one setting, in the order written. ``normalise`` turns a bare address

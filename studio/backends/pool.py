@@ -127,6 +127,12 @@ class HostPool:
                 self.models_version += 1
             self._views[name] = new
 
+    def is_ready(self, name: str) -> bool:
+        """Whether ``name`` is in the rotation: not known to be down, not cooling down."""
+        with self._lock:
+            v = self._views[name]
+            return v.up is not False and not v.cooling(self._clock())
+
     def known_models(self) -> list[str]:
         """Every model a host that isn't known to be down has listed, each once, sorted."""
         with self._lock:

@@ -43,12 +43,13 @@ class ComfyUIClient:
     """Talks to one ComfyUI server. Thread-safe; one websocket per running job.
 
     ``timeout`` bounds each HTTP request and websocket connect; ``run_timeout`` bounds a
-    whole job (queue wait included) unless ``run``/``stream`` get their own.
+    whole job (queue wait included) unless ``run``/``stream`` get their own;
+    ``unreachable_grace`` how long a job waits for a ComfyUI that went away mid-run.
     """
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, run_timeout: float = 600.0,
                  poll_interval: float = 1.0, transport: httpx.BaseTransport | None = None,
-                 shown_as: str | None = None):
+                 shown_as: str | None = None, unreachable_grace: float | None = None):
         self.base_url = base_url.rstrip("/")
         # How messages name the server: its URL by default; an app that must not show the
         # address (ComfyUI has no sign-in) names where it is configured instead.
@@ -56,6 +57,9 @@ class ComfyUIClient:
         self.timeout = timeout
         self.run_timeout = run_timeout
         self.poll_interval = poll_interval
+        # How long a job may find ComfyUI gone (restarting) before it fails; None: the job's
+        # default. With several hosts it is short: another host can run the prompt instead.
+        self.unreachable_grace = unreachable_grace
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._object_info: dict | None = None
         self._lock = threading.Lock()

@@ -117,6 +117,9 @@ class _Job:
         self.t_started: float | None = None
         self._idle = threading.Event()  # never set: a plain interruptible wait
         self.unreachable_since: float | None = None
+        grace = getattr(client, "unreachable_grace", None)
+        if grace is not None:
+            self.UNREACHABLE_GRACE = grace
 
     def follow(self) -> Iterator[Event]:
         while True:

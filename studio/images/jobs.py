@@ -2,9 +2,16 @@
 
 ``ImageJobs`` runs jobs on server threads, and they outlive the page (like ``replies.py``
 for chat): pages only follow them. Several users' jobs interleave fairly (round-robin per
-lane, a small window of prompts in flight), every ComfyUI prompt id is in SQLite before the
-prompt is sent, and ``start()`` picks up prompts a previous run of the studio left in
-ComfyUI. Errors shown to people never carry ComfyUI's address (``scrub``).
+lane, a small window of prompts in flight per host), every ComfyUI prompt id is in SQLite
+with its host before the prompt is sent, and ``start()`` picks up prompts a previous run of
+the studio left in ComfyUI. Errors shown to people never carry ComfyUI's address (``scrub``).
+
+With several ComfyUI hosts (``COMFYUI_URL`` a list) each prompt goes to a host that can run
+its graph, the least busy one with room (``ComfyUIHosts.route``), so a batch runs on all of
+them at once, each host taking its share in order. A host that fails a prompt, before or
+while running it, is left out and the prompt goes to the next host that can run it, its
+progress saying where and why; nothing stored is made again (a prompt moves only before
+its images are stored).
 
 Planning (form -> graphs) is ``plans.py``; files in and out are ``files.py``; the live job
 and its snapshots are ``live_job.py``; making one image on ComfyUI is ``runner.py``.
@@ -17,10 +24,12 @@ import json
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import validation, workflows
+from ..backends.comfyui_hosts import ComfyUIHosts
 from ..clients.comfyui import ComfyUIClient
 from ..errors import BackendRejected, BackendUnavailable, InvalidInput, StudioError
 from ..live import Registry
@@ -28,7 +37,7 @@ from .files import check_input_image, keep_input, sweep_pending
 from .live_job import FinishedJob, JobSnapshot, LiveJob, ShownImage, shown_image, snapshot_from_db
 from .plans import (ImageRequest, WorkflowLibrary, check_request, effective_params, plan_items,
                     render_item)
-from .runner import COMFYUI_PLACE, START_COMFYUI, ItemRunner, scrub, upload_input
+from .runner import COMFYUI_PLACE, START_COMFYUI, ItemRunner, upload_input
 from ..presets import StylePreset
 from ..store.images import GalleryImage, GalleryPage, ImageJob, ImageStore, JobItem
 
@@ -44,20 +53,26 @@ KEEP_FINISHED = 600.0  # seconds a finished job stays in memory for its follower
 class ImageJobs:
     """Runs image jobs on server threads; any page can follow any job.
 
-    ``inflight`` prompts at most are in ComfyUI at once (counting prompts picked up after
-    a restart); the next one goes to the lane (login name, else browser address) served
-    longest ago, so one person's long batch doesn't hold another's single image back.
-    ``on_job_finished(FinishedJob)`` runs after every job (the accounting hook).
+    ``inflight`` prompts at most are in each ComfyUI host at once (times its weight;
+    counting prompts picked up after a restart); the next one goes to the lane (login name,
+    else browser address) served longest ago, so one person's long batch doesn't hold
+    another's single image back. ``on_job_finished(FinishedJob)`` runs after every job (the
+    accounting hook). ``hosts``: the ComfyUI hosts (default: ``client`` alone).
     """
 
-    def __init__(self, client: ComfyUIClient, store: ImageStore, outputs_dir: str | Path,
+    def __init__(self, client: ComfyUIClient | None, store: ImageStore, outputs_dir: str | Path,
                  library: WorkflowLibrary, *, styles: Sequence[StylePreset] = (),
                  uploads_dir: str | Path | None = None, inflight: int = 1,
                  max_input_megapixels: float = 16.0, item_timeout: float | None = None,
                  on_job_finished: Callable[[FinishedJob], None] | None = None,
                  keep_finished: float = KEEP_FINISHED, unreachable_grace: float = UNREACHABLE_GRACE,
-                 limits=None):
-        self.client = client
+                 limits=None, hosts: ComfyUIHosts | None = None):
+        if hosts is None:
+            if client is None:
+                raise ValueError("ImageJobs needs a ComfyUI client or hosts")
+            hosts = ComfyUIHosts.single(client)
+        self.hosts = hosts
+        self.client = hosts.first  # the first host: lists, uploads with one host
         self.store = store
         self.outputs_dir = Path(outputs_dir)
         self.uploads_dir = Path(uploads_dir) if uploads_dir else self.outputs_dir.parent / "uploads"
@@ -67,12 +82,14 @@ class ImageJobs:
         self.max_input_megapixels = max_input_megapixels
         self.on_job_finished = on_job_finished
         self.limits = limits  # studio.access.limits.Limits: images per hour per user
-        self.runner = ItemRunner(client, store, self.outputs_dir,
+        self.runner = ItemRunner(hosts, store, self.outputs_dir,
                                  abandon_pending=self._abandon_pending,
                                  item_timeout=item_timeout, unreachable_grace=unreachable_grace)
         self._cond = threading.Condition()  # the scheduler's: pending items, slots, lanes
         self._jobs: Registry[LiveJob] = Registry(keep_s=keep_finished)
         self._running = 0
+        self._host_busy: dict[str, int] = {}  # prompts of ours in flight on each host
+        self._weights = sum(view.spec.weight for view in hosts.pool.views())
         self._served = 0
         self._order = 0
         self._last_served: dict[str, int] = {}
@@ -123,13 +140,29 @@ class ImageJobs:
         return str(self.outputs_dir / relative)
 
     def public(self, text: str) -> str:
-        return scrub(text, self.client.base_url)
+        return self.hosts.public(text)
 
     # ------------------------------------------------------------------ ComfyUI facts
 
     def comfyui_lists(self, *, refresh: bool = False) -> dict[str, list[str]]:
-        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers (``validation.offered``)."""
-        return validation.offered(self.client, self.public, refresh=refresh)
+        """Checkpoints, LoRAs, samplers and schedulers ComfyUI offers (``validation.offered``);
+        with several hosts, what any host that answers offers (a prompt goes to one that has
+        what it needs). Raises the first host's error when none answers."""
+        if not self.hosts.several:
+            return validation.offered(self.client, self.public, refresh=refresh)
+        merged: dict[str, list[str]] = {}
+        errors: list[StudioError] = []
+        for _spec, client in self.hosts.clients():
+            try:
+                lists = validation.offered(client, self.public, refresh=refresh)
+            except StudioError as exc:
+                errors.append(exc)
+                continue
+            for key, values in lists.items():
+                merged[key] = list(dict.fromkeys([*merged.get(key, []), *values]))
+        if not merged:
+            raise errors[0]
+        return merged
 
     # ------------------------------------------------------------------ submitting
 
@@ -152,6 +185,9 @@ class ImageJobs:
         # so a stand-in name checks the graph before the real upload.
         graphs = [render_item(template, {**p, "input_image": "studio_check.png"}
                               if "input_image" in p else p) for p in planned]
+        if self.hosts.several:
+            self._check_on_hosts(graphs)
+            return template, planned
         try:
             problems = validation.server_problems(graphs[0], self.client.object_info)
             info = self.client.object_info()
@@ -174,6 +210,63 @@ class ImageJobs:
                                hint="Nothing was queued.")
         return template, planned
 
+    def _check_on_hosts(self, graphs: list[dict]) -> None:
+        """``prepare``'s check with several hosts: each distinct graph must run on at least
+        one host that answers (the prompt will go to one of those). Raises InvalidInput with
+        the first host's problems for a graph no host can run, BackendUnavailable when no
+        host answers."""
+        problems = self._problems_on_hosts(graphs)
+        if problems:
+            shown = " ".join(dict.fromkeys(problems))
+            raise InvalidInput(self.public(f"This workflow can't run on any ComfyUI host in "
+                                           f"COMFYUI_URL: {shown}"), hint="Nothing was queued.")
+
+    def graph_problems(self, graph: dict) -> list[str]:
+        """What keeps ``graph`` from running on ComfyUI (an uploaded workflow's check):
+        with several hosts, nothing when any host that answers can run it. Sentences,
+        addresses left out; raises BackendUnavailable / BackendRejected when ComfyUI can't
+        be asked."""
+        if self.hosts.several:
+            return [self.public(p) for p in self._problems_on_hosts([graph])]
+        return [self.public(p) for p in validation.server_problems(graph,
+                                                                   self.client.object_info)]
+
+    def _problems_on_hosts(self, graphs: list[dict]) -> list[str]:
+        """The problems of the first graph that no host can run, on the first host that
+        answered; [] when each graph runs somewhere. A host's catalogue is asked afresh at
+        most once per check, when something is missing (a model added since it was cached).
+        Raises BackendUnavailable when no host answers."""
+        def key(graph: dict) -> str:
+            return json.dumps(graph, sort_keys=True)
+
+        left = list({key(g): g for g in graphs}.values())
+        problems: dict[str, list[str]] = {}
+        answered = 0
+        for spec, client in self.hosts.clients():
+            if self.hosts.pool.view(spec.name).up is False:
+                continue  # known down: asking could wait out the timeout
+            try:
+                info, fresh = client.object_info(), False
+                still = []
+                for graph in left:
+                    found = validation.validate(graph, info)
+                    if found and not fresh:
+                        info, fresh = client.object_info(refresh=True), True
+                        found = validation.validate(graph, info)
+                    if found:
+                        problems.setdefault(key(graph), found)
+                        still.append(graph)
+            except StudioError:
+                continue
+            answered += 1
+            left = still
+            if not left:
+                return []
+        if not answered:
+            raise BackendUnavailable("No ComfyUI host in COMFYUI_URL is reachable, so nothing "
+                                     "was queued.", hint=START_COMFYUI)
+        return problems[key(left[0])]
+
     def submit(self, request: ImageRequest, *, user: str = "owner", lane: str | None = None,
                prepared: tuple[workflows.Template, list[dict]] | None = None,
                via: str = "") -> LiveJob:
@@ -186,7 +279,10 @@ class ImageJobs:
         if self.limits is not None:  # the last refusal: booked at once, before anything is stored
             self.limits.admit_images(user, len(planned))
         if request.input_image and "input_image" in template.params:
-            value = upload_input(self.client, request.input_image, self.public)
+            if self.hosts.several:  # sent to each host before its first prompt (runner)
+                value = f"studio_{uuid.uuid4().hex[:12]}{Path(request.input_image).suffix.lower()}"
+            else:
+                value = upload_input(self.client, request.input_image, self.public)
             kept = keep_input(request.input_image, self.uploads_dir)
             planned = [{**p, "input_image": value, "input_file": kept} for p in planned]
         items = []
@@ -344,7 +440,7 @@ class ImageJobs:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or (
-                    self._running < self.inflight and self._has_pending_locked()))
+                    self._running < self._capacity() and self._has_pending_locked()))
                 if self._closed:
                     return
                 live, item_id = self._pick_locked()
@@ -352,6 +448,10 @@ class ImageJobs:
                 self._refresh_waiting_locked()
             threading.Thread(target=self._run_slot, args=(live, item_id),
                              name=f"image-{live.job_id[:8]}-{item_id}", daemon=True).start()
+
+    def _capacity(self) -> int:
+        """Prompts in flight at once over all hosts: ``inflight`` per host, times its weight."""
+        return self.inflight * self._weights
 
     def _has_pending_locked(self) -> bool:
         return any(live.pending for live in self._jobs.items())
@@ -382,7 +482,7 @@ class ImageJobs:
         try:
             item = self.store.get_item(item_id)
             if item is not None:
-                self.runner.run(live, item)
+                self._run_on_hosts(live, item)
         except Exception:  # noqa: BLE001 - a slot must always be given back
             log.exception("image item %s failed unexpectedly", item_id)
         finally:
@@ -394,6 +494,62 @@ class ImageJobs:
             self._maybe_finish(live)
 
     # ------------------------------------------------------------------ one image
+
+    def _run_on_hosts(self, live: LiveJob, item: JobItem) -> None:
+        """Make one image on the host ``ComfyUIHosts.route`` gives it; when that host fails
+        it (``runner.host_failed``), on the next host that can run it, and so on. The last
+        host that can run it keeps it whatever happens: its failure is the image's, with
+        its sentence, as with one host."""
+        tried: list[str] = []
+        failures: list[str] = []
+        while True:
+            capable = self.hosts.capable(item.graph, exclude=tried)
+            host = self._take_host(capable)
+            if host is None:
+                if not self._closed:
+                    why = failures[0] if failures else (
+                        "No ComfyUI host in COMFYUI_URL has everything this image needs now "
+                        "(its nodes, checkpoint and LoRAs).")
+                    self.runner.fail_unplaced(live, item, why)
+                else:
+                    with self._cond:  # closing: left pending in the store for the next start
+                        live.pending.appendleft(item.id)
+                return
+            note = ""
+            if failures:
+                failed = ", ".join(self.hosts.label(name) for name in tried)
+                note = (f"Sent to ComfyUI {self.hosts.label(host)} because {failed} couldn't "
+                        f"make it: {failures[-1]}")
+            try:
+                problem = self.runner.run(live, item, host, may_move=len(capable) > 1,
+                                          note=note)
+            finally:
+                with self._cond:
+                    self._host_busy[host] -= 1
+                    self._cond.notify_all()
+            if problem is None:
+                return
+            tried.append(host)
+            failures.append(problem)
+            log.warning("image item %s moves on from ComfyUI host %s: %s", item.id,
+                        self.hosts.label(host), problem)
+            item = self.store.get_item(item.id) or item
+
+    def _take_host(self, capable: list[str]) -> str | None:
+        """A host of ``capable`` with room for one more prompt, counted as busy until the
+        caller gives it back; waits while all of them are full. None when there is none,
+        or the service is closing."""
+        with self._cond:
+            while not self._closed:
+                route = self.hosts.route(capable, self._host_busy, self.inflight)
+                if route.host is not None:
+                    self._host_busy[route.host] = self._host_busy.get(route.host, 0) + 1
+                    return route.host
+                if not route.wait:
+                    return None
+                # A host gives back a slot (notify) or comes back up (seen on the next look).
+                self._cond.wait(0.25)
+        return None
 
     def _abandon_pending(self, live: LiveJob, message: str) -> None:
         with self._cond:
@@ -493,6 +649,8 @@ class ImageJobs:
             with self._cond:
                 self._running += 1
                 live.slots += 1
+                host = self.hosts.stored_host(item.comfy_host)  # counts in its host's room
+                self._host_busy[host] = self._host_busy.get(host, 0) + 1
             threading.Thread(target=self._resume_slot, args=(live, item),
                              name=f"image-resume-{item.id}", daemon=True).start()
         if not sent:
@@ -507,19 +665,21 @@ class ImageJobs:
             with self._cond:
                 self._running -= 1
                 live.slots -= 1
+                self._host_busy[self.hosts.stored_host(item.comfy_host)] -= 1
                 self._cond.notify_all()
             self._maybe_finish(live)
 
 # --------------------------------------------------------------------------- wiring
 
 
-def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, outputs_dir: Path,
+def build_image_jobs(*, settings, root: Path, store, outputs_dir: Path,
+                     comfyui: ComfyUIClient | None = None, hosts: ComfyUIHosts | None = None,
                      uploads_dir: Path, accounting=None, limits=None,
                      observe: Callable[[FinishedJob], None] | None = None) -> ImageJobs:
     """The image service, started (called by build_services). Each finished job with
     images is accounted through ``accounting.record_image`` (user, model, GPU seconds,
     image count) when ``accounting`` is given; ``observe`` then sees every finished job
-    (the metrics)."""
+    (the metrics). ``hosts``: the ComfyUI hosts, or ``comfyui`` alone."""
     from ..presets import load_style_presets
 
     library = WorkflowLibrary(root / "workflows", settings.data_path / "workflows")
@@ -538,7 +698,7 @@ def build_image_jobs(*, settings, root: Path, comfyui: ComfyUIClient, store, out
         if observe is not None:
             observe(finished)
 
-    jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles,
+    jobs = ImageJobs(comfyui, ImageStore(store), outputs_dir, library, styles=styles, hosts=hosts,
                      uploads_dir=uploads_dir, inflight=settings.image_inflight,
                      max_input_megapixels=settings.max_input_megapixels,
                      on_job_finished=record_image_job, limits=limits)

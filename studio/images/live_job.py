@@ -30,6 +30,8 @@ class ItemProgress:
     node_class: str = ""
     step: int = 0
     steps: int = 0
+    host: str = ""  # the ComfyUI host making it, as a page names it ("" with one host)
+    note: str = ""  # why it is there: another host failed it first
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,29 @@ action to the log table. Other tabs call ``before_image_job(family)`` and
 ``before_chat(model)`` right before they start work; with the policy ``ask`` they get
 ``needs_confirmation`` and call again with ``confirmed=True`` (or ``decline``).
 
+With several ComfyUI hosts (``COMFYUI_URL`` a list) the policy works per machine: before an
+image job it reads the free memory of the host the job goes to (NVML only when that host
+is this machine, else its ``/system_stats``) and unloads Ollama models only from an Ollama
+host on that same machine (same host name in the URL); before a chat it frees only a
+ComfyUI on the chat's Ollama machine. Another machine's GPU is left alone. With one
+ComfyUI host the studio is one GPU box, as before.
+
 No gradio imports here.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidInput, StudioError
 from ..model_id import OLLAMA, ModelId
-from .gpu import format_bytes
+from .gpu import GpuReading, format_bytes
 from .gpu_policy import (CHAT_HEADROOM_BYTES, POLICIES, Decision, LoadedModel,
                          decide_before_chat, decide_before_image_job, needed_vram_for_family)
 from .pulls import full_model_name
@@ -121,7 +130,8 @@ class GpuCoordinator:
 
     def __init__(self, *, policy: str, gpu, ollama, comfyui, log=None,
                  vram_overrides: Mapping[str, object] | None = None,
-                 busy_models: Callable[[], Iterable[str]] = lambda: ()):
+                 busy_models: Callable[[], Iterable[str]] = lambda: (),
+                 comfyui_hosts=None):
         self.policy = check_policy(policy)
         self.vram_overrides = dict(vram_overrides or {})
         self._gpu = gpu
@@ -129,7 +139,56 @@ class GpuCoordinator:
         self._comfyui = comfyui
         self._log = log
         self._busy_models = busy_models
+        self._hosts = comfyui_hosts  # ComfyUIHosts; only matters with several
         self._lock = threading.Lock()
+
+    # -- which machine
+
+    def _several(self) -> bool:
+        return self._hosts is not None and self._hosts.several
+
+    def _on_machine(self, machine: str, comfyui, ollama, where: str) -> "GpuCoordinator":
+        """This coordinator acting on one machine's servers: ``comfyui`` and ``ollama``
+        there (a stand-in that says why when there is none; ``where`` names the machine in
+        that sentence), NVML only when ``machine`` is this one. Shares the lock and the log."""
+        other = copy.copy(self)
+        other._comfyui = comfyui or _Absent(f"No ComfyUI host in COMFYUI_URL runs on {where}.")
+        other._ollama = ollama or _Absent(f"No Ollama host runs on {where}, so none is "
+                                          "unloaded for it.")
+        if not _is_local(machine):
+            other._gpu = _NoGpu()
+        return other
+
+    def _ollama_on(self, machine: str):
+        """The Ollama client of a host on ``machine``, or None."""
+        pool = getattr(self._ollama, "pool", None)
+        if pool is None:
+            return self._ollama if _same_machine(self._ollama.url, machine) else None
+        for view in pool.views():
+            if _same_machine(view.spec.url, machine):
+                return self._ollama.client_for(view.name)
+        return None
+
+    def for_image_host(self, host: str | None = None) -> "GpuCoordinator":
+        """The coordinator for an image job on ComfyUI ``host`` (None: the host the next
+        prompt would go to). Itself with one ComfyUI host."""
+        if not self._several():
+            return self
+        pool = self._hosts.pool
+        host = host or pool.choose().name
+        machine = _machine(pool.spec(host).url)
+        return self._on_machine(machine, self._hosts.client_for(host), self._ollama_on(machine),
+                                f"the machine of ComfyUI {self._hosts.label(host)}")
+
+    def _for_chat(self, model: str) -> "GpuCoordinator":
+        if not self._several():
+            return self
+        pool = getattr(self._ollama, "pool", None)
+        spec = (pool.choose(model) or pool.spec(pool.names[0])) if pool is not None else None
+        machine = _machine(spec.url if spec is not None else self._ollama.url)
+        comfy = next((client for spec, client in self._hosts.clients()
+                      if _machine(spec.url) == machine), None)
+        return self._on_machine(machine, comfy, self._ollama, "the chat's Ollama machine")
 
     # -- figures
 
@@ -153,10 +212,18 @@ class GpuCoordinator:
 
     # -- before jobs
 
-    def before_image_job(self, family: str, *, confirmed: bool = False) -> Coordination:
+    def before_image_job(self, family: str, *, confirmed: bool = False,
+                         host: str | None = None) -> Coordination:
         """Make room for a ComfyUI job of ``family`` (sd15, sdxl, flux...): unload idle
         Ollama models when free VRAM is short, as the policy says. Never raises for a
-        backend that is down: the job then starts as it is, and the message says why."""
+        backend that is down: the job then starts as it is, and the message says why.
+        With several ComfyUI hosts it acts on the machine of ``host`` (None: the host the
+        next prompt would go to)."""
+        if self._several():
+            return self.for_image_host(host)._before_image_job(family, confirmed=confirmed)
+        return self._before_image_job(family, confirmed=confirmed)
+
+    def _before_image_job(self, family: str, *, confirmed: bool) -> Coordination:
         with self._lock:
             needed = needed_vram_for_family(family, self.vram_overrides)
             free, _source = self.free_vram()
@@ -176,7 +243,16 @@ class GpuCoordinator:
     def before_chat(self, model: str, *, confirmed: bool = False) -> Coordination:
         """Make room for Ollama ``model``: ask ComfyUI to free its models when the model
         is not loaded and won't fit, as the policy says. Never raises for a backend that is
-        down (the chat reports its own errors)."""
+        down (the chat reports its own errors). With several ComfyUI hosts only one on the
+        chat's Ollama machine is asked."""
+        if self._several():
+            try:
+                return self._for_chat(model)._before_chat(model, confirmed=confirmed)
+            except StudioError as exc:
+                return Coordination("chat", "none", "fits", f"Ollama can't be asked: {exc}")
+        return self._before_chat(model, confirmed=confirmed)
+
+    def _before_chat(self, model: str, *, confirmed: bool) -> Coordination:
         with self._lock:
             name = full_model_name(model)
             try:
@@ -309,3 +385,44 @@ class GpuCoordinator:
         except StudioError:
             return False
 
+
+
+class _Absent:
+    """Stands for a server a machine doesn't have: every question raises ``StudioError``
+    with the sentence saying so (the coordinator's usual path for a server that is down)."""
+
+    def __init__(self, sentence: str) -> None:
+        self._sentence = sentence
+
+    def __getattr__(self, name: str):
+        def absent(*_args, **_kwargs):
+            raise StudioError(self._sentence)
+        return absent
+
+
+class _NoGpu:
+    """Another machine's card: NVML here can't see it."""
+
+    def sample(self) -> GpuReading:
+        return GpuReading.unavailable("That GPU is in another machine.")
+
+
+_LOCAL = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+
+
+def _machine(url: str) -> str:
+    """The machine a URL points at: its host name, lower case ("localhost" for this one).
+
+    >>> _machine("http://127.0.0.1:8188"), _machine("http://GPU2:11434")
+    ('localhost', 'gpu2')
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    return "localhost" if host in _LOCAL else host
+
+
+def _same_machine(url: str, machine: str) -> bool:
+    return _machine(url) == machine
+
+
+def _is_local(machine: str) -> bool:
+    return machine == "localhost"

@@ -16,6 +16,7 @@ from typing import Callable
 
 import httpx
 
+from ..backends.hosts import host_label
 from ..config import Settings
 
 
@@ -30,7 +31,7 @@ class BackendStatus:
     # names the setting instead. Ollama and OpenRouter are shown with their URL.
     public: bool = True
     latency_ms: float | None = None  # how long the probe took to answer; None when unsent
-    host: str = ""  # the host's name when the engine has several (OLLAMA_HOST lists them)
+    host: str = ""  # the host's name when the engine has several (OLLAMA_HOST, COMFYUI_URL)
 
     @property
     def label(self) -> str:
@@ -47,7 +48,9 @@ class BackendStatus:
 
     @property
     def shown_url(self) -> str:
-        return self.url if self.public else "the address in COMFYUI_URL"
+        if self.public:
+            return self.url
+        return f"{self.host} in COMFYUI_URL" if self.host else "the address in COMFYUI_URL"
 
 
 def _probe(name: str, url: str, path: str, advice: str, timeout: float,
@@ -114,11 +117,22 @@ def check_local_servers(settings: Settings, timeout: float = 1.5) -> list[Backen
         return list(pool.map(probe, hosts))
 
 
-def check_comfyui(settings: Settings, timeout: float = 1.5) -> BackendStatus:
-    status = _probe("ComfyUI", settings.comfyui_first_url, "/system_stats",
-                  "Start ComfyUI (`python main.py --listen`), or set COMFYUI_URL.", timeout,
-                  version_of=lambda r: "v" + r.json()["system"]["comfyui_version"])
-    return replace(status, public=False)
+def check_comfyui(settings: Settings, timeout: float = 1.5) -> BackendStatus | list[BackendStatus]:
+    """One status, or one per host when COMFYUI_URL lists several, each named by its name
+    or its place in the list ("host 2"), never by its address."""
+    hosts = settings.comfyui_hosts
+
+    def probe(index_and_host) -> BackendStatus:
+        index, h = index_and_host
+        status = _probe("ComfyUI", h.url, "/system_stats",
+                        "Start ComfyUI (`python main.py --listen`), or set COMFYUI_URL.",
+                        timeout, version_of=lambda r: "v" + r.json()["system"]["comfyui_version"])
+        return replace(status, public=False, host=host_label(h, index) if len(hosts) > 1 else "")
+
+    if len(hosts) == 1:
+        return probe((0, hosts[0]))
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts)), thread_name_prefix="status") as pool:
+        return list(pool.map(probe, enumerate(hosts)))
 
 
 def check_openrouter(settings: Settings, timeout: float = 3.0) -> BackendStatus:
@@ -162,9 +176,10 @@ class StatusBoard:
 def backend_key(status: BackendStatus) -> str:
     """The short name used in JSON keys, metric labels and the strip: "ollama", "comfyui",
     "openrouter"; "ollama:desk" for one of several Ollama hosts, "local_server:big" for a
-    server of STUDIO_OPENAI_SERVERS."""
+    server of STUDIO_OPENAI_SERVERS, "comfyui:host_2" for an unnamed one of several ComfyUI
+    hosts."""
     key = status.name.lower().replace(" ", "_")
-    return f"{key}:{status.host}" if status.host else key
+    return f"{key}:{status.host.replace(' ', '_')}" if status.host else key
 
 
 _DOT = {"reachable": "ok", "unreachable": "down", "key rejected": "down", "not configured": "off"}

@@ -23,10 +23,11 @@ JOB_STATES = ("queued", "running", "done", "partial", "failed", "cancelled")
 ACTIVE_JOB_STATES = ("queued", "running")
 ITEM_STATES = ("pending", "queued", "running", "done", "failed", "cancelled")
 _JOB_FIELDS = ("status", "error", "finished_at", "title", "total")
-_ITEM_FIELDS = ("status", "prompt_id", "error", "images", "timings", "graph", "params")
+_ITEM_FIELDS = ("status", "prompt_id", "comfy_host", "error", "images", "timings", "graph",
+                "params")
 _IMAGE_FIELDS = ("job_id", "item_id", "user", "path", "thumb", "width", "height", "bytes",
                  "prompt", "negative", "seed", "workflow", "model", "params", "graph", "timings",
-                 "comfy_prompt_id", "comfy_filename")
+                 "comfy_prompt_id", "comfy_filename", "comfy_host")
 _JSON_FIELDS = ("params", "graph", "timings", "spec")
 
 
@@ -64,6 +65,7 @@ class JobItem:
     timings: dict
     created_at: str
     updated_at: str
+    comfy_host: str | None = None  # the COMFYUI_URL host its prompt went to
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class GalleryImage:
     comfy_prompt_id: str | None
     comfy_filename: str | None
     favourite: bool = False
+    comfy_host: str | None = None  # the COMFYUI_URL host that made it
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class ImageStore(StoreTables):
         return counts
 
     def update_item(self, item_id: int, **fields: Any) -> None:
-        """Change any of status, prompt_id, error, images, timings (dict), graph, params."""
+        """Change any of status, prompt_id, comfy_host, error, images, timings (dict), graph,
+        params."""
         _reject_unknown("update_item", fields, _ITEM_FIELDS)
         if "status" in fields:
             _check_state(fields["status"], ITEM_STATES)

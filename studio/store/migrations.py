@@ -590,3 +590,13 @@ def m018_index_streaming_and_model_use(db: Database) -> None:
     db.execute("CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'")
     db.execute("CREATE INDEX messages_model_use ON messages (backend, model, created_at) "
                "WHERE role = 'assistant'")
+
+
+@migrations()
+def m019_add_comfy_host_to_image_items(db: Database) -> None:
+    # Issue 15: COMFYUI_URL may list several hosts and a batch spreads its prompts over
+    # them. The host a prompt went to is kept beside its prompt id, so that a restarted
+    # studio asks that host's /history for it, and the gallery says where an image was made.
+    # NULL: made before this (or with one host), i.e. on the first host.
+    db["image_job_items"].add_column("comfy_host", str)
+    db["images"].add_column("comfy_host", str)

@@ -19,7 +19,6 @@ import gradio as gr
 from ..errors import InvalidInput, StudioError
 from ..images.runner import scrub
 from ..images.plans import FORM_PARAMS, SWEEPABLE
-from ..images.validation import server_problems
 from . import images_inputs
 from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
 from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, MODELS_FIX_JS,
@@ -414,10 +413,10 @@ def render(services) -> SimpleNamespace:
             gr.Warning(message)
             return {workflow_found: f"⚠ {md_literal(message)}", workflow_file: None}
         try:
-            problems = server_problems(template.graph, jobs.client.object_info)
+            problems = jobs.graph_problems(template.graph)
         except StudioError:
             problems = []
-        note = custom_workflow_note(template, jobs.public(" ".join(problems)) if problems else "")
+        note = custom_workflow_note(template, " ".join(problems))
         updates = {workflow_dd: gr.update(choices=library.choices(), value=template.name),
                    workflow_found: note, workflow_file: None, workflow_table: table(comfy or {})}
         return merge_updates(updates, workflow_updates(template.name, comfy or {}))

@@ -65,6 +65,10 @@ def progress_html(snap: JobSnapshot | None) -> str:
             label = f"Step {step} of {steps}" + (f" · {node}" if node else "")
         else:
             label = f"Running {node}…" if node else "Starting…"
+        if current.host:  # several ComfyUI hosts: where it runs, and why there
+            label += f" · on ComfyUI {escape(current.host)}"
+        if current.note:
+            label += f" <span class='img-moved'>{escape(current.note)}</span>"
     index = min(snap.settled + (0 if snap.finished else 1), snap.total)
     job_line = f"Image {index} of {snap.total}" if snap.total > 1 else ""
     bars = ""
