@@ -23,19 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
-from urllib.parse import urlsplit
 
 from ..clients.comfyui import ComfyUIClient
 from ..clients.comfyui_types import SystemStats
 from ..clients.ollama import RunningModel
 from ..errors import StudioError
 from .health import HealthChecker
-from .hosts import HostSpec, mask_keys
+from .hosts import THIS_MACHINE, HostSpec, machine_of, mask_keys
 from .pool import HostPool, HostView
 from .probes import Clients, comfyui_probe, ollama_clients, ollama_probe
 
 OLLAMA, COMFYUI, LOCAL_SERVER = "Ollama", "ComfyUI", "Local server"
-LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 HIDDEN_ADDRESS = "not shown (ComfyUI has no sign-in)"
 PROBE_TIMEOUT_S = 5.0
 
@@ -53,7 +51,7 @@ def is_local(url: str) -> bool:
     >>> [is_local(u) for u in ("http://127.0.0.1:1", "http://[::1]:8188", "http://gpu2:8188")]
     [True, True, False]
     """
-    return (urlsplit(url).hostname or "").lower() in LOCAL_NAMES
+    return machine_of(url) == THIS_MACHINE
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,21 @@ def mask_keys(text: str) -> str:
     return _SECRET.sub(r"\1…", text)
 
 
+THIS_MACHINE = "localhost"
+_THIS_MACHINE_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
+
+
+def machine_of(url: str) -> str:
+    """The machine a URL points at: its host name, lower case (``THIS_MACHINE`` for this
+    one). Hosts of one machine share its GPUs.
+
+    >>> [machine_of(u) for u in ("http://127.0.0.1:8188", "http://[::1]:1", "http://GPU2:1")]
+    ['localhost', 'localhost', 'gpu2']
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    return THIS_MACHINE if host in _THIS_MACHINE_NAMES else host
+
+
 def _parse_entry(setting: str, raw: str,
                  normalise: Callable[[str], str] | None) -> HostSpec:
     entry = mask_keys(raw)  # as the entry is quoted in messages: no key shown

@@ -26,8 +26,8 @@ import threading
 from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Mapping
-from urllib.parse import urlsplit
 
+from ..backends.hosts import THIS_MACHINE, machine_of as _machine
 from ..errors import ConfigError, InvalidInput, StudioError
 from ..model_id import OLLAMA, ModelId
 from .gpu import GpuReading, format_bytes
@@ -407,22 +407,9 @@ class _NoGpu:
         return GpuReading.unavailable("That GPU is in another machine.")
 
 
-_LOCAL = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
-
-
-def _machine(url: str) -> str:
-    """The machine a URL points at: its host name, lower case ("localhost" for this one).
-
-    >>> _machine("http://127.0.0.1:8188"), _machine("http://GPU2:11434")
-    ('localhost', 'gpu2')
-    """
-    host = (urlsplit(url).hostname or "").lower()
-    return "localhost" if host in _LOCAL else host
-
-
 def _same_machine(url: str, machine: str) -> bool:
     return _machine(url) == machine
 
 
 def _is_local(machine: str) -> bool:
-    return machine == "localhost"
+    return machine == THIS_MACHINE
