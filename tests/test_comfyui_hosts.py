@@ -114,6 +114,18 @@ def test_comfyui_hosts_prompt_goes_to_the_host_with_the_checkpoint(fakes, make_h
     assert {i.comfy_host for i in jobs.store.images_of_job(live.job_id)} == {"b"}
 
 
+def test_comfyui_hosts_room_is_made_on_the_host_that_has_the_checkpoint(fakes, make_hosts,
+                                                                        make_jobs):
+    """The GPU policy acts on the machine the job will run on: the host routing would
+    pick for its first prompt, which has the graph's checkpoint, not the pool's first."""
+    without = {**DEFAULT_MODELS, "checkpoints": ["sd_xl_base_1.0.safetensors"]}
+    a, b = fakes(models=without), fakes()
+    jobs = make_jobs(None, hosts=make_hosts(a, b))
+    request = batch(seeds=2)
+    assert jobs.hosts.pool.choose().name == "a"
+    assert jobs.likely_host(request, jobs.prepare(request)) == "b"
+
+
 def test_comfyui_hosts_a_graph_no_host_can_run_is_refused_with_a_sentence(fakes, make_hosts,
                                                                          make_jobs):
     without = {**DEFAULT_MODELS, "checkpoints": ["sd_xl_base_1.0.safetensors"]}

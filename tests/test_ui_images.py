@@ -172,14 +172,14 @@ def test_ui_images_gallery_filter_choices_start_with_all():
     (SimpleNamespace(needs_confirmation=False, outcome="fits", message="Fits."), None),
 ])
 def test_ui_images_gpu_room_notice_says_what_the_coordinator_did(outcome, expected):
-    coordinator = SimpleNamespace(before_image_job=lambda family: outcome)
+    coordinator = SimpleNamespace(before_image_job=lambda family, host=None: outcome)
     library = SimpleNamespace(get=lambda name: TEMPLATES[name])
     public = lambda text: text.replace("http://c:1", "ComfyUI")  # noqa: E731
     assert values.gpu_room_notice(coordinator, library, "sd15_txt2img", public) == expected
 
 
 def test_ui_images_gpu_room_notice_is_none_when_asking_fails(caplog):
-    def broken(family):
+    def broken(family, host=None):
         raise RuntimeError("no NVML")
     coordinator = SimpleNamespace(before_image_job=broken)
     library = SimpleNamespace(get=lambda name: TEMPLATES[name])

@@ -272,7 +272,8 @@ class ImagesApi:
             # Also the check that ComfyUI is there: the node catalogue is cached, this isn't.
             ask = with_stand_ins(ask, await asyncio.to_thread(self.images.comfyui_lists))
             prepared = await asyncio.to_thread(self.images.prepare, ask.request)
-            await asyncio.to_thread(self._make_room, ask.template)
+            await asyncio.to_thread(self._make_room, ask.template,
+                                    self.images.likely_host(ask.request, prepared))
             live = await asyncio.to_thread(self.images.submit, ask.request, user=user,
                                            prepared=prepared, via=f"api: {key_name}")
         except ApiError as err:
@@ -328,12 +329,14 @@ class ImagesApi:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _make_room(self, template: Template) -> None:
-        """Ask the GPU policy for room, as the Images tab does; advice only, never a refusal."""
+    def _make_room(self, template: Template, host: str | None) -> None:
+        """Ask the GPU policy for room on ComfyUI ``host``'s machine, as the Images tab does;
+        advice only, never a refusal."""
         if self.coordinator is None:
             return
         try:
-            outcome = self.coordinator.before_image_job(template.family or "default")
+            outcome = self.coordinator.before_image_job(template.family or "default",
+                                                        host=host)
             if outcome.outcome not in ("fits",) and outcome.message:
                 log.info("before an API image job: %s", self.images.public(outcome.message))
         except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it

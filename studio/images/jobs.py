@@ -50,6 +50,14 @@ KEEP_FINISHED = 600.0  # seconds a finished job stays in memory for its follower
 # --------------------------------------------------------------------------- the service
 
 
+def checked_graph(template: workflows.Template, item: dict) -> dict:
+    """An item's graph as checked before anything is queued. LoadImage accepts any file
+    name (its list is a snapshot of ComfyUI's input folder), so a stand-in name checks the
+    graph before the real upload."""
+    return render_item(template, {**item, "input_image": "studio_check.png"}
+                       if "input_image" in item else item)
+
+
 class ImageJobs:
     """Runs image jobs on server threads; any page can follow any job.
 
@@ -181,10 +189,7 @@ class ImageJobs:
         if request.input_image and "input_image" in template.params:
             check_input_image(request.input_image, self.max_input_megapixels)
         planned = plan_items(request, template, style)
-        # LoadImage accepts any file name (its list is a snapshot of ComfyUI's input folder),
-        # so a stand-in name checks the graph before the real upload.
-        graphs = [render_item(template, {**p, "input_image": "studio_check.png"}
-                              if "input_image" in p else p) for p in planned]
+        graphs = [checked_graph(template, p) for p in planned]
         if self.hosts.several:
             self._check_on_hosts(graphs)
             return template, planned
@@ -209,6 +214,18 @@ class ImageJobs:
             raise InvalidInput(self.public(f"This workflow can't run on ComfyUI: {shown}"),
                                hint="Nothing was queued.")
         return template, planned
+
+    def likely_host(self, request: ImageRequest, prepared) -> str | None:
+        """The ComfyUI host the request's first prompt would go to now (None with one host),
+        so that the GPU policy makes room on that machine: a host that can run the graph
+        (has its checkpoint and nodes), with room, shortest queue first."""
+        if not self.hosts.several:
+            return None
+        template, planned = prepared
+        graph = checked_graph(template, planned[0])
+        with self._cond:
+            busy = dict(self._host_busy)
+        return self.hosts.route(self.hosts.capable(graph), busy, self.inflight).host
 
     def _check_on_hosts(self, graphs: list[dict]) -> None:
         """``prepare``'s check with several hosts: each distinct graph must run on at least

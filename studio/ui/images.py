@@ -338,9 +338,10 @@ def render(services) -> SimpleNamespace:
             gr.Warning(f"Workflow left out: {note}")
         return updates
 
-    def make_room(workflow: str) -> None:
-        """Ask the GPU coordinator (Models tab) to make room, and say what it did."""
-        notice = gpu_room_notice(services.gpu_coordinator, library, workflow, jobs.public)
+    def make_room(workflow: str, host: str | None) -> None:
+        """Ask the GPU coordinator (Models tab) to make room on ``host``'s machine, and say
+        what it did."""
+        notice = gpu_room_notice(services.gpu_coordinator, library, workflow, jobs.public, host)
         if notice is not None:
             (gr.Warning if notice.warning else gr.Info)(notice.text)
 
@@ -353,7 +354,7 @@ def render(services) -> SimpleNamespace:
         except StudioError as exc:
             yield (refused_html(jobs.public(str(exc))), *[gr.skip()] * 5)
             raise
-        make_room(image_request.workflow)
+        make_room(image_request.workflow, jobs.likely_host(image_request, prepared))
         live = jobs.submit(image_request, user=user, lane=lane, prepared=prepared)
         view = claim_view(request)
         yield (progress_html(live.snapshot()), None, [], gr.update(visible=True),

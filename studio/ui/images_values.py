@@ -360,13 +360,15 @@ class Notice:
     warning: bool = False
 
 
-def gpu_room_notice(coordinator, library, workflow: str, public) -> Notice | None:
-    """Ask the GPU coordinator (Models tab) to make room for a job of ``workflow``; return
-    what to say about it (None: nothing). ``public`` cuts ComfyUI's address out of a text.
-    GPU sharing is advice: when asking fails it is logged and the job goes on without it."""
+def gpu_room_notice(coordinator, library, workflow: str, public,
+                    host: str | None = None) -> Notice | None:
+    """Ask the GPU coordinator (Models tab) to make room for a job of ``workflow`` on the
+    machine of ComfyUI ``host`` (None: one host); return what to say about it (None:
+    nothing). ``public`` cuts ComfyUI's address out of a text. GPU sharing is advice: when
+    asking fails it is logged and the job goes on without it."""
     try:
         family = library.get(workflow).family or "default"
-        outcome = coordinator.before_image_job(family)
+        outcome = coordinator.before_image_job(family, host=host)
     except Exception:  # noqa: BLE001 - GPU sharing is advice; the job goes on without it
         log.warning("GPU coordination before an image job failed", exc_info=True)
         return None
