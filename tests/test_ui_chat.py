@@ -200,3 +200,49 @@ def test_ui_chat_search_finds_emoji_and_says_when_nothing_matches(store, tmp_pat
              if not value.startswith((GROUP, MORE))]
     assert [label.split(" — ")[0] for label in chats] == titles
     assert (shown["value"], shown["visible"]) == (note, bool(note))
+
+
+def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little(
+        store, tmp_path, fake_ollama):
+    """/send at a model's pace: the first update carries the first token and shows Stop,
+    and nothing that costs Gradio a rebuilt component (the window's buttons, the queue's
+    chips, the sidebar); those come once, with the next update. In between, the session
+    goes only when its rows changed, and there are far fewer updates than tokens."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from studio.clients.ollama import OllamaClient
+    from studio.ui.chat_handlers import STOP_LABEL, ChatPage
+    from studio.ui.chat_values import new_session
+    from tests.fakes.ollama_server import make_tokens
+    from tests.test_chat_service import LOCAL, make_service
+
+    client = OllamaClient(fake_ollama.url, timeout=10)
+    chat = make_service(store, tmp_path, client)
+    page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.125,
+                                                             max_page_sessions=500)))
+    tokens = make_tokens(60)
+    fake_ollama.queue_reply(tokens, delay=[0.0, 0.3] + [0.02] * 58)
+    try:
+        updates = list(page.on_send({"text": "hi", "files": []}, new_session(), LOCAL, "",
+                                    False, 0.8, 0.9, 0, -1, 0, "auto"))
+    finally:
+        client.close()
+    skip = gr.skip()
+    first, extras, *middle, last = updates
+    sess, rows, _stats, stop, _conv, _last_open, queue, earlier, newer = first
+    assert rows[-1]["content"] == "tok0 "  # the first token, the moment it came
+    assert stop == gr.update(visible=True) and queue is None
+    assert isinstance(earlier, str) and isinstance(newer, str)  # plain: nothing rebuilt
+    assert sess["chat_id"] and sess["index"] == [1, 2]
+    assert all(isinstance(v, dict) for v in (extras[4], extras[6], extras[7], extras[8]))
+    for update in middle:
+        assert update[0] == skip  # the same rows: the session is not sent again
+        assert update[3] == STOP_LABEL and update[6] is None
+        assert not any(isinstance(v, dict) for v in update[4:])
+    assert last[0]["chat_id"] == sess["chat_id"] and last[3] == gr.update(visible=False)
+    answer = [r for r in last[1] if r["role"] == "assistant" and not r.get("metadata")][-1]
+    assert answer["content"] == "".join(tokens)
+    assert len(updates) <= len(tokens) // 4
