@@ -207,7 +207,8 @@ def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little
     """/send at a model's pace: the first update carries the first token and shows Stop,
     and nothing that costs Gradio a rebuilt component (the window's buttons, the queue's
     chips, the sidebar); those come once, with the next update. In between, the session
-    goes only when its rows changed, and there are far fewer updates than tokens."""
+    goes only when its rows changed, and there are far fewer updates than tokens. The
+    rows are as Gradio sends them (the event skips postprocessing: chat_wire.py)."""
     from types import SimpleNamespace
 
     import gradio as gr
@@ -233,7 +234,7 @@ def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little
     skip = gr.skip()
     first, extras, *middle, last = updates
     sess, rows, _stats, stop, _conv, _last_open, queue, earlier, newer = first
-    assert rows[-1]["content"] == "tok0 "  # the first token, the moment it came
+    assert rows[-1]["content"] == [{"type": "text", "text": "tok0 "}]  # the first token
     assert stop == gr.update(visible=True) and queue is None
     assert isinstance(earlier, str) and isinstance(newer, str)  # plain: nothing rebuilt
     assert sess["chat_id"] and sess["index"] == [1, 2]
@@ -244,5 +245,26 @@ def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little
         assert not any(isinstance(v, dict) for v in update[4:])
     assert last[0]["chat_id"] == sess["chat_id"] and last[3] == gr.update(visible=False)
     answer = [r for r in last[1] if r["role"] == "assistant" and not r.get("metadata")][-1]
-    assert answer["content"] == "".join(tokens)
+    assert answer["content"] == [{"type": "text", "text": "".join(tokens)}]
     assert len(updates) <= len(tokens) // 4
+
+
+def test_ui_chat_wire_rows_are_what_gradio_postprocessing_makes_of_them(tmp_path):
+    """The events that stream replies skip Gradio's postprocessing (chat_wire.py): what they
+    yield must be what postprocessing would have sent, text, figures, buttons and images."""
+    import gradio as gr
+    from PIL import Image
+
+    from studio.ui.chat_wire import ChatWire
+
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (4, 4)).save(picture)
+    turns = [Turn(seq=1, role="user", content="  look\n\tat <b>this</b>", images=(str(picture),)),
+             Turn(seq=2, role="assistant", content="a cat", thinking="hmm", ttft_ms=100,
+                  tokens_per_s=20.0, completion_tokens=3, model="llava", backend="ollama",
+                  notices=("switched",))]
+    rows, _ = chatbot_value(turns)
+    assert ChatWire().rows(rows) == gr.Chatbot(render=False).postprocess(rows).model_dump()
+    assert ChatWire().rows(rows)[0]["content"][0]["text"].startswith("look")
+    assert ChatWire.text("  Generating with x…\n") == gr.Markdown(render=False).postprocess(
+        "  Generating with x…\n")

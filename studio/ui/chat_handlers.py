@@ -26,6 +26,7 @@ from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_sidebar import GROUP, MORE, Sidebars
+from .chat_wire import ChatWire
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
                           no_match_note, parse_turn_action, queued_label, split_message,
                           typed_from_shown)
@@ -108,6 +109,8 @@ class ChatPage:
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
         self.queues = PageQueues()
+        # The values of the events wired with postprocess=False (``chat_wire``).
+        self.wire = ChatWire()
         # How far each page's list was paged, for as many pages as Gradio keeps state for.
         self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
 
@@ -134,23 +137,27 @@ class ChatPage:
         return gr.update(choices=[(queued_label(i.message, i.held), i.id) for i in items],
                          value=None, visible=bool(items), label=QUEUE_LABEL)
 
-    def follow(self, sess: dict, reply, view, user: str):
+    def follow(self, sess: dict, reply, view, user: str, *, wire: bool = False):
         """Yield (rows, index, snapshot, shown) as the live reply grows, while ``view``
         holds. The page shows from its window's first message to the newest. The rows of
-        the turns before the reply are built once; each update rebuilds only the reply's."""
+        the turns before the reply are built once; each update rebuilds only the reply's.
+        ``wire``: rows as Gradio sends them (``chat_wire``), for postprocess=False events."""
+        shape = self.wire.rows if wire else (lambda rows: rows)
         shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
         base, last = shown.turns[:-1], shown.turns[-1]
         base_rows, base_index = chatbot_value(base)
+        base_rows = shape(base_rows)
         for snap in self.chat.follow(reply, interval=self.settings.stream_interval,
                                      first_wait=FIRST_UPDATE_WAIT_S):
             if not self.views.holds(view):
                 return
             rows, index = chatbot_value([turn_with_snapshot(last, snap)])
-            yield base_rows + rows, base_index + index, snap, shown
+            yield base_rows + shape(rows), base_index + index, snap, shown
 
     def stream(self, sess: dict, started: Started, view, user: str):
         """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase,
-        earlier, newer) (the last two: the window's buttons).
+        earlier, newer) (the last two: the window's buttons), as Gradio sends them
+        (``chat_wire``: the events that stream replies skip Gradio's postprocessing).
 
         Phases: "first" (shows the Stop button), "extras" (the first update after the
         reply's first words: the window's buttons, and in ``replies`` the queue's chips
@@ -168,9 +175,10 @@ class ChatPage:
         sess = {**sess, "chat_id": started.chat_id}
         stored = not sess["incognito"]
         first, extras_due, worded = True, True, False
-        for rows, index, snap, shown in self.follow(sess, started.reply, view, user):
+        for rows, index, snap, shown in self.follow(sess, started.reply, view, user,
+                                                    wire=True):
             sess = {**sess, "index": index}  # a new dict: the page has the one last sent
-            stats = stats_text(snap)
+            stats = self.wire.text(stats_text(snap))
             chat_id = sess["chat_id"] if stored else None
             if snap.done:
                 conv = (self.list_update(user, "", chat_id, view[0] if view else None)
@@ -423,7 +431,8 @@ class ChatPage:
         except NotFound:  # deleted in another tab meanwhile
             turns = []
         last_open = "" if sess.get("incognito") else (sess.get("chat_id") or "")
-        return sess, chatbot_value(turns)[0], line, gr.skip(), gr.skip(), last_open
+        return (sess, self.wire.rows(chatbot_value(turns)[0]), self.wire.text(line), gr.skip(),
+                gr.skip(), last_open)
 
     def on_stop(self, sess, request: gr.Request = None):
         try:
@@ -498,6 +507,7 @@ class ChatPage:
         self.views.claim(request)  # what a follower of this page still sends is stale
         sess = with_window(sess, shown)
         rows, sess["index"] = chatbot_value(shown.turns)
+        rows = self.wire.rows(rows)  # postprocess=False, as for the replies it streams
         yield (sess, rows, "", gr.skip(), gr.skip(), self.queue_update(page_of(request)),
                *window_buttons(shown))
 
