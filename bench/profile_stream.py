@@ -39,6 +39,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (ROOT, os.path.join(ROOT, "bench")):
     if path not in sys.path:
         sys.path.insert(0, path)
+# --studio PATH: the studio package of another checkout (the code before a change), read
+# before anything imports it; the fake Ollama and this harness stay this checkout's.
+if "--studio" in sys.argv[1:-1]:
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--studio") + 1]))
 
 from bench_chat import (STUDIO_ARGS, FakeProcess, answer_text, find_endpoint,  # noqa: E402
                         find_page_event, free_port, open_page)
@@ -161,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting for the studio, e.g. STUDIO_STREAM_INTERVAL=0.1")
+    ap.add_argument("--studio", metavar="PATH", help="measure another checkout's studio")
     ap.add_argument("--top", type=int, default=35, help="rows of the profile to print")
     ap.add_argument("--profile", action="store_true",
                     help="also profile one reply (cProfile in every server thread)")
@@ -171,6 +176,9 @@ def main(argv=None) -> int:
     from studio.config import Settings
     from studio.services import build_services
     from studio.ui.app import build_app, launch_kwargs
+
+    import studio
+    print(f"studio from {os.path.dirname(os.path.dirname(studio.__file__))}")
 
     profiles: list[cProfile.Profile] = []
 
