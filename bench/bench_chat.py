@@ -649,7 +649,8 @@ def bench_stream(fake: FakeProcess, studio: App, baseline: App, sizes: list[int]
                     f"{med(r, 'net_cpu_per_1k'):.3f} (gross {med(r, 'cpu_per_1k'):.3f}), "
                     f"TTFT {med(r, 'ttft_ms'):.1f} ms")
                 if browser:
-                    res[app.name, "page", "fifty"] = browser_ttft(fake, app, fifty_runs, is_studio)
+                    res[app.name, "page", "fifty"] = browser_ttft(fake, app, max(runs, fifty_runs),
+                                                                  is_studio)
                     log(f"{app.name} 50 tok/s in chromium: TTFT {res[app.name, 'page', 'fifty']}")
                 r = res[app.name, "sse", "paced"]
                 log(f"{app.name} paced {n}: {med(r, 'updates')} updates, bytes/token by third "
