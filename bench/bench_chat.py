@@ -35,6 +35,12 @@ What runs, one thing at a time; every figure is the median of several runs:
   token of the first, middle and last third are reported, with the server CPU per update.
 * Two probes of realistic pacing: the first token 20 ms late (a model's prompt
   processing), and 300 tokens at ~100 tokens/s (server CPU per update at a model's pace).
+* 50 tokens/s (issue 16): 200 tokens, each 20 ms after the last (the first too), at least
+  3 runs: server CPU per 1,000 tokens net of idle (the app's idle CPU rate measured for 1 s
+  before and after the reply, times the reply's wall time, taken out), and the time to
+  first token on the browser's route; then in headless chromium (Debian's, as the browser
+  tests use; ``--skip-browser`` leaves it out), a fresh page per run sends "hi" with Enter
+  and the page's own clock times Enter → the first token in its DOM (a MutationObserver).
 
 Everything binds 127.0.0.1; every run has a deadline; children are stopped on exit.
 """
@@ -73,6 +79,8 @@ LATE_FIRST_TOKEN_S = 0.020
 PACED_DELAY_S = 0.0005  # between tokens in the paced run: ~1,300-2,000 tokens/s
 RUN_TIMEOUT_S = 60.0  # one reply; a run past this is abandoned (and redone once)
 MODEL_SPEED = (300, 0.01)  # a reply at a real model's pace: 300 tokens at ~100 tokens/s
+FIFTY = (200, 0.02)  # 50 tokens/s: 200 tokens, each (the first too) 20 ms after the last
+IDLE_S = 1.0  # idle CPU is measured this long before and after each 50 tokens/s reply
 
 # Targets from the issue (ratios against the bare Gradio app, ms against direct Ollama).
 TARGET_START_RATIO = 1.2
@@ -80,6 +88,8 @@ TARGET_RSS_RATIO = 1.3
 TARGET_TTFT_ADDED_MS = 10.0
 TARGET_TPS = 2000.0
 TARGET_CPU_PER_1K = 0.03
+TARGET_PACED_CPU_PER_1K = 0.5  # at 50 tokens/s, net of idle (issue 16)
+TARGET_PACED_TTFT_ADDED_MS = 10.0  # the paced first token, against the bare app
 
 
 def log(msg: str) -> None:
@@ -235,14 +245,14 @@ class App:
             self.log = None
 
 
-def make_apps(fake_url: str, data_dir: str) -> tuple[App, App]:
+def make_apps(fake_url: str, data_dir: str, studio_root: str = ROOT) -> tuple[App, App]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "STUDIO_"))}
     base.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
                 HF_HUB_OFFLINE="1", OLLAMA_HOST=fake_url)
     studio_env = {**base, "STUDIO_DATA_DIR": data_dir, "OPENROUTER_API_KEY": "",
                   "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"}  # a closed port
     baseline_env = {**base, "BASELINE_MODEL": MODEL}
-    studio = App("studio", [sys.executable, "app.py"], studio_env)
+    studio = App("studio", [sys.executable, "app.py"], studio_env, cwd=studio_root)
     baseline = App("baseline", [sys.executable, os.path.join("bench", "baseline_app.py")], baseline_env)
     return studio, baseline
 
@@ -296,6 +306,7 @@ class Run:
     final_bytes: int = 0  # the process_completed message
     stream_bytes: int = 0  # all SSE messages but process_completed
     page_join_ms: float | None = None  # the new session's first queue/join POST (page open)
+    net_cpu_per_1k: float | None = None  # cpu_per_1k less the app's idle burn meanwhile
 
     @property
     def tps_or_overall(self) -> float:
@@ -467,6 +478,81 @@ def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: 
                       final_bytes=final_bytes, stream_bytes=sum(b for b, _ in gen))
 
 
+def idle_rate(app: App, seconds: float = IDLE_S) -> float:
+    """The app's CPU-s per second with nothing asked of it (Gradio's queue polls every
+    1 ms, ~40-60 ms/s here, whatever the app)."""
+    cpu0, t0 = app.cpu_s(), time.perf_counter()
+    time.sleep(seconds)
+    return (app.cpu_s() - cpu0) / (time.perf_counter() - t0)
+
+
+def run_fifty(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint) -> Run:
+    """A reply at 50 tokens/s through the browser's route; its server CPU also net of the
+    idle burn, measured just before and after for as long as the reply took."""
+    n, delay = FIFTY
+    before = idle_rate(app)
+    t0 = time.perf_counter()
+    run = run_sse(fake, app, http, ep, page, n, delay=delay)
+    wall = time.perf_counter() - t0  # page open + reply + the 50 ms after it (run_sse)
+    idle = (before + idle_rate(app)) / 2
+    run.net_cpu_per_1k = run.cpu_per_1k - idle * wall / n * 1000
+    return run
+
+
+def browser_ttft(fake: FakeProcess, app: App, runs: int, studio: bool) -> list[float]:
+    """Headless chromium (Debian's, as the browser tests use): a fresh page per run sends
+    "hi" with Enter for a reply at 50 tokens/s; the page's own clock from the Enter key
+    to the first token in its DOM (a MutationObserver on textContent), in ms. [] without
+    chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        log("chromium is not installed: no page figures")
+        return []
+    box = "#chat-input textarea" if studio else "textarea"
+    n, delay = FIFTY
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for i in range(runs + 1):  # the first warms the browser's cache, not counted
+                ctx = browser.new_context()  # no stored state: the studio opens a new chat
+                try:
+                    pg = ctx.new_page()
+                    pg.goto(app.url)
+                    pg.wait_for_selector(box, timeout=30_000)
+                    if studio:  # the model list is filled on load
+                        pg.wait_for_function("() => { const i = document.querySelector("
+                                             "'#model-picker input'); return i && i.value; }",
+                                             timeout=30_000)
+                    pg.evaluate("""() => {
+                      window.__t0 = null; window.__t1 = null;
+                      document.addEventListener('keydown', (e) => {
+                        if (e.key === 'Enter' && window.__t0 === null) window.__t0 = performance.now();
+                      }, true);
+                      new MutationObserver(() => {
+                        if (window.__t0 !== null && window.__t1 === null
+                            && document.body.textContent.includes('tok0')) window.__t1 = performance.now();
+                      }).observe(document.body, {subtree: true, childList: true, characterData: true});
+                    }""")
+                    fake.queue(n, delay)
+                    pg.fill(box, "hi")
+                    pg.press(box, "Enter")
+                    pg.wait_for_function("() => window.__t1 !== null", timeout=RUN_TIMEOUT_S * 1000)
+                    ms = pg.evaluate("() => window.__t1 - window.__t0")
+                    pg.wait_for_function(f"() => document.body.textContent.includes('tok{n - 1}')",
+                                         timeout=RUN_TIMEOUT_S * 1000)
+                    if i:
+                        times.append(ms)
+                finally:
+                    ctx.close()
+        finally:
+            browser.close()
+    return times
+
+
 # --------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------
@@ -507,7 +593,7 @@ def bench_start(studio: App, baseline: App, runs: int) -> dict:
 
 
 def bench_stream(fake: FakeProcess, studio: App, baseline: App, sizes: list[int], runs: int,
-                 paced_runs: int) -> dict:
+                 paced_runs: int, browser: bool = True) -> dict:
     import httpx
     import ollama
     from gradio_client import Client
@@ -554,6 +640,18 @@ def bench_stream(fake: FakeProcess, studio: App, baseline: App, sizes: list[int]
                 res[app.name, "sse", "model"] = [
                     retried(f"{app.name} model pace", run_sse, fake, app, http, ep, page, MODEL_SPEED[0],
                             delay=MODEL_SPEED[1]) for _ in range(paced_runs)]
+                fifty_runs = max(3, paced_runs)
+                res[app.name, "sse", "fifty"] = [
+                    retried(f"{app.name} 50 tok/s", run_fifty, fake, app, http, ep, page)
+                    for _ in range(fifty_runs)]
+                r = res[app.name, "sse", "fifty"]
+                log(f"{app.name} 50 tok/s: {med(r, 'updates')} updates, CPU-s per 1k net of idle "
+                    f"{med(r, 'net_cpu_per_1k'):.3f} (gross {med(r, 'cpu_per_1k'):.3f}), "
+                    f"TTFT {med(r, 'ttft_ms'):.1f} ms")
+                if browser:
+                    res[app.name, "page", "fifty"] = browser_ttft(fake, app, max(runs, fifty_runs),
+                                                                  is_studio)
+                    log(f"{app.name} 50 tok/s in chromium: TTFT {res[app.name, 'page', 'fifty']}")
                 r = res[app.name, "sse", "paced"]
                 log(f"{app.name} paced {n}: {med(r, 'updates')} updates, bytes/token by third "
                     + " / ".join(f"{statistics.median(x.thirds[k] for x in r):.1f}" for k in range(3)))
@@ -694,6 +792,27 @@ def build_table(start: dict | None, res: dict | None, sizes: list[int], runs: in
                      f"{fmt(med(sm, 'updates'), 0)} / {fmt(med(sm, 'cpu_per_1k'), 3)} / {fmt(per_update(sm), 2)}",
                      f"{fmt(med(bm, 'updates'), 0)} / {fmt(med(bm, 'cpu_per_1k'), 3)} / {fmt(per_update(bm), 2)}",
                      "", "", ""))
+        sf, bf = res["studio", "sse", "fifty"], res["baseline", "sse", "fifty"]
+        c = med(sf, "net_cpu_per_1k")
+        rows.append((f"Server CPU-s per 1,000 tokens at 50 tokens/s ({FIFTY[0]} tokens at "
+                     f"{FIFTY[1] * 1000:.0f} ms), browser route, net of idle ({len(sf)} runs)",
+                     fmt(c, 3), fmt(med(bf, "net_cpu_per_1k"), 3), "",
+                     f"≤ {TARGET_PACED_CPU_PER_1K}", yes(c <= TARGET_PACED_CPU_PER_1K)))
+        rows.append(("Same reply: gross CPU-s per 1,000 tokens (idle included) / SSE updates",
+                     f"{fmt(med(sf, 'cpu_per_1k'), 3)} / {fmt(med(sf, 'updates'), 0)}",
+                     f"{fmt(med(bf, 'cpu_per_1k'), 3)} / {fmt(med(bf, 'updates'), 0)}", "", "", ""))
+        t, b = med(sf, "ttft_ms"), med(bf, "ttft_ms")
+        rows.append(("TTFT, same reply (first token 20 ms late), browser route, ms", fmt(t),
+                     fmt(b), fmt(med(res["direct", "late"], "ttft_ms")),
+                     f"≤ bare + {TARGET_PACED_TTFT_ADDED_MS:.0f} = {fmt(b + TARGET_PACED_TTFT_ADDED_MS)}",
+                     yes(t <= b + TARGET_PACED_TTFT_ADDED_MS)))
+        sp_, bp_ = res.get(("studio", "page", "fifty")), res.get(("baseline", "page", "fifty"))
+        if sp_ and bp_:
+            t, b = med(sp_), med(bp_)
+            rows.append((f"TTFT in the page, same reply: headless chromium, Enter → first token "
+                         f"in the DOM, ms ({len(sp_)} runs)", fmt(t), fmt(b), "",
+                         f"≤ bare + {TARGET_PACED_TTFT_ADDED_MS:.0f} = {fmt(b + TARGET_PACED_TTFT_ADDED_MS)}",
+                         yes(t <= b + TARGET_PACED_TTFT_ADDED_MS)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -730,6 +849,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="100,1000,5000", help="reply sizes in tokens (default %(default)s)")
     ap.add_argument("--skip-start", action="store_true", help="skip the cold-start figures")
     ap.add_argument("--skip-stream", action="store_true", help="skip the streaming figures")
+    ap.add_argument("--studio", metavar="PATH", default=ROOT,
+                    help="the checkout whose app.py is measured (default: this one), e.g. a "
+                         "worktree of the code before a change")
+    ap.add_argument("--skip-browser", action="store_true",
+                    help="skip the headless chromium time to first token")
     ap.add_argument("--write", action="store_true", help="put the table into docs/benchmarks.md")
     ap.add_argument("--json", metavar="PATH", help="also write every run's raw figures there")
     ap.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
@@ -751,12 +875,13 @@ def main(argv=None) -> int:
     fake = FakeProcess()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-studio-") as data_dir:
-            studio, baseline = make_apps(fake.url, data_dir)
+            studio, baseline = make_apps(fake.url, data_dir, os.path.abspath(args.studio))
             try:
                 if not args.skip_start:
                     start = bench_start(studio, baseline, start_runs)
                 if not args.skip_stream:
-                    res = bench_stream(fake, studio, baseline, sizes, runs, paced_runs)
+                    res = bench_stream(fake, studio, baseline, sizes, runs, paced_runs,
+                                       browser=not args.skip_browser)
             finally:
                 studio.stop()
                 baseline.stop()
@@ -765,7 +890,8 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t_begin
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python bench/bench_chat.py" + (" --quick" if args.quick else "")
+    cmd = "python bench/bench_chat.py" + (" --quick" if args.quick else "") + (
+        f" --studio {args.studio}" if os.path.abspath(args.studio) != ROOT else "")
     header = (f"Run {when} on {machine()}: `{cmd}` took {elapsed:.0f} s; fake Ollama at full "
               f"speed in its own process. 1-min load average before / after: {load0:.2f} / "
               f"{os.getloadavg()[0]:.2f} (the run itself adds about 1).")
@@ -775,7 +901,8 @@ def main(argv=None) -> int:
     print(header + "\n\n" + table)
     if args.json:
         raw = {"when": when, "machine": machine(), "start": start,
-               "stream": {" ".join(map(str, k)): [{**vars(r)} for r in v] for k, v in (res or {}).items()}}
+               "stream": {" ".join(map(str, k)): [r if isinstance(r, float) else {**vars(r)} for r in v]
+                          for k, v in (res or {}).items()}}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(raw, f, indent=1)
     if args.write:

@@ -90,8 +90,10 @@ class Settings:
     max_page_sessions: int = _setting("STUDIO_MAX_PAGE_SESSIONS", 500,
                                       "Open pages whose state the server keeps (about 0.6 MB "
                                       "each); past this the least recently used is forgotten.")
-    stream_interval: float = _setting("STUDIO_STREAM_INTERVAL", 0.05,
-                                      "Seconds between UI updates while a reply streams.")
+    stream_interval: float = _setting("STUDIO_STREAM_INTERVAL", 0.125,
+                                      "Seconds between UI updates once a reply streams "
+                                      "steadily; the first words show at once and the first "
+                                      "second is finer (from 0.04 s).")
     budget_daily_usd: float = _setting("STUDIO_BUDGET_DAILY_USD", 0.0,
                                        "Cloud spending cap per day, all users together, in USD "
                                        "(0 = no cap).")

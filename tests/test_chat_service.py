@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from studio.chat.models import ChatModels
-from studio.chat.replies import ReplyManager
+from studio.chat.replies import ReplyManager, update_gap
 from studio.chat.router import Router
 from studio.chat.service import ChatService
 from studio.chat.streams import ChatStreams
@@ -28,6 +28,7 @@ from studio.events import ChatOptions, Usage
 from studio.models.gpu_coordinator import ModelsInUse
 from studio.store.db import storage_fault
 from studio.store.usage import UsageStore
+from tests.fakes.ollama_server import make_tokens
 from tests.fakes.openrouter_server import DEFAULT_KEY
 
 LOCAL = "ollama:llama3.2:latest"
@@ -533,3 +534,28 @@ def test_service_says_which_requests_it_admits_without_io(store, tmp_path, ollam
     assert not chat.admits_at_once(LOCAL, text, user="bob")  # bob's role not known yet
     chat._limits.admit_chat("bob")()
     assert chat.admits_at_once(LOCAL, text, user="bob")
+
+
+def most_updates(streaming_s: float, interval: float) -> int:
+    """The most snapshots ``follow`` may yield for a reply that streamed ``streaming_s``
+    seconds after its first token: the first, one per gap of ``update_gap``, the last. A
+    slower machine only makes the gaps longer, so this bounds every run."""
+    count, t = 2, 0.0
+    while t < streaming_s:
+        t += update_gap(t, interval)
+        count += 1
+    return count
+
+
+def test_chat_follow_paced_reply_shows_the_first_token_alone_then_coalesces(chat, fake_ollama):
+    tokens = make_tokens(80)
+    # The first token at once, the next after a pause (the first update can only hold the
+    # first), then 50 tokens a second, as a model streams.
+    fake_ollama.queue_reply(tokens, delay=[0.0, 0.3] + [0.02] * 78)
+    started = chat.send(None, "hi", model=LOCAL, user="owner")
+    snaps = list(chat.follow(started.reply, interval=0.125, first_wait=5.0))
+    assert snaps[0].text == "tok0 " and not snaps[0].done  # no "waiting" update before it
+    last = snaps[-1]
+    assert last.done and last.text == "".join(tokens)
+    assert len(snaps) <= most_updates((last.elapsed_ms - last.ttft_ms) / 1000, 0.125)
+    assert len(snaps) <= len(tokens) // 4  # one update per token was the cost (issue 16)

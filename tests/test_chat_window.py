@@ -75,10 +75,19 @@ def long_chat(services):
     return make_long_chat(services.settings.db_path.parent, N, "old")
 
 
+def text_of(row) -> str | None:
+    """A row's text: handlers give a string, and the events that stream replies give it
+    as Gradio sends it (a list of blocks: chat_wire.py); None for a picture."""
+    content = row["content"]
+    if isinstance(content, list):
+        return "".join(b["text"] for b in content if b.get("type") == "text") or None
+    return content if isinstance(content, str) else None
+
+
 def texts(rows) -> list[str]:
     """The messages' texts, without the rows of buttons under the turns (↻, ‹ n/m ›)."""
-    return [r["content"] for r in rows if isinstance(r["content"], str) and r["content"]
-            and not r["content"].startswith('<span class="turn-tools">')]
+    return [t for t in map(text_of, rows)
+            if t and not t.startswith('<span class="turn-tools">')]
 
 
 def number(text: str) -> int:
@@ -239,7 +248,7 @@ def test_page_versions_inside_a_window_read_the_shown_branch_and_keep_the_start(
     assert newer_btn["visible"] is False and earlier_btn["visible"] is (first is not None)
     shown = [m.seq for m in services.store.messages(long_chat, first=first)]
     assert [s for s in dict.fromkeys(s for s in sess["index"] if s is not None)] == shown
-    assert any('class="turn-version">1/2<' in r["content"] for i, r in enumerate(rows)
+    assert any('class="turn-version">1/2<' in (text_of(r) or "") for i, r in enumerate(rows)
                if sess["index"][i] is None)
     # Retry by row after all that: the stored answer at that row gets a new version.
     answer_row = max(i for i, s in enumerate(sess["index"]) if s is not None

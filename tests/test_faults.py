@@ -256,7 +256,8 @@ def shown_reply(update) -> tuple[str, str]:
     update (the rows after the answer are its collapsed figures)."""
     _sess, rows, stats, *_ = update
     answer = [r for r in rows if r["role"] == "assistant" and not r.get("metadata")]
-    return (answer[-1]["content"] if answer else ""), stats
+    # The send event's rows are as Gradio sends them (blocks of text: chat_wire.py).
+    return ("".join(b["text"] for b in answer[-1]["content"]) if answer else ""), stats
 
 
 @pytest.mark.parametrize("answers, lines", [

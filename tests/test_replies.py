@@ -6,7 +6,7 @@ import pytest
 
 from studio.errors import StreamInterrupted
 from studio.events import ChatDelta, ChatDone, ChatMessage, ChatNotice, ChatOptions, ChatThinking, Usage
-from studio.chat.replies import STOPPED_BY_USER, ReplyManager
+from studio.chat.replies import RAMP_S, START_GAP_S, STOPPED_BY_USER, ReplyManager, update_gap
 
 
 class RecordingStore:
@@ -157,6 +157,29 @@ def test_replies_follow_coalesces_updates():
     snaps = list(manager.follow(reply, interval=0.05))
     assert snaps[-1].text.count("t") == 500
     assert len(snaps) < 100
+
+
+@pytest.mark.parametrize("interval", [0.125, 0.3, 0.04, 0.01])
+def test_replies_update_gap_grows_from_the_start_gap_to_the_interval(interval):
+    gaps = [update_gap(t / 10, interval) for t in range(-1, 40)]
+    assert gaps[0] == gaps[1] == min(START_GAP_S, interval)  # the first words: finest
+    assert gaps == sorted(gaps)  # never finer later on
+    assert max(gaps) == pytest.approx(interval)
+    assert update_gap(RAMP_S, interval) == pytest.approx(interval)
+
+
+def test_replies_follow_piles_tokens_up_during_its_gap_and_the_end_cuts_it_short():
+    """A follower waiting out its gap (woken by the reply's end only, not by each token)
+    sends what came meanwhile as one update."""
+    gate = threading.Event()
+    events = [ChatDelta("a")] + [ChatDelta("b")] * 50 + [ChatDone("ollama", "m")]
+    manager = ReplyManager(scripted(*events, gate=gate, after=1))
+    reply = manager.start("ollama:m", [], ChatOptions())
+    follower = manager.follow(reply, interval=30.0, first_wait=5.0)
+    first = next(follower)
+    gate.set()  # the other tokens and the end come while the follower waits (30 s gap)
+    rest = list(follower)  # the end cut the gap short
+    assert first.text == "a" and len(rest) == 1 and rest[0].text == "a" + "b" * 50
 
 
 @pytest.mark.parametrize("unknown", ["nope", ""])

@@ -200,3 +200,78 @@ def test_ui_chat_search_finds_emoji_and_says_when_nothing_matches(store, tmp_pat
              if not value.startswith((GROUP, MORE))]
     assert [label.split(" — ")[0] for label in chats] == titles
     assert (shown["value"], shown["visible"]) == (note, bool(note))
+
+
+def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little(
+        store, tmp_path, fake_ollama):
+    """/send at a model's pace: the first update carries the first token and shows Stop,
+    and nothing that costs Gradio a rebuilt component (the window's buttons, the queue's
+    chips, the sidebar); those come once, with the next update. In between, the session
+    goes only when its rows changed, and there are far fewer updates than tokens. The
+    rows are as Gradio sends them (the event skips postprocessing: chat_wire.py)."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from studio.clients.ollama import OllamaClient
+    from studio.ui.chat_handlers import STOP_LABEL, ChatPage
+    from studio.ui.chat_values import new_session
+    from tests.fakes.ollama_server import make_tokens
+    from tests.test_chat_service import LOCAL, make_service
+
+    client = OllamaClient(fake_ollama.url, timeout=10)
+    chat = make_service(store, tmp_path, client)
+    page = ChatPage(SimpleNamespace(chat=chat, models=None, presets=[],
+                                    settings=SimpleNamespace(stream_interval=0.125,
+                                                             max_page_sessions=500)))
+    tokens = make_tokens(60)
+    fake_ollama.queue_reply(tokens, delay=[0.0, 0.3] + [0.02] * 58)
+    try:
+        updates = list(page.on_send({"text": "hi", "files": []}, new_session(), LOCAL, "",
+                                    False, 0.8, 0.9, 0, -1, 0, "auto"))
+    finally:
+        client.close()
+    skip = gr.skip()
+    first, last = updates[0], updates[-1]
+    sess, _rows, _stats, stop, _conv, _last_open, queue, earlier, newer = first
+    assert stop == gr.update(visible=True) and queue is None
+    assert isinstance(earlier, str) and isinstance(newer, str)  # plain: nothing rebuilt
+    assert sess["chat_id"]
+    # The first update with words (the first one, unless the first token took longer than
+    # the page's first wait: then the first says "waiting") holds the first token alone.
+    def said(update) -> str:
+        return "".join(block["text"] for block in update[1][-1]["content"])
+
+    worded = next(i for i, u in enumerate(updates) if said(u))
+    assert updates[worded][1][-1]["content"] == [{"type": "text", "text": "tok0 "}]
+    extras = updates[worded + 1]
+    assert all(isinstance(v, dict) for v in (extras[4], extras[6], extras[7], extras[8]))
+    for update in updates[1:worded] + updates[worded + 2:-1]:
+        assert update[0] == skip  # the same rows: the session is not sent again
+        assert update[3] == STOP_LABEL and update[6] is None
+        assert not any(isinstance(v, dict) for v in update[4:])
+    assert last[0]["chat_id"] == sess["chat_id"] and last[3] == gr.update(visible=False)
+    answer = [r for r in last[1] if r["role"] == "assistant" and not r.get("metadata")][-1]
+    assert answer["content"] == [{"type": "text", "text": "".join(tokens)}]
+    assert len(updates) <= len(tokens) // 4
+
+
+def test_ui_chat_wire_rows_are_what_gradio_postprocessing_makes_of_them(tmp_path):
+    """The events that stream replies skip Gradio's postprocessing (chat_wire.py): what they
+    yield must be what postprocessing would have sent, text, figures, buttons and images."""
+    import gradio as gr
+    from PIL import Image
+
+    from studio.ui.chat_wire import ChatWire
+
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (4, 4)).save(picture)
+    turns = [Turn(seq=1, role="user", content="  look\n\tat <b>this</b>", images=(str(picture),)),
+             Turn(seq=2, role="assistant", content="a cat", thinking="hmm", ttft_ms=100,
+                  tokens_per_s=20.0, completion_tokens=3, model="llava", backend="ollama",
+                  notices=("switched",))]
+    rows, _ = chatbot_value(turns)
+    assert ChatWire().rows(rows) == gr.Chatbot(render=False).postprocess(rows).model_dump()
+    assert ChatWire().rows(rows)[0]["content"][0]["text"].startswith("look")
+    assert ChatWire.text("  Generating with x…\n") == gr.Markdown(render=False).postprocess(
+        "  Generating with x…\n")

@@ -31,6 +31,31 @@ StreamFn = Callable[..., Iterator[object]]
 
 STOPPED_BY_USER = "Stopped by you before the reply finished."
 
+# How a page follows a reply (``ReplyManager.follow``). Each update costs the server a few
+# ms whatever it carries (Gradio rebuilds, diffs and sends the outputs: bench/
+# profile_stream.py), so updates are coalesced by the reply's own pace: the first words go
+# out the moment they arrive; after each update the follower lets tokens pile up for a gap
+# that starts at START_GAP_S and grows to the follower's ``interval`` over RAMP_S of
+# streaming (the start of a reply reads as typed, then ~8 updates a second read as smooth);
+# a token that comes after the gap has passed goes out at once, so a slow model's every
+# token shows when it lands.
+START_GAP_S = 0.04
+RAMP_S = 1.0
+
+
+def update_gap(streaming_s: float, interval: float) -> float:
+    """Seconds a follower waits after an update, ``streaming_s`` seconds after the reply's
+    first token, when updates come at most every ``interval`` once the reply streams
+    steadily. Grows from ``min(START_GAP_S, interval)`` to ``interval`` over ``RAMP_S``.
+
+    >>> [round(update_gap(t, 0.125), 4) for t in (0.0, 0.5, 1.0, 5.0)]
+    [0.04, 0.0825, 0.125, 0.125]
+    >>> update_gap(2.0, 0.01)  # finer than the start: that interval throughout
+    0.01
+    """
+    start = min(START_GAP_S, interval)
+    return start + (interval - start) * min(1.0, max(0.0, streaming_s) / RAMP_S)
+
 
 @dataclass(frozen=True)
 class ReplySnapshot:
@@ -91,8 +116,16 @@ class LiveReply(Live):
     cancel: threading.Event = field(default_factory=threading.Event)
     # Set once the worker is all done: the reply stored, accounted and its on_finish run.
     settled: threading.Event = field(default_factory=threading.Event)
+    # Set when the reply ends (``finished``): a follower waiting out its gap wakes for the
+    # end only, not for every token (a wake per token is CPU for nothing).
+    ended: threading.Event = field(default_factory=threading.Event)
     # Joined text cached per version, so followers don't re-join a 5,000-part list each time.
     _joined: tuple[int, str, str] = (-1, "", "")
+
+    def notify(self) -> None:
+        super().notify()
+        if self.finished is not None:
+            self.ended.set()
 
     def _snapshot_locked(self) -> ReplySnapshot:
         if self._joined[0] != self.version:
@@ -192,16 +225,20 @@ class ReplyManager:
         self._persist(reply, final=True)
         return True
 
-    def follow(self, reply: LiveReply, *, interval: float = 0.05, first_wait: float = 0.0,
+    def follow(self, reply: LiveReply, *, interval: float = 0.125, first_wait: float = 0.0,
                timeout: float = 3600.0) -> Iterator[ReplySnapshot]:
-        """Yield snapshots as the reply grows, at most one per ``interval``; the last is done.
+        """Yield snapshots as the reply grows; the last is done. Updates are coalesced by
+        the reply's pace (``update_gap``): the first one with text the moment it arrives,
+        then at most one per gap, the gap growing from ``START_GAP_S`` to ``interval``.
 
         Coalescing matters: at full speed a model emits thousands of tokens a second, and
-        one browser update per token would cost far more CPU than the generation.
+        at a model's pace (30-100 tokens/s) one browser update per token would cost the
+        server more CPU than reading the model's stream.
 
         ``first_wait``: before the first snapshot, wait up to this long for something to
-        show (a token, a notice, the end). A fast model's first update then carries text,
-        and the first token is not queued behind an update that only says "waiting".
+        show (a token, a notice, the end); the wait ends the moment one arrives. A fast
+        model's first update then carries text, and the first token is not queued behind
+        an update that only says "waiting".
         """
         deadline = time.monotonic() + timeout
         if first_wait > 0:
@@ -216,10 +253,11 @@ class ReplyManager:
                 yield snap
             if snap.done or time.monotonic() > deadline:
                 return
-            if interval and (snap.text or snap.thinking):
-                # Let tokens pile up for a moment; a finished reply wakes us early. Not before
-                # the first token: that one goes out the moment it arrives.
-                reply.wait_finished(interval)
+            first_token = reply.first_token
+            if interval and first_token is not None:
+                # Let tokens pile up for a moment; the end wakes us early. Not before the
+                # first token: that one goes out the moment it arrives.
+                reply.ended.wait(update_gap(time.monotonic() - first_token, interval))
 
     # -- the worker ---------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ def render(services) -> SimpleNamespace:
         api_visibility="private", queue=False, show_progress="hidden").then(
         page.on_send, [outgoing, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
-        show_progress="hidden", trigger_mode="multiple").failure(
+        show_progress="hidden", trigger_mode="multiple", postprocess=False).failure(
         None, [outgoing, chat_input], [chat_input], js=GIVE_BACK_MESSAGE_JS,
         api_visibility="private", queue=False, show_progress="hidden")
     queue_view.input(page.on_take_back, [queue_view, chat_input], [queue_view, chat_input],
@@ -161,18 +161,21 @@ def render(services) -> SimpleNamespace:
     stop_btn.click(page.on_stop, [session], None, api_name="stop", concurrency_limit=None,
                    concurrency_id="chat-stop", queue=False)
     reply_out = [session, chatbot, stats_md, stop_btn, conv_list, queue_view, *window_out]
+    # The events that stream a reply (send, retry, edit, the turns' buttons) yield values
+    # as Gradio sends them (chat_wire.py): postprocess=False spares each update a thread
+    # hop per output and the rebuilding of every message (bench/profile_stream.py).
     chatbot.retry(page.on_retry, [session, model_dd, system_box, *params], reply_out,
                   api_visibility="private", concurrency_limit=None, concurrency_id="chat-retry",
-                  show_progress="hidden")
+                  show_progress="hidden", postprocess=False)
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
-                 show_progress="hidden")
+                 show_progress="hidden", postprocess=False)
     # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
     # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
     turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
     turn_action.input(page.on_turn_action, [turn_action, session, model_dd, system_box, *params],
                       reply_out, api_visibility="private", concurrency_limit=None,
-                      concurrency_id="chat-turn", show_progress="hidden")
+                      concurrency_id="chat-turn", show_progress="hidden", postprocess=False)
     new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
                queue_view, *window_out]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")

@@ -26,6 +26,7 @@ from ..models.pulls import full_model_name
 from ..presets import apply_preset
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_sidebar import GROUP, MORE, Sidebars
+from .chat_wire import ChatWire
 from .chat_values import (chatbot_value, collect_options, merge_into_box, new_session,
                           no_match_note, parse_turn_action, queued_label, split_message,
                           typed_from_shown)
@@ -108,6 +109,8 @@ class ChatPage:
         # the old follower stop writing into the page, while its reply goes on on the server.
         self.views = PageViews()
         self.queues = PageQueues()
+        # The values of the events wired with postprocess=False (``chat_wire``).
+        self.wire = ChatWire()
         # How far each page's list was paged, for as many pages as Gradio keeps state for.
         self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
 
@@ -134,26 +137,35 @@ class ChatPage:
         return gr.update(choices=[(queued_label(i.message, i.held), i.id) for i in items],
                          value=None, visible=bool(items), label=QUEUE_LABEL)
 
-    def follow(self, sess: dict, reply, view, user: str):
+    def follow(self, sess: dict, reply, view, user: str, *, wire: bool = False):
         """Yield (rows, index, snapshot, shown) as the live reply grows, while ``view``
-        holds. The page shows from its window's first message to the newest."""
+        holds. The page shows from its window's first message to the newest. The rows of
+        the turns before the reply are built once; each update rebuilds only the reply's.
+        ``wire``: rows as Gradio sends them (``chat_wire``), for postprocess=False events."""
+        shape = self.wire.rows if wire else (lambda rows: rows)
         shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
         base, last = shown.turns[:-1], shown.turns[-1]
+        base_rows, base_index = chatbot_value(base)
+        base_rows = shape(base_rows)
         for snap in self.chat.follow(reply, interval=self.settings.stream_interval,
                                      first_wait=FIRST_UPDATE_WAIT_S):
             if not self.views.holds(view):
                 return
-            rows, index = chatbot_value(base + [turn_with_snapshot(last, snap)])
-            yield rows, index, snap, shown
+            rows, index = chatbot_value([turn_with_snapshot(last, snap)])
+            yield base_rows + shape(rows), base_index + index, snap, shown
 
     def stream(self, sess: dict, started: Started, view, user: str):
         """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase,
-        earlier, newer) (the last two: the window's buttons).
+        earlier, newer) (the last two: the window's buttons), as Gradio sends them
+        (``chat_wire``: the events that stream replies skip Gradio's postprocessing).
 
-        Only the first and last updates touch the Stop button and the sidebar. The ones in
-        between repeat plain values, which Gradio diffs to nothing: a gr.update or gr.skip
-        makes Gradio rebuild that component for every update, and that cost dominated the
-        server's CPU per streamed update (bench/bench_chat.py)."""
+        Phases: "first" (shows the Stop button), "extras" (the first update after the
+        reply's first words: the window's buttons, and in ``replies`` the queue's chips
+        and a new chat's place in the sidebar), "middle", and "last" (or "only" when the
+        first is also the last). The first update carries nothing else, so the first
+        words are not held up by rebuilt components. The ones in between repeat plain
+        values, which Gradio diffs to nothing: a gr.update or gr.skip makes Gradio rebuild
+        that component for every update (~0.5 ms each, bench/profile_stream.py)."""
         if sess.get("chat_id") != started.chat_id:
             sess = {**sess, "first": None, "last": None}
         elif sess.get("last") is not None:
@@ -162,22 +174,27 @@ class ChatPage:
                     "last": None}
         sess = {**sess, "chat_id": started.chat_id}
         stored = not sess["incognito"]
-        first = True
-        for rows, index, snap, shown in self.follow(sess, started.reply, view, user):
-            sess["index"] = index
-            stats = stats_text(snap)
+        first, extras_due, worded = True, True, False
+        for rows, index, snap, shown in self.follow(sess, started.reply, view, user,
+                                                    wire=True):
+            sess = {**sess, "index": index}  # a new dict: the page has the one last sent
+            stats = self.wire.text(stats_text(snap))
             chat_id = sess["chat_id"] if stored else None
-            buttons = window_buttons(shown) if first or snap.done else window_labels(shown)
             if snap.done:
                 conv = (self.list_update(user, "", chat_id, view[0] if view else None)
                         if stored else chat_id)
                 yield sess, rows, stats, gr.update(visible=False), conv, \
-                    "only" if first else "last", *buttons
+                    "only" if first else "last", *window_buttons(shown)
             elif first:
-                yield sess, rows, stats, gr.update(visible=True), chat_id, "first", *buttons
+                yield sess, rows, stats, gr.update(visible=True), chat_id, "first", \
+                    *window_labels(shown)
+            elif extras_due and worded:
+                extras_due = False
+                yield sess, rows, stats, STOP_LABEL, chat_id, "extras", *window_buttons(shown)
             else:
-                yield sess, rows, stats, STOP_LABEL, chat_id, "middle", *buttons
+                yield sess, rows, stats, STOP_LABEL, chat_id, "middle", *window_labels(shown)
             first = False
+            worded = worded or bool(snap.text or snap.thinking or snap.done)
 
     def replies(self, sess: dict, started: Started, view, user: str, page: str | None,
                 token: str):
@@ -196,19 +213,25 @@ class ChatPage:
             while True:
                 last_open = started.chat_id if not sess["incognito"] else ""
                 final = None
+                sent_index = None  # the chatbot's index as the page's session last had it
                 for sess, rows, stats, stop, conv, phase, *buttons in self.stream(
                         sess, started, view, user):
-                    # A new chat joins the sidebar with the second update, not the first:
+                    # A new chat joins the sidebar with the extras, not the first update:
                     # the list costs a query and a rebuilt component, which the first token
                     # would wait for.
-                    if not listed and phase == "middle":
+                    if not listed and phase == "extras":
                         conv = self.list_update(user, "", started.chat_id, page)
-                    listed = listed or phase != "first"
+                    listed = listed or phase not in ("first", "middle")
                     if phase in ("last", "only"):
                         final = (sess, rows, stats, stop, conv, last_open)
-                    else:  # plain None in between: Gradio diffs it to nothing (``stream``)
-                        yield (sess, rows, stats, stop, conv, last_open,
-                               None if phase == "middle" else self.queue_update(page), *buttons)
+                        continue
+                    # The session goes to the page when its index changed (a row came,
+                    # e.g. the thinking): a State output costs Gradio a config rebuild.
+                    same = sent_index == sess["index"]
+                    sent_index = list(sess["index"])
+                    # Plain None in between: Gradio diffs it to nothing (``stream``).
+                    yield (gr.skip() if same else sess, rows, stats, stop, conv, last_open,
+                           self.queue_update(page) if phase == "extras" else None, *buttons)
                 snap = started.reply.snapshot()
                 if snap.done:  # a queued message's prompt must include this answer
                     started.reply.settled.wait(SETTLE_WAIT_S)
@@ -314,10 +337,15 @@ class ChatPage:
                opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page),
                *window_buttons(opened.view))
         if live is not None:
+            # In between, what the first update set is repeated as plain values (Gradio
+            # diffs them to nothing; a gr.update or gr.skip rebuilds the component each
+            # time). The sidebar and the model picker are skipped: on_page_load sets them.
+            before, after = window_labels(opened.view)
             for rows, index, snap, _shown in self.follow(sess, live, view, user):
                 sess["index"] = index
-                yield (sess, rows, stats_text(snap), gr.update(visible=not snap.done),
-                       *[gr.skip()] * 7)
+                yield (sess, rows, stats_text(snap),
+                       gr.update(visible=False) if snap.done else STOP_LABEL, opened.title,
+                       gr.skip(), gr.skip(), opened.chat_id, None, before, after)
 
     @ui_errors
     def on_earlier(self, sess, request: gr.Request = None):
@@ -403,7 +431,8 @@ class ChatPage:
         except NotFound:  # deleted in another tab meanwhile
             turns = []
         last_open = "" if sess.get("incognito") else (sess.get("chat_id") or "")
-        return sess, chatbot_value(turns)[0], line, gr.skip(), gr.skip(), last_open
+        return (sess, self.wire.rows(chatbot_value(turns)[0]), self.wire.text(line), gr.skip(),
+                gr.skip(), last_open)
 
     def on_stop(self, sess, request: gr.Request = None):
         try:
@@ -478,6 +507,7 @@ class ChatPage:
         self.views.claim(request)  # what a follower of this page still sends is stale
         sess = with_window(sess, shown)
         rows, sess["index"] = chatbot_value(shown.turns)
+        rows = self.wire.rows(rows)  # postprocess=False, as for the replies it streams
         yield (sess, rows, "", gr.skip(), gr.skip(), self.queue_update(page_of(request)),
                *window_buttons(shown))
 
