@@ -30,6 +30,9 @@ from . import images as images_tab
 from . import models as models_tab
 
 
+MAX_EVENTS = 400  # Gradio's events running at once, and its threads (``launch_kwargs``)
+
+
 def _logo_html(services) -> str:
     path = Path(services.settings.brand_logo)
     if not path.is_absolute():
@@ -113,13 +116,29 @@ def build_app(services) -> gr.Blocks:
         gr.on([chat_block.select, arena_block.select, *(p.focus for p in pickers)], on_models,
               [models_seen, *pickers], [models_seen, *pickers], api_visibility="private",
               concurrency_limit=None, concurrency_id="models-follow", show_progress="hidden")
+        # A page's load: the status strip (backend probes, cached 10 s for all pages) and the
+        # Chat tab, which reads only the store and the model lists already known, so the
+        # page is complete without waiting on Ollama or OpenRouter. Then, after the page is
+        # filled: a reply still streaming in the reopened chat is followed, and the picker
+        # is checked against Ollama (nothing is sent when its list has not changed). Other
+        # tabs load when first opened (``tab_opened``).
         demo.load(on_status, None, status_strip, api_visibility="private",
                   concurrency_limit=None, concurrency_id="status-load", show_progress="hidden")
-        demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
-                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-load",
-                  show_progress="hidden")
+        page_load = demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
+                              api_visibility="private", concurrency_limit=None,
+                              concurrency_id="chat-load", show_progress="hidden")
+        page_load.then(**chat_parts.follow)
+        page_load.then(on_models, [models_seen, *pickers], [models_seen, *pickers],
+                       api_visibility="private", concurrency_limit=None,
+                       concurrency_id="models-follow", show_progress="hidden")
         settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
                               api_visibility="private", show_progress="hidden")
+    # Events without a limit of their own (quick actions: rename, pin, export, a preset...)
+    # run at most 4 at once each, so a burst of one kind can't take every event slot.
+    # Everything that follows work the server does anyway (a reply, an image job, a pull,
+    # an arena run, the status tick) or that a person waits on while typing (open, search,
+    # send) says concurrency_limit=None where it is wired, with its own concurrency_id.
+    demo.queue(default_concurrency_limit=4)
     secure_events(demo, services.access.role_of, audit=services.access.audit.record)
     return demo
 
@@ -163,6 +182,12 @@ def launch_kwargs(services) -> dict:
                     *MetricsApi(services.metrics, services.operations, token=s.metrics_token,
                                 sign_in_required=services.access.sign_in_required).routes()]},
                 run_history=False,
+                # Gradio runs at most max_threads events at once (40 by default) and a sync
+                # generator holds a thread while it waits for its next update: each reply
+                # streaming into a page, each followed image job or pull holds one for its
+                # whole life. At 40 a 41st chat's message would wait behind 40 replies at a
+                # model's pace; waiting threads cost no CPU and little memory.
+                max_threads=MAX_EVENTS,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
                 favicon_path=None)
