@@ -87,6 +87,16 @@ class HostPool:
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self.models_version = 0  # goes up when a host's models or up/down state change
+        self._asked_at = clock()  # when a request last asked for a host (``order``)
+        self._on_ask: list[Callable[[], None]] = []
+
+    def on_ask(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap, non-blocking) each time a request asks for a host."""
+        self._on_ask.append(listener)
+
+    def idle_s(self) -> float:
+        """Seconds since a request last asked for a host (since the pool was made, if none)."""
+        return self._clock() - self._asked_at
 
     # -- what is known
 
@@ -182,8 +192,11 @@ class HostPool:
         skip = set(exclude)
         with self._lock:
             now = self._clock()
+            self._asked_at = now
             views = [self._views[n] for n in self._order if n not in skip]
             stuck = self._sticky.get(sticky) if sticky is not None else None
+        for listener in self._on_ask:
+            listener()
         ready = [v for v in views if v.up is not False and not v.cooling(now) and v.has(model)]
         loaded_anywhere = model is not None and any(model in v.loaded for v in ready)
 
