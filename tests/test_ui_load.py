@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,7 +89,8 @@ def test_load_queue_settings_are_deliberate(demo):
     from studio.ui.app import launch_kwargs
 
     app, services = demo
-    assert app._queue.default_concurrency_limit == 4
+    limits = {f.concurrency_limit for f in app.fns.values()}
+    assert limits == {None, 4}  # none left to Gradio's default (1, or an environment variable)
     # Gradio runs at most max_threads events at once (40 by default): 40 replies streaming
     # would hold them all.
     assert launch_kwargs(services)["max_threads"] >= 200
@@ -226,5 +228,34 @@ def test_load_idle_studio_threads_all_wait(tmp_path, fake_ollama):
                 busy[thread.name] = f"{frame.f_code.co_filename}:{frame.f_lineno} " \
                                     f"{frame.f_code.co_name}"
         assert busy == {}
+    finally:
+        studio.close()
+
+
+def test_load_page_assets_are_compressed_once_and_kept_by_the_browser(tmp_path, fake_ollama):
+    import re
+
+    import brotli
+    import gradio
+
+    studio = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                "OLLAMA_HOST": fake_ollama.url})
+    try:
+        with httpx.Client(base_url=studio.url, timeout=30) as http:
+            page = http.get("/").text
+            name = re.search(r"/assets/(index-[A-Za-z0-9_-]{8}\.js)", page).group(1)
+            on_disk = (Path(gradio.__file__).parent / "templates" / "frontend" / "assets"
+                       / name).read_bytes()
+            raw = []
+            for _ in range(2):
+                with http.stream("GET", f"/assets/{name}",
+                                 headers={"accept-encoding": "br"}) as answer:
+                    assert answer.headers["content-encoding"] == "br"
+                    assert "immutable" in answer.headers["cache-control"]
+                    raw.append(b"".join(answer.iter_raw()))
+            assert brotli.decompress(raw[0]) == on_disk and raw[0] == raw[1]
+            plain = http.get(f"/assets/{name}", headers={"accept-encoding": "identity"})
+            assert "content-encoding" not in plain.headers and plain.content == on_disk
+            assert http.get("/assets/no-such-file.js").status_code == 404
     finally:
         studio.close()

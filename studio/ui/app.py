@@ -22,6 +22,7 @@ from ..api.openai import OpenAIApi
 from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
+from .assets import AssetCache
 from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
 from . import chat, costs, settings as settings_tab
@@ -31,6 +32,7 @@ from . import models as models_tab
 
 
 MAX_EVENTS = 400  # Gradio's events running at once, and its threads (``launch_kwargs``)
+QUICK_LIMIT = 4  # each event wired without a concurrency limit of its own (``build_app``)
 
 
 def _logo_html(services) -> str:
@@ -134,11 +136,15 @@ def build_app(services) -> gr.Blocks:
         settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
                               api_visibility="private", show_progress="hidden")
     # Events without a limit of their own (quick actions: rename, pin, export, a preset...)
-    # run at most 4 at once each, so a burst of one kind can't take every event slot.
-    # Everything that follows work the server does anyway (a reply, an image job, a pull,
-    # an arena run, the status tick) or that a person waits on while typing (open, search,
-    # send) says concurrency_limit=None where it is wired, with its own concurrency_id.
-    demo.queue(default_concurrency_limit=4)
+    # run at most QUICK_LIMIT at once each, so a burst of one kind can't take every event
+    # slot. Everything that follows work the server does anyway (a reply, an image job, a
+    # pull, an arena run, the status tick) or that a person waits on while typing (open,
+    # search, send) says concurrency_limit=None where it is wired, with its own
+    # concurrency_id. Set on the events, not with demo.queue(): that rebuilds Gradio's whole
+    # app (~0.3 s of every start), and a later queue() call can't change it.
+    for block_fn in demo.fns.values():
+        if block_fn.concurrency_limit == "default":
+            block_fn.concurrency_limit = QUICK_LIMIT
     secure_events(demo, services.access.role_of, audit=services.access.audit.record)
     return demo
 
@@ -171,7 +177,7 @@ def launch_kwargs(services) -> dict:
                 allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
-                app_kwargs={"middleware": [gate], "routes": [
+                app_kwargs={"middleware": [gate, Middleware(AssetCache)], "routes": [
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
                     *ImagesApi(services.images, services.keys, data,
                                services.gpu_coordinator).routes(),
