@@ -90,7 +90,8 @@ def fill(data_dir: Path) -> dict[str, str]:
 
     store = Store.open(data_dir / "studio.db")
     ids = {}
-    for title, size in (("long A", OPEN_SIZE), ("long B", OPEN_SIZE), ("short", 4)):
+    for title, size in (("long A", OPEN_SIZE), ("long B", OPEN_SIZE), ("short A", 4),
+                        ("short B", 4)):
         conv = store.create_conversation(title, user="owner", model="llama3.2:latest",
                                          backend="ollama")
         for n in range(size):
@@ -152,8 +153,9 @@ def page_loads(browser, url: str, selector: str, runs: int) -> tuple[list[float]
     return times, joins
 
 
-def chat_opens(browser, url: str, runs: int) -> list[float]:
-    """Click-to-shown for a chat of OPEN_SIZE messages, alternating between two."""
+def chat_opens(browser, url: str, runs: int, kind: str = "long") -> list[float]:
+    """Click-to-shown for a chat of OPEN_SIZE messages (``kind`` "long") or of 4 ("short"),
+    alternating between two such chats."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     page.goto(url)
@@ -161,7 +163,7 @@ def chat_opens(browser, url: str, runs: int) -> list[float]:
                            ".some(l => l.innerText.includes('long B'))", timeout=30_000)
     times = []
     for run in range(runs + 2):  # the first two open each chat once, unmeasured
-        title = "long A" if run % 2 == 0 else "long B"
+        title = f"{kind} A" if run % 2 == 0 else f"{kind} B"
         ms = page.evaluate(OPEN_JS, [title, f"The end of {title}."])
         if ms < 0:
             raise RuntimeError(f"opening {title!r} failed ({ms})")
@@ -188,7 +190,9 @@ def bench_browser(studio, baseline, runs: int) -> dict:
                         f"{med(res[app.name, 'joins'])} events on load")
                     if app is studio:
                         res["open"] = chat_opens(browser, app.url, runs * 2)
-                        log(f"open a chat of {OPEN_SIZE}: {fmt(med(res['open']))} ms")
+                        res["open short"] = chat_opens(browser, app.url, runs * 2, "short")
+                        log(f"open a chat of {OPEN_SIZE}: {fmt(med(res['open']))} ms, of 4: "
+                            f"{fmt(med(res['open short']))} ms")
                 finally:
                     app.stop()
         finally:
@@ -350,7 +354,9 @@ def bench_concurrent(fake, studio, baseline, comfy_url: str, chat_id: str, round
                     if probe is not None:
                         job = image_job(app, http, comfy_url)
                         probe.start()
+                    cpu0 = app.cpu_s()
                     many += chats_at_once(fake, app, ep, page, CONCURRENT)
+                    res.setdefault((app.name, "cpu"), []).append(app.cpu_s() - cpu0)
                     if probe is not None:
                         probe.stop()
                         probe._stop.clear()
@@ -389,6 +395,8 @@ def build_table(start, browser, conc, runs: int) -> str:
         o = med(browser["open"])
         rows.append((f"Click a chat of {OPEN_SIZE} messages → shown (ms, chromium)", fmt(o), "",
                      f"≤ {TARGET_OPEN_MS:.0f}", yes(o <= TARGET_OPEN_MS)))
+        rows.append(("  the same for a chat of 4 messages (Gradio's round trip and a redraw)",
+                     fmt(med(browser["open short"])), "", "", ""))
     if conc:
         for name in ("studio", "baseline"):
             one, many = conc[name, "single"], conc[name, "many"]
@@ -399,6 +407,9 @@ def build_table(start, browser, conc, runs: int) -> str:
                      f"({PACE[0]} tokens at {PACE[1] * 1000:.0f} ms; studio + an image job)",
                      conc["studio", "cell"], conc["baseline", "cell"],
                      f"p95 ≤ one + {TARGET_P95_ADDED_MS:.0f}", yes(sm <= s1 + TARGET_P95_ADDED_MS)))
+        rows.append((f"Server CPU-s for the {CONCURRENT} chats (4,000 tokens; studio: and the "
+                     "image job and the probe)", fmt(med(conc["studio", "cpu"]), 2),
+                     fmt(med(conc["baseline", "cpu"]), 2), "", ""))
         for kind in conc["probe idle"]:
             idle, busy = conc["probe idle"][kind], conc["probe busy"][kind]
             rows.append((f"  {kind} (ms): studio idle / while the {CONCURRENT} stream (median, max)",
@@ -452,7 +463,7 @@ def main(argv=None) -> int:
                 if not args.skip_browser:
                     browser = bench_browser(studio, baseline, runs)
                 if not args.skip_concurrent:
-                    conc = bench_concurrent(fake, studio, baseline, comfy.url, ids["short"],
+                    conc = bench_concurrent(fake, studio, baseline, comfy.url, ids["short A"],
                                             max(2, runs // 2))
             finally:
                 studio.stop()
