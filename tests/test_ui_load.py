@@ -212,15 +212,15 @@ WAITING = {"wait", "select", "poll", "get", "_wait_for_tstate_lock", "accept", "
 def test_load_idle_studio_threads_all_wait(tmp_path, fake_ollama):
     """After start, with no page open, every thread the studio (or Gradio) started waits on
     an event, a condition, a queue or a selector: none is busy."""
-    before = {t.ident for t in threading.enumerate()}
+    before = set(threading.enumerate())
     studio = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
                                 "OLLAMA_HOST": fake_ollama.url,
                                 "STUDIO_BACKUP_DIR": str(tmp_path / "backups")})
     try:
         threading.Event().wait(1.0)  # let start-up's one-off work end
         frames = sys._current_frames()
-        started = [t for t in threading.enumerate() if t.ident not in before]
-        assert started
+        started = [t for t in threading.enumerate() if t not in before]
+        assert started, [t.name for t in threading.enumerate()]
         busy = {}
         for thread in started:
             frame = frames.get(thread.ident)
