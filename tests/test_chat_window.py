@@ -181,6 +181,9 @@ def test_page_reopened_while_a_reply_streams_follows_it_on_the_newest(page, serv
     shown = page.on_open(long_chat, new_session(), request=request("page-2"))
     updates = list(page.on_follow(shown[0], request=request("page-2")))
     first_rows, last_rows = shown[1], updates[-1][1]
+    # Once followed, the page's next on_follow (after "More chats…") starts no second one.
+    assert list(page.on_follow(updates[-1][0], request=request("page-2"))) == \
+        [(gr.skip(),) * 4]
     assert texts(first_rows)[-1] == "question at the end" or \
         texts(first_rows)[-2] == "question at the end"
     assert texts(last_rows)[-2:] == ["question at the end", "Slow answer."]

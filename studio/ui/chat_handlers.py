@@ -335,8 +335,11 @@ class ChatPage:
         if live is None:  # it ended (and was forgotten) between the open and now
             shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
             rows, index = chatbot_value(shown.turns)
-            yield {**sess, "index": index}, rows, "", gr.update(visible=False)
+            yield {**sess, "index": index, "streaming": False}, rows, "", gr.update(visible=False)
             return
+        # Followed from here on: a later on_follow of this page (after "More chats…", which
+        # opens nothing) must not start a second follower of the same reply.
+        sess = {**sess, "streaming": False}
         for rows, index, snap, _shown in self.follow(sess, live, view, user):
             sess["index"] = index
             yield sess, rows, stats_text(snap), gr.update(visible=not snap.done)
