@@ -389,6 +389,10 @@ def build_table(start, browser, conc, runs: int) -> str:
         s, b = med(start["studio"]["start"]), med(start["baseline"]["start"])
         rows.append(("Cold start to the first 200 (s)", fmt(s, 2), fmt(b, 2),
                      f"≤ {TARGET_START_RATIO} × bare", yes(s <= TARGET_START_RATIO * b)))
+        s, b = med(start["studio"]["start_cpu"]), med(start["baseline"]["start_cpu"])
+        rows.append(("  its CPU time (s; less hostage to other load than the wall time)",
+                     fmt(s, 2), fmt(b, 2), f"≤ {TARGET_START_RATIO} × bare",
+                     yes(s <= TARGET_START_RATIO * b)))
         s, b = med(start["studio"]["idle_cpu"]), med(start["baseline"]["idle_cpu"])
         rows.append(("Idle CPU, no page open (CPU-ms/s)", fmt(s, 1), fmt(b, 1), "≤ bare",
                      yes(s <= b * 1.05)))

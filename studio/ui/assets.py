@@ -22,7 +22,7 @@ from dataclasses import dataclass
 PREFIX = "/assets/"
 COMPRESSIBLE = (".js", ".css", ".json", ".svg", ".html", ".map", ".txt")
 # Vite's content hash in a file name: a new Gradio version means new names.
-HASHED = re.compile(r"-[A-Za-z0-9_-]{8}\.(js|css)$")
+HASHED = re.compile(r"-[A-Za-z0-9_-]{8,}\.(js|css)$")
 YEAR = "public, max-age=31536000, immutable"
 DAY = "public, max-age=86400"
 
