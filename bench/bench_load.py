@@ -420,14 +420,16 @@ def build_table(start, browser, conc, runs: int) -> str:
         rows.append((f"TTFT (ms): one chat / {CONCURRENT} at once p50 / p95 "
                      f"({PACE[0]} tokens at {PACE[1] * 1000:.0f} ms; studio + an image job)",
                      conc["studio", "cell"], conc["baseline", "cell"],
-                     f"p95 ≤ one + {TARGET_P95_ADDED_MS:.0f}", yes(sm <= s1 + TARGET_P95_ADDED_MS)))
+                     f"p95 ≤ one + {TARGET_P95_ADDED_MS:.0f}",
+                     yes(sm <= s1 + TARGET_P95_ADDED_MS)))
         rows.append((f"Server CPU-s for the {CONCURRENT} chats (4,000 tokens; studio: and the "
                      "image job and the probe)", fmt(med(conc["studio", "cpu"]), 2),
                      fmt(med(conc["baseline", "cpu"]), 2), "", ""))
         for kind in conc["probe idle"]:
             idle, busy = conc["probe idle"][kind], conc["probe busy"][kind]
-            rows.append((f"  {kind} (ms): studio idle / while the {CONCURRENT} stream (median, max)",
-                         f"{fmt(med(idle))} / {fmt(med(busy))}, max {fmt(max(busy) if busy else None)}",
+            worst = fmt(max(busy) if busy else None)
+            rows.append((f"  {kind} (ms): studio idle / while the {CONCURRENT} stream "
+                         "(median, max)", f"{fmt(med(idle))} / {fmt(med(busy))}, max {worst}",
                          "", "keeps answering", yes(bool(busy))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
