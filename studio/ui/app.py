@@ -130,7 +130,10 @@ def build_app(services) -> gr.Blocks:
                               api_visibility="private", concurrency_limit=None,
                               concurrency_id="chat-load", show_progress="hidden")
         page_load.then(**chat_parts.follow)
-        page_load.then(on_models, [models_seen, *pickers], [models_seen, *pickers],
+        # As for a page never filled (-1, a constant): the Chat tab's select, which Gradio
+        # also fires as the page opens, may have checked and moved models_seen before the
+        # load's picker (from the known lists) landed over its answer.
+        page_load.then(on_models, [gr.State(-1), *pickers], [models_seen, *pickers],
                        api_visibility="private", concurrency_limit=None,
                        concurrency_id="models-follow", show_progress="hidden")
         settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
