@@ -38,7 +38,6 @@ if __name__ == "__main__":
         print(f"\n  WARNING: {services.exposure.warning}\n", file=sys.stderr)
     # The server believes X-Forwarded-For / -Proto only from these (Caddy on this box).
     os.environ["FORWARDED_ALLOW_IPS"] = settings.trusted_proxies
-    demo.queue(default_concurrency_limit=4)
     _app, _local_url, share_url = demo.launch(prevent_thread_lock=True,
                                               **launch_kwargs(services))
     if share_url:

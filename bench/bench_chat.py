@@ -571,11 +571,13 @@ def retried(what: str, fn, *args, **kwargs) -> Run:
 
 
 def bench_start(studio: App, baseline: App, runs: int) -> dict:
-    res = {a: {"start": [], "rss": [], "idle_cpu": []} for a in ("studio", "baseline")}
+    res = {a: {"start": [], "start_cpu": [], "rss": [], "idle_cpu": []}
+           for a in ("studio", "baseline")}
     for i in range(runs + 1):  # run 0 warms the page cache and creates the data dir
         for app in (studio, baseline) if i % 2 == 0 else (baseline, studio):
             try:
                 s = app.start()
+                start_cpu = app.cpu_s()  # CPU-s to the first 200: less hostage to the load
                 time.sleep(1.0)
                 cpu0 = app.cpu_s()
                 time.sleep(4.0)
@@ -585,6 +587,7 @@ def bench_start(studio: App, baseline: App, runs: int) -> dict:
                 app.stop()
             if i:
                 res[app.name]["start"].append(s)
+                res[app.name]["start_cpu"].append(start_cpu)
                 res[app.name]["rss"].append(rss)
                 res[app.name]["idle_cpu"].append(idle)
             log(f"start {app.name} #{i}{' (warm-up, not counted)' if not i else ''}: "

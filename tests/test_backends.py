@@ -216,3 +216,27 @@ def test_a_probe_that_raises_counts_as_down():
     HealthChecker(pool, probe).check_now()
     assert pool.view("a").up is False and pool.view("a").problem == "boom"
     assert pool.view("b").up is True
+
+
+def test_backends_health_checks_sleep_while_nobody_asks_and_wake_on_a_request(monkeypatch):
+    """No page, no API caller: the hosts are not probed every interval; the first request
+    that asks the pool for a host wakes the checks."""
+    from studio.backends import health as health_module
+
+    monkeypatch.setattr(health_module, "IDLE_ROUNDS", 1)
+    now = [0.0]
+    pool = HostPool(parse_hosts("OLLAMA_HOST", "a=http://127.0.0.1:9, b=http://127.0.0.1:10"),
+                    clock=lambda: now[0])
+    checker = HealthChecker(pool, lambda spec: Health(True, models=("m",)), interval_s=0.05)
+    checker.start()
+    try:
+        assert checker.wait_rounds(1, timeout=10)
+        now[0] = 10.0  # no request for far more than IDLE_ROUNDS intervals
+        checker.wait_rounds(10**9, timeout=0.3)  # the round under way (if any) ends
+        asleep = checker.rounds
+        # Twenty intervals' worth of time: a polling checker would run ~20 rounds.
+        assert not checker.wait_rounds(asleep + 1, timeout=1.0)
+        pool.order("m")
+        assert checker.wait_rounds(asleep + 1, timeout=10)
+    finally:
+        checker.close()

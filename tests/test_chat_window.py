@@ -96,14 +96,13 @@ def number(text: str) -> int:
 
 
 def opened(page, value, sess=None, req=None):
-    updates = list(page.on_open(value, sess or new_session(), request=req or request()))
-    return updates[0]
+    return page.on_open(value, sess or new_session(), request=req or request())
 
 
 def test_page_a_long_chat_opens_on_its_newest_messages(page, long_chat):
     sess, rows, *_rest, earlier_btn, newer_btn = opened(page, long_chat)
     assert [number(t) for t in texts(rows)] == list(range(N - OPEN + 1, N + 1))
-    assert earlier_btn["visible"] is True and "(900 more)" in earlier_btn["value"]
+    assert earlier_btn["visible"] is True and f"({N - OPEN:,} more)" in earlier_btn["value"]
     assert newer_btn["visible"] is False
     assert (sess["first"], sess["last"]) == (N - OPEN + 1, None)
 
@@ -188,8 +187,12 @@ def test_page_reopened_while_a_reply_streams_follows_it_on_the_newest(page, serv
                                                                      fake_ollama):
     fake_ollama.queue_reply(["Slow ", "answer."], delay=[0.3, 0.3])
     services.chat.send(long_chat, "question at the end", model=MODEL, user="owner")
-    updates = list(page.on_open(long_chat, new_session(), request=request("page-2")))
-    first_rows, last_rows = updates[0][1], updates[-1][1]
+    shown = page.on_open(long_chat, new_session(), request=request("page-2"))
+    updates = list(page.on_follow(shown[0], request=request("page-2")))
+    first_rows, last_rows = shown[1], updates[-1][1]
+    # Once followed, the page's next on_follow (after "More chats…") starts no second one.
+    assert list(page.on_follow(updates[-1][0], request=request("page-2"))) == \
+        [(gr.skip(),) * 4]
     assert texts(first_rows)[-1] == "question at the end" or \
         texts(first_rows)[-2] == "question at the end"
     assert texts(last_rows)[-2:] == ["question at the end", "Slow answer."]

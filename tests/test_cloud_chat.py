@@ -159,7 +159,11 @@ def test_cloud_chat_picker_lists_local_then_cloud_models_with_prices(tmp_path, b
         dotenv_path=None))
     with gr.Blocks():
         parts = chat.render(services)
-    models = next(parts.load_fn("", chat.new_session()))[6]
+    # A page load asks no backend: a fresh studio has no list yet. The check chained after
+    # it (app.py's on_models) asks; later page loads show what it found.
+    assert parts.load_fn("", chat.new_session())[6]["choices"] == []
+    services.models.picker()
+    models = parts.load_fn("", chat.new_session())[6]
     choices = dict((value, label) for label, value in models["choices"])
     values = list(choices)
     assert values[:2] == [LOCAL, "ollama:llava:latest"] and models["value"] == LOCAL

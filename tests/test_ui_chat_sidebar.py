@@ -90,7 +90,7 @@ def test_sidebar_more_during_a_reply_leaves_the_reply_and_its_queue(tmp_path, fa
         fake_ollama.queue_reply("Second answer.")
         list(send(page, "second question", sess))  # waits for the first reply
 
-        [update] = list(page.on_open(MORE, sess, request=request()))
+        update = page.on_open(MORE, sess, request=request())
 
         assert update[:5] == (gr.skip(),) * 5 and update[6:] == (gr.skip(),) * 5
         assert sess["chat_id"] in [value for _, value in update[5]["choices"]]

@@ -9,12 +9,20 @@ False
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults (RFC 9106 low-memory profile)
-# Verified when a name is unknown, so a wrong name takes as long as a wrong password.
-DUMMY_HASH = _HASHER.hash("a password nobody has")
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified when a name is unknown, so a wrong name takes as long as a wrong password.
+    Made on first use, not at import: an Argon2 hash is a deliberate ~0.1-0.5 s of CPU that
+    every start-up paid (issue 16, item 6)."""
+    return _HASHER.hash("a password nobody has")
 
 
 def hash_password(password: str) -> str:

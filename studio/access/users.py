@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import InvalidInput
 from ..store.access import AccessStore, token_hash
 from ..store.db import Store
-from .passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
+from .passwords import dummy_hash, hash_password, needs_rehash, verify_password
 
 ADMIN, USER = "admin", "user"
 BEFORE_SIGN_IN = "owner"  # the user of everything made while there was no sign-in
@@ -99,7 +99,7 @@ class Users:
         """The user when ``password`` is theirs, else None; as slow for an unknown name."""
         row = self._rows.user(name) if name else None
         if row is None:
-            verify_password(DUMMY_HASH, password or "")
+            verify_password(dummy_hash(), password or "")
             return None
         if not verify_password(row["password_hash"], password or ""):
             return None

@@ -113,7 +113,9 @@ class HostBoard:
     def rows(self) -> list[HostRow]:
         """Every host, engine by engine in the settings' order. Never waits on a host."""
         for engine in self.engines:
-            if engine.checker is not None and not engine.checker.background:
+            if engine.checker is not None and engine.checker.background:
+                engine.checker.pool.asked()  # an admin looking keeps the checks awake
+            elif engine.checker is not None:
                 engine.checker.check_soon()
         now = self._clock()
         return [host_row(e.kind, v, now) for e in self.engines for v in e.pool.views()]

@@ -151,6 +151,7 @@ class ComfyUIHosts:
         setting's order. When none is in rotation (all down or cooling down) the one the
         pool ranks first is tried, so its own error, a sentence, reaches the person."""
         capable = list(capable)
+        self.pool.asked()  # a prompt to place: the health checks stay awake
         if not capable:
             return Route()
         views = {v.name: v for v in self.pool.views()}

@@ -6,6 +6,10 @@ that raises counts as down with the exception's text as the problem. The thread 
 between rounds and stops at ``close()``. With a single host no thread is started: routing
 has no choice to make, and the status strip probes it already; the Settings hosts table
 then asks for a round with ``check_soon()``, which runs it in the background.
+
+Nobody asking, no probing: once no request has asked the pool for a host (``HostPool.order``)
+for ``IDLE_ROUNDS`` intervals, the thread sleeps until one does, and then probes at once. A
+studio with no page open and no API caller sends its hosts nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Health:
 
 Probe = Callable[[HostSpec], Health]
 
+IDLE_ROUNDS = 30  # intervals without a request before the checks sleep (5 min at 10 s)
+
 
 class HealthChecker:
     def __init__(self, pool: HostPool, probe: Probe, *, interval_s: float = 10.0,
@@ -46,6 +52,8 @@ class HealthChecker:
         self._name = name
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._asked = threading.Event()  # a request asked the pool for a host
+        pool.on_ask(self._asked.set)
         self._thread: threading.Thread | None = None
         self.rounds = 0
         self._round_done = threading.Condition()
@@ -68,6 +76,7 @@ class HealthChecker:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._asked.set()
 
     def check_now(self) -> None:
         """Probe every host now, in this thread (start-up, the Settings tab's ⟳, tests)."""
@@ -106,6 +115,9 @@ class HealthChecker:
                 log.exception("health check round failed")
             self._wake.wait(self.interval_s)
             self._wake.clear()
+            if self.pool.idle_s() > IDLE_ROUNDS * self.interval_s:
+                self._asked.clear()
+                self._asked.wait()  # no timeout: a request or close() wakes it
 
     def _round(self) -> None:
         threads = [threading.Thread(target=self._check, args=(spec,), daemon=True,

@@ -87,6 +87,25 @@ class HostPool:
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self.models_version = 0  # goes up when a host's models or up/down state change
+        self._asked_at = clock()  # when a request last asked for a host (``order``)
+        self._on_ask: list[Callable[[], None]] = []
+
+    def on_ask(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap, non-blocking) each time a request asks for a host."""
+        self._on_ask.append(listener)
+
+    def asked(self) -> float:
+        """Someone wants these hosts now (a request, an admin's hosts table): the health
+        checks stay awake, or wake up. Returns the clock's time."""
+        with self._lock:
+            now = self._asked_at = self._clock()
+        for listener in self._on_ask:
+            listener()
+        return now
+
+    def idle_s(self) -> float:
+        """Seconds since a request last asked for a host (since the pool was made, if none)."""
+        return self._clock() - self._asked_at
 
     # -- what is known
 
@@ -186,8 +205,8 @@ class HostPool:
         ``exclude`` leaves out hosts already tried."""
         model = None if model is None else self._canonical(model)
         skip = set(exclude)
+        now = self.asked()
         with self._lock:
-            now = self._clock()
             views = [self._views[n] for n in self._order if n not in skip]
             stuck = self._sticky.get(sticky) if sticky is not None else None
         ready = [v for v in views if v.up is not False and not v.cooling(now) and v.has(model)]

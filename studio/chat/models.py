@@ -104,20 +104,22 @@ class ChatModels:
         Raises StudioError only when no list was ever fetched and OpenRouter is unreachable."""
         return [] if self._catalog is None else self._catalog.models()
 
-    def picker(self, preferred: str = "") -> Picker:
+    def picker(self, preferred: str = "", *, cached: bool = False) -> Picker:
         """The choices of the Chat and Arena pickers: local models that can chat (marked
         unreachable while Ollama is down), then cloud ones; ``preferred`` (a model id) is
-        preselected when it is one of the local ones (``default_choice``)."""
+        preselected when it is one of the local ones (``default_choice``). ``cached``: from
+        the lists already known, asking neither Ollama nor OpenRouter (a page load)."""
         from ..costs.catalog import LOCAL_PREFIX, picker_choices
 
-        listing = self._local.listing()
+        listing = self._local.listing(cached=cached)
         problems = []
         if not listing.reachable:
             problems.append(listing.problem + (
                 " The local models it had are listed, marked unreachable: sending to one "
                 "uses its fallback (STUDIO_FALLBACKS) if it has one." if listing.models else ""))
         try:
-            cloud = self.cloud()
+            cloud = (self._catalog.cached() if self._catalog is not None else []) if cached \
+                else self.cloud()
         except StudioError as exc:
             cloud = []
             problems.append(f"Cloud models are not listed: {exc}")

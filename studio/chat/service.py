@@ -351,6 +351,11 @@ class ChatService:
 
     # -- reading ----------------------------------------------------------------------
 
+    def live_reply(self, chat_id: str, *, user: str) -> LiveReply | None:
+        """The reply streaming into the chat now (or just ended, not yet forgotten), or None.
+        Raises ``NotFound`` for a missing or foreign chat."""
+        return self._live(self._history(chat_id, user))
+
     def open(self, chat_id: str, *, user: str, newest_n: int | None = None,
              at_message: int | None = None) -> OpenChat:
         """A conversation with its turns: all of them, or with ``newest_n`` only the newest

@@ -143,6 +143,13 @@ class Catalog:
                 self._refreshing.start()
             return _sorted(self._models.values())
 
+    def cached(self) -> list[CloudModel]:
+        """The catalogue as last fetched (this process or the database), sorted by name,
+        without asking OpenRouter, whatever its age; [] when none was ever fetched."""
+        with self._lock:
+            self._load_cache_locked()
+            return _sorted((self._models or {}).values())
+
     def refresh(self) -> list[CloudModel]:
         """Fetch the list now. Raises the ``StudioError`` when that fails (the cached list
         is kept and still served)."""

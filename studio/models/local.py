@@ -138,11 +138,15 @@ class LocalModels:
         with self._lock:
             self._asked_at = None
 
-    def listing(self, *, fresh: bool = False) -> LocalListing:
+    def listing(self, *, fresh: bool = False, cached: bool = False) -> LocalListing:
         """The models, asked of Ollama unless asked within ``ttl_s`` (or ``fresh``). Never
-        raises for Ollama being down: the last known list comes back, ``reachable=False``."""
+        raises for Ollama being down: the last known list comes back, ``reachable=False``.
+        ``cached``: never ask, whatever its age: the last list (this process's, else the
+        saved one), or an empty one when there is none yet (a page load waits on no backend)."""
         with self._lock:
             self._load_saved_locked()
+            if cached:
+                return self._listing or LocalListing((), True, "", self._version)
             recent = (self._asked_at is not None
                       and self._clock() - self._asked_at < self._ttl_s)
             if self._listing is not None and recent and not fresh:

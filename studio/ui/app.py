@@ -22,12 +22,17 @@ from ..api.openai import OpenAIApi
 from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
+from .assets import AssetCache
 from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab
 from . import images as images_tab
 from . import models as models_tab
+
+
+MAX_EVENTS = 400  # Gradio's events running at once, and its threads (``launch_kwargs``)
+QUICK_LIMIT = 4  # each event wired without a concurrency limit of its own (``build_app``)
 
 
 def _logo_html(services) -> str:
@@ -119,13 +124,36 @@ def build_app(services) -> gr.Blocks:
         gr.on([chat_block.select, arena_block.select, *(p.focus for p in pickers)], on_models,
               [models_seen, *pickers], [models_seen, *pickers], api_visibility="private",
               concurrency_limit=None, concurrency_id="models-follow", show_progress="hidden")
+        # A page's load: the status strip (backend probes, cached 10 s for all pages) and the
+        # Chat tab, which reads only the store and the model lists already known, so the
+        # page is complete without waiting on Ollama or OpenRouter. Then, after the page is
+        # filled: a reply still streaming in the reopened chat is followed, and the picker
+        # is checked against Ollama (nothing is sent when its list has not changed). Other
+        # tabs load when first opened (``tab_opened``).
         demo.load(on_status, None, status_strip, api_visibility="private",
                   concurrency_limit=None, concurrency_id="status-load", show_progress="hidden")
-        demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
-                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-load",
-                  show_progress="hidden")
+        page_load = demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
+                              api_visibility="private", concurrency_limit=None,
+                              concurrency_id="chat-load", show_progress="hidden")
+        page_load.then(**chat_parts.follow)
+        # As for a page never filled (-1, a constant): the Chat tab's select, which Gradio
+        # also fires as the page opens, may have checked and moved models_seen before the
+        # load's picker (from the known lists) landed over its answer.
+        page_load.then(on_models, [gr.State(-1), *pickers], [models_seen, *pickers],
+                       api_visibility="private", concurrency_limit=None,
+                       concurrency_id="models-follow", show_progress="hidden")
         settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
                               api_visibility="private", show_progress="hidden")
+    # Events without a limit of their own (quick actions: rename, pin, export, a preset...)
+    # run at most QUICK_LIMIT at once each, so a burst of one kind can't take every event
+    # slot. Everything that follows work the server does anyway (a reply, an image job, a
+    # pull, an arena run, the status tick) or that a person waits on while typing (open,
+    # search, send) says concurrency_limit=None where it is wired, with its own
+    # concurrency_id. Set on the events, not with demo.queue(): that rebuilds Gradio's whole
+    # app (~0.3 s of every start), and a later queue() call can't change it.
+    for block_fn in demo.fns.values():
+        if block_fn.concurrency_limit == "default":
+            block_fn.concurrency_limit = QUICK_LIMIT
     secure_events(demo, services.access.role_of, audit=services.access.audit.record)
     return demo
 
@@ -158,7 +186,7 @@ def launch_kwargs(services) -> dict:
                 allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
-                app_kwargs={"middleware": [gate], "routes": [
+                app_kwargs={"middleware": [gate, Middleware(AssetCache)], "routes": [
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
                     *ImagesApi(services.images, services.keys, data,
                                services.gpu_coordinator).routes(),
@@ -169,6 +197,12 @@ def launch_kwargs(services) -> dict:
                     *MetricsApi(services.metrics, services.operations, token=s.metrics_token,
                                 sign_in_required=services.access.sign_in_required).routes()]},
                 run_history=False,
+                # Gradio runs at most max_threads events at once (40 by default) and a sync
+                # generator holds a thread while it waits for its next update: each reply
+                # streaming into a page, each followed image job or pull holds one for its
+                # whole life. At 40 a 41st chat's message would wait behind 40 replies at a
+                # model's pace; waiting threads cost no CPU and little memory.
+                max_threads=MAX_EVENTS,
                 max_file_size=int(s.max_upload_mb * 1024 * 1024),
                 enable_monitoring=False, footer_links=["api", "settings"], show_error=True,
                 favicon_path=None)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..chat.arena import MAX_MODELS, SLOT_NAMES, AnswerView, RunView
 from ..errors import StudioError
-from .common import model_picker, page_user, ui_errors
+from .common import model_picker, page_user, tab_opened, ui_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def score_frame(scores) -> pd.DataFrame:
 def render(services) -> SimpleNamespace:
     """Build the Arena tab inside the current Blocks context."""
     arena = services.arena
+    opened = tab_opened()  # the tab's loading events' triggers, before any inner block
     settings = services.settings
 
     def history_update(user: str, selected: str | None = None):
@@ -194,7 +195,8 @@ def render(services) -> SimpleNamespace:
 
     # -- wiring ---------------------------------------------------------------------------
 
-    gr.on(None, on_load, None, [models_dd, scores_df, history_dd], api_visibility="private",
+    # When the tab is opened, not when the page loads (``tab_opened``).
+    gr.on(opened, on_load, None, [models_dd, scores_df, history_dd], api_visibility="private",
           concurrency_limit=None, concurrency_id="arena-load", show_progress="hidden")
     refresh_btn.click(on_refresh, [models_dd], [models_dd], api_visibility="private",
                       concurrency_id="arena-refresh")

@@ -129,12 +129,19 @@ def render(services) -> SimpleNamespace:
     window_out = [earlier_btn, newer_btn]
     open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open,
                 queue_view, *window_out]
+    # Opening a chat is one update (on_open); a reply still streaming there is followed by
+    # a second event, on_follow, which holds no worker while it waits (no limit: it only
+    # follows a reply the server writes anyway).
+    follow = dict(fn=page.on_follow, inputs=[session], outputs=[session, chatbot, stats_md,
+                                                                 stop_btn],
+                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-follow",
+                  show_progress="hidden")
     conv_list.input(page.on_open, [conv_list, session], open_out, api_visibility="private",
-                    concurrency_limit=None, concurrency_id="chat-open")
+                    concurrency_limit=None, concurrency_id="chat-open").then(**follow)
     # The same action for API callers: a Radio only accepts ids its page was shown.
     open_id = gr.Textbox(visible=False, elem_id="open-id")
     open_id.submit(page.on_open, [open_id, session], open_out, api_name="open_conversation",
-                   concurrency_limit=None, concurrency_id="chat-open")
+                   concurrency_limit=None, concurrency_id="chat-open").then(**follow)
 
     send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open, queue_view,
                 *window_out]
@@ -206,4 +213,5 @@ def render(services) -> SimpleNamespace:
     export_json_btn.click(page.on_export_json, [session], [export_file], api_name="export_json")
 
     return SimpleNamespace(load_fn=page.on_page_load, load_inputs=[last_open, session],
-                           load_outputs=open_out, chatbot=chatbot, model_dd=model_dd, page=page)
+                           load_outputs=open_out, follow=follow, chatbot=chatbot,
+                           model_dd=model_dd, page=page)

@@ -295,8 +295,13 @@ class ChatPage:
 
     @ui_errors
     def on_open(self, chat_id, sess, request: gr.Request = None):
-        """Open a stored conversation; if a reply is still streaming there, follow it.
-        Yields (session, chatbot, stats, stop, title, conv_list, model, last_open)."""
+        """Open a stored conversation, in one update. Returns (session, chatbot, stats, stop,
+        title, conv_list, model, last_open, queue, earlier, newer).
+
+        A plain function, not a generator: Gradio sends a generator's last update twice (as
+        it streams and again as the event completes), so a chat of 100 messages crossed the
+        wire and was drawn twice. A reply still streaming there is followed by ``on_follow``,
+        the event chained after this one."""
         user = page_user(request)
         page = page_of(request)
         if isinstance(chat_id, str) and chat_id.startswith((GROUP, MORE)):
@@ -304,48 +309,66 @@ class ChatPage:
             # grows; the open chat, a reply streaming into it and its queue go on untouched.
             listed = self.list_update(user, "", sess.get("chat_id"), page,
                                       more=chat_id == MORE)
-            yield (*[gr.skip()] * 5, listed, *[gr.skip()] * 5)
-            return
+            return (*[gr.skip()] * 5, listed, *[gr.skip()] * 5)
         view = self.views.claim(request)
         self.queues.leave(page)
         # A search hit on a message is "<chat id>@<message id>": the chat opens at it.
         chat_id, _, at = str(chat_id or "").partition("@")
         if not chat_id:
-            yield (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
-                   gr.skip(), gr.skip(), gr.skip(), self.queue_update(page),
-                   *window_buttons(None))
-            return
+            return (new_session(sess["incognito"]), [], "", gr.update(visible=False), "",
+                    gr.skip(), gr.skip(), gr.skip(), self.queue_update(page),
+                    *window_buttons(None))
         try:
             opened = self.chat.open(chat_id, user=user, newest_n=OPEN,
                                     at_message=int(at) if at.isdigit() else None)
         except NotFound as exc:
             gr.Warning(str(exc))
-            yield (new_session(), [], "", gr.update(visible=False), "",
-                   self.list_update(user, page=page), gr.skip(), "", self.queue_update(page),
-                   *window_buttons(None))
-            return
-        yield from self.show(opened, sess, view, user, page)
+            return (new_session(), [], "", gr.update(visible=False), "",
+                    self.list_update(user, page=page), gr.skip(), "", self.queue_update(page),
+                    *window_buttons(None))
+        return self.show(opened, sess, view, user, page)
 
     def show(self, opened: OpenChat, sess: dict, view, user: str, page: str | None = None):
-        """The updates of ``on_open`` for a chat the service opened."""
+        """The one update of ``on_open`` for a chat the service opened. The page's claim
+        (``view``) stays in the session, for ``on_follow``."""
         if sess.get("incognito"):
             self.chat.end(sess.get("chat_id"))  # the page leaves its incognito chat
         sess = with_window({**new_session(), "chat_id": opened.chat_id}, opened.view)
+        sess["view"], sess["streaming"] = view, opened.live is not None
         rows, sess["index"] = chatbot_value(opened.turns)
-        live = opened.live
-        yield (sess, rows, "", gr.update(visible=live is not None), opened.title, gr.skip(),
-               opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page),
-               *window_buttons(opened.view))
-        if live is not None:
-            # In between, what the first update set is repeated as plain values (Gradio
-            # diffs them to nothing; a gr.update or gr.skip rebuilds the component each
-            # time). The sidebar and the model picker are skipped: on_page_load sets them.
-            before, after = window_labels(opened.view)
-            for rows, index, snap, _shown in self.follow(sess, live, view, user):
-                sess["index"] = index
-                yield (sess, rows, stats_text(snap),
-                       gr.update(visible=False) if snap.done else STOP_LABEL, opened.title,
-                       gr.skip(), gr.skip(), opened.chat_id, None, before, after)
+        return (sess, rows, "", gr.update(visible=opened.live is not None), opened.title,
+                gr.skip(), opened.model_id or gr.skip(), opened.chat_id, self.queue_update(page),
+                *window_buttons(opened.view))
+
+    @ui_errors
+    def on_follow(self, sess, request: gr.Request = None):
+        """After a chat opened (``on_open``, ``on_page_load``): if a reply is still streaming
+        into it, follow it until it ends or the page opens something else. Yields (session,
+        chatbot, stats, stop); a single ``gr.skip()`` update when nothing streams."""
+        user = page_user(request)
+        sess = sess if isinstance(sess, dict) else new_session()
+        view = sess.get("view")
+        if not sess.get("streaming") or not sess.get("chat_id") or not self.views.holds(view):
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        try:
+            live = self.chat.live_reply(sess["chat_id"], user=user)
+        except NotFound:
+            live = None
+        if live is None:  # it ended (and was forgotten) between the open and now
+            shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
+            rows, index = chatbot_value(shown.turns)
+            yield {**sess, "index": index, "streaming": False}, rows, "", gr.update(visible=False)
+            return
+        # Followed from here on: a later on_follow of this page (after "More chats…", which
+        # opens nothing) must not start a second follower of the same reply.
+        sess = {**sess, "streaming": False}
+        # on_open showed the Stop button. In between, it is repeated as a plain value, which
+        # Gradio diffs to nothing (a gr.update rebuilds the component every update).
+        for rows, index, snap, _shown in self.follow(sess, live, view, user):
+            sess["index"] = index
+            yield (sess, rows, stats_text(snap),
+                   gr.update(visible=False) if snap.done else STOP_LABEL)
 
     @ui_errors
     def on_earlier(self, sess, request: gr.Request = None):
@@ -587,27 +610,29 @@ class ChatPage:
 
     def on_page_load(self, last_id, sess, request: gr.Request = None):
         """A page opens: fill the lists and reopen the conversation this browser had open,
-        all in the first update (so the page is complete once the model list is filled)."""
+        in one update (a plain function: a generator's last update would come twice).
+
+        Nothing here waits on a backend: the model picker is filled from the lists already
+        known (``cached``), and ``app.py`` chains the check that asks Ollama after this
+        update; a reply still streaming in the reopened chat is followed by ``on_follow``."""
         user = page_user(request)
-        self.sidebars.note_zone(page_of(request), request)
+        page = page_of(request)
+        self.sidebars.note_zone(page, request)
         # No notice on load: the status strip says what is down, the picker's help line too.
-        models = self.picker_update(model_picker(self.models, self.preferred_model(), warn=False),
-                                    None, warn=False)
+        models = self.picker_update(model_picker(self.models, self.preferred_model(), warn=False,
+                                                 cached=True), None, warn=False)
         try:
             opened = self.chat.open(last_id, user=user, newest_n=OPEN) if last_id else None
         except NotFound:
             opened = None
         if opened is None:
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                   self.list_update(user, page=page_of(request)), models, gr.skip(), gr.skip(),
-                   gr.skip(), gr.skip())
-            return
-        updates = self.show(opened, sess, self.views.claim(request), user, page_of(request))
-        first = list(next(updates))
-        first[5] = self.list_update(user, "", last_id, page_of(request))
+            return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                    self.list_update(user, page=page), models, gr.skip(), gr.skip(),
+                    gr.skip(), gr.skip())
+        first = list(self.show(opened, sess, self.views.claim(request), user, page))
+        first[5] = self.list_update(user, "", last_id, page)
         choices = models.get("choices", []) if isinstance(models, dict) else []
         if any(value == opened.model_id for _label, value in choices):
             models["value"] = opened.model_id
         first[6] = models
-        yield tuple(first)
-        yield from updates
+        return tuple(first)

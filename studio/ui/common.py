@@ -11,6 +11,7 @@ import uuid
 from typing import Callable
 
 import gradio as gr
+from gradio.context import Context
 
 from ..costs.accounting import OWNER  # the user of every page while there is no sign-in
 from ..errors import StudioError
@@ -131,11 +132,20 @@ class PageViews:
             return view is None or self._viewing.get(view[0]) == view[1]
 
 
-def model_picker(models, preferred: str = "", *, warn: bool = True):
+def tab_opened(tab: gr.Tab | None = None) -> list | None:
+    """The triggers of a tab's loading events: selecting ``tab`` (by default the ``gr.Tab``
+    being built, if any), so a tab not shown does no work and sends nothing until it is
+    opened; None (the page's load) when built outside a tab (a test's Blocks)."""
+    if tab is None and isinstance(Context.block, gr.Tab):
+        tab = Context.block
+    return [tab.select] if tab is not None else None
+
+
+def model_picker(models, preferred: str = "", *, warn: bool = True, cached: bool = False):
     """What the Chat and Arena pickers offer (``ChatModels.picker``): local models that can
     chat first, then cloud ones with prices. Each backend that can't be asked shows a
-    warning (unless ``warn`` is False)."""
-    picker = models.picker(preferred)
+    warning (unless ``warn`` is False). ``cached``: from the lists known, no backend asked."""
+    picker = models.picker(preferred, cached=cached)
     for problem in picker.problems if warn else ():
         gr.Warning(problem)
     return picker

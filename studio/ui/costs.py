@@ -16,7 +16,6 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from gradio.context import Context
 
 from ..costs.accounting import (OWNER, PERIODS, SOURCES, CostsOverview, DaySpend, LocalVsCloud,
                                 ModelSpend, SourceSpend, Spend, UsageFilter, UserSpend,
@@ -24,7 +23,7 @@ from ..costs.accounting import (OWNER, PERIODS, SOURCES, CostsOverview, DaySpend
 from ..costs.budget import BudgetStatus
 from ..costs.pricing import format_usd
 from ..errors import StudioError
-from .common import page_user, ui_errors
+from .common import page_user, tab_opened, ui_errors
 
 BACKEND_CHOICES = ["all", "ollama", "openrouter", "comfyui"]
 SOURCE_CHOICES = [("All", "all"), *((label, key) for key, label in SOURCES.items())]
@@ -286,8 +285,7 @@ def comparison_values(services, catalog, period: str, model_id: str | None,
 def render(services, tab: gr.Tab | None = None) -> CostsTab:
     """Build the tab's components. Its data loads when ``tab`` is selected (by default the
     ``gr.Tab`` this is called inside, if any) and on Refresh."""
-    if tab is None and isinstance(Context.block, gr.Tab):
-        tab = Context.block
+    opened = tab_opened(tab) or []
     catalog = services.catalog  # studio.costs.catalog.Catalog, or None without a key
     with gr.Row():
         period = gr.Radio([(label, key) for key, label in PERIODS.items()], value="month",
@@ -372,7 +370,7 @@ def render(services, tab: gr.Tab | None = None) -> CostsTab:
                per_source_table]
     inputs = [period, *filter_inputs]
     private = dict(api_visibility="private")
-    opened = [refresh_button.click] + ([tab.select] if tab is not None else [])
+    opened = [refresh_button.click, *opened]
     gr.on([*opened, period.change], on_refresh, inputs, outputs, concurrency_limit=None,
           concurrency_id="costs-refresh", **private)
     # Apart from the database figures: the network may be slow or away.

@@ -38,8 +38,8 @@ EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
         "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
         "on_retry", "on_edit", "on_new", "on_search", "on_rename", "on_delete",
-        "on_export_markdown", "on_export_json", "on_page_load", "on_take_back", "on_pin",
-        "on_import", "on_turn_action", "on_earlier", "on_newer")},
+        "on_export_markdown", "on_export_json", "on_page_load", "on_follow", "on_take_back",
+        "on_pin", "on_import", "on_turn_action", "on_earlier", "on_newer")},
     "studio.ui.images": {f"render.<locals>.{name}": USER for name in (
         LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_generate",
         "on_gallery", "on_cancel", "on_follow", "on_jobs_refresh", "on_input_upload",

@@ -20,7 +20,8 @@ from ..errors import InvalidInput, StudioError
 from ..images.runner import scrub
 from ..images.plans import FORM_PARAMS, SWEEPABLE
 from . import images_inputs
-from .common import PageViews, merge_updates, refusal, ui_errors, unique, user_of
+from .common import (PageViews, merge_updates, refusal, tab_opened, ui_errors, unique,
+                     user_of)
 from .images_values import (FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS, MODELS_FIX_JS,
                             comfyui_banner, comfyui_choices, custom_workflow_note, default_workflow,
                             favourite_label, file_path, gallery_filter_choices, gallery_value,
@@ -36,6 +37,7 @@ PER_PAGE = 48
 def render(services) -> SimpleNamespace:
     """Build the Images tab inside the current Blocks context."""
     jobs = services.images
+    opened = tab_opened()  # the tab's loading events' triggers, before any inner block
     store = jobs.store
     library = jobs.library
     base_url = services.comfyui.base_url
@@ -301,7 +303,7 @@ def render(services) -> SimpleNamespace:
     # -- handlers -------------------------------------------------------------------------
 
     def on_load(request: gr.Request = None):
-        """Page opened: lists from ComfyUI (or why not), the workflows and their forms.
+        """Tab opened: lists from ComfyUI (or why not), the workflows and their forms.
 
         No form values: the reply may land after the person chose a workflow and typed
         (the page fills the form itself, ``workflow_form_js``; ``MODELS_FIX_JS`` then
@@ -312,7 +314,7 @@ def render(services) -> SimpleNamespace:
         return merge_updates(updates, list_updates(comfy))
 
     def on_load_jobs(request: gr.Request = None):
-        """Page opened: the jobs list; if one of this user's jobs is running, follow it."""
+        """Tab opened: the jobs list; if one of this user's jobs is running, follow it."""
         user, _ = user_of(request)
         live = jobs.latest_active(user)
         choices = jobs_choices(jobs.recent(user))
@@ -542,11 +544,12 @@ def render(services) -> SimpleNamespace:
         **private, concurrency_id="images-map-inputs")
     fix_models = dict(fn=None, inputs=[workflow_dd, workflow_table, checkpoint_dd, lora_dd],
                       outputs=[checkpoint_dd, lora_dd], js=MODELS_FIX_JS, **in_page)
-    # No triggers = runs when a page loads (Gradio's gr.on).
-    gr.on(None, on_load, inputs=[], outputs=lists_outputs, **private,
+    # When the tab is opened, not when the page loads: a page on the Chat tab asks
+    # ComfyUI nothing and is sent no lists (``tab_opened``).
+    gr.on(opened, on_load, inputs=[], outputs=lists_outputs, **private,
           concurrency_id="images-load", show_progress="hidden").then(**fix_models)
     follow_outputs = [progress, preview, results, cancel_btn, job_dd, job_state]
-    gr.on(None, on_load_jobs, inputs=[], outputs=follow_outputs, **private,
+    gr.on(opened, on_load_jobs, inputs=[], outputs=follow_outputs, **private,
           concurrency_id="images-load-jobs", show_progress="hidden")
     refresh_btn.click(on_refresh, None, lists_outputs, **private,
                       concurrency_id="images-refresh").then(**fix_models)

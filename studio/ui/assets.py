@@ -1,0 +1,125 @@
+"""Gradio's page assets (``/assets/...``: the frontend's JavaScript, CSS and fonts), compressed
+once per process and kept, and marked for the browser to keep.
+
+Gradio compresses every asset again for every page (brotli in its middleware, ~5 ms of
+server CPU for a 135 KB script) and sends no ``Cache-Control``, so each new page asks again
+for the ~160 files the studio's components use: most of a page load's server time on a
+small box (bench/bench_load.py). This ASGI middleware sits inside Gradio's compression, which
+passes a response that already has a ``Content-Encoding`` through untouched.
+
+The files are part of the installed Gradio (content-hashed names, ``Index-CUQnb8lN.js``),
+so they never change while the process runs: a kept copy is never stale. The cache is
+bounded (``limit`` bytes of compressed bodies); past it, assets are passed through as before.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import threading
+from dataclasses import dataclass
+
+PREFIX = "/assets/"
+COMPRESSIBLE = (".js", ".css", ".json", ".svg", ".html", ".map", ".txt")
+# Vite's content hash in a file name: a new Gradio version means new names.
+HASHED = re.compile(r"-[A-Za-z0-9_-]{8,}\.(js|css)$")
+YEAR = "public, max-age=31536000, immutable"
+DAY = "public, max-age=86400"
+
+
+@dataclass(frozen=True)
+class Kept:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def encoding_for(accept: str, path: str) -> str:
+    """The encoding this studio sends ``path`` in to a browser that accepts ``accept``."""
+    if not path.endswith(COMPRESSIBLE):
+        return "identity"
+    accepted = {part.split(";")[0].strip() for part in accept.split(",")}
+    if "br" in accepted:
+        return "br"
+    return "gzip" if "gzip" in accepted else "identity"
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        import brotli  # gradio's own dependency, for its middleware
+
+        return brotli.compress(body, quality=5)  # once: Gradio's 4 every time
+    if encoding == "gzip":
+        return gzip.compress(body, compresslevel=6)
+    return body
+
+
+class AssetCache:
+    """ASGI middleware: GET ``/assets/...`` answered from memory after the first time."""
+
+    def __init__(self, app, limit: int = 32 * 1024 * 1024) -> None:
+        self.app = app
+        self.limit = limit
+        self._kept: dict[tuple[str, str], Kept] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def held_bytes(self) -> int:
+        with self._lock:
+            return self._size
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(PREFIX) or scope.get("method") not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if b"range" in headers:
+            return await self.app(scope, receive, send)
+        encoding = encoding_for(headers.get(b"accept-encoding", b"").decode("latin-1"), path)
+        key = (path, encoding)
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is None:
+            kept = await self._fetch(scope, receive, path, encoding)
+            if kept is None:  # not a plain 200, or too big to keep: as Gradio answers it
+                return await self.app(scope, receive, send)
+        await send({"type": "http.response.start", "status": kept.status,
+                    "headers": kept.headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope.get("method") == "HEAD" else kept.body})
+
+    async def _fetch(self, scope, receive, path: str, encoding: str) -> Kept | None:
+        """Ask the app for the file uncompressed; keep it compressed once."""
+        plain = {**scope, "method": "GET",
+                 "headers": [(k, v) for k, v in scope.get("headers") or []
+                             if k not in (b"accept-encoding", b"if-none-match",
+                                          b"if-modified-since")]}
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def collect(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(plain, receive, collect)
+        if start.get("status") != 200:
+            return None
+        body = compress(b"".join(chunks), encoding)
+        drop = {b"content-length", b"content-encoding", b"cache-control", b"vary",
+                b"transfer-encoding"}
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in drop]
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"cache-control", (YEAR if HASHED.search(path) else DAY).encode()))
+        headers.append((b"vary", b"Accept-Encoding"))
+        if encoding != "identity":
+            headers.append((b"content-encoding", encoding.encode()))
+        kept = Kept(200, headers, body)
+        with self._lock:
+            if (path, encoding) not in self._kept:
+                if self._size + len(body) > self.limit:
+                    return None
+                self._kept[(path, encoding)] = kept
+                self._size += len(body)
+        return kept
