@@ -5,6 +5,7 @@ Ollama is down, after a restart too."""
 from __future__ import annotations
 
 import doctest
+import threading
 
 import pytest
 
@@ -136,3 +137,56 @@ def test_local_models_server_without_capabilities_offers_every_model(fake_ollama
         c.close()
     old = {m.name: m for m in listing.models}["old-model:latest"]
     assert old.capabilities is None and old.can_chat
+
+
+class Held:
+    """The real client, with its /api/tags call held while ``hold`` is set: Ollama hanging
+    in the middle of an answer (until ``release``)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.hold = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list_models(self):
+        if self.hold:
+            self.entered.set()
+            self.release.wait(30)
+        return self.client.list_models()
+
+    def capabilities(self, name):
+        return self.client.capabilities(name)
+
+
+def finishes(fn, timeout: float = 10.0):
+    """Run ``fn`` in a thread; its result, or AssertionError if it is still waiting."""
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "still waiting on the request another caller holds"
+    return out[0]
+
+
+def test_local_models_readers_never_wait_on_a_hung_ollama(client):
+    """A page load (cached), the version check and a caller that has a list already get
+    the last list while another caller's request to Ollama hangs; that caller's answer
+    then lands as usual."""
+    held, clock = Held(client), Clock()
+    models = LocalModels(held, clock=clock)
+    first = models.listing()
+    clock.now += 3600  # the list is old: the next caller asks Ollama
+    held.hold = True
+    asking = threading.Thread(target=models.listing, daemon=True)
+    asking.start()
+    assert held.entered.wait(10)
+
+    assert finishes(lambda: models.listing(cached=True)).models == first.models
+    assert finishes(lambda: models.version) == first.version
+    assert finishes(models.listing).models == first.models
+
+    held.release.set()
+    asking.join(10)
+    assert not asking.is_alive()
+    assert models.listing().models == first.models

@@ -118,7 +118,8 @@ class LocalModels:
         self._saved = saved
         self._ttl_s = ttl_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state below; never held over a request
+        self._ask_lock = threading.Lock()  # one request to Ollama at a time
         self._listing: LocalListing | None = None
         self._asked_at: float | None = None
         # Starts from the clock, not 0: a page left open across a studio restart holds a
@@ -142,28 +143,43 @@ class LocalModels:
         """The models, asked of Ollama unless asked within ``ttl_s`` (or ``fresh``). Never
         raises for Ollama being down: the last known list comes back, ``reachable=False``.
         ``cached``: never ask, whatever its age: the last list (this process's, else the
-        saved one), or an empty one when there is none yet (a page load waits on no backend)."""
+        saved one), or an empty one when there is none yet (a page load waits on no backend).
+
+        One caller asks Ollama at a time, and never while holding the lock that readers
+        take: with Ollama hanging (up to the request timeout), a page load, the version
+        check and a caller that has a list already get the last one at once instead of
+        queueing behind the hung request; only a caller with no list at all, or ``fresh``,
+        waits for the answer."""
         with self._lock:
             self._load_saved_locked()
             if cached:
                 return self._listing or LocalListing((), True, "", self._version)
-            recent = (self._asked_at is not None
-                      and self._clock() - self._asked_at < self._ttl_s)
-            if self._listing is not None and recent and not fresh:
+            if self._recent_locked() and not fresh:
                 return self._listing
-            self._asked_at = self._clock()
-            previous = self._listing.models if self._listing is not None else ()
+            known = self._listing
+        if not self._ask_lock.acquire(blocking=fresh or known is None):
+            return known  # another caller is asking Ollama now: the last list meanwhile
+        try:
+            with self._lock:
+                if self._recent_locked() and not fresh:  # asked while this one waited
+                    return self._listing
+                self._asked_at = self._clock()
+                previous = self._listing.models if self._listing is not None else ()
             try:
                 infos = self._ollama.list_models()
             except StudioError as exc:
-                return self._settle_locked(previous, reachable=False, problem=str(exc))
-            models = tuple(LocalModel(info, self._capabilities_locked(info)) for info in infos)
+                with self._lock:
+                    return self._settle_locked(previous, reachable=False, problem=str(exc))
+            models = tuple(LocalModel(info, self._capabilities_of(info)) for info in infos)
             if models != previous and self._saved is not None:
                 try:
                     self._saved.replace_local_models(_row(m) for m in models)
                 except StudioError as exc:  # the list still serves this process
                     log.warning("Couldn't save the list of Ollama models: %s", exc)
-            return self._settle_locked(models, reachable=True)
+            with self._lock:
+                return self._settle_locked(models, reachable=True)
+        finally:
+            self._ask_lock.release()
 
     # -- internals (``_locked``: call with the lock held) ---------------------------------
 
@@ -175,16 +191,23 @@ class LocalModels:
         self._listing = LocalListing(models, reachable, problem, self._version)
         return self._listing
 
-    def _capabilities_locked(self, info: ModelInfo) -> tuple[str, ...] | None:
-        if info.digest and info.digest in self._capabilities:
-            return self._capabilities[info.digest]
+    def _recent_locked(self) -> bool:
+        return (self._listing is not None and self._asked_at is not None
+                and self._clock() - self._asked_at < self._ttl_s)
+
+    def _capabilities_of(self, info: ModelInfo) -> tuple[str, ...] | None:
+        """What a model can do, asked of Ollama once per digest (not under the lock)."""
+        with self._lock:
+            if info.digest and info.digest in self._capabilities:
+                return self._capabilities[info.digest]
         try:
             found = self._ollama.capabilities(info.name)
         except StudioError as exc:  # deleted meanwhile, or Ollama went: ask again next time
             log.info("Couldn't ask Ollama what %s can do: %s", info.name, exc)
             return None
         if info.digest:
-            self._capabilities[info.digest] = found
+            with self._lock:
+                self._capabilities[info.digest] = found
         return found
 
     def _load_saved_locked(self) -> None:
