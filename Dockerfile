@@ -46,6 +46,10 @@ COPY studio ./studio
 COPY assets ./assets
 COPY presets ./presets
 COPY workflows ./workflows
+# The studio's bytecode, compiled once here: with PYTHONDONTWRITEBYTECODE (and /app not the
+# studio user's to write) Python would otherwise compile its ~150 modules from source at
+# every start, ~0.4 s of CPU on 2 cores. Reading a .pyc needs no write.
+RUN python -m compileall -q studio
 USER studio
 VOLUME ["/data"]
 EXPOSE 8189

@@ -74,3 +74,33 @@ def test_app_start_chat_with_ollama_down_says_how_to_start_it(studio_all_down):
     row = list(db.query("select status, error from messages order by id desc limit 1"))[0]
     assert row["status"] == "error" and "ollama serve" in row["error"]
     client.close()
+
+
+# Libraries the first page never needs: the openai SDK (a cloud model's first request),
+# NVML (the GPU panel's first reading), and the test suite's own.
+NOT_AT_START = ("openai", "pynvml", "hypothesis", "pytest")
+
+
+def test_app_start_builds_without_what_the_first_page_never_needs(tmp_path):
+    """Building the whole studio (``import app``: settings, services, the Blocks) imports
+    none of NOT_AT_START, loads no sqlite-utils plugin, and loads the CA bundle once."""
+    probe = (
+        "import ssl, sys\n"
+        "made = []\n"
+        "real = ssl.create_default_context\n"
+        "ssl.create_default_context = lambda *a, **k: made.append(1) or real(*a, **k)\n"
+        "import gradio, ollama\n"  # what the bare app loads too
+        "before = len(made)\n"
+        "import app\n"
+        "from sqlite_utils import plugins\n"
+        f"print(sorted(m for m in {NOT_AT_START!r} if m in sys.modules), "
+        "plugins._plugins_loaded, len(made) - before)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "OLLAMA", "GRADIO_"))}
+    env.update({"STUDIO_DATA_DIR": str(tmp_path / "data"), "OPENROUTER_API_KEY": "",
+                "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}", "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONPATH": str(ROOT)})
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "[] False 1"

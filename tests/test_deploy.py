@@ -84,6 +84,18 @@ def test_dockerfile_builds_wheels_apart_and_ships_no_compiler():
     assert re.search(r"python:3\.11-slim", (ROOT / "Dockerfile").read_text())
 
 
+def test_dockerfile_compiles_the_studio_it_copied():
+    """The image carries the studio's bytecode: with PYTHONDONTWRITEBYTECODE nothing would
+    write it at run time, and every start would compile the package from source."""
+    stage = final_stage()
+    assert env_of(stage).get("PYTHONDONTWRITEBYTECODE") == "1"
+    copied_at = next(i for i, (inst, args) in enumerate(stage)
+                     if inst == "COPY" and args.split()[0] == "studio")
+    compiled_at = [i for i, (inst, args) in enumerate(stage)
+                   if inst == "RUN" and re.search(r"compileall\b.*\bstudio\b", args)]
+    assert compiled_at and compiled_at[0] > copied_at, "compile the studio after copying it"
+
+
 def test_dockerfile_runs_as_a_user_other_than_root():
     users = instruction(final_stage(), "USER")
     assert users and users[-1].split(":")[0] not in ("root", "0")

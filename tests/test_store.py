@@ -884,3 +884,32 @@ def test_store_a_version_of_another_chats_message_is_refused(store):
     with pytest.raises(StudioError, match="no longer exists"):
         store.add_message(conv.id, "user", "x", version_of=mine.id)
     assert store.messages(conv.id) == []
+
+
+def test_store_connections_leave_sqlite_utils_plugins_out(tmp_path, monkeypatch):
+    """A sqlite-utils plugin installed on the machine never runs on the studio's
+    connections, and the studio never scans the installed packages for one."""
+    import sqlite_utils
+    from sqlite_utils import plugins
+
+    monkeypatch.setattr(plugins, "_plugins_loaded", False)
+    prepared = []
+
+    class Plugin:
+        @sqlite_utils.hookimpl
+        def prepare_connection(self, conn):
+            prepared.append(conn)
+
+    plugin = Plugin()
+    plugins.pm.register(plugin)
+    try:
+        store = Store.open(tmp_path / "studio.db")
+        other = threading.Thread(target=lambda: store.db.execute("select 1"))  # a second connection
+        other.start()
+        other.join()
+        store.close()
+        Store.memory().close()
+    finally:
+        plugins.pm.unregister(plugin)
+    assert prepared == []
+    assert plugins._plugins_loaded is False

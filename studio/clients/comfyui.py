@@ -32,6 +32,7 @@ from .comfyui_types import (START_HINT, Cached, Cancelled, Device, Done, Event, 
                             NoAnswer, Preview, Progress, PromptRejected, PromptStatus, QueueItem, QueueState,
                             Queued, QueuedPrompt, ResultUnread, RunResult, Started, SystemStats, Timings,
                             UploadedImage, error_sentence, prompt_rejected)
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class ComfyUIClient:
         # How long a job may find ComfyUI gone (restarting) before it fails; None: the job's
         # default. With several hosts it is short: another host can run the prompt instead.
         self.unreachable_grace = unreachable_grace
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  verify=tls_context())
         self._object_info: dict | None = None
         self._lock = threading.Lock()
 

@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..events import (ChatDelta, ChatDone, ChatMessage, ChatOptions, ChatThinking, ChatToolCall,
                       EmbedResult, Usage)
+from .tls import tls_context
 
 # /api/version is the "is it up?" probe: it should fail fast, not wait out a model load.
 VERSION_TIMEOUT = 5.0
@@ -118,8 +119,10 @@ class OllamaClient:
         self._connect_timeout = min(CONNECT_TIMEOUT, timeout)
         timeouts = httpx.Timeout(timeout, connect=self._connect_timeout)
         headers = {"Authorization": f"Bearer {key}"} if key else None
-        self._ollama = ollama.Client(host=self.url, timeout=timeouts, headers=headers)
-        self._http = httpx.Client(base_url=self.url, timeout=timeouts, headers=headers)
+        self._ollama = ollama.Client(host=self.url, timeout=timeouts, headers=headers,
+                                     verify=tls_context())
+        self._http = httpx.Client(base_url=self.url, timeout=timeouts, headers=headers,
+                                  verify=tls_context())
         self._vision: dict[str, bool] = {}
         self._vision_lock = threading.Lock()
 

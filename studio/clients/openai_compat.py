@@ -24,6 +24,7 @@ from ..errors import (BackendRejected, BackendUnavailable, ModelNotFound, Stream
                       StudioError)
 from ..events import ChatDone, ChatMessage, ChatOptions, Usage
 from .openrouter_types import StreamPieces, build_chat_request
+from .tls import tls_context
 
 BACKEND = "local"
 CONNECT_TIMEOUT = 5.0
@@ -57,7 +58,8 @@ class OpenAICompatClient:
         self.shown_as = shown_as or self.base_url
         timeouts = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeouts, headers=headers)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeouts, headers=headers,
+                                  verify=tls_context())
         # Servers without a key still need a non-empty api_key for the openai client.
         self._openai = _openai().OpenAI(api_key=key or "none", base_url=self.base_url,
                                         max_retries=0, timeout=timeouts)

@@ -30,6 +30,7 @@ from .openrouter_types import (BadApiKey, Credits, KeyInfo, NoApiKey, OpenRouter
                                build_chat_request,
                                detail_suffix, error_message, is_unknown_model, parse_model,
                                parse_retry_after, wait_words, without_links)
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class OpenRouterClient:
         if self._api_key:
             rest_headers["Authorization"] = f"Bearer {self._api_key}"
         # The REST endpoints; the openai client below has its own pool for chat.
-        self._http = httpx.Client(base_url=self.base_url, headers=rest_headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=rest_headers, timeout=timeout,
+                                  verify=tls_context())
         self._openai: openai.OpenAI | None = None
         if self._api_key:
             # max_retries=0: retrying (and honouring Retry-After) is the router's job, and the

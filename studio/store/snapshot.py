@@ -51,12 +51,12 @@ def copy_database(source: str | Path, target: str | Path) -> None:
 
 def known_schema() -> list[str]:
     """The names of every schema step (migration) this code knows, in order."""
-    return [m.name for m in migrations.pending(Database(memory=True))]
+    return [m.name for m in migrations.pending(Database(memory=True, execute_plugins=False))]
 
 
 def applied_schema(path: str | Path) -> list[str]:
     """The schema steps applied to the database file at ``path`` (read-only)."""
-    db = Database(sqlite3.connect(f"file:{path}?mode=ro", uri=True))
+    db = Database(sqlite3.connect(f"file:{path}?mode=ro", uri=True), execute_plugins=False)
     try:
         return [m.name for m in migrations.applied(db)]
     finally:
