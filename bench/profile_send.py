@@ -23,10 +23,10 @@ each answered with 200 tokens at 10 ms. For each send it records, on the server:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
@@ -38,8 +38,8 @@ if "--studio" in sys.argv[1:-1]:
     sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--studio") + 1]))
 
 import bench_load  # noqa: E402
-from bench_chat import STUDIO_ARGS, FakeProcess, find_endpoint, find_page_event, free_port  # noqa: E402
-from profile_stream import Target, entries, report  # noqa: E402
+from bench_chat import STUDIO_ARGS, FakeProcess, find_endpoint, find_page_event  # noqa: E402
+from profile_stream import entries, report, studio_in_process  # noqa: E402
 
 SENDS: list[dict] = []  # per send: perf_counter and thread_time at each mark
 
@@ -74,9 +74,7 @@ def instrument() -> None:
             if marks is not None:
                 marks["sent"] = (time.perf_counter(), time.thread_time())
 
-    marked_on_send.__wrapped__ = on_send  # keep Gradio's signature reading
-    import functools
-    functools.update_wrapper(marked_on_send, on_send)
+    functools.update_wrapper(marked_on_send, on_send)  # Gradio reads the signature
     ChatPage.on_send = marked_on_send
     ChatService.send = marked_send
 
@@ -123,10 +121,6 @@ def main(argv=None) -> int:
 
     import httpx
 
-    from studio.config import Settings
-    from studio.services import build_services
-    from studio.ui.app import build_app, launch_kwargs
-
     import studio
     print(f"studio from {os.path.dirname(os.path.dirname(studio.__file__))}")
     instrument()
@@ -143,17 +137,9 @@ def main(argv=None) -> int:
         prof.enable()
 
     fake = FakeProcess()
-    with tempfile.TemporaryDirectory(prefix="profile-send-") as data_dir:
-        env = {"STUDIO_DATA_DIR": data_dir, "OLLAMA_HOST": fake.url, "OPENROUTER_API_KEY": "",
-               "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"}
-        services = build_services(Settings.from_env(env, dotenv_path=None))
-        demo = build_app(services)
-        if args.profile:
-            threading.setprofile(hook)
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                                **{**launch_kwargs(services), "server_port": free_port()})
-        target = Target(url)
-        try:
+    try:
+        with studio_in_process(fake, "profile-send-",
+                               hook=hook if args.profile else None) as target:
             with httpx.Client(timeout=30) as http:
                 ep = find_endpoint(target, http, "send", [{"text": "hi", "files": []},
                                                           *STUDIO_ARGS])
@@ -213,11 +199,8 @@ def main(argv=None) -> int:
                                 continue
                             stats = pstats.Stats(prof) if stats is None else stats.add(prof)
                         stats.dump_stats(args.dump)
-        finally:
-            threading.setprofile(None)
-            demo.close()
-            services.images.close()
-            fake.close()
+    finally:
+        fake.close()
     return 0
 
 
