@@ -26,6 +26,7 @@ Prints figures only; never asserts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import statistics
@@ -56,6 +57,36 @@ class Target:
 
     def __init__(self, url: str) -> None:
         self.name, self.url = "studio", url
+
+
+@contextlib.contextmanager
+def studio_in_process(fake, prefix: str, *, env: dict | None = None, hook=None,
+                      queue_limit: int | None = None):
+    """The studio launched in this process on ``fake`` (a ``FakeProcess``), in a fresh data
+    folder; yields a ``Target``. ``hook`` profiles every thread started from launch on
+    (``threading.setprofile``); it is removed and the studio closed on exit."""
+    from studio.config import Settings
+    from studio.services import build_services
+    from studio.ui.app import build_app, launch_kwargs
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        settings = {"STUDIO_DATA_DIR": data_dir, "OLLAMA_HOST": fake.url,
+                    "OPENROUTER_API_KEY": "", "COMFYUI_URL": f"http://127.0.0.1:{free_port()}",
+                    **(env or {})}
+        services = build_services(Settings.from_env(settings, dotenv_path=None))
+        demo = build_app(services)
+        if queue_limit is not None:
+            demo.queue(default_concurrency_limit=queue_limit)
+        if hook is not None:
+            threading.setprofile(hook)
+        try:
+            _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                                    **{**launch_kwargs(services), "server_port": free_port()})
+            yield Target(url)
+        finally:
+            threading.setprofile(None)
+            demo.close()
+            services.images.close()
 
 
 def thread_cpu() -> dict[str, float]:
@@ -173,10 +204,6 @@ def main(argv=None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import httpx
 
-    from studio.config import Settings
-    from studio.services import build_services
-    from studio.ui.app import build_app, launch_kwargs
-
     import studio
     print(f"studio from {os.path.dirname(os.path.dirname(studio.__file__))}")
 
@@ -189,19 +216,10 @@ def main(argv=None) -> int:
 
     count_reply_threads()
     fake = FakeProcess()
-    with tempfile.TemporaryDirectory(prefix="profile-stream-") as data_dir:
-        env = {"STUDIO_DATA_DIR": data_dir, "OLLAMA_HOST": fake.url, "OPENROUTER_API_KEY": "",
-               "COMFYUI_URL": f"http://127.0.0.1:{free_port()}",
-               **dict(item.split("=", 1) for item in args.env)}
-        services = build_services(Settings.from_env(env, dotenv_path=None))
-        demo = build_app(services)
-        demo.queue(default_concurrency_limit=4)
-        if args.profile:
-            threading.setprofile(hook)
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                                **{**launch_kwargs(services), "server_port": free_port()})
-        target = Target(url)
-        try:
+    try:
+        with studio_in_process(fake, "profile-stream-", queue_limit=4,
+                               env=dict(item.split("=", 1) for item in args.env),
+                               hook=hook if args.profile else None) as target:
             with httpx.Client(timeout=30) as http:
                 ep = find_endpoint(target, http, "send", [{"text": "hi", "files": []},
                                                           *STUDIO_ARGS])
@@ -235,11 +253,8 @@ def main(argv=None) -> int:
                     before = entries(profiles)
                     _, updates, _ = one_reply(fake, target, http, ep, page)
                     report(entries(profiles), before, updates, args.top)
-        finally:
-            threading.setprofile(None)
-            demo.close()
-            services.images.close()
-            fake.close()
+    finally:
+        fake.close()
     return 0
 
 

@@ -695,6 +695,8 @@ class ChatService:
         All or none: when one copy fails, the copies made are removed. A full disk (or an
         I/O error) raises ``StorageFailed`` with the sentence the database's faults use,
         so the page keeps what was typed and attached."""
+        if not paths:  # no folder for a message without attachments
+            return ()
         dest_dir = self._uploads_dir / chat_id
         saved: list[Path] = []
         try:

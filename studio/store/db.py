@@ -213,7 +213,7 @@ class StudioDatabase(Database):
     A deferred transaction that reads before it writes finds, at its first write, that
     another process wrote since its read; SQLite answers "database is locked" at once,
     without waiting out the busy timeout. Taking the write lock up front waits like any
-    single write does. Nested blocks keep sqlite-utils' savepoints. ``write_lock`` is
+    single write does. Nested blocks join the outer one. ``write_lock`` is
     shared by every connection of one ``Store``: this process's writers queue on it.
     """
 
@@ -227,8 +227,11 @@ class StudioDatabase(Database):
     @contextlib.contextmanager
     def atomic(self):
         if self.conn.in_transaction:
-            with super().atomic():
-                yield self
+            # A nested block joins the outer transaction without a savepoint: an error in
+            # it ends the whole transaction anyway (no caller catches one inside), and a
+            # savepoint cost two more statements per nested write, each of which waits for
+            # the GIL again while the write lock is held (a new chat's turn had three).
+            yield self
             return
         with self.write_lock:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -642,8 +645,11 @@ class Store:
             cursor = self.db.execute(
                 f"INSERT INTO messages (seq, {', '.join(row)}) VALUES ("
                 "coalesce((SELECT seq FROM messages WHERE id = :parent_id), 0) + 1, "
-                f"{', '.join(':' + name for name in row)})", row)
-            return self._get_message(cursor.lastrowid)
+                f"{', '.join(':' + name for name in row)}) RETURNING *", row)
+            # RETURNING hands back the stored row in the same statement: reading it again
+            # cost a statement, and each one waits for the GIL again under load.
+            names = [column[0] for column in cursor.description]
+            return _to_message(dict(zip(names, cursor.fetchone())))
 
     def show_version(self, conv_id: str, message_id: int, step: int) -> int | None:
         """Show another version of the turn ``message_id`` (of chat ``conv_id``): ``step``
