@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import html
 import json
+import threading
 import uuid
 
 import gradio as gr
@@ -186,10 +187,15 @@ def test_board_a_single_host_is_checked_in_the_background_on_demand(fake_ollama,
                                   "OLLAMA_HOST": fake_ollama.url,
                                   "COMFYUI_URL": fake_comfyui.url}, dotenv_path=None)
     built = build_services(settings)
+    gate = threading.Event()
+    for engine in built.hosts.engines:  # each probe held until the first rows are read
+        engine.checker._probe = (lambda spec, probe=engine.checker._probe:
+                                 gate.wait(WAIT) and probe(spec))
     try:
-        first = built.hosts.rows()  # returns at once: nothing known yet
+        first = built.hosts.rows()  # returns while the checks it started are held
         assert [(r.kind, r.state) for r in first] == [(OLLAMA, "not checked yet"),
                                                        (COMFYUI, "not checked yet")]
+        gate.set()
         for engine in built.hosts.engines:
             assert engine.checker.wait_rounds(1, WAIT)
         again = built.hosts.rows()
