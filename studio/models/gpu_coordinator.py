@@ -155,7 +155,7 @@ class GpuCoordinator:
         other._comfyui = comfyui or _Absent(f"No ComfyUI host in COMFYUI_URL runs on {where}.")
         other._ollama = ollama or _Absent(f"No Ollama host runs on {where}, so none is "
                                           "unloaded for it.")
-        if not _is_local(machine):
+        if machine != THIS_MACHINE:
             other._gpu = _NoGpu()
         return other
 
@@ -163,9 +163,9 @@ class GpuCoordinator:
         """The Ollama client of a host on ``machine``, or None."""
         pool = getattr(self._ollama, "pool", None)
         if pool is None:
-            return self._ollama if _same_machine(self._ollama.url, machine) else None
+            return self._ollama if _machine(self._ollama.url) == machine else None
         for view in pool.views():
-            if _same_machine(view.spec.url, machine):
+            if _machine(view.spec.url) == machine:
                 return self._ollama.client_for(view.name)
         return None
 
@@ -405,11 +405,3 @@ class _NoGpu:
 
     def sample(self) -> GpuReading:
         return GpuReading.unavailable("That GPU is in another machine.")
-
-
-def _same_machine(url: str, machine: str) -> bool:
-    return _machine(url) == machine
-
-
-def _is_local(machine: str) -> bool:
-    return machine == THIS_MACHINE
