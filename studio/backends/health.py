@@ -115,8 +115,10 @@ class HealthChecker:
                 log.exception("health check round failed")
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            if self.pool.idle_s() > IDLE_ROUNDS * self.interval_s:
-                self._asked.clear()
+            # Cleared before the look at the pool: a request in between either shows in
+            # idle_s or sets the event again, so none is missed.
+            self._asked.clear()
+            if not self._stop.is_set() and self.pool.idle_s() > IDLE_ROUNDS * self.interval_s:
                 self._asked.wait()  # no timeout: a request or close() wakes it
 
     def _round(self) -> None:
