@@ -4,6 +4,8 @@ llama-server / vLLM on 127.0.0.1 through the official openai client, and the stu
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from studio.clients.openai_compat import OpenAICompatClient
@@ -82,6 +84,23 @@ def test_refusals_are_sentences_and_never_show_the_key():
 def test_a_server_that_is_not_there():
     with pytest.raises(BackendUnavailable, match="Can't reach the server"):
         OpenAICompatClient(f"http://127.0.0.1:{free_port()}/v1", timeout=2).list_models()
+
+
+def test_a_server_that_takes_the_connection_but_never_answers_is_said_to_be_too_slow():
+    # A listening socket nobody accepts from: the connection opens, no byte ever comes back.
+    # Both paths (the openai client's chat and the plain list) must say "in time", whichever
+    # httpx the openai package is built on.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        client = OpenAICompatClient(f"http://127.0.0.1:{hung.getsockname()[1]}/v1", timeout=0.5)
+        try:
+            with pytest.raises(BackendUnavailable, match="didn't answer in time"):
+                list(client.chat_stream(MODEL, [ChatMessage("user", "hello")]))
+            with pytest.raises(BackendUnavailable, match="didn't answer in time"):
+                client.list_models()
+        finally:
+            client.close()
 
 
 # -- the studio over two servers --------------------------------------------------------------

@@ -56,13 +56,16 @@ class OpenAICompatClient:
         self.timeout = timeout
         self._key = key
         self.shown_as = shown_as or self.base_url
-        timeouts = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
+        connect = min(CONNECT_TIMEOUT, timeout)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeouts, headers=headers,
-                                  verify=tls_context())
-        # Servers without a key still need a non-empty api_key for the openai client.
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, verify=tls_context(),
+                                  timeout=httpx.Timeout(timeout, connect=connect))
+        # Servers without a key still need a non-empty api_key for the openai client. Its
+        # timeout is the openai package's own Timeout: from openai 3.61 that is httpx2's, which
+        # refuses an httpx.Timeout.
         self._openai = _openai().OpenAI(api_key=key or "none", base_url=self.base_url,
-                                        max_retries=0, timeout=timeouts)
+                                        max_retries=0,
+                                        timeout=_openai().Timeout(timeout, connect=connect))
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient({self.base_url!r}, key={'set' if self._key else 'none'})"
@@ -148,7 +151,7 @@ class OpenAICompatClient:
     # -- errors
 
     def _unreachable(self, exc: BaseException) -> StudioError:
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, (httpx.TimeoutException, _openai().APITimeoutError)):
             return BackendUnavailable(f"The server at {self.shown_as} didn't answer in time.",
                                       hint="Check that it is running and not overloaded.")
         return BackendUnavailable(f"Can't reach the server at {self.shown_as}.",
@@ -158,7 +161,7 @@ class OpenAICompatClient:
     def _error(self, err: "openai.APIError", model: str) -> StudioError:
         openai = _openai()
         if isinstance(err, (openai.APIConnectionError, openai.APITimeoutError)):
-            return self._unreachable(err.__cause__ or err)
+            return self._unreachable(err)
         status = getattr(err, "status_code", None)
         body = getattr(err, "body", None)
         detail = ""
