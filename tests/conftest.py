@@ -160,7 +160,6 @@ def launch_in_process(env: dict, *, nvml: object | None = None) -> InProcessStud
 
     services = build_services(Settings.from_env(env, dotenv_path=None), nvml=nvml)
     demo = build_app(services)
-    demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
     return InProcessStudio(url.rstrip("/"), services, demo)

@@ -39,7 +39,6 @@ def strict(tmp_path_factory):
          "STUDIO_LIMIT_CHAT_PER_MINUTE": "2", "STUDIO_BUDGET_USER_DAILY_USD": "0.0000001"},
         dotenv_path=None))
     demo = build_app(services)
-    demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
     yield {"base": url.rstrip("/") + "/v1", "keys": keys, "ollama": ollama}

@@ -61,7 +61,6 @@ def api(tmp_path_factory, comfyui):
          "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",
          "STUDIO_LIMIT_IMAGES_PER_HOUR": "4"}, dotenv_path=None))
     demo = build_app(services)
-    demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
     yield {"base": url.rstrip("/") + "/v1", "ann": ann_key, "bob": bob_key,

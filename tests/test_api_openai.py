@@ -41,7 +41,6 @@ def api(tmp_path_factory):
         {"STUDIO_DATA_DIR": str(data), "OLLAMA_HOST": ollama.url,
          "OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": cloud.url}, dotenv_path=None))
     demo = build_app(services)
-    demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
     base = url.rstrip("/") + "/v1"

@@ -26,7 +26,7 @@ from .assets import AssetCache
 from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
 from . import chat, costs, settings as settings_tab
-from . import arena as arena_tab
+from . import arena as arena_tab, queue_wake
 from . import images as images_tab
 from . import models as models_tab
 
@@ -155,6 +155,7 @@ def build_app(services) -> gr.Blocks:
         if block_fn.concurrency_limit == "default":
             block_fn.concurrency_limit = QUICK_LIMIT
     secure_events(demo, services.access.role_of, audit=services.access.audit.record)
+    queue_wake.install(demo._queue)  # no 1 ms polling with nobody there (issue 16, item 6)
     return demo
 
 
