@@ -49,4 +49,84 @@
     }
     return response;
   };
+
+  // A streaming reply's text over /studio/live (studio/ui/live.py): the server then sends
+  // the page a Gradio update about once a second instead of ~8, and this writes the text
+  // into the reply's bubble as it comes. The cookie tells the server this page can; the
+  // stats line under the chat carries a marker (class "studio-live live-<chat>
+  // reply-<id>") while the text flows. The finished message comes from Gradio as before
+  // (rendered Markdown): when the marker goes, what this drew goes.
+  document.cookie = 'studio_live=1; path=/; max-age=31536000; SameSite=Lax';
+  const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const inline = (s) => esc(s).replace(/`([^`\n]+)`/g, '<code>$1</code>')
+    .replace(/\*\*([^*\n]+)\*\*/g, '<strong>$1</strong>');
+  // A light Markdown while it streams (paragraphs, code blocks, `code`, **bold**); all of
+  // the model's text is escaped, so nothing in it becomes markup.
+  const draft = (text) => text.split(/^```/m).map((part, i) => {
+    if (i % 2) {
+      const nl = part.indexOf('\n');
+      return '<pre><code>' + esc(nl < 0 ? '' : part.slice(nl + 1)) + '</code></pre>';
+    }
+    return part.split(/\n{2,}/).filter((p) => p.trim())
+      .map((p) => '<p>' + inline(p).replace(/\n/g, '<br>') + '</p>').join('');
+  }).join('');
+  let live = null;  // {key, source, text, content, overlay}
+  const endLive = () => {
+    if (!live) return;
+    live.source.close();
+    if (live.overlay) live.overlay.remove();
+    if (live.content) live.content.removeAttribute('data-studio-live');
+    live = null;
+  };
+  const show = (mine) => {
+    const contents = document.querySelectorAll('#chatbot .message.bot .message-content');
+    const content = contents[contents.length - 1];
+    if (!content) return;
+    if (mine.content !== content || !mine.overlay || !mine.overlay.isConnected) {
+      if (mine.overlay) mine.overlay.remove();
+      if (mine.content) mine.content.removeAttribute('data-studio-live');
+      const md = content.querySelector(':scope > .md');
+      mine.overlay = document.createElement('span');
+      mine.overlay.className = (md ? md.className : 'md chatbot prose') + ' studio-live-text';
+      content.appendChild(mine.overlay);
+      content.setAttribute('data-studio-live', '');  // studio.css hides Gradio's copy
+      mine.content = content;
+    }
+    const scroller = content.closest('.bubble-wrap');
+    const atEnd = scroller &&
+      scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    mine.overlay.innerHTML = draft(mine.text);
+    if (atEnd) scroller.scrollTop = scroller.scrollHeight;
+  };
+  const startLive = (marker) => {
+    const part = (prefix) => {
+      const c = [...marker.classList].find((name) => name.startsWith(prefix));
+      return c ? c.slice(prefix.length) : '';
+    };
+    const key = part('live-') + '/' + part('reply-');
+    if (live && live.key === key) return;
+    endLive();
+    const source = new EventSource('studio/live/' + encodeURIComponent(part('live-')) +
+                                   '?reply=' + encodeURIComponent(part('reply-')));
+    const mine = {key, source, text: '', content: null, overlay: null};
+    live = mine;
+    source.onmessage = (event) => {
+      if (live !== mine) return;
+      const piece = JSON.parse(event.data);
+      if (piece.at > mine.text.length) return;  // a gap: Gradio's update shows it all
+      mine.text = mine.text.slice(0, piece.at) + piece.text;
+      show(mine);
+    };
+    // Done: the text is whole; what this drew stays until Gradio's finished message.
+    source.addEventListener('done', () => source.close());
+    source.onerror = () => {
+      // Refused or gone (the reply ended meanwhile): Gradio's updates show the reply.
+      if (source.readyState === EventSource.CLOSED && live === mine) endLive();
+    };
+  };
+  new MutationObserver(() => {
+    const marker = document.querySelector('#reply-stats .studio-live');
+    if (marker) startLive(marker);
+    else if (live) endLive();
+  }).observe(document.body, {childList: true, subtree: true});
 }

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench_chat import (RUN_TIMEOUT_S, STUDIO_ARGS, FakeProcess, answer_text,  # noqa: E402
                         bench_start, find_endpoint, find_page_event, free_port, log, machine,
                         make_apps, open_page)
-from gradio_queue import queue_call  # noqa: E402
+from gradio_queue import LIVE_COOKIE, LiveReader, queue_call  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHROMIUM = "/usr/bin/chromium"
@@ -215,6 +215,7 @@ def first_token_ms(app, http, ep, session: str, want: str, t_start: float) -> fl
     """Milliseconds from ``t_start`` to the first non-empty answer; reads to the end."""
     first = None
     done = False
+    live = LiveReader(app.url)  # the studio's page reads the text over /studio/live
     for msg in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
                           trigger_id=ep.trigger_id, session=session,
                           deadline=time.perf_counter() + RUN_TIMEOUT_S,
@@ -223,6 +224,9 @@ def first_token_ms(app, http, ep, session: str, want: str, t_start: float) -> fl
         if text and first is None:
             first = msg.at
         done = done or text.rstrip().endswith(want)
+        if http.cookies.get("studio_live"):
+            live.look(msg.values)
+    live.join()
     if first is None or not done:
         raise RuntimeError(f"{app.name}: a reply did not complete")
     return (first - t_start) * 1000
@@ -232,7 +236,8 @@ def chats_at_once(fake, app, ep, page, n: int) -> list[float]:
     """``n`` chats sent at the same moment, each from its own page session; TTFT of each."""
     import httpx
 
-    clients = [httpx.Client(timeout=30) for _ in range(n)]
+    # The studio's cookie as its page script sets it (the bare app ignores it).
+    clients = [httpx.Client(timeout=30, cookies=LIVE_COOKIE) for _ in range(n)]
     sessions = [uuid.uuid4().hex[:11] for _ in range(n)]
     try:
         for http, session in zip(clients, sessions):

@@ -5,6 +5,8 @@ benchmarks that time what reaches a browser."""
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -57,3 +59,52 @@ def queue_call(http, url: str, *, data: list, fn_index: int, trigger_id: int | N
                 yield Message(kind, at, len(raw) + 2, values)
                 if kind == "process_completed":
                     return
+
+
+LIVE_COOKIE = {"studio_live": "1"}  # what assets/studio.js sets: "this page reads /studio/live"
+
+
+class LiveReader:
+    """What the studio's page script does while a reply streams (``studio/ui/live.py``):
+    once an update's stats line carries the marker, read ``/studio/live/<chat>?reply=<id>``
+    to its end on a thread of its own. ``text`` is what it read; ``cpu_s`` that thread's
+    CPU (the benchmark's client, not the server's)."""
+
+    MARKER = re.compile(r'class="studio-live live-([\w-]+) reply-(\w+)"')
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.text = ""
+        self.events = 0
+        self.cpu_s = 0.0
+        self._thread: threading.Thread | None = None
+
+    def look(self, values: list) -> None:
+        """Start reading when ``values`` (an update's outputs) carry the marker."""
+        if self._thread is not None:
+            return
+        for value in values:
+            found = self.MARKER.search(value) if isinstance(value, str) else None
+            if found:
+                self._thread = threading.Thread(target=self._read, args=found.groups(),
+                                                daemon=True)
+                self._thread.start()
+                return
+
+    def _read(self, chat_id: str, reply_id: str) -> None:
+        import httpx
+
+        t0 = time.thread_time()
+        with httpx.Client(timeout=30, cookies=LIVE_COOKIE) as http, http.stream(
+                "GET", f"{self.url}studio/live/{chat_id}", params={"reply": reply_id}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    piece = json.loads(line[5:])
+                    if "at" in piece:
+                        self.text = self.text[:piece["at"]] + piece["text"]
+                        self.events += 1
+        self.cpu_s = time.thread_time() - t0
+
+    def join(self, timeout: float = 30.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

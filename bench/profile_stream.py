@@ -47,7 +47,7 @@ if "--studio" in sys.argv[1:-1]:
 
 from bench_chat import (STUDIO_ARGS, FakeProcess, answer_text, find_endpoint,  # noqa: E402
                         find_page_event, free_port, open_page)
-from gradio_queue import queue_call  # noqa: E402
+from gradio_queue import LIVE_COOKIE, LiveReader, queue_call  # noqa: E402
 
 N, DELAY = 200, 0.020
 
@@ -77,6 +77,8 @@ def studio_in_process(fake, prefix: str, *, env: dict | None = None, hook=None,
         demo = build_app(services)
         if queue_limit is not None:
             demo.queue(default_concurrency_limit=queue_limit)
+            from studio.ui import queue_wake
+            queue_wake.install(demo._queue)  # queue() made a new, polling one: as app.py runs
         if hook is not None:
             threading.setprofile(hook)
         try:
@@ -124,12 +126,14 @@ def count_reply_threads() -> None:
 
 def one_reply(fake, target, http, ep, page, by_thread: dict | None = None
               ) -> tuple[float, int, float]:
-    """(process CPU-s, SSE updates, client-thread CPU-s) of one reply; ``by_thread`` gets
-    the CPU-s of each kind of thread."""
+    """(process CPU-s, updates, client CPU-s) of one reply; ``by_thread`` gets the CPU-s
+    of each kind of thread. With the page's cookie on ``http`` (``LIVE_COOKIE``) it reads
+    the text over /studio/live as the page does; the updates count both channels'."""
     session = uuid.uuid4().hex[:11]
     open_page(target, http, page, session)
     fake.queue(N, DELAY)
     updates, want = 0, f"tok{N - 1}"
+    live = LiveReader(target.url)
     threads0 = thread_cpu()
     cpu0, own0 = time.process_time(), time.thread_time()
     for msg in queue_call(http, target.url, data=ep.data, fn_index=ep.fn_index,
@@ -137,6 +141,12 @@ def one_reply(fake, target, http, ep, page, by_thread: dict | None = None
                           deadline=time.monotonic() + 60, what="studio"):
         updates += 1
         answer_text(msg.values[ep.text_pos])
+        if http.cookies.get("studio_live"):
+            live.look(msg.values)
+    live.join()
+    if live.events and not live.text.rstrip().endswith(want):
+        raise RuntimeError("the live channel did not read the whole reply")
+    updates += live.events
     time.sleep(0.05)  # the server's last bookkeeping for the request
     if by_thread is not None:
         by_thread["reply thread (ReplyManager._run)"] = (
@@ -145,7 +155,7 @@ def one_reply(fake, target, http, ep, page, by_thread: dict | None = None
             by_thread[kind] = by_thread.get(kind, 0.0) + cpu - threads0.get(kind, 0.0)
     if not answer_text(msg.values[ep.text_pos]).rstrip().endswith(want):
         raise RuntimeError("the reply did not complete")
-    return time.process_time() - cpu0, updates, time.thread_time() - own0
+    return time.process_time() - cpu0, updates, time.thread_time() - own0 + live.cpu_s
 
 
 def idle_cpu(seconds: float) -> float:
@@ -200,6 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=35, help="rows of the profile to print")
     ap.add_argument("--profile", action="store_true",
                     help="also profile one reply (cProfile in every server thread)")
+    ap.add_argument("--classic", action="store_true",
+                    help="as a page without the studio's script: every update through "
+                         "Gradio (default: the text over /studio/live, as the page reads it)")
     args = ap.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import httpx
@@ -220,7 +233,7 @@ def main(argv=None) -> int:
         with studio_in_process(fake, "profile-stream-", queue_limit=4,
                                env=dict(item.split("=", 1) for item in args.env),
                                hook=hook if args.profile else None) as target:
-            with httpx.Client(timeout=30) as http:
+            with httpx.Client(timeout=30, cookies=None if args.classic else LIVE_COOKIE) as http:
                 ep = find_endpoint(target, http, "send", [{"text": "hi", "files": []},
                                                           *STUDIO_ARGS])
                 page = find_page_event(target, http)
@@ -238,8 +251,9 @@ def main(argv=None) -> int:
                     rows.append((net / N * 1000, net / updates * 1000, updates, idle * 1000, wall))
                 print(f"{N} tokens at {DELAY * 1000:.0f} ms, {args.runs} runs (medians):")
                 for i, label in enumerate(("server CPU-s per 1,000 tokens, net of idle",
-                                           "server CPU-ms per SSE update, net of idle",
-                                           "SSE updates per reply", "idle CPU-ms per s",
+                                           "server CPU-ms per update, net of idle",
+                                           "updates per reply (Gradio's and /studio/live's)",
+                                           "idle CPU-ms per s",
                                            "reply wall s")):
                     print(f"  {label}: {statistics.median(r[i] for r in rows):.3f}"
                           f"  (runs: {', '.join(f'{r[i]:.3f}' for r in rows)})")

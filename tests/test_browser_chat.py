@@ -224,6 +224,39 @@ def test_browser_edit_keeps_the_earlier_branch(studio, page):
     assert "Answer to dogs." not in chat_text(page)
 
 
+def test_browser_reply_text_comes_over_the_lean_channel_then_gradio_renders_it(studio, page):
+    """The page's script reads a streaming reply's text from /studio/live (ui/live.py) and
+    draws it into the reply's bubble (escaped, light Markdown) while Gradio's copy, updated
+    about once a second, stays hidden; the finished message is Gradio's, shown once."""
+    lives = []
+    page.on("request", lambda r: lives.append(r.url) if "/studio/live/" in r.url else None)
+    open_studio(page, studio)
+    tokens = (["Here ", "is ", "**bold** ", "and ", "<img src=x onerror=alert(3)> "]
+              + make_tokens(50) + ["\n\n```py\nprint(1)\n```\n", "end"])
+    studio.ollama.queue_reply(tokens, delay=0.05)
+    send(page, f"lean please {uuid.uuid4().hex[:6]}")
+    page.wait_for_function(
+        "(t) => { const o = document.querySelector('#chatbot .studio-live-text');"
+        " return o && o.innerText.includes(t); }", arg=tokens[25].strip())
+    drawn = page.evaluate("""() => {
+        const o = document.querySelector('#chatbot .studio-live-text');
+        const gradios = o.parentElement.querySelector(':scope > .md:not(.studio-live-text)');
+        return {html: o.innerHTML, hidden: getComputedStyle(gradios).display === 'none'}; }""")
+    assert drawn["hidden"] and "<strong>bold</strong>" in drawn["html"]
+    assert "&lt;img src=x" in drawn["html"]
+    assert page.locator("#chatbot img[src='x']").count() == 0
+    page.wait_for_function("() => !document.querySelector('#chatbot .studio-live-text')"
+                           " && document.querySelector('#chatbot').innerText.includes('end')")
+    text = chat_text(page)
+    assert text.count(tokens[30].strip() + " ") == 1 and "<img src=x onerror=alert(3)>" in text
+    assert "print(1)" in page.locator("#chatbot pre code").last.inner_text()
+    assert len(lives) == 1 and lives[0].split("?")[0].endswith(stored_chat_id(studio, "lean please"))
+
+
+def stored_chat_id(studio, marker: str) -> str:
+    return stored(studio, marker)["conversation_id"]
+
+
 def test_browser_text_that_looks_like_html_shows_as_typed(studio, page):
     open_studio(page, studio)
     marker = uuid.uuid4().hex[:6]

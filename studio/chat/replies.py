@@ -226,7 +226,8 @@ class ReplyManager:
         return True
 
     def follow(self, reply: LiveReply, *, interval: float = 0.125, first_wait: float = 0.0,
-               timeout: float = 3600.0) -> Iterator[ReplySnapshot]:
+               timeout: float = 3600.0, text_interval: float | None = None
+               ) -> Iterator[ReplySnapshot]:
         """Yield snapshots as the reply grows; the last is done. Updates are coalesced by
         the reply's pace (``update_gap``): the first one with text the moment it arrives,
         then at most one per gap, the gap growing from ``START_GAP_S`` to ``interval``.
@@ -239,6 +240,10 @@ class ReplyManager:
         show (a token, a notice, the end); the wait ends the moment one arrives. A fast
         model's first update then carries text, and the first token is not queued behind
         an update that only says "waiting".
+
+        ``text_interval``: once the answer's text flows, at most one snapshot per that many
+        seconds (a page that receives the text itself over ``/studio/live``, ``ui/live.py``,
+        needs the rest of the reply only now and then); the end still comes at once.
         """
         deadline = time.monotonic() + timeout
         if first_wait > 0:
@@ -257,7 +262,10 @@ class ReplyManager:
             if interval and first_token is not None:
                 # Let tokens pile up for a moment; the end wakes us early. Not before the
                 # first token: that one goes out the moment it arrives.
-                reply.ended.wait(update_gap(time.monotonic() - first_token, interval))
+                gap = update_gap(time.monotonic() - first_token, interval)
+                if text_interval is not None and snap.text:
+                    gap = max(gap, text_interval)
+                reply.ended.wait(gap)
 
     # -- the worker ---------------------------------------------------------------------
 

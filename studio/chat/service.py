@@ -396,12 +396,13 @@ class ChatService:
             return []
         return self._overlaid(self._history(chat_id, user))
 
-    def follow(self, reply: LiveReply, *, interval: float = 0.125,
-               first_wait: float = 0.0) -> Iterator[ReplySnapshot]:
+    def follow(self, reply: LiveReply, *, interval: float = 0.125, first_wait: float = 0.0,
+               text_interval: float | None = None) -> Iterator[ReplySnapshot]:
         """Snapshots of ``reply`` as it grows, paced by the reply (``replies.update_gap``:
         the first words at once, then at most one per ``interval`` once it streams
-        steadily); the last is done."""
-        return self._replies.follow(reply, interval=interval, first_wait=first_wait)
+        steadily, or per ``text_interval`` once its text flows); the last is done."""
+        return self._replies.follow(reply, interval=interval, first_wait=first_wait,
+                                    text_interval=text_interval)
 
     def conversations(self, *, user: str, query: str = "", limit: int = 200
                       ) -> list[ChatListEntry]:

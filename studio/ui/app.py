@@ -25,6 +25,7 @@ from ..ops.status import status_html
 from .assets import AssetCache
 from .common import OWNER, model_picker, ui_errors
 from .guard import secure_events
+from .live import LiveText
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab, queue_wake
 from . import images as images_tab
@@ -188,6 +189,7 @@ def launch_kwargs(services) -> dict:
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
                 app_kwargs={"middleware": [gate, Middleware(AssetCache)], "routes": [
+                    *LiveText(services.chat, interval=s.stream_interval).routes(),
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
                     *ImagesApi(services.images, services.keys, data,
                                services.gpu_coordinator).routes(),

@@ -31,6 +31,7 @@ from .chat_values import (chatbot_value, collect_options, merge_into_box, new_se
                           no_match_note, parse_turn_action, queued_label, split_message,
                           typed_from_shown)
 from .common import PageViews, model_picker, page_user, ui_errors
+from .live import LEAN_TEXT_INTERVAL_S, lean_page, marker
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,15 @@ def page_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
-def stats_text(snap: ReplySnapshot) -> str:
-    """The line under the chat while a reply streams, then its figures."""
+def stats_text(snap: ReplySnapshot, live_in: str | None = None) -> str:
+    """The line under the chat while a reply streams, then its figures. ``live_in``: the
+    chat of a page that reads the text over ``/studio/live`` (``ui/live.py``): once the
+    text flows, the line carries the marker its script opens the channel by."""
     if not snap.done:
         if not (snap.text or snap.thinking):
             return snap.retrying or "Waiting for the first token…"
-        return f"Generating with {ModelId.parse(snap.model_id).name}…"
+        line = f"Generating with {ModelId.parse(snap.model_id).name}…"
+        return line + marker(live_in, snap.reply_id) if live_in and snap.text else line
     u = snap.usage
     return stats_line(ttft_ms=snap.ttft_ms, tokens_per_s=u.tokens_per_s,
                       completion_tokens=u.completion_tokens, prompt_tokens=u.prompt_tokens,
@@ -137,24 +141,28 @@ class ChatPage:
         return gr.update(choices=[(queued_label(i.message, i.held), i.id) for i in items],
                          value=None, visible=bool(items), label=QUEUE_LABEL)
 
-    def follow(self, sess: dict, reply, view, user: str, *, wire: bool = False):
+    def follow(self, sess: dict, reply, view, user: str, *, wire: bool = False,
+               lean: bool = False):
         """Yield (rows, index, snapshot, shown) as the live reply grows, while ``view``
         holds. The page shows from its window's first message to the newest. The rows of
         the turns before the reply are built once; each update rebuilds only the reply's.
-        ``wire``: rows as Gradio sends them (``chat_wire``), for postprocess=False events."""
+        ``wire``: rows as Gradio sends them (``chat_wire``), for postprocess=False events.
+        ``lean``: the page reads the text over ``/studio/live``: while it flows, an update
+        about once a second (``live.LEAN_TEXT_INTERVAL_S``)."""
         shape = self.wire.rows if wire else (lambda rows: rows)
         shown = self.chat.view(sess["chat_id"], user=user, window=(sess.get("first"), None))
         base, last = shown.turns[:-1], shown.turns[-1]
         base_rows, base_index = chatbot_value(base)
         base_rows = shape(base_rows)
         for snap in self.chat.follow(reply, interval=self.settings.stream_interval,
-                                     first_wait=FIRST_UPDATE_WAIT_S):
+                                     first_wait=FIRST_UPDATE_WAIT_S,
+                                     text_interval=LEAN_TEXT_INTERVAL_S if lean else None):
             if not self.views.holds(view):
                 return
             rows, index = chatbot_value([turn_with_snapshot(last, snap)])
             yield base_rows + shape(rows), base_index + index, snap, shown
 
-    def stream(self, sess: dict, started: Started, view, user: str):
+    def stream(self, sess: dict, started: Started, view, user: str, lean: bool = False):
         """Stream a started reply: yields (sess, rows, stats, stop, conv_list, phase,
         earlier, newer) (the last two: the window's buttons), as Gradio sends them
         (``chat_wire``: the events that stream replies skip Gradio's postprocessing).
@@ -176,9 +184,9 @@ class ChatPage:
         stored = not sess["incognito"]
         first, extras_due, worded = True, True, False
         for rows, index, snap, shown in self.follow(sess, started.reply, view, user,
-                                                    wire=True):
+                                                    wire=True, lean=lean):
             sess = {**sess, "index": index}  # a new dict: the page has the one last sent
-            stats = self.wire.text(stats_text(snap))
+            stats = self.wire.text(stats_text(snap, sess["chat_id"] if lean else None))
             chat_id = sess["chat_id"] if stored else None
             if snap.done:
                 conv = (self.list_update(user, "", chat_id, view[0] if view else None)
@@ -197,7 +205,7 @@ class ChatPage:
             worded = worded or bool(snap.text or snap.thinking or snap.done)
 
     def replies(self, sess: dict, started: Started, view, user: str, page: str | None,
-                token: str):
+                token: str, lean: bool = False):
         """Stream ``started``, then each message the page queued meanwhile, in order, as
         each reply completes. Yields (sess, rows, stats, stop, conv_list, last_open, queue,
         earlier, newer).
@@ -215,7 +223,7 @@ class ChatPage:
                 final = None
                 sent_index = None  # the chatbot's index as the page's session last had it
                 for sess, rows, stats, stop, conv, phase, *buttons in self.stream(
-                        sess, started, view, user):
+                        sess, started, view, user, lean):
                     # A new chat joins the sidebar with the extras, not the first update:
                     # the list costs a query and a rebuilt component, which the first token
                     # would wait for.
@@ -365,9 +373,10 @@ class ChatPage:
         sess = {**sess, "streaming": False}
         # on_open showed the Stop button. In between, it is repeated as a plain value, which
         # Gradio diffs to nothing (a gr.update rebuilds the component every update).
-        for rows, index, snap, _shown in self.follow(sess, live, view, user):
+        lean = lean_page(request)
+        for rows, index, snap, _shown in self.follow(sess, live, view, user, lean=lean):
             sess["index"] = index
-            yield (sess, rows, stats_text(snap),
+            yield (sess, rows, stats_text(snap, sess["chat_id"] if lean else None),
                    gr.update(visible=False) if snap.done else STOP_LABEL)
 
     @ui_errors
@@ -434,7 +443,7 @@ class ChatPage:
         except BaseException:
             self.queues.ended(page, token, completed=False)  # refused: the page is free
             raise
-        yield from self.replies(sess, started, view, user, page, token)
+        yield from self.replies(sess, started, view, user, page, token, lean_page(request))
 
     def on_take_back(self, item_id, box, request: gr.Request = None):
         """A queued message clicked: it leaves the queue and goes back into the box (after
@@ -482,7 +491,7 @@ class ChatPage:
         page, token = page_of(request), uuid.uuid4().hex
         self.queues.begin(page, token)
         for update in self.replies(sess, started, self.views.claim(request), user, page,
-                                   token):
+                                   token, lean_page(request)):
             yield (*update[:5], *update[6:])
 
     @ui_errors

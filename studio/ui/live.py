@@ -1,0 +1,103 @@
+"""The page's lean channel for a streaming reply's text (issue 16, item 1).
+
+Through Gradio, each update of a streaming reply costs the server ~2 ms of CPU whatever it
+carries (its queue, the event's bookkeeping, the diff and the SSE message; a bare Gradio
+generator costs as much), and ~8 updates a second make that most of a paced reply's cost.
+So a page that can (``assets/studio.js`` says so with the ``studio_live`` cookie) gets the
+answer's text here instead, as plain server-sent events of what was added:
+
+    GET /studio/live/{chat_id}?reply={reply_id}
+    data: {"at": 0, "text": "Hello"}          the text from offset ``at`` on
+    data: {"at": 5, "text": " world"}
+    event: done                               the reply ended; the page's Gradio update
+    data: {}                                  with the finished message follows
+
+The Gradio event that sent the message still runs: it shows the first words the moment
+they come, the Stop button, the thinking, and the finished message rendered as Markdown,
+but while the text flows it updates the page about once a second (``LEAN_TEXT_INTERVAL_S``)
+instead of ~8 times. A page without the script, or an API caller, is served as before.
+
+Who may: the front door (``access/web.py``) lets no one through without a session, and the
+chat is looked up as the caller's own (``ChatService.live_reply`` raises ``NotFound`` for
+another's), so a reply id alone opens nothing. Pacing is the same as Gradio's
+(``replies.update_gap``): a wait of the gap between looks, never a wake per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from anyio.to_thread import run_sync
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..chat.replies import START_GAP_S, update_gap
+from ..errors import NotFound
+
+PATH = "/studio/live/{chat_id}"
+COOKIE = "studio_live"
+# While the text flows over this channel, how often the Gradio event still updates the
+# page (the thinking, the stats line, the Stop button; the Markdown rendered by Gradio).
+LEAN_TEXT_INTERVAL_S = 1.0
+
+
+def lean_page(request) -> bool:
+    """Whether the page behind a Gradio request reads the text over this channel."""
+    cookies = getattr(request, "cookies", None) or {}
+    return cookies.get(COOKIE) == "1"
+
+
+def marker(chat_id: str, reply_id: str) -> str:
+    """What the stats line carries while a lean page's reply streams: the page's script
+    finds it and opens the channel (the sanitizer keeps classes only)."""
+    return f'<span class="studio-live live-{chat_id} reply-{reply_id}"></span>'
+
+
+class LiveText:
+    """The ``/studio/live`` route over ``ChatService``."""
+
+    def __init__(self, chat, *, interval: float) -> None:
+        self.chat = chat
+        self.interval = interval
+
+    def routes(self) -> list[Route]:
+        return [Route(PATH, self.stream, methods=["GET"])]
+
+    async def stream(self, request: Request) -> Response:
+        user = request.scope.get("state", {}).get("studio_user")
+        if not user:  # the front door sets it; without one, nobody signed in
+            return JSONResponse({"error": "Sign in first."}, status_code=401)
+        chat_id = request.path_params["chat_id"]
+        try:
+            reply = await run_sync(lambda: self.chat.live_reply(chat_id, user=user))
+        except NotFound:
+            reply = None
+        want = request.query_params.get("reply")
+        if reply is None or (want and reply.reply_id != want):
+            return JSONResponse({"error": "No reply is streaming in that chat."},
+                                status_code=404)
+        return StreamingResponse(self._events(reply), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def _events(self, reply):
+        sent = 0
+        # The browser's retry after a dropped connection starts a new request, from 0.
+        yield "retry: 2000\n\n"
+        while True:
+            snap = reply.snapshot()
+            grew = len(snap.text) > sent
+            if grew:
+                yield f"data: {json.dumps({'at': sent, 'text': snap.text[sent:]})}\n\n"
+                sent = len(snap.text)
+            if snap.done:
+                yield "event: done\ndata: {}\n\n"
+                return
+            # After text went out, let the next pile up for the gap; while none comes, look
+            # again soon, so a slow model's token shows about when it lands.
+            first = reply.first_token
+            await asyncio.sleep(update_gap(time.monotonic() - first, self.interval)
+                                if grew and first is not None else START_GAP_S)
