@@ -70,7 +70,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from gradio_queue import queue_call  # noqa: E402 - bench/, the script's own folder
+from gradio_queue import LIVE_COOKIE, LiveReader, queue_call  # noqa: E402 - bench/, the script's own folder
 
 MODEL = "llama3.2:latest"
 STUDIO_MODEL_ID = f"ollama:{MODEL}"
@@ -449,7 +449,9 @@ def open_page(app: App, http, page: Endpoint, session: str) -> float:
 
 def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: int,
             first_delay: float | None = None, delay: float = 0.0) -> Run:
-    """One reply through the browser's queue route; times and bytes of every SSE message."""
+    """One reply through the browser's queue route; times and bytes of every SSE message.
+    With the studio page's cookie on ``http`` (``LIVE_COOKIE``), the text is also read
+    over /studio/live as that page reads it, and counted in the updates."""
     session = uuid.uuid4().hex[:11]
     page_ms = open_page(app, http, page, session)
     fake.queue(n, delay, first_delay)
@@ -458,11 +460,14 @@ def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: 
     gen: list[tuple[int, int]] = []  # (bytes, tokens so far) of each process_generating
     final_bytes = 0
     first = done = None
+    live = LiveReader(app.url)
     cpu0 = app.cpu_s()
     t0 = time.perf_counter()
     for msg in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
                           trigger_id=ep.trigger_id, session=session,
                           deadline=t0 + RUN_TIMEOUT_S, clock=time.perf_counter, what=app.name):
+        if http.cookies.get("studio_live"):
+            live.look(msg.values)
         text = answer_text(msg.values[ep.text_pos])
         if text and first is None:
             first = msg.at
@@ -472,6 +477,7 @@ def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: 
             final_bytes = msg.size
         else:
             gen.append((msg.size, tokens_in(len(text))))
+    live.join()
     cpu = app.cpu_s() - cpu0
     # Bytes per token in each third: each message counts in the third its tokens end in.
     b3, t3, prev = [0, 0, 0], [0, 0, 0], 0
@@ -481,7 +487,8 @@ def run_sse(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint, n: 
         t3[third] += tokens - prev
         prev = tokens
     thirds = [b / t if t else float("nan") for b, t in zip(b3, t3)]
-    return finish_run(n, t0, first, done, len(gen) + 1, cpu, thirds=thirds, page_join_ms=page_ms,
+    return finish_run(n, t0, first, done, len(gen) + 1 + live.events, cpu, thirds=thirds,
+                      page_join_ms=page_ms,
                       final_bytes=final_bytes, stream_bytes=sum(b for b, _ in gen))
 
 
@@ -499,7 +506,13 @@ def run_fifty(fake: FakeProcess, app: App, http, ep: Endpoint, page: Endpoint) -
     n, delay = FIFTY
     before = idle_rate(app)
     t0 = time.perf_counter()
-    run = run_sse(fake, app, http, ep, page, n, delay=delay)
+    if app.name == "studio":  # as the studio's page streams: the text over /studio/live
+        import httpx
+
+        with httpx.Client(timeout=30, cookies=LIVE_COOKIE) as lean:
+            run = run_sse(fake, app, lean, ep, page, n, delay=delay)
+    else:
+        run = run_sse(fake, app, http, ep, page, n, delay=delay)
     wall = time.perf_counter() - t0  # page open + reply + the 50 ms after it (run_sse)
     idle = (before + idle_rate(app)) / 2
     run.net_cpu_per_1k = run.cpu_per_1k - idle * wall / n * 1000
