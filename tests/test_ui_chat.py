@@ -275,3 +275,51 @@ def test_ui_chat_wire_rows_are_what_gradio_postprocessing_makes_of_them(tmp_path
     assert ChatWire().rows(rows)[0]["content"][0]["text"].startswith("look")
     assert ChatWire.text("  Generating with x…\n") == gr.Markdown(render=False).postprocess(
         "  Generating with x…\n")
+
+
+def test_ui_chat_send_inputs_shaped_in_the_handler_match_gradios_preprocessing(tmp_path):
+    """/send is wired with preprocess=False and shapes its inputs in its own thread
+    (chat_wire.preprocessed): a handler must get exactly what Gradio's preprocessing hands
+    it, a message with an image, numbers with precision 0, a radio, a State."""
+    import gradio as gr
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from studio.ui.chat_wire import preprocessed
+    from tests.conftest import free_port
+
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (4, 4)).save(picture)
+    seen: dict = {}
+
+    def handler(name):
+        def fn(message, sess, model, system, incognito, temperature, num_ctx, think,
+               request: gr.Request = None):
+            seen[name] = (message["text"], [open(f, "rb").read() for f in message["files"]],
+                          sess, model, system, incognito, temperature, num_ctx,
+                          type(num_ctx).__name__, think, request is not None)
+            yield "ok"
+        return fn
+
+    with gr.Blocks() as demo:
+        inputs = [gr.MultimodalTextbox(file_types=["image"], file_count="multiple"),
+                  gr.State({"chat_id": "c1"}), gr.Dropdown(["m1", "m2"], value="m1"),
+                  gr.Textbox(), gr.Checkbox(), gr.Slider(0, 2, step=0.05),
+                  gr.Number(precision=0), gr.Radio(["auto", "on", "off"], value="auto")]
+        out = gr.Textbox()
+        button = gr.Button()
+        button.click(handler("gradio"), inputs, out, api_name="plain")
+        button.click(preprocessed(handler("ours"), inputs), inputs, out, api_name="ours",
+                     preprocess=False)
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                server_port=free_port())
+    try:
+        client = Client(demo.local_url, verbose=False)
+        args = ({"text": "look", "files": [handle_file(str(picture))]}, "m2", "be brief",
+                True, 0.75, 4096.0, "on")
+        assert client.predict(*args, api_name="/plain") == "ok"
+        assert client.predict(*args, api_name="/ours") == "ok"
+    finally:
+        demo.close()
+    assert seen["ours"] == seen["gradio"]
+    assert seen["ours"][1] == [picture.read_bytes()] and seen["ours"][8] == "int"
