@@ -138,3 +138,20 @@ def test_live_text_a_lean_page_gets_a_marker_and_an_update_a_second(store, tmp_p
     answer = [r for r in updates[-1][1] if r["role"] == "assistant"
               and not r.get("metadata")][-1]
     assert answer["content"] == [{"type": "text", "text": "".join(tokens)}]
+
+
+def test_live_text_an_incognito_reply_reads_like_any_other_and_only_for_its_owner(signed):
+    tokens = make_tokens(20)
+    signed.ollama.queue_reply(tokens, delay=0.03)
+    started = signed.services.chat.send(None, "off the record", model=MODEL, user="ann",
+                                        incognito=True)
+    path = f"/studio/live/{started.chat_id}?reply={started.reply.reply_id}"
+    bob = sign_in(signed.url, "bob")
+    refused = bob.get(path)
+    bob.close()
+    assert refused.status_code == 404
+    ann = sign_in(signed.url, "ann")
+    with ann.stream("GET", path) as response:
+        events = read_events(response)
+    ann.close()
+    assert "".join(d["text"] for name, d in events if name == "message") == "".join(tokens)
