@@ -15,6 +15,8 @@ What runs (every figure is the median of several runs, the studio beside
   and the page's own clock (``performance.now()``, from navigation start) when the message
   box's textarea is shown and enabled. Beside it, the queue events the page started in its
   first 3 s (``POST /gradio_api/queue/join``): what a page load costs the server.
+* A tab's first opening on a fresh page (the studio builds it then), click to its first
+  control shown, timed in the page.
 * Opening a conversation of 100 messages in the same chromium: a click on the chat in the
   sidebar until the chatbot shows its last message, timed in the page, alternating between
   two such chats so each click opens the other.
@@ -165,6 +167,47 @@ def page_loads(browser, url: str, selector: str, runs: int
     return cold, warm, joins, scripts
 
 
+TABS = [("Images", "#img-generate"), ("Models", "#models-download-btn"),
+        ("Costs", "#costs-refresh"), ("Arena", "#arena-run"), ("Settings", "#settings-account")]
+
+TAB_JS = """async ([name, sel]) => {
+  const tab = [...document.querySelectorAll('button[role=tab]')]
+    .find(b => b.innerText.trim() === name);
+  const t0 = performance.now();
+  tab.click();
+  return await new Promise((resolve) => {
+    const check = () => {
+      const el = document.querySelector(sel);
+      if (el && el.offsetParent !== null) resolve(performance.now() - t0);
+      else if (performance.now() - t0 > 20000) resolve(-1);
+      else requestAnimationFrame(check);
+    };
+    check();
+  });
+}"""
+
+
+def tab_opens(browser, url: str, runs: int) -> dict[str, list[float]]:
+    """Click to the tab's first control shown, for each tab's first opening on a fresh
+    page (the tabs are built then: the studio's ui/lazy.py); one unmeasured page first."""
+    times: dict[str, list[float]] = {name: [] for name, _ in TABS}
+    for run in range(runs + 1):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.goto(url)
+        page.wait_for_selector("#chat-input textarea")
+        page.wait_for_timeout(1500)  # the page's load events done
+        for name, selector in TABS:
+            ms = page.evaluate(TAB_JS, [name, selector])
+            if ms < 0:
+                raise RuntimeError(f"the {name} tab did not show {selector}")
+            if run:
+                times[name].append(ms)
+            page.wait_for_timeout(700)
+        ctx.close()
+    return times
+
+
 def chat_opens(browser, url: str, runs: int, kind: str = "long") -> list[float]:
     """Click-to-shown for a chat of OPEN_SIZE messages (``kind`` "long") or of 4 ("short"),
     alternating between two such chats."""
@@ -206,6 +249,9 @@ def bench_browser(studio, baseline, runs: int) -> dict:
                         res["open short"] = chat_opens(browser, app.url, runs * 2, "short")
                         log(f"open a chat of {OPEN_SIZE}: {fmt(med(res['open']))} ms, of 4: "
                             f"{fmt(med(res['open short']))} ms")
+                        res["tabs"] = tab_opens(browser, app.url, runs)
+                        log("first opening of each tab: " + ", ".join(
+                            f"{k} {fmt(med(v))} ms" for k, v in res["tabs"].items()))
                 finally:
                     app.stop()
         finally:
@@ -420,6 +466,9 @@ def build_table(start, browser, conc, runs: int) -> str:
                      f"≤ {TARGET_OPEN_MS:.0f}", yes(o <= TARGET_OPEN_MS)))
         rows.append(("  the same for a chat of 4 messages (Gradio's round trip and a redraw)",
                      fmt(med(browser["open short"])), "", "", ""))
+        rows.append(("A tab's first opening on a page → its first control shown (ms): "
+                     + ", ".join(name for name, _ in TABS),
+                     " / ".join(fmt(med(v)) for v in browser["tabs"].values()), "", "", ""))
     if conc:
         for name in ("studio", "baseline"):
             one, many = conc[name, "single"], conc[name, "many"]

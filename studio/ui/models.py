@@ -15,8 +15,8 @@ them). The Storage section (retention, unused models) is ``ui/storage.py``, over
 downloads) is ``models_data``, values for components are shaped in ``models_values``;
 handlers are closures in ``render`` and are returned so tests can call them directly.
 
-Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
-the tab (Gradio 6 tabs are lazy), and ``ui/app.py`` pauses it while another tab is shown;
+Cost: the tab is built only on pages that open it (``ui/lazy.py``); its GPU timer is the
+app's, off until the tab is shown, and ``ui/app.py`` pauses it while another tab is shown;
 every page shares one reading per poll interval.
 """
 
