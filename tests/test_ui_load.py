@@ -76,6 +76,33 @@ def test_load_other_tabs_are_not_in_the_page_until_opened(demo):
     assert on_tab_open(0) == (True, 1) and on_tab_open(3) == (True, 4)  # True stays True
 
 
+def test_load_lazy_tab_fields_take_input(demo):
+    """Gradio's frontend decides whether a component without ``interactive`` takes input
+    from the events it knew when the page opened, not a render's: the lazy tabs' fields
+    say it themselves once built (their filled fields came up disabled in the browser)."""
+    app, _services = demo
+    page = page_config(app)
+    fields = {b.elem_id: b for b in page.blocks.values()
+              if getattr(b, "rendered_in", None) is not None and getattr(b, "elem_id", None)}
+    for elem_id in ("img-steps", "img-prompt", "img-width", "arena-prompt", "models-pull-name"):
+        assert fields[elem_id].interactive is True, elem_id
+
+
+def test_load_settle_interactivity_follows_gradios_rule():
+    from types import SimpleNamespace as NS
+
+    from studio.ui.lazy import settle_interactivity
+
+    render = object()
+    blocks = {i: NS(_id=i, rendered_in=render, interactive=None, value=value)
+              for i, value in ((1, 20), (2, 20), (3, ""), (4, 20), (5, [1]))}
+    blocks[4].interactive = False  # said by the tab itself: kept
+    blocks[5].rendered_in = None  # not the render's: left alone
+    fns = {0: NS(inputs=[blocks[1]], outputs=[blocks[2], blocks[3]])}
+    settle_interactivity(NS(fns=fns, blocks=blocks), render)
+    assert [blocks[i].interactive for i in range(1, 6)] == [True, False, False, False, None]
+
+
 @pytest.mark.parametrize("name", ["on_load", "on_load_jobs", "on_refresh", "on_open",
                                   "on_users"])
 def test_load_other_tabs_load_when_their_tab_is_opened(demo, name):
