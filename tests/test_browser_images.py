@@ -279,3 +279,31 @@ def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio
     page.click("#gal-grid img")
     page.wait_for_selector("#gal-full img")
     assert f"workflow {title} (custom)" in page.inner_text("#gal-meta")
+
+
+def test_browser_images_tab_is_built_once_and_keeps_what_was_typed(images_studio, page):
+    """Issue 16, item 4: the Images tab is not in the page until it is opened; opening it
+    builds it once, and coming back to it later neither rebuilds it nor loses what was
+    typed, while its lists are read again (its loading event runs on every opening)."""
+    config = httpx.get(images_studio.url.rstrip("/") + "/config").json()
+    assert not any(c["props"].get("elem_id") == "img-prompt" for c in config["components"])
+    renders = {d["id"] for d in config["dependencies"] if d.get("render_id") is not None}
+    joins = []
+    page.on("request", lambda r: joins.append((r.post_data_json or {}).get("fn_index"))
+            if "/gradio_api/queue/join" in r.url else None)
+    open_images(page, images_studio)
+    built = [i for i in joins if i in renders]
+    assert len(built) == 1
+    page.fill("#img-prompt textarea", "a lighthouse I typed")
+    page.get_by_role("tab", name="Chat").click()
+    page.wait_for_selector("#chat-input textarea")
+    before = len(joins)
+    page.get_by_role("tab", name="Images").click()
+    page.wait_for_selector("#img-prompt textarea")
+    deadline = time.monotonic() + 10  # the tab's loading event, sent on this opening too
+    while len(joins) < before + 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(joins) >= before + 2  # the select, then the tab's own loading events
+    page.wait_for_timeout(500)
+    assert [i for i in joins if i in renders] == built  # not built again
+    assert page.input_value("#img-prompt textarea") == "a lighthouse I typed"
