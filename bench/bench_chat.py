@@ -397,9 +397,11 @@ class Endpoint:
     data: list  # the inputs, state inputs as None
 
 
-def find_endpoint(app: App, http, api_name: str, values: list) -> Endpoint:
-    """The dependency's id, trigger and inputs from the app's own /config."""
-    cfg = http.get(app.url + "config").json()
+def find_endpoint(app: App, http, api_name: str, values: list, cfg: dict | None = None
+                  ) -> Endpoint:
+    """The dependency's id, trigger and inputs from the app's own /config (or ``cfg``: a
+    page's, with the tabs it built, ``gradio_queue.page_config``)."""
+    cfg = cfg if cfg is not None else http.get(app.url + "config").json()
     comps = {c["id"]: c for c in cfg["components"]}
     for i, d in enumerate(cfg["dependencies"]):
         if d.get("api_name") == api_name:

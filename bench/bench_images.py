@@ -59,7 +59,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from gradio_queue import queue_call  # noqa: E402 - bench/, the script's own folder
+from gradio_queue import page_config, queue_call  # noqa: E402 - bench/, the script's own folder
 from studio.images import workflows  # noqa: E402
 from studio.clients.comfyui import ComfyUIClient, Done  # noqa: E402
 from studio.store.db import Store  # noqa: E402
@@ -199,7 +199,10 @@ class Event:
     """One event of the app, called like the browser does (queue join + SSE)."""
 
     def __init__(self, http: httpx.Client, url: str, api_name: str, values_by_elem: dict):
-        config = http.get(url + "config").json()
+        # One page session, with the Images tab built in it (as opening the tab does): its
+        # events exist only there.
+        self.session = uuid.uuid4().hex[:11]
+        config = page_config(http, url, self.session)
         comps = {c["id"]: c for c in config["components"]}
         dep = next(d for d in config["dependencies"] if d.get("api_name") == api_name)
         self.fn_index = dep.get("id")
@@ -211,7 +214,7 @@ class Event:
         """Yield (arrival time, what the page shows of each output) for each SSE message."""
         shown: dict[int, object] = {}
         for msg in queue_call(self.http, self.url, data=self.data, fn_index=self.fn_index,
-                              trigger_id=self.trigger_id, session=uuid.uuid4().hex[:11],
+                              trigger_id=self.trigger_id, session=self.session,
                               deadline=time.monotonic() + timeout):
             for index, value in enumerate(msg.values):
                 # gr.skip() / gr.update(...) arrive as update dicts: the page keeps what it

@@ -15,6 +15,8 @@ What runs (every figure is the median of several runs, the studio beside
   and the page's own clock (``performance.now()``, from navigation start) when the message
   box's textarea is shown and enabled. Beside it, the queue events the page started in its
   first 3 s (``POST /gradio_api/queue/join``): what a page load costs the server.
+* A tab's first opening on a fresh page (the studio builds it then), click to its first
+  control shown, timed in the page.
 * Opening a conversation of 100 messages in the same chromium: a click on the chat in the
   sidebar until the chatbot shows its last message, timed in the page, alternating between
   two such chats so each click opens the other.
@@ -50,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from bench_chat import (RUN_TIMEOUT_S, STUDIO_ARGS, FakeProcess, answer_text,  # noqa: E402
                         bench_start, find_endpoint, find_page_event, free_port, log, machine,
                         make_apps, open_page)
-from gradio_queue import LIVE_COOKIE, LiveReader, queue_call  # noqa: E402
+from gradio_queue import LIVE_COOKIE, LiveReader, page_config, queue_call  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHROMIUM = "/usr/bin/chromium"
@@ -134,30 +136,76 @@ OPEN_JS = """async ([title, marker]) => {
 
 
 def page_loads(browser, url: str, selector: str, runs: int
-               ) -> tuple[list[float], list[float], list[int]]:
+               ) -> tuple[list[float], list[float], list[int], list[int]]:
     """Milliseconds from navigation start to a usable message box, for ``runs`` fresh
     contexts (one unmeasured first) and for the same page opened again in each (the
-    browser's cache warm: a returning visitor); and the queue events each first page
-    started within 3 s."""
-    cold, warm, joins = [], [], []
+    browser's cache warm: a returning visitor); the queue events each first page started
+    within 3 s; and the JavaScript files it fetched until its message box was usable."""
+    cold, warm, joins, scripts = [], [], [], []
     for run in range(runs + 1):
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
         page = ctx.new_page()
         seen: list[str] = []
         page.on("request", lambda r: seen.append(r.url) if "queue/join" in r.url else None)
-        usable, count = [], 0
+        js: list[str] = []
+        page.on("request", lambda r: js.append(r.url) if r.url.split("?")[0].endswith(".js")
+                else None)
+        usable, count, files = [], 0, 0
         for visit in range(2):
             page.goto(url, wait_until="commit")
             usable.append(page.wait_for_function(USABLE_JS, arg=selector, timeout=30_000,
                                                  polling="raf").json_value())
+            files = files if visit else len(js)
             page.wait_for_timeout(3000)
             count = count if visit else len(seen)
         if run:
             cold.append(float(usable[0]))
             warm.append(float(usable[1]))
             joins.append(count)
+            scripts.append(files)
         ctx.close()
-    return cold, warm, joins
+    return cold, warm, joins, scripts
+
+
+TABS = [("Images", "#img-generate"), ("Models", "#models-download-btn"),
+        ("Costs", "#costs-refresh"), ("Arena", "#arena-run"), ("Settings", "#settings-account")]
+
+TAB_JS = """async ([name, sel]) => {
+  const tab = [...document.querySelectorAll('button[role=tab]')]
+    .find(b => b.innerText.trim() === name);
+  const t0 = performance.now();
+  tab.click();
+  return await new Promise((resolve) => {
+    const check = () => {
+      const el = document.querySelector(sel);
+      if (el && el.offsetParent !== null) resolve(performance.now() - t0);
+      else if (performance.now() - t0 > 20000) resolve(-1);
+      else requestAnimationFrame(check);
+    };
+    check();
+  });
+}"""
+
+
+def tab_opens(browser, url: str, runs: int) -> dict[str, list[float]]:
+    """Click to the tab's first control shown, for each tab's first opening on a fresh
+    page (the tabs are built then: the studio's ui/lazy.py); one unmeasured page first."""
+    times: dict[str, list[float]] = {name: [] for name, _ in TABS}
+    for run in range(runs + 1):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.goto(url)
+        page.wait_for_selector("#chat-input textarea")
+        page.wait_for_timeout(1500)  # the page's load events done
+        for name, selector in TABS:
+            ms = page.evaluate(TAB_JS, [name, selector])
+            if ms < 0:
+                raise RuntimeError(f"the {name} tab did not show {selector}")
+            if run:
+                times[name].append(ms)
+            page.wait_for_timeout(700)
+        ctx.close()
+    return times
 
 
 def chat_opens(browser, url: str, runs: int, kind: str = "long") -> list[float]:
@@ -191,15 +239,19 @@ def bench_browser(studio, baseline, runs: int) -> dict:
             for app, selector in ((studio, "#chat-input textarea"), (baseline, "textarea")):
                 app.start()
                 try:
-                    res[app.name, "load"], res[app.name, "warm"], res[app.name, "joins"] = \
-                        page_loads(browser, app.url, selector, runs)
+                    (res[app.name, "load"], res[app.name, "warm"], res[app.name, "joins"],
+                     res[app.name, "scripts"]) = page_loads(browser, app.url, selector, runs)
                     log(f"{app.name}: page usable {fmt(med(res[app.name, 'load']))} ms, "
-                        f"{med(res[app.name, 'joins'])} events on load")
+                        f"{med(res[app.name, 'joins'])} events on load, "
+                        f"{med(res[app.name, 'scripts'])} JS files")
                     if app is studio:
                         res["open"] = chat_opens(browser, app.url, runs * 2)
                         res["open short"] = chat_opens(browser, app.url, runs * 2, "short")
                         log(f"open a chat of {OPEN_SIZE}: {fmt(med(res['open']))} ms, of 4: "
                             f"{fmt(med(res['open short']))} ms")
+                        res["tabs"] = tab_opens(browser, app.url, runs)
+                        log("first opening of each tab: " + ", ".join(
+                            f"{k} {fmt(med(v))} ms" for k, v in res["tabs"].items()))
                 finally:
                     app.stop()
         finally:
@@ -277,11 +329,13 @@ class Probe:
 
     def __init__(self, app, http, chat_id: str) -> None:
         self.app, self.http = app, http
-        cfg = http.get(app.url + "config").json()
-        self.page = find_page_event(app, http)
+        # One page session that opened every tab: the gallery's event exists only in a
+        # page that built the Images tab (the studio's ui/lazy.py).
+        self.session = uuid.uuid4().hex[:11]
+        cfg = page_config(http, app.url, self.session)
         self.calls = {
-            "open a chat": find_endpoint(app, http, "open_conversation", [chat_id]),
-            "open the gallery": find_endpoint(app, http, "open_gallery", ["", "", "", 1]),
+            "open a chat": find_endpoint(app, http, "open_conversation", [chat_id], cfg),
+            "open the gallery": find_endpoint(app, http, "open_gallery", ["", "", "", 1], cfg),
             "status tick": self._tick(cfg),
         }
         self.times: dict[str, list[float]] = {k: [] for k in self.calls}
@@ -300,12 +354,10 @@ class Probe:
         raise RuntimeError("no status tick event in /config")
 
     def once(self) -> None:
-        session = uuid.uuid4().hex[:11]
-        open_page(self.app, self.http, self.page, session)
         for kind, ep in self.calls.items():
             t0 = time.perf_counter()
             for _msg in queue_call(self.http, self.app.url, data=ep.data, fn_index=ep.fn_index,
-                                   trigger_id=ep.trigger_id, session=session,
+                                   trigger_id=ep.trigger_id, session=self.session,
                                    deadline=t0 + RUN_TIMEOUT_S, clock=time.perf_counter,
                                    what=kind):
                 pass
@@ -411,11 +463,17 @@ def build_table(start, browser, conc, runs: int) -> str:
         rows.append(("Queue events a page starts as it opens",
                      fmt(med(browser["studio", "joins"])), fmt(med(browser["baseline", "joins"])),
                      "", ""))
+        rows.append(("JavaScript files fetched until the message box is usable",
+                     fmt(med(browser["studio", "scripts"])),
+                     fmt(med(browser["baseline", "scripts"])), "", ""))
         o = med(browser["open"])
         rows.append((f"Click a chat of {OPEN_SIZE} messages → shown (ms, chromium)", fmt(o), "",
                      f"≤ {TARGET_OPEN_MS:.0f}", yes(o <= TARGET_OPEN_MS)))
         rows.append(("  the same for a chat of 4 messages (Gradio's round trip and a redraw)",
                      fmt(med(browser["open short"])), "", "", ""))
+        rows.append(("A tab's first opening on a page → its first control shown (ms): "
+                     + ", ".join(name for name, _ in TABS),
+                     " / ".join(fmt(med(v)) for v in browser["tabs"].values()), "", "", ""))
     if conc:
         for name in ("studio", "baseline"):
             one, many = conc[name, "single"], conc[name, "many"]

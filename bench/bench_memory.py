@@ -124,18 +124,32 @@ def chat_turns(fake, studio, http, n: int, every: int, one_page: bool) -> list[f
 
 
 def gallery_loads(studio, n: int, every: int, pages: int) -> list[float]:
-    from gradio_client import Client
+    import uuid
 
-    client = Client(studio.url, verbose=False, download_files=False)
+    import httpx
+
+    from bench_chat import find_endpoint
+    from gradio_queue import page_config, queue_call
+
+    # One page, as a browser's: the gallery's event exists only in a page that built the
+    # Images tab (the studio's ui/lazy.py), so not through gradio_client.
+    http = httpx.Client(timeout=60)
+    session = uuid.uuid4().hex[:11]
+    ep = find_endpoint(studio, http, "open_gallery", ["", None, None, 1],
+                       page_config(http, studio.url, session))
     samples = [studio.rss_mb()]
     for i in range(n):
-        out = client.predict("", None, None, i % pages + 1, api_name="/open_gallery")
+        data = [*ep.data[:-1], i % pages + 1]
+        *_, last = queue_call(http, studio.url, data=data, fn_index=ep.fn_index,
+                              trigger_id=ep.trigger_id, session=session,
+                              deadline=time.monotonic() + 60, what="the gallery")
+        out = last.values
         if i == 0 and not out[0]:
             raise RuntimeError(f"the gallery came back empty: {str(out)[:300]}")
         if (i + 1) % every == 0:
             samples.append(studio.rss_mb())
             log(f"gallery {i + 1}: {samples[-1]:.1f} MB")
-    client.close()
+    http.close()
     return samples
 
 

@@ -18,6 +18,7 @@ class Message:
     at: float  # the clock when the message was read
     size: int  # bytes on the wire, the blank line included
     values: list  # every output's value so far, diffs applied
+    render: dict | None = None  # a render's config (a lazy tab built), with its last message
 
 
 def queue_call(http, url: str, *, data: list, fn_index: int, trigger_id: int | None,
@@ -56,7 +57,8 @@ def queue_call(http, url: str, *, data: list, fn_index: int, trigger_id: int | N
                     values = out
                 else:
                     values = [v if d is None else apply_diff(v, d) for v, d in zip(values, out)]
-                yield Message(kind, at, len(raw) + 2, values)
+                yield Message(kind, at, len(raw) + 2, values,
+                              (msg.get("output") or {}).get("render_config"))
                 if kind == "process_completed":
                     return
 
@@ -108,3 +110,22 @@ class LiveReader:
     def join(self, timeout: float = 30.0) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def page_config(http, url: str, session: str, timeout: float = 60.0) -> dict:
+    """The studio's config as a page ``session`` that opened every tab has it: each tab
+    built the first time a page opens it (the studio's ``ui/lazy.py``) is built in
+    ``session`` here, and its components and events join /config's. Events of those tabs
+    exist only in the session that built them, so call them in ``session``."""
+    config = http.get(url + "config").json()
+    components, dependencies = list(config["components"]), list(config["dependencies"])
+    for dep in config["dependencies"]:
+        if dep.get("render_id") is None:
+            continue
+        for msg in queue_call(http, url, data=[], fn_index=dep["id"], trigger_id=None,
+                              session=session, deadline=time.monotonic() + timeout,
+                              what="building a tab"):
+            if msg.render is not None:
+                components += msg.render["components"]
+                dependencies += msg.render["dependencies"]
+    return {**config, "components": components, "dependencies": dependencies}

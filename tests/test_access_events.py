@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from studio.config import Settings
-from studio.ui.guard import ADMIN, REFUSED, role_needed
+from studio.ui.guard import ADMIN, REFUSED, origin_of, role_needed
 from tests.conftest import free_port
+from tests.lazy_tabs import page_config, render_in_session
 
 PASSWORDS = {"ann": "ann-password-1", "bob": "bob-password-1"}
 
@@ -67,10 +68,11 @@ def inputs_of(config: dict, dependency: dict) -> list:
     return [by_id[i].get("props", {}).get("value") for i in dependency["inputs"]]
 
 
-def first_answer(client: httpx.Client, config: dict, dependency: dict) -> tuple[str, str]:
-    """Call one event through the queue; ("refused"|"error"|"ran", error text) from the
-    first message it sends back."""
-    session = uuid.uuid4().hex
+def first_answer(client: httpx.Client, config: dict, dependency: dict,
+                 session: str | None = None) -> tuple[str, str]:
+    """Call one event through the queue (in a new page session, or ``session``);
+    ("refused"|"error"|"ran", error text) from the first message it sends back."""
+    session = session or uuid.uuid4().hex
     joined = client.post("/gradio_api/queue/join", json={
         "data": inputs_of(config, dependency),
         "event_data": {"index": 0, "value": "", "selected": True, "previous_value": ""},
@@ -103,10 +105,28 @@ def events(demo) -> list[tuple[int, str]]:
     return [(i, role_needed(fn.fn)) for i, fn in demo.fns.items() if fn.fn is not None]
 
 
+def lazy_events(client: httpx.Client, demo) -> tuple[str, dict, list[tuple[int, str]]]:
+    """Every lazy tab built in a new page session of ``client`` through the queue route
+    (studio/ui/lazy.py), as opening each tab does: (session, the rendered configs,
+    (dependency id, role) of every event the tabs made there)."""
+    session = uuid.uuid4().hex
+    rendered = render_in_session(client, client.get("/config").json(), session)
+    fns = demo.state_holder[session].blocks_config.fns
+    return session, rendered, [(i, role_needed(fn.fn)) for i, fn in fns.items()
+                               if fn.fn is not None and fn.rendered_in is not None]
+
+
 def test_access_events_every_event_is_classified(signed_studio):
+    """The app's events and those its lazy tabs make when a page opens them (an
+    unclassified one there would fail that tab's render)."""
     roles = events(signed_studio.demo)
-    assert len(roles) > 100
-    assert {role for _, role in roles} == {"user", "admin"}
+    fns = page_config(signed_studio.demo).fns
+    assert len(fns) > 100
+    for fn in fns.values():
+        if fn.fn is not None:
+            assert fn.fn.studio_role == role_needed(fn.fn)
+    assert {role_needed(fn.fn) for fn in fns.values() if fn.fn is not None} == {"user", "admin"}
+    assert {role for _, role in roles} == {"user"}  # the tabs for admins are built later
 
 
 def test_access_events_a_visitor_reaches_nothing(signed_studio):
@@ -129,6 +149,12 @@ def test_access_events_a_plain_user_gets_no_admin_event(signed_studio):
     outcomes = {}
     for fn_index, role in events(demo):
         outcomes[fn_index] = (role, *first_answer(bob, config, dependencies[fn_index]))
+    # The tabs built when a page opens them: their events live in that page's session.
+    session, rendered, roles = lazy_events(bob, demo)
+    rendered_deps = {d["id"]: d for d in rendered["dependencies"]}
+    for fn_index, role in roles:
+        outcomes[fn_index] = (role, *first_answer(bob, rendered, rendered_deps[fn_index],
+                                                  session=session))
     wrong = {i: o for i, o in outcomes.items()
              if (o[0] == ADMIN) != (o[1] == "refused")}
     assert not wrong, wrong
@@ -148,7 +174,60 @@ def test_access_events_an_admin_is_refused_nothing(signed_studio):
     admin_events = [i for i, role in events(demo) if role == ADMIN]
     refused = [i for i in admin_events
                if first_answer(ann, config, dependencies[i])[0] == "refused"]
+    session, rendered, roles = lazy_events(ann, demo)
+    rendered_deps = {d["id"]: d for d in rendered["dependencies"]}
+    refused += [i for i, role in roles if role == ADMIN and first_answer(
+        ann, rendered, rendered_deps[i], session=session)[0] == "refused"]
     assert refused == []
+
+
+@pytest.mark.parametrize("module, action", [
+    ("models", "on_delete"), ("models", "on_pull"), ("models", "on_file_delete"),
+    ("settings", "on_add_person"), ("settings", "on_remove_person")])
+def test_access_events_lazy_tabs_admin_actions_refuse_a_plain_user(signed_studio, module,
+                                                                  action):
+    """The Models and Settings tabs are built in the page that opens them (their events
+    are made there, after the app's were checked): a plain user calling their admin
+    actions straight through the queue is refused, and nothing happens."""
+    s = signed_studio
+    bob = sign_in(s.url, "bob")
+    session, rendered, _roles = lazy_events(bob, s.demo)
+    fns = s.demo.state_holder[session].blocks_config.fns
+    wanted = (f"studio.ui.{module}", f"render.<locals>.{action}")
+    fn_index, *_others = [i for i, fn in fns.items() if fn.fn is not None
+                          and fn.rendered_in is not None and origin_of(fn.fn) == wanted]
+    dependency = next(d for d in rendered["dependencies"] if d["id"] == fn_index)
+    outcome = first_answer(bob, rendered, dependency, session=session)
+    assert outcome[0] == "refused", outcome
+    assert s.ollama.requests_to("/api/delete") == []
+    assert s.ollama.requests_to("/api/pull") == []
+    assert (s.models / "checkpoints" / "keep.safetensors").exists()
+    names = [u.name for u in s.services.access.users.list()]
+    assert "mallory" not in names and "ann" in names
+
+
+def test_access_events_lazy_tabs_get_the_apps_policy(signed_studio):
+    """What a lazy tab's render makes gets what the app's events get at build time: the
+    role check, the audit of admin changes, a concurrency limit and a group shared by
+    every page (not one per page, which Gradio's queue would keep forever)."""
+    s = signed_studio
+    from studio.ui.app import QUICK_LIMIT
+    from studio.ui.guard import AUDITED
+
+    pages = []
+    for _ in range(2):
+        session, _rendered, _roles = lazy_events(sign_in(s.url, "bob"), s.demo)
+        fns = s.demo.state_holder[session].blocks_config.fns
+        pages.append({origin_of(fn.fn): fn for fn in fns.values()
+                      if fn.fn is not None and fn.rendered_in is not None})
+    first, second = pages
+    assert len(first) > 60 and first.keys() == second.keys()
+    for origin, fn in first.items():
+        assert fn.fn.studio_role == role_needed(fn.fn), origin
+        assert fn.concurrency_limit in (None, QUICK_LIMIT), origin
+        assert fn.concurrency_id == second[origin].concurrency_id, origin
+    audited = [o for o in first if o[1].rsplit(".", 1)[-1] in AUDITED]
+    assert len(audited) >= 8
 
 
 def test_access_files_reach_only_their_owner(signed_studio, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from studio.config import Settings
 from tests.conftest import free_port
+from tests.lazy_tabs import page_config
 
 COMFY = f"http://127.0.0.1:{free_port()}"  # nothing listens: every ComfyUI call fails
 KEY = "sk-or-v1-distinctive-secret-key-0123456789"
@@ -29,8 +30,16 @@ def test_secrets_are_not_in_the_page(services):
     from studio.ui.app import build_app
     from studio.ui.settings import settings_rows
 
-    page = json.dumps(build_app(services).config, default=str)
+    demo = build_app(services)
+    page = json.dumps(demo.config, default=str)
     assert COMFY not in page and KEY not in page
+    # The tabs a page builds when it opens them (studio/ui/lazy.py), as their renders send
+    # them to the page.
+    built = page_config(demo)
+    for renderable in built.renderables:
+        rendered = json.dumps(built.get_config(renderable), default=str)
+        assert "components" in rendered
+        assert COMFY not in rendered and KEY not in rendered
     rows = json.dumps(settings_rows(services.settings))
     assert COMFY not in rows and KEY not in rows
 

@@ -7,6 +7,7 @@ import io
 import time
 import uuid
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -45,8 +46,9 @@ class HeldReplies:
     ``run/predict`` for unqueued ones) until ``release()``: replies that land late, made
     certain instead of left to a busy machine."""
 
-    def __init__(self, page):
+    def __init__(self, page, let_through: frozenset = frozenset()):
         self.page = page
+        self.let_through = let_through  # fn indexes never held (building a tab)
         self.held = []
         self.releasing = False
         self.sent = 0  # held events whose request went through after the release
@@ -57,7 +59,8 @@ class HeldReplies:
         page.on("requestfailed", self._ended)  # Gradio aborts a stream it has done with
 
     def _hold(self, route) -> None:
-        if self.releasing:
+        body = route.request.post_data_json if route.request.post_data else None
+        if self.releasing or (body or {}).get("fn_index") in self.let_through:
             route.continue_()
         else:
             self.held.append(route)
@@ -79,6 +82,17 @@ class HeldReplies:
         while not any(self.streams.values()):
             assert time.monotonic() < deadline, "the held events got no reply"
             self.page.wait_for_timeout(50)
+
+
+def tab_building_events(url: str) -> frozenset:
+    """The events that build a tab when it is first opened (studio/ui/lazy.py): the tab's
+    select, which flips its "opened" state, and the render on that state's change. Only the
+    tab's own loading events, after it is built, are what a test holds back."""
+    config = httpx.get(url.rstrip("/") + "/config").json()
+    renders = [d for d in config["dependencies"] if d.get("render_id") is not None]
+    opened = {target[0] for d in renders for target in d["targets"]}
+    return frozenset([d["id"] for d in renders] + [
+        d["id"] for d in config["dependencies"] if opened & set(d["outputs"])])
 
 
 def choose_workflow(page, text: str) -> None:
@@ -181,7 +195,7 @@ def images_studio_prompts(studio) -> list:
 def test_browser_images_values_typed_right_after_choosing_a_workflow_win(images_studio, page):
     """Issue 14, item 18: every reply (the page's load, the workflow's) lands after the
     person picked "Test: invert" and typed 40 x 24; what they typed is what runs."""
-    held = HeldReplies(page)
+    held = HeldReplies(page, let_through=tab_building_events(images_studio.url))
     page.goto(images_studio.url)
     page.get_by_role("tab", name="Images").click()
     page.wait_for_selector("#img-prompt textarea")
@@ -265,3 +279,31 @@ def test_browser_images_map_an_uploads_seed_then_its_batch_differs(images_studio
     page.click("#gal-grid img")
     page.wait_for_selector("#gal-full img")
     assert f"workflow {title} (custom)" in page.inner_text("#gal-meta")
+
+
+def test_browser_images_tab_is_built_once_and_keeps_what_was_typed(images_studio, page):
+    """Issue 16, item 4: the Images tab is not in the page until it is opened; opening it
+    builds it once, and coming back to it later neither rebuilds it nor loses what was
+    typed, while its lists are read again (its loading event runs on every opening)."""
+    config = httpx.get(images_studio.url.rstrip("/") + "/config").json()
+    assert not any(c["props"].get("elem_id") == "img-prompt" for c in config["components"])
+    renders = {d["id"] for d in config["dependencies"] if d.get("render_id") is not None}
+    joins = []
+    page.on("request", lambda r: joins.append((r.post_data_json or {}).get("fn_index"))
+            if "/gradio_api/queue/join" in r.url else None)
+    open_images(page, images_studio)
+    built = [i for i in joins if i in renders]
+    assert len(built) == 1
+    page.fill("#img-prompt textarea", "a lighthouse I typed")
+    page.get_by_role("tab", name="Chat").click()
+    page.wait_for_selector("#chat-input textarea")
+    before = len(joins)
+    page.get_by_role("tab", name="Images").click()
+    page.wait_for_selector("#img-prompt textarea")
+    deadline = time.monotonic() + 10  # the tab's loading event, sent on this opening too
+    while len(joins) < before + 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(joins) >= before + 2  # the select, then the tab's own loading events
+    page.wait_for_timeout(500)
+    assert [i for i in joins if i in renders] == built  # not built again
+    assert page.input_value("#img-prompt textarea") == "a lighthouse I typed"

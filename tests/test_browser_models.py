@@ -89,12 +89,15 @@ def test_browser_gpu_timer_ticks_only_while_the_models_tab_is_shown(tmp_path, se
     try:
         page.goto(studio.url)
         config = page.request.get(studio.url + "config").json()
-        [tick] = [d["id"] for d in config["dependencies"] if d.get("api_name") == "on_gpu_tick"]
+        # The GPU panel's tick event is made when the tab is built (studio/ui/lazy.py);
+        # its timer is the app's, the one of STUDIO_GPU_POLL_SECONDS.
+        [timer] = [c["id"] for c in config["components"]
+                   if c["type"] == "timer" and c["props"].get("value") == 1]
         ticks = []
 
         def count_ticks(request):
             if "/gradio_api/queue/join" in request.url \
-                    and (request.post_data_json or {}).get("fn_index") == tick:
+                    and (request.post_data_json or {}).get("trigger_id") == timer:
                 ticks.append(request)
 
         page.on("request", count_ticks)

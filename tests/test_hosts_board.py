@@ -25,6 +25,7 @@ from studio.store.db import Store
 from studio.ui import models, models_values, settings
 from studio.ui.app import build_app, launch_kwargs
 from studio.ui.guard import origin_of
+from tests.lazy_tabs import render_in_session
 from studio.ui.settings import host_cells
 from tests.conftest import free_port
 from tests.fakes.comfyui_server import FakeComfyUI, cuda_device
@@ -369,33 +370,44 @@ def signed(ollamas, comfys, tmp_path):
     built.images.close()
 
 
+def rendered_events(client, demo) -> tuple[str, dict, dict]:
+    """Every lazy tab built in a new page session of ``client`` (as opening them does):
+    (session, the rendered configs, dependency id by the function's origin)."""
+    session = uuid.uuid4().hex
+    rendered = render_in_session(client, client.get("/config").json(), session)
+    fns = demo.state_holder[session].blocks_config.fns
+    found = {}
+    for index, block_fn in fns.items():
+        if block_fn.fn is not None and block_fn.rendered_in is not None:
+            found.setdefault(origin_of(block_fn.fn), index)
+    return session, rendered, found
+
+
 def test_hosts_events_refuse_a_non_admin_and_change_nothing(signed, ollamas):
     url, demo = signed
     hosts = ("studio.ui.settings", "render.<locals>.on_hosts")
     wanted = {hosts} | {("studio.ui.models", f"render.<locals>.{name}")
                         for name in ("on_pull", "on_comfy_hosts", "on_delete", "on_unload")}
-    found = {}
-    for index, block_fn in demo.fns.items():
-        if block_fn.fn is not None and origin_of(block_fn.fn) in wanted:
-            found.setdefault(origin_of(block_fn.fn), index)
-    assert set(found) == wanted
-
     for who, expected in (("bob", "refused"), ("ann", "ran")):
         client = sign_in(url, who)
-        config = client.get("/config").json()
-        dependencies = {d["id"]: d for d in config["dependencies"]}
-        answer = first_answer(client, config, dependencies[found[hosts]])
+        session, rendered, found = rendered_events(client, demo)
+        assert wanted <= set(found)
+        dependencies = {d["id"]: d for d in rendered["dependencies"]}
+        answer = first_answer(client, rendered, dependencies[found[hosts]], session=session)
         assert answer[0] == expected, (who, answer)
         if who == "bob":
             for name in wanted - {hosts}:
-                assert first_answer(client, config, dependencies[found[name]])[0] == "refused"
+                assert first_answer(client, rendered, dependencies[found[name]],
+                                    session=session)[0] == "refused"
     assert not any(fake.requests_to("/api/pull") or fake.requests_to("/api/delete")
                    for fake in ollamas.values())
 
 
-def completed_output(client, config: dict, dependency: dict) -> list:
-    """Call one event through the queue; the outputs of its completed message."""
-    session = uuid.uuid4().hex
+def completed_output(client, config: dict, dependency: dict, session: str | None = None
+                     ) -> list:
+    """Call one event through the queue (in a new page session, or ``session``); the
+    outputs of its completed message."""
+    session = session or uuid.uuid4().hex
     client.post("/gradio_api/queue/join", json={
         "data": inputs_of(config, dependency), "event_data": None,
         "fn_index": dependency["id"], "trigger_id": None, "session_hash": session})
@@ -410,13 +422,12 @@ def completed_output(client, config: dict, dependency: dict) -> list:
 
 def test_hosts_a_plain_users_settings_page_never_receives_the_hosts(signed, ollamas):
     url, demo = signed
-    [index] = [i for i, f in demo.fns.items() if f.fn is not None
-               and origin_of(f.fn) == ("studio.ui.settings", "render.<locals>.on_users")]
     shown = {}
     for who in ("bob", "ann"):
         client = sign_in(url, who)
-        config = client.get("/config").json()
-        dependency = next(d for d in config["dependencies"] if d["id"] == index)
-        shown[who] = json.dumps(completed_output(client, config, dependency))
+        session, rendered, found = rendered_events(client, demo)
+        index = found["studio.ui.settings", "render.<locals>.on_users"]
+        dependency = next(d for d in rendered["dependencies"] if d["id"] == index)
+        shown[who] = json.dumps(completed_output(client, rendered, dependency, session))
     assert ollamas["a"].url in shown["ann"] and "Ollama" in shown["ann"]
     assert not any(fake.url in shown["bob"] for fake in ollamas.values())

@@ -195,25 +195,35 @@ def test_bounds_reopening_the_gallery_keeps_no_component_copies(tmp_path, fake_o
     component objects as one."""
     import gc
 
-    from gradio_client import Client
+    import httpx
 
     from tests.conftest import launch_in_process
+    from tests.lazy_tabs import queue_call, render_in_session
 
     studio = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
                                 "OLLAMA_HOST": fake_ollama.url,
                                 "COMFYUI_URL": "http://127.0.0.1:9"})
     try:
-        client = Client(studio.url, verbose=False, analytics_enabled=False)
+        # One page, as a browser's: the Images tab is built in it when first opened.
+        client = httpx.Client(base_url=studio.url, timeout=30)
+        session = uuid.uuid4().hex
+        rendered = render_in_session(client, client.get("/config").json(), session)
+        event = next(d for d in rendered["dependencies"] if d.get("api_name") == "open_gallery")
+
+        def open_gallery() -> list:
+            msg = queue_call(client, event["id"], ["", None, None, 1], session)
+            assert msg is not None and msg.get("success"), msg
+            return msg["output"]["data"]
 
         def dropdowns() -> int:
             gc.collect()
             return sum(1 for o in gc.get_objects() if type(o) is gr.Dropdown)
 
         for _ in range(2):
-            opened = client.predict("", None, None, 1, api_name="/open_gallery")
+            opened = open_gallery()
         before = dropdowns()
         for _ in range(20):
-            client.predict("", None, None, 1, api_name="/open_gallery")
+            open_gallery()
         assert dropdowns() == before
         assert "All workflows" in opened[-1]  # the filter lists' choices, for the hidden box
         client.close()

@@ -20,6 +20,7 @@ import pytest
 from studio.config import Settings
 from studio.ui.guard import origin_of
 from tests.conftest import launch_in_process
+from tests.lazy_tabs import page_config
 
 
 def unwrapped(fn):
@@ -51,16 +52,71 @@ def test_load_runs_only_the_status_strip_and_the_chat_tab(demo):
     assert on_load == ["on_page_load", "on_status"]
 
 
-@pytest.mark.parametrize("name", ["on_load", "on_load_jobs", "on_refresh", "on_open",
-                                  "on_users"])
-def test_load_other_tabs_load_when_their_tab_is_selected(demo, name):
+def test_load_other_tabs_are_not_in_the_page_until_opened(demo):
+    """Only the Chat tab's components are in the page's config; each other tab's are built
+    the first time the page opens it (``ui/lazy.py``), once: opening it again changes
+    nothing that builds it."""
     app, _services = demo
     from gradio.layouts import Tab
 
-    tab_ids = {b._id for b in app.blocks.values() if isinstance(b, Tab)}
-    loading = [f for f in app.fns.values() if f.fn is not None and name_of(f) == name
-               and any(t[0] in tab_ids and t[1] == "select" for t in f.targets)]
-    assert loading, f"{name} is not triggered by a tab's select"
+    config = app.get_config_file()
+    ids = {c["props"].get("elem_id") for c in config["components"]}
+    assert "chat-input" in ids
+    assert not ids & {"gallery", "models-download-btn", "costs-refresh", "arena-run",
+                      "settings-account"}
+    tabs = [b for b in app.blocks.values() if isinstance(b, Tab)]
+    renders = [f for f in app.fns.values() if f.renderable is not None]
+    assert len(renders) == 5 and all(len(f.targets) == 1 for f in renders)
+    opens = {f.targets[0][0] for f in renders}  # each render: its tab's "opened" state
+    select = [f for f in app.fns.values() if f.fn is not None and name_of(f) == "on_tab_open"]
+    assert len(select) == 5
+    assert {f.outputs[0]._id for f in select} == opens
+    assert {f.targets[0][0] for f in select} <= {t._id for t in tabs}
+    from studio.ui.lazy import on_tab_open
+    assert on_tab_open(0) == (True, 1) and on_tab_open(3) == (True, 4)  # True stays True
+
+
+def test_load_lazy_tab_fields_take_input(demo):
+    """Gradio's frontend decides whether a component without ``interactive`` takes input
+    from the events it knew when the page opened, not a render's: the lazy tabs' fields
+    say it themselves once built (their filled fields came up disabled in the browser)."""
+    app, _services = demo
+    page = page_config(app)
+    fields = {b.elem_id: b for b in page.blocks.values()
+              if getattr(b, "rendered_in", None) is not None and getattr(b, "elem_id", None)}
+    for elem_id in ("img-steps", "img-prompt", "img-width", "arena-prompt", "models-pull-name"):
+        assert fields[elem_id].interactive is True, elem_id
+
+
+def test_load_settle_interactivity_follows_gradios_rule():
+    from types import SimpleNamespace as NS
+
+    from studio.ui.lazy import settle_interactivity
+
+    render = object()
+    blocks = {i: NS(_id=i, rendered_in=render, interactive=None, value=value)
+              for i, value in ((1, 20), (2, 20), (3, ""), (4, 20), (5, [1]))}
+    blocks[4].interactive = False  # said by the tab itself: kept
+    blocks[5].rendered_in = None  # not the render's: left alone
+    fns = {0: NS(inputs=[blocks[1]], outputs=[blocks[2], blocks[3]])}
+    settle_interactivity(NS(fns=fns, blocks=blocks), render)
+    assert [blocks[i].interactive for i in range(1, 6)] == [True, False, False, False, None]
+
+
+@pytest.mark.parametrize("name", ["on_load", "on_load_jobs", "on_refresh", "on_open",
+                                  "on_users"])
+def test_load_other_tabs_load_when_their_tab_is_opened(demo, name):
+    """A tab's loading events run as it is built in the page (the render's load) and on
+    each later opening (its ``visits`` state), never on the page's own load."""
+    app, _services = demo
+    visits = {f.outputs[1]._id for f in app.fns.values()
+              if f.fn is not None and name_of(f) == "on_tab_open"}
+    page = page_config(app)
+    loading = [f for f in page.fns.values() if f.fn is not None and name_of(f) == name
+               and f.rendered_in is not None
+               and any(t[1] == "change" and t[0] in visits for t in f.targets)
+               and any(t == (app._id, "load") for t in f.targets)]
+    assert loading, f"{name} does not load when its tab is opened"
 
 
 def test_load_followers_hold_no_limited_worker(demo):
@@ -68,7 +124,7 @@ def test_load_followers_hold_no_limited_worker(demo):
     pulls, arena runs, a reopened chat's reply) has no concurrency limit, and never shares
     a concurrency group with a limited event."""
     app, _services = demo
-    fns = [f for f in app.fns.values() if f.fn is not None]
+    fns = [f for f in page_config(app).fns.values() if f.fn is not None]
     followers = [f for f in fns if inspect.isgeneratorfunction(unwrapped(f.fn))]
     assert {"on_send", "on_follow", "on_generate", "on_run", "on_pull"} <= \
         {name_of(f) for f in followers}
@@ -81,7 +137,8 @@ def test_load_followers_hold_no_limited_worker(demo):
                                   "on_status", "on_tick", "on_gallery_open"])
 def test_load_what_a_person_waits_on_is_never_queued_behind_others(demo, name):
     app, _services = demo
-    events = [f for f in app.fns.values() if f.fn is not None and name_of(f) == name]
+    events = [f for f in page_config(app).fns.values()
+              if f.fn is not None and name_of(f) == name]
     assert events and all(f.concurrency_limit is None for f in events)
 
 
@@ -89,7 +146,7 @@ def test_load_queue_settings_are_deliberate(demo):
     from studio.ui.app import launch_kwargs
 
     app, services = demo
-    limits = {f.concurrency_limit for f in app.fns.values()}
+    limits = {f.concurrency_limit for f in page_config(app).fns.values()}
     assert limits == {None, 4}  # none left to Gradio's default (1, or an environment variable)
     # Gradio runs at most max_threads events at once (40 by default): 40 replies streaming
     # would hold them all.

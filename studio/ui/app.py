@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 from html import escape
 from pathlib import Path
+from typing import Callable, Iterable
 
 import gradio as gr
+from gradio.block_function import BlockFunction
 
 from starlette.middleware import Middleware
 
@@ -23,8 +25,9 @@ from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
 from .assets import AssetCache
-from .common import OWNER, model_picker, ui_errors
-from .guard import secure_events
+from .common import OWNER, model_picker, tab_opened, ui_errors
+from .guard import origin_of, secure_functions
+from .lazy import LazyTab
 from .live import LiveText
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab, queue_wake
@@ -62,75 +65,106 @@ def build_app(services) -> gr.Blocks:
         if services.exposure.warning:  # STUDIO_NO_AUTH on an address others can reach
             gr.HTML(f"<div role='alert'>⚠️ {escape(services.exposure.warning)}</div>",
                     elem_id="open-banner", padding=False)
+        # Timers of the Models and Settings tabs, out here so that the tab switches below
+        # can reach them before those tabs are built; each starts off.
+        models_timer = gr.Timer(models_tab.gpu_poll_seconds(services.settings), active=False)
+        settings_timer = gr.Timer(settings_tab.hosts_tick_seconds(
+            services.settings.health_interval), active=False)
+        models_seen = gr.State(-1)  # the version of the model list the Chat picker shows
+        policy = event_policy(services)
+        # Only Chat is in the page as it opens; every other tab is built the first time a
+        # page opens it (``LazyTab``), with ``policy`` applied to the events it makes there.
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat") as chat_block:
                 chat_parts = chat.render(services)
-            with gr.Tab("Images", id="images") as images_block:
-                images_tab.render(services)
-            with gr.Tab("Models", id="models") as models_block:
-                models_parts = models_tab.render(services, tab=models_block)
-            with gr.Tab("Costs", id="costs") as costs_block:
-                costs.render(services)
-            with gr.Tab("Arena", id="arena") as arena_block:
+            images_block = LazyTab("Images", "images", lambda: images_tab.render(services),
+                                   policy).tab
+
+            models_block = LazyTab("Models", "models", lambda: models_tab.render(
+                services, timer=models_timer), policy).tab
+            costs_block = LazyTab("Costs", "costs", lambda: costs.render(services), policy).tab
+
+            def build_arena():
                 arena_parts = arena_tab.render(services)
-            with gr.Tab("Settings", id="settings") as settings_block:
-                settings_parts = settings_tab.render(services)
+                arena_seen = gr.State(-1)
+
+                # The Arena picker follows the model list as the Chat picker does: the
+                # page's list version moving (the status tick, the Chat tab), or the picker
+                # itself, checks; nothing is sent when the list has not changed.
+                @ui_errors
+                def on_arena_models(seen, arena_models):
+                    if services.models.version() == seen:
+                        return gr.skip(), gr.skip()
+                    picker = model_picker(services.models, warn=False)
+                    return picker.version, arena_parts.picker_update(picker, arena_models)
+
+                gr.on([models_seen.change, arena_parts.models_dd.focus], on_arena_models,
+                      [arena_seen, arena_parts.models_dd], [arena_seen, arena_parts.models_dd],
+                      api_visibility="private", concurrency_limit=None,
+                      concurrency_id="arena-models-follow", show_progress="hidden")
+
+            arena_block = LazyTab("Arena", "arena", build_arena, policy).tab
+
+            def build_settings():
+                parts = settings_tab.render(services, timer=settings_timer)
+                gr.on(tab_opened(), parts.open_fn, None, parts.open_outputs,
+                      api_visibility="private", show_progress="hidden")
+
+            settings_block = LazyTab("Settings", "settings", build_settings, policy).tab
 
         # The GPU panel's timer ticks only while its tab is shown: a phone left on the Chat
         # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
         # The Settings hosts table's timer likewise (opening Settings switches it on, for
-        # admins only: settings_parts.open_fn).
+        # admins only: settings_tab's open_fn).
         timer_switch = dict(queue=False, api_visibility="private", show_progress="hidden")
-        timers = [models_parts.timer, settings_parts.timer]
+        timers = [models_timer, settings_timer]
         for block in (chat_block, images_block, costs_block, arena_block):
             block.select(lambda: (gr.Timer(active=False), gr.Timer(active=False)), None, timers,
                          **timer_switch)
         models_block.select(lambda: (gr.Timer(active=True), gr.Timer(active=False)), None,
                             timers, **timer_switch)
-        settings_block.select(lambda: gr.Timer(active=False), None, models_parts.timer,
+        settings_block.select(lambda: gr.Timer(active=False), None, models_timer,
                               **timer_switch)
 
         def on_status():
             return status_html(services.status.statuses())
 
-        # The Chat and Arena pickers follow the model list (pulls, deletes, Ollama going
-        # down or up, from any page or `ollama pull` on the server): each page keeps the
-        # version of the list it shows and gets new choices only when the studio's differs.
-        # LocalModels asks Ollama at most once per 10 s for all pages together.
-        models_seen = gr.State(-1)
-        pickers = [chat_parts.model_dd, arena_parts.models_dd]
+        # The Chat picker follows the model list (pulls, deletes, Ollama going down or up,
+        # from any page or `ollama pull` on the server): each page keeps the version of the
+        # list it shows and gets new choices only when the studio's differs; the Arena
+        # picker follows the page's version (``build_arena``). LocalModels asks Ollama at
+        # most once per 10 s for all pages together.
+        picker_dd = chat_parts.model_dd
 
         @ui_errors
-        def on_models(seen, chat_model, arena_models):
+        def on_models(seen, chat_model):
             if services.models.version() == seen:
-                return gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip()
             # -1: the page was just filled (and warned): align its version quietly.
             warn = seen != -1
             picker = model_picker(services.models, chat_parts.page.preferred_model(),
                                   warn=warn)
-            return (picker.version,
-                    chat_parts.page.picker_update(picker, chat_model, warn=warn),
-                    arena_parts.picker_update(picker, arena_models))
+            return picker.version, chat_parts.page.picker_update(picker, chat_model, warn=warn)
 
-        def on_tick(seen, chat_model, arena_models):
-            return on_status(), *on_models(seen, chat_model, arena_models)
+        def on_tick(seen, chat_model):
+            return on_status(), *on_models(seen, chat_model)
 
         # Top level, not inside a tab: a Timer in an unopened tab never ticks (Gradio 6).
-        # One event per tick and page refreshes the status strip and checks the pickers.
+        # One event per tick and page refreshes the status strip and checks the picker.
         timer = gr.Timer(30.0)
-        timer.tick(on_tick, [models_seen, *pickers], [status_strip, models_seen, *pickers],
+        timer.tick(on_tick, [models_seen, picker_dd], [status_strip, models_seen, picker_dd],
                    api_visibility="private", concurrency_limit=None, concurrency_id="status",
                    show_progress="hidden")
         # Opening the tab, or the picker itself, checks at once.
-        gr.on([chat_block.select, arena_block.select, *(p.focus for p in pickers)], on_models,
-              [models_seen, *pickers], [models_seen, *pickers], api_visibility="private",
-              concurrency_limit=None, concurrency_id="models-follow", show_progress="hidden")
+        gr.on([chat_block.select, picker_dd.focus], on_models, [models_seen, picker_dd],
+              [models_seen, picker_dd], api_visibility="private", concurrency_limit=None,
+              concurrency_id="models-follow", show_progress="hidden")
         # A page's load: the status strip (backend probes, cached 10 s for all pages) and the
         # Chat tab, which reads only the store and the model lists already known, so the
         # page is complete without waiting on Ollama or OpenRouter. Then, after the page is
         # filled: a reply still streaming in the reopened chat is followed, and the picker
         # is checked against Ollama (nothing is sent when its list has not changed). Other
-        # tabs load when first opened (``tab_opened``).
+        # tabs are built and load when first opened (``LazyTab``, ``tab_opened``).
         demo.load(on_status, None, status_strip, api_visibility="private",
                   concurrency_limit=None, concurrency_id="status-load", show_progress="hidden")
         page_load = demo.load(chat_parts.load_fn, chat_parts.load_inputs, chat_parts.load_outputs,
@@ -140,24 +174,45 @@ def build_app(services) -> gr.Blocks:
         # As for a page never filled (-1, a constant): the Chat tab's select, which Gradio
         # also fires as the page opens, may have checked and moved models_seen before the
         # load's picker (from the known lists) landed over its answer.
-        page_load.then(on_models, [gr.State(-1), *pickers], [models_seen, *pickers],
+        page_load.then(on_models, [gr.State(-1), picker_dd], [models_seen, picker_dd],
                        api_visibility="private", concurrency_limit=None,
                        concurrency_id="models-follow", show_progress="hidden")
-        settings_block.select(settings_parts.open_fn, None, settings_parts.open_outputs,
-                              api_visibility="private", show_progress="hidden")
-    # Events without a limit of their own (quick actions: rename, pin, export, a preset...)
-    # run at most QUICK_LIMIT at once each, so a burst of one kind can't take every event
-    # slot. Everything that follows work the server does anyway (a reply, an image job, a
-    # pull, an arena run, the status tick) or that a person waits on while typing (open,
-    # search, send) says concurrency_limit=None where it is wired, with its own
-    # concurrency_id. Set on the events, not with demo.queue(): that rebuilds Gradio's whole
-    # app (~0.3 s of every start), and a later queue() call can't change it.
-    for block_fn in demo.fns.values():
-        if block_fn.concurrency_limit == "default":
-            block_fn.concurrency_limit = QUICK_LIMIT
-    secure_events(demo, services.access.role_of, audit=services.access.audit.record)
+    policy(demo.fns.values())
     queue_wake.install(demo._queue)  # no 1 ms polling with nobody there (issue 16, item 6)
     return demo
+
+
+def event_policy(services) -> Callable[[Iterable[BlockFunction]], None]:
+    """What every event function of the app gets, at build time (``demo.fns``) and when a
+    lazy tab is built in a page (``LazyTab``): a concurrency limit and the role check.
+
+    Events without a limit of their own (quick actions: rename, pin, export, a preset...)
+    run at most QUICK_LIMIT at once each, so a burst of one kind can't take every event
+    slot. Everything that follows work the server does anyway (a reply, an image job, a
+    pull, an arena run, the status tick) or that a person waits on while typing (open,
+    search, send) says concurrency_limit=None where it is wired, with its own
+    concurrency_id. Set on the events, not with demo.queue(): that rebuilds Gradio's whole
+    app (~0.3 s of every start), and a later queue() call can't change it.
+
+    Gradio names an event's concurrency group after its function object (``id(fn)``). A
+    lazy tab's functions are made again for each page, so each page would get groups of its
+    own (no limit across pages, and one more group in Gradio's queue per page, kept
+    forever): they are named after the code instead, the same for every page.
+    """
+    def apply(block_fns: Iterable[BlockFunction]) -> None:
+        block_fns = list(block_fns)
+        for block_fn in block_fns:
+            if block_fn.concurrency_limit == "default":
+                block_fn.concurrency_limit = QUICK_LIMIT
+            if (block_fn.rendered_in is not None and block_fn.fn is not None
+                    and block_fn.concurrency_id == str(id(block_fn.fn))):
+                code = getattr(block_fn.fn, "__code__", None)
+                module, name = origin_of(block_fn.fn)
+                line = code.co_firstlineno if code is not None else 0
+                block_fn.concurrency_id = f"{module}.{name}:{line}"
+        secure_functions(block_fns, services.access.role_of,
+                         audit=services.access.audit.record)
+    return apply
 
 
 def launch_kwargs(services) -> dict:

@@ -15,6 +15,7 @@ from gradio.context import Context
 
 from ..costs.accounting import OWNER  # the user of every page while there is no sign-in
 from ..errors import StudioError
+from .lazy import building
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,11 @@ class PageViews:
 def tab_opened(tab: gr.Tab | None = None) -> list | None:
     """The triggers of a tab's loading events: selecting ``tab`` (by default the ``gr.Tab``
     being built, if any), so a tab not shown does no work and sends nothing until it is
-    opened; None (the page's load) when built outside a tab (a test's Blocks)."""
+    opened; inside a ``LazyTab``'s build, its first and every later opening (``ui/lazy.py``);
+    None (the page's load) when built outside a tab (a test's Blocks)."""
+    lazy = building.get()
+    if lazy is not None and tab in (None, lazy.tab):
+        return lazy.opened_again()
     if tab is None and isinstance(Context.block, gr.Tab):
         tab = Context.block
     return [tab.select] if tab is not None else None

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable
+from typing import Callable, Iterable
 
 import gradio as gr
+from gradio.block_function import BlockFunction
 from gradio.context import LocalContext
+from gradio.renderable import Renderable
 
 from .common import refusal
 
@@ -33,7 +35,9 @@ EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.app": {
         f"build_app.<locals>.{LAMBDA}": USER, "build_app.<locals>.on_status": USER,
         "build_app.<locals>.on_tick": USER, "build_app.<locals>.on_models": USER,
+        "build_app.<locals>.build_arena.<locals>.on_arena_models": USER,
     },
+    "studio.ui.lazy": {"on_tab_open": USER, "LazyTab.__init__.<locals>.contents": USER},
     "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
         "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
@@ -82,9 +86,12 @@ class Unclassified(RuntimeError):
 
 
 def origin_of(fn: Callable) -> tuple[str, str]:
-    """(module, qualname) of the function under any wrappers and bound methods."""
+    """(module, qualname) of the function under any wrappers and bound methods; for a
+    ``@gr.render`` (a lazy tab's), of the function it renders."""
     target = fn
     while True:
+        if isinstance(getattr(target, "__self__", None), Renderable):
+            target = target.__self__.fn
         target = getattr(target, "__func__", target)
         inner = getattr(target, "__wrapped__", None)
         if inner is None:
@@ -119,12 +126,22 @@ def secure_events(demo: gr.Blocks, role_of: Callable[[str | None], str | None],
     """Wrap every event function of ``demo`` in the role check. ``role_of(name)`` gives
     "admin", "user", or None for nobody (a user removed since the page opened). Admin
     events that change something are recorded with ``audit``."""
-    for block_fn in demo.fns.values():
-        if block_fn.fn is not None:
-            fn = block_fn.fn
-            action = origin_of(fn)[1].rsplit(".", 1)[-1]
-            block_fn.fn = checked(fn, role_needed(fn), role_of,
-                                  audit if action in AUDITED else None)
+    secure_functions(demo.fns.values(), role_of, audit)
+
+
+def secure_functions(block_fns: Iterable[BlockFunction],
+                     role_of: Callable[[str | None], str | None],
+                     audit: Audit | None = None) -> None:
+    """``secure_events`` for some event functions: the app's at build time, and those a
+    lazy tab's render creates in a page's session (``ui/lazy.py``). One already checked is
+    left as it is."""
+    for block_fn in block_fns:
+        fn = block_fn.fn
+        if fn is None or hasattr(fn, "studio_role"):
+            continue
+        action = origin_of(fn)[1].rsplit(".", 1)[-1]
+        block_fn.fn = checked(fn, role_needed(fn), role_of,
+                              audit if action in AUDITED else None)
 
 
 def checked(fn: Callable, needed: str, role_of: Callable[[str | None], str | None],

@@ -15,8 +15,8 @@ them). The Storage section (retention, unused models) is ``ui/storage.py``, over
 downloads) is ``models_data``, values for components are shaped in ``models_values``;
 handlers are closures in ``render`` and are returned so tests can call them directly.
 
-Cost: the GPU timer lives inside this tab, so it starts ticking only on pages that opened
-the tab (Gradio 6 tabs are lazy), and ``ui/app.py`` pauses it while another tab is shown;
+Cost: the tab is built only on pages that open it (``ui/lazy.py``); its GPU timer is the
+app's, off until the tab is shown, and ``ui/app.py`` pauses it while another tab is shown;
 every page shares one reading per poll interval.
 """
 
@@ -36,7 +36,7 @@ from ..models.gpu import format_bytes
 from ..models.pulls import check_model_name, full_model_name
 from . import models_data, storage
 from .models_gpu import GpuPanel
-from .common import PageViews, ui_errors
+from .common import PageViews, tab_opened, ui_errors
 from .models_values import (cancel_choices, comfy_hosts_frame, delete_question,
                             details_markdown, jobs_html, log_frame, model_places, ollama_frame,
                             running_frame, vram_frame)
@@ -62,11 +62,20 @@ SUGGESTED = [
 # -- the tab ------------------------------------------------------------------------------------
 
 
-def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
-    """Build the Models tab in the current Blocks; with ``tab`` its data loads on select.
+def gpu_poll_seconds(settings) -> float:
+    """Seconds between the GPU panel's readings (STUDIO_GPU_POLL_SECONDS, at least 1)."""
+    return max(1.0, float(settings.gpu_poll_seconds))
+
+
+def render(services, tab: gr.Tab | None = None, timer: gr.Timer | None = None
+           ) -> SimpleNamespace:
+    """Build the Models tab in the current Blocks; its data loads when the tab is opened
+    (``tab``, or the tab being built: ``tab_opened``). ``timer`` ticks the GPU panel (one
+    of its own when not given; ``ui/app.py`` gives one it switches with the tabs).
 
     Returns the handlers (for tests) and the open event's wiring.
     """
+    opened = tab_opened(tab)  # the tab's loading events' triggers, before any inner block
     settings = services.settings
     ollama = services.ollama
     comfyui = services.comfyui
@@ -74,7 +83,7 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     downloads = services.downloads
     coordinator = services.gpu_coordinator
     models_store = services.models_store
-    poll_s = max(1.0, float(settings.gpu_poll_seconds))
+    poll_s = gpu_poll_seconds(settings)
     models_dir = settings.comfyui_models_dir.strip()
     board = getattr(services, "hosts", None) or build_host_board(
         settings=settings, ollama=ollama, ollama_health=None, comfyui=comfyui,
@@ -445,8 +454,9 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
         services, favourites=favourites, comfy_disk_files=comfy_disk_files,
         busy_models=busy_models, require_models_dir=require_models_dir)
 
-    # Inside the tab: Gradio 6 doesn't tick it until the tab was opened on that page.
-    timer = gr.Timer(poll_s)
+    # Inside the tab (Gradio 6 doesn't tick it until the tab was opened on that page), or
+    # the app's, which starts off and ticks only while the tab is shown.
+    timer = timer if timer is not None else gr.Timer(poll_s)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -463,8 +473,8 @@ def render(services, tab: gr.Tab | None = None) -> SimpleNamespace:
     assert [open_out.index(c) for c in (ollama_table, model_dd, jobs, cancel_dd)] == [0, 1, 5, 6]
 
     open_kwargs = dict(concurrency_id="models-open", **quick)
-    if tab is not None:
-        tab.select(on_open, [folder_dd], open_out, **open_kwargs)
+    if opened:
+        gr.on(opened, on_open, [folder_dd], open_out, **open_kwargs)
     refresh_btn.click(on_open, [folder_dd], open_out, concurrency_id="models-refresh", **quick)
     timer.tick(on_gpu_tick, None, [*gpu_out, running_table, log_table],
                concurrency_id="models-gpu", **quick)

@@ -81,8 +81,9 @@ def account_markdown(name: str, role: str | None, sign_in: bool) -> str:
     return f"Signed in as **{escape(name)}** ({what})."
 
 
-def render(services) -> SimpleNamespace:
-    """Build the tab; returns what app.py calls when the tab opens (``open_fn``)."""
+def render(services, timer: gr.Timer | None = None) -> SimpleNamespace:
+    """Build the tab; returns what app.py calls when the tab opens (``open_fn``). ``timer``
+    ticks the hosts table (one of its own, off, when not given)."""
     access = services.access
     keys = services.keys
     settings = services.settings
@@ -148,7 +149,8 @@ def render(services) -> SimpleNamespace:
                                           interactive=False, wrap=True, elem_id="settings-table")
     # Inside the tab, off until an admin's page opens it: only admins' pages tick, and only
     # while the tab is shown (ui/app.py switches it off on the other tabs).
-    hosts_timer = gr.Timer(hosts_tick_seconds(settings.health_interval), active=False)
+    hosts_timer = timer if timer is not None else gr.Timer(
+        hosts_tick_seconds(settings.health_interval), active=False)
     board = services.hosts
 
     def audit_rows() -> list[list[str]]:
