@@ -155,3 +155,56 @@ def test_live_text_an_incognito_reply_reads_like_any_other_and_only_for_its_owne
         events = read_events(response)
     ann.close()
     assert "".join(d["text"] for name, d in events if name == "message") == "".join(tokens)
+
+
+def test_live_text_one_person_holds_a_bounded_number_of_streams(signed):
+    """Past ``most_per_user`` open streams a person is refused (429) with a sentence; a
+    stream closed by the browser frees its place."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from studio.ui.live import LiveText
+    from tests.conftest import free_port
+
+    live = LiveText(signed.services.chat, interval=0.05, most_per_user=2)
+    app = Starlette(routes=live.routes())
+
+    async def as_ann(scope, receive, send):  # the front door's part: who is calling
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["studio_user"] = "ann"
+        await app(scope, receive, send)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(as_ann, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    signed.ollama.queue_reply(make_tokens(200), delay=0.05)  # ~10 s: streams stay open
+    started = signed.services.chat.send(None, "a long one", model=MODEL, user="ann")
+    url = f"http://127.0.0.1:{port}/studio/live/{started.chat_id}?reply={started.reply.reply_id}"
+    try:
+        while not server.started:
+            threading.Event().wait(0.02)
+        with httpx.Client(timeout=20) as http:
+            first, second = http.stream("GET", url), http.stream("GET", url)
+            readers = []  # kept: a dropped line iterator closes its response
+            for response in (first.__enter__(), second.__enter__()):
+                assert response.status_code == 200
+                readers.append(response.iter_lines())
+                assert next(readers[-1]).startswith("retry:")
+            refused = http.get(url)
+            assert refused.status_code == 429 and "close some" in refused.json()["error"]
+            first.__exit__(None, None, None)  # the browser closes a tab
+            for _ in range(100):  # the server sees the connection go
+                if live._open.get("ann", 0) < 2:
+                    break
+                threading.Event().wait(0.05)
+            with http.stream("GET", url) as third:
+                assert third.status_code == 200
+            second.__exit__(None, None, None)
+    finally:
+        signed.services.chat.stop(started.chat_id, user="ann")
+        server.should_exit = True
+        thread.join(10)

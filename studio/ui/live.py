@@ -19,7 +19,8 @@ instead of ~8 times. A page without the script, or an API caller, is served as b
 
 Who may: the front door (``access/web.py``) lets no one through without a session, and the
 chat is looked up as the caller's own (``ChatService.live_reply`` raises ``NotFound`` for
-another's), so a reply id alone opens nothing. Pacing is the same as Gradio's
+another's), so a reply id alone opens nothing. One person holds at most ``MOST_PER_USER``
+streams at once (429 beyond that; the page then shows Gradio's updates). Pacing is the same as Gradio's
 (``replies.update_gap``): a wait of the gap between looks, never a wake per token.
 """
 
@@ -42,6 +43,10 @@ COOKIE = "studio_live"
 # While the text flows over this channel, how often the Gradio event still updates the
 # page (the thinking, the stats line, the Stop button; the Markdown rendered by Gradio).
 LEAN_TEXT_INTERVAL_S = 1.0
+# Streams one person may hold open at once (without sign-in, the whole household is one
+# person): a page follows one reply at a time; beyond this it is a script, and each stream
+# is a loop on the server's event loop. A page refused falls back to Gradio's updates.
+MOST_PER_USER = 32
 
 
 def lean_page(request) -> bool:
@@ -59,9 +64,11 @@ def marker(chat_id: str, reply_id: str) -> str:
 class LiveText:
     """The ``/studio/live`` route over ``ChatService``."""
 
-    def __init__(self, chat, *, interval: float) -> None:
+    def __init__(self, chat, *, interval: float, most_per_user: int = MOST_PER_USER) -> None:
         self.chat = chat
         self.interval = interval
+        self.most_per_user = most_per_user
+        self._open: dict[str, int] = {}  # streams open per user (touched on the event loop only)
 
     def routes(self) -> list[Route]:
         return [Route(PATH, self.stream, methods=["GET"])]
@@ -79,9 +86,21 @@ class LiveText:
         if reply is None or (want and reply.reply_id != want):
             return JSONResponse({"error": "No reply is streaming in that chat."},
                                 status_code=404)
-        return StreamingResponse(self._events(reply), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store",
-                                          "X-Accel-Buffering": "no"})
+        if self._open.get(user, 0) >= self.most_per_user:
+            return JSONResponse({"error": f"You have {self.most_per_user} replies open in "
+                                          "other tabs already; close some and reload."},
+                                status_code=429)
+        self._open[user] = self._open.get(user, 0) + 1
+        return _Released(self._events(reply), lambda: self._release(user),
+                         media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    def _release(self, user: str) -> None:
+        left = self._open.get(user, 1) - 1
+        if left > 0:
+            self._open[user] = left
+        else:
+            self._open.pop(user, None)
 
     async def _events(self, reply):
         sent = 0
@@ -101,3 +120,18 @@ class LiveText:
             first = reply.first_token
             await asyncio.sleep(update_gap(time.monotonic() - first, self.interval)
                                 if grew and first is not None else START_GAP_S)
+
+
+class _Released(StreamingResponse):
+    """A stream that calls ``release`` once it is over: ended, failed, or cancelled
+    because the browser went (Starlette cancels the response then)."""
+
+    def __init__(self, content, release, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self._released = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._released()
