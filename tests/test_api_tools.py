@@ -143,6 +143,9 @@ def test_the_async_client_streams_and_answers_whole(api):
 
 def test_fifty_streams_at_once_each_answered_and_accounted_once(api):
     fake, ledger = api["ollama"], api["services"].accounting.ledger
+    # An earlier test's last reply may still be booking its usage after its caller got the
+    # end of the stream (CI once counted 51): let every reply settle first.
+    assert api["services"].replies.wait_settled(10)
     before = len(ledger.usage_records(limit=10_000))
     tokens = fake.make_tokens(20)
     for _ in range(50):
@@ -166,6 +169,7 @@ def test_fifty_streams_at_once_each_answered_and_accounted_once(api):
     results = asyncio.run(run())
     assert [text for text, _ in results] == ["".join(tokens)] * 50
     assert all(usage.completion_tokens == 20 for _, usage in results)
+    assert api["services"].replies.wait_settled(10)  # each booked once, none still to come
     rows = ledger.usage_records(limit=10_000)[: len(ledger.usage_records(limit=10_000)) - before]
     assert len(rows) == 50 and {r.via for r in rows} == {"api: laptop"}
     assert sum(r.completion_tokens for r in rows) == 50 * 20

@@ -79,7 +79,7 @@ def test_browser_reply_completes_after_page_closes_and_reopens(studio, browser_c
     page = browser_context.new_page()
     open_studio(page, studio)
     marker = uuid.uuid4().hex[:8]
-    tokens = make_tokens(60)
+    tokens = make_tokens(160)
     studio.ollama.queue_reply(tokens, delay=0.05)
     send(page, f"survive closing {marker}")
     wait_chat_contains(page, tokens[1].strip())
@@ -89,6 +89,10 @@ def test_browser_reply_completes_after_page_closes_and_reopens(studio, browser_c
     open_studio(again, studio, new_chat=False)
     # The same browser reopens its last conversation, still streaming, then finished.
     wait_chat_contains(again, marker)
+    # The reopened page picks the stream up, its text over /studio/live as before.
+    again.wait_for_function(
+        "() => { const o = document.querySelector('#chatbot .studio-live-text');"
+        " return o && o.innerText.includes('tok1'); }")
     wait_chat_contains(again, tokens[-1].strip(), timeout=30_000)
     assert stored(studio, marker)["status"] == "complete"
     assert stored(studio, marker)["content"] == "".join(tokens)

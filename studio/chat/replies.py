@@ -205,6 +205,13 @@ class ReplyManager:
         """Model ids (``backend:name``) of the replies streaming right now."""
         return [r.model_id for r in self._replies.items() if r.status == "streaming"]
 
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until every reply still remembered has settled (stored, accounted, its
+        ``on_finish`` run); True when all did within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return all(reply.settled.wait(max(0.0, deadline - time.monotonic()))
+                   for reply in self._replies.items())
+
     def active_count(self) -> int:
         return len(self.active_model_ids())
 
