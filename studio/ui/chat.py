@@ -16,7 +16,6 @@ import gradio as gr
 from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, MODEL_INFO, NEWER_LABEL,
                             QUEUE_LABEL, STOP_LABEL, ChatPage)
 from .chat_values import new_session
-from .chat_wire import preprocessed
 
 # Browser-side steps around the send event (see where chat_input.submit is wired).
 TAKE_MESSAGE_JS = """(m) => {
@@ -155,15 +154,12 @@ def render(services) -> SimpleNamespace:
     # Sending while this page's reply streams must reach on_send (trigger_mode="multiple";
     # Gradio's default "once" silently skipped it, emptying the box): on_send queues it.
     outgoing = gr.MultimodalTextbox(visible=False, elem_id="outgoing-message")
-    # preprocess=False: the inputs are shaped in the handler's thread (chat_wire.preprocessed).
-    send_in = [outgoing, session, model_dd, system_box, incognito, *params]
     chat_input.submit(
         None, [chat_input], [outgoing, chat_input], js=TAKE_MESSAGE_JS,
         api_visibility="private", queue=False, show_progress="hidden").then(
-        preprocessed(page.on_send, send_in), send_in, send_out,
+        page.on_send, [outgoing, session, model_dd, system_box, incognito, *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
-        show_progress="hidden", trigger_mode="multiple", preprocess=False,
-        postprocess=False).failure(
+        show_progress="hidden", trigger_mode="multiple", postprocess=False).failure(
         None, [outgoing, chat_input], [chat_input], js=GIVE_BACK_MESSAGE_JS,
         api_visibility="private", queue=False, show_progress="hidden")
     queue_view.input(page.on_take_back, [queue_view, chat_input], [queue_view, chat_input],

@@ -16,9 +16,7 @@ values as before.
 
 from __future__ import annotations
 
-import functools
 import inspect
-from typing import Callable, Sequence
 
 import gradio as gr
 
@@ -38,32 +36,3 @@ class ChatWire:
     def text(value: str) -> str:
         """A Markdown component's value as its postprocess leaves it."""
         return inspect.cleandoc(value)
-
-
-def preprocessed(fn: Callable, inputs: Sequence[gr.components.Component]) -> Callable:
-    """``fn`` (a generator handler) for an event wired with ``preprocess=False``: its
-    inputs' ``preprocess`` run here, one after the other in the handler's own thread, as
-    Gradio would have run them (the value validated by the component's data model, then
-    its ``preprocess``; a State passes as it is).
-
-    Gradio preprocesses each input of an event in a thread hop of its own
-    (``anyio.to_thread.run_sync``): eleven for /send. Twenty messages sent at once were
-    220 hops interleaved on the event loop, and every send left preprocessing only when
-    all twenty did (bench/profile_send.py: 55-240 ms after Gradio started them)."""
-    shapers = [None if getattr(c, "stateful", False) else c for c in inputs]
-
-    def shaped(component, value):
-        if component is None:
-            return value
-        model = getattr(component, "data_model", None)
-        if model is not None and value is not None:
-            value = model.model_validate(value, context={"validate_meta": True})
-        return component.preprocess(value)
-
-    @functools.wraps(fn)
-    def gen(*args, **kwargs):
-        n = len(shapers)
-        values = [shaped(c, v) for c, v in zip(shapers, args[:n])]
-        yield from fn(*values, *args[n:], **kwargs)
-
-    return gen
