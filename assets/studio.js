@@ -71,6 +71,9 @@
       .map((p) => '<p>' + inline(p).replace(/\n/g, '<br>') + '</p>').join('');
   }).join('');
   let live = null;  // {key, source, text, content, overlay}
+  // Replies the server refused to stream here (ended meanwhile, or too many open): not
+  // asked again on every change of the page; Gradio's updates show them.
+  const refused = new Set();
   const endLive = () => {
     if (!live) return;
     live.source.close();
@@ -104,7 +107,7 @@
       return c ? c.slice(prefix.length) : '';
     };
     const key = part('live-') + '/' + part('reply-');
-    if (live && live.key === key) return;
+    if ((live && live.key === key) || refused.has(key)) return;
     endLive();
     const source = new EventSource('studio/live/' + encodeURIComponent(part('live-')) +
                                    '?reply=' + encodeURIComponent(part('reply-')));
@@ -121,7 +124,10 @@
     source.addEventListener('done', () => source.close());
     source.onerror = () => {
       // Refused or gone (the reply ended meanwhile): Gradio's updates show the reply.
-      if (source.readyState === EventSource.CLOSED && live === mine) endLive();
+      if (source.readyState === EventSource.CLOSED && live === mine) {
+        refused.add(key);
+        endLive();
+      }
     };
   };
   new MutationObserver(() => {

@@ -30,16 +30,10 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "bench")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-if "--studio" in sys.argv[1:-1]:
-    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--studio") + 1]))
-
+# First: profile_stream puts the checkout (or --studio PATH's) on the path as it loads.
+from profile_stream import entries, report, studio_in_process  # noqa: I001
 import bench_load  # noqa: E402
 from bench_chat import STUDIO_ARGS, FakeProcess, find_endpoint, find_page_event  # noqa: E402
-from profile_stream import entries, report, studio_in_process  # noqa: E402
 
 SENDS: list[dict] = []  # per send: perf_counter and thread_time at each mark
 

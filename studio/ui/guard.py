@@ -1,11 +1,11 @@
 """Who may call each event: one check every handler goes through, on the server.
 
-``secure_events(demo, role_of)`` wraps every event function of the app in a check of the
-caller's role before it runs. Hiding a button protects nothing (any event can be called
-through Gradio's queue by whoever reaches the port), so the check lives here, and the
-classification is one explicit table: an event whose function nobody classified stops the
-app from being built (and ``tests/test_access_events.py`` fails), so a new handler can't
-slip in unchecked.
+``secure_functions(block_fns, role_of)`` wraps every event function of the app (and of each
+lazy tab a page builds) in a check of the caller's role before it runs. Hiding a button
+protects nothing (any event can be called through Gradio's queue by whoever reaches the
+port), so the check lives here, and the classification is one explicit table: an event
+whose function nobody classified stops the app from being built (and
+``tests/test_access_events.py`` fails), so a new handler can't slip in unchecked.
 
 Roles: ``user`` (any signed-in person, admins included) and ``admin``. Visitors who are
 not signed in never reach an event: the front door (``studio.access.web``) refuses them.
@@ -121,20 +121,14 @@ def current_user() -> str | None:
 Audit = Callable[..., None]  # audit(user, action, detail, address)
 
 
-def secure_events(demo: gr.Blocks, role_of: Callable[[str | None], str | None],
-                  audit: Audit | None = None) -> None:
-    """Wrap every event function of ``demo`` in the role check. ``role_of(name)`` gives
-    "admin", "user", or None for nobody (a user removed since the page opened). Admin
-    events that change something are recorded with ``audit``."""
-    secure_functions(demo.fns.values(), role_of, audit)
-
-
 def secure_functions(block_fns: Iterable[BlockFunction],
                      role_of: Callable[[str | None], str | None],
                      audit: Audit | None = None) -> None:
-    """``secure_events`` for some event functions: the app's at build time, and those a
-    lazy tab's render creates in a page's session (``ui/lazy.py``). One already checked is
-    left as it is."""
+    """Wrap each event function in the role check: the app's at build time, and those a
+    lazy tab's render creates in a page's session (``ui/lazy.py``). ``role_of(name)`` gives
+    "admin", "user", or None for nobody (a user removed since the page opened). Admin
+    events that change something are recorded with ``audit``. One already checked is left
+    as it is."""
     for block_fn in block_fns:
         fn = block_fn.fn
         if fn is None or hasattr(fn, "studio_role"):
