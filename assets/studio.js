@@ -34,6 +34,30 @@
     box.dispatchEvent(new KeyboardEvent('keypress', {key: 'x', bubbles: true}));
   }, true);
 
+  // A picture pasted or dropped into the message box is attached, as "+ Image" would (the box is
+  // a plain Textbox: ui/chat.py): the files go to that button's own file input, which uploads them.
+  const attachPictures = (files) => {
+    const pictures = [...(files || [])].filter((f) => f.type.startsWith('image/'));
+    const input = document.querySelector('#composer input[type=file]');
+    if (!pictures.length || !input) return false;
+    const moved = new DataTransfer();
+    pictures.forEach((f) => moved.items.add(f));
+    input.files = moved.files;
+    input.dispatchEvent(new Event('change', {bubbles: true}));
+    return true;
+  };
+  document.addEventListener('paste', (event) => {
+    if (!event.target.closest || !event.target.closest('#chat-input')) return;
+    if (attachPictures(event.clipboardData && event.clipboardData.files)) event.preventDefault();
+  }, true);
+  document.addEventListener('dragover', (event) => {
+    if (event.target.closest && event.target.closest('#chat-input')) event.preventDefault();
+  });
+  document.addEventListener('drop', (event) => {
+    if (!event.target.closest || !event.target.closest('#chat-input')) return;
+    if (attachPictures(event.dataTransfer && event.dataTransfer.files)) event.preventDefault();
+  }, true);
+
   // A session that ends while the page is open (signed out elsewhere, expired, password
   // changed): the server answers 401; say so plainly instead of a generic error.
   const nativeFetch = window.fetch.bind(window);

@@ -359,7 +359,7 @@ def run_client(fake: FakeProcess, app: App, client, http, ep: Endpoint, page: En
     cpu0 = app.cpu_s()
     t0 = time.perf_counter()
     if studio:
-        job = client.submit({"text": "hi", "files": []}, *STUDIO_ARGS, api_name="/send")
+        job = client.submit("hi", [], *STUDIO_ARGS, api_name="/send")
     else:
         job = client.submit("hi", api_name="/chat")
     first = done = None
@@ -638,7 +638,7 @@ def bench_stream(fake: FakeProcess, studio: App, baseline: App, sizes: list[int]
             client = Client(app.url, verbose=False, analytics_enabled=False)
             with httpx.Client(timeout=30) as http:
                 if is_studio:
-                    ep = find_endpoint(app, http, "send", [{"text": "hi", "files": []}, *STUDIO_ARGS])
+                    ep = find_endpoint(app, http, "send", ["hi", [], *STUDIO_ARGS])
                 else:
                     ep = find_endpoint(app, http, "chat", ["hi"])
                 page = find_page_event(app, http)

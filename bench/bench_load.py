@@ -399,7 +399,7 @@ def bench_concurrent(fake, studio, baseline, comfy_url: str, chat_id: str, round
         try:
             with httpx.Client(timeout=30) as http:
                 if app is studio:
-                    ep = find_endpoint(app, http, "send", [{"text": "hi", "files": []},
+                    ep = find_endpoint(app, http, "send", ["hi", [],
                                                            *STUDIO_ARGS])
                 else:
                     ep = find_endpoint(app, http, "chat", ["hi"])

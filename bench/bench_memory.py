@@ -114,7 +114,7 @@ def chat_turns(fake, studio, http, n: int, every: int, one_page: bool) -> list[f
             client.reset_session()  # a new page: new gr.State, a new conversation
             open_page(studio, http, page, client.session_hash)
         fake.queue(REPLY_TOKENS)
-        client.submit({"text": f"turn {i}", "files": []}, *STUDIO_ARGS,
+        client.submit(f"turn {i}", [], *STUDIO_ARGS,
                       api_name="/send").result(timeout=60)
         if (i + 1) % every == 0:
             samples.append(studio.rss_mb())

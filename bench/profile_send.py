@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         with studio_in_process(fake, "profile-send-",
                                hook=hook if args.profile else None) as target:
             with httpx.Client(timeout=30) as http:
-                ep = find_endpoint(target, http, "send", [{"text": "hi", "files": []},
+                ep = find_endpoint(target, http, "send", ["hi", [],
                                                           *STUDIO_ARGS])
                 page = find_page_event(target, http)
                 bench_load.chats_at_once(fake, target, ep, page, 1)  # warm-up

@@ -234,7 +234,7 @@ def main(argv=None) -> int:
                                env=dict(item.split("=", 1) for item in args.env),
                                hook=hook if args.profile else None) as target:
             with httpx.Client(timeout=30, cookies=None if args.classic else LIVE_COOKIE) as http:
-                ep = find_endpoint(target, http, "send", [{"text": "hi", "files": []},
+                ep = find_endpoint(target, http, "send", ["hi", [],
                                                           *STUDIO_ARGS])
                 page = find_page_event(target, http)
                 one_reply(fake, target, http, ep, page)  # warm-up

@@ -17,7 +17,7 @@ MODEL = "ollama:llama3.2:latest"
 
 
 def send_args(text: str, model: str = MODEL, incognito: bool = False):
-    return ({"text": text, "files": []}, model, "", incognito, 0.8, 0.9, 0, -1, 0, "auto")
+    return (text, [], model, "", incognito, 0.8, 0.9, 0, -1, 0, "auto")
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_app_image_goes_to_vision_model_as_base64(studio, client, tmp_path):
 
     studio.ollama.queue_reply("A red square.")
     path = png_file(tmp_path)
-    final = client.submit({"text": "what is this?", "files": [handle_file(str(path))]},
+    final = client.submit("what is this?", [handle_file(str(path))],
                           "ollama:llava:latest", "", False, 0.8, 0.9, 0, -1, 0, "auto",
                           api_name="/send").result(timeout=30)
     assert answer_of(final[0]) == "A red square."
@@ -189,7 +189,7 @@ def test_app_image_to_text_only_model_is_refused_before_sending(studio, client, 
 
     before = len(studio.ollama.requests_to("/api/chat"))
     with pytest.raises(Exception, match="can't read images"):
-        client.predict({"text": "see?", "files": [handle_file(str(png_file(tmp_path)))]},
+        client.predict("see?", [handle_file(str(png_file(tmp_path)))],
                        MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
     assert len(studio.ollama.requests_to("/api/chat")) == before
 
@@ -199,7 +199,7 @@ def test_app_refusal_is_one_log_line_without_traceback(studio, client, tmp_path)
 
     start = len(studio.log())
     with pytest.raises(Exception, match="can't read images"):
-        client.predict({"text": "log?", "files": [handle_file(str(png_file(tmp_path)))]},
+        client.predict("log?", [handle_file(str(png_file(tmp_path)))],
                        MODEL, "", False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send")
     written = studio.log()[start:]
     assert [line for line in written.splitlines() if "can't read images" in line] == [

@@ -65,7 +65,7 @@ def test_app_start_history_browsable_with_every_backend_down(studio_all_down):
 def test_app_start_chat_with_ollama_down_says_how_to_start_it(studio_all_down):
     running, _ = studio_all_down
     client = Client(running.url, verbose=False, analytics_enabled=False)
-    final = client.submit({"text": "anyone there?", "files": []}, "ollama:llama3.2:latest", "",
+    final = client.submit("anyone there?", [], "ollama:llama3.2:latest", "",
                           False, 0.8, 0.9, 0, -1, 0, "auto", api_name="/send").result(timeout=30)
     answer = [m for m in final[0] if m["role"] == "assistant" and not m.get("metadata")][-1]
     text = answer["content"] if isinstance(answer["content"], str) else str(answer["content"])

@@ -341,6 +341,12 @@ def pick_model(page, search: str, label_part: str) -> None:
     page.click(f"#model-picker li[data-testid=dropdown-option]:has-text('{label_part}')")
 
 
+# "+ Image"'s own file input (Gradio's UploadButton puts it beside the button), and a
+# picture shown as attached under the box.
+ATTACH_INPUT = "#composer input[type=file]"
+ATTACHED = "#chat-attached tr.file"
+
+
 def open_with_picture(page, studio, tmp_path, model: str, colour: tuple) -> bytes:
     """A new chat on ``model`` with a small PNG attached; returns the PNG's bytes."""
     from PIL import Image
@@ -349,8 +355,8 @@ def open_with_picture(page, studio, tmp_path, model: str, colour: tuple) -> byte
     Image.new("RGB", (8, 8), colour).save(path)
     open_studio(page, studio)
     pick_model(page, model, f"{model}:latest")
-    page.set_input_files("#chat-input input[type=file]", str(path))
-    page.wait_for_selector("#chat-input img, #chat-input .thumbnail-item", timeout=20_000)
+    page.set_input_files(ATTACH_INPUT, str(path))
+    page.wait_for_selector(ATTACHED, timeout=20_000)
     return path.read_bytes()
 
 
@@ -365,7 +371,42 @@ def test_browser_attached_image_reaches_the_vision_model(studio, page, tmp_path)
     assert sent["content"] == "what is this?"
     assert base64.b64decode(sent["images"][0]) == picture
     assert page.input_value("#chat-input textarea") == ""
-    assert not page.query_selector("#chat-input .thumbnail-item")
+    assert not page.query_selector(ATTACHED) and not page.is_visible("#chat-attached")
+
+
+def test_browser_a_pasted_picture_is_attached_and_sent_with_the_next_message(studio, page,
+                                                                           tmp_path):
+    """The box is a plain Textbox (issue 16, item 4): a picture pasted into it is attached
+    as "+ Image" would, beside one attached already, and both go with the message."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    first = open_with_picture(page, studio, tmp_path, "llava", (200, 30, 30))
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 6), (10, 10, 240)).save(buf, format="PNG")
+    pasted = buf.getvalue()
+    page.fill("#chat-input textarea", "compare these")
+    page.evaluate("""(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
+      const box = document.querySelector('#chat-input textarea');
+      box.focus();
+      box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true,
+                                                     cancelable: true}));
+    }""", base64.b64encode(pasted).decode())
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 2", arg=ATTACHED,
+                           timeout=20_000)
+    assert page.input_value("#chat-input textarea") == "compare these"  # the text stays
+    studio.ollama.queue_reply("A red one and a blue one.")
+    page.press("#chat-input textarea", "Enter")
+    wait_chat_contains(page, "A red one and a blue one.")
+    sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"][-1]
+    assert sent["content"] == "compare these"
+    assert [base64.b64decode(i) for i in sent["images"]] == [first, pasted]
+    assert not page.query_selector(ATTACHED)
 
 
 def test_browser_image_for_a_text_model_comes_back_to_the_box(studio, page, tmp_path):
@@ -375,7 +416,7 @@ def test_browser_image_for_a_text_model_comes_back_to_the_box(studio, page, tmp_
     page.wait_for_selector("text=can't read images", timeout=20_000)
     page.wait_for_function(
         "() => document.querySelector('#chat-input textarea').value === 'describe it'")
-    assert page.query_selector("#chat-input .thumbnail-item, #chat-input img")
+    assert page.query_selector(ATTACHED)
     assert len(studio.ollama.requests_to("/api/chat")) == before
 
 
@@ -417,7 +458,7 @@ def test_browser_a_picture_attached_on_a_full_disk_stays_in_the_box(tmp_path, se
         page.wait_for_selector("text=The disk holding the studio's data", timeout=20_000)
         page.wait_for_function(
             "(t) => document.querySelector('#chat-input textarea').value === t", arg=typed)
-        assert page.query_selector("#chat-input img, #chat-input .thumbnail-item")
+        assert page.query_selector(ATTACHED)
         assert not page.query_selector("#chatbot .message")
         assert len(session_ollama.requests_to("/api/chat")) == before
         assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]

@@ -20,7 +20,8 @@ LAYOUT_JS = """() => {
                                width: r.width}; };
   return {width: innerWidth, height: innerHeight,
           scrollWidth: document.scrollingElement.scrollWidth,
-          box: box('#chat-input'), picker: box('#model-picker input'),
+          box: box('#chat-input'), composer: box('#composer'),
+          attach: box('#chat-attach'), picker: box('#model-picker input'),
           pills: [...document.querySelectorAll('#status-strip .pill')].map(
                    p => p.getBoundingClientRect().right)};
 }"""
@@ -86,7 +87,12 @@ def test_browser_chat_fits_a_phone(studio, phone_page):
     layout = page.evaluate(LAYOUT_JS)
 
     width, height = layout["width"], layout["height"]
-    assert layout["box"]["width"] >= 0.9 * width  # was 204 px of 390
+    # The message box and its "+ Image" button take the width (the box alone was 204 px of
+    # 390 once), side by side on one line.
+    assert layout["composer"]["width"] >= 0.9 * width
+    assert layout["box"]["width"] >= 0.7 * width
+    assert layout["attach"]["top"] < layout["box"]["bottom"] and (
+        layout["box"]["top"] < layout["attach"]["bottom"])
     assert 0 <= layout["picker"]["top"] and layout["picker"]["bottom"] <= height  # in view
     assert layout["box"]["bottom"] <= height  # and so is the box
     assert layout["scrollWidth"] <= width

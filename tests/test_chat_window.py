@@ -152,7 +152,7 @@ def test_page_send_after_loading_earlier_appends_once_and_shows_the_newest(page,
         sess, *_ = page.on_earlier(sess, request=request())
     assert sess["last"] is not None
     fake_ollama.queue_reply("Answer at the end.")
-    updates = list(page.on_send({"text": "a new question", "files": []}, sess, MODEL, "", False,
+    updates = list(page.on_send("a new question", [], sess, MODEL, "", False,
                                 0.8, 0.9, 0, -1, 0, "auto", request=request()))
     sess, rows = updates[-1][:2]
     assert texts(rows)[-2:] == ["a new question", "Answer at the end."]

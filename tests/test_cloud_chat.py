@@ -74,7 +74,7 @@ def client(studio):
 
 
 def send_args(text: str, model: str, files=()):
-    return ({"text": text, "files": list(files)}, model, "", False, 0.8, 0.9, 0, -1, 0, "auto")
+    return (text, list(files), model, "", False, 0.8, 0.9, 0, -1, 0, "auto")
 
 
 def answer_of(chatbot) -> str:
@@ -378,9 +378,9 @@ def test_cloud_chat_key_never_reaches_page_config_api_or_log(studio):
 
 
 def test_cloud_chat_shows_prompt_cost_estimate_before_sending(client):
-    hint = client.predict({"text": "x" * 40_000, "files": []}, "openrouter:openai/gpt-4o-mini",
+    hint = client.predict("x" * 40_000, "openrouter:openai/gpt-4o-mini",
                           500, api_name="/cost_estimate")
     assert hint.startswith("≈ $") and "to send about 10,0" in hint and "500-token reply" in hint
-    local = client.predict({"text": "hi", "files": []}, "ollama:llama3.2:latest", 0,
+    local = client.predict("hi", "ollama:llama3.2:latest", 0,
                            api_name="/cost_estimate")
     assert local == ""

@@ -247,7 +247,7 @@ def page_send(page, text: str, model: str):
     """on_send as the page calls it (a generator of its updates)."""
     from studio.ui.chat_values import new_session
 
-    return page.on_send({"text": text, "files": []}, new_session(), model, "", False, 0.8, 0.9,
+    return page.on_send(text, [], new_session(), model, "", False, 0.8, 0.9,
                         0, -1, 0, "auto")
 
 

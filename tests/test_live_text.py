@@ -104,7 +104,7 @@ def send_as(page, cookies: dict) -> list:
 
     request = SimpleNamespace(cookies=cookies, session_hash="page-1", username=None,
                               client=None)
-    return list(page.on_send({"text": "hi", "files": []}, new_session(), "ollama:llama3.2:latest",
+    return list(page.on_send("hi", [], new_session(), "ollama:llama3.2:latest",
                              "", False, 0.8, 0.9, 0, -1, 0, "auto", request=request))
 
 

@@ -40,7 +40,7 @@ def chat_page(services):
 
 
 def send(page, text, sess=None):
-    return page.on_send({"text": text, "files": []}, sess or new_session(), MODEL, "",
+    return page.on_send(text, [], sess or new_session(), MODEL, "",
                         False, 0.8, 0.9, 0, -1, 0, "auto", request=request())
 
 

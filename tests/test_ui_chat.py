@@ -165,7 +165,7 @@ def test_ui_chat_send_on_a_full_disk_says_so_and_keeps_the_chat(store, tmp_path,
     typed = "my long question " * 2000
     sess = {**new_session(), "chat_id": first.chat_id}
     with pytest.raises(gr.Error) as shown:
-        list(page.on_send({"text": typed, "files": []}, sess, LOCAL, "", False, 0.8, 0.9, 0, -1,
+        list(page.on_send(typed, [], sess, LOCAL, "", False, 0.8, 0.9, 0, -1,
                           0, "auto"))
     assert shown.value.message.startswith("The disk holding the studio's data")
     assert "still on the page" in shown.value.message
@@ -227,7 +227,7 @@ def test_ui_chat_paced_reply_updates_lead_with_the_first_token_and_repeat_little
     tokens = make_tokens(60)
     fake_ollama.queue_reply(tokens, delay=[0.0, 0.3] + [0.02] * 58)
     try:
-        updates = list(page.on_send({"text": "hi", "files": []}, new_session(), LOCAL, "",
+        updates = list(page.on_send("hi", [], new_session(), LOCAL, "",
                                     False, 0.8, 0.9, 0, -1, 0, "auto"))
     finally:
         client.close()

@@ -41,7 +41,7 @@ def request(session: str = "page-1") -> SimpleNamespace:
 
 def send(page, text, sess=None, *, session="page-1", files=()):
     """on_send as the page calls it; returns the generator."""
-    return page.on_send({"text": text, "files": list(files)}, sess or new_session(), MODEL, "",
+    return page.on_send(text, list(files), sess or new_session(), MODEL, "",
                         False, 0.8, 0.9, 0, -1, 0, "auto", request=request(session))
 
 
@@ -98,8 +98,8 @@ def test_queue_taken_back_goes_into_the_box_and_is_never_sent(page, fake_ollama)
     queued = list(send(page, "second thoughts", sess))[0]
     item_id = queue_of(queued)["choices"][0][1]
 
-    queue, box = page.on_take_back(item_id, {"text": "", "files": []}, request=request())
-    assert box == {"text": "second thoughts", "files": []}
+    queue, box, attached = page.on_take_back(item_id, "", None, request=request())
+    assert (box, attached) == ("second thoughts", None)
     assert queue["visible"] is False and queue["choices"] == []
     list(first)
     assert len(fake_ollama.requests_to("/api/chat")) == 1
@@ -109,9 +109,8 @@ def test_queue_taken_back_goes_into_the_box_and_is_never_sent(page, fake_ollama)
 def test_queue_taken_back_keeps_what_the_box_holds(page, fake_ollama):
     first, sess = mid_reply(page, fake_ollama)
     item_id = queue_of(list(send(page, "later", sess))[0])["choices"][0][1]
-    _queue, box = page.on_take_back(item_id, {"text": "typing now", "files": []},
-                                    request=request())
-    assert box["text"] == "typing now\n\nlater"
+    _queue, box, _attached = page.on_take_back(item_id, "typing now", None, request=request())
+    assert box == "typing now\n\nlater"
     list(first)
 
 
@@ -207,10 +206,10 @@ def test_queue_refused_when_its_turn_comes_is_held_with_the_reason_and_comes_bac
     assert [c for r, c in stored_turns(page, sess) if r == "user"] == ["first question"]
 
     # Each comes back into the box when clicked; nothing is lost.
-    box = {"text": "", "files": []}
+    box = ""
     for label in ("second question", "third question"):
-        queue, box = page.on_take_back(page.queues.items("page-1")[0].id, box,
-                                       request=request())
-        assert label in box["text"]
-    assert box["text"] == "second question\n\nthird question"
+        queue, box, _attached = page.on_take_back(page.queues.items("page-1")[0].id, box,
+                                                  None, request=request())
+        assert label in box
+    assert box == "second question\n\nthird question"
     assert queue["visible"] is False and page.queues.items("page-1") == []

@@ -17,15 +17,23 @@ from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, MODEL_INFO, NEWER_LAB
                             QUEUE_LABEL, STOP_LABEL, ChatPage)
 from .chat_values import new_session
 
-# Browser-side steps around the send event (see where chat_input.submit is wired).
-TAKE_MESSAGE_JS = """(m) => {
-  const empty = {text: "", files: []};
-  if (!m || (!(m.text || "").trim() && !(m.files || []).length)) return [m, m];
-  return [m, empty];
+# Browser-side steps around the send event (see where chat_input.submit is wired). The
+# message is the box's text and the pictures attached under it.
+TAKE_MESSAGE_JS = """(text, files) => {
+  const none = !files || (Array.isArray(files) && !files.length);
+  if (!(text || "").trim() && none) return [text, files, text, files];
+  return [text, files, "", null];
 }"""
-GIVE_BACK_MESSAGE_JS = """(sent, now) => {
-  const blank = !now || (!(now.text || "").length && !(now.files || []).length);
-  return blank ? sent : now;
+GIVE_BACK_MESSAGE_JS = """(text, files, now, attached) => {
+  const none = !attached || (Array.isArray(attached) && !attached.length);
+  return !(now || "").length && none ? [text, files] : [now, attached];
+}"""
+# "+ Image" adds pictures to those already attached (in the page: no server step). A js
+# step's one output is given as a list of one.
+ATTACH_JS = """(added, have) => {
+  const list = (v) => (Array.isArray(v) ? v : v ? [v] : []);
+  const all = [...list(have), ...list(added)];
+  return [all.length ? all : null];
 }"""
 
 
@@ -78,13 +86,25 @@ def render(services) -> SimpleNamespace:
                                  layout="bubble", show_label=False,
                                  group_consecutive_messages=False)
             newer_btn = gr.Button(NEWER_LABEL, size="sm", visible=False, elem_id="load-newer")
+            # A plain Textbox and an "+ Image" button, not Gradio's MultimodalTextbox: that one's
+            # module brings Gradio's video and audio players, a recorder and hls.js (~165 KB)
+            # into every page, for media the chat never shows in its box; the page was usable
+            # ~250 ms later for it (issue 16, item 4). Pasting or dropping a picture into the
+            # box attaches it too (assets/studio.js).
             with gr.Row(elem_id="composer"):
-                chat_input = gr.MultimodalTextbox(
+                attach_btn = gr.UploadButton("+ Image", file_types=["image"],
+                                             file_count="multiple", elem_id="chat-attach",
+                                             size="md", scale=0, min_width=60)
+                chat_input = gr.Textbox(
                     placeholder="Message… (Enter to send, Shift+Enter for a new line)",
-                    show_label=False, file_types=["image"], file_count="multiple",
-                    elem_id="chat-input", scale=8, max_lines=12)
+                    label="Message", show_label=False, lines=1, max_lines=12,
+                    submit_btn=True, elem_id="chat-input", scale=8)
                 stop_btn = gr.Button(STOP_LABEL, variant="stop", elem_id="stop-btn", scale=1,
                                      min_width=70, visible=False)
+            # The pictures that go with the next message; shown only while there are some
+            # (studio.css), with ✕ to take them off.
+            attached = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                               show_label=False, elem_id="chat-attached", height=90)
             # Messages sent while this page's reply streams wait here, one chip each, and go
             # in order as each reply completes; a click takes one back into the box.
             queue_view = gr.Radio(choices=[], value=None, visible=False, elem_id="queued",
@@ -119,6 +139,8 @@ def render(services) -> SimpleNamespace:
     # -- wiring ---------------------------------------------------------------------------
 
     refresh_btn.click(page.on_refresh_models, [model_dd], [model_dd], api_visibility="private")
+    attach_btn.upload(None, [attach_btn, attached], [attached], js=ATTACH_JS,
+                      api_visibility="private", queue=False, show_progress="hidden")
     gr.on([chat_input.change, model_dd.change, max_tokens.change], page.on_cost_hint,
           [chat_input, session, model_dd, max_tokens], [cost_hint], api_name="cost_estimate",
           concurrency_limit=None, concurrency_id="chat-cost", show_progress="hidden",
@@ -145,24 +167,30 @@ def render(services) -> SimpleNamespace:
 
     send_out = [session, chatbot, stats_md, stop_btn, conv_list, last_open, queue_view,
                 *window_out]
-    # The page hands its message over in the browser: a js-only step moves it into a hidden
-    # box and empties the one on screen, then page.on_send reads the hidden box. The box on
-    # screen is neither an input nor an output of the long send event; when it was, Gradio
-    # put the emptied value back when the reply ended, wiping a question typed meanwhile.
-    # No server round trip is added before the reply starts. API callers call `/send`
-    # with the message directly. A refused message goes back into the box (if still empty).
-    # Sending while this page's reply streams must reach on_send (trigger_mode="multiple";
-    # Gradio's default "once" silently skipped it, emptying the box): on_send queues it.
-    outgoing = gr.MultimodalTextbox(visible=False, elem_id="outgoing-message")
+    # The page hands its message over in the browser: a js-only step moves the text and the
+    # pictures into hidden inputs and empties the ones on screen, then page.on_send reads
+    # the hidden ones. The box on screen is neither an input nor an output of the long send
+    # event; when it was, Gradio put the emptied value back when the reply ended, wiping a
+    # question typed meanwhile. No server round trip is added before the reply starts. API
+    # callers call `/send` with the text and files directly. A refused message goes back
+    # into the box (if still empty). Sending while this page's reply streams must reach
+    # on_send (trigger_mode="multiple"; Gradio's default "once" silently skipped it,
+    # emptying the box): on_send queues it. The hidden File checks its pictures as the
+    # one on screen would (uploaded here, image types only).
+    outgoing = gr.Textbox(visible=False, elem_id="outgoing-text")
+    outgoing_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                             visible=False, elem_id="outgoing-files")
     chat_input.submit(
-        None, [chat_input], [outgoing, chat_input], js=TAKE_MESSAGE_JS,
-        api_visibility="private", queue=False, show_progress="hidden").then(
-        page.on_send, [outgoing, session, model_dd, system_box, incognito, *params], send_out,
+        None, [chat_input, attached], [outgoing, outgoing_files, chat_input, attached],
+        js=TAKE_MESSAGE_JS, api_visibility="private", queue=False, show_progress="hidden").then(
+        page.on_send, [outgoing, outgoing_files, session, model_dd, system_box, incognito,
+                       *params], send_out,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
         show_progress="hidden", trigger_mode="multiple", postprocess=False).failure(
-        None, [outgoing, chat_input], [chat_input], js=GIVE_BACK_MESSAGE_JS,
-        api_visibility="private", queue=False, show_progress="hidden")
-    queue_view.input(page.on_take_back, [queue_view, chat_input], [queue_view, chat_input],
+        None, [outgoing, outgoing_files, chat_input, attached], [chat_input, attached],
+        js=GIVE_BACK_MESSAGE_JS, api_visibility="private", queue=False, show_progress="hidden")
+    queue_view.input(page.on_take_back, [queue_view, chat_input, attached],
+                     [queue_view, chat_input, attached],
                      api_visibility="private", concurrency_limit=None,
                      concurrency_id="chat-queue", show_progress="hidden")
     stop_btn.click(page.on_stop, [session], None, api_name="stop", concurrency_limit=None,

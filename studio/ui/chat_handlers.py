@@ -405,11 +405,12 @@ class ChatPage:
         return sess, rows, *window_buttons(shown)
 
     @ui_errors
-    def on_send(self, message, sess, model_id, system_prompt, incognito, temperature, top_p,
+    def on_send(self, text, files, sess, model_id, system_prompt, incognito, temperature, top_p,
                 num_ctx, seed, max_tokens, think_mode, request: gr.Request = None):
-        """Send the message, or queue it while this page's reply is still streaming.
-        Yields (session, chatbot, stats, stop, conv_list, last_open, queue)."""
-        text, files = split_message(message)
+        """Send the message (its text and picture files), or queue it while this page's
+        reply is still streaming. Yields (session, chatbot, stats, stop, conv_list,
+        last_open, queue, earlier, newer)."""
+        text, files = str(text or ""), [str(f) for f in files or []]
         user = page_user(request)
         if not text.strip() and not files:
             # The usual outputs, unchanged, and a warning: returning nothing handed API
@@ -445,14 +446,16 @@ class ChatPage:
             raise
         yield from self.replies(sess, started, view, user, page, token, lean_page(request))
 
-    def on_take_back(self, item_id, box, request: gr.Request = None):
+    def on_take_back(self, item_id, box, attached, request: gr.Request = None):
         """A queued message clicked: it leaves the queue and goes back into the box (after
-        what is there). Yields nothing new when it was sent meanwhile.
-        Returns (queue, box)."""
+        what is there), its pictures after those attached. Yields nothing new when it was
+        sent meanwhile. Returns (queue, box, attached)."""
         page = page_of(request)
         item = self.queues.take(page, item_id) if item_id else None
-        return self.queue_update(page), (merge_into_box(box, item.message)
-                                         if item is not None else gr.skip())
+        if item is None:
+            return self.queue_update(page), gr.skip(), gr.skip()
+        merged = merge_into_box({"text": box or "", "files": list(attached or [])}, item.message)
+        return self.queue_update(page), merged["text"], merged["files"] or None
 
     def unchanged(self, sess: dict, user: str, line: str):
         """on_send's outputs for a message not sent: the page's chat as it is, ``line`` under it."""
