@@ -913,3 +913,41 @@ def test_store_connections_leave_sqlite_utils_plugins_out(tmp_path, monkeypatch)
         plugins.pm.unregister(plugin)
     assert prepared == []
     assert plugins._plugins_loaded is False
+
+
+def test_store_a_turn_written_in_one_transaction_looks_nothing_up(store):
+    """A new chat's first turn (chat, question, placeholder) is three INSERTs in one
+    transaction: the write lock is held for as few statements as can be (issue 16, item 3),
+    and the turns land where the slower path puts them. A second turn in the same chat
+    still finds its place and steps a sibling aside."""
+    from studio.chat.history import StoredHistory
+    from studio.model_id import ModelId
+
+    model = ModelId.parse("ollama:llama3.2:latest")
+    history = StoredHistory(store, None, user="owner")
+    db, sql = store.db, []
+    execute = db.execute
+    db.execute = lambda statement, *args, **kwargs: (sql.append(statement.split()[0]),
+                                                     execute(statement, *args, **kwargs))[1]
+    try:
+        with history.writing():
+            history.begin(title="first", model=model, system_prompt="")
+            asked = history.add_user("hello", ())
+            answer = history.add_placeholder(model, after=asked)
+    finally:
+        del db.execute
+    assert sql == ["INSERT", "INSERT", "INSERT"]  # and BEGIN, COMMIT around them
+    assert (asked.seq, answer.seq) == (1, 2)
+    shown = store.messages(history.conversation_id)
+    assert [(m.role, m.seq, m.status) for m in shown] == [("user", 1, "complete"),
+                                                          ("assistant", 2, "streaming")]
+    # The next turn goes after the answer, looked up as before.
+    with history.writing():
+        history.begin(title="", model=model, system_prompt="")
+        again = history.add_user("more", (), after=answer)
+        history.add_placeholder(model, after=again)
+    assert [m.seq for m in store.messages(history.conversation_id)] == [1, 2, 3, 4]
+    # Outside a transaction "fresh" is refused: nothing would vouch for it.
+    with pytest.raises(ValueError):
+        store.add_message(history.conversation_id, "user", "x", after=again.message_id,
+                          fresh=True)

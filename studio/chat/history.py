@@ -137,6 +137,7 @@ class StoredHistory(History):
         self.conversation = conversation  # as read when the history was opened
         self.conversation_id = conversation.id if conversation is not None else None
         self.user = user
+        self._fresh: set | None = None  # inside writing(): what it created (chat, message ids)
 
     @property
     def chat_id(self) -> str | None:  # type: ignore[override]
@@ -156,32 +157,50 @@ class StoredHistory(History):
         """One transaction: when a write fails (a full disk), none of the turn's writes stay,
         not even the new conversation."""
         before = self.conversation_id
+        self._fresh = set()
         try:
             with self._store.transaction():
                 yield
         except BaseException:
             self.conversation_id = before
             raise
+        finally:
+            self._fresh = None
+
+    def _is_fresh(self, after: Turn | None) -> bool:
+        """Whether ``after`` (None: the chat itself) was written by this ``writing()``: the
+        store then needn't look anything up (``Store.add_message``'s ``fresh``)."""
+        return self._fresh is not None and (
+            after.message_id if after is not None else self.conversation_id) in self._fresh
+
+    def _note_fresh(self, turn: Turn) -> Turn:
+        if self._fresh is not None:
+            self._fresh.add(turn.message_id)
+        return turn
 
     def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
         if self.conversation_id is None:
             conv = self._store.create_conversation(title, model=model.name, backend=model.backend,
                                                    system_prompt=system_prompt, user=self.user)
             self.conversation_id = conv.id
+            if self._fresh is not None:
+                self._fresh.add(conv.id)
         else:
             self._store.update_conversation(self.conversation_id, model=model.name,
                                             backend=model.backend, system_prompt=system_prompt)
 
     def add_user(self, text: str, images: tuple[str, ...], *, after: Turn | None = None,
                  version_of: Turn | None = None) -> Turn:
-        return turn_from_message(self._store.add_message(
-            self.conversation_id, "user", text, images=images, **_place(after, version_of)))
+        return self._note_fresh(turn_from_message(self._store.add_message(
+            self.conversation_id, "user", text, images=images,
+            **_place(after, version_of, self._is_fresh(after) and version_of is None))))
 
     def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
                         version_of: Turn | None = None) -> Turn:
-        return turn_from_message(self._store.add_message(
+        return self._note_fresh(turn_from_message(self._store.add_message(
             self.conversation_id, "assistant", "", status="streaming", model=model.name,
-            backend=model.backend, **_place(after, version_of)))
+            backend=model.backend,
+            **_place(after, version_of, self._is_fresh(after) and version_of is None))))
 
     def show_version(self, turn: Turn, step: int) -> bool:
         if turn.versions < 2 or turn.message_id is None:
@@ -190,10 +209,11 @@ class StoredHistory(History):
         return shown is not None and shown != turn.message_id
 
 
-def _place(after: Turn | None, version_of: Turn | None) -> dict:
+def _place(after: Turn | None, version_of: Turn | None, fresh: bool = False) -> dict:
     """Where a stored message goes, as ``Store.add_message`` takes it."""
     return {"after": after.message_id if after is not None else None,
-            "version_of": version_of.message_id if version_of is not None else None}
+            "version_of": version_of.message_id if version_of is not None else None,
+            "fresh": fresh}
 
 
 class IncognitoHistory(History):
