@@ -26,7 +26,10 @@ def chat(message, history):
         yield text
 
 
-demo = gr.ChatInterface(chat, api_name="chat")
+# BASELINE_UNLIMITED=1: no concurrency limit on the chat event (Gradio's default is 1, so
+# twenty at once queue one behind another): what Gradio itself costs twenty at once.
+demo = gr.ChatInterface(chat, api_name="chat", concurrency_limit=(
+    None if os.environ.get("BASELINE_UNLIMITED") == "1" else "default"))
 
 if __name__ == "__main__":
     demo.launch(server_name="127.0.0.1", run_history=False)
