@@ -374,10 +374,10 @@ def test_browser_attached_image_reaches_the_vision_model(studio, page, tmp_path)
     assert not page.query_selector(ATTACHED) and not page.is_visible("#chat-attached")
 
 
-def test_browser_a_pasted_picture_is_attached_and_sent_with_the_next_message(studio, page,
-                                                                           tmp_path):
-    """The box is a plain Textbox (issue 16, item 4): a picture pasted into it is attached
-    as "+ Image" would, beside one attached already, and both go with the message."""
+def test_browser_pasted_and_dropped_pictures_are_attached_and_sent(studio, page, tmp_path):
+    """The box is a plain Textbox (issue 16, item 4): a picture pasted or dropped into it is
+    attached as "+ Image" would, beside one attached already, and all go with the message;
+    Shift+Enter still makes a new line."""
     import base64
     import io
 
@@ -399,13 +399,28 @@ def test_browser_a_pasted_picture_is_attached_and_sent_with_the_next_message(stu
     }""", base64.b64encode(pasted).decode())
     page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 2", arg=ATTACHED,
                            timeout=20_000)
-    assert page.input_value("#chat-input textarea") == "compare these"  # the text stays
+    # Dropped on the box, likewise.
+    page.evaluate("""(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+      const box = document.querySelector('#chat-input textarea');
+      box.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,
+                                               cancelable: true}));
+    }""", base64.b64encode(first).decode())
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 3", arg=ATTACHED,
+                           timeout=20_000)
+    # Shift+Enter is a new line, not a send.
+    page.press("#chat-input textarea", "End")
+    page.press("#chat-input textarea", "Shift+Enter")
+    page.keyboard.type("please")
+    assert page.input_value("#chat-input textarea") == "compare these\nplease"  # text stays
     studio.ollama.queue_reply("A red one and a blue one.")
     page.press("#chat-input textarea", "Enter")
     wait_chat_contains(page, "A red one and a blue one.")
     sent = studio.ollama.requests_to("/api/chat")[-1].json["messages"][-1]
-    assert sent["content"] == "compare these"
-    assert [base64.b64decode(i) for i in sent["images"]] == [first, pasted]
+    assert sent["content"] == "compare these\nplease"
+    assert [base64.b64decode(i) for i in sent["images"]] == [first, pasted, first]
     assert not page.query_selector(ATTACHED)
 
 
