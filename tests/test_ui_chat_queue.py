@@ -114,6 +114,25 @@ def test_queue_taken_back_keeps_what_the_box_holds(page, fake_ollama):
     list(first)
 
 
+def test_queue_taken_back_puts_its_pictures_after_those_attached(page, fake_ollama, tmp_path):
+    """The box is text, the pictures sit under it (ui/chat.py): a queued message with a
+    picture comes back as its text in the box and its picture after the one attached."""
+    from PIL import Image
+
+    first, sess = mid_reply(page, fake_ollama)
+    queued_pic, attached_pic = tmp_path / "queued.png", tmp_path / "attached.png"
+    for path in (queued_pic, attached_pic):
+        Image.new("RGB", (4, 4), (9, 9, 9)).save(path)
+    queued = page.on_send("look", [str(queued_pic)], sess, "ollama:llava:latest", "", False,
+                          0.8, 0.9, 0, -1, 0, "auto", request=request())
+    item_id = queue_of(list(queued)[0])["choices"][0][1]
+    _queue, box, attached = page.on_take_back(item_id, "", [str(attached_pic)],
+                                              request=request())
+    assert (box, attached) == ("look", [str(attached_pic), str(queued_pic)])
+    list(first)
+    assert len(fake_ollama.requests_to("/api/chat")) == 1
+
+
 def test_queue_is_held_when_the_reply_fails(page, fake_ollama):
     first, sess = mid_reply(page, fake_ollama, error_after=2, **SLOW)
     list(send(page, "after a failure", sess))

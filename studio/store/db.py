@@ -610,9 +610,10 @@ class Store:
         ``fresh`` (inside a ``transaction()``): the conversation (``after`` None) or the
         message ``after`` was created by the same transaction, so there is nothing to look
         up or to step aside, and the chat's updated_at was just set. A new chat's first turn
-        is then two INSERTs instead of eight statements: each statement waits for the GIL
-        again while the write lock is held, and twenty chats sent at once queue behind
-        that lock (issue 16, item 3).
+        (the chat, the question, the placeholder) is then three INSERTs between BEGIN and
+        COMMIT instead of eleven statements: each statement waits for the GIL again while
+        the write lock is held, and twenty chats sent at once queue behind that lock
+        (issue 16, item 3).
 
         ``stats`` takes any of ``STAT_FIELDS``. Raises ``TypeError`` for an unknown
         stat, ``ValueError`` for an unknown status, ``StudioError`` if the
