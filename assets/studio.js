@@ -35,16 +35,37 @@
   }, true);
 
   // A picture pasted or dropped into the message box is attached, as "+ Image" would (the box is
-  // a plain Textbox: ui/chat.py): the files go to that button's own file input, which uploads them.
+  // a plain Textbox: ui/chat.py): the files go to that button's own file input, which uploads
+  // them. Other files are not attached, and a line under the box says so; a dropped file never
+  // replaces the page (the browser's own way with a drop).
+  const sayNotAttached = (names) => {
+    let note = document.querySelector('#attach-note');
+    if (!note) {
+      note = document.createElement('div');
+      note.id = 'attach-note';
+      note.setAttribute('role', 'status');
+      const composer = document.querySelector('#composer');
+      if (!composer) return;
+      composer.after(note);
+    }
+    note.textContent = `Only pictures can be attached (PNG, JPEG, WebP, GIF): ${names.join(', ')} ` +
+      `${names.length > 1 ? 'were' : 'was'} left out.`;
+    clearTimeout(note.hideTimer);
+    note.hideTimer = setTimeout(() => note.remove(), 8000);
+  };
   const attachPictures = (files) => {
-    const pictures = [...(files || [])].filter((f) => f.type.startsWith('image/'));
+    const all = [...(files || [])];
+    const pictures = all.filter((f) => f.type.startsWith('image/'));
+    const others = all.filter((f) => !f.type.startsWith('image/'));
+    if (others.length) sayNotAttached(others.map((f) => `“${f.name}”`));
     const input = document.querySelector('#composer input[type=file]');
-    if (!pictures.length || !input) return false;
-    const moved = new DataTransfer();
-    pictures.forEach((f) => moved.items.add(f));
-    input.files = moved.files;
-    input.dispatchEvent(new Event('change', {bubbles: true}));
-    return true;
+    if (pictures.length && input) {
+      const moved = new DataTransfer();
+      pictures.forEach((f) => moved.items.add(f));
+      input.files = moved.files;
+      input.dispatchEvent(new Event('change', {bubbles: true}));
+    }
+    return all.length > 0;
   };
   document.addEventListener('paste', (event) => {
     if (!event.target.closest || !event.target.closest('#chat-input')) return;

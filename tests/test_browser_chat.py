@@ -377,7 +377,8 @@ def test_browser_attached_image_reaches_the_vision_model(studio, page, tmp_path)
 def test_browser_pasted_and_dropped_pictures_are_attached_and_sent(studio, page, tmp_path):
     """The box is a plain Textbox (issue 16, item 4): a picture pasted or dropped into it is
     attached as "+ Image" would, beside one attached already, and all go with the message;
-    Shift+Enter still makes a new line."""
+    a file that isn't a picture is left out with a line saying so; Shift+Enter still makes a
+    new line."""
     import base64
     import io
 
@@ -410,6 +411,17 @@ def test_browser_pasted_and_dropped_pictures_are_attached_and_sent(studio, page,
     }""", base64.b64encode(first).decode())
     page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 3", arg=ATTACHED,
                            timeout=20_000)
+    # A file that isn't a picture is left out, with a line that says so; the page stays.
+    page.evaluate("""() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['%PDF-1.4'], 'notes.pdf', {type: 'application/pdf'}));
+      document.querySelector('#chat-input textarea').dispatchEvent(
+        new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    page.wait_for_selector("#attach-note:has-text('notes.pdf')")
+    assert "Only pictures can be attached" in page.inner_text("#attach-note")
+    page.wait_for_timeout(500)
+    assert len(page.query_selector_all(ATTACHED)) == 3
     # Shift+Enter is a new line, not a send.
     page.press("#chat-input textarea", "End")
     page.press("#chat-input textarea", "Shift+Enter")
