@@ -102,7 +102,7 @@ def render(services) -> SimpleNamespace:
                 stop_btn = gr.Button(STOP_LABEL, variant="stop", elem_id="stop-btn", scale=1,
                                      min_width=70, visible=False)
             # The pictures that go with the next message; shown only while there are some
-            # (studio.css), with ✕ to take them off.
+            # (studio.css), with ✕ to clear them.
             attached = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                show_label=False, elem_id="chat-attached", height=90)
             # Messages sent while this page's reply streams wait here, one chip each, and go
