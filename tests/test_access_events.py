@@ -290,3 +290,45 @@ def test_access_the_page_never_learns_the_data_folder(signed_studio, tmp_path):
                 break
     assert "a dog" in seen and "gradio_api/file=" in seen  # the picture went out, by cache
     assert data_dir not in seen
+
+
+def test_access_send_takes_no_picture_by_a_path_on_the_server(signed_studio, tmp_path):
+    """The message's pictures come through a hidden File (ui/chat.py): a caller naming a
+    file on the server instead of one it uploaded (the database, another person's upload)
+    is refused before anything is sent or stored, by Gradio's check of the upload folder."""
+    from PIL import Image
+
+    url, services = signed_studio.url, signed_studio.services
+    picture = tmp_path / "ann.png"
+    Image.new("RGB", (8, 8), "red").save(picture)
+    started = services.chat.send(None, "ann's", [str(picture)], model="ollama:llava:latest",
+                                 user="ann")
+    assert started.reply.settled.wait(10)
+    [ann_upload] = [t for t in services.chat.turns(started.chat_id, user="ann")
+                    if t.role == "user"][0].images
+    bob = sign_in(url, "bob")
+    config = bob.get("/config").json()
+    send = next(d for d in config["dependencies"] if d.get("api_name") == "send")
+    before = len(signed_studio.ollama.requests_to("/api/chat"))
+    for path in (str(services.settings.db_path), ann_upload):
+        session = uuid.uuid4().hex
+        by_elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+        given = {"outgoing-text": f"look {session}", "model-picker": "ollama:llava:latest",
+                 "outgoing-files": [{"path": path, "orig_name": "x.png",
+                                     "meta": {"_type": "gradio.FileData"}}]}
+        data = [given.get(by_elem[i], value)
+                for i, value in zip(send["inputs"], inputs_of(config, send))]
+        bob.post("/gradio_api/queue/join", json={
+            "data": data, "fn_index": send["id"], "trigger_id": None,
+            "session_hash": session}).raise_for_status()
+        done = None
+        with bob.stream("GET", "/gradio_api/queue/data", params={"session_hash": session},
+                        timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:") and '"process_completed"' in line:
+                    done = json.loads(line[5:])
+                    break
+        assert done is not None and done.get("success") is False, (path, done)
+        assert path in str((done.get("output") or {}).get("error")), done  # refused for it
+        assert not services.chat.conversations(user="bob", query=session)
+    assert len(signed_studio.ollama.requests_to("/api/chat")) == before
