@@ -115,20 +115,31 @@
     return part.split(/\n{2,}/).filter((p) => p.trim())
       .map((p) => '<p>' + inline(p).replace(/\n/g, '<br>') + '</p>').join('');
   }).join('');
-  let live = null;  // {key, source, text, content, overlay}
+  let live = null;  // {key, close, text, content, overlay, pending}
   // Replies the server refused to stream here (ended meanwhile, or too many open): not
   // asked again on every change of the page; Gradio's updates show them.
   const refused = new Set();
   const endLive = () => {
     if (!live) return;
-    live.source.close();
+    live.close();
+    if (live.pending) live.pending.remove();
     if (live.overlay) live.overlay.remove();
     if (live.content) live.content.removeAttribute('data-studio-live');
     live = null;
   };
   const show = (mine) => {
+    if (mine.pending) {  // a quick send's turn, until Gradio's update shows it
+      const wrap = mine.pending.parentElement;
+      const atEnd = wrap && wrap.scrollHeight - wrap.scrollTop - wrap.clientHeight < 80;
+      mine.answer.innerHTML = draft(mine.text) || '<p>…</p>';
+      if (atEnd) wrap.scrollTop = wrap.scrollHeight;
+      return;
+    }
     const contents = document.querySelectorAll('#chatbot .message.bot .message-content');
-    const content = contents[contents.length - 1];
+    // A quick send's text stays in the bubble Gradio showed it in (a queued message's
+    // reply may be drawn after it before this stream's last piece).
+    const kept = mine.quick && mine.content && mine.content.isConnected;
+    const content = kept ? mine.content : contents[contents.length - 1];
     if (!content) return;
     if (mine.content !== content || !mine.overlay || !mine.overlay.isConnected) {
       if (mine.overlay) mine.overlay.remove();
@@ -156,7 +167,7 @@
     endLive();
     const source = new EventSource('studio/live/' + encodeURIComponent(part('live-')) +
                                    '?reply=' + encodeURIComponent(part('reply-')));
-    const mine = {key, source, text: '', content: null, overlay: null};
+    const mine = {key, close: () => source.close(), text: '', content: null, overlay: null};
     live = mine;
     source.onmessage = (event) => {
       if (live !== mine) return;
@@ -175,9 +186,141 @@
       }
     };
   };
-  new MutationObserver(() => {
+  // The quick send (studio/ui/chat_quick.py): the send event's js step posts the message to
+  // studio/send, whose answer is the reply's text as it streams, after an event "started"
+  // with a ticket; the step gives Gradio's send event that ticket, and the event follows
+  // the reply instead of sending again. Meanwhile this page draws the question and the
+  // first words itself, under the chat, until Gradio's update shows the turn. A message
+  // with pictures, a busy page, or any refusal gets no ticket and goes the usual way.
+  const rowsOf = () => document.querySelectorAll(
+    '#chatbot .message-row:not(.studio-pending .message-row)');
+  const pendingTurn = (question) => {
+    const wrap = document.querySelector('#chatbot .bubble-wrap');
+    if (!wrap) return null;
+    const box = document.createElement('div');
+    const list = wrap.querySelector('.message-wrap');  // its spacing, when the chat has one
+    box.className = `${list ? list.className : ''} studio-pending`;
+    const row = (who, html) => {
+      const model = [...wrap.querySelectorAll(`.message-row.${who}-row`)].pop();
+      const el = model ? model.cloneNode(true) : document.createElement('div');
+      if (!model) {
+        el.className = `message-row bubble ${who}-row`;
+        el.innerHTML = '<div class="message"><div class="message-content"></div></div>';
+      }
+      el.querySelectorAll('[data-testid]').forEach((n) => n.removeAttribute('data-testid'));
+      el.querySelectorAll('[aria-label]').forEach((n) => n.removeAttribute('aria-label'));
+      const content = el.querySelector('.message-content');
+      content.removeAttribute('data-studio-live');
+      const md = model && model.querySelector('.message-content > .md');
+      content.innerHTML = `<span class="${md ? md.className : 'md chatbot prose'}">${html}</span>`;
+      return el;
+    };
+    const asked = row('user', draft(question));
+    const answer = row('bot', '<p>…</p>');
+    box.append(asked, answer);
+    wrap.appendChild(box);
+    wrap.scrollTop = wrap.scrollHeight;
+    return {box, answer: answer.querySelector('.message-content > span'),
+            rows: rowsOf().length, last: [...rowsOf()].pop() || null};
+  };
+  const readEvents = async (response, onEvent) => {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) name = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (data) onEvent(name, JSON.parse(data));
+      }
+    }
+  };
+  window.studioQuickSend = async (values) => {
+    // values: the send event's inputs (text, files, session, model, system prompt,
+    // incognito, the six parameters, ticket); the same come back, with the ticket set.
+    const out = [...values];
+    out[out.length - 1] = '';
+    const [text, files, , model, system, incognito, ...rest] = values;
+    const page = window.__gradio_session_hash__;
+    const none = !files || (Array.isArray(files) && !files.length);
+    if (!page || !none || !(text || '').trim() || !window.ReadableStream) return out;
+    const stop = new AbortController();
+    let response;
+    try {
+      response = await fetch('studio/send', {
+        method: 'POST', signal: stop.signal, headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({page, text, model, system, incognito: !!incognito,
+                              params: rest.slice(0, 6)})});
+    } catch (error) {
+      return out;  // not sent: the usual way
+    }
+    if (!response.ok) return out;
+    if (!(response.headers.get('content-type') || '').startsWith('text/event-stream')) {
+      // No ticket (the usual way sends it), or sent with no stream for this page (too many
+      // open): Gradio's updates show the reply.
+      const got = await response.json().catch(() => ({}));
+      out[out.length - 1] = got.ticket || '';
+      return out;
+    }
+    return new Promise((resolve) => {
+      let mine = null;
+      readEvents(response, (name, data) => {
+        if (name === 'started') {
+          endLive();
+          mine = {key: `${data.chat}/${data.reply}`, close: () => stop.abort(), text: '',
+                  content: null, overlay: null, pending: null, quick: true, done: false};
+          const drawn = pendingTurn(text);
+          if (drawn) Object.assign(mine, {pending: drawn.box, answer: drawn.answer,
+                                          rows: drawn.rows, last: drawn.last});
+          live = mine;
+          out[out.length - 1] = data.ticket;
+          resolve(out);
+        } else if (name === 'message' && mine && live === mine && data.at <= mine.text.length) {
+          mine.text = mine.text.slice(0, data.at) + data.text;
+          show(mine);
+        }
+      }).catch(() => {}).finally(() => {
+        // The text is whole (or the page moved on): what was drawn stays until Gradio's
+        // finished message.
+        if (mine) mine.done = true;
+        resolve(out);
+        settle();
+      });
+    });
+  };
+  // Opening another chat, or a new one, before Gradio showed a quick send's turn.
+  document.addEventListener('click', (event) => {
+    if (live && live.pending && event.target.closest('#new-chat, #conv-list label')) endLive();
+  });
+
+  const settle = () => {
     const marker = document.querySelector('#reply-stats .studio-live');
+    if (live && live.pending) {
+      const rows = rowsOf();
+      if (rows.length === live.rows && ([...rows].pop() || null) === live.last) return;
+      // Gradio's update shows the turn: its bubble takes the text from here on (unless its
+      // stats line names another reply: then this one is not the page's any more).
+      live.pending.remove();
+      live.pending = null;
+      const key = marker && [...marker.classList].filter((c) => /^(live|reply)-/.test(c))
+        .map((c) => c.replace(/^(live|reply)-/, '')).join('/');
+      if (key && key !== live.key) endLive();
+      else show(live);
+    }
     if (marker) startLive(marker);
-    else if (live) endLive();
-  }).observe(document.body, {childList: true, subtree: true});
+    // A quick send's text stays until its stream ended (Gradio's stats line may name the
+    // reply a moment after its turn is shown); then as any other, until the line is done.
+    else if (live && !live.pending && !(live.quick && !live.done)) endLive();
+  };
+  new MutationObserver(settle).observe(document.body, {childList: true, subtree: true});
 }

@@ -74,7 +74,9 @@ from gradio_queue import LIVE_COOKIE, LiveReader, queue_call  # noqa: E402 - ben
 
 MODEL = "llama3.2:latest"
 STUDIO_MODEL_ID = f"ollama:{MODEL}"
-STUDIO_ARGS = [STUDIO_MODEL_ID, "", False, 0.8, 0.9, 0, -1, 0, "auto"]  # after the message
+# After the message: model, system prompt, incognito, the six parameters, and no quick-send
+# ticket (the studio's page script has one: ui/chat_quick.py, bench_load.py).
+STUDIO_ARGS = [STUDIO_MODEL_ID, "", False, 0.8, 0.9, 0, -1, 0, "auto", ""]
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 LATE_FIRST_TOKEN_S = 0.020
 PACED_DELAY_S = 0.0005  # between tokens in the paced run: ~1,300-2,000 tokens/s

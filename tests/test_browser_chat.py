@@ -229,11 +229,13 @@ def test_browser_edit_keeps_the_earlier_branch(studio, page):
 
 
 def test_browser_reply_text_comes_over_the_lean_channel_then_gradio_renders_it(studio, page):
-    """The page's script reads a streaming reply's text from /studio/live (ui/live.py) and
-    draws it into the reply's bubble (escaped, light Markdown) while Gradio's copy, updated
-    about once a second, stays hidden; the finished message is Gradio's, shown once."""
-    lives = []
+    """The page's script reads a streaming reply's text (ui/live.py), here as the answer of
+    its quick send (ui/chat_quick.py), and draws it into the reply's bubble (escaped, light
+    Markdown) while Gradio's copy, updated about once a second, stays hidden; the finished
+    message is Gradio's, shown once. One stream of the text, no second one."""
+    lives, sends = [], []
     page.on("request", lambda r: lives.append(r.url) if "/studio/live/" in r.url else None)
+    page.on("request", lambda r: sends.append(r.url) if "/studio/send" in r.url else None)
     open_studio(page, studio)
     tokens = (["Here ", "is ", "**bold** ", "and ", "<img src=x onerror=alert(3)> "]
               + make_tokens(50) + ["\n\n```py\nprint(1)\n```\n", "end"])
@@ -254,11 +256,7 @@ def test_browser_reply_text_comes_over_the_lean_channel_then_gradio_renders_it(s
     text = chat_text(page)
     assert text.count(tokens[30].strip() + " ") == 1 and "<img src=x onerror=alert(3)>" in text
     assert "print(1)" in page.locator("#chatbot pre code").last.inner_text()
-    assert len(lives) == 1 and lives[0].split("?")[0].endswith(stored_chat_id(studio, "lean please"))
-
-
-def stored_chat_id(studio, marker: str) -> str:
-    return stored(studio, marker)["conversation_id"]
+    assert len(sends) == 1 and lives == []
 
 
 def test_browser_text_that_looks_like_html_shows_as_typed(studio, page):
@@ -522,6 +520,7 @@ def test_browser_message_sent_during_a_reply_is_queued_then_answered(studio, pag
     wait_chat_contains(page, f"Answer to the queued one {marker}.", timeout=30_000)
     page.wait_for_function("() => { const q = document.querySelector('#queued');"
                            " return !q || q.offsetParent === null; }")
+    assert tokens[-1].strip() in chat_text(page), chat_text(page)[-1500:]
     assert chat_text(page).index(tokens[-1].strip()) < chat_text(page).index(f"and then this {marker}")
     row = stored(studio, marker)
     assert row["status"] == "complete" and row["content"] == f"Answer to the queued one {marker}."
@@ -568,3 +567,40 @@ def test_browser_ollama_down_is_said_once_without_covering_the_status_strip(tmp_
                     if "Can't reach Ollama" in n]) == 1
     finally:
         stop_studio(down)
+
+
+def test_browser_quick_send_shows_the_first_words_before_gradios_update(studio, page):
+    """The page's quick send (ui/chat_quick.py): the question and the reply's first words
+    show from the send's own answer, before Gradio's send event is even joined; then
+    Gradio's update takes the turn over, and the message is stored once."""
+    open_studio(page, studio)
+    # Hold the page's Gradio events back (its script's fetch) while the reply streams.
+    page.evaluate("""() => { const plain = window.fetch;
+        window.fetch = async (...args) => {
+          if (String(args[0]).includes('queue/join') && window.holdJoins)
+            await new Promise((go) => { window.releaseJoins = go; });
+          return plain(...args); };
+        window.holdJoins = true; }""")
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(60)
+    studio.ollama.queue_reply(tokens, delay=0.05)
+    send(page, f"quick one {marker}")
+    page.wait_for_function(
+        "(t) => { const p = document.querySelector('#chatbot .studio-pending');"
+        " return p && p.innerText.includes(t); }", arg=tokens[3].strip())
+    pending = page.inner_text("#chatbot .studio-pending")
+    assert f"quick one {marker}" in pending and tokens[0].strip() in pending
+    assert page.locator("#stop-btn").is_hidden()  # Gradio has not answered: no event yet
+    page.evaluate("() => { window.holdJoins = false; window.releaseJoins(); }")
+    page.wait_for_selector("#stop-btn", state="visible")
+    page.wait_for_function("() => !document.querySelector('#chatbot .studio-pending')")
+    wait_chat_contains(page, tokens[-1].strip(), timeout=30_000)
+    wait_chat_contains(page, "tok/s")
+    page.wait_for_function("() => !document.querySelector('#chatbot .studio-live-text')")
+    text = chat_text(page)
+    assert text.count(f"quick one {marker}") == 1 and text.count(tokens[-1].strip()) == 1
+    row = stored(studio, marker)
+    assert row["status"] == "complete" and row["content"] == "".join(tokens)
+    db = sqlite_utils.Database(studio.data_dir / "studio.db")
+    assert db.execute("select count(*) from messages where content = ?",
+                      [f"quick one {marker}"]).fetchone()[0] == 1

@@ -35,7 +35,8 @@ def signed(tmp_path_factory):
     demo = build_app(services)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **{**launch_kwargs(services), "server_port": free_port()})
-    yield SimpleNamespace(url=url.rstrip("/"), services=services, ollama=ollama)
+    yield SimpleNamespace(url=url.rstrip("/"), services=services, ollama=ollama, demo=demo,
+                          data=data)
     demo.close()
     services.images.close()
     ollama.stop()

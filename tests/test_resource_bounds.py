@@ -145,8 +145,10 @@ def test_bounds_browser_a_5000_message_chat_opens_on_its_newest_and_loads_earlie
     studio.ollama.queue_reply("The answer after 5,000.")
     page.fill("#chat-input textarea", f"after {marker}")
     page.press("#chat-input textarea", "Enter")
+    # (Gradio's update, not the page's own drawing of a quick send: ui/chat_quick.py.)
     page.wait_for_function(
-        "() => document.querySelector('#chatbot').innerText.includes('The answer after 5,000.')",
+        "() => !document.querySelector('#chatbot .studio-pending') &&"
+        " document.querySelector('#chatbot').innerText.includes('The answer after 5,000.')",
         timeout=30_000)
     shown = page.locator("#chatbot").inner_text()
     assert f"{marker} message {LONG_CHAT}:" in shown and f"{marker} message 1:" not in shown

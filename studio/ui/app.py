@@ -28,6 +28,7 @@ from .assets import AssetCache
 from .common import OWNER, model_picker, tab_opened, ui_errors
 from .guard import origin_of, secure_functions
 from .lazy import LazyTab
+from . import chat_quick
 from .live import LiveText
 from . import chat, costs, settings as settings_tab
 from . import arena as arena_tab, queue_wake
@@ -77,6 +78,8 @@ def build_app(services) -> gr.Blocks:
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat") as chat_block:
                 chat_parts = chat.render(services)
+                # The page's quick send (/studio/send, chat_quick.py) serves its chat pages.
+                setattr(demo, chat_quick.ATTRIBUTE, chat_parts.page.quick)
             images_block = LazyTab("Images", "images", lambda: images_tab.render(services),
                                    policy).tab
 
@@ -231,6 +234,7 @@ def launch_kwargs(services) -> dict:
     # Before Gradio's own scripts, so the first request of the page already carries it.
     zone_js = (services.root / "assets" / "timezone.js").read_text(encoding="utf-8")
     data = services.data_dir
+    live = LiveText(services.chat, interval=s.stream_interval)
     gate = Middleware(AccessGate, authority=services.access, data_dir=data, brand=s.brand_name,
                       accent=s.accent_color, owner=OWNER, cookie_domain=s.cookie_domain)
     return dict(server_name=s.host, server_port=s.port, share=s.share, theme=theme, css=css, js=js,
@@ -244,7 +248,7 @@ def launch_kwargs(services) -> dict:
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
                 app_kwargs={"middleware": [gate, Middleware(AssetCache)], "routes": [
-                    *LiveText(services.chat, interval=s.stream_interval).routes(),
+                    *live.routes(), *chat_quick.routes(live),
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
                     *ImagesApi(services.images, services.keys, data,
                                services.gpu_coordinator).routes(),

@@ -28,6 +28,10 @@ GIVE_BACK_MESSAGE_JS = """(text, files, now, attached) => {
   const none = !attached || (Array.isArray(attached) && !attached.length);
   return !(now || "").length && none ? [text, files] : [now, attached];
 }"""
+# The send event's own js step: the page's script may send the message at once over
+# /studio/send (chat_quick.py) and give the event the ticket of the reply it started.
+QUICK_SEND_JS = """async (...values) => window.studioQuickSend ?
+  await window.studioQuickSend(values) : values"""
 # "+ Image" adds pictures to those already attached (in the page: no server step). A js
 # step's one output is given as a list of one.
 ATTACH_JS = """(added, have) => {
@@ -180,11 +184,14 @@ def render(services) -> SimpleNamespace:
     outgoing = gr.Textbox(visible=False, elem_id="outgoing-text")
     outgoing_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                              visible=False, elem_id="outgoing-files")
+    # Set by the send event's js step when the page's script sent the message already.
+    ticket = gr.Textbox(visible=False, elem_id="outgoing-ticket")
+    page.quick.bind(session)
     chat_input.submit(
         None, [chat_input, attached], [outgoing, outgoing_files, chat_input, attached],
         js=TAKE_MESSAGE_JS, api_visibility="private", queue=False, show_progress="hidden").then(
         page.on_send, [outgoing, outgoing_files, session, model_dd, system_box, incognito,
-                       *params], send_out,
+                       *params, ticket], send_out, js=QUICK_SEND_JS,
         api_name="send", concurrency_limit=None, concurrency_id="chat-send",
         show_progress="hidden", trigger_mode="multiple", postprocess=False).failure(
         None, [outgoing, outgoing_files, chat_input, attached], [chat_input, attached],

@@ -24,6 +24,7 @@ from ..errors import InvalidInput, NotFound, StudioError
 from ..model_id import ModelId
 from ..models.pulls import full_model_name
 from ..presets import apply_preset
+from .chat_quick import QuickSends
 from .chat_queue import CLOSED, FAILED, LEFT, STOPPED, PageQueues, Queued
 from .chat_sidebar import GROUP, MORE, Sidebars
 from .chat_wire import ChatWire
@@ -53,6 +54,8 @@ GONE_MODEL = ("{model} is no longer offered (deleted, or it can't chat); the mod
               "now shows {now}. Pick another one if you like.")
 QUEUE_LABEL = ("Queued messages go when the reply ends · click one to take it back "
                "into the box")
+QUICK_LOST = ("Your message was sent, but this page lost track of its answer. Open the chat "
+              "from the sidebar to see it.")
 EARLIER_LABEL = "↑ Load earlier messages"
 NEWER_LABEL = "↓ Load newer messages"
 BUSY_WINDOW = ("Earlier and newer messages can be loaded once the reply being written in "
@@ -117,6 +120,8 @@ class ChatPage:
         self.wire = ChatWire()
         # How far each page's list was paged, for as many pages as Gradio keeps state for.
         self.sidebars = Sidebars(services.chat, limit=self.settings.max_page_sessions)
+        # Replies a page's script started before its send event (``chat_quick``).
+        self.quick = QuickSends(self, limit=self.settings.max_page_sessions)
 
     # -- values -----------------------------------------------------------------------
 
@@ -406,22 +411,29 @@ class ChatPage:
 
     @ui_errors
     def on_send(self, text, files, sess, model_id, system_prompt, incognito, temperature, top_p,
-                num_ctx, seed, max_tokens, think_mode, request: gr.Request = None):
+                num_ctx, seed, max_tokens, think_mode, ticket=None, request: gr.Request = None):
         """Send the message (its text and picture files), or queue it while this page's
         reply is still streaming. Yields (session, chatbot, stats, stop, conv_list,
-        last_open, queue, earlier, newer)."""
+        last_open, queue, earlier, newer). ``ticket``: the page's script sent the message
+        already (``chat_quick``); its reply is followed here, nothing is sent again."""
         text, files = str(text or ""), [str(f) for f in files or []]
         user = page_user(request)
+        page = page_of(request)
+        self.quick.note(page, user)
+        if ticket:
+            yield from self.adopt(str(ticket), sess, user, request)
+            return
         if not text.strip() and not files:
             # The usual outputs, unchanged, and a warning: returning nothing handed API
             # callers (gradio_client) None for the chatbot and every other output.
             gr.Warning(EMPTY_MESSAGE)
             yield (*self.unchanged(sess, user, EMPTY_MESSAGE), *[gr.skip()] * 3)
             return
-        page, token = page_of(request), uuid.uuid4().hex
+        token = uuid.uuid4().hex
         options = collect_options(temperature, top_p, num_ctx, seed, max_tokens, think_mode)
         item = Queued.new({"text": text, "files": files}, model=model_id or "",
                           system_prompt=system_prompt or "", options=options)
+        self.quick.sweep()  # a page whose quick send was never adopted is free again
         if not self.queues.begin(page, token, item):
             # Queued: this page's reply goes on untouched (its view isn't claimed). A message
             # that could never go is refused now, while its text can go back into the box.
@@ -445,6 +457,18 @@ class ChatPage:
             self.queues.ended(page, token, completed=False)  # refused: the page is free
             raise
         yield from self.replies(sess, started, view, user, page, token, lean_page(request))
+
+    def adopt(self, ticket: str, sess: dict, user: str, request):
+        """Follow the reply a quick send started, as if ``on_send`` had started it."""
+        found = self.quick.take(ticket, page_of(request), user)
+        if found is None:
+            # Sent, but its page can't follow it any more (it waited too long): the chat
+            # has it, and opening the chat shows it.
+            gr.Warning(QUICK_LOST)
+            yield (*[gr.skip()] * 6, self.queue_update(page_of(request)), gr.skip(), gr.skip())
+            return
+        yield from self.replies(sess, found.started, found.view, user, found.page, found.token,
+                                lean_page(request))
 
     def on_take_back(self, item_id, box, attached, request: gr.Request = None):
         """A queued message clicked: it leaves the queue and goes back into the box (after
@@ -630,6 +654,7 @@ class ChatPage:
         user = page_user(request)
         page = page_of(request)
         self.sidebars.note_zone(page, request)
+        self.quick.note(page, user)
         # No notice on load: the status strip says what is down, the picker's help line too.
         models = self.picker_update(model_picker(self.models, self.preferred_model(), warn=False,
                                                  cached=True), None, warn=False)

@@ -76,6 +76,16 @@ class PageQueues:
             state.items.append(item)
             return False
 
+    def claim(self, page: str, token: str) -> bool:
+        """Take the page for a reply only if none of its replies is streaming (the quick
+        send, ``chat_quick.py``: a busy page's message goes the usual way, to be queued)."""
+        with self._lock:
+            state = self._page(page)
+            if state.owner is not None:
+                return False
+            state.owner = token
+            return True
+
     def ended(self, page: str | None, token: str, *, completed: bool,
               reason: str = FAILED) -> Queued | None:
         """The owner's reply is over: the next waiting message to send (the owner keeps

@@ -117,7 +117,11 @@ class PageViews:
 
     def claim(self, request: gr.Request | None) -> tuple[str, str] | None:
         """Claim the page that sent ``request``; None when there is no page (a test call)."""
-        session = getattr(request, "session_hash", None) if request is not None else None
+        return self.claim_page(getattr(request, "session_hash", None) if request is not None
+                               else None)
+
+    def claim_page(self, session: str | None) -> tuple[str, str] | None:
+        """Claim the page whose Gradio session hash is ``session``."""
         if not session:
             return None
         token = uuid.uuid4().hex

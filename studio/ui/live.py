@@ -47,6 +47,8 @@ LEAN_TEXT_INTERVAL_S = 1.0
 # person): a page follows one reply at a time; beyond this it is a script, and each stream
 # is a loop on the server's event loop. A page refused falls back to Gradio's updates.
 MOST_PER_USER = 32
+# Before the first words, how long one wait for them lasts (then it looks again).
+FIRST_WAIT_S = 15.0
 
 
 def lean_page(request) -> bool:
@@ -86,12 +88,18 @@ class LiveText:
         if reply is None or (want and reply.reply_id != want):
             return JSONResponse({"error": "No reply is streaming in that chat."},
                                 status_code=404)
+        return self.respond(reply, user) or JSONResponse(
+            {"error": f"You have {self.most_per_user} replies open in other tabs already; "
+                      "close some and reload."}, status_code=429)
+
+    def respond(self, reply, user: str, started: dict | None = None) -> Response | None:
+        """The stream of ``reply``'s text for ``user``; None when they hold too many open.
+        ``started``: a first event, ``started``, carrying it (the quick send's answer,
+        ``chat_quick.py``). Call on the event loop."""
         if self._open.get(user, 0) >= self.most_per_user:
-            return JSONResponse({"error": f"You have {self.most_per_user} replies open in "
-                                          "other tabs already; close some and reload."},
-                                status_code=429)
+            return None
         self._open[user] = self._open.get(user, 0) + 1
-        return _Released(self._events(reply), lambda: self._release(user),
+        return _Released(self._events(reply, started), lambda: self._release(user),
                          media_type="text/event-stream",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -102,10 +110,12 @@ class LiveText:
         else:
             self._open.pop(user, None)
 
-    async def _events(self, reply):
+    async def _events(self, reply, started: dict | None = None):
         sent = 0
         # The browser's retry after a dropped connection starts a new request, from 0.
         yield "retry: 2000\n\n"
+        if started is not None:
+            yield f"event: started\ndata: {json.dumps(started)}\n\n"
         while True:
             snap = reply.snapshot()
             grew = len(snap.text) > sent
@@ -115,6 +125,12 @@ class LiveText:
             if snap.done:
                 yield "event: done\ndata: {}\n\n"
                 return
+            if not sent:
+                # No text yet: wait for the first words, woken the moment they land (a
+                # quick send's page draws them: chat_quick.py), or for the end.
+                await reply.wait_until_async(
+                    lambda: reply.text_parts or reply.finished is not None, FIRST_WAIT_S)
+                continue
             # After text went out, let the next pile up for the gap; while none comes, look
             # again soon, so a slow model's token shows about when it lands.
             first = reply.first_token

@@ -1,0 +1,229 @@
+"""The page's quick send (issue 16, item 3): a message starts its reply before Gradio's
+queue sees the send event.
+
+Through Gradio, a message reaches ``ChatPage.on_send`` after the queue's join, its
+bookkeeping and the processing of each input. That is a few milliseconds for one page, but
+twenty pages sending at once wait for each other's: a bare Gradio chat that does nothing
+but call Ollama showed its twentieth first token ~260 ms after the send at p95, against
+17 ms for one chat alone (``bench/bench_load.py``). So the page's script (the send event's
+js step, ``assets/studio.js``) first posts the message here::
+
+    POST /studio/send   {"page": <Gradio session hash>, "text": "...", "model": "...",
+                         "system": "...", "incognito": false,
+                         "params": [temperature, top_p, num_ctx, seed, max_tokens, think]}
+
+    200 text/event-stream    the reply started; its text follows, as /studio/live sends it
+      event: started
+      data: {"ticket": "...", "chat": <chat id>, "reply": <reply id>}
+      data: {"at": 0, "text": "Hello"}
+      ...
+      event: done
+    200 application/json     {"ticket": ""}: send it the usual way; {"ticket": "...", ...}:
+                             started, but this person holds too many text streams open
+
+The page draws the question and the first words itself as they come. Its Gradio send event
+follows with the ticket; ``on_send`` then adopts the reply instead of sending the message
+again, and the page gets what it always got from that event: the Stop button, the queue of
+messages sent meanwhile, the sidebar, the finished message rendered by Gradio.
+
+Only the plain case is quick: a page the caller opened, with no reply of its own streaming,
+a text without pictures, the incognito switch as the page's chat has it, and a message the
+service accepts. Anything else gets no ticket and goes the usual way, where a refusal is
+said as before (and nothing is sent twice); a busy page's message is queued there.
+
+Who may: the front door lets no one in without a session, and the ``page`` must be one the
+caller opened (``note``): a session hash alone, guessed or seen, starts nothing in anyone
+else's page. The service then checks as for every send that the chat is the caller's, the
+limits and the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from anyio.to_thread import run_sync
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..chat.replies import LiveReply
+from ..chat.service import Started
+from ..errors import StudioError
+from .chat_queue import CLOSED
+from .chat_values import collect_options
+
+log = logging.getLogger(__name__)
+
+PATH = "/studio/send"
+NO_TICKET = {"ticket": ""}
+# A started reply whose Gradio event never came to adopt it (the page closed between the
+# two, or its event failed): the page is freed for its next message once the reply ended
+# and this long went by, or after ``UNCLAIMED_MOST_S`` whatever the reply does.
+UNCLAIMED_DONE_S = 20.0
+UNCLAIMED_MOST_S = 600.0
+THINK_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A reply started by a quick send, waiting for its page's send event."""
+
+    page: str
+    user: str
+    token: str  # the page's ``PageQueues`` claim
+    view: tuple[str, str] | None  # the page's ``PageViews`` claim
+    started: Started
+    at: float
+
+
+class QuickSends:
+    """The tickets of quick sends, and the ``/studio/send`` route, over a ``ChatPage``."""
+
+    def __init__(self, page, *, limit: int = 10_000) -> None:
+        self.page = page
+        self.state_id: int | None = None  # the chat's gr.State, set by ``bind``
+        self._owners: OrderedDict[str, str] = OrderedDict()  # page -> who opened it
+        self._tickets: dict[str, Ticket] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def bind(self, session_state) -> None:
+        """The page's chat session (a ``gr.State``) is read from Gradio's state by its id."""
+        self.state_id = session_state._id
+
+    def note(self, page: str | None, user: str) -> None:
+        """``user`` opened (or sends from) ``page``: only they may send quickly from it."""
+        if not page:
+            return
+        with self._lock:
+            self._owners[page] = user
+            self._owners.move_to_end(page)
+            while len(self._owners) > self._limit:
+                self._owners.popitem(last=False)
+
+    # -- the route --------------------------------------------------------------------
+
+    async def post(self, request: Request, live) -> Response:
+        """The quick send's route; ``live``: the ``/studio/live`` channel (``ui/live.py``),
+        whose stream of the reply's text is the answer, after a first event ``started``."""
+        user = request.scope.get("state", {}).get("studio_user")
+        if not user:  # the front door sets it; without one, nobody signed in
+            return JSONResponse({"error": "Sign in first."}, status_code=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "Send a JSON object."}, status_code=400)
+        holder = getattr(request.app, "state_holder", None)
+        answer, reply = await run_sync(lambda: self.start(body, user, holder))
+        # Too many streams open (``live.MOST_PER_USER``): the ticket alone; the page then
+        # shows the reply through Gradio's updates.
+        return ((reply is not None and live.respond(reply, user, answer))
+                or JSONResponse(answer, headers={"Cache-Control": "no-store"}))
+
+    # -- starting and adopting ----------------------------------------------------------
+
+    def start(self, body: dict, user: str, holder) -> tuple[dict, LiveReply | None]:
+        """Start the reply of ``body``'s message for ``user`` if it is the plain case:
+        (its ticket, chat and reply ids, the reply); ``({"ticket": ""}, None)`` otherwise
+        (the page's Gradio event then sends it)."""
+        self.sweep()
+        page, text = body.get("page"), body.get("text")
+        if not (isinstance(page, str) and isinstance(text, str) and text.strip()):
+            return NO_TICKET, None
+        with self._lock:
+            if self._owners.get(page) != user:
+                return NO_TICKET, None
+        sess = self._session(holder, page)
+        options = _options(body.get("params"))
+        model, system = body.get("model") or "", body.get("system") or ""
+        if (sess is None or options is None or not isinstance(model, str)
+                or not isinstance(system, str)
+                or bool(body.get("incognito")) != bool(sess.get("incognito"))):
+            return NO_TICKET, None
+        chat = self.page
+        token = uuid.uuid4().hex
+        if not chat.queues.claim(page, token):
+            return NO_TICKET, None  # a reply of this page streams: the usual way queues it
+        try:
+            view = chat.views.claim_page(page)
+            started = chat.chat.send(sess.get("chat_id"), text, (), model=model,
+                                     system_prompt=system, options=options, user=user,
+                                     incognito=bool(sess.get("incognito")))
+        except StudioError:
+            chat.queues.ended(page, token, completed=False)
+            return NO_TICKET, None  # the usual way says why
+        except Exception:  # noqa: BLE001 - the usual way reports it to the page
+            log.exception("quick send failed; the page sends the usual way")
+            chat.queues.ended(page, token, completed=False)
+            return NO_TICKET, None
+        ticket = uuid.uuid4().hex
+        with self._lock:
+            self._tickets[ticket] = Ticket(page, user, token, view, started, time.monotonic())
+        return ({"ticket": ticket, "chat": started.chat_id, "reply": started.reply.reply_id},
+                started.reply)
+
+    def take(self, ticket: str, page: str | None, user: str) -> Ticket | None:
+        """The send event of ``page`` adopts its reply; None for a ticket that isn't this
+        page's and caller's, or was given up (``sweep``)."""
+        self.sweep()
+        with self._lock:
+            found = self._tickets.get(ticket)
+            if found is None or found.page != page or found.user != user:
+                return None
+            return self._tickets.pop(ticket)
+
+    def sweep(self) -> None:
+        """Give up the tickets no send event came for: free their pages."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [k for k, t in self._tickets.items()
+                     if now - t.at > UNCLAIMED_MOST_S
+                     or (now - t.at > UNCLAIMED_DONE_S and t.started.reply.snapshot().done)]
+            gone = [self._tickets.pop(k) for k in stale]
+        for t in gone:
+            self.page.queues.ended(t.page, t.token, completed=False, reason=CLOSED)
+
+    def _session(self, holder, page: str) -> dict | None:
+        """The page's chat session as its next Gradio event will read it; None for a page
+        this server has no state of (restarted since it opened)."""
+        if holder is None or self.state_id is None or page not in holder:
+            return None
+        sess = holder[page].get(self.state_id)
+        return sess if isinstance(sess, dict) else None
+
+
+ATTRIBUTE = "studio_quick"  # the app's QuickSends, on its gr.Blocks (``ui/app.py``)
+
+
+def routes(live) -> list[Route]:
+    """``/studio/send`` for ``launch()``'s app: it serves the Blocks the app was launched
+    with; ``live``: the app's ``/studio/live`` (``ui/live.LiveText``)."""
+    async def post(request: Request) -> Response:
+        quick = getattr(request.app.get_blocks(), ATTRIBUTE, None)
+        if quick is None:
+            return JSONResponse({"error": "Not found."}, status_code=404)
+        return await quick.post(request, live)
+    return [Route(PATH, post, methods=["POST"])]
+
+
+def _options(params):
+    """The generation parameters posted, checked as the page's controls would give them;
+    None when they aren't (the usual way then applies its own checks)."""
+    if not isinstance(params, list) or len(params) != 6:
+        return None
+    temperature, top_p, num_ctx, seed, max_tokens, think = params
+    numbers = (temperature, top_p, num_ctx, seed, max_tokens)
+    if (not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers)
+            or think not in THINK_MODES or not 0 <= temperature <= 2 or not 0 <= top_p <= 1
+            or num_ctx < 0 or max_tokens < 0):
+        return None
+    if any(isinstance(n, float) and not n.is_integer() for n in (num_ctx, seed, max_tokens)):
+        return None
+    return collect_options(temperature, top_p, num_ctx, seed, max_tokens, think)
