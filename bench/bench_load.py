@@ -20,14 +20,17 @@ What runs (every figure is the median of several runs, the studio beside
 * Opening a conversation of 100 messages in the same chromium: a click on the chat in the
   sidebar until the chatbot shows its last message, timed in the page, alternating between
   two such chats so each click opens the other.
-* Twenty at once: 20 page sessions (each opened with one cheap event, as a page load does)
-  send a message at the same moment through the browser's queue route (httpx, as
-  ``bench_chat`` does), the fake Ollama answering each with 200 tokens at 10 ms; the studio
-  also runs an image job on a fake ComfyUI meanwhile. Time to first token per chat, p50 and
+* Twenty at once: 20 page sessions (each opened with one cheap event, as a page load does;
+  the studio's with its chat load event) send a message at the same moment as the page
+  does: the bare app through the browser's queue route (httpx, as ``bench_chat`` does); the
+  studio through its quick send (``POST /studio/send``, its Gradio send event with the
+  ticket meanwhile: ``ui/chat_quick.py``), and again through the queue route as API callers
+  do. The fake Ollama answers each with 200 tokens at 10 ms; the studio also runs an image
+  job on a fake ComfyUI meanwhile. Time to first token per chat, p50 and
   p95, beside one chat alone on the same app. The bare app runs it twice: as it comes
   (Gradio's default concurrency limit of 1: the twenty queue) and with no limit
-  (``BASELINE_UNLIMITED=1``), which is what Gradio's own event path costs twenty at once. While the twenty stream, a probe opens a
-  stored conversation, opens the gallery and runs the status strip's tick, one after the
+  (``BASELINE_UNLIMITED=1``), which is what Gradio's own event path costs twenty at once.
+  While the twenty stream, a probe opens a stored conversation, opens the gallery and runs the status strip's tick, one after the
   other, and the same probe runs on the idle studio for comparison.
 
 Everything binds 127.0.0.1; children are stopped on exit.

@@ -407,7 +407,8 @@ def test_caddy_browser_signs_in_and_sees_a_reply_stream(proxied, fresh_page):
     proxied.ollama.queue_reply(tokens, delay=0.05)
     send(page, f"through caddy {uuid.uuid4().hex[:6]}")
     wait_chat_contains(page, tokens[2].strip())
-    # The text comes over the page's own channel (/studio/live), through Caddy as well.
+    # The text comes over the page's own channel (its quick send's answer, ui/chat_quick.py),
+    # through Caddy as well.
     page.wait_for_function("(t) => { const o = document.querySelector("
                            "'#chatbot .studio-live-text'); return o && o.innerText.includes(t); }",
                            arg=tokens[10].strip())
