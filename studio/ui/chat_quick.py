@@ -64,7 +64,7 @@ NO_TICKET = {"ticket": ""}
 # A started reply whose Gradio event never came to adopt it (the page closed between the
 # two, or its event failed): the page is freed for its next message once the reply ended
 # and this long went by, or after ``UNCLAIMED_MOST_S`` whatever the reply does.
-UNCLAIMED_DONE_S = 20.0
+UNCLAIMED_DONE_S = 60.0
 UNCLAIMED_MOST_S = 600.0
 THINK_MODES = ("auto", "on", "off")
 
