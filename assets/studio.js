@@ -157,25 +157,27 @@
     mine.overlay.innerHTML = draft(mine.text);
     if (atEnd) scroller.scrollTop = scroller.scrollHeight;
   };
+  // The marker's chat and reply: "<chat>/<reply>", the key of what a stream shows.
+  const markerParts = (marker) => ['live-', 'reply-'].map((prefix) => {
+    const c = [...marker.classList].find((name) => name.startsWith(prefix));
+    return c ? c.slice(prefix.length) : '';
+  });
+  // A piece of the text ({at, text}) from either stream, drawn if it follows what is shown.
+  const addPiece = (mine, piece) => {
+    if (live !== mine || piece.at > mine.text.length) return;  // a gap: Gradio shows it all
+    mine.text = mine.text.slice(0, piece.at) + piece.text;
+    show(mine);
+  };
   const startLive = (marker) => {
-    const part = (prefix) => {
-      const c = [...marker.classList].find((name) => name.startsWith(prefix));
-      return c ? c.slice(prefix.length) : '';
-    };
-    const key = part('live-') + '/' + part('reply-');
+    const [chat, reply] = markerParts(marker);
+    const key = `${chat}/${reply}`;
     if ((live && live.key === key) || refused.has(key)) return;
     endLive();
-    const source = new EventSource('studio/live/' + encodeURIComponent(part('live-')) +
-                                   '?reply=' + encodeURIComponent(part('reply-')));
+    const source = new EventSource('studio/live/' + encodeURIComponent(chat) +
+                                   '?reply=' + encodeURIComponent(reply));
     const mine = {key, close: () => source.close(), text: '', content: null, overlay: null};
     live = mine;
-    source.onmessage = (event) => {
-      if (live !== mine) return;
-      const piece = JSON.parse(event.data);
-      if (piece.at > mine.text.length) return;  // a gap: Gradio's update shows it all
-      mine.text = mine.text.slice(0, piece.at) + piece.text;
-      show(mine);
-    };
+    source.onmessage = (event) => addPiece(mine, JSON.parse(event.data));
     // Done: the text is whole; what this drew stays until Gradio's finished message.
     source.addEventListener('done', () => source.close());
     source.onerror = () => {
@@ -285,9 +287,8 @@
           live = mine;
           out[out.length - 1] = data.ticket;
           resolve(out);
-        } else if (name === 'message' && mine && live === mine && data.at <= mine.text.length) {
-          mine.text = mine.text.slice(0, data.at) + data.text;
-          show(mine);
+        } else if (name === 'message' && mine) {
+          addPiece(mine, data);
         }
       }).catch(() => {}).finally(() => {
         // The text is whole (or the page moved on): what was drawn stays until Gradio's
@@ -312,9 +313,7 @@
       // stats line names another reply: then this one is not the page's any more).
       live.pending.remove();
       live.pending = null;
-      const key = marker && [...marker.classList].filter((c) => /^(live|reply)-/.test(c))
-        .map((c) => c.replace(/^(live|reply)-/, '')).join('/');
-      if (key && key !== live.key) endLive();
+      if (marker && markerParts(marker).join('/') !== live.key) endLive();
       else show(live);
     }
     if (marker) startLive(marker);

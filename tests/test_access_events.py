@@ -230,19 +230,24 @@ def test_access_events_lazy_tabs_get_the_apps_policy(signed_studio):
     assert len(audited) >= 8
 
 
-def test_access_files_reach_only_their_owner(signed_studio, tmp_path):
-    """The file route: bob's attachment and export go to bob alone; the database to nobody."""
+def sent_with_a_picture(services, tmp_path, name: str, text: str, user: str, color: str):
+    """A chat of ``user``'s whose message has a picture; (its chat id, the stored upload)."""
     from PIL import Image
 
-    url, services = signed_studio.url, signed_studio.services
-    picture = tmp_path / "cat.png"
-    Image.new("RGB", (8, 8), "red").save(picture)
-    started = services.chat.send(None, "look", [str(picture)], model="ollama:llava:latest",
-                                 user="bob")
+    picture = tmp_path / name
+    Image.new("RGB", (8, 8), color).save(picture)
+    started = services.chat.send(None, text, [str(picture)], model="ollama:llava:latest",
+                                 user=user)
     assert started.reply.settled.wait(10)
-    [turn] = [t for t in services.chat.turns(started.chat_id, user="bob") if t.role == "user"]
-    upload = turn.images[0]
-    export = services.chat.export(started.chat_id, "md", user="bob")
+    [turn] = [t for t in services.chat.turns(started.chat_id, user=user) if t.role == "user"]
+    return started.chat_id, turn.images[0]
+
+
+def test_access_files_reach_only_their_owner(signed_studio, tmp_path):
+    """The file route: bob's attachment and export go to bob alone; the database to nobody."""
+    url, services = signed_studio.url, signed_studio.services
+    chat_id, upload = sent_with_a_picture(services, tmp_path, "cat.png", "look", "bob", "red")
+    export = services.chat.export(chat_id, "md", user="bob")
     bob, ann = sign_in(url, "bob"), sign_in(url, "ann")
     visitor = httpx.Client(base_url=url, timeout=10)
     for path in (upload, str(export)):
@@ -261,15 +266,9 @@ def test_access_files_reach_only_their_owner(signed_studio, tmp_path):
 def test_access_the_page_never_learns_the_data_folder(signed_studio, tmp_path):
     """Pictures reach the page through Gradio's cache, never by their path in the data
     folder (whose parent holds the database)."""
-    from PIL import Image
-
     url, services = signed_studio.url, signed_studio.services
     data_dir = str(services.settings.data_path)
-    picture = tmp_path / "dog.png"
-    Image.new("RGB", (8, 8), "blue").save(picture)
-    started = services.chat.send(None, "a dog", [str(picture)], model="ollama:llava:latest",
-                                 user="bob")
-    assert started.reply.settled.wait(10)
+    chat_id, _ = sent_with_a_picture(services, tmp_path, "dog.png", "a dog", "bob", "blue")
     bob = sign_in(url, "bob")
     config = bob.get("/config")
     assert data_dir not in config.text
@@ -277,7 +276,7 @@ def test_access_the_page_never_learns_the_data_folder(signed_studio, tmp_path):
                       if d.get("api_name") == "open_conversation")
     session = uuid.uuid4().hex
     by_id = {c["id"]: c for c in config.json()["components"]}
-    data = [started.chat_id if i == dependency["inputs"][0]
+    data = [chat_id if i == dependency["inputs"][0]
             else by_id[i].get("props", {}).get("value") for i in dependency["inputs"]]
     bob.post("/gradio_api/queue/join", json={"data": data, "fn_index": dependency["id"],
                                             "session_hash": session}).raise_for_status()
@@ -296,16 +295,8 @@ def test_access_send_takes_no_picture_by_a_path_on_the_server(signed_studio, tmp
     """The message's pictures come through a hidden File (ui/chat.py): a caller naming a
     file on the server instead of one it uploaded (the database, another person's upload)
     is refused before anything is sent or stored, by Gradio's check of the upload folder."""
-    from PIL import Image
-
     url, services = signed_studio.url, signed_studio.services
-    picture = tmp_path / "ann.png"
-    Image.new("RGB", (8, 8), "red").save(picture)
-    started = services.chat.send(None, "ann's", [str(picture)], model="ollama:llava:latest",
-                                 user="ann")
-    assert started.reply.settled.wait(10)
-    [ann_upload] = [t for t in services.chat.turns(started.chat_id, user="ann")
-                    if t.role == "user"][0].images
+    _, ann_upload = sent_with_a_picture(services, tmp_path, "ann.png", "ann's", "ann", "red")
     bob = sign_in(url, "bob")
     config = bob.get("/config").json()
     send = next(d for d in config["dependencies"] if d.get("api_name") == "send")

@@ -167,11 +167,15 @@ class StoredHistory(History):
         finally:
             self._fresh = None
 
-    def _is_fresh(self, after: Turn | None) -> bool:
-        """Whether ``after`` (None: the chat itself) was written by this ``writing()``: the
-        store then needn't look anything up (``Store.add_message``'s ``fresh``)."""
-        return self._fresh is not None and (
+    def _place(self, after: Turn | None, version_of: Turn | None) -> dict:
+        """Where a stored message goes, as ``Store.add_message`` takes it: ``fresh`` when
+        ``after`` (None: the chat itself) was written by this ``writing()``, so the store
+        needn't look anything up."""
+        fresh = version_of is None and self._fresh is not None and (
             after.message_id if after is not None else self.conversation_id) in self._fresh
+        return {"after": after.message_id if after is not None else None,
+                "version_of": version_of.message_id if version_of is not None else None,
+                "fresh": fresh}
 
     def _note_fresh(self, turn: Turn) -> Turn:
         if self._fresh is not None:
@@ -193,27 +197,19 @@ class StoredHistory(History):
                  version_of: Turn | None = None) -> Turn:
         return self._note_fresh(turn_from_message(self._store.add_message(
             self.conversation_id, "user", text, images=images,
-            **_place(after, version_of, self._is_fresh(after) and version_of is None))))
+            **self._place(after, version_of))))
 
     def add_placeholder(self, model: ModelId, *, after: Turn | None = None,
                         version_of: Turn | None = None) -> Turn:
         return self._note_fresh(turn_from_message(self._store.add_message(
             self.conversation_id, "assistant", "", status="streaming", model=model.name,
-            backend=model.backend,
-            **_place(after, version_of, self._is_fresh(after) and version_of is None))))
+            backend=model.backend, **self._place(after, version_of))))
 
     def show_version(self, turn: Turn, step: int) -> bool:
         if turn.versions < 2 or turn.message_id is None:
             return False
         shown = self._store.show_version(self.conversation_id, turn.message_id, step)
         return shown is not None and shown != turn.message_id
-
-
-def _place(after: Turn | None, version_of: Turn | None, fresh: bool = False) -> dict:
-    """Where a stored message goes, as ``Store.add_message`` takes it."""
-    return {"after": after.message_id if after is not None else None,
-            "version_of": version_of.message_id if version_of is not None else None,
-            "fresh": fresh}
 
 
 class IncognitoHistory(History):

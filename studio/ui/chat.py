@@ -175,7 +175,8 @@ def render(services) -> SimpleNamespace:
     # pictures into hidden inputs and empties the ones on screen, then page.on_send reads
     # the hidden ones. The box on screen is neither an input nor an output of the long send
     # event; when it was, Gradio put the emptied value back when the reply ended, wiping a
-    # question typed meanwhile. No server round trip is added before the reply starts. API
+    # question typed meanwhile. The send event's own js step may first start the reply over
+    # /studio/send (chat_quick.py, a plain text message) and hand on its ticket. API
     # callers call `/send` with the text and files directly. A refused message goes back
     # into the box (if still empty). Sending while this page's reply streams must reach
     # on_send (trigger_mode="multiple"; Gradio's default "once" silently skipped it,
