@@ -226,3 +226,40 @@ def test_quick_send_never_adopted_frees_the_page(signed, monkeypatch):
     assert started["ticket"] not in quick_sends._tickets
     send_event(signed, ann, page, "x", again["ticket"])
     ann.close()
+
+
+def test_quick_send_waits_behind_the_pages_own_earlier_event(signed, monkeypatch):
+    """A chat opened just before the message (its event still in Gradio's queue): the
+    message goes the usual way, after it, into the chat opened; never into the one the page
+    showed before, ahead of the opening."""
+    import threading
+
+    ann = sign_in(signed.url, "ann")
+    page = open_page(signed, ann)
+    signed.ollama.queue_reply(["first."])
+    first, _ = quick(ann, page, "an older chat")
+    send_event(signed, ann, page, "x", first["ticket"])
+    release = threading.Event()
+    chat = signed.services.chat
+    plain_open = chat.open
+    monkeypatch.setattr(chat, "open", lambda *a, **k: release.wait(10) and plain_open(*a, **k))
+    opening = dependency(signed.config, api_name="open_conversation")
+    ann.post("/gradio_api/queue/join", json={
+        "data": [first["chat"], None], "event_data": None, "fn_index": opening["id"],
+        "trigger_id": None, "session_hash": page}).raise_for_status()
+    marker = uuid.uuid4().hex[:8]
+    try:
+        assert quick(ann, page, f"after opening {marker}") == ({"ticket": ""}, [])
+    finally:
+        release.set()
+    with ann.stream("GET", "/gradio_api/queue/data", params={"session_hash": page},
+                    timeout=10) as stream:
+        for line in stream.iter_lines():
+            if "process_completed" in line:
+                break
+    assert stored_user_messages(signed, marker) == []
+    signed.ollama.queue_reply(["now."])
+    now, _ = quick(ann, page, f"after opening {marker}")  # the opening done: quick again
+    assert now["ticket"] and now["chat"] == first["chat"]
+    send_event(signed, ann, page, "x", now["ticket"])
+    ann.close()

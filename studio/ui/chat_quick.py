@@ -26,8 +26,9 @@ follows with the ticket; ``on_send`` then adopts the reply instead of sending th
 again, and the page gets what it always got from that event: the Stop button, the queue of
 messages sent meanwhile, the sidebar, the finished message rendered by Gradio.
 
-Only the plain case is quick: a page the caller opened, with no reply of its own streaming,
-a text without pictures, the incognito switch as the page's chat has it, and a message the
+Only the plain case is quick: a page the caller opened, with no reply of its own streaming
+and no event of its own still to change which chat it shows (a new chat clicked just
+before), a text without pictures, the incognito switch as the page's chat has it, and a message the
 service accepts. Anything else gets no ticket and goes the usual way, where a refusal is
 said as before (and nothing is sent twice); a busy page's message is queued there.
 
@@ -121,6 +122,9 @@ class QuickSends:
         if not isinstance(body, dict):
             return JSONResponse({"error": "Send a JSON object."}, status_code=400)
         holder = getattr(request.app, "state_holder", None)
+        page = body.get("page")
+        if isinstance(page, str) and self.behind(request.app.get_blocks(), page):
+            return JSONResponse(NO_TICKET, headers={"Cache-Control": "no-store"})
         answer, reply = await run_sync(lambda: self.start(body, user, holder))
         # Too many streams open (``live.MOST_PER_USER``): the ticket alone; the page then
         # shows the reply through Gradio's updates.
@@ -168,6 +172,22 @@ class QuickSends:
             self._tickets[ticket] = Ticket(page, user, token, view, started, time.monotonic())
         return ({"ticket": ticket, "chat": started.chat_id, "reply": started.reply.reply_id},
                 started.reply)
+
+    def behind(self, blocks, page: str) -> bool:
+        """Whether an event the page sent before this message is still running or waiting
+        in Gradio's queue, and changes which chat the page shows (a new chat, another chat
+        opened, the page's load, a retry): the message must go after it, so the usual way,
+        in the queue's order. (Events that change nothing of the chat, the cost hint, the
+        status tick, don't hold it up.) Call on the event loop, where the queue changes."""
+        queue = getattr(blocks, "_queue", None)
+        pending = getattr(queue, "pending_event_ids_session", {}).get(page) or ()
+        events = getattr(queue, "event_ids_to_events", {})
+        for event_id in list(pending):
+            fn = getattr(events.get(event_id), "fn", None)  # None: done, its state written
+            if fn is not None and any(getattr(o, "_id", None) == self.state_id
+                                      for o in fn.outputs):
+                return True
+        return False
 
     def take(self, ticket: str, page: str | None, user: str) -> Ticket | None:
         """The send event of ``page`` adopts its reply; None for a ticket that isn't this
