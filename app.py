@@ -8,6 +8,10 @@ import logging
 import os
 import sys
 
+from studio import heap
+
+heap.pause()  # no garbage collections while the app is built (studio/heap.py)
+
 # Gradio reads these at import: no telemetry or version checks from a homelab box.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -32,6 +36,7 @@ except StudioError as exc:
     raise SystemExit(2) from None
 
 demo = build_app(services)
+heap.settle()  # built: the collector as a long-running server wants it (also under `gradio`)
 
 if __name__ == "__main__":
     if services.exposure.warning:
