@@ -286,6 +286,9 @@
                                           rows: drawn.rows, last: drawn.last});
           live = mine;
           out[out.length - 1] = data.ticket;
+        } else if (name === 'go') {
+          // The server says when the Gradio event may follow (ui/live.py FirstWords):
+          // at once alone, after the others' first words when many send at once.
           resolve(out);
         } else if (name === 'message' && mine) {
           addPiece(mine, data);

@@ -297,14 +297,22 @@ def first_token_ms(app, http, ep, session: str, want: str, t_start: float,
 def quick_first_token_ms(app, http, ep, session: str, want: str, t_start: float) -> float:
     """What the studio's page does (``assets/studio.js``, ``ui/chat_quick.py``): post the
     message to /studio/send, whose answer streams the reply's text after a ``started``
-    event with the ticket; the send event runs with that ticket meanwhile (the Stop button,
-    the sidebar, the finished message), read to its end. Milliseconds from ``t_start`` to
+    event with the ticket; the send event runs with that ticket from the stream's ``go``
+    event on (the Stop button, the sidebar, the finished message), read to its end. Milliseconds from ``t_start`` to
     the first text read."""
     body = {"page": session, "text": ep.data[0], "model": STUDIO_ARGS[0], "system": "",
             "incognito": False, "params": STUDIO_ARGS[3:9]}
     ended: list = []
     thread = None
-    first, event = None, "message"
+    first, event, ticket = None, "message", None
+
+    def follow() -> None:
+        sent = replace(ep, data=[*ep.data[:-1], ticket])
+        try:
+            ended.append(first_token_ms(app, http, sent, session, want, 0.0, read_live=False))
+        except Exception as exc:  # noqa: BLE001 - reported after the run
+            ended.append(exc)
+
     with http.stream("POST", app.url + "studio/send", json=body) as resp:
         if not resp.headers.get("content-type", "").startswith("text/event-stream"):
             raise RuntimeError(f"studio: the quick send gave no ticket ({resp.read()[:200]})")
@@ -316,19 +324,16 @@ def quick_first_token_ms(app, http, ep, session: str, want: str, t_start: float)
                 continue
             data = json.loads(line[5:])
             if event == "started":
-                sent = replace(ep, data=[*ep.data[:-1], data["ticket"]])
-
-                def follow(sent=sent) -> None:
-                    try:
-                        ended.append(first_token_ms(app, http, sent, session, want, 0.0,
-                                                    read_live=False))
-                    except Exception as exc:  # noqa: BLE001 - reported after the run
-                        ended.append(exc)
+                ticket = data["ticket"]
+            elif event == "go" and thread is None:  # the page's Gradio event follows now
                 thread = threading.Thread(target=follow, daemon=True)
                 thread.start()
             elif first is None and data.get("text"):
                 first = time.perf_counter()
             event = "message"
+    if thread is None and ticket:  # the stream ended before its "go": the page sends now
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
     if thread is not None:
         thread.join(RUN_TIMEOUT_S)
     if first is None or not ended or not isinstance(ended[0], float):

@@ -209,3 +209,40 @@ def test_live_text_one_person_holds_a_bounded_number_of_streams(signed):
         signed.services.chat.stop(started.chat_id, user="ann")
         server.should_exit = True
         thread.join(10)
+
+
+def test_first_words_holds_a_page_while_another_waits_for_its_first_words():
+    """live.FirstWords, the quick sends' gate: a page may send its Gradio event when no
+    other quick send still waits for its first words, or when its own time is up; a wait
+    ends as soon as another's first words went out."""
+    import asyncio
+    import time
+
+    from studio.ui.live import FirstWords
+
+    async def scenario():
+        firsts = FirstWords(most=30.0)
+        mine, other = firsts.enter(), firsts.enter()
+        assert not firsts.clear(mine) and not firsts.clear(other)
+        # Waiting for something long: the other's first words end the wait at once.
+        asyncio.get_running_loop().call_later(0.05, firsts.worded, other)
+        t0 = time.monotonic()
+        await firsts.either(asyncio.sleep(20), mine)
+        assert time.monotonic() - t0 < 10
+        assert firsts.clear(mine)  # nobody else waits now
+        assert not firsts.clear(other)  # its words are out, but ``mine``'s are still to come
+        firsts.worded(mine)
+        assert firsts.clear(other)
+        firsts.leave(other)
+        firsts.leave(mine)
+        # A page's time is up: it goes even while another still waits.
+        hurried = FirstWords(most=0.0)
+        a, _b = hurried.enter(), hurried.enter()
+        assert hurried.clear(a)
+        # One that left (its stream ended) holds nobody back.
+        left = FirstWords(most=30.0)
+        c, d = left.enter(), left.enter()
+        left.leave(d)
+        assert left.clear(c)
+
+    asyncio.run(scenario())

@@ -54,7 +54,7 @@ def open_page(signed, client: httpx.Client) -> str:
 
 def quick(client: httpx.Client, page: str, message: str, **extra) -> tuple[dict, list]:
     """POST /studio/send: (the answer's first JSON: the ticket, or the "started" event's
-    data; the text events after it, read to the end)."""
+    data; the text events after it, read to the end, without the one "go" among them)."""
     body = {"page": page, "text": message, "model": MODEL, "system": "", "incognito": False,
             "params": PARAMS, **extra}
     with client.stream("POST", "/studio/send", json=body) as response:
@@ -63,7 +63,8 @@ def quick(client: httpx.Client, page: str, message: str, **extra) -> tuple[dict,
             return json.loads(response.read()), []
         events = read_events(response)
     assert events[0][0] == "started", events[:2]
-    return events[0][1], events[1:]
+    assert [name for name, _ in events].count("go") == 1, events
+    return events[0][1], [e for e in events[1:] if e[0] != "go"]
 
 
 def send_event(signed, client: httpx.Client, page: str, text: str, ticket: str) -> dict:
@@ -263,3 +264,47 @@ def test_quick_send_waits_behind_the_pages_own_earlier_event(signed, monkeypatch
     assert now["ticket"] and now["chat"] == first["chat"]
     send_event(signed, ann, page, "x", now["ticket"])
     ann.close()
+
+
+def test_quick_send_holds_its_pages_event_back_for_anothers_first_words(signed):
+    """The stream's "go" tells the page when its Gradio event may follow (live.FirstWords):
+    alone, at once, before its first words; while another quick send still waits for its
+    first words, only after its own words (here: the other's first word takes 2 s, so "go"
+    comes when GO_MOST_S has passed)."""
+    import threading
+
+    ann, bob = sign_in(signed.url, "ann"), sign_in(signed.url, "bob")
+    page_a, page_b = open_page(signed, ann), open_page(signed, bob)
+    slow, fast = make_tokens(3), make_tokens(30)
+    signed.ollama.queue_reply(slow, delay=[2.0, 0.01, 0.01])
+    signed.ollama.queue_reply(fast, delay=0.02)
+    started_a = threading.Event()
+    got: dict[str, list] = {}
+
+    def stream(client, page, key, started=None):
+        body = {"page": page, "text": f"gate {key}", "model": MODEL, "system": "",
+                "incognito": False, "params": PARAMS}
+        events, name = [], "message"
+        with client.stream("POST", "/studio/send", json=body, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    events.append(name)
+                    if name == "started" and started is not None:
+                        started.set()
+                    name = "message"
+        got[key] = events
+
+    first = threading.Thread(target=stream, args=(ann, page_a, "a", started_a))
+    first.start()
+    assert started_a.wait(10)
+    stream(bob, page_b, "b")
+    first.join(30)
+    a, b = got["a"], got["b"]
+    # Alone when it started: its page sends its event before the (slow) first words.
+    assert a[:3] == ["started", "go", "message"] and a[-1] == "done", a
+    # The second page's event waits: after its own first words, while the first page's
+    # words are still to come.
+    assert b[0] == "started" and b.count("go") == 1 and b[-1] == "done", b
+    assert b.index("go") > b.index("message"), b

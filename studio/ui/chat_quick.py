@@ -125,11 +125,21 @@ class QuickSends:
         page = body.get("page")
         if isinstance(page, str) and self.behind(request.app.get_blocks(), page):
             return JSONResponse(NO_TICKET, headers={"Cache-Control": "no-store"})
-        answer, reply = await run_sync(lambda: self.start(body, user, holder))
-        # Too many streams open (``live.MOST_PER_USER``): the ticket alone; the page then
-        # shows the reply through Gradio's updates.
-        return ((reply is not None and live.respond(reply, user, answer))
-                or JSONResponse(answer, headers={"Cache-Control": "no-store"}))
+        # From its arrival, the pages that sent just before wait for its first words before
+        # sending their Gradio events (``live.FirstWords``).
+        gate = live.firsts.enter()
+        try:
+            answer, reply = await run_sync(lambda: self.start(body, user, holder))
+            # Too many streams open (``live.MOST_PER_USER``): the ticket alone; the page
+            # then shows the reply through Gradio's updates.
+            stream = reply is not None and live.respond(reply, user, answer, gate)
+        except BaseException:
+            live.firsts.leave(gate)
+            raise
+        if stream:
+            return stream
+        live.firsts.leave(gate)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     # -- starting and adopting ----------------------------------------------------------
 

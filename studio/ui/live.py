@@ -49,6 +49,9 @@ LEAN_TEXT_INTERVAL_S = 1.0
 MOST_PER_USER = 32
 # Before the first words, how long one wait for them lasts (then it looks again).
 FIRST_WAIT_S = 15.0
+# The most a quick send's page holds its Gradio event back for others' first words
+# (``FirstWords``), from its own ``started``.
+GO_MOST_S = 0.3
 
 
 def lean_page(request) -> bool:
@@ -71,6 +74,7 @@ class LiveText:
         self.interval = interval
         self.most_per_user = most_per_user
         self._open: dict[str, int] = {}  # streams open per user (touched on the event loop only)
+        self.firsts = FirstWords()
 
     def routes(self) -> list[Route]:
         return [Route(PATH, self.stream, methods=["GET"])]
@@ -92,50 +96,144 @@ class LiveText:
             {"error": f"You have {self.most_per_user} replies open in other tabs already; "
                       "close some and reload."}, status_code=429)
 
-    def respond(self, reply, user: str, started: dict | None = None) -> Response | None:
+    def respond(self, reply, user: str, started: dict | None = None,
+                gate: _Gate | None = None) -> Response | None:
         """The stream of ``reply``'s text for ``user``; None when they hold too many open.
-        ``started``: a first event, ``started``, carrying it (the quick send's answer,
-        ``chat_quick.py``). Call on the event loop."""
+        ``started``: a first event, ``started``, carrying it, and ``gate``: the quick send's
+        place in ``firsts`` (the quick send's answer, ``chat_quick.py``). Call on the event
+        loop."""
         if self._open.get(user, 0) >= self.most_per_user:
             return None
         self._open[user] = self._open.get(user, 0) + 1
-        return _Released(self._events(reply, started), lambda: self._release(user),
+        return _Released(self._events(reply, started, gate), lambda: self._release(user, gate),
                          media_type="text/event-stream",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    def _release(self, user: str) -> None:
+    def _release(self, user: str, gate: _Gate | None = None) -> None:
+        if gate is not None:  # a stream that never began (the browser went first)
+            self.firsts.leave(gate)
         left = self._open.get(user, 1) - 1
         if left > 0:
             self._open[user] = left
         else:
             self._open.pop(user, None)
 
-    async def _events(self, reply, started: dict | None = None):
+    async def _events(self, reply, started: dict | None = None, gate: _Gate | None = None):
         sent = 0
-        # The browser's retry after a dropped connection starts a new request, from 0.
-        yield "retry: 2000\n\n"
-        if started is not None:
-            yield f"event: started\ndata: {json.dumps(started)}\n\n"
-        while True:
-            snap = reply.snapshot()
-            grew = len(snap.text) > sent
-            if grew:
-                yield f"data: {json.dumps({'at': sent, 'text': snap.text[sent:]})}\n\n"
-                sent = len(snap.text)
-            if snap.done:
-                yield "event: done\ndata: {}\n\n"
-                return
-            if not sent:
-                # No text yet: wait for the first words, woken the moment they land (a
-                # quick send's page draws them: chat_quick.py), or for the end.
-                await reply.wait_until_async(
-                    lambda: reply.text_parts or reply.finished is not None, FIRST_WAIT_S)
-                continue
-            # After text went out, let the next pile up for the gap; while none comes, look
-            # again soon, so a slow model's token shows about when it lands.
-            first = reply.first_token
-            await asyncio.sleep(update_gap(time.monotonic() - first, self.interval)
-                                if grew and first is not None else START_GAP_S)
+        try:
+            # The browser's retry after a dropped connection starts a new request, from 0.
+            yield "retry: 2000\n\n"
+            if started is not None:
+                yield f"event: started\ndata: {json.dumps(started)}\n\n"
+            while True:
+                snap = reply.snapshot()
+                grew = len(snap.text) > sent
+                if grew:
+                    yield f"data: {json.dumps({'at': sent, 'text': snap.text[sent:]})}\n\n"
+                    sent = len(snap.text)
+                if gate is not None:
+                    if sent or snap.done:
+                        self.firsts.worded(gate)
+                    if not gate.went and (self.firsts.clear(gate) or snap.done):
+                        gate.went = True
+                        yield "event: go\ndata: {}\n\n"
+                    if gate.went and gate.worded:  # others no longer wait for this one
+                        self.firsts.leave(gate)
+                        gate = None
+                if snap.done:
+                    yield "event: done\ndata: {}\n\n"
+                    return
+                if not sent:
+                    # No text yet: wait for the first words, woken the moment they land (a
+                    # quick send's page draws them: chat_quick.py), or for the end.
+                    wait = reply.wait_until_async(
+                        lambda: reply.text_parts or reply.finished is not None, FIRST_WAIT_S)
+                else:
+                    # After text went out, let the next pile up for the gap; while none
+                    # comes, look again soon, so a slow model's token shows about when it
+                    # lands.
+                    first = reply.first_token
+                    wait = asyncio.sleep(update_gap(time.monotonic() - first, self.interval)
+                                         if grew and first is not None else START_GAP_S)
+                await (wait if gate is None or gate.went else self.firsts.either(wait, gate))
+        finally:
+            if gate is not None:
+                self.firsts.leave(gate)
+
+
+class _Gate:
+    """One quick send's stream in ``FirstWords``."""
+
+    __slots__ = ("at", "worded", "went")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.worded = False  # its first words (or its end) went out
+        self.went = False  # its page was told to send its Gradio event
+
+
+class FirstWords:
+    """The quick sends whose first words have not gone out yet, and when each page may send
+    its Gradio event (the ``go`` event of its stream).
+
+    A page's Gradio send event, once it follows its quick send, is a few milliseconds of the
+    one interpreter (the queue's join, the event's bookkeeping, the Stop button and the
+    sidebar rebuilt): with twenty pages sending at once, those of the first pages ran
+    between the later pages' sends and their first words, and held them up (issue 16,
+    item 3: p95 101 ms without them, 157 with them, ``bench/bench_load.py``). So a page is
+    told to send its event once no other quick send is still waiting for its first words,
+    or ``GO_MOST_S`` after its own start, whichever comes first; alone, at once. Its own
+    question and words are on its screen meanwhile (``assets/studio.js``); the Stop button
+    comes with the Gradio event. Touched on the event loop only."""
+
+    def __init__(self, most: float = GO_MOST_S) -> None:
+        self.most = most
+        self._gates: set[_Gate] = set()
+        self._waiting = 0  # gates not worded yet
+        self._changed = asyncio.Event()
+
+    def enter(self) -> _Gate:
+        """A quick send arrived: it counts as waiting for its first words from now on, so
+        that pages whose sends came just before it wait for it too. ``leave`` it when its
+        stream ends, or at once when it starts no stream."""
+        gate = _Gate(time.monotonic())
+        self._gates.add(gate)
+        self._waiting += 1
+        return gate
+
+    def worded(self, gate: _Gate) -> None:
+        """Its first words (or its end) went out."""
+        if gate in self._gates and not gate.worded:
+            gate.worded = True
+            self._waiting -= 1
+            self._wake()
+
+    def leave(self, gate: _Gate) -> None:
+        if gate in self._gates:
+            self.worded(gate)
+            self._gates.discard(gate)
+
+    def clear(self, gate: _Gate) -> bool:
+        """Whether ``gate``'s page may send its Gradio event now."""
+        others = self._waiting - (0 if gate.worded else 1)
+        return others <= 0 or time.monotonic() - gate.at >= self.most
+
+    async def either(self, wait, gate: _Gate) -> None:
+        """Await ``wait``, or less: until another quick send's first words went out or
+        ``gate``'s time is up."""
+        task = asyncio.ensure_future(wait)
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=max(0.0, gate.at + self.most - time.monotonic()))
+        finally:
+            for t in (task, changed):
+                if not t.done():
+                    t.cancel()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 class _Released(StreamingResponse):
