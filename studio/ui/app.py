@@ -62,12 +62,16 @@ def build_app(services) -> gr.Blocks:
     """The whole UI. Nothing here talks to a backend until a page is opened."""
     with gr.Blocks(title=services.settings.brand_name, analytics_enabled=False,
                    fill_width=True) as demo:
+        # Markdown, not gr.HTML, for the page's first parts: Gradio's HTML module brings a
+        # template engine (~110 KB of script) into every page; the Chat tab loads Markdown's
+        # anyway. The HTML is the studio's own, its values escaped (sanitize_html=False keeps
+        # the status pills' data attributes and titles).
         with gr.Row(equal_height=True, elem_id="top-bar"):
-            gr.HTML(header_html(services), elem_id="brand", padding=False)
-            status_strip = gr.HTML("", elem_id="status-strip", padding=False)
+            gr.Markdown(header_html(services), elem_id="brand", sanitize_html=False)
+            status_strip = gr.Markdown("", elem_id="status-strip", sanitize_html=False)
         if services.exposure.warning:  # STUDIO_NO_AUTH on an address others can reach
-            gr.HTML(f"<div role='alert'>⚠️ {escape(services.exposure.warning)}</div>",
-                    elem_id="open-banner", padding=False)
+            gr.Markdown(f"<div role='alert'>⚠️ {escape(services.exposure.warning)}</div>",
+                        elem_id="open-banner", sanitize_html=False)
         # Timers of the Models and Settings tabs, out here so that the tab switches below
         # can reach them before those tabs are built; each starts off.
         models_timer = gr.Timer(models_tab.gpu_poll_seconds(services.settings), active=False)
