@@ -16,13 +16,16 @@ js step, ``assets/studio.js``) first posts the message here::
       event: started
       data: {"ticket": "...", "chat": <chat id>, "reply": <reply id>}
       data: {"at": 0, "text": "Hello"}
+      event: go                  the page may send its Gradio event now (live.FirstWords)
+      data: {}
       ...
       event: done
     200 application/json     {"ticket": ""}: send it the usual way; {"ticket": "...", ...}:
                              started, but this person holds too many text streams open
 
 The page draws the question and the first words itself as they come. Its Gradio send event
-follows with the ticket; ``on_send`` then adopts the reply instead of sending the message
+follows with the ticket once the stream says ``go`` (at once for a page sending alone; when
+many send at once, after the others' first words); ``on_send`` then adopts the reply instead of sending the message
 again, and the page gets what it always got from that event: the Stop button, the queue of
 messages sent meanwhile, the sidebar, the finished message rendered by Gradio.
 
