@@ -50,7 +50,7 @@ MOST_PER_USER = 32
 # Before the first words, how long one wait for them lasts (then it looks again).
 FIRST_WAIT_S = 15.0
 # The most a quick send's page holds its Gradio event back for others' first words
-# (``FirstWords``), from its own ``started``.
+# (``FirstWords``), from its own send's arrival.
 GO_MOST_S = 0.3
 
 
