@@ -28,7 +28,7 @@ def test_pause_stops_collections_and_settle_freezes_what_is_alive(restored_colle
     kept = Node()
     heap.settle()
     assert gc.isenabled()
-    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
+    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *heap.OLDER_RATIOS)
     # What was alive at settle is out of later collections (frozen), not garbage.
     assert gc.get_freeze_count() > 0
     assert kept.other is kept
@@ -41,7 +41,7 @@ def test_garbage_made_after_settle_is_still_collected_without_asking(restored_co
     gone = weakref.ref(cycle)
     del cycle
     # Only a cycle: reference counting alone never frees it. Allocations past the young
-    # threshold make the collector run by itself.
-    keep = [[] for _ in range(heap.YOUNG_THRESHOLD * 3)]
+    # thresholds make the collector run by itself.
+    keep = [[] for _ in range(heap.YOUNG_THRESHOLD * heap.OLDER_RATIOS[0] * 3)]
     assert gone() is None
     del keep
