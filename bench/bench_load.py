@@ -298,8 +298,8 @@ def quick_first_token_ms(app, http, ep, session: str, want: str, t_start: float)
     """What the studio's page does (``assets/studio.js``, ``ui/chat_quick.py``): post the
     message to /studio/send, whose answer streams the reply's text after a ``started``
     event with the ticket; the send event runs with that ticket from the stream's ``go``
-    event on (the Stop button, the sidebar, the finished message), read to its end. Milliseconds from ``t_start`` to
-    the first text read."""
+    event on (the Stop button, the sidebar, the finished message), read to its end.
+    Milliseconds from ``t_start`` to the first text read."""
     body = {"page": session, "text": ep.data[0], "model": STUDIO_ARGS[0], "system": "",
             "incognito": False, "params": STUDIO_ARGS[3:9]}
     ended: list = []

@@ -25,9 +25,10 @@ js step, ``assets/studio.js``) first posts the message here::
 
 The page draws the question and the first words itself as they come. Its Gradio send event
 follows with the ticket once the stream says ``go`` (at once for a page sending alone; when
-many send at once, after the others' first words); ``on_send`` then adopts the reply instead of sending the message
-again, and the page gets what it always got from that event: the Stop button, the queue of
-messages sent meanwhile, the sidebar, the finished message rendered by Gradio.
+many send at once, after the others' first words); ``on_send`` then adopts the reply
+instead of sending the message again, and the page gets what it always got from that
+event: the Stop button, the queue of messages sent meanwhile, the sidebar, the finished
+message rendered by Gradio.
 
 Only the plain case is quick: a page the caller opened, with no reply of its own streaming
 and no event of its own still to change which chat it shows (a new chat clicked just
