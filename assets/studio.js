@@ -302,6 +302,11 @@
       });
     });
   };
+  // The send event failed (its turn could not be written: ui/chat_quick.py): the turn
+  // drawn for it goes; the message goes back into the box (chat.py GIVE_BACK_MESSAGE_JS).
+  window.studioQuickFailed = () => {
+    if (live && live.quick && live.pending) endLive();
+  };
   // Opening another chat, or a new one, before Gradio showed a quick send's turn.
   document.addEventListener('click', (event) => {
     if (live && live.pending && event.target.closest('#new-chat, #conv-list label')) endLive();

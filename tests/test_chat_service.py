@@ -8,6 +8,8 @@ import errno
 import json
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +200,45 @@ def test_chat_send_with_a_picture_on_a_full_disk_is_the_disk_sentence_and_writes
     assert database(store) == before
     assert not [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]  # no half copy
     assert len(fake_ollama.requests_to("/api/chat")) == (1 if earlier else 0)
+
+
+def test_chat_send_asks_the_model_while_its_turn_is_written(chat, store, fake_ollama):
+    """The model's request goes out before the turn is written (here another writer holds
+    the store meanwhile), under the chat id the turn then gets; the reply, over before its
+    turn was written, is stored once it is."""
+    fake_ollama.queue_reply("Hello there")
+    heard, result = [], []
+    with store._write_lock:  # another writer, for as long as this block
+        sender = threading.Thread(target=lambda: result.append(
+            chat.send(None, "hi", model=LOCAL, user="owner", on_started=heard.append)))
+        sender.start()
+        deadline = time.monotonic() + 10
+        while not fake_ollama.requests_to("/api/chat") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake_ollama.requests_to("/api/chat") and sender.is_alive()
+        assert heard and store.get_conversation(heard[0].chat_id) is None
+    sender.join(10)
+    started = result[0]
+    assert (started.chat_id, started.reply) == (heard[0].chat_id, heard[0].reply)
+    assert done(started).status == "complete"
+    assert [(m.role, m.content) for m in store.messages(started.chat_id)] == [
+        ("user", "hi"), ("assistant", "Hello there")]
+
+
+def test_chat_send_whose_turn_cannot_be_written_abandons_its_reply(chat, store, fake_ollama,
+                                                                   monkeypatch):
+    """The reply already asked for stops with the disk's sentence and is stored nowhere;
+    the send raises it (the page keeps the message)."""
+    fake_ollama.queue_reply(make_tokens(50), delay=0.02)
+    heard = []
+    full_disk_for_replies(store, monkeypatch)
+    with pytest.raises(StorageFailed) as failure:
+        chat.send(None, "hi", model=LOCAL, user="owner", on_started=heard.append)
+    reply = heard[0].reply
+    assert reply.settled.wait(10)
+    snap = reply.snapshot()
+    assert snap.status == "error" and snap.error == str(failure.value)
+    assert database(store) == []
 
 
 @pytest.mark.parametrize("verb", ["retry", "edit"])

@@ -308,3 +308,53 @@ def test_quick_send_holds_its_pages_event_back_for_anothers_first_words(signed):
     # words are still to come.
     assert b[0] == "started" and b.count("go") == 1 and b[-1] == "done", b
     assert b.index("go") > b.index("message"), b
+
+
+def test_quick_send_streams_while_its_turn_waits_to_be_written(signed):
+    """The model is asked, and its words streamed, while the turn still waits for the
+    store (another writer holds it here); the page's send event shows the turn once it is
+    written, stored once."""
+    ann = sign_in(signed.url, "ann")
+    page = open_page(signed, ann)
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(5)
+    signed.ollama.queue_reply(tokens, delay=0.01)
+    with signed.services.store._write_lock:  # another writer, for as long as this block
+        started, events = quick(ann, page, f"waiting {marker}")
+        assert "".join(d["text"] for name, d in events if name == "message") == "".join(tokens)
+        assert stored_user_messages(signed, marker) == []
+    final = send_event(signed, ann, page, f"waiting {marker}", started["ticket"])
+    assert final["success"], final
+    assert marker in chatbot_text(final) and tokens[-1].strip() in chatbot_text(final)
+    assert len(stored_user_messages(signed, marker)) == 1
+    stored = signed.services.store.messages(started["chat"])
+    assert [(m.role, m.status) for m in stored] == [("user", "complete"),
+                                                     ("assistant", "complete")]
+    assert stored[-1].content == "".join(tokens)
+    ann.close()
+
+
+def test_quick_send_whose_turn_cannot_be_written_fails_its_send_event(signed, monkeypatch):
+    """A turn the store refuses (a full disk) after the answer began: the stream ends with
+    the disk's sentence, and the page's send event fails with it (so the page gives the
+    message back: tests/test_browser_chat.py), and the page can send again."""
+    from tests.test_chat_service import full_disk_for_replies
+
+    ann = sign_in(signed.url, "ann")
+    page = open_page(signed, ann)
+    marker = uuid.uuid4().hex[:8]
+    signed.ollama.queue_reply(make_tokens(40), delay=0.02)
+    with monkeypatch.context() as m:
+        full_disk_for_replies(signed.services.store, m)
+        started, events = quick(ann, page, f"full {marker}")
+        final = send_event(signed, ann, page, f"full {marker}", started["ticket"])
+    assert started["ticket"] and events[-1][0] == "done"
+    assert not final["success"] and "disk" in json.dumps(final["output"]), final
+    assert stored_user_messages(signed, marker) == []
+    # Nothing of it holds the page: the next message goes, and is stored.
+    signed.ollama.queue_reply(make_tokens(3), delay=0.01)
+    again, _ = quick(ann, page, f"again {marker}")
+    assert again.get("ticket") and again.get("chat") != started["chat"]
+    assert send_event(signed, ann, page, f"again {marker}", again["ticket"])["success"]
+    assert len(stored_user_messages(signed, marker)) == 1
+    ann.close()

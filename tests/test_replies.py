@@ -269,3 +269,42 @@ def test_replies_only_the_newest_finished_replies_are_kept_in_memory():
     assert live.settled.wait(5)
     kept = [r for r in replies if manager.get(r.reply_id) is not None]
     assert kept == replies[-5:]  # the newest finished ones, which a page may still ask for
+
+
+def test_replies_an_unplaced_reply_streams_now_and_is_stored_once_placed():
+    """A reply asked for before its turn is written: its text reaches followers at once, but
+    it is stored, and its on_finish runs, only once ``place`` says where it goes, even when
+    it ended before."""
+    store = RecordingStore()
+    finished = []
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDelta("b"), ChatDone("ollama", "m")),
+                           store)
+    reply = manager.start("ollama:m", [], ChatOptions(), on_finish=finished.append,
+                          unplaced=True)
+    snaps = list(manager.follow(reply, interval=0))
+    assert snaps[-1].done and snaps[-1].text == "ab"
+    assert not reply.settled.wait(0.3)
+    assert store.updates == [] and finished == []
+    manager.place(reply, conversation_id="c1", message_id=7)
+    assert reply.settled.wait(5)
+    assert store.updates[-1][0] == 7 and store.updates[-1][1]["content"] == "ab"
+    assert finished and finished[0].message_id == 7 and finished[0].conversation_id == "c1"
+
+
+def test_replies_an_abandoned_reply_stops_and_is_stored_nowhere():
+    """Its turn could not be written: the reply stops (its stream is closed), ends with the
+    reason, and nothing is stored or finished."""
+    store = RecordingStore()
+    gate, closed = threading.Event(), threading.Event()
+    finished = []
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDelta("b"), ChatDone("ollama", "m"),
+                                    gate=gate, after=1, closed=closed), store)
+    reply = manager.start("ollama:m", [], ChatOptions(), on_finish=finished.append,
+                          unplaced=True)
+    assert reply.wait_until(lambda: reply.text_parts, 5)
+    manager.abandon(reply, "The disk is full.")
+    gate.set()
+    assert reply.settled.wait(5) and closed.wait(5)
+    snap = reply.snapshot()
+    assert (snap.status, snap.error, snap.text) == ("error", "The disk is full.", "a")
+    assert store.updates == [] and finished == []

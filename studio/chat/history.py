@@ -13,6 +13,7 @@ message either way. No gradio imports here.
 from __future__ import annotations
 
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -118,6 +119,12 @@ class History(ABC):
         turns; False when there is no other version to show."""
         return False
 
+    @property
+    def future_chat_id(self) -> str:
+        """``chat_id`` as it is once the next turn is written (a new chat's id, chosen
+        before it is stored)."""
+        return self.chat_id or ""
+
     def settle(self, seq: int, snap: "ReplySnapshot") -> None:
         """A reply into turn ``seq`` ended. Stored replies are written by the reply itself
         (``ReplyManager``), so only a history of its own needs to keep ``snap``."""
@@ -138,10 +145,15 @@ class StoredHistory(History):
         self.conversation_id = conversation.id if conversation is not None else None
         self.user = user
         self._fresh: set | None = None  # inside writing(): what it created (chat, message ids)
+        self._new_id = uuid.uuid4().hex  # the conversation's id if ``begin`` creates it
 
     @property
     def chat_id(self) -> str | None:  # type: ignore[override]
         return self.conversation_id
+
+    @property
+    def future_chat_id(self) -> str:
+        return self.conversation_id or self._new_id
 
     def turns(self, first: int | None = None, last: int | None = None) -> list[Turn]:
         if self.conversation_id is None:
@@ -185,7 +197,8 @@ class StoredHistory(History):
     def begin(self, *, title: str, model: ModelId, system_prompt: str) -> None:
         if self.conversation_id is None:
             conv = self._store.create_conversation(title, model=model.name, backend=model.backend,
-                                                   system_prompt=system_prompt, user=self.user)
+                                                   system_prompt=system_prompt, user=self.user,
+                                                   conv_id=self._new_id)
             self.conversation_id = conv.id
             if self._fresh is not None:
                 self._fresh.add(conv.id)

@@ -41,6 +41,10 @@ STOPPED_BY_USER = "Stopped by you before the reply finished."
 # token shows when it lands.
 START_GAP_S = 0.04
 RAMP_S = 1.0
+# The longest a reply's thread waits, once the reply ended, for the turn it goes into to be
+# written (``ReplyManager.start(unplaced=True)``): a write waits at most the store's busy
+# timeout, so this is only a guard against a caller that never said.
+PLACE_MOST_S = 60.0
 
 
 def update_gap(streaming_s: float, interval: float) -> float:
@@ -119,6 +123,12 @@ class LiveReply(Live):
     # Set when the reply ends (``finished``): a follower waiting out its gap wakes for the
     # end only, not for every token (a wake per token is CPU for nothing).
     ended: threading.Event = field(default_factory=threading.Event)
+    # Set once the reply's place in the store is known (``ReplyManager.place``), or that it
+    # has none (``abandon``): a reply may start before its turn is written, and nothing of
+    # it is stored, accounted or finished before then. Set from the start unless ``start``
+    # was told otherwise.
+    placed: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False  # its turn could not be written: it is stored nowhere
     # Joined text cached per version, so followers don't re-join a 5,000-part list each time.
     _joined: tuple[int, str, str] = (-1, "", "")
 
@@ -170,15 +180,22 @@ class ReplyManager:
               conversation_id: str | None = None, message_id: int | None = None,
               user: str = "owner", via: str = "", exact: bool = False,
               on_progress: Callable[[ReplySnapshot], None] | None = None,
-              on_finish: Callable[[ReplySnapshot], None] | None = None) -> LiveReply:
+              on_finish: Callable[[ReplySnapshot], None] | None = None,
+              unplaced: bool = False) -> LiveReply:
         """Start generating; returns at once. With ``message_id`` the reply is stored there.
         ``via`` says how the request came in (kept with its usage); ``exact`` asks for that
         model only, no fallback (``ChatStreams.open``).
+
+        ``unplaced``: the reply's turn is still being written. The model's request goes out
+        now and its text streams to followers, but nothing is stored, accounted or
+        finished until ``place`` says where it goes, or ``abandon`` that it goes nowhere.
 
         ``on_progress`` gets a snapshot as often as a stored reply is flushed (``flush_every``),
         for callers that keep the text elsewhere (the arena), so a restart loses little."""
         reply = LiveReply(reply_id=uuid.uuid4().hex, conversation_id=conversation_id,
                           message_id=message_id, model_id=model_id, via=via)
+        if not unplaced:
+            reply.placed.set()
         self._replies.add(reply.reply_id, reply)
         thread = threading.Thread(target=self._run,
                                   args=(reply, list(messages), options, user, on_progress,
@@ -186,6 +203,27 @@ class ReplyManager:
                                   name=f"reply-{reply.reply_id[:8]}", daemon=True)
         thread.start()
         return reply
+
+    def place(self, reply: LiveReply, *, conversation_id: str | None,
+              message_id: int | None) -> None:
+        """An ``unplaced`` reply's turn is written: its text goes into ``message_id``."""
+        with reply.cond:
+            reply.conversation_id, reply.message_id = conversation_id, message_id
+        reply.placed.set()
+
+    def abandon(self, reply: LiveReply, error: str) -> None:
+        """An ``unplaced`` reply's turn could not be written: the reply stops, with
+        ``error`` as its end, and is stored nowhere; its ``on_finish`` is not called (the
+        caller undoes what it booked)."""
+        with reply.cond:
+            reply.abandoned = True
+            reply.cancel.set()
+            if reply.status == "streaming":
+                reply.status, reply.error = "error", error
+                reply.finished = time.monotonic()
+                _keep_figures_so_far(reply)
+            reply.notify()
+        reply.placed.set()
 
     def get(self, reply_id: str) -> LiveReply | None:
         return self._replies.get(reply_id)
@@ -347,13 +385,16 @@ class ReplyManager:
                     close()  # closes the HTTP stream so the backend stops generating
                 except Exception:  # noqa: BLE001
                     log.debug("closing stream failed", exc_info=True)
+            if not reply.placed.wait(PLACE_MOST_S):  # a caller that never said: a bug
+                log.error("reply %s was never placed; it is not stored", reply.reply_id)
+                self.abandon(reply, "The studio could not save this reply.")
             self._persist(reply, final=True)
             if self._on_settled is not None:
                 try:
                     self._on_settled(reply.snapshot(), user)
                 except Exception:  # noqa: BLE001 - accounting must never break a reply
                     log.exception("accounting hook failed for reply %s", reply.reply_id)
-            if on_finish is not None:
+            if on_finish is not None and not reply.abandoned:
                 try:
                     on_finish(reply.snapshot())
                 except Exception:  # noqa: BLE001
@@ -376,7 +417,9 @@ class ReplyManager:
             reply.notify()
 
     def _persist(self, reply: LiveReply, *, final: bool) -> None:
-        if self._store is None or reply.message_id is None:
+        # Not placed yet: the reply's own thread stores it once it is (``_run``).
+        if (self._store is None or not reply.placed.is_set() or reply.abandoned
+                or reply.message_id is None):
             return
         snap = reply.snapshot()
         if not final and snap.done:

@@ -177,13 +177,17 @@ class ChatService:
     @_counted
     def send(self, chat_id: str | None, text: str, files: Sequence[str | Path] = (), *,
              model: str, system_prompt: str = "", options: ChatOptions | None = None,
-             user: str, incognito: bool = False) -> Started:
+             user: str, incognito: bool = False,
+             on_started: Callable[[Started], None] | None = None) -> Started:
         """Send a message (with image files) in ``chat_id``, or in a new chat when None
         (incognito: kept in memory only), and start the reply.
 
         Raises ``InvalidInput`` (empty or too long a message, no or an unknown model, a file
         that isn't an image, an image for a text-only model, a reply still being written),
-        ``BudgetExceeded`` and ``NotFound``, all before anything is written.
+        ``BudgetExceeded`` and ``NotFound``, all before anything is written; and
+        ``StorageFailed`` when the turn could not be written (the reply, already asked
+        for, is then abandoned: ``_start``). ``on_started``: told the moment the reply is
+        asked for, before the turn is written (the page's quick send streams from then).
         """
         # A lone surrogate (an emoji split by a client) reads the same stored or incognito.
         text = storable_text(text or "")
@@ -198,16 +202,22 @@ class ChatService:
         messages = backend_messages(system_prompt, [*past, pending], read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         created = history.stored and history.conversation_id is None
+        def write() -> Turn:
+            history.begin(title=title_from(text), model=model_id,
+                          system_prompt=system_prompt or "")
+            self._keep(history)
+            asked = history.add_user(text, saved, after=past[-1] if past else None)
+            return history.add_placeholder(model_id, after=asked)
+
         with self._admitted(user) as release:
-            with history.writing():
-                history.begin(title=title_from(text), model=model_id,
-                              system_prompt=system_prompt or "")
-                saved = self._save_uploads(history.chat_id, files)
-                self._keep(history)
-                asked = history.add_user(text, saved, after=past[-1] if past else None)
-                placeholder = history.add_placeholder(model_id, after=asked)
-            return self._start(history, placeholder, model_id, messages, options, user, created,
-                               release, question=text)
+            # Pictures first: one that can't be saved (a full disk) never reaches the model.
+            saved = self._save_uploads(history.future_chat_id, files)
+            try:
+                return self._start(history, write, model_id, messages, options, user,
+                                   created, release, question=text, on_started=on_started)
+            except BaseException:
+                self._drop_uploads(history.future_chat_id, saved)
+                raise
 
     @_counted
     def check(self, text: str, files: Sequence[str | Path] = (), *, model: str) -> None:
@@ -249,13 +259,13 @@ class ChatService:
         kept = [t for t in past if t.seq <= question.seq]
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
+        def write() -> Turn:
+            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+            return (history.add_placeholder(model_id, version_of=answer) if answer is not None
+                    else history.add_placeholder(model_id, after=question))
+
         with self._admitted(user) as release:
-            with history.writing():
-                history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                placeholder = (history.add_placeholder(model_id, version_of=answer)
-                               if answer is not None
-                               else history.add_placeholder(model_id, after=question))
-            return self._start(history, placeholder, model_id, messages, options, user, False,
+            return self._start(history, write, model_id, messages, options, user, False,
                                release)
 
     @_counted
@@ -280,12 +290,13 @@ class ChatService:
         messages = backend_messages(system_prompt, [*(t for t in past if t.seq < seq), edited],
                                     read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
+        def write() -> Turn:
+            history.begin(title="", model=model_id, system_prompt=system_prompt or "")
+            asked = history.add_user(text, target.images, version_of=target)
+            return history.add_placeholder(model_id, after=asked)
+
         with self._admitted(user) as release:
-            with history.writing():
-                history.begin(title="", model=model_id, system_prompt=system_prompt or "")
-                asked = history.add_user(text, target.images, version_of=target)
-                placeholder = history.add_placeholder(model_id, after=asked)
-            return self._start(history, placeholder, model_id, messages, options, user, False,
+            return self._start(history, write, model_id, messages, options, user, False,
                                release)
 
     def show_version(self, chat_id: str | None, seq: int, step: int, *, user: str,
@@ -670,25 +681,53 @@ class ChatService:
             release()
             raise
 
-    def _start(self, history: History, placeholder: Turn, model_id: ModelId,
+    def _start(self, history: History, write: Callable[[], Turn], model_id: ModelId,
                messages: list[ChatMessage], options: ChatOptions | None, user: str,
-               created: bool, release: Callable[[], None], *, question: str = "") -> Started:
-        """Start the reply into ``placeholder``, written with the turn (``History.writing``).
+               created: bool, release: Callable[[], None], *, question: str = "",
+               on_started: Callable[[Started], None] | None = None) -> Started:
+        """Ask for the reply, then write the turn (``write``, in ``History.writing``: the
+        placeholder the reply goes into). The model reads the prompt while the turn is
+        stored: with twenty messages sent at once, each waited for the turns written before
+        its own (~6 ms each) before its model was even asked (issue 16, item 3). The reply
+        is stored, accounted and finished only once its place is known; when the write
+        fails it is abandoned (stopped, stored nowhere) and the failure raised.
         A stored chat's first reply, once complete, has the chat titled (``TitleWriter``)."""
-        def finished(snap: ReplySnapshot) -> None:
+        placed: list[Turn] = []
+
+        def finished(snap: ReplySnapshot) -> None:  # after ``place``: ``placed`` is set
             release()
-            history.settle(placeholder.seq, snap)
+            history.settle(placed[0].seq, snap)
             if created and self._titles is not None:
                 self._titles.after_first_reply(history.conversation_id, question, snap,
                                                user=user)
 
         reply = self._replies.start(str(model_id), messages, options or ChatOptions(),
-                                    conversation_id=history.conversation_id,
-                                    message_id=placeholder.message_id, user=user,
-                                    on_finish=finished)
+                                    conversation_id=history.conversation_id, user=user,
+                                    on_finish=finished, unplaced=True)
         if not history.stored:
             history.reply_id = reply.reply_id
+        try:
+            if on_started is not None:
+                on_started(Started(chat_id=history.future_chat_id, reply=reply,
+                                   created=created))
+            with history.writing():
+                placed.append(write())
+        except BaseException as exc:
+            self._replies.abandon(reply, str(exc) if isinstance(exc, StudioError) else
+                                  f"The studio could not save this turn ({type(exc).__name__}).")
+            raise
+        self._replies.place(reply, conversation_id=history.conversation_id,
+                            message_id=placed[0].message_id)
         return Started(chat_id=history.chat_id, reply=reply, created=created)
+
+    def _drop_uploads(self, chat_id: str, saved: Sequence[str]) -> None:
+        """A turn's pictures, saved before its write failed: gone again, with the chat's
+        folder when nothing else is in it."""
+        for copy in saved:
+            Path(copy).unlink(missing_ok=True)
+        if saved:
+            with contextlib.suppress(OSError):
+                (self._uploads_dir / chat_id).rmdir()
 
     def _save_uploads(self, chat_id: str, paths: Sequence[str]) -> tuple[str, ...]:
         """Copy a message's attachments into ``uploads/<chat id>/``; their new paths.

@@ -423,13 +423,15 @@ class Store:
 
     def create_conversation(self, title: str = "New chat", *, model: str = "",
                             backend: str = "", system_prompt: str = "",
-                            params: dict | None = None, user: str = "owner") -> Conversation:
-        """Insert a conversation with a new uuid4-hex id and return it.
+                            params: dict | None = None, user: str = "owner",
+                            conv_id: str | None = None) -> Conversation:
+        """Insert a conversation with a new uuid4-hex id (or ``conv_id``, one the caller
+        drew the same way) and return it.
 
         Raises ``InvalidInput`` if ``title`` is blank.
         """
         row = {
-            "id": uuid.uuid4().hex,
+            "id": conv_id or uuid.uuid4().hex,
             "title": _clean_title(title),
             "user": user,
             "model": model,

@@ -25,6 +25,7 @@ TAKE_MESSAGE_JS = """(text, files) => {
   return [text, files, "", null];
 }"""
 GIVE_BACK_MESSAGE_JS = """(text, files, now, attached) => {
+  if (window.studioQuickFailed) window.studioQuickFailed();
   const none = !attached || (Array.isArray(attached) && !attached.length);
   return !(now || "").length && none ? [text, files] : [now, attached];
 }"""

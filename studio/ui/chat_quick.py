@@ -36,6 +36,13 @@ before), a text without pictures, the incognito switch as the page's chat has it
 service accepts. Anything else gets no ticket and goes the usual way, where a refusal is
 said as before (and nothing is sent twice); a busy page's message is queued there.
 
+The answer streams from the moment the model is asked, while the turn is still being
+written (``ChatService.send``'s ``on_started``): twenty turns written one after another
+took ~130 ms, and each first word waited for them. The page's send event, when it comes,
+waits for its turn's write (``take``); a turn that could not be written (a full disk) ends
+the stream with that sentence, and the send event fails with it, so the page puts the
+message back into the box.
+
 Who may: the front door lets no one in without a session, and the ``page`` must be one the
 caller opened (``note``): a session hash alone, guessed or seen, starts nothing in anyone
 else's page. The service then checks as for every send that the chat is the caller's, the
@@ -44,12 +51,13 @@ limits and the budget.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from anyio.to_thread import run_sync
 from starlette.requests import Request
@@ -58,7 +66,7 @@ from starlette.routing import Route
 
 from ..chat.replies import LiveReply
 from ..chat.service import Started
-from ..errors import StudioError
+from ..errors import StorageFailed, StudioError
 from .chat_queue import CLOSED
 from .chat_values import collect_options
 
@@ -66,12 +74,16 @@ log = logging.getLogger(__name__)
 
 PATH = "/studio/send"
 NO_TICKET = {"ticket": ""}
+NOT_WRITTEN = "The studio could not save this message."
 # A started reply whose Gradio event never came to adopt it (the page closed between the
 # two, or its event failed): the page is freed for its next message once the reply ended
 # and this long went by, or after ``UNCLAIMED_MOST_S`` whatever the reply does.
 UNCLAIMED_DONE_S = 60.0
 UNCLAIMED_MOST_S = 600.0
 THINK_MODES = ("auto", "on", "off")
+# The most the page's send event waits for its turn to be written (``Ticket.written``): a
+# write waits at most the store's busy timeout (5 s) for another writer.
+WRITTEN_MOST_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,9 @@ class Ticket:
     view: tuple[str, str] | None  # the page's ``PageViews`` claim
     started: Started
     at: float
+    # Set once the turn is written, or failed to be (``failed`` then holds why).
+    written: threading.Event = field(default_factory=threading.Event)
+    failed: list = field(default_factory=list)
 
 
 class QuickSends:
@@ -96,6 +111,7 @@ class QuickSends:
         self._tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
         self._limit = limit
+        self._writing: set[asyncio.Future] = set()  # quick sends answered before their write
 
     def bind(self, session_state) -> None:
         """The page's chat session (a ``gr.State``) is read from Gradio's state by its id."""
@@ -133,7 +149,7 @@ class QuickSends:
         # sending their Gradio events (``live.FirstWords``).
         gate = live.firsts.enter()
         try:
-            answer, reply = await run_sync(lambda: self.start(body, user, holder))
+            answer, reply = await self._started(body, user, holder)
             # Too many streams open (``live.MOST_PER_USER``): the ticket alone; the page
             # then shows the reply through Gradio's updates.
             stream = reply is not None and live.respond(reply, user, answer, gate)
@@ -145,12 +161,40 @@ class QuickSends:
         live.firsts.leave(gate)
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
+    async def _started(self, body: dict, user: str, holder) -> tuple[dict, LiveReply | None]:
+        """``start`` on a worker thread; its answer as soon as the reply is asked for,
+        while the thread goes on writing the turn."""
+        loop = asyncio.get_running_loop()
+        early: asyncio.Future = loop.create_future()
+
+        def answered(answer: dict, reply: LiveReply) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(
+                lambda: early.done() or early.set_result((answer, reply)))
+
+        work = asyncio.ensure_future(run_sync(lambda: self.start(body, user, holder,
+                                                                 answered)))
+        await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)
+        if not early.done():
+            early.cancel()
+            return work.result()
+        if not work.done():  # still writing: kept until done, its failure logged
+            self._writing.add(work)
+            work.add_done_callback(self._written)
+        return early.result()
+
+    def _written(self, work: asyncio.Future) -> None:
+        self._writing.discard(work)
+        if not work.cancelled() and work.exception() is not None:
+            log.error("quick send failed after its answer", exc_info=work.exception())
+
     # -- starting and adopting ----------------------------------------------------------
 
-    def start(self, body: dict, user: str, holder) -> tuple[dict, LiveReply | None]:
+    def start(self, body: dict, user: str, holder, answered=None
+              ) -> tuple[dict, LiveReply | None]:
         """Start the reply of ``body``'s message for ``user`` if it is the plain case:
         (its ticket, chat and reply ids, the reply); ``({"ticket": ""}, None)`` otherwise
-        (the page's Gradio event then sends it)."""
+        (the page's Gradio event then sends it). ``answered(answer, reply)`` is told the
+        same the moment the reply is asked for, before the turn is written."""
         self.sweep()
         page, text = body.get("page"), body.get("text")
         if not (isinstance(page, str) and isinstance(text, str) and text.strip()):
@@ -169,23 +213,39 @@ class QuickSends:
         token = uuid.uuid4().hex
         if not chat.queues.claim(page, token):
             return NO_TICKET, None  # a reply of this page streams: the usual way queues it
+        ticket = uuid.uuid4().hex
+        given: list[Ticket] = []
+
+        def on_started(started: Started) -> None:
+            given.append(Ticket(page, user, token, view, started, time.monotonic()))
+            with self._lock:
+                self._tickets[ticket] = given[0]
+            if answered is not None:
+                answered(self._answer(ticket, started), started.reply)
+
         try:
             view = chat.views.claim_page(page)
             started = chat.chat.send(sess.get("chat_id"), text, (), model=model,
                                      system_prompt=system, options=options, user=user,
-                                     incognito=bool(sess.get("incognito")))
-        except StudioError:
-            chat.queues.ended(page, token, completed=False)
-            return NO_TICKET, None  # the usual way says why
-        except Exception:  # noqa: BLE001 - the usual way reports it to the page
-            log.exception("quick send failed; the page sends the usual way")
-            chat.queues.ended(page, token, completed=False)
-            return NO_TICKET, None
-        ticket = uuid.uuid4().hex
-        with self._lock:
-            self._tickets[ticket] = Ticket(page, user, token, view, started, time.monotonic())
-        return ({"ticket": ticket, "chat": started.chat_id, "reply": started.reply.reply_id},
-                started.reply)
+                                     incognito=bool(sess.get("incognito")),
+                                     on_started=on_started)
+        except Exception as exc:  # noqa: BLE001 - said by the usual way, or by the ticket
+            if not isinstance(exc, StudioError):
+                log.exception("quick send failed")
+            if not given:  # nothing began: the usual way sends it, and says why it can't
+                chat.queues.ended(page, token, completed=False)
+                return NO_TICKET, None
+            # Answered, but its turn could not be written: the reply was abandoned (its
+            # stream ends with why); the page's send event fails with it (``take``).
+            given[0].failed.append(exc)
+            given[0].written.set()
+            return self._answer(ticket, given[0].started), given[0].started.reply
+        given[0].written.set()
+        return self._answer(ticket, started), started.reply
+
+    @staticmethod
+    def _answer(ticket: str, started: Started) -> dict:
+        return {"ticket": ticket, "chat": started.chat_id, "reply": started.reply.reply_id}
 
     def behind(self, blocks, page: str) -> bool:
         """Whether an event the page sent before this message is still running or waiting
@@ -204,14 +264,24 @@ class QuickSends:
         return False
 
     def take(self, ticket: str, page: str | None, user: str) -> Ticket | None:
-        """The send event of ``page`` adopts its reply; None for a ticket that isn't this
-        page's and caller's, or was given up (``sweep``)."""
+        """The send event of ``page`` adopts its reply, once its turn is written; None for
+        a ticket that isn't this page's and caller's, or was given up (``sweep``). Raises
+        what kept the turn from being written (the page is free again)."""
         self.sweep()
         with self._lock:
             found = self._tickets.get(ticket)
             if found is None or found.page != page or found.user != user:
                 return None
-            return self._tickets.pop(ticket)
+            found = self._tickets.pop(ticket)
+        if not found.written.wait(WRITTEN_MOST_S):
+            log.error("a quick send's turn was not written in %s s", WRITTEN_MOST_S)
+            found.failed.append(None)
+        if found.failed:
+            self.page.queues.ended(found.page, found.token, completed=False)
+            error = found.failed[0]
+            raise error if isinstance(error, StudioError) else StorageFailed(
+                NOT_WRITTEN, hint="Send it again; the studio's log says what went wrong.")
+        return found
 
     def sweep(self) -> None:
         """Give up the tickets no send event came for: free their pages."""
