@@ -26,7 +26,7 @@ from ..api.openai import OpenAIApi
 from ..ops.health import HealthApi
 from ..ops.metrics import MetricsApi
 from ..ops.status import status_html
-from .assets import AssetCache
+from .assets import AssetCache, PageCache
 from .common import OWNER, model_picker, tab_opened, ui_errors
 from .guard import origin_of, secure_functions
 from .lazy import LazyTab
@@ -264,7 +264,8 @@ def launch_kwargs(services) -> dict:
                 allowed_paths=[str(data / name) for name in ("outputs", "uploads", "exports")],
                 blocked_paths=[str(s.db_path), f"{s.db_path}-wal", f"{s.db_path}-shm"],
                 auth_dependency=lambda request: request.scope.get("state", {}).get("studio_user"),
-                app_kwargs={"middleware": [gate, Middleware(AssetCache)], "routes": [
+                app_kwargs={"middleware": [gate, Middleware(AssetCache), Middleware(PageCache)],
+                            "routes": [
                     *live.routes(), *chat_quick.routes(live),
                     *OpenAIApi(services.chat, services.models, services.keys).routes(),
                     *ImagesApi(services.images, services.keys, data,
