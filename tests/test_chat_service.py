@@ -241,6 +241,23 @@ def test_chat_send_whose_turn_cannot_be_written_abandons_its_reply(chat, store, 
     assert database(store) == []
 
 
+def test_chat_an_abandoned_reply_frees_its_reply_slot(chat, store, fake_ollama, monkeypatch):
+    """One reply at a time (STUDIO_LIMIT_CONCURRENT_REPLIES=1): a send whose turn could not
+    be written leaves the slot free for the next message."""
+    from studio.access.limits import Limits
+
+    chat._limits = Limits(concurrent_replies=1)
+    fake_ollama.queue_reply(make_tokens(20), delay=0.02)
+    heard = []
+    with monkeypatch.context() as m:
+        full_disk_for_replies(store, m)
+        with pytest.raises(StorageFailed):
+            chat.send(None, "hi", model=LOCAL, user="owner", on_started=heard.append)
+    assert heard[0].reply.settled.wait(10)
+    fake_ollama.queue_reply("fine")
+    assert done(chat.send(None, "again", model=LOCAL, user="owner")).text == "fine"
+
+
 @pytest.mark.parametrize("verb", ["retry", "edit"])
 def test_chat_retry_and_edit_on_a_full_disk_keep_the_old_turns(chat, store, fake_ollama,
                                                                monkeypatch, verb):

@@ -293,7 +293,7 @@ def test_replies_an_unplaced_reply_streams_now_and_is_stored_once_placed():
 
 def test_replies_an_abandoned_reply_stops_and_is_stored_nowhere():
     """Its turn could not be written: the reply stops (its stream is closed), ends with the
-    reason, and nothing is stored or finished."""
+    reason, and nothing is stored; its on_finish still runs (what it booked is freed)."""
     store = RecordingStore()
     gate, closed = threading.Event(), threading.Event()
     finished = []
@@ -307,4 +307,4 @@ def test_replies_an_abandoned_reply_stops_and_is_stored_nowhere():
     assert reply.settled.wait(5) and closed.wait(5)
     snap = reply.snapshot()
     assert (snap.status, snap.error, snap.text) == ("error", "The disk is full.", "a")
-    assert store.updates == [] and finished == []
+    assert store.updates == [] and [s.status for s in finished] == ["error"]

@@ -213,8 +213,8 @@ class ReplyManager:
 
     def abandon(self, reply: LiveReply, error: str) -> None:
         """An ``unplaced`` reply's turn could not be written: the reply stops, with
-        ``error`` as its end, and is stored nowhere; its ``on_finish`` is not called (the
-        caller undoes what it booked)."""
+        ``error`` as its end, and is stored nowhere. It is accounted and its ``on_finish``
+        called as for any reply (``reply.abandoned`` says it went nowhere)."""
         with reply.cond:
             reply.abandoned = True
             reply.cancel.set()
@@ -394,7 +394,7 @@ class ReplyManager:
                     self._on_settled(reply.snapshot(), user)
                 except Exception:  # noqa: BLE001 - accounting must never break a reply
                     log.exception("accounting hook failed for reply %s", reply.reply_id)
-            if on_finish is not None and not reply.abandoned:
+            if on_finish is not None:
                 try:
                     on_finish(reply.snapshot())
                 except Exception:  # noqa: BLE001

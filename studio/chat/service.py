@@ -202,6 +202,7 @@ class ChatService:
         messages = backend_messages(system_prompt, [*past, pending], read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
         created = history.stored and history.conversation_id is None
+
         def write() -> Turn:
             history.begin(title=title_from(text), model=model_id,
                           system_prompt=system_prompt or "")
@@ -259,6 +260,7 @@ class ChatService:
         kept = [t for t in past if t.seq <= question.seq]
         messages = backend_messages(system_prompt, kept, read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
+
         def write() -> Turn:
             history.begin(title="", model=model_id, system_prompt=system_prompt or "")
             return (history.add_placeholder(model_id, version_of=answer) if answer is not None
@@ -290,6 +292,7 @@ class ChatService:
         messages = backend_messages(system_prompt, [*(t for t in past if t.seq < seq), edited],
                                     read_image=_read)
         self._router.admit(model_id, messages, options, user=user)
+
         def write() -> Turn:
             history.begin(title="", model=model_id, system_prompt=system_prompt or "")
             asked = history.add_user(text, target.images, version_of=target)
@@ -694,8 +697,10 @@ class ChatService:
         A stored chat's first reply, once complete, has the chat titled (``TitleWriter``)."""
         placed: list[Turn] = []
 
-        def finished(snap: ReplySnapshot) -> None:  # after ``place``: ``placed`` is set
+        def finished(snap: ReplySnapshot) -> None:  # after ``place``, or ``abandon``
             release()
+            if not placed:  # abandoned: its turn was never written
+                return
             history.settle(placed[0].seq, snap)
             if created and self._titles is not None:
                 self._titles.after_first_reply(history.conversation_id, question, snap,

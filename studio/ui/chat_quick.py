@@ -177,9 +177,9 @@ class QuickSends:
         if not early.done():
             early.cancel()
             return work.result()
-        if not work.done():  # still writing: kept until done, its failure logged
-            self._writing.add(work)
-            work.add_done_callback(self._written)
+        # Still writing (or just done): kept until done, a failure of its own logged.
+        self._writing.add(work)
+        work.add_done_callback(self._written)
         return early.result()
 
     def _written(self, work: asyncio.Future) -> None:
