@@ -110,7 +110,8 @@ class AssetCache:
 async def fetch_whole(app, scope, receive, encoding: str, cache_control: str,
                       vary: bytes) -> Kept | None:
     """The app's answer to ``scope`` asked uncompressed, compressed in ``encoding``, with
-    ``cache_control`` and ``vary``; None unless it is a plain 200 (or it sets a cookie: not for keeping)."""
+    ``cache_control`` and ``vary``; None unless it is a plain 200 that sets no cookie (an
+    answer that does is not for keeping)."""
     plain = {**scope, "method": "GET",
              "headers": [(k, v) for k, v in scope.get("headers") or []
                          if k not in (b"accept-encoding", b"if-none-match",
