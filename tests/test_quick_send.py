@@ -358,3 +358,24 @@ def test_quick_send_whose_turn_cannot_be_written_fails_its_send_event(signed, mo
     assert send_event(signed, ann, page, f"again {marker}", again["ticket"])["success"]
     assert len(stored_user_messages(signed, marker)) == 1
     ann.close()
+
+
+def test_quick_send_of_an_incognito_page_keeps_nothing(signed):
+    """A page switched to incognito sends quickly too: its reply streams and its send event
+    shows the turn, under an incognito chat's id, and nothing reaches the database."""
+    ann = sign_in(signed.url, "ann")
+    page = open_page(signed, ann)
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in signed.config["components"]}
+    switch = next(d for d in signed.config["dependencies"] if d["targets"]
+                  and d["targets"][0][1] == "input" and ids.get(d["targets"][0][0]) == "incognito")
+    assert queue_call(ann, switch["id"], [True, None], page)["success"]
+    marker = uuid.uuid4().hex[:8]
+    tokens = make_tokens(4)
+    signed.ollama.queue_reply(tokens, delay=0.01)
+    started, events = quick(ann, page, f"secret {marker}", incognito=True)
+    assert started["ticket"] and started["chat"].startswith("incognito-")
+    assert "".join(d["text"] for name, d in events if name == "message") == "".join(tokens)
+    final = send_event(signed, ann, page, f"secret {marker}", started["ticket"])
+    assert final["success"] and marker in chatbot_text(final), final
+    assert stored_user_messages(signed, marker) == []
+    ann.close()
