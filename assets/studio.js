@@ -280,6 +280,7 @@
         if (name === 'started') {
           endLive();
           mine = {key: `${data.chat}/${data.reply}`, close: () => stop.abort(), text: '',
+                  question: text,
                   content: null, overlay: null, pending: null, quick: true, done: false};
           const drawn = pendingTurn(text);
           if (drawn) Object.assign(mine, {pending: drawn.box, answer: drawn.answer,
@@ -302,10 +303,11 @@
       });
     });
   };
-  // The send event failed (its turn could not be written: ui/chat_quick.py): the turn
-  // drawn for it goes; the message goes back into the box (chat.py GIVE_BACK_MESSAGE_JS).
-  window.studioQuickFailed = () => {
-    if (live && live.quick && live.pending) endLive();
+  // A send event failed (a quick send's turn could not be written: ui/chat_quick.py): the
+  // turn drawn for that message goes, not another's; the message goes back into the box
+  // (chat.py GIVE_BACK_MESSAGE_JS).
+  window.studioQuickFailed = (text) => {
+    if (live && live.quick && live.pending && live.question === text) endLive();
   };
   // Opening another chat, or a new one, before Gradio showed a quick send's turn.
   document.addEventListener('click', (event) => {

@@ -25,7 +25,7 @@ TAKE_MESSAGE_JS = """(text, files) => {
   return [text, files, "", null];
 }"""
 GIVE_BACK_MESSAGE_JS = """(text, files, now, attached) => {
-  if (window.studioQuickFailed) window.studioQuickFailed();
+  if (window.studioQuickFailed) window.studioQuickFailed(text);
   const none = !attached || (Array.isArray(attached) && !attached.length);
   return !(now || "").length && none ? [text, files] : [now, attached];
 }"""

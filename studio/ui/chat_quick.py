@@ -40,8 +40,8 @@ The answer streams from the moment the model is asked, while the turn is still b
 written (``ChatService.send``'s ``on_started``): twenty turns written one after another
 took ~130 ms, and each first word waited for them. The page's send event, when it comes,
 waits for its turn's write (``take``); a turn that could not be written (a full disk) ends
-the stream with that sentence, and the send event fails with it, so the page puts the
-message back into the box.
+its reply and stream at once, and the send event fails with the store's sentence, so the
+page removes the turn it drew and puts the message back into the box.
 
 Who may: the front door lets no one in without a session, and the ``page`` must be one the
 caller opened (``note``): a session hash alone, guessed or seen, starts nothing in anyone
@@ -173,19 +173,14 @@ class QuickSends:
 
         work = asyncio.ensure_future(run_sync(lambda: self.start(body, user, holder,
                                                                  answered)))
+        # Kept until done, even when this request is cancelled while it writes.
+        self._writing.add(work)
+        work.add_done_callback(self._writing.discard)
         await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)
         if not early.done():
             early.cancel()
             return work.result()
-        # Still writing (or just done): kept until done, a failure of its own logged.
-        self._writing.add(work)
-        work.add_done_callback(self._written)
         return early.result()
-
-    def _written(self, work: asyncio.Future) -> None:
-        self._writing.discard(work)
-        if not work.cancelled() and work.exception() is not None:
-            log.error("quick send failed after its answer", exc_info=work.exception())
 
     # -- starting and adopting ----------------------------------------------------------
 
