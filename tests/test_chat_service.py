@@ -241,6 +241,42 @@ def test_chat_send_whose_turn_cannot_be_written_abandons_its_reply(chat, store, 
     assert database(store) == []
 
 
+def test_chat_a_turn_whose_commit_fails_after_its_whole_answer_goes_nowhere(
+        chat, store, fake_ollama, monkeypatch):
+    """A fast model may finish before the write fails (in WAL mode SQLite reports a full
+    disk at COMMIT): the answer the page saw whole is not "complete", nothing is stored,
+    and the chat that never was is not titled."""
+    import contextlib
+
+    class Titles:
+        asked: list = []
+
+        def after_first_reply(self, *args, **kwargs):
+            self.asked.append(args)
+
+    chat._titles = Titles()
+    fake_ollama.queue_reply("Hello there")
+    heard = []
+    real = store.transaction
+
+    @contextlib.contextmanager
+    def commit_fails():
+        with real():
+            yield
+            assert heard[0].reply.ended.wait(10)  # the whole answer first
+            raise storage_fault(sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(store, "transaction", commit_fails)
+    with pytest.raises(StorageFailed) as failure:
+        chat.send(None, "hi", model=LOCAL, user="owner", on_started=heard.append)
+    reply = heard[0].reply
+    assert reply.settled.wait(10)
+    snap = reply.snapshot()
+    assert snap.text == "Hello there"
+    assert (snap.status, snap.error) == ("error", str(failure.value))
+    assert database(store) == [] and Titles.asked == []
+
+
 def test_chat_an_abandoned_reply_frees_its_reply_slot(chat, store, fake_ollama, monkeypatch):
     """One reply at a time (STUDIO_LIMIT_CONCURRENT_REPLIES=1): a send whose turn could not
     be written leaves the slot free for the next message."""

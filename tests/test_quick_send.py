@@ -334,6 +334,32 @@ def test_quick_send_streams_while_its_turn_waits_to_be_written(signed):
     ann.close()
 
 
+def test_quick_send_event_waits_for_a_slow_write_and_gives_nothing_back(signed, monkeypatch):
+    """A write queued behind a long one is slow, not failed: the page's send event waits
+    past the point where the log says so, and succeeds once the turn is written (giving
+    the message back meanwhile would have it both in the box and in the chat)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(chat_quick, "WRITTEN_SLOW_S", 0.05)
+    ann = sign_in(signed.url, "ann")
+    page = open_page(signed, ann)
+    marker = uuid.uuid4().hex[:8]
+    signed.ollama.queue_reply(make_tokens(5), delay=0.01)
+    ended = []
+    with signed.services.store._write_lock:  # another writer, for as long as this block
+        started, _events = quick(ann, page, f"slow {marker}")
+        follower = threading.Thread(target=lambda: ended.append(send_event(
+            signed, ann, page, f"slow {marker}", started["ticket"])))
+        follower.start()
+        time.sleep(0.5)  # ten times WRITTEN_SLOW_S
+        assert ended == []
+    follower.join(30)
+    assert ended and ended[0]["success"], ended
+    assert len(stored_user_messages(signed, marker)) == 1
+    ann.close()
+
+
 def test_quick_send_whose_turn_cannot_be_written_fails_its_send_event(signed, monkeypatch):
     """A turn the store refuses (a full disk) after the answer began: the stream ends with
     the disk's sentence, and the page's send event fails with it (so the page gives the

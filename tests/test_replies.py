@@ -308,3 +308,34 @@ def test_replies_an_abandoned_reply_stops_and_is_stored_nowhere():
     snap = reply.snapshot()
     assert (snap.status, snap.error, snap.text) == ("error", "The disk is full.", "a")
     assert store.updates == [] and [s.status for s in finished] == ["error"]
+
+
+def test_replies_a_reply_abandoned_after_it_ended_is_an_error_stored_nowhere():
+    """The whole answer came before its turn failed to be written: it ends as an error with
+    the reason (not "complete"), and its on_finish says so."""
+    store = RecordingStore()
+    finished = []
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDone("ollama", "m")), store)
+    reply = manager.start("ollama:m", [], ChatOptions(), on_finish=finished.append,
+                          unplaced=True)
+    assert reply.ended.wait(5) and reply.snapshot().status == "complete"
+    manager.abandon(reply, "The disk is full.")
+    assert reply.settled.wait(5)
+    snap = reply.snapshot()
+    assert (snap.status, snap.error, snap.text) == ("error", "The disk is full.", "a")
+    assert store.updates == [] and [s.status for s in finished] == ["error"]
+
+
+def test_replies_an_unplaced_reply_waits_for_its_place_however_long_the_write_takes(
+        monkeypatch):
+    """A write queued behind a long one is slow, not failed: the reply's thread waits on
+    past the point where it says so, and the reply is stored once placed."""
+    monkeypatch.setattr("studio.chat.replies.PLACE_SLOW_S", 0.05)
+    store = RecordingStore()
+    manager = ReplyManager(scripted(ChatDelta("a"), ChatDone("ollama", "m")), store)
+    reply = manager.start("ollama:m", [], ChatOptions(), unplaced=True)
+    assert reply.ended.wait(5)
+    assert not reply.settled.wait(0.3)  # well past PLACE_SLOW_S: still waiting
+    manager.place(reply, conversation_id="c1", message_id=7)
+    assert reply.settled.wait(5)
+    assert reply.snapshot().status == "complete" and store.updates[-1][0] == 7

@@ -716,7 +716,8 @@ class ChatService:
                 on_started(Started(chat_id=history.future_chat_id, reply=reply,
                                    created=created))
             with history.writing():
-                placed.append(write())
+                turn = write()
+            placed.append(turn)  # committed: a COMMIT that fails leaves ``placed`` empty
         except BaseException as exc:
             self._replies.abandon(reply, str(exc) if isinstance(exc, StudioError) else
                                   f"The studio could not save this turn ({type(exc).__name__}).")

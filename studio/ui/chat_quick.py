@@ -81,9 +81,11 @@ NOT_WRITTEN = "The studio could not save this message."
 UNCLAIMED_DONE_S = 60.0
 UNCLAIMED_MOST_S = 600.0
 THINK_MODES = ("auto", "on", "off")
-# The most the page's send event waits for its turn to be written (``Ticket.written``): a
-# write waits at most the store's busy timeout (5 s) for another writer.
-WRITTEN_MOST_S = 30.0
+# How long the page's send event waits for its turn to be written (``Ticket.written``)
+# before it says so in the log. It then waits on: a write queued behind a long one (an
+# import) is slow, not failed, and giving the message back meanwhile would have it both
+# in the box and, once written, in the chat.
+WRITTEN_SLOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -224,16 +226,20 @@ class QuickSends:
                                      system_prompt=system, options=options, user=user,
                                      incognito=bool(sess.get("incognito")),
                                      on_started=on_started)
-        except Exception as exc:  # noqa: BLE001 - said by the usual way, or by the ticket
+        except BaseException as exc:  # noqa: BLE001 - said by the usual way, or by the ticket
+            if given:
+                # Answered, but its turn could not be written: the reply was abandoned (its
+                # stream ends with why); the page's send event fails with it (``take``,
+                # which waits for this whatever ended the write).
+                given[0].failed.append(exc)
+                given[0].written.set()
+            if not isinstance(exc, Exception):
+                raise
             if not isinstance(exc, StudioError):
                 log.exception("quick send failed")
             if not given:  # nothing began: the usual way sends it, and says why it can't
                 chat.queues.ended(page, token, completed=False)
                 return NO_TICKET, None
-            # Answered, but its turn could not be written: the reply was abandoned (its
-            # stream ends with why); the page's send event fails with it (``take``).
-            given[0].failed.append(exc)
-            given[0].written.set()
             return self._answer(ticket, given[0].started), given[0].started.reply
         given[0].written.set()
         return self._answer(ticket, started), started.reply
@@ -268,9 +274,10 @@ class QuickSends:
             if found is None or found.page != page or found.user != user:
                 return None
             found = self._tickets.pop(ticket)
-        if not found.written.wait(WRITTEN_MOST_S):
-            log.error("a quick send's turn was not written in %s s", WRITTEN_MOST_S)
-            found.failed.append(None)
+        if not found.written.wait(WRITTEN_SLOW_S):
+            log.warning("a quick send's turn is not written after %s s; still waiting",
+                        WRITTEN_SLOW_S)
+            found.written.wait()
         if found.failed:
             self.page.queues.ended(found.page, found.token, completed=False)
             error = found.failed[0]
