@@ -69,3 +69,68 @@ def test_assets_answered_from_memory_carry_one_nosniff(signed):
         answer = fetch(ann, f"/assets/{name}")
         assert answer.headers.get_list("x-content-type-options") == ["nosniff"]
     ann.close()
+
+
+class Renders:
+    """A stand-in app behind the cache: the page names the address it was asked at and
+    how many times it was rendered."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.count += 1
+        host = dict(scope["headers"]).get(b"x-gradio-server", b"-").decode()
+        body = f"<html>{host} {self.count}</html>".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def ask(cache, user: str, *headers: tuple[bytes, bytes]) -> str:
+    import asyncio
+
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "scheme": "http", "root_path": "", "state": {"studio_user": user},
+             "headers": [(b"accept-encoding", b"identity"), (b"host", b"studio.lan"),
+                         *headers]}
+    sent: list = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(cache(scope, receive, send))
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+                    ).decode()
+
+
+def test_page_cache_keeps_the_pages_asked_for_most_recently():
+    from studio.ui.assets import PageCache
+
+    app = Renders()
+    cache = PageCache(app, most=2)
+    first_ann = ask(cache, "ann")
+    ask(cache, "bob")
+    assert ask(cache, "ann") == first_ann  # asked again: now the most recent
+    ask(cache, "cy")  # one too many: bob's goes, not ann's
+    assert ask(cache, "ann") == first_ann
+    rendered = app.count
+    ask(cache, "bob")
+    assert app.count == rendered + 1
+
+
+def test_page_cache_keys_the_address_gradio_builds_the_page_from():
+    """Gradio reads the first of a repeated header, and ``x-gradio-server`` for the page's
+    root address: a page asked with another one is another page."""
+    from studio.ui.assets import PageCache
+
+    cache = PageCache(Renders())
+    plain = ask(cache, "ann")
+    other = ask(cache, "ann", (b"x-gradio-server", b"http://elsewhere:7860"))
+    assert "elsewhere" in other and "elsewhere" not in plain
+    assert ask(cache, "ann") == plain
+    first = ask(cache, "ann", (b"x-gradio-server", b"http://a"), (b"x-gradio-server", b"b"))
+    assert ask(cache, "ann", (b"x-gradio-server", b"http://a")) == first

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 PREFIX = "/assets/"
@@ -152,8 +153,10 @@ async def answer(scope, send, kept: Kept) -> None:
 
 # What the page's text depends on besides the signed-in name: the address it was asked at
 # (Gradio writes its root URL into the page from these).
+# Every header Gradio builds the page's root address from (``route_utils.get_root_url``),
+# and those a proxy may set beside them.
 PAGE_KEY_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
-                    b"x-forwarded-prefix", b"forwarded")
+                    b"x-forwarded-prefix", b"forwarded", b"x-gradio-server")
 # The browser asks again each time (the page names the signed-in person; signing out must
 # not leave it behind), and is sent it from memory.
 NO_STORE = "no-store"
@@ -161,26 +164,31 @@ NO_STORE = "no-store"
 
 class PageCache:
     """ASGI middleware: the page (``GET /``, no query) rendered by the app once per caller,
-    address and encoding, then answered from memory. ``most``: the pages kept (the oldest
-    goes first). Put it inside the front door, which names the caller in the scope."""
+    address and encoding, then answered from memory. ``most``: the pages kept (the one
+    asked for least recently goes first). Put it inside the front door, which names the
+    caller in the scope."""
 
     def __init__(self, app, most: int = 64) -> None:
         self.app = app
         self.most = most
-        self._kept: dict[tuple, Kept] = {}
+        self._kept: OrderedDict[tuple, Kept] = OrderedDict()
         self._lock = threading.Lock()
 
     async def __call__(self, scope, receive, send) -> None:
         if (scope["type"] != "http" or scope.get("path") != "/"
                 or scope.get("method") not in ("GET", "HEAD") or scope.get("query_string")):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers") or ():
+            headers.setdefault(name, value)  # the first of a repeated header, as Gradio reads
         encoding = encoding_for(headers.get(b"accept-encoding", b"").decode("latin-1"),
                                 "index.html")
         key = ((scope.get("state") or {}).get("studio_user"), encoding, scope.get("scheme"),
                scope.get("root_path", ""), *(headers.get(h) for h in PAGE_KEY_HEADERS))
         with self._lock:
             kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
         if kept is None:
             kept = await fetch_whole(self.app, scope, receive, encoding, NO_STORE,
                                      b"Accept-Encoding, Cookie")
@@ -189,5 +197,5 @@ class PageCache:
             with self._lock:
                 self._kept[key] = kept
                 while len(self._kept) > self.most:
-                    self._kept.pop(next(iter(self._kept)))
+                    self._kept.popitem(last=False)
         await answer(scope, send, kept)
