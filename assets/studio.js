@@ -280,8 +280,9 @@
         if (name === 'started') {
           endLive();
           mine = {key: `${data.chat}/${data.reply}`, close: () => stop.abort(), text: '',
-                  question: text,
+                  question: text, saved: null,
                   content: null, overlay: null, pending: null, quick: true, done: false};
+          mine.known = new Promise((said) => { mine.said = said; });
           const drawn = pendingTurn(text);
           if (drawn) Object.assign(mine, {pending: drawn.box, answer: drawn.answer,
                                           rows: drawn.rows, last: drawn.last});
@@ -291,23 +292,38 @@
           // The server says when the Gradio event may follow (ui/live.py FirstWords):
           // at once alone, after the others' first words when many send at once.
           resolve(out);
+        } else if (name === 'saved' && mine) {
+          mine.saved = !!data.saved;  // whether the turn was written (studioQuickFailed)
+          mine.said();
         } else if (name === 'message' && mine) {
           addPiece(mine, data);
         }
       }).catch(() => {}).finally(() => {
         // The text is whole (or the page moved on): what was drawn stays until Gradio's
         // finished message.
-        if (mine) mine.done = true;
+        if (mine) {
+          mine.done = true;
+          mine.said();  // a stream that ended without saying: the question's text decides
+        }
         resolve(out);
         settle();
       });
     });
   };
-  // A send event failed (a quick send's turn could not be written: ui/chat_quick.py): the
-  // turn drawn for that message goes, not another's; the message goes back into the box
-  // (chat.py GIVE_BACK_MESSAGE_JS).
-  window.studioQuickFailed = (text) => {
-    if (live && live.quick && live.pending && live.question === text) endLive();
+  // A send event failed: was it this page's quick send, whose turn could not be written
+  // (ui/chat_quick.py)? Its own stream says whether the turn was saved; only a stream that
+  // ended without saying leaves it to the text (`text`: the hidden box's, which a message
+  // sent after it has replaced). If so, the turn drawn for it goes, and its question is
+  // returned for the box (chat.py GIVE_BACK_MESSAGE_JS); null when it was another send.
+  window.studioQuickFailed = async (text) => {
+    const mine = live && live.quick && live.pending ? live : null;
+    if (!mine) return null;
+    if (mine.saved === null) {
+      await Promise.race([mine.known, new Promise((wait) => setTimeout(wait, 3000))]);
+    }
+    if (mine.saved === null ? mine.question !== text : mine.saved) return null;
+    if (live === mine && mine.pending) endLive();
+    return mine.question;
   };
   // Opening another chat, or a new one, before Gradio showed a quick send's turn.
   document.addEventListener('click', (event) => {

@@ -465,6 +465,42 @@ def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, sessio
         running.close()
 
 
+def test_browser_a_quick_send_that_cannot_be_saved_gives_back_its_own_message(
+        tmp_path, session_ollama, page):
+    """A message sent while the first one's turn still waits to be written goes into the
+    queue; when that write then fails, the first message comes back into the box (not the
+    queued one, which the hidden box holds by then) and its drawn turn goes."""
+    from tests.conftest import launch_in_process
+    from tests.test_store import fill_disk
+
+    running = launch_in_process({"STUDIO_DATA_DIR": str(tmp_path / "data"),
+                                 "OLLAMA_HOST": session_ollama.url,
+                                 "COMFYUI_URL": f"http://127.0.0.1:{free_port()}"})
+    marker = uuid.uuid4().hex[:8]
+    first = f"the first question {marker} " + "worth keeping " * 600
+    store = running.services.store
+    try:
+        open_studio(page, running)
+        tokens = make_tokens(80)
+        session_ollama.queue_reply(tokens, delay=0.05)
+        with store._write_lock:  # another writer: the first turn waits to be written
+            send(page, first)
+            wait_chat_contains(page, tokens[2].strip())  # drawn by the page's script
+            send(page, f"the second one {marker}")
+            page.wait_for_function(
+                "(m) => { const q = document.querySelector('#queued');"
+                " return q && q.offsetParent !== null && q.innerText.includes(m); }",
+                arg=f"the second one {marker}", timeout=10_000)
+            fill_disk(store)
+        page.wait_for_selector("text=The disk holding the studio's data", timeout=20_000)
+        page.wait_for_function(
+            "(t) => document.querySelector('#chat-input textarea').value === t", arg=first)
+        page.wait_for_function("() => !document.querySelector('#chatbot .message')")
+        assert f"the second one {marker}" in queued_chips(page)
+    finally:
+        running.close()
+
+
 def test_browser_a_picture_attached_on_a_full_disk_stays_in_the_box(tmp_path, session_ollama,
                                                                     page, monkeypatch):
     from tests.conftest import launch_in_process

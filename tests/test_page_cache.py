@@ -89,6 +89,7 @@ class Renders:
 
 def ask(cache, user: str, *headers: tuple[bytes, bytes]) -> str:
     import asyncio
+    import threading
 
     scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
              "scheme": "http", "root_path": "", "state": {"studio_user": user},
@@ -102,7 +103,10 @@ def ask(cache, user: str, *headers: tuple[bytes, bytes]) -> str:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(cache(scope, receive, send))
+    # In a thread of its own: the browser tests' Playwright may hold this thread's loop.
+    ran = threading.Thread(target=asyncio.run, args=(cache(scope, receive, send),))
+    ran.start()
+    ran.join(10)
     return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"
                     ).decode()
 

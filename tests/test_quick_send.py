@@ -54,7 +54,8 @@ def open_page(signed, client: httpx.Client) -> str:
 
 def quick(client: httpx.Client, page: str, message: str, **extra) -> tuple[dict, list]:
     """POST /studio/send: (the answer's first JSON: the ticket, or the "started" event's
-    data; the text events after it, read to the end, without the one "go" among them)."""
+    data with ``saved`` added, what its one "saved" event said, None without one; the text
+    events after it, read to the end, without the one "go" and the "saved" among them)."""
     body = {"page": page, "text": message, "model": MODEL, "system": "", "incognito": False,
             "params": PARAMS, **extra}
     with client.stream("POST", "/studio/send", json=body) as response:
@@ -64,7 +65,10 @@ def quick(client: httpx.Client, page: str, message: str, **extra) -> tuple[dict,
         events = read_events(response)
     assert events[0][0] == "started", events[:2]
     assert [name for name, _ in events].count("go") == 1, events
-    return events[0][1], [e for e in events[1:] if e[0] != "go"]
+    said = [data["saved"] for name, data in events if name == "saved"]
+    assert len(said) <= 1, events
+    return ({**events[0][1], "saved": said[0] if said else None},
+            [e for e in events[1:] if e[0] not in ("go", "saved")])
 
 
 def send_event(signed, client: httpx.Client, page: str, text: str, ticket: str) -> dict:
@@ -104,6 +108,7 @@ def test_quick_send_streams_the_reply_and_the_send_event_follows_it(signed):
     signed.ollama.queue_reply(tokens, delay=0.01)
     started, events = quick(ann, page, f"quick {marker}")
     assert started["ticket"] and started["chat"] and started["reply"]
+    assert started["saved"] is True  # its turn is written: the page need not give it back
     # The reply's text, piece after piece, then the end.
     text = ""
     for name, data in events[:-1]:
@@ -290,7 +295,8 @@ def test_quick_send_holds_its_pages_event_back_for_anothers_first_words(signed):
                 if line.startswith("event:"):
                     name = line[6:].strip()
                 elif line.startswith("data:"):
-                    events.append(name)
+                    if name != "saved":
+                        events.append(name)
                     if name == "started" and started is not None:
                         started.set()
                     name = "message"
@@ -375,6 +381,7 @@ def test_quick_send_whose_turn_cannot_be_written_fails_its_send_event(signed, mo
         started, events = quick(ann, page, f"full {marker}")
         final = send_event(signed, ann, page, f"full {marker}", started["ticket"])
     assert started["ticket"] and events[-1][0] == "done"
+    assert started["saved"] is False  # the page knows whose message to give back
     assert not final["success"] and "disk" in json.dumps(final["output"]), final
     assert stored_user_messages(signed, marker) == []
     # Nothing of it holds the page: the next message goes, and is stored.

@@ -211,7 +211,8 @@ class ReplyManager:
         """An ``unplaced`` reply's turn is written: its text goes into ``message_id``."""
         with reply.cond:
             reply.conversation_id, reply.message_id = conversation_id, message_id
-        reply.placed.set()
+            reply.placed.set()
+            reply.notify()  # a quick send's stream says the turn is saved (ui/live.py)
 
     def abandon(self, reply: LiveReply, error: str) -> None:
         """An ``unplaced`` reply's turn could not be written: the reply stops, with
@@ -225,8 +226,8 @@ class ReplyManager:
                 _keep_figures_so_far(reply)
             # Also when it had ended: a whole answer that went nowhere is not "complete".
             reply.status, reply.error = "error", error
+            reply.placed.set()
             reply.notify()
-        reply.placed.set()
 
     def get(self, reply_id: str) -> LiveReply | None:
         return self._replies.get(reply_id)

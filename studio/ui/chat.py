@@ -24,8 +24,9 @@ TAKE_MESSAGE_JS = """(text, files) => {
   if (!(text || "").trim() && none) return [text, files, text, files];
   return [text, files, "", null];
 }"""
-GIVE_BACK_MESSAGE_JS = """(text, files, now, attached) => {
-  if (window.studioQuickFailed) window.studioQuickFailed(text);
+GIVE_BACK_MESSAGE_JS = """async (text, files, now, attached) => {
+  const quick = window.studioQuickFailed ? await window.studioQuickFailed(text) : null;
+  if (quick !== null && quick !== text) [text, files] = [quick, null];
   const none = !attached || (Array.isArray(attached) && !attached.length);
   return !(now || "").length && none ? [text, files] : [now, attached];
 }"""

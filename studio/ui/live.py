@@ -120,12 +120,19 @@ class LiveText:
 
     async def _events(self, reply, started: dict | None = None, gate: _Gate | None = None):
         sent = 0
+        # A quick send's page learns whether its turn was saved (``saved``), as soon as it
+        # is known (a reply that ends before its slow write ends without saying): a send
+        # event that fails then knows whose message to give back (studio.js).
+        unsaid = started is not None
         try:
             # The browser's retry after a dropped connection starts a new request, from 0.
             yield "retry: 2000\n\n"
             if started is not None:
                 yield f"event: started\ndata: {json.dumps(started)}\n\n"
             while True:
+                if unsaid and reply.placed.is_set():
+                    unsaid = False
+                    yield f"event: saved\ndata: {json.dumps({'saved': not reply.abandoned})}\n\n"
                 snap = reply.snapshot()
                 grew = len(snap.text) > sent
                 if grew:
@@ -147,7 +154,8 @@ class LiveText:
                     # No text yet: wait for the first words, woken the moment they land (a
                     # quick send's page draws them: chat_quick.py), or for the end.
                     wait = reply.wait_until_async(
-                        lambda: reply.text_parts or reply.finished is not None, FIRST_WAIT_S)
+                        lambda: (reply.text_parts or reply.finished is not None
+                                 or (unsaid and reply.placed.is_set())), FIRST_WAIT_S)
                 else:
                     # After text went out, let the next pile up for the gap; while none
                     # comes, look again soon, so a slow model's token shows about when it
