@@ -303,7 +303,7 @@
         // finished message.
         if (mine) {
           mine.done = true;
-          mine.said();  // a stream that ended without saying: the question's text decides
+          mine.said();  // a stream cut short without saying: the question's text decides
         }
         resolve(out);
         settle();
@@ -311,10 +311,11 @@
     });
   };
   // A send event failed: was it this page's quick send, whose turn could not be written
-  // (ui/chat_quick.py)? Its own stream says whether the turn was saved; only a stream that
-  // ended without saying leaves it to the text (`text`: the hidden box's, which a message
-  // sent after it has replaced). If so, the turn drawn for it goes, and its question is
-  // returned for the box (chat.py GIVE_BACK_MESSAGE_JS); null when it was another send.
+  // (ui/chat_quick.py)? Its own stream says whether the turn was saved, before its end;
+  // only a stream cut short leaves it to the text (`text`: the hidden box's, which a
+  // message sent after it has replaced). If so, the turn drawn for it goes, and its
+  // question is returned for the box (chat.py GIVE_BACK_MESSAGE_JS); null when it was
+  // another send.
   window.studioQuickFailed = async (text) => {
     const mine = live && live.quick && live.pending ? live : null;
     if (!mine) return null;

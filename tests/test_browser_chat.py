@@ -465,11 +465,13 @@ def test_browser_a_message_sent_on_a_full_disk_stays_in_the_box(tmp_path, sessio
         running.close()
 
 
+@pytest.mark.parametrize("answer", ["streaming", "whole"])
 def test_browser_a_quick_send_that_cannot_be_saved_gives_back_its_own_message(
-        tmp_path, session_ollama, page):
+        tmp_path, session_ollama, page, answer):
     """A message sent while the first one's turn still waits to be written goes into the
     queue; when that write then fails, the first message comes back into the box (not the
-    queued one, which the hidden box holds by then) and its drawn turn goes."""
+    queued one, which the hidden box holds by then) and its drawn turn goes: whether its
+    answer was still streaming then or had come whole."""
     from tests.conftest import launch_in_process
     from tests.test_store import fill_disk
 
@@ -481,8 +483,8 @@ def test_browser_a_quick_send_that_cannot_be_saved_gives_back_its_own_message(
     store = running.services.store
     try:
         open_studio(page, running)
-        tokens = make_tokens(80)
-        session_ollama.queue_reply(tokens, delay=0.05)
+        tokens = make_tokens(80 if answer == "streaming" else 3)
+        session_ollama.queue_reply(tokens, delay=0.05 if answer == "streaming" else 0.0)
         with store._write_lock:  # another writer: the first turn waits to be written
             send(page, first)
             wait_chat_contains(page, tokens[2].strip())  # drawn by the page's script

@@ -42,16 +42,20 @@ def signed(tmp_path_factory):
     ollama.stop()
 
 
-def read_events(response) -> list[tuple[str, dict]]:
-    """(event name, data) of a server-sent event stream, until it ends."""
-    events, name = [], "message"
+def iter_events(response):
+    """(event name, data) of a server-sent event stream, as each comes, until it ends."""
+    name = "message"
     for line in response.iter_lines():
         if line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):
-            events.append((name, json.loads(line[5:])))
+            yield name, json.loads(line[5:])
             name = "message"
-    return events
+
+
+def read_events(response) -> list[tuple[str, dict]]:
+    """(event name, data) of a server-sent event stream, until it ends."""
+    return list(iter_events(response))
 
 
 def test_live_text_streams_the_owners_reply_and_no_one_elses(signed):

@@ -80,7 +80,7 @@ class Renders:
 
     async def __call__(self, scope, receive, send) -> None:
         self.count += 1
-        host = dict(scope["headers"]).get(b"x-gradio-server", b"-").decode()
+        host = next((v for k, v in scope["headers"] if k == b"x-gradio-server"), b"-").decode()
         body = f"<html>{host} {self.count}</html>".encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/html")]})

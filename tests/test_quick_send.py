@@ -17,7 +17,7 @@ from studio.ui import chat_quick
 from tests.fakes.ollama_server import make_tokens
 from tests.lazy_tabs import queue_call
 from tests.test_access_events import sign_in
-from tests.test_live_text import read_events
+from tests.test_live_text import iter_events, read_events
 from tests.test_live_text import signed as live_studio  # noqa: F401 - the fixture
 
 MODEL = "ollama:llama3.2:latest"
@@ -69,6 +69,28 @@ def quick(client: httpx.Client, page: str, message: str, **extra) -> tuple[dict,
     assert len(said) <= 1, events
     return ({**events[0][1], "saved": said[0] if said else None},
             [e for e in events[1:] if e[0] not in ("go", "saved")])
+
+
+def quick_behind(client: httpx.Client, page: str, message: str):
+    """``quick`` on a thread of its own, for a stream that stays open while its turn waits
+    to be written: (the thread, the (event, data) read so far, growing as they come)."""
+    import threading
+
+    seen: list = []
+
+    def read() -> None:
+        body = {"page": page, "text": message, "model": MODEL, "system": "",
+                "incognito": False, "params": PARAMS}
+        with client.stream("POST", "/studio/send", json=body, timeout=60) as response:
+            seen.extend(iter_events(response))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, seen
+
+
+def streamed(seen: list) -> str:
+    return "".join(data["text"] for name, data in list(seen) if name == "message")
 
 
 def send_event(signed, client: httpx.Client, page: str, text: str, ticket: str) -> dict:
@@ -318,17 +340,29 @@ def test_quick_send_holds_its_pages_event_back_for_anothers_first_words(signed):
 
 def test_quick_send_streams_while_its_turn_waits_to_be_written(signed):
     """The model is asked, and its words streamed, while the turn still waits for the
-    store (another writer holds it here); the page's send event shows the turn once it is
-    written, stored once."""
+    store (another writer holds it here); the stream says "saved" before its end, once the
+    turn is written; the page's send event shows the turn, stored once."""
+    import time
+
     ann = sign_in(signed.url, "ann")
     page = open_page(signed, ann)
     marker = uuid.uuid4().hex[:8]
     tokens = make_tokens(5)
     signed.ollama.queue_reply(tokens, delay=0.01)
     with signed.services.store._write_lock:  # another writer, for as long as this block
-        started, events = quick(ann, page, f"waiting {marker}")
-        assert "".join(d["text"] for name, d in events if name == "message") == "".join(tokens)
+        reader, seen = quick_behind(ann, page, f"waiting {marker}")
+        deadline = time.monotonic() + 10
+        while streamed(seen) != "".join(tokens) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert streamed(seen) == "".join(tokens)
+        time.sleep(0.2)
+        # The whole answer is out, and the stream waits for the write to be known.
+        assert [n for n, _ in seen if n in ("saved", "done")] == []
         assert stored_user_messages(signed, marker) == []
+    reader.join(20)
+    names = [n for n, _ in seen]
+    assert names[-2:] == ["saved", "done"] and seen[-2][1] == {"saved": True}, names
+    started = seen[0][1]
     final = send_event(signed, ann, page, f"waiting {marker}", started["ticket"])
     assert final["success"], final
     assert marker in chatbot_text(final) and tokens[-1].strip() in chatbot_text(final)
@@ -340,10 +374,12 @@ def test_quick_send_streams_while_its_turn_waits_to_be_written(signed):
     ann.close()
 
 
-def test_quick_send_event_waits_for_a_slow_write_and_gives_nothing_back(signed, monkeypatch):
+def test_quick_send_event_waits_for_a_slow_write_and_gives_nothing_back(signed, monkeypatch,
+                                                                         caplog):
     """A write queued behind a long one is slow, not failed: the page's send event waits
     past the point where the log says so, and succeeds once the turn is written (giving
     the message back meanwhile would have it both in the box and in the chat)."""
+    import logging
     import threading
     import time
 
@@ -353,15 +389,25 @@ def test_quick_send_event_waits_for_a_slow_write_and_gives_nothing_back(signed, 
     marker = uuid.uuid4().hex[:8]
     signed.ollama.queue_reply(make_tokens(5), delay=0.01)
     ended = []
-    with signed.services.store._write_lock:  # another writer, for as long as this block
-        started, _events = quick(ann, page, f"slow {marker}")
+    with caplog.at_level(logging.WARNING, logger=chat_quick.__name__), \
+            signed.services.store._write_lock:  # another writer, for as long as this block
+        reader, seen = quick_behind(ann, page, f"slow {marker}")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
         follower = threading.Thread(target=lambda: ended.append(send_event(
-            signed, ann, page, f"slow {marker}", started["ticket"])))
+            signed, ann, page, f"slow {marker}", seen[0][1]["ticket"])))
         follower.start()
-        time.sleep(0.5)  # ten times WRITTEN_SLOW_S
+        deadline = time.monotonic() + 10
+        while "still waiting" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "still waiting" in caplog.text  # the event is in ``take``, past the mark
+        time.sleep(0.2)
         assert ended == []
     follower.join(30)
+    reader.join(20)
     assert ended and ended[0]["success"], ended
+    assert ("saved", {"saved": True}) in seen
     assert len(stored_user_messages(signed, marker)) == 1
     ann.close()
 

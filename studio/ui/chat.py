@@ -27,6 +27,8 @@ TAKE_MESSAGE_JS = """(text, files) => {
 GIVE_BACK_MESSAGE_JS = """async (text, files, now, attached) => {
   const quick = window.studioQuickFailed ? await window.studioQuickFailed(text) : null;
   if (quick !== null && quick !== text) [text, files] = [quick, null];
+  const box = document.querySelector("#chat-input textarea");
+  if (box) now = box.value;  // typed while the step above waited: kept
   const none = !attached || (Array.isArray(attached) && !attached.length);
   return !(now || "").length && none ? [text, files] : [now, attached];
 }"""

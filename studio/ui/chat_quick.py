@@ -18,8 +18,8 @@ js step, ``assets/studio.js``) first posts the message here::
       data: {"at": 0, "text": "Hello"}
       event: go                  the page may send its Gradio event now (live.FirstWords)
       data: {}
-      event: saved               once the turn's write is known (not said by a stream
-      data: {"saved": true}      that ended before it); false: the page gives it back
+      event: saved               once the turn's write is known, always before "done"
+      data: {"saved": true}      (a reply that ended waits for it); false: given back
       ...
       event: done
     200 application/json     {"ticket": ""}: send it the usual way; {"ticket": "...", ...}:

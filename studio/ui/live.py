@@ -49,6 +49,10 @@ LEAN_TEXT_INTERVAL_S = 1.0
 MOST_PER_USER = 32
 # Before the first words, how long one wait for them lasts (then it looks again).
 FIRST_WAIT_S = 15.0
+# How long a quick send's stream, its reply ended, waits for the turn's write to be known
+# (``saved``): a write queued behind a long one (an import) is slow. Past it, it ends
+# without saying, and the page compares the message's text instead.
+SAVED_MOST_S = 600.0
 # The most a quick send's page holds its Gradio event back for others' first words
 # (``FirstWords``), from its own send's arrival.
 GO_MOST_S = 0.3
@@ -121,19 +125,24 @@ class LiveText:
     async def _events(self, reply, started: dict | None = None, gate: _Gate | None = None):
         sent = 0
         # A quick send's page learns whether its turn was saved (``saved``), as soon as it
-        # is known (a reply that ends before its slow write ends without saying): a send
-        # event that fails then knows whose message to give back (studio.js).
+        # is known, and always before ``done`` (a reply that ended waits for its write): a
+        # send event that fails then knows whose message to give back (studio.js).
         unsaid = started is not None
+
+        def saved() -> str:
+            return f"event: saved\ndata: {json.dumps({'saved': not reply.abandoned})}\n\n"
+
         try:
             # The browser's retry after a dropped connection starts a new request, from 0.
             yield "retry: 2000\n\n"
             if started is not None:
                 yield f"event: started\ndata: {json.dumps(started)}\n\n"
             while True:
+                snap = reply.snapshot()
+                # After the snapshot: an ``abandon`` that ended the reply placed it as well.
                 if unsaid and reply.placed.is_set():
                     unsaid = False
-                    yield f"event: saved\ndata: {json.dumps({'saved': not reply.abandoned})}\n\n"
-                snap = reply.snapshot()
+                    yield saved()
                 grew = len(snap.text) > sent
                 if grew:
                     yield f"data: {json.dumps({'at': sent, 'text': snap.text[sent:]})}\n\n"
@@ -148,6 +157,9 @@ class LiveText:
                         self.firsts.leave(gate)
                         gate = None
                 if snap.done:
+                    if unsaid and await reply.wait_until_async(reply.placed.is_set,
+                                                               SAVED_MOST_S):
+                        yield saved()
                     yield "event: done\ndata: {}\n\n"
                     return
                 if not sent:
