@@ -151,10 +151,9 @@ async def answer(scope, send, kept: Kept) -> None:
                 "body": b"" if scope.get("method") == "HEAD" else kept.body})
 
 
-# What the page's text depends on besides the signed-in name: the address it was asked at
-# (Gradio writes its root URL into the page from these).
-# Every header Gradio builds the page's root address from (``route_utils.get_root_url``),
-# and those a proxy may set beside them.
+# What the page's text depends on besides the signed-in name: the address it was asked at.
+# Every header Gradio builds the page's root URL from (``route_utils.get_root_url``), and
+# those a proxy may set beside them.
 PAGE_KEY_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
                     b"x-forwarded-prefix", b"forwarded", b"x-gradio-server")
 # The browser asks again each time (the page names the signed-in person; signing out must
