@@ -482,7 +482,16 @@ def test_browser_a_quick_send_that_cannot_be_saved_gives_back_its_own_message(
     first = f"the first question {marker} " + "worth keeping " * 600
     store = running.services.store
     try:
-        open_studio(page, running)
+        # A fresh studio opens on an empty chat. Nothing of the page's load may still be in
+        # Gradio's queue: a message sent behind it goes the usual way (chat_quick.behind),
+        # and a late update of the chatbot would take the drawn turn away.
+        open_studio(page, running, new_chat=False)
+        session = page.evaluate("window.__gradio_session_hash__")
+        pending = running.demo._queue.pending_event_ids_session
+        deadline = time.monotonic() + 20
+        while pending.get(session) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page.wait_for_timeout(300)  # its last updates reach the page
         tokens = make_tokens(80 if answer == "streaming" else 3)
         session_ollama.queue_reply(tokens, delay=0.05 if answer == "streaming" else 0.0)
         with store._write_lock:  # another writer: the first turn waits to be written
