@@ -33,7 +33,7 @@ from .lazy import LazyTab
 from . import chat_quick
 from .live import LiveText
 from . import chat, costs, settings as settings_tab
-from . import arena as arena_tab, gradio_skips, queue_wake
+from . import arena as arena_tab, gradio_skips, queue_analytics, queue_wake
 from . import images as images_tab
 from . import models as models_tab
 
@@ -188,6 +188,7 @@ def build_app(services) -> gr.Blocks:
                        concurrency_id="models-follow", show_progress="hidden")
     policy(demo.fns.values())
     queue_wake.install(demo._queue)  # no 1 ms polling with nobody there (issue 16, item 6)
+    queue_analytics.install(demo._queue)  # no pandas summary per event (items 1, 3)
     gradio_skips.install(demo)  # a gr.skip() rebuilds nothing (issue 16, item 3)
     _no_matplotlib_lookups()
     return demo
