@@ -22,7 +22,8 @@ What runs (every figure is the median of several runs, the studio beside
   two such chats so each click opens the other.
 * Twenty at once: 20 page sessions (each opened with one cheap event, as a page load does;
   the studio's with its chat load event) send a message at the same moment as the page
-  does: the bare app through the browser's queue route (httpx, as ``bench_chat`` does); the
+  does, each page on its own plain-socket client (``gradio_queue.LeanHttp``; httpx clients,
+  as before, with ``--httpx-client``): the bare app through the browser's queue route; the
   studio through its quick send (``POST /studio/send``, its Gradio send event with the
   ticket meanwhile: ``ui/chat_quick.py``), and again through the queue route as API callers
   do. The fake Ollama answers each with 200 tokens at 10 ms; the studio also runs an image
@@ -59,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 from bench_chat import (RUN_TIMEOUT_S, STUDIO_ARGS, App, FakeProcess, answer_text,  # noqa: E402
                         bench_start, find_endpoint, find_page_event, free_port, log, machine,
                         make_apps, open_page)
-from gradio_queue import LIVE_COOKIE, LiveReader, page_config, queue_call  # noqa: E402
+from gradio_queue import LIVE_COOKIE, LeanHttp, LiveReader, page_config, queue_call  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHROMIUM = "/usr/bin/chromium"
@@ -72,6 +73,11 @@ TARGET_LOAD_RATIO = 1.3
 TARGET_START_RATIO = 1.2
 TARGET_P95_ADDED_MS = 100.0
 TARGET_OPEN_MS = 150.0
+# The pages of "twenty at once" send over ``LeanHttp`` (plain sockets): with an httpx client
+# each, this one process's GIL staggered their requests by 20-30 ms (``gradio_queue.py``).
+# ``--httpx-client`` (or BENCH_HTTPX_CLIENT=1) measures as before, for comparing with older
+# figures.
+CLIENT = {"httpx": bool(os.environ.get("BENCH_HTTPX_CLIENT"))}
 
 
 def pct(values, q: float) -> float:
@@ -346,7 +352,8 @@ def chats_at_once(fake, app, ep, page, n: int, quick: bool = False) -> list[floa
     import httpx
 
     # The studio's cookie as its page script sets it (the bare app ignores it).
-    clients = [httpx.Client(timeout=30, cookies=LIVE_COOKIE) for _ in range(n)]
+    clients = [httpx.Client(timeout=30, cookies=LIVE_COOKIE) if CLIENT["httpx"]
+               else LeanHttp(cookies=LIVE_COOKIE, timeout=30) for _ in range(n)]
     sessions = [uuid.uuid4().hex[:11] for _ in range(n)]
     try:
         for http, session in zip(clients, sessions):
@@ -612,7 +619,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-browser", action="store_true")
     ap.add_argument("--skip-concurrent", action="store_true")
     ap.add_argument("--write", action="store_true", help="put the table into docs/benchmarks.md")
+    ap.add_argument("--httpx-client", action="store_true",
+                    help="the twenty pages send with httpx, as before 2026-12-05 (slower client)")
     args = ap.parse_args(argv)
+    CLIENT["httpx"] = CLIENT["httpx"] or args.httpx_client
     runs = args.runs or (3 if args.quick else 5)
     from tests.fakes.comfyui_server import FakeComfyUI
 

@@ -1,0 +1,90 @@
+"""The benchmarks' plain-socket client (bench/gradio_queue.LeanHttp) against a real uvicorn
+server on loopback: what it reads is what the server sent, a chunked stream as it comes,
+its cookies kept, its connection used again. A client that misread would skew every
+"twenty at once" figure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from tests.conftest import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from gradio_queue import LeanHttp  # noqa: E402
+
+
+async def echo(request: Request) -> JSONResponse:
+    raw = await request.body()
+    body = json.loads(raw) if raw else None
+    resp = JSONResponse({"got": body, "cookie": request.headers.get("cookie", ""),
+                         "peer": request.client.port, "q": request.query_params.get("q")})
+    resp.set_cookie("session", "s2", httponly=True)
+    return resp
+
+
+async def sse(request: Request) -> StreamingResponse:
+    async def events():
+        for i in range(3):
+            yield f"data: {i}\n\n"
+            await asyncio.sleep(0.05)
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]),
+                            Route("/sse", sse)])
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_bench_client_posts_json_keeps_cookies_and_its_connection(server):
+    http = LeanHttp(cookies={"studio_live": "1"})
+    try:
+        first = http.post(server + "echo", json={"text": "héllo", "n": [1, 2]}).raise_for_status()
+        answer = first.json()
+        assert answer["got"] == {"text": "héllo", "n": [1, 2]}
+        assert answer["cookie"] == "studio_live=1"
+        second = http.post(server + "echo", json={}).json()
+        assert second["cookie"] == "studio_live=1; session=s2"  # the server's Set-Cookie kept
+        assert second["peer"] == answer["peer"]  # the same connection, kept alive
+        third = http.get(server + "echo", params={"q": "a b&c"}).json()
+        assert (third["got"], third["q"]) == (None, "a b&c")
+    finally:
+        http.close()
+
+
+def test_bench_client_reads_a_chunked_stream_as_it_comes(server):
+    http = LeanHttp()
+    try:
+        seen = []
+        with http.stream("GET", server + "sse") as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    seen.append((line, time.monotonic()))
+        assert [line for line, _ in seen] == ["data: 0", "data: 1", "data: 2"]
+        # Each event was read when it was sent, not all at the end.
+        assert seen[2][1] - seen[0][1] >= 0.08
+    finally:
+        http.close()
