@@ -4,6 +4,7 @@ benchmarks that time what reaches a browser."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import re
@@ -316,8 +317,9 @@ class _Response:
 
     def iter_lines(self) -> Iterator[str]:
         pending = ""
+        decode = codecs.getincrementaldecoder("utf-8")().decode  # a character split by chunks
         for data in self.iter_raw():
-            pending += data.decode()
+            pending += decode(data)
             *lines, pending = pending.split("\n")
             for line in lines:
                 yield line.rstrip("\r")

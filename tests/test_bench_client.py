@@ -39,6 +39,10 @@ async def sse(request: Request) -> StreamingResponse:
         for i in range(3):
             yield f"data: {i}\n\n"
             await asyncio.sleep(0.05)
+        word = "data: héllo\n\n".encode()  # a character cut in two by the chunks
+        yield word[:8]
+        await asyncio.sleep(0.05)
+        yield word[8:]
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
@@ -83,7 +87,7 @@ def test_bench_client_reads_a_chunked_stream_as_it_comes(server):
             for line in resp.iter_lines():
                 if line.startswith("data:"):
                     seen.append((line, time.monotonic()))
-        assert [line for line, _ in seen] == ["data: 0", "data: 1", "data: 2"]
+        assert [line for line, _ in seen] == ["data: 0", "data: 1", "data: 2", "data: héllo"]
         # Each event was read when it was sent, not all at the end.
         assert seen[2][1] - seen[0][1] >= 0.08
     finally:
