@@ -20,8 +20,10 @@ pytestmark = pytest.mark.browser
 
 
 def etc_zone(offset_hours: int) -> str:
-    """The tz database's fixed zone ``offset_hours`` east of UTC (its names flip the sign)."""
-    return "Etc/GMT" if offset_hours == 0 else f"Etc/GMT{-offset_hours:+d}"
+    """The tz database's fixed zone ``offset_hours`` east of UTC (its names flip the sign).
+    Offset 0 is "UTC": chromium reports "Etc/GMT" back as "UTC" (the hour from 13:30 UTC,
+    when the browser's zone is the one at offset 0)."""
+    return "UTC" if offset_hours == 0 else f"Etc/GMT{-offset_hours:+d}"
 
 
 def zones_for(now: datetime) -> tuple[str, str]:
