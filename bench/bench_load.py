@@ -283,7 +283,7 @@ def first_token_ms(app, http, ep, session: str, want: str, t_start: float,
     page does (not when it reads it already: a quick send)."""
     first = None
     done = False
-    live = LiveReader(app.url)  # the studio's page reads the text over /studio/live
+    live = LiveReader(app.url, lean=not CLIENT["httpx"])  # the page reads /studio/live
     for msg in queue_call(http, app.url, data=ep.data, fn_index=ep.fn_index,
                           trigger_id=ep.trigger_id, session=session,
                           deadline=time.perf_counter() + RUN_TIMEOUT_S,

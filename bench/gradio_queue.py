@@ -74,12 +74,14 @@ class LiveReader:
     """What the studio's page script does while a reply streams (``studio/ui/live.py``):
     once an update's stats line carries the marker, read ``/studio/live/<chat>?reply=<id>``
     to its end on a thread of its own. ``text`` is what it read; ``cpu_s`` that thread's
-    CPU (the benchmark's client, not the server's)."""
+    CPU (the benchmark's client, not the server's). ``lean``: over ``LeanHttp``, not httpx
+    (many pages in one process: see ``LeanHttp``)."""
 
     MARKER = re.compile(r'class="studio-live live-([\w-]+) reply-(\w+)"')
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lean: bool = False) -> None:
         self.url = url
+        self.lean = lean
         self.text = ""
         self.events = 0
         self.cpu_s = 0.0
@@ -101,7 +103,9 @@ class LiveReader:
         import httpx
 
         t0 = time.thread_time()
-        with httpx.Client(timeout=30, cookies=LIVE_COOKIE) as http, http.stream(
+        client = (LeanHttp(cookies=LIVE_COOKIE) if self.lean
+                  else httpx.Client(timeout=30, cookies=LIVE_COOKIE))
+        with contextlib.closing(client) as http, http.stream(
                 "GET", f"{self.url}studio/live/{chat_id}", params={"reply": reply_id}) as resp:
             for line in resp.iter_lines():
                 if line.startswith("data:"):
@@ -168,8 +172,8 @@ class LeanHttp:
     def stream(self, method: str, url: str, *, params: dict | None = None,
                json: object = None, timeout: float | None = None) -> Iterator["_Response"]:
         parts = urllib.parse.urlsplit(url)
-        target = (parts.path or "/") + (f"?{urllib.parse.urlencode(params)}" if params
-                                        else (f"?{parts.query}" if parts.query else ""))
+        query = "&".join(q for q in (parts.query, urllib.parse.urlencode(params or {})) if q)
+        target = (parts.path or "/") + (f"?{query}" if query else "")
         body = b"" if json is None else _json_bytes(json)
         head = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: */*"]
         if self.cookies:
@@ -179,20 +183,33 @@ class LeanHttp:
         if body or method == "POST":
             head.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
-        conn = self._take(parts.hostname, parts.port or 80)
-        try:
-            conn.sock.settimeout(timeout or self.timeout)
-            conn.sock.sendall(request)
-            resp = _Response(conn)
-        except OSError:  # a kept connection the server had closed: once more on a new one
-            conn.close()
-            conn = _Conn(parts.hostname, parts.port or 80)
-            conn.sock.settimeout(timeout or self.timeout)
-            conn.sock.sendall(request)
-            resp = _Response(conn)
+        addr, wait = (parts.hostname, parts.port or 80), timeout or self.timeout
+        conn = self._take(addr)
+        if conn is not None:
+            try:
+                resp = conn.ask(request, wait, method)
+            except (BrokenPipeError, ConnectionResetError, _Closed):
+                conn.close()
+                if conn.buf:  # part of an answer came: never sent twice
+                    raise
+                conn = None  # a kept connection the server had closed: once more, anew
+            except BaseException:
+                conn.close()
+                raise
+        if conn is None:
+            conn = _Conn(addr, wait)
+            try:
+                resp = conn.ask(request, wait, method)
+            except BaseException:
+                conn.close()
+                raise
         for value in resp.headers.get_all("set-cookie"):
             name, _, rest = value.partition("=")
-            self.cookies[name.strip()] = rest.split(";", 1)[0]
+            attrs = [a.strip().lower() for a in rest.split(";")[1:]]
+            if "max-age=0" in attrs:
+                self.cookies.pop(name.strip(), None)
+            else:
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
         try:
             yield resp
         finally:
@@ -202,12 +219,13 @@ class LeanHttp:
             else:
                 conn.close()
 
-    def _take(self, host: str, port: int) -> "_Conn":
+    def _take(self, addr: tuple[str, int]) -> "_Conn | None":
+        """A kept connection to ``addr``, or None."""
         with self._lock:
             for i, conn in enumerate(self._idle):
-                if conn.addr == (host, port):
+                if conn.addr == addr:
                     return self._idle.pop(i)
-        return _Conn(host, port)
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -220,13 +238,22 @@ def _json_bytes(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+class _Closed(Exception):
+    """The server closed a kept connection before answering anything on it."""
+
+
 class _Conn:
-    def __init__(self, host: str, port: int) -> None:
-        self.addr = (host, port)
-        self.sock = socket.create_connection(self.addr)
+    def __init__(self, addr: tuple[str, int], timeout: float) -> None:
+        self.addr = addr
+        self.sock = socket.create_connection(addr, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.reusable = True
+
+    def ask(self, request: bytes, timeout: float, method: str) -> "_Response":
+        self.sock.settimeout(timeout)
+        self.sock.sendall(request)
+        return _Response(self, method)
 
     def fill(self) -> bool:
         data = self.sock.recv(65536)
@@ -246,11 +273,13 @@ class _Headers(dict):
 class _Response:
     """A response whose head is read; its body is read as it is iterated."""
 
-    def __init__(self, conn: _Conn) -> None:
+    def __init__(self, conn: _Conn, method: str = "GET") -> None:
         self.conn = conn
         while b"\r\n\r\n" not in conn.buf:
             if not conn.fill():
-                raise ConnectionError("the server closed the connection before answering")
+                if not conn.buf:
+                    raise _Closed()
+                raise RuntimeError("the server closed the connection inside its answer")
         head, conn.buf = conn.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         self.status_code = int(lines[0].split()[1])
@@ -264,6 +293,9 @@ class _Response:
         self._content: bytes | None = None
         if self.headers.get("connection", "").lower() == "close":
             conn.reusable = False
+        # No body whatever the headers say (RFC 9112, 6.3).
+        self._empty = (method == "HEAD" or self.status_code in (204, 304)
+                       or 100 <= self.status_code < 200)
 
     def raise_for_status(self) -> "_Response":
         if self.status_code >= 400:
@@ -280,6 +312,9 @@ class _Response:
 
     def iter_raw(self) -> Iterator[bytes]:
         conn = self.conn
+        if self._empty:
+            self.finished = True
+            return
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 while b"\r\n" not in conn.buf:
@@ -317,11 +352,13 @@ class _Response:
 
     def iter_lines(self) -> Iterator[str]:
         pending = ""
-        decode = codecs.getincrementaldecoder("utf-8")().decode  # a character split by chunks
+        # Incremental: a character split between two chunks; "replace", as httpx does.
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         for data in self.iter_raw():
             pending += decode(data)
             *lines, pending = pending.split("\n")
             for line in lines:
                 yield line.rstrip("\r")
+        pending += decode(b"", final=True)
         if pending:
             yield pending

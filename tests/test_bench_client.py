@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.conftest import free_port
@@ -46,12 +46,23 @@ async def sse(request: Request) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def forget(request: Request) -> Response:
+    resp = Response(status_code=204)
+    resp.delete_cookie("session")  # Max-Age=0
+    return resp
+
+
+# The server closes a connection idle this long: a kept one is then found closed.
+IDLE_CLOSE_S = 0.3
+
+
 @pytest.fixture(scope="module")
 def server():
     app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]),
-                            Route("/sse", sse)])
+                            Route("/sse", sse), Route("/forget", forget, methods=["POST"])])
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        timeout_keep_alive=IDLE_CLOSE_S))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -90,5 +101,32 @@ def test_bench_client_reads_a_chunked_stream_as_it_comes(server):
         assert [line for line, _ in seen] == ["data: 0", "data: 1", "data: 2", "data: héllo"]
         # Each event was read when it was sent, not all at the end.
         assert seen[2][1] - seen[0][1] >= 0.08
+    finally:
+        http.close()
+
+
+def test_bench_client_a_kept_connection_the_server_closed_is_replaced_once(server):
+    http = LeanHttp()
+    try:
+        first = http.post(server + "echo", json={"n": 1}).json()
+        time.sleep(IDLE_CLOSE_S * 3)  # the server closes the idle connection
+        again = http.post(server + "echo", json={"n": 2}).json()
+        assert again["got"] == {"n": 2}
+        assert again["peer"] != first["peer"]  # sent once more, on a new connection
+    finally:
+        http.close()
+
+
+def test_bench_client_an_answer_without_a_body_and_a_deleted_cookie(server):
+    http = LeanHttp()
+    try:
+        http.post(server + "echo", json={})
+        assert http.cookies == {"session": "s2"}
+        t0 = time.monotonic()
+        resp = http.post(server + "forget", json={})
+        assert resp.status_code == 204 and resp.read() == b""
+        assert time.monotonic() - t0 < IDLE_CLOSE_S  # not read until the connection closed
+        assert http.cookies == {}  # Max-Age=0: the cookie is gone
+        assert http.post(server + "echo", json={}).json()["cookie"] == ""
     finally:
         http.close()
