@@ -203,7 +203,7 @@ class LeanHttp:
             except BaseException:
                 conn.close()
                 raise
-        for value in resp.headers.get_all("set-cookie"):
+        for value in (v for n, v in resp.header_list if n == "set-cookie"):
             name, _, rest = value.partition("=")
             attrs = [a.strip().lower() for a in rest.split(";")[1:]]
             if "max-age=0" in attrs:
@@ -265,11 +265,6 @@ class _Conn:
             self.sock.close()
 
 
-class _Headers(dict):
-    def get_all(self, name: str) -> list[str]:
-        return self.get("\0" + name, [])
-
-
 class _Response:
     """A response whose head is read; its body is read as it is iterated."""
 
@@ -283,12 +278,10 @@ class _Response:
         head, conn.buf = conn.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         self.status_code = int(lines[0].split()[1])
-        self.headers = _Headers()
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name, value = name.strip().lower(), value.strip()
-            self.headers[name] = value
-            self.headers.setdefault("\0" + name, []).append(value)
+        # Each header as it came (Set-Cookie repeats), and by name (the last one).
+        self.header_list = [(n.strip().lower(), v.strip())
+                            for n, _, v in (line.partition(":") for line in lines[1:])]
+        self.headers = dict(self.header_list)
         self.finished = False
         self._content: bytes | None = None
         if self.headers.get("connection", "").lower() == "close":
