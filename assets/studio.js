@@ -1,4 +1,25 @@
 () => {
+  // The parts of the Chat tab drawn a frame after its message box (ui/common.drawn_later):
+  // closed accordions, opened here once the box is on screen; the ones inside them as they
+  // appear. Gradio builds a closed accordion's contents only when it opens.
+  const openLater = (tries) => {
+    let opened = 0;
+    for (const block of document.querySelectorAll('.studio-later')) {
+      const contents = block.querySelector(':scope > [data-testid="accordion-content"]');
+      const toggle = block.querySelector(':scope > button.label-wrap');
+      if (contents && toggle && contents.style.display === 'none') {
+        toggle.click();
+        opened += 1;
+      }
+    }
+    if (opened && tries > 0) requestAnimationFrame(() => setTimeout(() => openLater(tries - 1)));
+  };
+  const afterBox = () => {
+    if (!document.querySelector('#chat-input textarea')) requestAnimationFrame(afterBox);
+    else requestAnimationFrame(() => setTimeout(() => openLater(20)));  // after its paint
+  };
+  afterBox();
+
   // Phones: start with the conversation sidebar closed, and close it again after a chat is
   // picked or started, so the conversation takes the whole screen.
   const narrow = () => window.innerWidth < 760;

@@ -137,6 +137,23 @@ class PageViews:
             return view is None or self._viewing.get(view[0]) == view[1]
 
 
+LATER = "studio-later"  # the class assets/studio.js and studio.css know these blocks by
+
+
+def drawn_later(elem_id: str) -> gr.Accordion:
+    """A block whose contents the page draws a frame after its message box (issue 16,
+    item 4), for the parts of the Chat tab that are not the conversation itself.
+
+    Gradio's frontend builds every shown component before the first paint, and the page is
+    usable only after the last one. A closed ``gr.Accordion`` builds its contents only when
+    opened, and that is all this is: ``assets/studio.js`` opens every such block once the
+    message box is on screen, and ``studio.css`` lays it out as if it were not there (no
+    heading, no frame: ``display: contents``). The components stay in the page's config, so
+    their values, events and API are the same as before; only their drawing waits.
+    """
+    return gr.Accordion("", open=False, elem_id=elem_id, elem_classes=[LATER])
+
+
 def tab_opened(tab: gr.Tab | None = None) -> list | None:
     """The triggers of a tab's loading events: selecting ``tab`` (by default the ``gr.Tab``
     being built, if any), so a tab not shown does no work and sends nothing until it is
