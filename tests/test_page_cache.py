@@ -9,6 +9,7 @@ import re
 import brotli
 import httpx
 
+from studio.ui.preload import with_preloads
 from tests.test_access_events import sign_in
 from tests.test_live_text import signed  # noqa: F401 - the fixture (users ann and bob)
 
@@ -32,9 +33,10 @@ def test_page_is_sent_compressed_and_is_the_page_gradio_renders(signed):
     assert first.status_code == 200 and first.headers["content-encoding"] == "br"
     assert first.raw_bytes == second.raw_bytes
     html = brotli.decompress(first.raw_bytes).decode()
-    # A query string is rendered by Gradio each time: the kept page is the same text.
+    # A query string is rendered by Gradio each time: the kept page is the same text, with
+    # the files its first paint needs named in its head (ui/preload.py).
     fresh = ann.get("/?fresh=1", headers={"accept-encoding": "identity"})
-    assert html == fresh.text
+    assert html == with_preloads(fresh.content).decode() != fresh.text
     assert page_config(html)["username"] == "ann"
     # Kept by nobody: the page names who is signed in.
     assert second.headers["cache-control"] == "no-store"
