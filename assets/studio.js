@@ -1,7 +1,8 @@
 () => {
   // The parts of the Chat tab drawn a frame after its message box (ui/common.drawn_later):
-  // closed accordions, opened here once the box is on screen; the ones inside them as they
-  // appear. Gradio builds a closed accordion's contents only when it opens.
+  // closed accordions mounted with the page, opened here once the box is on screen, and for
+  // a few frames more any that appear inside them. Gradio builds a closed accordion's
+  // contents only when it opens.
   const openLater = (tries) => {
     let opened = 0;
     for (const block of document.querySelectorAll('.studio-later')) {

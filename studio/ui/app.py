@@ -33,7 +33,7 @@ from .lazy import LazyTab
 from . import chat_quick
 from .live import LiveText
 from . import chat, costs, settings as settings_tab
-from . import arena as arena_tab, gradio_skips, queue_analytics, queue_wake
+from . import arena as arena_tab, gradio_skips, preload, queue_analytics, queue_wake
 from . import images as images_tab
 from . import models as models_tab
 
@@ -191,6 +191,7 @@ def build_app(services) -> gr.Blocks:
     queue_analytics.install(demo._queue)  # no pandas summary per event (items 1, 3)
     gradio_skips.install(demo)  # a gr.skip() rebuilds nothing (issue 16, item 3)
     _no_matplotlib_lookups()
+    preload.read_frontend()  # read once here, not in the event loop at the first page
     return demo
 
 

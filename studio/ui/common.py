@@ -150,6 +150,10 @@ def drawn_later(elem_id: str) -> gr.Accordion:
     message box is on screen, and ``studio.css`` lays it out as if it were not there (no
     heading, no frame: ``display: contents``). The components stay in the page's config, so
     their values, events and API are the same as before; only their drawing waits.
+
+    For blocks in the page as it opens only: the script opens those mounted with the page
+    (and, for a few frames, those that appear inside them), not one a ``LazyTab`` or a
+    ``gr.render`` makes later, whose contents would then stay hidden.
     """
     return gr.Accordion("", open=False, elem_id=elem_id, elem_classes=[LATER])
 

@@ -26,6 +26,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import gradio
 
@@ -38,7 +39,7 @@ TABLE = re.compile(r"m\.f=(\[[^\]]*\])")
 IMPORT = re.compile(r"import\(`\./([^`]+\.js)`\)[^`]{0,80}?__vite__mapDeps\(\[([\d,]*)\]\)")
 ROLE_IMPORT = re.compile(r"(component|example):\(\)=>[^`]{0,20}?import\(`\./([^`]+\.js)`\)"
                          r"[^`]{0,80}?__vite__mapDeps\(\[([\d,]*)\]\)")
-KIND = re.compile(r"([a-z_]+):\{([^{}]*import\([^{}]*)\}")
+KIND = re.compile(r"([a-z0-9_]+):\{([^{}]*import\([^{}]*)\}")
 CONFIG_START = b"window.gradio_config = "
 CONFIG_END = b";</script>"
 
@@ -52,7 +53,7 @@ class Frontend:
     boot: list[str] = field(default_factory=list)
     kinds: dict[str, list[str]] = field(default_factory=dict)
 
-    def files(self, kinds) -> list[str]:
+    def files(self, kinds: Iterable[str]) -> list[str]:
         """Every file a page with components of ``kinds`` loads before its first paint,
         the page's own script and its style excepted; each once, in load order."""
         out = list(self.boot)
@@ -112,12 +113,14 @@ def read_frontend(root: Path = FRONTEND) -> Frontend:
             return Frontend()
         return Frontend(in_page, boot, kinds)
     except (OSError, ValueError, IndexError) as exc:
-        log.info("Gradio's frontend is not as expected (%s): pages go without preloads", exc)
+        log.warning("Gradio's frontend is not as expected (%s): pages go without preloads",
+                    exc)
         return Frontend()
 
 
 def config_kinds(html: bytes) -> list[str]:
-    """The component kinds in a page's config, in order; [] when the page has none."""
+    """The kinds of the components a page's config shows, in order; [] when it has none.
+    Hidden ones are left out: Gradio imports their modules only when they are shown."""
     start = html.find(CONFIG_START)
     if start < 0:
         return []
@@ -131,7 +134,11 @@ def config_kinds(html: bytes) -> list[str]:
         return []
     kinds = []
     for component in config.get("components") or []:
-        kind = component.get("type") if isinstance(component, dict) else None
+        if not isinstance(component, dict):
+            continue
+        kind, props = component.get("type"), component.get("props")
+        if isinstance(props, dict) and props.get("visible") is False:
+            continue
         if isinstance(kind, str) and kind not in kinds:
             kinds.append(kind)
     return kinds
@@ -153,9 +160,14 @@ def link_tags(files: list[str]) -> bytes:
 
 
 def with_preloads(html: bytes, frontend: Frontend | None = None) -> bytes:
-    """The page with the files its first paint needs named at the end of its head."""
-    frontend = frontend if frontend is not None else read_frontend()
-    kinds = config_kinds(html)
-    if not frontend.boot or not kinds or b"</head>" not in html:
+    """The page with the files its first paint needs named at the end of its head; the page
+    as it is if anything about it or Gradio's frontend is not as expected."""
+    try:
+        frontend = frontend if frontend is not None else read_frontend()
+        kinds = config_kinds(html)
+        if not frontend.boot or not kinds or b"</head>" not in html:
+            return html
+        return html.replace(b"</head>", link_tags(frontend.files(kinds)) + b"</head>", 1)
+    except Exception:  # noqa: BLE001 - the page goes out as Gradio rendered it
+        log.warning("page sent without preloads", exc_info=True)
         return html
-    return html.replace(b"</head>", link_tags(frontend.files(kinds)) + b"</head>", 1)
