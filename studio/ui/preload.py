@@ -63,15 +63,16 @@ class Frontend:
         return [name for name in out if not (name in seen or seen.add(name))]
 
 
+def _named(deps: list[str], indices: str) -> list[str]:
+    """The files ``__vite__mapDeps([indices])`` names, from its file's ``deps`` table."""
+    return [deps[int(i)].removeprefix("./") for i in indices.split(",") if i]
+
+
 def _imports(text: str) -> list[tuple[str, list[str]]]:
     """(module, the files it needs) for each dynamic import in one built file."""
     table = TABLE.search(text)
     deps = json.loads(table.group(1)) if table else []
-    found = []
-    for module, indices in IMPORT.findall(text):
-        needs = [deps[int(i)].removeprefix("./") for i in indices.split(",") if i]
-        found.append((module, needs))
-    return found
+    return [(module, _named(deps, indices)) for module, indices in IMPORT.findall(text)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,8 +106,7 @@ def read_frontend(root: Path = FRONTEND) -> Frontend:
                 files: list[str] = []
                 for role, module, indices in ROLE_IMPORT.findall(body):
                     if role == "component":  # ``example`` is for a Dataset's rows
-                        files += [module] + [deps[int(i)].removeprefix("./")
-                                             for i in indices.split(",") if i]
+                        files += [module, *_named(deps, indices)]
                 if files:
                     kinds[kind] = files
         if not any(name.startswith("Blocks-") for name in boot) or not kinds:
