@@ -2,19 +2,25 @@
   // The parts of the Chat tab drawn a frame after its message box (ui/common.drawn_later):
   // closed accordions mounted with the page, opened here once the box is on screen, and for
   // a few frames more any that appear inside them. Gradio builds a closed accordion's
-  // contents only when it opens.
+  // contents only when it opens. One this can't open (a Gradio release that draws
+  // accordions another way) loses the class, and with it the CSS that hides its heading:
+  // it is then an accordion the person can open, never a part of the page gone for good.
   const openLater = (tries) => {
-    let opened = 0;
+    let opening = 0;
     for (const block of document.querySelectorAll('.studio-later')) {
       const contents = block.querySelector(':scope > [data-testid="accordion-content"]');
       const toggle = block.querySelector(':scope > button.label-wrap');
-      if (contents && toggle && contents.style.display === 'none') {
+      if (contents && contents.style.display !== 'none') continue;  // open
+      if (!contents || !toggle || tries <= 0) {
+        block.classList.remove('studio-later');
+      } else {
         toggle.click();
-        opened += 1;
+        opening += 1;
       }
     }
-    if (opened && tries > 0) requestAnimationFrame(() => setTimeout(() => openLater(tries - 1)));
+    if (opening) requestAnimationFrame(() => setTimeout(() => openLater(tries - 1)));
   };
+  window.studioOpenLater = openLater;  // (tests)
   const afterBox = () => {
     if (!document.querySelector('#chat-input textarea')) requestAnimationFrame(afterBox);
     else requestAnimationFrame(() => setTimeout(() => openLater(20)));  // after its paint

@@ -62,7 +62,7 @@ def render(services) -> SimpleNamespace:
         conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
                              elem_classes=["conv-list"], container=False)
         # Drawn a frame after the message box, as the settings column (``drawn_later``).
-        with drawn_later("conv-extras"):
+        with drawn_later("conv-extras", "This chat, incognito, import"):
             with gr.Accordion("This chat", open=False, elem_id="conv-actions"):
                 rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
                 with gr.Row():
@@ -115,7 +115,7 @@ def render(services) -> SimpleNamespace:
                                      min_width=70, visible=False)
             # The pictures that go with the next message; shown only while there are some
             # (studio.css), with ✕ to clear them.
-            with drawn_later("chat-attached-later"):
+            with drawn_later("chat-attached-later", "Attached pictures"):
                 attached = gr.File(file_count="multiple", file_types=["image"],
                                    type="filepath", show_label=False, elem_id="chat-attached",
                                    height=90)
@@ -127,7 +127,7 @@ def render(services) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=260, elem_id="chat-settings"):
             # The column is drawn a frame after the message box (``drawn_later``): the page
             # is usable ~10-20 ms sooner with its cache warm, ~35 ms with a fresh browser.
-            with drawn_later("chat-settings-later"):
+            with drawn_later("chat-settings-later", "Model and settings"):
                 # Custom values are allowed so API callers can name a model; page.on_send
                 # checks it.
                 model_dd = gr.Dropdown(choices=[], label="Model", elem_id="model-picker",

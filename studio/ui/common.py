@@ -140,7 +140,7 @@ class PageViews:
 LATER = "studio-later"  # the class assets/studio.js and studio.css know these blocks by
 
 
-def drawn_later(elem_id: str) -> gr.Accordion:
+def drawn_later(elem_id: str, label: str) -> gr.Accordion:
     """A block whose contents the page draws a frame after its message box (issue 16,
     item 4), for the parts of the Chat tab that are not the conversation itself.
 
@@ -153,9 +153,10 @@ def drawn_later(elem_id: str) -> gr.Accordion:
 
     For blocks in the page as it opens only: the script opens those mounted with the page
     (and, for a few frames, those that appear inside them), not one a ``LazyTab`` or a
-    ``gr.render`` makes later, whose contents would then stay hidden.
+    ``gr.render`` makes later. One the script can't open is shown as the accordion it is,
+    headed ``label``, for the person to open.
     """
-    return gr.Accordion("", open=False, elem_id=elem_id, elem_classes=[LATER])
+    return gr.Accordion(label, open=False, elem_id=elem_id, elem_classes=[LATER])
 
 
 def tab_opened(tab: gr.Tab | None = None) -> list | None:
