@@ -110,7 +110,10 @@ def lazy_events(client: httpx.Client, demo) -> tuple[str, dict, list[tuple[int, 
     (studio/ui/lazy.py), as opening each tab does: (session, the rendered configs,
     (dependency id, role) of every event the tabs made there)."""
     session = uuid.uuid4().hex
-    rendered = render_in_session(client, client.get("/config").json(), session)
+    config = client.get("/config").json()
+    rendered = render_in_session(client, config, session)
+    # A rendered event may read the page's own components too (the Chat tab's tools).
+    rendered["components"] = [*config["components"], *rendered["components"]]
     fns = demo.state_holder[session].blocks_config.fns
     return session, rendered, [(i, role_needed(fn.fn)) for i, fn in fns.items()
                                if fn.fn is not None and fn.rendered_in is not None]

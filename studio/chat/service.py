@@ -483,6 +483,14 @@ class ChatService:
             raise InvalidInput("Only saved conversations can be renamed.")
         self._store.rename_conversation(chat_id, (title or "").strip() or "Untitled")
 
+    def title(self, chat_id: str | None, *, user: str) -> str:
+        """The title of ``user``'s saved chat as it is now; "" for no chat, one not saved
+        (incognito) and another's."""
+        if not chat_id or chat_id.startswith(INCOGNITO_PREFIX):
+            return ""
+        conv = self._store.get_conversation(chat_id, user=user)
+        return conv.title if conv is not None else ""
+
     def set_pinned(self, chat_id: str | None, pinned: bool, *, user: str) -> None:
         """Pin a stored chat to the top of the user's sidebar, or unpin it. Raises
         ``InvalidInput`` for a chat not saved (yet), ``NotFound`` for another's."""

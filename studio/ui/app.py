@@ -81,17 +81,16 @@ def build_app(services) -> gr.Blocks:
         policy = event_policy(services)
         # Only Chat is in the page as it opens; every other tab is built the first time a
         # page opens it (``LazyTab``), with ``policy`` applied to the events it makes there.
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Chat", id="chat") as chat_block:
-                chat_parts = chat.render(services)
+                chat_parts = chat.render(services, policy)
                 # The page's quick send (/studio/send, chat_quick.py) serves its chat pages.
                 setattr(demo, chat_quick.ATTRIBUTE, chat_parts.page.quick)
-            images_block = LazyTab("Images", "images", lambda: images_tab.render(services),
-                                   policy).tab
+            LazyTab("Images", "images", lambda: images_tab.render(services), policy)
 
             models_block = LazyTab("Models", "models", lambda: models_tab.render(
                 services, timer=models_timer), policy).tab
-            costs_block = LazyTab("Costs", "costs", lambda: costs.render(services), policy).tab
+            LazyTab("Costs", "costs", lambda: costs.render(services), policy)
 
             def build_arena():
                 arena_parts = arena_tab.render(services)
@@ -112,7 +111,7 @@ def build_app(services) -> gr.Blocks:
                       api_visibility="private", concurrency_limit=None,
                       concurrency_id="arena-models-follow", show_progress="hidden")
 
-            arena_block = LazyTab("Arena", "arena", build_arena, policy).tab
+            LazyTab("Arena", "arena", build_arena, policy)
 
             def build_settings():
                 parts = settings_tab.render(services, timer=settings_timer)
@@ -125,15 +124,15 @@ def build_app(services) -> gr.Blocks:
         # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
         # The Settings hosts table's timer likewise (opening Settings switches it on, for
         # admins only: settings_tab's open_fn).
-        timer_switch = dict(queue=False, api_visibility="private", show_progress="hidden")
-        timers = [models_timer, settings_timer]
-        for block in (chat_block, images_block, costs_block, arena_block):
-            block.select(lambda: (gr.Timer(active=False), gr.Timer(active=False)), None, timers,
-                         **timer_switch)
-        models_block.select(lambda: (gr.Timer(active=True), gr.Timer(active=False)), None,
-                            timers, **timer_switch)
-        settings_block.select(lambda: gr.Timer(active=False), None, models_timer,
-                              **timer_switch)
+        # One event for every switch (each event in the page's config costs its load a
+        # little, issue 16 item 4).
+        def on_tab_switch(evt: gr.SelectData):
+            shown = evt.value  # the tab's label
+            return (gr.Timer(active=shown == models_block.label),
+                    gr.skip() if shown == settings_block.label else gr.Timer(active=False))
+
+        tabs.select(on_tab_switch, None, [models_timer, settings_timer], queue=False,
+                    api_visibility="private", show_progress="hidden")
 
         def on_status():
             return status_html(services.status.statuses())
@@ -183,7 +182,10 @@ def build_app(services) -> gr.Blocks:
         # As for a page never filled (-1, a constant): the Chat tab's select, which Gradio
         # also fires as the page opens, may have checked and moved models_seen before the
         # load's picker (from the known lists) landed over its answer.
-        page_load.then(on_models, [gr.State(-1), picker_dd], [models_seen, picker_dd],
+        def on_models_filled(chat_model):
+            return on_models(-1, chat_model)
+
+        page_load.then(on_models_filled, [picker_dd], [models_seen, picker_dd],
                        api_visibility="private", concurrency_limit=None,
                        concurrency_id="models-follow", show_progress="hidden")
     policy(demo.fns.values())

@@ -16,7 +16,10 @@ import gradio as gr
 from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, MODEL_INFO, NEWER_LABEL,
                             QUEUE_LABEL, STOP_LABEL, ChatPage)
 from .chat_values import new_session
+from gradio.context import Context
+
 from .common import drawn_later
+from .lazy import Policy, finish_render
 
 # Browser-side steps around the send event (see where chat_input.submit is wired). The
 # message is the box's text and the pictures attached under it.
@@ -46,11 +49,15 @@ ATTACH_JS = """(added, have) => {
 }"""
 
 
-def render(services) -> SimpleNamespace:
-    """Build the Chat tab inside the current Blocks context; returns components app.py wires."""
+def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace:
+    """Build the Chat tab inside the current Blocks context; returns components app.py wires.
+    ``policy`` (``app.event_policy``) is applied to the events a page's render makes."""
     page = ChatPage(services)
 
     session = gr.State(new_session())
+    # The open chat's title: as it changes, "This chat" (``chat_tools``) shows the title of
+    # the chat now open.
+    title = gr.State("")
     last_open = gr.BrowserState("", storage_key="studio-last-conversation")
 
     with gr.Sidebar(label="Conversations", open=True, elem_id="conv-sidebar", width=300):
@@ -62,30 +69,42 @@ def render(services) -> SimpleNamespace:
         conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
                              elem_classes=["conv-list"], container=False)
         # Drawn a frame after the message box, as the settings column (``drawn_later``).
-        with drawn_later("conv-extras", "This chat, incognito, import"):
-            with gr.Accordion("This chat", open=False, elem_id="conv-actions"):
-                rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
-                with gr.Row():
-                    rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
-                    pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn")
-                    delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn")
-                # A second, explicit press confirms: works the same on phones, no JS dialogs.
-                confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
-                                               variant="stop", visible=False,
-                                               elem_id="confirm-delete")
-                with gr.Row():
-                    export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md")
-                    export_json_btn = gr.Button("Export .json", size="sm", elem_id="export-json")
-                export_file = gr.File(label="Export", visible=False, elem_id="export-file")
+        with drawn_later("conv-extras", "Incognito, this chat, import"):
             incognito = gr.Checkbox(label="Incognito (not saved)", value=False, elem_id="incognito")
-            with gr.Accordion("Import chats", open=False, elem_id="import-chats"):
-                import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
-                                            "conversations.json or its .zip",
-                                      file_types=[".json", ".zip"], type="filepath",
-                                      elem_id="import-file")
-                import_report = gr.Markdown("Each chat comes with the branch you last saw, its "
-                                            "dates and models. Importing a file again adds "
-                                            "nothing.", elem_id="import-report")
+
+            # "This chat" and "Import chats" are not in the page as it opens: a render
+            # brings them right after it (each component of the page's config cost its
+            # load ~0.5 ms; issue 16, item 4). The open chat's title reaches them through
+            # ``title``, the exports' API through the events wired below the tab.
+            @gr.render(triggers=[Context.root_block.load], concurrency_limit=None,
+                       concurrency_id="chat-tools", show_progress="hidden")
+            def chat_tools():
+                with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
+                    rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
+                    with gr.Row():
+                        rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
+                        pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn")
+                        delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn")
+                    # A second, explicit press confirms: works the same on phones, no JS
+                    # dialogs.
+                    confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
+                                                   variant="stop", visible=False,
+                                                   elem_id="confirm-delete")
+                    with gr.Row():
+                        export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md")
+                        export_json_btn = gr.Button("Export .json", size="sm",
+                                                    elem_id="export-json")
+                    export_file = gr.File(label="Export", visible=False, elem_id="export-file")
+                with gr.Accordion("Import chats", open=False, elem_id="import-chats"):
+                    import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
+                                                "conversations.json or its .zip",
+                                          file_types=[".json", ".zip"], type="filepath",
+                                          elem_id="import-file")
+                    import_report = gr.Markdown("Each chat comes with the branch you last saw, "
+                                                "its dates and models. Importing a file again "
+                                                "adds nothing.", elem_id="import-report")
+                wire_tools(SimpleNamespace(**locals()))
+                finish_render(policy)
 
     with gr.Row(equal_height=False, elem_id="chat-row"):
         with gr.Column(scale=4, min_width=320):
@@ -170,7 +189,7 @@ def render(services) -> SimpleNamespace:
                                               max_tokens], api_visibility="private")
 
     window_out = [earlier_btn, newer_btn]
-    open_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, model_dd, last_open,
+    open_out = [session, chatbot, stats_md, stop_btn, title, conv_list, model_dd, last_open,
                 queue_view, *window_out]
     # Opening a chat is one update (on_open); a reply still streaming there is followed by
     # a second event, on_follow, which holds no worker while it waits (no limit: it only
@@ -200,10 +219,14 @@ def render(services) -> SimpleNamespace:
     # emptying the box): on_send queues it. The hidden File checks its pictures as the
     # one on screen would (uploaded here, image types only).
     outgoing = gr.Textbox(visible=False, elem_id="outgoing-text")
-    outgoing_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
-                             visible=False, elem_id="outgoing-files")
     # Set by the send event's js step when the page's script sent the message already.
     ticket = gr.Textbox(visible=False, elem_id="outgoing-ticket")
+    # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
+    # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
+    # (The hidden boxes side by side: Gradio puts them in one form, one block fewer.)
+    turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
+    outgoing_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                             visible=False, elem_id="outgoing-files")
     page.quick.bind(session)
     chat_input.submit(
         None, [chat_input, attached], [outgoing, outgoing_files, chat_input, attached],
@@ -230,13 +253,10 @@ def render(services) -> SimpleNamespace:
     chatbot.edit(page.on_edit, [session, model_dd, system_box, *params], reply_out,
                  api_visibility="private", concurrency_limit=None, concurrency_id="chat-edit",
                  show_progress="hidden", postprocess=False)
-    # The buttons under each turn (↻ on older answers, ‹ n/m › between versions) are HTML
-    # in the chatbot; assets/studio.js writes a press into this box ("prev 4 <nonce>").
-    turn_action = gr.Textbox(visible="hidden", elem_id="turn-action")
     turn_action.input(page.on_turn_action, [turn_action, session, model_dd, system_box, *params],
                       reply_out, api_visibility="private", concurrency_limit=None,
                       concurrency_id="chat-turn", show_progress="hidden", postprocess=False)
-    new_out = [session, chatbot, stats_md, stop_btn, rename_box, conv_list, last_open,
+    new_out = [session, chatbot, stats_md, stop_btn, title, conv_list, last_open,
                queue_view, *window_out]
     new_btn.click(page.on_new, [incognito, session], new_out, api_visibility="private")
     # The Chatbot's own trash button starts a new chat too (nothing is deleted).
@@ -245,25 +265,42 @@ def render(services) -> SimpleNamespace:
     search_box.change(page.on_search, [search_box], [conv_list, search_note], api_name="search",
                       concurrency_limit=None, concurrency_id="chat-search",
                       show_progress="hidden", trigger_mode="always_last")
-    rename_btn.click(page.on_rename, [session, rename_box], [conv_list], api_visibility="private")
-    pin_btn.click(page.on_pin, [session], [conv_list], api_visibility="private")
-    import_file.upload(page.on_import, [import_file], [import_report, conv_list],
-                       api_visibility="private", concurrency_limit=None,
-                       concurrency_id="chat-import", show_progress_on=[import_report])
-    delete_btn.click(lambda: gr.update(visible=True), None, [confirm_delete_btn],
-                     api_visibility="private", queue=False)
-    confirm_delete_btn.click(page.on_delete, [session],
-                             [session, chatbot, stats_md, conv_list, rename_box, *window_out],
-                             api_visibility="private").then(lambda: gr.update(visible=False), None, [confirm_delete_btn],
-                                    api_visibility="private", queue=False)
     earlier_btn.click(page.on_earlier, [session], [session, chatbot, *window_out],
                       api_name="load_earlier", concurrency_limit=None,
                       concurrency_id="chat-window")
     newer_btn.click(page.on_newer, [session], [session, chatbot, *window_out],
                     api_name="load_newer", concurrency_limit=None, concurrency_id="chat-window")
-    export_md_btn.click(page.on_export_markdown, [session], [export_file],
-                        api_name="export_markdown")
-    export_json_btn.click(page.on_export_json, [session], [export_file], api_name="export_json")
+    # The exports for API callers: events with no trigger on the page, whose file goes to
+    # a hidden File (the page's own buttons are in "This chat", ``chat_tools``).
+    exported = gr.File(visible=False, elem_id="exported")
+    gr.on([], page.on_export_markdown, [session], [exported], api_name="export_markdown")
+    gr.on([], page.on_export_json, [session], [exported], api_name="export_json")
+
+    def wire_tools(tools: SimpleNamespace) -> None:
+        """The events of "This chat" and "Import chats", made in each page's render."""
+        private = dict(api_visibility="private")
+        # The box shows the open chat's title as "This chat" opens, and as another opens
+        # (a new chat's title is "" as the one before may have been: its id moves too).
+        gr.on([tools.actions.expand, title.change, last_open.change], page.on_title, [session],
+              [tools.rename_box], show_progress="hidden", **private)
+        tools.rename_btn.click(page.on_rename, [session, tools.rename_box], [conv_list],
+                               **private)
+        tools.pin_btn.click(page.on_pin, [session], [conv_list], **private)
+        tools.import_file.upload(page.on_import, [tools.import_file],
+                                 [tools.import_report, conv_list], concurrency_limit=None,
+                                 concurrency_id="chat-import",
+                                 show_progress_on=[tools.import_report], **private)
+        tools.delete_btn.click(lambda: gr.update(visible=True), None,
+                               [tools.confirm_delete_btn], queue=False, **private)
+        tools.confirm_delete_btn.click(
+            page.on_delete, [session], [session, chatbot, stats_md, conv_list, title,
+                                        *window_out], **private).then(
+            lambda: gr.update(visible=False), None, [tools.confirm_delete_btn], queue=False,
+            **private)
+        tools.export_md_btn.click(page.on_export_markdown, [session], [tools.export_file],
+                                  **private)
+        tools.export_json_btn.click(page.on_export_json, [session], [tools.export_file],
+                                    **private)
 
     return SimpleNamespace(load_fn=page.on_page_load, load_inputs=[last_open, session],
                            load_outputs=open_out, follow=follow, chatbot=chatbot,

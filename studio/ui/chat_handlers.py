@@ -597,6 +597,12 @@ class ChatPage:
         return self.list_update(user, "", sess["chat_id"], page_of(request))
 
     @ui_errors
+    def on_title(self, sess, request: gr.Request = None):
+        """The open chat's title as stored now, for the box of "This chat" (a new chat's
+        comes with its first message; a title model may write a better one later)."""
+        return self.chat.title(sess.get("chat_id"), user=page_user(request))
+
+    @ui_errors
     def on_pin(self, sess, request: gr.Request = None):
         """Pin the open chat to the top of the list, or unpin it. Returns the list."""
         user = page_user(request)

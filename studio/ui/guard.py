@@ -33,17 +33,19 @@ LAMBDA = "<lambda>"  # layout-only steps (show a confirm button, switch a timer)
 # module -> {function qualname -> role}. Every event function of the app is listed.
 EVENTS: dict[str, dict[str, str]] = {
     "studio.ui.app": {
-        f"build_app.<locals>.{LAMBDA}": USER, "build_app.<locals>.on_status": USER,
+        "build_app.<locals>.on_tab_switch": USER, "build_app.<locals>.on_status": USER,
+        "build_app.<locals>.on_models_filled": USER,
         "build_app.<locals>.on_tick": USER, "build_app.<locals>.on_models": USER,
         "build_app.<locals>.build_arena.<locals>.on_arena_models": USER,
     },
     "studio.ui.lazy": {"on_tab_open": USER, "LazyTab.__init__.<locals>.contents": USER},
-    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER},
+    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER, "render.<locals>.chat_tools": USER,
+                       f"render.<locals>.wire_tools.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
         "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
         "on_retry", "on_edit", "on_new", "on_search", "on_rename", "on_delete",
         "on_export_markdown", "on_export_json", "on_page_load", "on_follow", "on_take_back",
-        "on_pin", "on_import", "on_turn_action", "on_earlier", "on_newer")},
+        "on_pin", "on_import", "on_turn_action", "on_title", "on_earlier", "on_newer")},
     "studio.ui.images": {f"render.<locals>.{name}": USER for name in (
         LAMBDA, "on_load", "on_load_jobs", "on_refresh", "on_generate",
         "on_gallery", "on_cancel", "on_follow", "on_jobs_refresh", "on_input_upload",

@@ -64,12 +64,7 @@ class LazyTab:
             self.build()
         finally:
             building.reset(token)
-        renderable = LocalContext.renderable.get(None)
-        config = LocalContext.blocks_config.get(None)
-        if renderable is not None and config is not None:
-            made = [fn for fn in config.fns.values() if fn.rendered_in is renderable]
-            self.policy(made)
-            settle_interactivity(config, renderable)
+        finish_render(self.policy)
 
     def opened_again(self) -> list:
         """Triggers of the tab's loading events inside ``build``: the render's arrival in
@@ -77,6 +72,18 @@ class LazyTab:
         config = LocalContext.blocks_config.get(None)
         root = config.root_block if config is not None else gr.context.Context.root_block
         return [root.load, self.visits.change]
+
+
+def finish_render(policy: Policy) -> None:
+    """At the end of a ``gr.render``'s function (a lazy tab's, the Chat tab's later parts):
+    ``policy`` applied to the event functions it made, before the page can call any of
+    them, and their components' interactivity settled."""
+    renderable = LocalContext.renderable.get(None)
+    config = LocalContext.blocks_config.get(None)
+    if renderable is not None and config is not None:
+        made = [fn for fn in config.fns.values() if fn.rendered_in is renderable]
+        policy(made)
+        settle_interactivity(config, renderable)
 
 
 def settle_interactivity(config, renderable) -> None:
