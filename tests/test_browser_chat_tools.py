@@ -1,6 +1,6 @@
-"""The sidebar's "This chat" and "Import chats", which a render brings right after the page
-opens (ui/chat.py ``chat_tools``, issue 16 item 4): not in the page's first config, and in
-the page they rename, pin, export and delete the chat that is open, as before."""
+"""The sidebar's "This chat" and "Import chats", built each time they are opened (a render
+each, ui/chat.py; issue 16 item 4): not in the page's first config, and in the page they
+rename, export and delete the chat that is open, and import, as before."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.browser
 
 TOOLS = ("rename-box", "rename-btn", "pin-btn", "delete-btn", "confirm-delete", "export-md",
          "export-json", "export-file", "import-file", "import-report")
-BOX_JS = "() => document.querySelector('#rename-box textarea, #rename-box input').value"
+BOX_JS = ("() => ((document.querySelector('#rename-box textarea, #rename-box input') || {})"
+          ".value ?? null)")
 
 
 def first_config(url: str) -> dict:
@@ -33,7 +34,7 @@ def listed(page) -> list[str]:
         "#conv-list label", "ls => ls.map(l => l.innerText)")]
 
 
-def test_browser_chat_tools_come_after_the_page_and_act_on_the_open_chat(studio, page):
+def test_browser_chat_tools_are_built_as_opened_and_act_on_the_open_chat(studio, page):
     names = {c.get("props", {}).get("elem_id") for c in first_config(studio.url)["components"]}
     assert not names & set(TOOLS), names & set(TOOLS)
     assert {"incognito", "conv-list", "chat-input"} <= names
@@ -46,7 +47,7 @@ def test_browser_chat_tools_come_after_the_page_and_act_on_the_open_chat(studio,
 
     # "This chat" shows the open chat's title as it opens.
     page.click("#conv-actions button")
-    page.wait_for_function(f"() => ({BOX_JS})().includes('{marker}')")
+    page.wait_for_function(f"() => (({BOX_JS})() || '').includes('{marker}')")
 
     # Rename: the list says so, and closing and opening "This chat" keeps the new title.
     title = f"Renamed {marker}"

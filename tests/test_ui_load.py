@@ -49,9 +49,7 @@ def test_load_runs_only_the_status_strip_and_the_chat_tab(demo):
     app, _services = demo
     on_load = sorted(name_of(f) for f in app.fns.values()
                      if f.fn is not None and any(t[1] == "load" for t in f.targets))
-    # chat_tools: the render that brings the Chat tab's "This chat" and "Import chats"
-    # (ui/chat.py); it builds components and reads nothing.
-    assert on_load == ["chat_tools", "on_page_load", "on_status"]
+    assert on_load == ["on_page_load", "on_status"]
 
 
 def test_load_other_tabs_are_not_in_the_page_until_opened(demo):
@@ -68,7 +66,7 @@ def test_load_other_tabs_are_not_in_the_page_until_opened(demo):
                       "settings-account"}
     tabs = [b for b in app.blocks.values() if isinstance(b, Tab)]
     renders = [f for f in app.fns.values() if f.renderable is not None
-               and name_of(f) != "chat_tools"]
+               and name_of(f) not in ("this_chat", "import_chats")]  # the Chat tab's
     assert len(renders) == 5 and all(len(f.targets) == 1 for f in renders)
     opens = {f.targets[0][0] for f in renders}  # each render: its tab's "opened" state
     select = [f for f in app.fns.values() if f.fn is not None and name_of(f) == "on_tab_open"]

@@ -16,10 +16,8 @@ import gradio as gr
 from .chat_handlers import (DEFAULT_PARAMS, EARLIER_LABEL, MODEL_INFO, NEWER_LABEL,
                             QUEUE_LABEL, STOP_LABEL, ChatPage)
 from .chat_values import new_session
-from gradio.context import Context
-
 from .common import drawn_later
-from .lazy import Policy, finish_render
+from .lazy import Policy, arrived, finish_render
 
 # Browser-side steps around the send event (see where chat_input.submit is wired). The
 # message is the box's text and the pictures attached under it.
@@ -55,7 +53,7 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
     page = ChatPage(services)
 
     session = gr.State(new_session())
-    # The open chat's title: as it changes, "This chat" (``chat_tools``) shows the title of
+    # The open chat's title: as it changes, "This chat" (once opened) shows the title of
     # the chat now open.
     title = gr.State("")
     last_open = gr.BrowserState("", storage_key="studio-last-conversation")
@@ -72,14 +70,14 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
         with drawn_later("conv-extras", "Incognito, this chat, import"):
             incognito = gr.Checkbox(label="Incognito (not saved)", value=False, elem_id="incognito")
 
-            # "This chat" and "Import chats" are not in the page as it opens: a render
-            # brings them right after it (each component of the page's config cost its
-            # load ~0.5 ms; issue 16, item 4). The open chat's title reaches them through
-            # ``title``, the exports' API through the events wired below the tab.
-            @gr.render(triggers=[Context.root_block.load], concurrency_limit=None,
-                       concurrency_id="chat-tools", show_progress="hidden")
-            def chat_tools():
-                with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
+            # "This chat" and "Import chats" are built each time they are opened (a render
+            # each): their components are not in the page's config (each cost its load
+            # ~0.5 ms; issue 16, item 4), nor in its session until then.
+            later = dict(concurrency_limit=None, concurrency_id="chat-tools",
+                         show_progress="hidden")
+            with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
+                @gr.render(triggers=[actions.expand], **later)
+                def this_chat():
                     rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
                     with gr.Row():
                         rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
@@ -95,7 +93,11 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
                         export_json_btn = gr.Button("Export .json", size="sm",
                                                     elem_id="export-json")
                     export_file = gr.File(label="Export", visible=False, elem_id="export-file")
-                with gr.Accordion("Import chats", open=False, elem_id="import-chats"):
+                    wire_this_chat(SimpleNamespace(**locals()))
+                    finish_render(policy)
+            with gr.Accordion("Import chats", open=False, elem_id="import-chats") as imports:
+                @gr.render(triggers=[imports.expand], **later)
+                def import_chats():
                     import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
                                                 "conversations.json or its .zip",
                                           file_types=[".json", ".zip"], type="filepath",
@@ -103,8 +105,11 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
                     import_report = gr.Markdown("Each chat comes with the branch you last saw, "
                                                 "its dates and models. Importing a file again "
                                                 "adds nothing.", elem_id="import-report")
-                wire_tools(SimpleNamespace(**locals()))
-                finish_render(policy)
+                    import_file.upload(page.on_import, [import_file],
+                                       [import_report, conv_list], api_visibility="private",
+                                       concurrency_limit=None, concurrency_id="chat-import",
+                                       show_progress_on=[import_report])
+                    finish_render(policy)
 
     with gr.Row(equal_height=False, elem_id="chat-row"):
         with gr.Column(scale=4, min_width=320):
@@ -271,25 +276,22 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
     newer_btn.click(page.on_newer, [session], [session, chatbot, *window_out],
                     api_name="load_newer", concurrency_limit=None, concurrency_id="chat-window")
     # The exports for API callers: events with no trigger on the page, whose file goes to
-    # a hidden File (the page's own buttons are in "This chat", ``chat_tools``).
+    # a hidden File (the page's own buttons are in "This chat", built as it opens).
     exported = gr.File(visible=False, elem_id="exported")
     gr.on([], page.on_export_markdown, [session], [exported], api_name="export_markdown")
     gr.on([], page.on_export_json, [session], [exported], api_name="export_json")
 
-    def wire_tools(tools: SimpleNamespace) -> None:
-        """The events of "This chat" and "Import chats", made in each page's render."""
+    def wire_this_chat(tools: SimpleNamespace) -> None:
+        """The events of "This chat", made in its render."""
         private = dict(api_visibility="private")
-        # The box shows the open chat's title as "This chat" opens, and as another opens
-        # (a new chat's title is "" as the one before may have been: its id moves too).
-        gr.on([tools.actions.expand, title.change, last_open.change], page.on_title, [session],
-              [tools.rename_box], show_progress="hidden", **private)
+        # The box shows the open chat's title as "This chat" opens (the render's arrival
+        # in the page), and as the page opens another chat (a new chat's title is "", as
+        # the one before may have been: its id moves too).
+        gr.on([arrived(), title.change, last_open.change], page.on_title,
+              [session], [tools.rename_box], show_progress="hidden", **private)
         tools.rename_btn.click(page.on_rename, [session, tools.rename_box], [conv_list],
                                **private)
         tools.pin_btn.click(page.on_pin, [session], [conv_list], **private)
-        tools.import_file.upload(page.on_import, [tools.import_file],
-                                 [tools.import_report, conv_list], concurrency_limit=None,
-                                 concurrency_id="chat-import",
-                                 show_progress_on=[tools.import_report], **private)
         tools.delete_btn.click(lambda: gr.update(visible=True), None,
                                [tools.confirm_delete_btn], queue=False, **private)
         tools.confirm_delete_btn.click(

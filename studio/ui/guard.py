@@ -39,8 +39,9 @@ EVENTS: dict[str, dict[str, str]] = {
         "build_app.<locals>.build_arena.<locals>.on_arena_models": USER,
     },
     "studio.ui.lazy": {"on_tab_open": USER, "LazyTab.__init__.<locals>.contents": USER},
-    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER, "render.<locals>.chat_tools": USER,
-                       f"render.<locals>.wire_tools.<locals>.{LAMBDA}": USER},
+    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER, "render.<locals>.this_chat": USER,
+                       "render.<locals>.import_chats": USER,
+                       f"render.<locals>.wire_this_chat.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
         "on_refresh_models", "on_cost_hint", "on_preset", "on_open", "on_send", "on_stop",
         "on_retry", "on_edit", "on_new", "on_search", "on_rename", "on_delete",

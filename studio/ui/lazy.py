@@ -69,9 +69,15 @@ class LazyTab:
     def opened_again(self) -> list:
         """Triggers of the tab's loading events inside ``build``: the render's arrival in
         the page (the first opening) and every later opening."""
-        config = LocalContext.blocks_config.get(None)
-        root = config.root_block if config is not None else gr.context.Context.root_block
-        return [root.load, self.visits.change]
+        return [arrived(), self.visits.change]
+
+
+def arrived():
+    """Inside a render's function: the trigger of its events that fires as the render
+    arrives in the page (the page's load, which Gradio's frontend fires then for them)."""
+    config = LocalContext.blocks_config.get(None)
+    root = config.root_block if config is not None else gr.context.Context.root_block
+    return root.load
 
 
 def finish_render(policy: Policy) -> None:
