@@ -28,7 +28,7 @@ def page_config(demo):
 
 
 def render_dependencies(config: dict) -> list[dict]:
-    """The app config's render events, one per lazy tab."""
+    """The app config's render events: one per lazy tab, and the Chat tab's two."""
     return [d for d in config["dependencies"] if d.get("render_id") is not None]
 
 

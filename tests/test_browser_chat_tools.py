@@ -80,3 +80,14 @@ def test_browser_chat_tools_are_built_as_opened_and_act_on_the_open_chat(studio,
     page.wait_for_function(f"() => ({BOX_JS})() === ''")
     page.wait_for_selector("#confirm-delete", state="hidden")
     assert title not in listed(page)
+
+    # A chat begun on this page: its title shows once it has one, and deleting it empties
+    # the box too.
+    studio.ollama.queue_reply(["Beavers ", "build."])
+    send(page, f"And beavers {marker}?")
+    wait_chat_contains(page, "Beavers build.")
+    page.wait_for_function(f"() => (({BOX_JS})() || '').startsWith('And beavers')")
+    page.click("#delete-btn")
+    page.click("#confirm-delete")
+    page.wait_for_function(f"() => ({BOX_JS})() === ''")
+    assert not [t for t in listed(page) if t.startswith("And beavers")]

@@ -27,7 +27,10 @@ def test_browser_later_parts_open_after_the_box_without_a_heading(studio, page):
         assert marked and heading == "none" and contents != "none", block
     # The accordions inside stay as Gradio draws them: closed, with their headings.
     assert page.is_visible("#params button.label-wrap")
-    assert not page.is_visible("#rename-box")
+    assert page.evaluate("() => document.querySelector("
+                         "'#conv-actions > [data-testid=\"accordion-content\"]').style.display"
+                         ) == "none"
+    assert not page.query_selector("#rename-box")  # built when "This chat" is opened
 
 
 def test_browser_a_later_part_the_script_cannot_open_is_left_to_open_by_hand(studio, page):

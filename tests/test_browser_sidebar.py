@@ -141,8 +141,8 @@ def test_browser_sidebar_groups_pins_and_pages_to_the_oldest(sidebar_studio, pag
     page.click("#conv-actions button")  # open the "This chat" accordion
     page.click("#conv-list label:has-text('old chat 000')")
     page.wait_for_function(
-        "() => document.querySelector('#rename-box textarea, #rename-box input').value"
-        " === 'old chat 000'")
+        "() => (document.querySelector('#rename-box textarea, #rename-box input') || {}).value"
+        " === 'old chat 000'")  # built as "This chat" opens
     page.click("#pin-btn")
     page.wait_for_function(
         "() => { const l = [...document.querySelectorAll('#conv-list label')];"

@@ -158,7 +158,7 @@ def test_cloud_chat_picker_lists_local_then_cloud_models_with_prices(tmp_path, b
         "OPENROUTER_API_KEY": DEFAULT_KEY, "OPENROUTER_BASE_URL": openrouter.url},
         dotenv_path=None))
     with gr.Blocks():
-        parts = chat.render(services)
+        parts = chat.render(services, lambda block_fns: None)
     # A page load asks no backend: a fresh studio has no list yet. The check chained after
     # it (app.py's on_models) asks; later page loads show what it found.
     assert parts.load_fn("", chat.new_session())[6]["choices"] == []

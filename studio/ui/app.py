@@ -208,7 +208,8 @@ def _no_matplotlib_lookups() -> None:
 
 def event_policy(services) -> Callable[[Iterable[BlockFunction]], None]:
     """What every event function of the app gets, at build time (``demo.fns``) and when a
-    lazy tab is built in a page (``LazyTab``): a concurrency limit and the role check.
+    render runs in a page (``LazyTab``, the Chat tab's tools: ``lazy.finish_render``): a
+    concurrency limit and the role check.
 
     Events without a limit of their own (quick actions: rename, pin, export, a preset...)
     run at most QUICK_LIMIT at once each, so a burst of one kind can't take every event
@@ -219,7 +220,7 @@ def event_policy(services) -> Callable[[Iterable[BlockFunction]], None]:
     app (~0.3 s of every start), and a later queue() call can't change it.
 
     Gradio names an event's concurrency group after its function object (``id(fn)``). A
-    lazy tab's functions are made again for each page, so each page would get groups of its
+    render's functions are made again for each page (and each run), so each page would get groups of its
     own (no limit across pages, and one more group in Gradio's queue per page, kept
     forever): they are named after the code instead, the same for every page.
     """

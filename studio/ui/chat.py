@@ -47,14 +47,16 @@ ATTACH_JS = """(added, have) => {
 }"""
 
 
-def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace:
+def render(services, policy: Policy) -> SimpleNamespace:
     """Build the Chat tab inside the current Blocks context; returns components app.py wires.
-    ``policy`` (``app.event_policy``) is applied to the events a page's render makes."""
+    ``policy`` (``app.event_policy``: the role check, the concurrency) is applied to the
+    events its renders make in a page."""
     page = ChatPage(services)
 
     session = gr.State(new_session())
-    # The open chat's title: as it changes, "This chat" (once opened) shows the title of
-    # the chat now open.
+    # The open chat's title as opening, starting or deleting a chat leaves it (not sending
+    # or renaming): as it changes, "This chat" (when built) shows the title of the chat
+    # now open.
     title = gr.State("")
     last_open = gr.BrowserState("", storage_key="studio-last-conversation")
 
@@ -78,21 +80,28 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
             with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
                 @gr.render(triggers=[actions.expand], **later)
                 def this_chat():
-                    rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1)
-                    with gr.Row():
-                        rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn")
-                        pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn")
-                        delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn")
+                    rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1,
+                                            key="rename-box")
+                    with gr.Row(key="chat-actions"):
+                        rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn",
+                                               key="rename-btn")
+                        pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn",
+                                            key="pin-btn")
+                        delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn",
+                                               key="delete-btn")
                     # A second, explicit press confirms: works the same on phones, no JS
                     # dialogs.
                     confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
                                                    variant="stop", visible=False,
-                                                   elem_id="confirm-delete")
-                    with gr.Row():
-                        export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md")
+                                                   elem_id="confirm-delete",
+                                                   key="confirm-delete")
+                    with gr.Row(key="chat-exports"):
+                        export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md",
+                                                  key="export-md")
                         export_json_btn = gr.Button("Export .json", size="sm",
-                                                    elem_id="export-json")
-                    export_file = gr.File(label="Export", visible=False, elem_id="export-file")
+                                                    elem_id="export-json", key="export-json")
+                    export_file = gr.File(label="Export", visible=False, elem_id="export-file",
+                                          key="export-file")
                     wire_this_chat(SimpleNamespace(**locals()))
                     finish_render(policy)
             with gr.Accordion("Import chats", open=False, elem_id="import-chats") as imports:
@@ -101,10 +110,11 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
                     import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
                                                 "conversations.json or its .zip",
                                           file_types=[".json", ".zip"], type="filepath",
-                                          elem_id="import-file")
+                                          elem_id="import-file", key="import-file")
                     import_report = gr.Markdown("Each chat comes with the branch you last saw, "
                                                 "its dates and models. Importing a file again "
-                                                "adds nothing.", elem_id="import-report")
+                                                "adds nothing.", elem_id="import-report",
+                                                key="import-report")
                     import_file.upload(page.on_import, [import_file],
                                        [import_report, conv_list], api_visibility="private",
                                        concurrency_limit=None, concurrency_id="chat-import",
@@ -288,7 +298,9 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
         # in the page), and as the page opens another chat (a new chat's title is "", as
         # the one before may have been: its id moves too).
         gr.on([arrived(), title.change, last_open.change], page.on_title,
-              [session], [tools.rename_box], show_progress="hidden", **private)
+              [session], [tools.rename_box], show_progress="hidden",
+              trigger_mode="always_last", concurrency_limit=None,
+              concurrency_id="chat-title", **private)
         tools.rename_btn.click(page.on_rename, [session, tools.rename_box], [conv_list],
                                **private)
         tools.pin_btn.click(page.on_pin, [session], [conv_list], **private)
@@ -297,8 +309,8 @@ def render(services, policy: Policy = lambda block_fns: None) -> SimpleNamespace
         tools.confirm_delete_btn.click(
             page.on_delete, [session], [session, chatbot, stats_md, conv_list, title,
                                         *window_out], **private).then(
-            lambda: gr.update(visible=False), None, [tools.confirm_delete_btn], queue=False,
-            **private)
+            lambda: (gr.update(visible=False), ""), None,
+            [tools.confirm_delete_btn, tools.rename_box], queue=False, **private)
         tools.export_md_btn.click(page.on_export_markdown, [session], [tools.export_file],
                                   **private)
         tools.export_json_btn.click(page.on_export_json, [session], [tools.export_file],

@@ -1,7 +1,7 @@
 """Who may call each event: one check every handler goes through, on the server.
 
 ``secure_functions(block_fns, role_of)`` wraps every event function of the app (and of each
-lazy tab a page builds) in a check of the caller's role before it runs. Hiding a button
+render a page runs: a lazy tab, the Chat tab's "This chat") in a check of the caller's role before it runs. Hiding a button
 protects nothing (any event can be called through Gradio's queue by whoever reaches the
 port), so the check lives here, and the classification is one explicit table: an event
 whose function nobody classified stops the app from being built (and
@@ -39,7 +39,7 @@ EVENTS: dict[str, dict[str, str]] = {
         "build_app.<locals>.build_arena.<locals>.on_arena_models": USER,
     },
     "studio.ui.lazy": {"on_tab_open": USER, "LazyTab.__init__.<locals>.contents": USER},
-    "studio.ui.chat": {f"render.<locals>.{LAMBDA}": USER, "render.<locals>.this_chat": USER,
+    "studio.ui.chat": {"render.<locals>.this_chat": USER,
                        "render.<locals>.import_chats": USER,
                        f"render.<locals>.wire_this_chat.<locals>.{LAMBDA}": USER},
     "studio.ui.chat_handlers": {f"ChatPage.{name}": USER for name in (
@@ -90,7 +90,7 @@ class Unclassified(RuntimeError):
 
 def origin_of(fn: Callable) -> tuple[str, str]:
     """(module, qualname) of the function under any wrappers and bound methods; for a
-    ``@gr.render`` (a lazy tab's), of the function it renders."""
+    ``@gr.render`` (a lazy tab's, the Chat tab's tools), of the function it renders."""
     target = fn
     while True:
         if isinstance(getattr(target, "__self__", None), Renderable):
@@ -128,7 +128,7 @@ def secure_functions(block_fns: Iterable[BlockFunction],
                      role_of: Callable[[str | None], str | None],
                      audit: Audit | None = None) -> None:
     """Wrap each event function in the role check: the app's at build time, and those a
-    lazy tab's render creates in a page's session (``ui/lazy.py``). ``role_of(name)`` gives
+    render creates in a page's session (``ui/lazy.py``, ``finish_render``). ``role_of(name)`` gives
     "admin", "user", or None for nobody (a user removed since the page opened). Admin
     events that change something are recorded with ``audit``. One already checked is left
     as it is."""

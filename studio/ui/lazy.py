@@ -14,6 +14,8 @@ and concurrency policy ``ui/app.py`` gives the app's events at build time would 
 frontend merges a render's events: a rendered event must not listen to a trigger outside
 the render that other events already listen to (the page keeps only the rendered ones for
 that trigger), which is why each lazy tab has its own ``visits`` state for "opened again".
+The page's load is the exception (``arrived``): its events are fired from each one's own
+list, so a render's events may listen to it (it fires as the render arrives).
 """
 
 from __future__ import annotations
