@@ -220,9 +220,9 @@ def event_policy(services) -> Callable[[Iterable[BlockFunction]], None]:
     app (~0.3 s of every start), and a later queue() call can't change it.
 
     Gradio names an event's concurrency group after its function object (``id(fn)``). A
-    render's functions are made again for each page (and each run), so each page would get groups of its
-    own (no limit across pages, and one more group in Gradio's queue per page, kept
-    forever): they are named after the code instead, the same for every page.
+    render's functions are made again for each page (and each run), so each page would
+    get groups of its own (no limit across pages, and one more group in Gradio's queue per
+    page, kept forever): they are named after the code instead, the same for every page.
     """
     def apply(block_fns: Iterable[BlockFunction]) -> None:
         block_fns = list(block_fns)

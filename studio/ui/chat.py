@@ -306,11 +306,13 @@ def render(services, policy: Policy) -> SimpleNamespace:
         tools.pin_btn.click(page.on_pin, [session], [conv_list], **private)
         tools.delete_btn.click(lambda: gr.update(visible=True), None,
                                [tools.confirm_delete_btn], queue=False, **private)
-        tools.confirm_delete_btn.click(
+        deleted = tools.confirm_delete_btn.click(
             page.on_delete, [session], [session, chatbot, stats_md, conv_list, title,
-                                        *window_out], **private).then(
-            lambda: (gr.update(visible=False), ""), None,
-            [tools.confirm_delete_btn, tools.rename_box], queue=False, **private)
+                                        *window_out], **private)
+        deleted.then(lambda: gr.update(visible=False), None, [tools.confirm_delete_btn],
+                     queue=False, **private)
+        # Emptied only once the chat is gone: a delete that failed keeps what is typed.
+        deleted.success(lambda: "", None, [tools.rename_box], queue=False, **private)
         tools.export_md_btn.click(page.on_export_markdown, [session], [tools.export_file],
                                   **private)
         tools.export_json_btn.click(page.on_export_json, [session], [tools.export_file],

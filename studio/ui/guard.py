@@ -1,11 +1,11 @@
 """Who may call each event: one check every handler goes through, on the server.
 
 ``secure_functions(block_fns, role_of)`` wraps every event function of the app (and of each
-render a page runs: a lazy tab, the Chat tab's "This chat") in a check of the caller's role before it runs. Hiding a button
-protects nothing (any event can be called through Gradio's queue by whoever reaches the
-port), so the check lives here, and the classification is one explicit table: an event
-whose function nobody classified stops the app from being built (and
-``tests/test_access_events.py`` fails), so a new handler can't slip in unchecked.
+render a page runs: a lazy tab, the Chat tab's "This chat") in a check of the caller's role
+before it runs. Hiding a button protects nothing (any event can be called through Gradio's
+queue by whoever reaches the port), so the check lives here, and the classification is one
+explicit table: an event whose function nobody classified stops the app from being built
+(and ``tests/test_access_events.py`` fails), so a new handler can't slip in unchecked.
 
 Roles: ``user`` (any signed-in person, admins included) and ``admin``. Visitors who are
 not signed in never reach an event: the front door (``studio.access.web``) refuses them.
