@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -70,12 +71,20 @@ def test_load_other_tabs_are_not_in_the_page_until_opened(demo):
                and name_of(f) not in ("this_chat", "import_chats")]  # the Chat tab's
     assert len(renders) == 5 and all(len(f.targets) == 1 for f in renders)
     opens = {f.targets[0][0] for f in renders}  # each render: its tab's "opened" state
-    select = [f for f in app.fns.values() if f.fn is not None and name_of(f) == "on_tab_open"]
-    assert len(select) == 5
-    assert {f.outputs[0]._id for f in select} == opens
-    assert {f.targets[0][0] for f in select} <= {t._id for t in tabs}
-    from studio.ui.lazy import on_tab_open
-    assert on_tab_open(0) == (True, 1) and on_tab_open(3) == (True, 4)  # True stays True
+    # One event of the tab strip opens them (and switches the timers), through the queue
+    # (a state's change fires only after a queued event); no event outside a lazy tab
+    # listens to that tab's own select (left to the tab's loading events).
+    switch = [f for f in app.fns.values() if f.fn is not None and name_of(f) == "on_tab_switch"]
+    assert len(switch) == 1 and switch[0].queue is not False
+    assert opens <= {b._id for b in switch[0].outputs}
+    lazy_tabs = {t._id for t in tabs if t.label != "Chat"}
+    assert len(lazy_tabs) == 5
+    assert not [f for f in app.fns.values() if any(t[0] in lazy_tabs for t in f.targets)]
+    from studio.ui.lazy import opening
+    shown = opening([SimpleNamespace(tab=t) for t in tabs if t.label != "Chat"], "Costs")
+    assert [v is True for v in shown] == [t.label == "Costs" for t in tabs if t.label != "Chat"]
+    assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in shown
+               if v is not True)  # gr.skip(): the others' states left as they are
 
 
 def test_load_lazy_tab_fields_take_input(demo):
@@ -109,14 +118,15 @@ def test_load_settle_interactivity_follows_gradios_rule():
                                   "on_users"])
 def test_load_other_tabs_load_when_their_tab_is_opened(demo, name):
     """A tab's loading events run as it is built in the page (the render's load) and on
-    each later opening (its ``visits`` state), never on the page's own load."""
+    each later opening (its tab's select), never on the page's own load."""
     app, _services = demo
-    visits = {f.outputs[1]._id for f in app.fns.values()
-              if f.fn is not None and name_of(f) == "on_tab_open"}
+    from gradio.layouts import Tab
+
+    lazy_tabs = {b._id for b in app.blocks.values() if isinstance(b, Tab) and b.label != "Chat"}
     page = page_config(app)
     loading = [f for f in page.fns.values() if f.fn is not None and name_of(f) == name
                and f.rendered_in is not None
-               and any(t[1] == "change" and t[0] in visits for t in f.targets)
+               and any(t[1] == "select" and t[0] in lazy_tabs for t in f.targets)
                and any(t == (app._id, "load") for t in f.targets)]
     assert loading, f"{name} does not load when its tab is opened"
 

@@ -29,7 +29,7 @@ from ..ops.status import status_html
 from .assets import AssetCache, PageCache
 from .common import OWNER, model_picker, tab_opened, ui_errors
 from .guard import origin_of, secure_functions
-from .lazy import LazyTab
+from .lazy import LazyTab, opening, place
 from . import chat_quick
 from .live import LiveText
 from . import chat, costs, settings as settings_tab
@@ -86,11 +86,10 @@ def build_app(services) -> gr.Blocks:
                 chat_parts = chat.render(services, policy)
                 # The page's quick send (/studio/send, chat_quick.py) serves its chat pages.
                 setattr(demo, chat_quick.ATTRIBUTE, chat_parts.page.quick)
-            LazyTab("Images", "images", lambda: images_tab.render(services), policy)
-
-            models_block = LazyTab("Models", "models", lambda: models_tab.render(
-                services, timer=models_timer), policy).tab
-            LazyTab("Costs", "costs", lambda: costs.render(services), policy)
+            images_lazy = LazyTab("Images", "images", lambda: images_tab.render(services), policy)
+            models_lazy = LazyTab("Models", "models", lambda: models_tab.render(
+                services, timer=models_timer), policy)
+            costs_lazy = LazyTab("Costs", "costs", lambda: costs.render(services), policy)
 
             def build_arena():
                 arena_parts = arena_tab.render(services)
@@ -111,28 +110,34 @@ def build_app(services) -> gr.Blocks:
                       api_visibility="private", concurrency_limit=None,
                       concurrency_id="arena-models-follow", show_progress="hidden")
 
-            LazyTab("Arena", "arena", build_arena, policy)
+            arena_lazy = LazyTab("Arena", "arena", build_arena, policy)
 
             def build_settings():
                 parts = settings_tab.render(services, timer=settings_timer)
                 gr.on(tab_opened(), parts.open_fn, None, parts.open_outputs,
                       api_visibility="private", show_progress="hidden")
 
-            settings_block = LazyTab("Settings", "settings", build_settings, policy).tab
+            settings_lazy = LazyTab("Settings", "settings", build_settings, policy)
+        lazy_tabs = [images_lazy, models_lazy, costs_lazy, arena_lazy, settings_lazy]
+        place(lazy_tabs)
 
+        # One event for every switch of tab (each event and block in the page's config costs
+        # its load a little, issue 16 item 4): it opens a lazy tab the first time
+        # (``lazy.opening``, which is why it goes through the queue) and switches the timers.
         # The GPU panel's timer ticks only while its tab is shown: a phone left on the Chat
         # tab after a look at the GPU should not poll NVML and ComfyUI every few seconds.
         # The Settings hosts table's timer likewise (opening Settings switches it on, for
         # admins only: settings_tab's open_fn).
-        # One event for every switch (each event in the page's config costs its load a
-        # little, issue 16 item 4).
         def on_tab_switch(evt: gr.SelectData):
             shown = evt.value  # the tab's label
-            return (gr.Timer(active=shown == models_block.label),
-                    gr.skip() if shown == settings_block.label else gr.Timer(active=False))
+            return (gr.Timer(active=shown == models_lazy.tab.label),
+                    gr.skip() if shown == settings_lazy.tab.label else gr.Timer(active=False),
+                    *opening(lazy_tabs, shown))
 
-        tabs.select(on_tab_switch, None, [models_timer, settings_timer], queue=False,
-                    api_visibility="private", show_progress="hidden")
+        tabs.select(on_tab_switch, None, [models_timer, settings_timer,
+                                          *(tab.opened for tab in lazy_tabs)],
+                    api_visibility="private", show_progress="hidden", concurrency_limit=None,
+                    concurrency_id="tab-open")
 
         def on_status():
             return status_html(services.status.statuses())

@@ -38,7 +38,7 @@ EVENTS: dict[str, dict[str, str]] = {
         "build_app.<locals>.on_tick": USER, "build_app.<locals>.on_models": USER,
         "build_app.<locals>.build_arena.<locals>.on_arena_models": USER,
     },
-    "studio.ui.lazy": {"on_tab_open": USER, "LazyTab.__init__.<locals>.contents": USER},
+    "studio.ui.lazy": {"LazyTab.__init__.<locals>.contents": USER},
     "studio.ui.chat": {"render.<locals>.this_chat": USER,
                        "render.<locals>.import_chats": USER,
                        f"render.<locals>.wire_this_chat.<locals>.{LAMBDA}": USER},

@@ -3,9 +3,10 @@
 Gradio's frontend fetches and runs the module of every component kind in the page's config
 before the first paint, and every page's session keeps a copy of that config; a tab never
 opened still cost both. ``LazyTab`` leaves the tab's contents out of the config: the first
-select on a page flips the tab's ``opened`` state, and a ``@gr.render`` on that change builds
-the contents for that page only. The state changes once per page, so opening the tab again
-never rebuilds it (nor loses what was typed in it).
+select on a page flips the tab's ``opened`` state (``opening``, from the one event of the
+tab strip, ``ui/app.py``), and a ``@gr.render`` on that change builds the contents for that
+page only. The state changes once per page, so opening the tab again never rebuilds it (nor
+loses what was typed in it).
 
 What a render creates lives in the page's session, not in ``demo.fns``, so the role check
 and concurrency policy ``ui/app.py`` gives the app's events at build time would miss it:
@@ -13,9 +14,10 @@ and concurrency policy ``ui/app.py`` gives the app's events at build time would 
 (so before the page can call any of them). Two more rules follow from how Gradio 6's
 frontend merges a render's events: a rendered event must not listen to a trigger outside
 the render that other events already listen to (the page keeps only the rendered ones for
-that trigger), which is why each lazy tab has its own ``visits`` state for "opened again".
-The page's load is the exception (``arrived``): its events are fired from each one's own
-list, so a render's events may listen to it (it fires as the render arrives).
+that trigger), which is why no event outside a lazy tab listens to its ``gr.Tab``'s select:
+that trigger is left to the tab's own events for "opened again" (the tab strip's select
+opens it). The page's load is the exception (``arrived``): its events are fired from each
+one's own list, so a render's events may listen to it (it fires as the render arrives).
 """
 
 from __future__ import annotations
@@ -33,32 +35,27 @@ building: ContextVar["LazyTab | None"] = ContextVar("studio_lazy_tab", default=N
 Policy = Callable[[Iterable[BlockFunction]], None]
 
 
-def on_tab_open(visits: int) -> tuple[bool, int]:
-    """A lazy tab was selected: it is opened (a change only the first time, which builds it)
-    and visited once more (a change every time, for its loading events)."""
-    return True, (visits or 0) + 1
-
-
 class LazyTab:
     """``gr.Tab(label, id=tab_id)`` whose contents ``build()`` makes on the page's first
     opening of it; ``policy`` is applied to the event functions ``build`` created. Use inside
-    ``gr.Tabs``. ``tab`` is the ``gr.Tab``; ``opened``/``visits`` its per-page states."""
+    ``gr.Tabs``, whose select sets ``opened`` (``opening``). ``tab`` is the ``gr.Tab``;
+    ``opened`` its per-page state (one block: each block in the page's config costs its
+    load ~0.5 ms, issue 16 item 4)."""
 
     def __init__(self, label: str, tab_id: str, build: Callable[[], object], policy: Policy):
         self.build, self.policy = build, policy
+        # Placed outside the tab (``place``): Gradio's frontend fires the change of a
+        # component not drawn yet whenever an event's output reaches it with a value other
+        # than its own, and every event sends its ``State`` outputs as null; inside the tab,
+        # the first switch of tabs built every tab. A drawn ``State`` fires its change
+        # only for a value the server changed.
+        self.opened = gr.State(False, render=False)
         with gr.Tab(label, id=tab_id) as self.tab:
-            self.opened = gr.State(False)
-            self.visits = gr.State(0)
 
             @gr.render(triggers=[self.opened.change], concurrency_limit=None,
                        concurrency_id=f"tab-{tab_id}", show_progress="hidden")
             def contents():
                 self._build()
-        # Through the queue: Gradio's frontend fires a state's change events only after a
-        # queued event (with queue=False the tab was never built). A person waits on it.
-        self.tab.select(on_tab_open, self.visits, [self.opened, self.visits],
-                        api_visibility="private", show_progress="hidden",
-                        concurrency_limit=None, concurrency_id="tab-open")
 
     def _build(self) -> None:
         token = building.set(self)
@@ -70,8 +67,26 @@ class LazyTab:
 
     def opened_again(self) -> list:
         """Triggers of the tab's loading events inside ``build``: the render's arrival in
-        the page (the first opening) and every later opening."""
-        return [arrived(), self.visits.change]
+        the page (the first opening) and every later opening (the tab's own select, which
+        no event outside the tab listens to)."""
+        return [arrived(), self.tab.select]
+
+
+def place(tabs: Iterable[LazyTab]) -> None:
+    """Put the tabs' ``opened`` states in the current Blocks context, outside the tab strip
+    (the page's top level)."""
+    for tab in tabs:
+        tab.opened.render()
+
+
+def opening(tabs: Iterable[LazyTab], shown: str) -> list:
+    """The ``opened`` states' new values as the tab labelled ``shown`` is selected: it is
+    opened (a change only the first time, which builds it), the others are left alone.
+
+    For the tab strip's select event, which must go through the queue: Gradio's frontend
+    fires a state's change events only after a queued event (with ``queue=False`` the tab
+    was never built)."""
+    return [True if tab.tab.label == shown else gr.skip() for tab in tabs]
 
 
 def arrived():
