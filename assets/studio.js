@@ -27,20 +27,57 @@
   };
   afterBox();
 
-  // Phones: start with the conversation sidebar closed, and close it again after a chat is
-  // picked or started, so the conversation takes the whole screen.
-  const narrow = () => window.innerWidth < 760;
-  const closeSidebar = () => {
+  // The chat list (#conv-sidebar, a column of the Chat tab: ui/chat.py) and its toggle. On
+  // a wide screen the list is open and the toggle folds it to a strip; on a phone
+  // (studio.css) it is an overlay, closed until the toggle opens it, and it closes again
+  // once a chat is picked or started, or the page beside it is tapped.
+  const narrow = () => window.innerWidth <= 760;
+  const sidebarToggle = () => {
     const bar = document.querySelector('#conv-sidebar');
-    const toggle = bar && bar.querySelector('.toggle-button');
-    if (bar && toggle && bar.classList.contains('open')) toggle.click();
+    if (!bar || bar.querySelector(':scope > #conv-toggle')) return;
+    const toggle = document.createElement('button');
+    toggle.id = 'conv-toggle';
+    toggle.type = 'button';
+    toggle.setAttribute('aria-controls', 'conv-sidebar');
+    const label = () => {
+      const shown = narrow() ? bar.classList.contains('conv-open')
+        : !bar.classList.contains('conv-folded');
+      toggle.setAttribute('aria-expanded', String(shown));
+      toggle.setAttribute('aria-label', shown ? 'Hide the chat list' : 'Show the chat list');
+      toggle.title = toggle.getAttribute('aria-label');
+      toggle.textContent = shown ? '‹' : '☰';
+    };
+    toggle.addEventListener('click', () => {
+      bar.classList.toggle(narrow() ? 'conv-open' : 'conv-folded');
+      label();
+    });
+    bar.prepend(toggle);
+    label();
+    window.addEventListener('resize', label);
   };
-  if (narrow()) setTimeout(closeSidebar, 50);
+  const closeSidebar = () => {
+    const bar = document.querySelector('#conv-sidebar.conv-open');
+    const toggle = document.querySelector('#conv-toggle');
+    if (bar && toggle) toggle.click();
+  };
+  // The column is drawn with the page, before this runs; else when the Chat tab is.
+  if (document.querySelector('#conv-sidebar')) sidebarToggle();
+  else {
+    const watch = new MutationObserver(() => {
+      if (!document.querySelector('#conv-sidebar')) return;
+      watch.disconnect();
+      sidebarToggle();
+    });
+    watch.observe(document.body, {childList: true, subtree: true});
+  }
   document.addEventListener('click', (event) => {
-    if (!narrow()) return;
+    if (!narrow() || !document.querySelector('#conv-sidebar.conv-open')) return;
+    if (event.target.closest('#conv-toggle')) return;
     // Not for "More chats…" (nor a heading): that grows the list, the person is still in it.
     const chat = '#conv-list label:not(:has(input[value^="group:"], input[value="more:"]))';
-    if (event.target.closest(chat + ', #new-chat')) setTimeout(closeSidebar, 150);
+    if (event.target.closest(chat + ', #new-chat') || !event.target.closest('#conv-sidebar')) {
+      setTimeout(closeSidebar, 150);
+    }
   });
 
   // The buttons under a chat turn (↻, ‹ n/m ›: ui/chat_values.turn_tools) are plain HTML in

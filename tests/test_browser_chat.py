@@ -180,14 +180,47 @@ def test_browser_retry_keeps_each_answer_and_pages_between_them(studio, page):
     assert stored(studio, marker)["content"] == "Third draft."
 
 
+def test_browser_chat_list_folds_away_and_back(studio, page):
+    """On a wide screen the chat list is open beside the chat; its toggle folds it to a
+    strip (the chat takes the room) and opens it again. On a phone it is an overlay that a
+    tap beside it closes."""
+    open_studio(page, studio, new_chat=False)
+    toggle = page.locator("#conv-toggle")
+    assert toggle.get_attribute("aria-expanded") == "true"
+    assert page.is_visible("#new-chat") and page.is_visible("#conv-search")
+    wide = page.locator("#chatbot").bounding_box()["width"]
+    toggle.click()
+    page.wait_for_selector("#new-chat", state="hidden")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert page.locator("#chatbot").bounding_box()["width"] > wide + 150
+    toggle.click()
+    page.wait_for_selector("#new-chat", state="visible")
+    assert toggle.get_attribute("aria-expanded") == "true"
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_selector("#conv-toggle")
+    assert not page.is_visible("#new-chat")
+    page.click("#conv-toggle")
+    page.wait_for_selector("#new-chat", state="visible")
+    page.mouse.click(370, 600)  # beside the list, over the chat
+    page.wait_for_selector("#new-chat", state="hidden")
+    assert page.get_attribute("#conv-toggle", "aria-expanded") == "false"
+
+
 def test_browser_versions_page_on_a_phone_sized_screen(studio, page):
     page.set_viewport_size({"width": 390, "height": 844})
     open_studio(page, studio, new_chat=False)
-    # On a phone the sidebar starts closed, and closes again once a new chat is started.
-    page.click("#conv-sidebar .toggle-button")
+    # On a phone the chat list starts closed (off the screen, over nothing), opens over
+    # the chat from its toggle, and closes again once a new chat is started.
+    assert not page.is_visible("#new-chat")
+    page.click("#conv-toggle")
+    page.wait_for_function("() => { const r = document.querySelector('#new-chat')"
+                           ".getBoundingClientRect(); return r.left >= 0 && r.right <= 390; }")
     page.click("#new-chat")
     page.wait_for_function("() => !document.querySelector('#chatbot .message')"
-                           " && !document.querySelector('#conv-sidebar.open')")
+                           " && !document.querySelector('#conv-sidebar.conv-open')")
+    assert page.get_attribute("#conv-toggle", "aria-expanded") == "false"
     studio.ollama.queue_reply("Small one.")
     send(page, f"phone {uuid.uuid4().hex[:6]}")
     wait_chat_contains(page, "Small one.")

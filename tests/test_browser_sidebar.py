@@ -193,12 +193,10 @@ def test_browser_sidebar_more_keeps_a_phone_s_sidebar_open(sidebar_studio, page)
     db.close()
     page.set_viewport_size({"width": 390, "height": 800})
     page.goto(sidebar_studio.url)
-    page.wait_for_selector("#conv-list label")
-    page.wait_for_function("() => !document.querySelector('#conv-sidebar').classList"
-                           ".contains('open')")  # a phone starts with the list closed
-    page.click("#conv-sidebar .toggle-button")
-    page.wait_for_function("() => document.querySelector('#conv-sidebar').classList"
-                           ".contains('open')")
+    page.wait_for_selector("#conv-list label", state="attached")
+    assert not page.is_visible("#conv-list")  # a phone starts with the list closed
+    page.click("#conv-toggle")
+    page.wait_for_selector("#conv-list", state="visible")
     before = len(chats_listed(page))
 
     page.click("#conv-list label:has-text('More chats…')")
@@ -206,4 +204,5 @@ def test_browser_sidebar_more_keeps_a_phone_s_sidebar_open(sidebar_studio, page)
                            ".filter(i => !/^(group|more):/.test(i.value)).length > n",
                            arg=before)
     page.wait_for_timeout(300)  # longer than the phone script's 150 ms before it closes
-    assert "open" in page.get_attribute("#conv-sidebar", "class")
+    assert "conv-open" in page.get_attribute("#conv-sidebar", "class")
+    assert page.is_visible("#conv-list")

@@ -60,68 +60,73 @@ def render(services, policy: Policy) -> SimpleNamespace:
     title = gr.State("")
     last_open = gr.BrowserState("", storage_key="studio-last-conversation")
 
-    with gr.Sidebar(label="Conversations", open=True, elem_id="conv-sidebar", width=300):
-        new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat", size="sm")
-        search_box = gr.Textbox(placeholder="Search all chats…", show_label=False,
-                                elem_id="conv-search", container=False)
-        search_note = gr.Markdown("", visible=False, elem_id="conv-search-note")
-        # Headings (Pinned, Today, …) and "More chats…" are choices too (chat_sidebar.py).
-        conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
-                             elem_classes=["conv-list"], container=False)
-        # Drawn a frame after the message box, as the settings column (``drawn_later``).
-        with drawn_later("conv-extras", "Incognito, this chat, import"):
-            incognito = gr.Checkbox(label="Incognito (not saved)", value=False, elem_id="incognito")
-
-            # "This chat" and "Import chats" are built each time they are opened (a render
-            # each): their components are not in the page's config (each cost its load
-            # ~0.5 ms; issue 16, item 4), nor in its session until then.
-            later = dict(concurrency_limit=None, concurrency_id="chat-tools",
-                         show_progress="hidden")
-            with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
-                @gr.render(triggers=[actions.expand], **later)
-                def this_chat():
-                    rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1,
-                                            key="rename-box")
-                    with gr.Row(key="chat-actions"):
-                        rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn",
-                                               key="rename-btn")
-                        pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn",
-                                            key="pin-btn")
-                        delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn",
-                                               key="delete-btn")
-                    # A second, explicit press confirms: works the same on phones, no JS
-                    # dialogs.
-                    confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
-                                                   variant="stop", visible=False,
-                                                   elem_id="confirm-delete",
-                                                   key="confirm-delete")
-                    with gr.Row(key="chat-exports"):
-                        export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md",
-                                                  key="export-md")
-                        export_json_btn = gr.Button("Export .json", size="sm",
-                                                    elem_id="export-json", key="export-json")
-                    export_file = gr.File(label="Export", visible=False, elem_id="export-file",
-                                          key="export-file")
-                    wire_this_chat(SimpleNamespace(**locals()))
-                    finish_render(policy)
-            with gr.Accordion("Import chats", open=False, elem_id="import-chats") as imports:
-                @gr.render(triggers=[imports.expand], **later)
-                def import_chats():
-                    import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
-                                                "conversations.json or its .zip",
-                                          file_types=[".json", ".zip"], type="filepath",
-                                          elem_id="import-file", key="import-file")
-                    import_report = gr.Markdown("Each chat comes with the branch you last saw, "
-                                                "its dates and models. Importing a file again "
-                                                "adds nothing.", elem_id="import-report",
-                                                key="import-report")
-                    import_file.upload(page.on_import, [import_file],
-                                       [import_report, conv_list], api_visibility="private",
-                                       concurrency_limit=None, concurrency_id="chat-import",
-                                       show_progress_on=[import_report])
-                    finish_render(policy)
-
     with gr.Row(equal_height=False, elem_id="chat-row"):
+        # The chat list: a plain column, not a gr.Sidebar. Gradio's sidebar measures the
+        # page as it mounts and restyles the whole document (~10 ms of every page load,
+        # issue 16 item 4). The toggle that folds it away, and its overlay on a phone
+        # (closed until asked for), are the page's own (assets/studio.js, studio.css).
+        with gr.Column(scale=0, min_width=240, elem_id="conv-sidebar"):
+            new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat", size="sm")
+            search_box = gr.Textbox(placeholder="Search all chats…", show_label=False,
+                                    elem_id="conv-search", container=False)
+            search_note = gr.Markdown("", visible=False, elem_id="conv-search-note")
+            # Headings (Pinned, Today, …) and "More chats…" are choices too (chat_sidebar.py).
+            conv_list = gr.Radio(choices=[], label="Chats", show_label=False, elem_id="conv-list",
+                                 elem_classes=["conv-list"], container=False)
+            # Drawn a frame after the message box, as the settings column (``drawn_later``).
+            with drawn_later("conv-extras", "Incognito, this chat, import"):
+                incognito = gr.Checkbox(label="Incognito (not saved)", value=False,
+                                        elem_id="incognito")
+
+                # "This chat" and "Import chats" are built each time they are opened (a render
+                # each): their components are not in the page's config (each cost its load
+                # ~0.5 ms; issue 16, item 4), nor in its session until then.
+                later = dict(concurrency_limit=None, concurrency_id="chat-tools",
+                             show_progress="hidden")
+                with gr.Accordion("This chat", open=False, elem_id="conv-actions") as actions:
+                    @gr.render(triggers=[actions.expand], **later)
+                    def this_chat():
+                        rename_box = gr.Textbox(label="Title", elem_id="rename-box", max_lines=1,
+                                                key="rename-box")
+                        with gr.Row(key="chat-actions"):
+                            rename_btn = gr.Button("Rename", size="sm", elem_id="rename-btn",
+                                                   key="rename-btn")
+                            pin_btn = gr.Button("📌 Pin / unpin", size="sm", elem_id="pin-btn",
+                                                key="pin-btn")
+                            delete_btn = gr.Button("Delete…", size="sm", elem_id="delete-btn",
+                                                   key="delete-btn")
+                        # A second, explicit press confirms: works the same on phones, no JS
+                        # dialogs.
+                        confirm_delete_btn = gr.Button("Yes, delete this chat for good", size="sm",
+                                                       variant="stop", visible=False,
+                                                       elem_id="confirm-delete",
+                                                       key="confirm-delete")
+                        with gr.Row(key="chat-exports"):
+                            export_md_btn = gr.Button("Export .md", size="sm", elem_id="export-md",
+                                                      key="export-md")
+                            export_json_btn = gr.Button("Export .json", size="sm",
+                                                        elem_id="export-json", key="export-json")
+                        export_file = gr.File(label="Export", visible=False, elem_id="export-file",
+                                              key="export-file")
+                        wire_this_chat(SimpleNamespace(**locals()))
+                        finish_render(policy)
+                with gr.Accordion("Import chats", open=False, elem_id="import-chats") as imports:
+                    @gr.render(triggers=[imports.expand], **later)
+                    def import_chats():
+                        import_file = gr.File(label="Open WebUI export (.json), or ChatGPT's "
+                                                    "conversations.json or its .zip",
+                                              file_types=[".json", ".zip"], type="filepath",
+                                              elem_id="import-file", key="import-file")
+                        import_report = gr.Markdown("Each chat comes with the branch you last saw, "
+                                                    "its dates and models. Importing a file again "
+                                                    "adds nothing.", elem_id="import-report",
+                                                    key="import-report")
+                        import_file.upload(page.on_import, [import_file],
+                                           [import_report, conv_list], api_visibility="private",
+                                           concurrency_limit=None, concurrency_id="chat-import",
+                                           show_progress_on=[import_report])
+                        finish_render(policy)
+
         with gr.Column(scale=4, min_width=320):
             # A long chat opens on its newest messages; these bring the rest in pages.
             earlier_btn = gr.Button(EARLIER_LABEL, size="sm", visible=False,
