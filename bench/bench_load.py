@@ -411,7 +411,7 @@ class Probe:
         from bench_chat import Endpoint
 
         strip = next(c["id"] for c in cfg["components"]
-                     if c.get("props", {}).get("elem_id") == "status-strip")
+                     if c.get("props", {}).get("elem_id") == "top-bar")
         for d in cfg["dependencies"]:
             if d["targets"] and d["targets"][0][1] == "tick" and strip in d["outputs"]:
                 return Endpoint(d["id"], d["targets"][0][0], 0, 0, [None] * len(d["inputs"]))

@@ -630,7 +630,8 @@ def test_browser_ollama_down_is_said_once_without_covering_the_status_strip(tmp_
     down = start_studio(tmp_path, f"http://127.0.0.1:{free_port()}")
     try:
         page.goto(down.url)
-        page.wait_for_selector("#status-strip [data-backend='ollama'][data-state='unreachable']")
+        page.wait_for_selector(
+            "#top-bar .status-strip [data-backend='ollama'][data-state='unreachable']")
         # The Chat tab's picker says why it is empty, in place, on the same load.
         page.wait_for_function(
             "() => document.querySelector('#model-picker').innerText.includes(\"Can't reach Ollama\")")

@@ -22,7 +22,7 @@ LAYOUT_JS = """() => {
           scrollWidth: document.scrollingElement.scrollWidth,
           box: box('#chat-input'), composer: box('#composer'),
           attach: box('#chat-attach'), picker: box('#model-picker input'),
-          pills: [...document.querySelectorAll('#status-strip .pill')].map(
+          pills: [...document.querySelectorAll('#top-bar .status-strip .pill')].map(
                    p => p.getBoundingClientRect().right)};
 }"""
 

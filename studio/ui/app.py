@@ -53,9 +53,11 @@ def _logo_html(services) -> str:
     return f"<img src='data:{mime};base64,{data}' alt=''>"
 
 
-def header_html(services) -> str:
+def top_bar_html(services, status: str) -> str:
+    """The brand, then the status strip (``status_html``; "" before the page's load)."""
     return (f"<div id='studio-header'>{_logo_html(services)}"
-            f"<span class='brand'>{escape(services.settings.brand_name)}</span></div>")
+            f"<span class='brand'>{escape(services.settings.brand_name)}</span></div>"
+            f"{status}")
 
 
 def build_app(services) -> gr.Blocks:
@@ -66,9 +68,10 @@ def build_app(services) -> gr.Blocks:
         # template engine (~110 KB of script) into every page; the Chat tab loads Markdown's
         # anyway. The HTML is the studio's own, its values escaped (sanitize_html=False keeps
         # the status pills' data attributes and titles).
-        with gr.Row(equal_height=True, elem_id="top-bar"):
-            gr.Markdown(header_html(services), elem_id="brand", sanitize_html=False)
-            status_strip = gr.Markdown("", elem_id="status-strip", sanitize_html=False)
+        # The brand and the status strip are one block (each block costs the page's load,
+        # issue 16 item 4): the status events send both.
+        status_strip = gr.Markdown(top_bar_html(services, ""), elem_id="top-bar",
+                                   sanitize_html=False)
         if services.exposure.warning:  # STUDIO_NO_AUTH on an address others can reach
             gr.Markdown(f"<div role='alert'>⚠️ {escape(services.exposure.warning)}</div>",
                         elem_id="open-banner", sanitize_html=False)
@@ -140,7 +143,7 @@ def build_app(services) -> gr.Blocks:
                     concurrency_id="tab-open")
 
         def on_status():
-            return status_html(services.status.statuses())
+            return top_bar_html(services, status_html(services.status.statuses()))
 
         # The Chat picker follows the model list (pulls, deletes, Ollama going down or up,
         # from any page or `ollama pull` on the server): each page keeps the version of the
