@@ -70,15 +70,26 @@
     });
     watch.observe(document.body, {childList: true, subtree: true});
   }
+  const beside = (event) => narrow() && document.querySelector('#conv-sidebar.conv-open') &&
+    !event.target.closest('#conv-sidebar');
+  // (A press there doesn't focus the box under it either: no keyboard popping up.)
+  document.addEventListener('mousedown', (event) => {
+    if (beside(event)) event.preventDefault();
+  }, true);
   document.addEventListener('click', (event) => {
     if (!narrow() || !document.querySelector('#conv-sidebar.conv-open')) return;
-    if (event.target.closest('#conv-toggle')) return;
+    if (beside(event)) {
+      // A tap beside the open list only closes it: it never also presses what lies under
+      // it (a turn's button, the model picker, Send).
+      event.preventDefault();
+      event.stopPropagation();
+      closeSidebar();
+      return;
+    }
     // Not for "More chats…" (nor a heading): that grows the list, the person is still in it.
     const chat = '#conv-list label:not(:has(input[value^="group:"], input[value="more:"]))';
-    if (event.target.closest(chat + ', #new-chat') || !event.target.closest('#conv-sidebar')) {
-      setTimeout(closeSidebar, 150);
-    }
-  });
+    if (event.target.closest(chat + ', #new-chat')) setTimeout(closeSidebar, 150);
+  }, true);
 
   // The buttons under a chat turn (↻, ‹ n/m ›: ui/chat_values.turn_tools) are plain HTML in
   // the chatbot. A press goes to the server through the hidden #turn-action box, as

@@ -203,9 +203,17 @@ def test_browser_chat_list_folds_away_and_back(studio, page):
     assert not page.is_visible("#new-chat")
     page.click("#conv-toggle")
     page.wait_for_selector("#new-chat", state="visible")
-    page.mouse.click(370, 600)  # beside the list, over the chat
+    # A tap beside the list, on the message box: it closes the list and does no more.
+    box = page.locator("#chat-input textarea").bounding_box()
+    assert box["x"] + box["width"] > 330
+    page.mouse.click(max(box["x"], 330) + 5, box["y"] + box["height"] / 2)
     page.wait_for_selector("#new-chat", state="hidden")
     assert page.get_attribute("#conv-toggle", "aria-expanded") == "false"
+    assert not page.evaluate("document.activeElement === "
+                             "document.querySelector('#chat-input textarea')")
+    page.mouse.click(max(box["x"], 330) + 5, box["y"] + box["height"] / 2)
+    page.wait_for_function("document.activeElement === "
+                           "document.querySelector('#chat-input textarea')")  # list closed
 
 
 def test_browser_versions_page_on_a_phone_sized_screen(studio, page):
